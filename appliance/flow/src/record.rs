@@ -1,0 +1,79 @@
+//! A finished flow, as the table hands it out.
+
+use std::net::IpAddr;
+
+use crate::features::FlowFeatures;
+use crate::window::WindowSnapshot;
+
+/// Why a flow left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// No packet for the idle timeout.
+    IdleTimeout,
+    /// The flow lasted longer than the active timeout; its next packets start a new flow.
+    ActiveTimeout,
+    /// Both sides sent FIN (exported after the close linger).
+    TcpFin,
+    /// A side sent RST (exported after the close linger).
+    TcpRst,
+    /// The table was full and this was the least recently active flow.
+    Evicted,
+    /// The input ended (end of the capture files, or shutdown).
+    EndOfInput,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 6] = [
+        EndReason::IdleTimeout,
+        EndReason::ActiveTimeout,
+        EndReason::TcpFin,
+        EndReason::TcpRst,
+        EndReason::Evicted,
+        EndReason::EndOfInput,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::IdleTimeout => "idle-timeout",
+            EndReason::ActiveTimeout => "active-timeout",
+            EndReason::TcpFin => "tcp-fin",
+            EndReason::TcpRst => "tcp-rst",
+            EndReason::Evicted => "evicted",
+            EndReason::EndOfInput => "end-of-input",
+        }
+    }
+}
+
+/// One finished bidirectional flow. "Source" is the initiator: the sender of the
+/// flow's first packet; "forward" is its direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowRecord {
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub ip_version: u8,
+    /// First packet's timestamp, ns.
+    pub first_seen_ns: u64,
+    /// Last packet's timestamp, ns.
+    pub last_seen_ns: u64,
+    pub end_reason: EndReason,
+    /// IP-level bytes (IP length fields summed) sent by the initiator.
+    pub fwd_ip_bytes: u64,
+    /// IP-level bytes sent by the responder.
+    pub bwd_ip_bytes: u64,
+    /// Interface index of the first packet (0 for pcap replay).
+    pub ifindex: u32,
+    pub features: FlowFeatures,
+    /// The initiator's window aggregates when the flow ended, one per configured window.
+    pub source_windows: Vec<WindowSnapshot>,
+}
+
+impl FlowRecord {
+    /// CICFlowMeter's flow id: `dst-src-dstport-srcport-proto` with the initiator as source.
+    pub fn flow_id(&self) -> String {
+        format!("{}-{}-{}-{}-{}", self.src_ip, self.dst_ip, self.src_port, self.dst_port, self.protocol)
+    }
+}

@@ -1,0 +1,336 @@
+//! Per-source window aggregates: what one host did over the last few seconds, across
+//! all the flows it started. Scan and flood detection read these.
+//!
+//! For each configured window W and each source (a flow's initiator address) we keep
+//! ten buckets of W/10 each, so a window is W at a resolution of W/10:
+//! - distinct destination addresses and ports of the flows the source started;
+//! - the rate of flows it started;
+//! - among TCP packets of those flows (both directions): the share with SYN set and
+//!   ACK clear, and the share with RST set.
+//!
+//! Every structure is bounded: at most `max_sources` sources (least recently active
+//! evicted, counted) and at most `max_distinct` remembered destinations per source
+//! and window (beyond that the count saturates and says so).
+
+use mld_packet::{tcp_flags, PacketRecord};
+
+use crate::lru::LruMap;
+
+const BUCKETS: usize = 10;
+
+/// Bounds and windows of the aggregator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Window lengths, ns; at most 4.
+    pub windows_ns: Vec<u64>,
+    /// Sources tracked at once.
+    pub max_sources: usize,
+    /// Distinct destination addresses (and, separately, ports) remembered per source and window.
+    pub max_distinct: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> WindowConfig {
+        WindowConfig { windows_ns: vec![10_000_000_000, 60_000_000_000], max_sources: 16_384, max_distinct: 128 }
+    }
+}
+
+/// One source's aggregates over one window.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct WindowSnapshot {
+    /// Window length, seconds.
+    pub window_secs: f64,
+    /// Distinct destination addresses of flows the source started in the window.
+    pub distinct_dst_addrs: u32,
+    /// Distinct destination ports of flows the source started in the window.
+    pub distinct_dst_ports: u32,
+    /// Flows the source started, per second of window.
+    pub new_flows_per_sec: f64,
+    /// Share of TCP packets with SYN set and ACK clear, in flows the source started.
+    pub syn_without_ack_ratio: f64,
+    /// Share of TCP packets with RST set, in flows the source started.
+    pub rst_ratio: f64,
+    /// True when a distinct count reached `max_distinct` (the true count is at least that).
+    pub saturated: bool,
+}
+
+/// Counters of the aggregator itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    pub sources: u64,
+    pub evicted_sources: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    new_flows: u32,
+    tcp_packets: u32,
+    syn_without_ack: u32,
+    rst: u32,
+}
+
+/// A small set of keys with their last-seen times, exact up to its capacity.
+#[derive(Debug, Clone, Default)]
+struct DistinctSet<K> {
+    entries: Vec<(K, u64)>,
+    saturated_until_ns: u64,
+}
+
+impl<K: PartialEq + Copy> DistinctSet<K> {
+    fn insert(&mut self, key: K, now_ns: u64, window_ns: u64, capacity: usize) {
+        if let Some(entry) = self.entries.iter_mut().find(|(existing, _)| *existing == key) {
+            entry.1 = now_ns;
+            return;
+        }
+        if self.entries.len() < capacity {
+            self.entries.push((key, now_ns));
+            return;
+        }
+        match self.entries.iter_mut().find(|(_, seen)| now_ns.saturating_sub(*seen) >= window_ns) {
+            Some(entry) => *entry = (key, now_ns),
+            None => self.saturated_until_ns = now_ns.saturating_add(window_ns),
+        }
+    }
+
+    fn count(&self, now_ns: u64, window_ns: u64) -> u32 {
+        self.entries.iter().filter(|(_, seen)| now_ns.saturating_sub(*seen) < window_ns).count() as u32
+    }
+
+    fn saturated(&self, now_ns: u64) -> bool {
+        now_ns < self.saturated_until_ns
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SourceWindow {
+    window_ns: u64,
+    bucket_ns: u64,
+    buckets: [Bucket; BUCKETS],
+    /// Start time of `buckets[current]`.
+    current_start_ns: u64,
+    current: usize,
+    dst_addrs: DistinctSet<[u8; 16]>,
+    dst_ports: DistinctSet<u16>,
+}
+
+impl SourceWindow {
+    fn new(window_ns: u64, now_ns: u64) -> SourceWindow {
+        let bucket_ns = (window_ns / BUCKETS as u64).max(1);
+        SourceWindow {
+            window_ns,
+            bucket_ns,
+            buckets: [Bucket::default(); BUCKETS],
+            current_start_ns: now_ns - now_ns % bucket_ns,
+            current: 0,
+            dst_addrs: DistinctSet::default(),
+            dst_ports: DistinctSet::default(),
+        }
+    }
+
+    /// Rotates buckets so that `now_ns` falls in the current one.
+    fn advance(&mut self, now_ns: u64) {
+        if now_ns < self.current_start_ns + self.bucket_ns {
+            return;
+        }
+        let steps = (now_ns - self.current_start_ns) / self.bucket_ns;
+        for _ in 0..steps.min(BUCKETS as u64) {
+            self.current = (self.current + 1) % BUCKETS;
+            self.buckets[self.current] = Bucket::default();
+        }
+        self.current_start_ns += steps * self.bucket_ns;
+    }
+
+    fn snapshot(&self, now_ns: u64) -> WindowSnapshot {
+        // Buckets that have fallen out of the window are zeroed by `advance`; a snapshot
+        // taken later than the last packet must not count them either.
+        let stale = if now_ns >= self.current_start_ns + self.bucket_ns {
+            ((now_ns - self.current_start_ns) / self.bucket_ns).min(BUCKETS as u64) as usize
+        } else {
+            0
+        };
+        let mut total = Bucket::default();
+        for age in 0..BUCKETS.saturating_sub(stale) {
+            let bucket = &self.buckets[(self.current + BUCKETS - age) % BUCKETS];
+            total.new_flows += bucket.new_flows;
+            total.tcp_packets += bucket.tcp_packets;
+            total.syn_without_ack += bucket.syn_without_ack;
+            total.rst += bucket.rst;
+        }
+        let share = |count: u32| if total.tcp_packets == 0 { 0.0 } else { f64::from(count) / f64::from(total.tcp_packets) };
+        let window_secs = self.window_ns as f64 / 1e9;
+        WindowSnapshot {
+            window_secs,
+            distinct_dst_addrs: self.dst_addrs.count(now_ns, self.window_ns),
+            distinct_dst_ports: self.dst_ports.count(now_ns, self.window_ns),
+            new_flows_per_sec: f64::from(total.new_flows) / window_secs,
+            syn_without_ack_ratio: share(total.syn_without_ack),
+            rst_ratio: share(total.rst),
+            saturated: self.dst_addrs.saturated(now_ns) || self.dst_ports.saturated(now_ns),
+        }
+    }
+}
+
+/// Source address key: address bytes plus IP version.
+type SourceKey = ([u8; 16], u8);
+
+/// Per-source aggregates over the configured windows.
+#[derive(Debug)]
+pub struct WindowAggregator {
+    config: WindowConfig,
+    sources: LruMap<SourceKey, Vec<SourceWindow>>,
+    stats: WindowStats,
+}
+
+impl WindowAggregator {
+    pub fn new(config: WindowConfig) -> WindowAggregator {
+        let sources = LruMap::new(config.max_sources.max(1));
+        WindowAggregator { config, sources, stats: WindowStats::default() }
+    }
+
+    pub fn stats(&self) -> WindowStats {
+        WindowStats { sources: self.sources.len() as u64, ..self.stats }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.config.windows_ns.is_empty()
+    }
+
+    /// Records a packet of a flow that `source` started. `new_flow` is true for the
+    /// flow's first packet, whose destination is `destination` (address, port).
+    pub fn observe(&mut self, source: SourceKey, destination: ([u8; 16], u16), packet: &PacketRecord, new_flow: bool) {
+        if !self.is_enabled() {
+            return;
+        }
+        let now_ns = packet.ts_ns;
+        let handle = match self.sources.find(&source) {
+            Some(handle) => {
+                self.sources.touch(handle);
+                handle
+            }
+            None => {
+                if self.sources.is_full() {
+                    if let Some(oldest) = self.sources.oldest() {
+                        self.sources.remove(oldest);
+                        self.stats.evicted_sources += 1;
+                    }
+                }
+                let windows = self.config.windows_ns.iter().map(|window| SourceWindow::new(*window, now_ns)).collect();
+                self.sources.insert(source, windows)
+            }
+        };
+        let max_distinct = self.config.max_distinct;
+        let Some(windows) = self.sources.get_mut(handle) else { return };
+        for window in windows.iter_mut() {
+            window.advance(now_ns);
+            let bucket = &mut window.buckets[window.current];
+            if new_flow {
+                bucket.new_flows += 1;
+            }
+            if packet.protocol == 6 {
+                bucket.tcp_packets += 1;
+                if packet.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
+                    bucket.syn_without_ack += 1;
+                }
+                if packet.tcp_flags & tcp_flags::RST != 0 {
+                    bucket.rst += 1;
+                }
+            }
+            if new_flow {
+                window.dst_addrs.insert(destination.0, now_ns, window.window_ns, max_distinct);
+                window.dst_ports.insert(destination.1, now_ns, window.window_ns, max_distinct);
+            }
+        }
+    }
+
+    /// The source's aggregates at `now_ns`, one per configured window; empty when the
+    /// source is unknown (never seen, or evicted).
+    pub fn snapshot(&self, source: SourceKey, now_ns: u64) -> Vec<WindowSnapshot> {
+        match self.sources.find(&source).and_then(|handle| self.sources.get(handle)) {
+            Some(windows) => windows.iter().map(|window| window.snapshot(now_ns)).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn syn(ts_ns: u64) -> PacketRecord {
+        let mut packet: PacketRecord = bytemuck::Zeroable::zeroed();
+        packet.ts_ns = ts_ns;
+        packet.protocol = 6;
+        packet.ip_version = 4;
+        packet.tcp_flags = tcp_flags::SYN;
+        packet
+    }
+
+    fn addr(last: u8) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&[10, 0, 0, last]);
+        bytes
+    }
+
+    fn aggregator(max_distinct: usize) -> WindowAggregator {
+        WindowAggregator::new(WindowConfig { windows_ns: vec![10 * SECOND], max_sources: 4, max_distinct })
+    }
+
+    #[test]
+    fn port_scan_counts_distinct_ports_and_syn_share() {
+        let mut windows = aggregator(128);
+        let scanner = (addr(66), 4);
+        for port in 0..20u16 {
+            let ts = 100 * SECOND + u64::from(port) * 10_000_000;
+            windows.observe(scanner, (addr(1), 1000 + port), &syn(ts), true);
+            let mut reply = syn(ts + 1000);
+            reply.tcp_flags = tcp_flags::RST | tcp_flags::ACK;
+            windows.observe(scanner, (addr(1), 1000 + port), &reply, false);
+        }
+        let snapshot = windows.snapshot(scanner, 100 * SECOND + 200_000_000)[0];
+        assert_eq!(snapshot.distinct_dst_addrs, 1);
+        assert_eq!(snapshot.distinct_dst_ports, 20);
+        assert_eq!(snapshot.new_flows_per_sec, 2.0, "20 flows in a 10 s window");
+        assert_eq!(snapshot.syn_without_ack_ratio, 0.5);
+        assert_eq!(snapshot.rst_ratio, 0.5);
+        assert!(!snapshot.saturated);
+    }
+
+    #[test]
+    fn old_activity_leaves_the_window() {
+        let mut windows = aggregator(128);
+        let source = (addr(7), 4);
+        windows.observe(source, (addr(1), 80), &syn(0), true);
+        windows.observe(source, (addr(2), 80), &syn(5 * SECOND), true);
+        assert_eq!(windows.snapshot(source, 5 * SECOND)[0].distinct_dst_addrs, 2);
+        let later = windows.snapshot(source, 12 * SECOND)[0];
+        assert_eq!(later.distinct_dst_addrs, 1, "the flow at t=0 is older than 10 s");
+        assert_eq!(later.new_flows_per_sec, 0.1);
+        let much_later = windows.snapshot(source, 30 * SECOND)[0];
+        assert_eq!((much_later.distinct_dst_addrs, much_later.new_flows_per_sec), (0, 0.0));
+    }
+
+    #[test]
+    fn distinct_counts_saturate_at_the_bound() {
+        let mut windows = aggregator(8);
+        let source = (addr(9), 4);
+        for host in 0..50u8 {
+            windows.observe(source, (addr(host), 22), &syn(SECOND + u64::from(host)), true);
+        }
+        let snapshot = windows.snapshot(source, 2 * SECOND)[0];
+        assert_eq!(snapshot.distinct_dst_addrs, 8);
+        assert!(snapshot.saturated);
+    }
+
+    #[test]
+    fn sources_are_bounded_and_evictions_counted() {
+        let mut windows = aggregator(8);
+        for host in 0..6u8 {
+            windows.observe((addr(host), 4), (addr(200), 80), &syn(u64::from(host)), true);
+        }
+        assert_eq!(windows.stats(), WindowStats { sources: 4, evicted_sources: 2 });
+        assert!(windows.snapshot((addr(0), 4), 10).is_empty(), "the oldest source was evicted");
+        assert_eq!(windows.snapshot((addr(5), 4), 10).len(), 1);
+    }
+}
