@@ -1,0 +1,104 @@
+use super::*;
+
+#[test]
+fn the_example_is_the_default_configuration() {
+    let parsed = Config::from_toml(EXAMPLE, "config/mldefender.toml").expect("the example is valid");
+    assert_eq!(parsed, Config::default());
+}
+
+#[test]
+fn the_example_sets_every_key_and_comments_each_one() {
+    let schema = toml::Table::try_from(raw::RawConfig::default()).expect("serialize");
+    let example: toml::Table = EXAMPLE.parse().expect("parse example");
+    for (section, keys) in &schema {
+        let keys = keys.as_table().expect("sections are tables");
+        let example_section = example.get(section).and_then(|value| value.as_table());
+        let example_section = example_section.unwrap_or_else(|| panic!("example lacks [{section}]"));
+        for key in keys.keys() {
+            assert!(example_section.contains_key(key), "example lacks {section}.{key}");
+        }
+    }
+    let lines: Vec<&str> = EXAMPLE.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let previous = lines[index - 1].trim();
+        assert!(previous.starts_with('#'), "no comment above `{line}`");
+    }
+}
+
+#[test]
+fn an_empty_file_is_the_default() {
+    assert_eq!(Config::from_toml("", "empty").expect("valid"), Config::default());
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_path() {
+    let text = "[flow]\nidle-timout-secs = 5\nmax-flows = \"many\"\n[output]\nformat = 3\n[nope]\n";
+    let errors = Config::from_toml(text, "bad.toml").expect_err("invalid");
+    let paths: Vec<&str> = errors.errors.iter().map(|error| error.path.as_str()).collect();
+    assert_eq!(paths, vec!["flow.idle-timout-secs", "flow.max-flows", "nope", "output.format"]);
+    assert!(errors.errors[0].message.contains("did you mean `idle-timeout-secs`"), "{}", errors.errors[0]);
+    assert!(errors.to_string().starts_with("bad.toml: 4 errors"));
+}
+
+#[test]
+fn range_and_consistency_errors_are_all_reported() {
+    let text = "[flow]\nidle-timeout-secs = 600\nactive-timeout-secs = 60\nmax-flows = 0\n\
+                [windows]\nlengths-secs = [10, 10, 0]\n[output]\nformat = \"xml\"\n";
+    let errors = Config::from_toml(text, "bad.toml").expect_err("invalid");
+    let paths: Vec<&str> = errors.errors.iter().map(|error| error.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "flow.active-timeout-secs",
+            "flow.max-flows",
+            "windows.lengths-secs[1]",
+            "windows.lengths-secs[2]",
+            "output.format"
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let errors = Config::from_toml("[flow]\nmax-flows = = 3\n", "broken.toml").expect_err("invalid");
+    assert!(errors.errors[0].message.contains("line 2"), "{}", errors.errors[0]);
+}
+
+#[test]
+fn the_flow_table_gets_the_configured_values() {
+    let config = Config::from_toml("[flow]\nidle-timeout-secs = 30\n[windows]\nlengths-secs = []\n", "x").expect("valid");
+    let table = config.flow_table();
+    assert_eq!(table.idle_timeout_ns, 30_000_000_000);
+    assert!(table.windows.windows_ns.is_empty());
+}
+
+/// Fixtures: every file in tests/config/accept must pass; every file in
+/// tests/config/reject must fail with each error named on its `# expect:` lines.
+#[test]
+fn accept_and_reject_fixtures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("accept")).expect("accept dir") {
+        let path = entry.expect("entry").path();
+        if let Err(errors) = Config::from_file(&path) {
+            panic!("{} should be accepted:\n{errors}", path.display());
+        }
+        checked += 1;
+    }
+    for entry in std::fs::read_dir(root.join("reject")).expect("reject dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read fixture");
+        let expected: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("# expect: ")).collect();
+        assert!(!expected.is_empty(), "{} has no `# expect:` line", path.display());
+        let errors = Config::from_file(&path).expect_err("reject fixture must fail").to_string();
+        for needle in expected {
+            assert!(errors.contains(needle), "{}: expected `{needle}` in:\n{errors}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "fixtures were found");
+}
