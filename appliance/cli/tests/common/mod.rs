@@ -1,0 +1,51 @@
+//! Helpers shared by the binary's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn mldefender() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mldefender"))
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|error| panic!("failed to run {command:?}: {error}"))
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Flow records of `files` as parsed JSON objects.
+pub fn flows_jsonl(files: &[PathBuf], extra_args: &[&str]) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let output = run(mldefender().arg("flows").args(files).args(["--format", "jsonl"]).args(extra_args));
+    assert!(output.status.success(), "mldefender flows failed: {}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .map(|line| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(map)) => map,
+            other => panic!("not a JSON object: {line} ({other:?})"),
+        })
+        .collect()
+}
+
+/// True when running as root (the lab needs network namespaces).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|status| status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Whether an environment switch is on (`1`, `true`, `yes`).
+pub fn env_flag(name: &str) -> bool {
+    matches!(std::env::var(name).as_deref(), Ok("1" | "true" | "yes"))
+}
