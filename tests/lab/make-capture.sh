@@ -92,6 +92,6 @@ sleep 1
 kill -INT "$tcpdump_pid"
 wait "$tcpdump_pid" 2>/dev/null || true
 tcpdump_pid=
-packets=$(tcpdump -r "$out" 2>/dev/null | wc -l)
+packets=$(tcpdump -n -q -r "$out" 2>/dev/null | wc -l)
 ((packets > 100)) || { step "capture has only $packets packets"; exit 1; }
 step "wrote $out ($packets packets)"

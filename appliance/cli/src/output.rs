@@ -1,6 +1,10 @@
 //! Flow records as CSV or JSONL. Both formats carry the same columns in the same order:
 //! identity (CIC names), the 76 CIC features (CIC names), then ours (snake_case, units
 //! in names), then the initiator's window aggregates, one group per configured window.
+//!
+//! Records are formatted by hand into one reused line buffer (integers with itoa,
+//! floats with ryu): at hundreds of thousands of flows per second the general-purpose
+//! formatters were the bottleneck.
 
 use std::io::{self, Write};
 
@@ -14,22 +18,23 @@ const OURS: [&str; 7] =
 const WINDOW: [&str; 6] =
     ["distinct_dst_addrs", "distinct_dst_ports", "new_flows_per_sec", "syn_without_ack_ratio", "rst_ratio", "saturated"];
 
-/// One cell of a record.
-enum Cell<'a> {
-    Text(&'a str),
-    Owned(String),
-    Number(f64),
-    Integer(u64),
-    Bool(bool),
-}
-
 /// Writes flow records in one format.
 pub struct FlowWriter<W: Write> {
     out: W,
     format: OutputFormat,
     columns: Vec<String>,
+    /// Per column: what precedes its value (`,` and, for JSONL, the quoted key and `:`).
+    prefixes: Vec<String>,
+    windows: usize,
     header_written: bool,
-    line: String,
+    line: Line,
+}
+
+/// One output line under construction.
+struct Line {
+    text: String,
+    column: usize,
+    json: bool,
 }
 
 impl<W: Write> FlowWriter<W> {
@@ -41,7 +46,31 @@ impl<W: Write> FlowWriter<W> {
         for secs in windows_secs {
             columns.extend(WINDOW.iter().map(|name| format!("src_{secs}s_{name}")));
         }
-        FlowWriter { out, format, columns, header_written: false, line: String::with_capacity(4096) }
+        let json = format == OutputFormat::Jsonl;
+        let prefixes = columns
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let mut prefix = String::new();
+                if index > 0 {
+                    prefix.push(',');
+                }
+                if json {
+                    push_json_string(&mut prefix, name);
+                    prefix.push(':');
+                }
+                prefix
+            })
+            .collect();
+        FlowWriter {
+            out,
+            format,
+            columns,
+            prefixes,
+            windows: windows_secs.len(),
+            header_written: false,
+            line: Line { text: String::with_capacity(4096), column: 0, json },
+        }
     }
 
     pub fn write(&mut self, flow: &FlowRecord) -> io::Result<()> {
@@ -50,62 +79,49 @@ impl<W: Write> FlowWriter<W> {
             writeln!(self.out, "{header}")?;
         }
         self.header_written = true;
-        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
-        cells.push(Cell::Owned(flow.flow_id()));
-        cells.push(Cell::Owned(flow.src_ip.to_string()));
-        cells.push(Cell::Integer(u64::from(flow.src_port)));
-        cells.push(Cell::Owned(flow.dst_ip.to_string()));
-        cells.push(Cell::Integer(u64::from(flow.dst_port)));
-        cells.push(Cell::Integer(u64::from(flow.protocol)));
-        cells.push(Cell::Owned(rfc3339_utc(flow.first_seen_ns)));
-        cells.extend(flow.features.iter().map(|(_, value)| Cell::Number(value)));
-        cells.push(Cell::Integer(u64::from(flow.ip_version)));
-        cells.push(Cell::Integer(flow.first_seen_ns / 1000));
-        cells.push(Cell::Integer(flow.last_seen_ns / 1000));
-        cells.push(Cell::Text(flow.end_reason.as_str()));
-        cells.push(Cell::Integer(flow.fwd_ip_bytes));
-        cells.push(Cell::Integer(flow.bwd_ip_bytes));
-        cells.push(Cell::Integer(u64::from(flow.ifindex)));
-        for window in &flow.source_windows {
-            cells.push(Cell::Integer(u64::from(window.distinct_dst_addrs)));
-            cells.push(Cell::Integer(u64::from(window.distinct_dst_ports)));
-            cells.push(Cell::Number(window.new_flows_per_sec));
-            cells.push(Cell::Number(window.syn_without_ack_ratio));
-            cells.push(Cell::Number(window.rst_ratio));
-            cells.push(Cell::Bool(window.saturated));
+        let line = &mut self.line;
+        let prefixes = &self.prefixes;
+        line.text.clear();
+        line.column = 0;
+        if line.json {
+            line.text.push('{');
         }
-        // A source evicted from the window aggregator has no snapshot: empty cells.
-        let expected = self.columns.len();
-        self.line.clear();
-        match self.format {
-            OutputFormat::Csv => {
-                for index in 0..expected {
-                    if index > 0 {
-                        self.line.push(',');
-                    }
-                    if let Some(cell) = cells.get(index) {
-                        push_cell(&mut self.line, cell, false);
-                    }
+        line.text_value(prefixes, &flow.flow_id());
+        line.display_value(prefixes, flow.src_ip);
+        line.integer(prefixes, u64::from(flow.src_port));
+        line.display_value(prefixes, flow.dst_ip);
+        line.integer(prefixes, u64::from(flow.dst_port));
+        line.integer(prefixes, u64::from(flow.protocol));
+        line.text_value(prefixes, &rfc3339_utc(flow.first_seen_ns));
+        for (_, value) in flow.features.iter() {
+            line.number(prefixes, value);
+        }
+        line.integer(prefixes, u64::from(flow.ip_version));
+        line.integer(prefixes, flow.first_seen_ns / 1000);
+        line.integer(prefixes, flow.last_seen_ns / 1000);
+        line.text_value(prefixes, flow.end_reason.as_str());
+        line.integer(prefixes, flow.fwd_ip_bytes);
+        line.integer(prefixes, flow.bwd_ip_bytes);
+        line.integer(prefixes, u64::from(flow.ifindex));
+        for index in 0..self.windows {
+            match flow.source_windows.get(index) {
+                Some(window) => {
+                    line.integer(prefixes, u64::from(window.distinct_dst_addrs));
+                    line.integer(prefixes, u64::from(window.distinct_dst_ports));
+                    line.number(prefixes, window.new_flows_per_sec);
+                    line.number(prefixes, window.syn_without_ack_ratio);
+                    line.number(prefixes, window.rst_ratio);
+                    line.boolean(prefixes, window.saturated);
                 }
-            }
-            OutputFormat::Jsonl => {
-                self.line.push('{');
-                for (index, column) in self.columns.iter().enumerate() {
-                    if index > 0 {
-                        self.line.push(',');
-                    }
-                    push_json_string(&mut self.line, column);
-                    self.line.push(':');
-                    match cells.get(index) {
-                        Some(cell) => push_cell(&mut self.line, cell, true),
-                        None => self.line.push_str("null"),
-                    }
-                }
-                self.line.push('}');
+                // A source dropped from the window aggregator has no aggregates.
+                None => (0..WINDOW.len()).for_each(|_| line.missing(prefixes)),
             }
         }
-        self.line.push('\n');
-        self.out.write_all(self.line.as_bytes())
+        if line.json {
+            line.text.push('}');
+        }
+        line.text.push('\n');
+        self.out.write_all(line.text.as_bytes())
     }
 
     pub fn finish(mut self) -> io::Result<W> {
@@ -118,36 +134,86 @@ impl<W: Write> FlowWriter<W> {
     }
 }
 
-fn push_cell(line: &mut String, cell: &Cell<'_>, json: bool) {
-    use std::fmt::Write as _;
-    match cell {
-        Cell::Text(text) => push_text(line, text, json),
-        Cell::Owned(text) => push_text(line, text, json),
-        Cell::Integer(value) => {
-            let _ = write!(line, "{value}");
-        }
-        Cell::Number(value) => {
-            if value.is_finite() {
-                let _ = write!(line, "{value}");
-            } else if json {
-                line.push_str("null");
+impl Line {
+    fn next(&mut self, prefixes: &[String]) {
+        self.text.push_str(&prefixes[self.column]);
+        self.column += 1;
+    }
+
+    fn integer(&mut self, prefixes: &[String], value: u64) {
+        self.next(prefixes);
+        self.text.push_str(itoa::Buffer::new().format(value));
+    }
+
+    /// Integral values print as integers; NaN and infinity (never produced by the
+    /// feature code, but never trusted either) are null in JSONL and empty in CSV.
+    fn number(&mut self, prefixes: &[String], value: f64) {
+        self.next(prefixes);
+        if !value.is_finite() {
+            if self.json {
+                self.text.push_str("null");
             }
+        } else if value.fract() == 0.0 && value.abs() < 9.0e15 {
+            self.text.push_str(itoa::Buffer::new().format(value as i64));
+        } else {
+            self.text.push_str(ryu::Buffer::new().format_finite(value));
         }
-        Cell::Bool(value) => line.push_str(if *value { "true" } else { "false" }),
+    }
+
+    fn boolean(&mut self, prefixes: &[String], value: bool) {
+        self.next(prefixes);
+        self.text.push_str(if value { "true" } else { "false" });
+    }
+
+    fn missing(&mut self, prefixes: &[String]) {
+        self.next(prefixes);
+        if self.json {
+            self.text.push_str("null");
+        }
+    }
+
+    fn text_value(&mut self, prefixes: &[String], value: &str) {
+        self.next(prefixes);
+        if self.json {
+            push_json_string(&mut self.text, value);
+        } else {
+            // Our text cells are addresses, ids, times and reason names: no comma,
+            // quote or newline can occur in them.
+            self.text.push_str(value);
+        }
+    }
+
+    fn display_value(&mut self, prefixes: &[String], value: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        self.next(prefixes);
+        if self.json {
+            self.text.push('"');
+        }
+        let _ = write!(self.text, "{value}");
+        if self.json {
+            self.text.push('"');
+        }
     }
 }
 
-fn push_text(line: &mut String, text: &str, json: bool) {
-    if json {
-        push_json_string(line, text);
-    } else {
-        // Our text cells are addresses, ids and reason names: no comma, quote or newline.
-        line.push_str(text);
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            control if (control as u32) < 0x20 => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{:04x}", control as u32);
+            }
+            other => out.push(other),
+        }
     }
-}
-
-fn push_json_string(line: &mut String, text: &str) {
-    line.push_str(&serde_json::Value::String(text.to_string()).to_string());
+    out.push('"');
 }
 
 /// `2017-07-07T12:00:01.123456Z` from ns since the Unix epoch.
@@ -183,5 +249,13 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(rfc3339_utc(1_499_428_801_123_456_789), "2017-07-07T12:00:01.123456Z");
         assert_eq!(rfc3339_utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\nd\u{1}");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001""#);
+        assert!(serde_json::from_str::<String>(&out).is_ok());
     }
 }

@@ -184,3 +184,19 @@ fn feature_names_are_unique_and_about_eighty() {
     assert_eq!(names.len(), FEATURE_COUNT);
     assert_eq!(FEATURE_COUNT, 76);
 }
+
+#[test]
+fn every_feature_is_documented_with_its_unit() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/features.md")).expect("docs/features.md");
+    for (index, feature) in Feature::ALL.iter().enumerate() {
+        let row_start = format!("| {} | {} |", index + 1, feature.cic_name());
+        let row = doc.lines().find(|line| line.starts_with(&row_start));
+        let row = row.unwrap_or_else(|| panic!("docs/features.md has no row `{row_start}`"));
+        let unit = match feature.unit() {
+            "us" => "µs",
+            "bytes^2" => "bytes²",
+            other => other,
+        };
+        assert!(row.contains(&format!("| {unit} |")), "row for {} lacks unit {unit}: {row}", feature.cic_name());
+    }
+}
