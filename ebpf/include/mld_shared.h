@@ -62,4 +62,45 @@ struct mld_packet_record {
 	__u8 _pad[4];         /* explicit padding, always zero */
 };
 
+/*
+ * Key of the allow and deny LPM tries. Every address is stored as IPv6: IPv4 as
+ * ::ffff:a.b.c.d with prefixlen + 96, so one trie serves both families.
+ */
+struct mld_lpm_key {
+	__u32 prefixlen;      /* bits of addr that must match, 0..=128 */
+	__u8 addr[16];        /* network byte order */
+};
+
+/* Value of the deny trie. */
+struct mld_deny_value {
+	__u64 expires_ns;     /* CLOCK_BOOTTIME ns after which the entry no longer drops; 0 = never */
+	__u32 reason;         /* MLD_REASON_*: which drop counter to bump */
+	__u32 _pad;           /* explicit padding, always zero */
+};
+
+/* Deny reasons (mld_deny_value.reason); values >= MLD_REASONS count as MLD_REASON_OTHER. */
+#define MLD_REASON_MANUAL 0
+#define MLD_REASON_SCAN 1
+#define MLD_REASON_FLOOD 2
+#define MLD_REASON_BRUTE_FORCE 3
+#define MLD_REASON_SLOW 4
+#define MLD_REASON_OTHER 5
+#define MLD_REASONS 8
+
+/* Index of each per-CPU counter in the mld_counters array. */
+#define MLD_CTR_PASSED 0          /* IP packets passed (allowlisted ones included) */
+#define MLD_CTR_ALLOWED 1         /* packets whose source is allowlisted */
+#define MLD_CTR_DROPPED 2         /* packets dropped (all reasons) */
+#define MLD_CTR_MALFORMED 3       /* malformed or truncated packets, passed */
+#define MLD_CTR_RING_FULL 4       /* packet records lost because the ring buffer was full */
+#define MLD_CTR_NOT_IP 5          /* non-IP frames and later IP fragments, passed */
+#define MLD_CTR_EXPIRED 6         /* packets from a source whose deny entry had expired, passed */
+#define MLD_CTR_DROP_REASON 8     /* MLD_CTR_DROP_REASON + reason: drops per reason */
+#define MLD_COUNTERS (MLD_CTR_DROP_REASON + MLD_REASONS)
+
+/* Value of the interface map (ifindex -> role), for the packet record's direction. */
+struct mld_iface_value {
+	__u32 direction;      /* MLD_DIR_* of packets arriving on this interface */
+};
+
 #endif /* MLD_SHARED_H */

@@ -9,12 +9,14 @@
 //! tests hold it equal to the defaults here, key for key.
 
 mod error;
+mod prefix;
 pub mod raw;
 mod schema;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::{Config, FlowConfig, OutputConfig, OutputFormat, WindowsConfig};
+pub use prefix::IpPrefix;
+pub use validate::{CaptureConfig, Config, FlowConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, WindowsConfig, XdpMode};
 
 /// The complete default configuration, with a comment on every key.
 pub const EXAMPLE: &str = include_str!("../../../config/mldefender.toml");

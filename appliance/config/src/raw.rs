@@ -9,6 +9,73 @@ pub struct RawConfig {
     pub flow: RawFlow,
     pub windows: RawWindows,
     pub output: RawOutput,
+    pub capture: RawCapture,
+    pub allowlist: RawAllowlist,
+}
+
+impl RawConfig {
+    /// The default with one example element in every array, so that the shape check
+    /// knows the shape of array items (an empty default array has none).
+    pub fn shape_example() -> RawConfig {
+        let mut example = RawConfig::default();
+        example.capture.interfaces = vec![RawInterface::default()];
+        example.allowlist.prefixes = vec![String::new()];
+        example
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCapture {
+    /// Interfaces the XDP program attaches to.
+    pub interfaces: Vec<RawInterface>,
+    /// bpffs directory where the maps are pinned.
+    pub bpffs_dir: String,
+    /// Directory for the capture lock file.
+    pub runtime_dir: String,
+    /// Ring buffer size. Bytes.
+    pub ring_size_bytes: i64,
+    /// Live counters on stderr every this often; 0 = never. Seconds.
+    pub counters_interval_secs: i64,
+    /// Expired deny entries are removed this often. Milliseconds.
+    pub sweep_interval_ms: i64,
+}
+
+impl Default for RawCapture {
+    fn default() -> RawCapture {
+        RawCapture {
+            interfaces: Vec::new(),
+            bpffs_dir: "/sys/fs/bpf/mldefender".to_string(),
+            runtime_dir: "/run/mldefender".to_string(),
+            ring_size_bytes: 4 << 20,
+            counters_interval_secs: 5,
+            sweep_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawInterface {
+    /// Interface name.
+    pub name: String,
+    /// "lan" or "wan".
+    pub role: String,
+    /// "auto", "native" or "generic".
+    pub xdp_mode: String,
+}
+
+impl Default for RawInterface {
+    fn default() -> RawInterface {
+        RawInterface { name: String::new(), role: "lan".to_string(), xdp_mode: "auto".to_string() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawAllowlist {
+    /// Prefixes never dropped nor blocked: "10.0.0.0/8", "fd00::/8", "192.0.2.7".
+    pub prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use crate::error::ConfigError;
 use crate::raw::RawConfig;
 
 pub(crate) fn check_shape(input: &Table) -> Vec<ConfigError> {
-    let schema = Table::try_from(RawConfig::default()).expect("the default configuration serializes to TOML");
+    let schema = Table::try_from(RawConfig::shape_example()).expect("the default configuration serializes to TOML");
     let mut errors = Vec::new();
     check_table(input, &schema, "", &mut errors);
     errors
@@ -36,8 +36,15 @@ fn check_table(input: &Table, schema: &Table, prefix: &str, errors: &mut Vec<Con
                 Value::Array(items) => {
                     if let Some(item_schema) = items_schema.first() {
                         for (index, item) in items.iter().enumerate() {
-                            if !same_kind(item, item_schema) {
-                                errors.push(kind_error(format!("{path}[{index}]"), kind_name(item_schema), item));
+                            let item_path = format!("{path}[{index}]");
+                            match (item, item_schema) {
+                                (Value::Table(item), Value::Table(item_schema)) => {
+                                    check_table(item, item_schema, &item_path, errors)
+                                }
+                                _ if !same_kind(item, item_schema) => {
+                                    errors.push(kind_error(item_path, kind_name(item_schema), item))
+                                }
+                                _ => {}
                             }
                         }
                     }

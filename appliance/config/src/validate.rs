@@ -6,8 +6,11 @@ use mld_flow::features::FeatureParams;
 use mld_flow::window::WindowConfig;
 use mld_flow::FlowTableConfig;
 
+use std::path::PathBuf;
+
 use crate::error::ConfigError;
-use crate::raw::{RawConfig, RawFlow, RawOutput, RawWindows};
+use crate::prefix::IpPrefix;
+use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawOutput, RawWindows};
 
 /// A validated configuration: every value is in range and consistent.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +18,44 @@ pub struct Config {
     pub flow: FlowConfig,
     pub windows: WindowsConfig,
     pub output: OutputConfig,
+    pub capture: CaptureConfig,
+    /// Prefixes that are never dropped and never blocked.
+    pub allowlist: Vec<IpPrefix>,
+}
+
+/// The XDP data plane: where it attaches and its resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureConfig {
+    pub interfaces: Vec<InterfaceConfig>,
+    pub bpffs_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub ring_size_bytes: u32,
+    /// `None`: no periodic counters.
+    pub counters_interval: Option<Duration>,
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub name: String,
+    pub role: InterfaceRole,
+    pub xdp_mode: XdpMode,
+}
+
+/// Which side of the gateway an interface faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceRole {
+    Lan,
+    Wan,
+}
+
+/// How the XDP program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic mode where the driver has none.
+    Auto,
+    Native,
+    Generic,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,8 +124,10 @@ impl TryFrom<RawConfig> for Config {
         let flow = validate_flow(&raw.flow, &mut errors);
         let windows = validate_windows(&raw.windows, &mut errors);
         let output = validate_output(&raw.output, &mut errors);
+        let capture = validate_capture(&raw.capture, &mut errors);
+        let allowlist = validate_allowlist(&raw.allowlist, &mut errors);
         if errors.is_empty() {
-            Ok(Config { flow, windows, output })
+            Ok(Config { flow, windows, output, capture, allowlist })
         } else {
             Err(errors)
         }
@@ -164,4 +207,73 @@ fn validate_output(raw: &RawOutput, errors: &mut Vec<ConfigError>) -> OutputConf
         }
     };
     OutputConfig { format }
+}
+
+fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureConfig {
+    let mut interfaces: Vec<InterfaceConfig> = Vec::new();
+    for (index, interface) in raw.interfaces.iter().enumerate() {
+        let path = format!("capture.interfaces[{index}]");
+        let name = interface.name.clone();
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            errors.push(ConfigError::new(
+                format!("{path}.name"),
+                format!("must be an interface name of 1 to 15 characters without `/` or spaces, got \"{name}\""),
+            ));
+        } else if interfaces.iter().any(|existing| existing.name == name) {
+            errors.push(ConfigError::new(format!("{path}.name"), format!("interface `{name}` is listed twice")));
+        }
+        let role = match interface.role.as_str() {
+            "lan" => InterfaceRole::Lan,
+            "wan" => InterfaceRole::Wan,
+            other => {
+                errors.push(ConfigError::new(format!("{path}.role"), format!("must be \"lan\" or \"wan\", got \"{other}\"")));
+                InterfaceRole::Lan
+            }
+        };
+        let xdp_mode = match interface.xdp_mode.as_str() {
+            "auto" => XdpMode::Auto,
+            "native" => XdpMode::Native,
+            "generic" => XdpMode::Generic,
+            other => {
+                errors.push(ConfigError::new(
+                    format!("{path}.xdp-mode"),
+                    format!("must be \"auto\", \"native\" or \"generic\", got \"{other}\""),
+                ));
+                XdpMode::Auto
+            }
+        };
+        interfaces.push(InterfaceConfig { name, role, xdp_mode });
+    }
+    let ring = raw.ring_size_bytes;
+    if !(4096..=1 << 30).contains(&ring) || (ring as u64).count_ones() != 1 {
+        errors.push(ConfigError::new(
+            "capture.ring-size-bytes",
+            format!("must be a power of two between 4096 and 1073741824, got {ring}"),
+        ));
+    }
+    for (key, value) in [("capture.bpffs-dir", &raw.bpffs_dir), ("capture.runtime-dir", &raw.runtime_dir)] {
+        if !value.starts_with('/') {
+            errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
+        }
+    }
+    let counters = in_range(raw.counters_interval_secs, 0, 3600, "capture.counters-interval-secs", errors);
+    CaptureConfig {
+        interfaces,
+        bpffs_dir: PathBuf::from(&raw.bpffs_dir),
+        runtime_dir: PathBuf::from(&raw.runtime_dir),
+        ring_size_bytes: ring.clamp(4096, 1 << 30) as u32,
+        counters_interval: (counters > 0).then(|| Duration::from_secs(counters)),
+        sweep_interval: Duration::from_millis(in_range(raw.sweep_interval_ms, 10, 60_000, "capture.sweep-interval-ms", errors)),
+    }
+}
+
+fn validate_allowlist(raw: &RawAllowlist, errors: &mut Vec<ConfigError>) -> Vec<IpPrefix> {
+    let mut prefixes = Vec::new();
+    for (index, text) in raw.prefixes.iter().enumerate() {
+        match text.parse::<IpPrefix>() {
+            Ok(prefix) => prefixes.push(prefix),
+            Err(reason) => errors.push(ConfigError::new(format!("allowlist.prefixes[{index}]"), reason)),
+        }
+    }
+    prefixes
 }

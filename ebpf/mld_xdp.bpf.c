@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ml-defender's XDP program: sees every packet arriving on the gateway's interfaces,
+ * drops packets from denied sources (unless allowlisted), and hands a compact record
+ * of every other IP packet to user space through a ring buffer.
+ *
+ * Rules (the user-space decoder, appliance/packet/src/decode.rs, applies the same):
+ * Ethernet with up to two VLAN tags; IPv4 and IPv6 (extension headers skipped, at most
+ * 8); TCP, UDP, ICMP, ICMPv6 headers read; lengths from the IP header. A malformed
+ * packet is counted and passed, never dropped and never recorded.
+ *
+ * Order of checks for an IP packet: allow trie (match: pass), deny trie (unexpired
+ * match: drop, counted per reason; expired: pass, counted), then record and pass.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "mld_shared.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct mld_lpm_key);
+	__type(value, __u32);
+} mld_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, struct mld_lpm_key);
+	__type(value, struct mld_deny_value);
+} mld_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* user space sets the configured size at load */
+} mld_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MLD_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} mld_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct mld_iface_value);
+} mld_ifaces SEC(".maps");
+
+enum parse_result {
+	PARSE_PACKET,
+	PARSE_FRAGMENT, /* a later fragment: addresses known, no transport header */
+	PARSE_NOT_IP,
+	PARSE_MALFORMED,
+};
+
+#define ETH_P_8021AD_ 0x88A8
+#define IPPROTO_ICMPV6_ 58
+#define ETH_P_QINQ_OLD 0x9100
+#define MAX_VLAN_TAGS 2
+#define MAX_EXT_HEADERS 8
+
+static __always_inline void count(__u32 index)
+{
+	__u64 *value = bpf_map_lookup_elem(&mld_counters, &index);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline __u16 load_be16(const __u8 *p)
+{
+	return ((__u16)p[0] << 8) | p[1];
+}
+
+static __always_inline int parse_transport(__u8 *l4, void *data_end, __u32 ip_payload_len,
+					    struct mld_packet_record *rec)
+{
+	__u32 header_len = 0;
+
+	switch (rec->protocol) {
+	case IPPROTO_TCP:
+		if (ip_payload_len < 20 || (void *)(l4 + 20) > data_end)
+			return PARSE_MALFORMED;
+		header_len = (__u32)(l4[12] >> 4) * 4;
+		if (header_len < 20 || header_len > ip_payload_len)
+			return PARSE_MALFORMED;
+		rec->src_port = load_be16(l4);
+		rec->dst_port = load_be16(l4 + 2);
+		rec->tcp_flags = l4[13];
+		rec->tcp_window = load_be16(l4 + 14);
+		break;
+	case IPPROTO_UDP: {
+		__u32 udp_len;
+		if (ip_payload_len < 8 || (void *)(l4 + 8) > data_end)
+			return PARSE_MALFORMED;
+		udp_len = load_be16(l4 + 4);
+		if (udp_len < 8 || udp_len > ip_payload_len)
+			return PARSE_MALFORMED;
+		rec->src_port = load_be16(l4);
+		rec->dst_port = load_be16(l4 + 2);
+		header_len = 8;
+		break;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_:
+		if (ip_payload_len < 8 || (void *)(l4 + 4) > data_end)
+			return PARSE_MALFORMED;
+		header_len = 8;
+		break;
+	default:
+		break;
+	}
+	rec->l4_header_len = header_len;
+	rec->payload_len = ip_payload_len - header_len;
+	return PARSE_PACKET;
+}
+
+static __always_inline int parse_ipv4(__u8 *l3, void *data_end, __u32 wire_l3_len,
+				      struct mld_packet_record *rec)
+{
+	__u32 header_len, total_len;
+
+	if ((void *)(l3 + 20) > data_end)
+		return PARSE_MALFORMED;
+	if ((l3[0] >> 4) != 4)
+		return PARSE_MALFORMED;
+	header_len = (__u32)(l3[0] & 0x0f) * 4;
+	if (header_len < 20 || header_len > wire_l3_len)
+		return PARSE_MALFORMED;
+	total_len = load_be16(l3 + 2);
+	if (total_len < header_len || total_len > wire_l3_len)
+		return PARSE_MALFORMED;
+	rec->ip_version = 4;
+	rec->ttl = l3[8];
+	rec->protocol = l3[9];
+	__builtin_memcpy(rec->src_addr, l3 + 12, 4);
+	__builtin_memcpy(rec->dst_addr, l3 + 16, 4);
+	rec->ip_len = total_len;
+	rec->ip_header_len = header_len;
+	if (load_be16(l3 + 6) & 0x1fff)
+		return PARSE_FRAGMENT;
+	/* header_len <= wire_l3_len <= 65535 + 14: a bounded offset the verifier accepts. */
+	return parse_transport(l3 + (header_len & 0x3f), data_end, total_len - header_len, rec);
+}
+
+static __always_inline int parse_ipv6(__u8 *l3, void *data_end, __u32 wire_l3_len,
+				      struct mld_packet_record *rec)
+{
+	__u32 total_len, offset = 40;
+	__u8 next_header;
+	__u8 *cursor;
+
+	if ((void *)(l3 + 40) > data_end)
+		return PARSE_MALFORMED;
+	if ((l3[0] >> 4) != 6)
+		return PARSE_MALFORMED;
+	total_len = 40 + load_be16(l3 + 4);
+	next_header = l3[6];
+	if ((total_len == 40 && next_header == 0) || total_len > wire_l3_len)
+		return PARSE_MALFORMED;
+	rec->ip_version = 6;
+	rec->ttl = l3[7];
+	__builtin_memcpy(rec->src_addr, l3 + 8, 16);
+	__builtin_memcpy(rec->dst_addr, l3 + 24, 16);
+	rec->ip_len = total_len;
+
+	cursor = l3 + 40;
+#pragma unroll
+	for (int i = 0; i < MAX_EXT_HEADERS + 1; i++) {
+		__u32 len;
+		if (next_header != 0 && next_header != 43 && next_header != 44 && next_header != 51 &&
+		    next_header != 60 && next_header != 135)
+			break;
+		if (i == MAX_EXT_HEADERS)
+			return PARSE_MALFORMED;
+		if ((void *)(cursor + 8) > data_end)
+			return PARSE_MALFORMED;
+		if (next_header == 44) {
+			len = 8;
+			if (load_be16(cursor + 2) >> 3) {
+				rec->protocol = cursor[0];
+				return PARSE_FRAGMENT;
+			}
+		} else if (next_header == 51) {
+			len = ((__u32)cursor[1] + 2) * 4;
+		} else {
+			len = ((__u32)cursor[1] + 1) * 8;
+		}
+		if (offset + len > total_len)
+			return PARSE_MALFORMED;
+		next_header = cursor[0];
+		offset += len;
+		cursor += len & 0x7ff;
+	}
+	rec->protocol = next_header;
+	rec->ip_header_len = offset;
+	return parse_transport(cursor, data_end, total_len - offset, rec);
+}
+
+static __always_inline int parse(struct xdp_md *ctx, struct mld_packet_record *rec)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *cursor = data;
+	__u32 wire_len = (__u32)(data_end - data);
+	__u16 ethertype;
+
+	if ((void *)(cursor + 14) > data_end)
+		return PARSE_MALFORMED;
+	ethertype = load_be16(cursor + 12);
+	cursor += 14;
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_TAGS + 1; i++) {
+		if (ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD_ && ethertype != ETH_P_QINQ_OLD)
+			break;
+		if (i == MAX_VLAN_TAGS)
+			return PARSE_NOT_IP;
+		if ((void *)(cursor + 4) > data_end)
+			return PARSE_MALFORMED;
+		ethertype = load_be16(cursor + 2);
+		cursor += 4;
+	}
+	rec->wire_len = wire_len;
+	if (ethertype == ETH_P_IP)
+		return parse_ipv4(cursor, data_end, (__u32)(data_end - (void *)cursor), rec);
+	if (ethertype == ETH_P_IPV6)
+		return parse_ipv6(cursor, data_end, (__u32)(data_end - (void *)cursor), rec);
+	return PARSE_NOT_IP;
+}
+
+SEC("xdp")
+int mld_xdp(struct xdp_md *ctx)
+{
+	struct mld_packet_record rec = {};
+	struct mld_lpm_key key = { .prefixlen = 128 };
+	struct mld_deny_value *deny;
+	struct mld_iface_value *iface;
+	__u32 ifindex = ctx->ingress_ifindex;
+	int parsed = parse(ctx, &rec);
+
+	if (parsed == PARSE_NOT_IP) {
+		count(MLD_CTR_NOT_IP);
+		return XDP_PASS;
+	}
+	if (parsed == PARSE_MALFORMED) {
+		count(MLD_CTR_MALFORMED);
+		return XDP_PASS;
+	}
+
+	if (rec.ip_version == 4) {
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+		__builtin_memcpy(&key.addr[12], rec.src_addr, 4);
+	} else {
+		__builtin_memcpy(key.addr, rec.src_addr, 16);
+	}
+	if (bpf_map_lookup_elem(&mld_allow, &key)) {
+		count(MLD_CTR_ALLOWED);
+	} else {
+		deny = bpf_map_lookup_elem(&mld_deny, &key);
+		if (deny) {
+			if (deny->expires_ns == 0 || bpf_ktime_get_boot_ns() < deny->expires_ns) {
+				__u32 reason = deny->reason < MLD_REASONS ? deny->reason : MLD_REASON_OTHER;
+				count(MLD_CTR_DROPPED);
+				count(MLD_CTR_DROP_REASON + reason);
+				return XDP_DROP;
+			}
+			count(MLD_CTR_EXPIRED);
+		}
+	}
+
+	if (parsed == PARSE_FRAGMENT) {
+		count(MLD_CTR_NOT_IP);
+		count(MLD_CTR_PASSED);
+		return XDP_PASS;
+	}
+	rec.ts_ns = bpf_ktime_get_boot_ns();
+	rec.ifindex = ifindex;
+	iface = bpf_map_lookup_elem(&mld_ifaces, &ifindex);
+	if (iface)
+		rec.direction = iface->direction;
+	if (bpf_ringbuf_output(&mld_events, &rec, sizeof(rec), 0))
+		count(MLD_CTR_RING_FULL);
+	count(MLD_CTR_PASSED);
+	return XDP_PASS;
+}
