@@ -4,6 +4,7 @@
 //! map the outcome to one exit code. Only this crate prints to the terminal and
 //! decides exit codes.
 
+mod capture;
 mod exit;
 mod flows;
 mod output;
@@ -34,6 +35,90 @@ enum Command {
     /// Check or print the appliance configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Attach the XDP program to the configured interfaces and stream live flows.
+    ///
+    /// Finished flows go to stdout (JSONL by default), live counters to stderr, until
+    /// SIGINT or SIGTERM; then every open flow is written and the program is detached.
+    /// Needs CAP_BPF and CAP_NET_ADMIN (root).
+    Capture {
+        /// Configuration file ([capture] interfaces, bpffs directory, allowlist, flows).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Record format.
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+    },
+    /// Deny sources in the running capture's XDP program (takes effect at once).
+    Block {
+        #[command(subcommand)]
+        action: BlockCommand,
+        #[command(flatten)]
+        maps: MapsArgs,
+    },
+    /// Allowlist sources in the running capture (never dropped, never blockable).
+    Allow {
+        #[command(subcommand)]
+        action: AllowCommand,
+        #[command(flatten)]
+        maps: MapsArgs,
+    },
+    /// Print the running capture's XDP counters.
+    Counters {
+        #[command(flatten)]
+        maps: MapsArgs,
+        /// One JSON object instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where to find the running capture's maps.
+#[derive(Debug, clap::Args)]
+struct MapsArgs {
+    /// The capture's bpffs directory (default: `capture.bpffs-dir` of --config, else /sys/fs/bpf/mldefender).
+    #[arg(long, value_name = "DIR", global = true)]
+    bpffs_dir: Option<PathBuf>,
+    /// Configuration file to read `capture.bpffs-dir` from.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BlockCommand {
+    /// Drop packets from PREFIX (an address or CIDR prefix, IPv4 or IPv6).
+    Add {
+        prefix: mld_config::IpPrefix,
+        /// How long the block lasts, in seconds.
+        #[arg(long, value_name = "SECS", required_unless_present = "permanent", value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: Option<u64>,
+        /// Never expire (remove with `block del`).
+        #[arg(long, conflicts_with = "ttl")]
+        permanent: bool,
+        /// Reason, counted separately: manual, scan, flood, brute-force, slow, other.
+        #[arg(long, default_value = "manual", value_parser = parse_reason)]
+        reason: mld_capture::DenyReason,
+    },
+    /// Remove the deny entry for exactly PREFIX.
+    Del { prefix: mld_config::IpPrefix },
+    /// List deny entries with reason and time left.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AllowCommand {
+    /// Allowlist PREFIX (until the capture stops; persist it in [allowlist]).
+    Add { prefix: mld_config::IpPrefix },
+    /// Remove the allowlist entry for exactly PREFIX.
+    Del { prefix: mld_config::IpPrefix },
+    /// List allowlist entries.
+    List,
+}
+
+fn parse_reason(text: &str) -> Result<mld_capture::DenyReason, String> {
+    mld_capture::DenyReason::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = mld_capture::DenyReason::ALL.iter().map(|reason| reason.as_str()).collect();
+        format!("unknown reason `{text}` (one of: {})", names.join(", "))
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,10 +164,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Flows(args) => flows::run(flows::FlowsOptions {
             files: args.files,
-            format: args.format.map(|format| match format {
-                FormatArg::Csv => mld_config::OutputFormat::Csv,
-                FormatArg::Jsonl => mld_config::OutputFormat::Jsonl,
-            }),
+            format: args.format.map(output_format),
             config: args.config,
             output: args.output,
             summary: args.summary,
@@ -92,6 +174,28 @@ fn main() -> ExitCode {
             print!("{}", mld_config::EXAMPLE);
             Ok(Exit::Success)
         }
+        Command::Capture { config, format } => capture::run_capture(&config, format.map(output_format)),
+        Command::Block { action, maps } => with_maps_dir(maps, |dir| {
+            let action = match action {
+                BlockCommand::Add { prefix, ttl, permanent: _, reason } => {
+                    capture::ListAction::Add { prefix, ttl: ttl.map(std::time::Duration::from_secs), reason }
+                }
+                BlockCommand::Del { prefix } => capture::ListAction::Del { prefix },
+                BlockCommand::List => capture::ListAction::List,
+            };
+            capture::block(dir, action)
+        }),
+        Command::Allow { action, maps } => with_maps_dir(maps, |dir| {
+            let action = match action {
+                AllowCommand::Add { prefix } => {
+                    capture::ListAction::Add { prefix, ttl: None, reason: mld_capture::DenyReason::Manual }
+                }
+                AllowCommand::Del { prefix } => capture::ListAction::Del { prefix },
+                AllowCommand::List => capture::ListAction::List,
+            };
+            capture::allow(dir, action)
+        }),
+        Command::Counters { maps, json } => with_maps_dir(maps, |dir| capture::counters(dir, json)),
     };
     match outcome {
         Ok(exit) => exit.into(),
@@ -99,6 +203,20 @@ fn main() -> ExitCode {
             eprintln!("mldefender: error: {error:#}");
             Exit::Failure.into()
         }
+    }
+}
+
+fn output_format(format: FormatArg) -> mld_config::OutputFormat {
+    match format {
+        FormatArg::Csv => mld_config::OutputFormat::Csv,
+        FormatArg::Jsonl => mld_config::OutputFormat::Jsonl,
+    }
+}
+
+fn with_maps_dir(maps: MapsArgs, action: impl FnOnce(&std::path::Path) -> anyhow::Result<Exit>) -> anyhow::Result<Exit> {
+    match capture::maps_dir(maps.bpffs_dir, maps.config.as_deref()) {
+        Ok(dir) => action(&dir),
+        Err(exit) => Ok(exit),
     }
 }
 

@@ -124,6 +124,10 @@ impl<W: Write> FlowWriter<W> {
         self.out.write_all(line.text.as_bytes())
     }
 
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     pub fn finish(mut self) -> io::Result<W> {
         if self.format == OutputFormat::Csv && !self.header_written {
             let header = self.columns.join(",");

@@ -1,0 +1,27 @@
+//! The XDP data plane.
+//!
+//! This crate owns the kernel side of the appliance at run time: it loads the XDP
+//! program built from `ebpf/`, attaches it to the configured interfaces (native mode,
+//! falling back to generic), pins its maps under the configured bpffs directory so that
+//! other commands can act on them, reads packet records from the ring buffer, and
+//! removes expired deny entries.
+//!
+//! Invariant: this is the only crate that uses aya. Map layouts are the `#[repr(C)]`
+//! mirrors in [`maps`] of `ebpf/include/mld_shared.h`, checked by a test.
+//! It never handles signals and never prints: the binary does.
+
+mod clock;
+mod dataplane;
+mod error;
+pub mod maps;
+
+pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
+pub use dataplane::{AttachedInterface, Dataplane, RingReader};
+pub use error::CaptureError;
+pub use maps::{Counters, DenyEntry, DenyReason, PinnedMaps};
+
+/// The compiled XDP program.
+pub(crate) const XDP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mld_xdp.bpf.o"));
+
+/// Name of the XDP program in the object.
+pub(crate) const PROGRAM_NAME: &str = "mld_xdp";

@@ -1,0 +1,292 @@
+//! `mldefender capture`: attach the XDP program and stream live flows.
+//! `mldefender block|allow|counters`: act on a running capture's pinned maps.
+
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, CaptureError, Counters, Dataplane, DenyReason, PinnedMaps};
+use mld_config::{Config, IpPrefix, OutputFormat};
+use mld_flow::{FlowRecord, FlowTable};
+
+use crate::exit::Exit;
+use crate::output::FlowWriter;
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_RECORDS_PER_POLL: usize = 8192;
+const TICK: Duration = Duration::from_millis(250);
+
+/// Loads the configuration, or reports every error and says to exit 64.
+pub fn load_config(path: Option<&Path>) -> Result<Config, Exit> {
+    match path {
+        Some(path) => Config::from_file(path).map_err(|errors| {
+            eprintln!("{errors}");
+            Exit::Config
+        }),
+        None => Ok(Config::default()),
+    }
+}
+
+fn startup_exit(error: &CaptureError) -> Exit {
+    match error {
+        CaptureError::UnknownInterface { .. } | CaptureError::Refused(_) => Exit::Config,
+        _ => Exit::Failure,
+    }
+}
+
+pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::Result<Exit> {
+    let config = match load_config(Some(config_path)) {
+        Ok(config) => config,
+        Err(exit) => return Ok(exit),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handler")?;
+    }
+    let mut dataplane = match Dataplane::start(&config.capture, &config.allowlist) {
+        Ok(dataplane) => dataplane,
+        Err(error) => {
+            eprintln!("mldefender: error: {}", error_chain(&error));
+            return Ok(startup_exit(&error));
+        }
+    };
+    let attached: Vec<String> =
+        dataplane.attached().iter().map(|interface| format!("{} ({})", interface.name, interface.mode)).collect();
+    eprintln!(
+        "mldefender capture: attached to {}; maps pinned under {}; {} allowlist entries",
+        attached.join(", "),
+        config.capture.bpffs_dir.display(),
+        config.allowlist.len()
+    );
+    let mut reader = dataplane.ring_reader()?;
+    let offset_ns = boot_to_realtime_offset_ns();
+    let mut table = FlowTable::new(config.flow_table());
+    let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
+    let mut writer = FlowWriter::new(
+        BufWriter::with_capacity(1 << 16, io::stdout().lock()),
+        format.unwrap_or(OutputFormat::Jsonl),
+        &windows_secs,
+    );
+    let mut finished: Vec<FlowRecord> = Vec::with_capacity(1024);
+    let mut records = 0u64;
+    let started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut last_counters = Instant::now();
+
+    let write_batch = |writer: &mut FlowWriter<_>, finished: &mut Vec<FlowRecord>| -> io::Result<()> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        for flow in finished.drain(..) {
+            writer.write(&flow)?;
+        }
+        writer.flush()
+    };
+
+    while !stop.load(Ordering::Relaxed) {
+        records += reader.read(POLL_TIMEOUT, MAX_RECORDS_PER_POLL, |mut record| {
+            record.ts_ns += offset_ns;
+            table.process(&record, &mut finished);
+        })? as u64;
+        if last_tick.elapsed() >= TICK {
+            table.advance_to(boot_time_ns() + offset_ns, &mut finished);
+            last_tick = Instant::now();
+        }
+        if let Err(error) = write_batch(&mut writer, &mut finished) {
+            if error.kind() == io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(error).context("failed to write flow records");
+        }
+        if last_sweep.elapsed() >= config.capture.sweep_interval {
+            for prefix in dataplane.maps().sweep_expired(boot_time_ns())? {
+                eprintln!("mldefender capture: deny entry {prefix} expired and was removed");
+            }
+            last_sweep = Instant::now();
+        }
+        if let Some(interval) = config.capture.counters_interval {
+            if last_counters.elapsed() >= interval {
+                let counters = dataplane.maps().counters()?;
+                eprintln!("mldefender capture: {}", counters_line(&counters, records, table.stats().active_flows));
+                last_counters = Instant::now();
+            }
+        }
+    }
+
+    // Shutdown: stop intake (drain what the ring holds), end every flow, detach last.
+    records += reader.read(Duration::ZERO, usize::MAX, |mut record| {
+        record.ts_ns += offset_ns;
+        table.process(&record, &mut finished);
+    })? as u64;
+    table.flush(&mut finished);
+    let write_result = write_batch(&mut writer, &mut finished);
+    let counters = dataplane.maps().counters()?;
+    dataplane.shutdown();
+    eprintln!(
+        "mldefender capture: stopped after {:.1} s; {}; XDP program detached",
+        started.elapsed().as_secs_f64(),
+        counters_line(&counters, records, 0)
+    );
+    match write_result {
+        Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(error).context("failed to write flow records"),
+        _ => Ok(Exit::Success),
+    }
+}
+
+fn counters_line(counters: &Counters, records: u64, active_flows: u64) -> String {
+    let reasons: Vec<String> = DenyReason::ALL
+        .iter()
+        .filter(|reason| counters.dropped_for(**reason) > 0)
+        .map(|reason| format!("{} {}", reason.as_str(), counters.dropped_for(*reason)))
+        .collect();
+    format!(
+        "passed {} (allowlisted {}), dropped {}{}, malformed {}, not-ip {}, ring-full {}, expired-deny {}, records {}, active flows {}",
+        counters.passed,
+        counters.allowed,
+        counters.dropped,
+        if reasons.is_empty() { String::new() } else { format!(" [{}]", reasons.join(", ")) },
+        counters.malformed,
+        counters.not_ip,
+        counters.ring_full,
+        counters.expired,
+        records,
+        active_flows
+    )
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Where the running capture's maps are: `--bpffs-dir`, else the configuration's.
+pub fn maps_dir(bpffs_dir: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf, Exit> {
+    if let Some(dir) = bpffs_dir {
+        return Ok(dir);
+    }
+    Ok(load_config(config)?.capture.bpffs_dir)
+}
+
+fn open_maps(dir: &Path) -> Result<PinnedMaps, Exit> {
+    PinnedMaps::open(dir).map_err(|error| {
+        eprintln!("mldefender: error: {}", error_chain(&error));
+        Exit::Failure
+    })
+}
+
+pub enum ListAction {
+    Add { prefix: IpPrefix, ttl: Option<Duration>, reason: DenyReason },
+    Del { prefix: IpPrefix },
+    List,
+}
+
+pub fn block(dir: &Path, action: ListAction) -> anyhow::Result<Exit> {
+    let mut maps = match open_maps(dir) {
+        Ok(maps) => maps,
+        Err(exit) => return Ok(exit),
+    };
+    match action {
+        ListAction::Add { prefix, ttl, reason } => {
+            if let Err(error) = maps.deny_add(&prefix, ttl, reason) {
+                eprintln!("mldefender: error: {}", error_chain(&error));
+                return Ok(if matches!(error, CaptureError::Refused(_)) { Exit::Config } else { Exit::Failure });
+            }
+            let inside: Vec<String> =
+                maps.allow_list()?.iter().filter(|allowed| prefix.covers(allowed)).map(ToString::to_string).collect();
+            match ttl {
+                Some(ttl) => println!("blocked {prefix} for {} s ({})", ttl.as_secs(), reason.as_str()),
+                None => println!("blocked {prefix} permanently ({})", reason.as_str()),
+            }
+            if !inside.is_empty() {
+                println!("note: allowlisted {} inside {prefix} stay reachable", inside.join(", "));
+            }
+        }
+        ListAction::Del { prefix } => {
+            if maps.deny_del(&prefix)? {
+                println!("unblocked {prefix}");
+            } else {
+                eprintln!("mldefender: error: {prefix} is not in the deny list");
+                return Ok(Exit::Failure);
+            }
+        }
+        ListAction::List => {
+            let now = boot_time_ns();
+            println!("{:<44} {:<12} expires in", "prefix", "reason");
+            for entry in maps.deny_list()? {
+                let expires = match entry.remaining(now) {
+                    None => "never".to_string(),
+                    Some(left) if left.is_zero() => "expired (sweep pending)".to_string(),
+                    Some(left) => format!("{} s", left.as_secs()),
+                };
+                println!("{:<44} {:<12} {expires}", entry.prefix.to_string(), entry.reason.as_str());
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn allow(dir: &Path, action: ListAction) -> anyhow::Result<Exit> {
+    let mut maps = match open_maps(dir) {
+        Ok(maps) => maps,
+        Err(exit) => return Ok(exit),
+    };
+    match action {
+        ListAction::Add { prefix, .. } => {
+            maps.allow_add(&prefix)?;
+            println!("allowlisted {prefix}");
+        }
+        ListAction::Del { prefix } => {
+            if maps.allow_del(&prefix)? {
+                println!("removed {prefix} from the allowlist");
+            } else {
+                eprintln!("mldefender: error: {prefix} is not in the allowlist");
+                return Ok(Exit::Failure);
+            }
+        }
+        ListAction::List => {
+            for prefix in maps.allow_list()? {
+                println!("{prefix}");
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn counters(dir: &Path, json: bool) -> anyhow::Result<Exit> {
+    let maps = match open_maps(dir) {
+        Ok(maps) => maps,
+        Err(exit) => return Ok(exit),
+    };
+    let counters = maps.counters()?;
+    if json {
+        let mut reasons = serde_json::Map::new();
+        for reason in DenyReason::ALL {
+            reasons.insert(reason.as_str().to_string(), counters.dropped_for(reason).into());
+        }
+        let value = serde_json::json!({
+            "passed": counters.passed,
+            "allowed": counters.allowed,
+            "dropped": counters.dropped,
+            "dropped_by_reason": reasons,
+            "malformed": counters.malformed,
+            "not_ip": counters.not_ip,
+            "ring_full": counters.ring_full,
+            "expired_deny": counters.expired,
+        });
+        println!("{value}");
+    } else {
+        println!("{}", counters_line(&counters, 0, 0).split(", records").next().unwrap_or_default());
+    }
+    let _ = io::stdout().flush();
+    Ok(Exit::Success)
+}
