@@ -1,6 +1,8 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
