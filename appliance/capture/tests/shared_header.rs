@@ -1,0 +1,73 @@
+//! The map contract: `struct mld_lpm_key`, `struct mld_deny_value` and the counter and
+//! reason constants in `ebpf/include/mld_shared.h` must agree with their Rust mirrors.
+
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+use std::process::Command;
+
+use mld_capture::maps::{counter, DenyValue};
+use mld_capture::DenyReason;
+
+#[test]
+fn map_layouts_and_constants_match_the_c_header() {
+    let include = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ebpf/include");
+    let rust: Vec<(&str, u64)> = vec![
+        ("sizeof_lpm_key", size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>() as u64),
+        ("sizeof_deny_value", size_of::<DenyValue>() as u64),
+        ("offsetof_deny_expires", offset_of!(DenyValue, expires_ns) as u64),
+        ("offsetof_deny_reason", offset_of!(DenyValue, reason) as u64),
+        ("MLD_CTR_PASSED", u64::from(counter::PASSED)),
+        ("MLD_CTR_ALLOWED", u64::from(counter::ALLOWED)),
+        ("MLD_CTR_DROPPED", u64::from(counter::DROPPED)),
+        ("MLD_CTR_MALFORMED", u64::from(counter::MALFORMED)),
+        ("MLD_CTR_RING_FULL", u64::from(counter::RING_FULL)),
+        ("MLD_CTR_NOT_IP", u64::from(counter::NOT_IP)),
+        ("MLD_CTR_EXPIRED", u64::from(counter::EXPIRED)),
+        ("MLD_CTR_DROP_REASON", u64::from(counter::DROP_REASON)),
+        ("MLD_REASONS", u64::from(counter::REASONS)),
+        ("MLD_COUNTERS", u64::from(counter::COUNT)),
+        ("MLD_REASON_MANUAL", u64::from(DenyReason::Manual.code())),
+        ("MLD_REASON_SCAN", u64::from(DenyReason::Scan.code())),
+        ("MLD_REASON_FLOOD", u64::from(DenyReason::Flood.code())),
+        ("MLD_REASON_BRUTE_FORCE", u64::from(DenyReason::BruteForce.code())),
+        ("MLD_REASON_SLOW", u64::from(DenyReason::Slow.code())),
+        ("MLD_REASON_OTHER", u64::from(DenyReason::Other.code())),
+    ];
+    let mut program = String::from("#include <stdio.h>\n#include <stddef.h>\n#include \"mld_shared.h\"\nint main(void) {\n");
+    for (name, _) in &rust {
+        let expression = match *name {
+            "sizeof_lpm_key" => "sizeof(struct mld_lpm_key)".to_string(),
+            "sizeof_deny_value" => "sizeof(struct mld_deny_value)".to_string(),
+            "offsetof_deny_expires" => "offsetof(struct mld_deny_value, expires_ns)".to_string(),
+            "offsetof_deny_reason" => "offsetof(struct mld_deny_value, reason)".to_string(),
+            constant => constant.to_string(),
+        };
+        program.push_str(&format!("    printf(\"{name} %llu\\n\", (unsigned long long)({expression}));\n"));
+    }
+    program.push_str("    return 0;\n}\n");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("contract.c");
+    let binary = dir.path().join("contract");
+    std::fs::write(&source, program).expect("write C source");
+    let compiled = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_string()))
+        .arg("-I")
+        .arg(&include)
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("run the C compiler (Debian: gcc)");
+    assert!(compiled.status.success(), "{}", String::from_utf8_lossy(&compiled.stderr));
+    let output = String::from_utf8(Command::new(&binary).output().expect("run").stdout).expect("utf-8");
+    let c: Vec<(String, u64)> = output
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(' ').expect("name value");
+            (name.to_string(), value.parse().expect("number"))
+        })
+        .collect();
+    for ((name, rust_value), (c_name, c_value)) in rust.iter().zip(&c) {
+        assert_eq!(name, c_name);
+        assert_eq!(rust_value, c_value, "{name}: Rust {rust_value}, C {c_value}");
+    }
+}
