@@ -144,6 +144,8 @@ struct FlowsArgs {
 enum FormatArg {
     Csv,
     Jsonl,
+    /// One short human-readable line per flow.
+    Text,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +212,7 @@ fn output_format(format: FormatArg) -> mld_config::OutputFormat {
     match format {
         FormatArg::Csv => mld_config::OutputFormat::Csv,
         FormatArg::Jsonl => mld_config::OutputFormat::Jsonl,
+        FormatArg::Text => mld_config::OutputFormat::Text,
     }
 }
 

@@ -79,6 +79,11 @@ impl<W: Write> FlowWriter<W> {
             writeln!(self.out, "{header}")?;
         }
         self.header_written = true;
+        if self.format == OutputFormat::Text {
+            self.line.text.clear();
+            push_text_line(&mut self.line.text, flow);
+            return self.out.write_all(self.line.text.as_bytes());
+        }
         let line = &mut self.line;
         let prefixes = &self.prefixes;
         line.text.clear();
@@ -198,6 +203,44 @@ impl Line {
             self.text.push('"');
         }
     }
+}
+
+/// `10.66.1.2:40312 -> 10.66.9.2:8080 TCP  7/6 packets  88/227 bytes  1.2 ms  tcp-fin`
+fn push_text_line(out: &mut String, flow: &FlowRecord) {
+    use std::fmt::Write as _;
+    let protocol = match flow.protocol {
+        1 => "ICMP".to_string(),
+        6 => "TCP".to_string(),
+        17 => "UDP".to_string(),
+        58 => "ICMPv6".to_string(),
+        other => format!("proto-{other}"),
+    };
+    let endpoint = |ip: std::net::IpAddr, port: u16| match (ip, flow.protocol) {
+        (_, 1 | 58) => ip.to_string(),
+        (std::net::IpAddr::V6(v6), _) => format!("[{v6}]:{port}"),
+        (v4, _) => format!("{v4}:{port}"),
+    };
+    let get = |feature: Feature| flow.features.get(feature);
+    let duration_ms = get(Feature::FlowDuration) / 1000.0;
+    let mut window = String::new();
+    if let Some(first) = flow.source_windows.first() {
+        let _ = write!(
+            window,
+            "  src {:.0}s: {} hosts, {} ports, {:.1} flows/s",
+            first.window_secs, first.distinct_dst_addrs, first.distinct_dst_ports, first.new_flows_per_sec
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} -> {} {protocol}  {}/{} packets  {}/{} bytes  {duration_ms:.1} ms  {}{window}",
+        endpoint(flow.src_ip, flow.src_port),
+        endpoint(flow.dst_ip, flow.dst_port),
+        get(Feature::TotalFwdPackets),
+        get(Feature::TotalBwdPackets),
+        flow.fwd_ip_bytes,
+        flow.bwd_ip_bytes,
+        flow.end_reason.as_str(),
+    );
 }
 
 /// Appends `text` as a JSON string literal.

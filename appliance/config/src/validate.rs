@@ -80,6 +80,8 @@ pub struct WindowsConfig {
 pub enum OutputFormat {
     Jsonl,
     Csv,
+    /// One human-readable line per flow.
+    Text,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -201,8 +203,9 @@ fn validate_output(raw: &RawOutput, errors: &mut Vec<ConfigError>) -> OutputConf
     let format = match raw.format.as_str() {
         "jsonl" => OutputFormat::Jsonl,
         "csv" => OutputFormat::Csv,
+        "text" => OutputFormat::Text,
         other => {
-            errors.push(ConfigError::new("output.format", format!("must be \"jsonl\" or \"csv\", got \"{other}\"")));
+            errors.push(ConfigError::new("output.format", format!("must be \"jsonl\", \"csv\" or \"text\", got \"{other}\"")));
             OutputFormat::Jsonl
         }
     };
