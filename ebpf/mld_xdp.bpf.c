@@ -22,6 +22,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Default ring size; user space sets the configured one at load. Benchmarks override it. */
+#ifndef MLD_RING_BYTES
+#define MLD_RING_BYTES (1 << 22)
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -40,7 +45,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22); /* user space sets the configured size at load */
+	__uint(max_entries, MLD_RING_BYTES); /* user space sets the configured size at load */
 } mld_events SEC(".maps");
 
 struct {
