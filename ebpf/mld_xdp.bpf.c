@@ -69,6 +69,11 @@ enum parse_result {
 	PARSE_MALFORMED,
 };
 
+/* Wake the reader when this much data is waiting (about 900 records). */
+#define MLD_RING_WAKEUP_BYTES (64 * 1024)
+/* A record in the ring: the record and the ring's 8-byte header. */
+#define MLD_RING_SLOT_BYTES (sizeof(struct mld_packet_record) + 8)
+
 #define ETH_P_8021AD_ 0x88A8
 #define IPPROTO_ICMPV6_ 58
 #define ETH_P_QINQ_OLD 0x9100
@@ -251,6 +256,8 @@ int mld_xdp(struct xdp_md *ctx)
 	struct mld_deny_value *deny;
 	struct mld_iface_value *iface;
 	__u32 ifindex = ctx->ingress_ifindex;
+	__u64 avail;
+	int wakeup;
 	int parsed = parse(ctx, &rec);
 
 	if (parsed == PARSE_NOT_IP) {
@@ -294,7 +301,15 @@ int mld_xdp(struct xdp_md *ctx)
 	iface = bpf_map_lookup_elem(&mld_ifaces, &ifindex);
 	if (iface)
 		rec.direction = iface->direction;
-	if (bpf_ringbuf_output(&mld_events, &rec, sizeof(rec), 0))
+	/*
+	 * Wake the reader once, when a batch has built up: a wake-up per packet costs a
+	 * context switch per packet, and a wake-up for every packet past the threshold
+	 * (a reader that lags) costs even more. The reader also polls on a short timeout,
+	 * so a trickle of packets, or a missed crossing, is still read promptly.
+	 */
+	avail = bpf_ringbuf_query(&mld_events, BPF_RB_AVAIL_DATA);
+	wakeup = avail >= MLD_RING_WAKEUP_BYTES && avail < MLD_RING_WAKEUP_BYTES + 2 * MLD_RING_SLOT_BYTES;
+	if (bpf_ringbuf_output(&mld_events, &rec, sizeof(rec), wakeup ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP))
 		count(MLD_CTR_RING_FULL);
 	count(MLD_CTR_PASSED);
 	return XDP_PASS;

@@ -15,7 +15,9 @@ use mld_flow::{FlowRecord, FlowTable};
 use crate::exit::Exit;
 use crate::output::FlowWriter;
 
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// The XDP program wakes the reader only when a batch is waiting; this bounds how long a
+/// lone record can wait.
+const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 const MAX_RECORDS_PER_POLL: usize = 8192;
 const TICK: Duration = Duration::from_millis(250);
 
