@@ -38,6 +38,7 @@ down() {
         fi
     done
     rm -rf "$state_dir"
+    rmdir "/sys/fs/bpf/mld-lab-$id" 2>/dev/null
     return 0
 }
 

@@ -251,13 +251,23 @@ fn lock_runtime(config: &CaptureConfig) -> Result<Flock<File>, CaptureError> {
 /// Only called with the lock held, so any pins found are left over from a capture that
 /// died.
 fn prepare_bpffs(dir: &Path) -> Result<(), CaptureError> {
-    std::fs::create_dir_all(dir).map_err(|error| CaptureError::io("create directory", dir, error))?;
     let on_bpffs = |path: &Path| {
         nix::sys::statfs::statfs(path).map(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
     };
+    let mount_bpffs = |path: &Path| {
+        nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|error| CaptureError::io("mount bpffs on", path, error.into()))
+    };
+    // The usual place is a directory under /sys/fs/bpf; where nothing mounted bpffs
+    // there (no systemd), mount it first: sysfs refuses new directories.
+    if let Some(parent) = dir.parent() {
+        if parent.is_dir() && !on_bpffs(parent) && parent == Path::new("/sys/fs/bpf") {
+            mount_bpffs(parent)?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|error| CaptureError::io("create directory", dir, error))?;
     if !on_bpffs(dir) {
-        nix::mount::mount(Some("bpf"), dir, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-            .map_err(|error| CaptureError::io("mount bpffs on", dir, error.into()))?;
+        mount_bpffs(dir)?;
     }
     for name in PINNED_MAPS {
         let path = dir.join(name);
