@@ -252,7 +252,7 @@ fn lock_runtime(config: &CaptureConfig) -> Result<Flock<File>, CaptureError> {
 /// died.
 fn prepare_bpffs(dir: &Path) -> Result<(), CaptureError> {
     let on_bpffs = |path: &Path| {
-        nix::sys::statfs::statfs(path).map(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+        nix::sys::statfs::statfs(path).map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
     };
     let mount_bpffs = |path: &Path| {
         nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
