@@ -226,8 +226,8 @@ fn with_maps_dir(maps: MapsArgs, action: impl FnOnce(&std::path::Path) -> anyhow
 fn config_check(files: &[PathBuf]) -> anyhow::Result<Exit> {
     let mut exit = Exit::Success;
     for file in files {
-        match mld_config::Config::from_file(file) {
-            Ok(_) => println!("{}: ok", file.display()),
+        match mld_config::Config::from_file(file).and_then(|config| config.check_environment(&file.display().to_string())) {
+            Ok(()) => println!("{}: ok", file.display()),
             Err(errors) => {
                 eprintln!("{errors}");
                 exit = Exit::Config;

@@ -9,6 +9,7 @@
 //! tests hold it equal to the defaults here, key for key.
 
 mod error;
+pub mod ids;
 mod prefix;
 pub mod raw;
 mod schema;
@@ -16,7 +17,10 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
-pub use validate::{CaptureConfig, Config, FlowConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, WindowsConfig, XdpMode};
+pub use validate::{
+    CaptureConfig, Config, FlowConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SupervisorConfig,
+    TaskConfig, TaskKind, WindowsConfig, XdpMode,
+};
 
 /// The complete default configuration, with a comment on every key.
 pub const EXAMPLE: &str = include_str!("../../../config/mldefender.toml");

@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub output: RawOutput,
     pub capture: RawCapture,
     pub allowlist: RawAllowlist,
+    pub supervisor: RawSupervisor,
+    pub tasks: RawTasks,
 }
 
 impl RawConfig {
@@ -138,5 +140,93 @@ pub struct RawOutput {
 impl Default for RawOutput {
     fn default() -> RawOutput {
         RawOutput { format: "jsonl".to_string() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSupervisor {
+    /// Deadline for an orderly shutdown. Milliseconds.
+    pub shutdown_deadline_ms: i64,
+    /// How often task memory is checked. Milliseconds.
+    pub watchdog_interval_ms: i64,
+    /// cgroup v2 directory for the tasks' groups.
+    pub cgroup_root: String,
+    /// "auto" (cgroup where writable, and the RSS watchdog always) or "rss" (RSS watchdog only).
+    pub memory_enforcement: String,
+}
+
+impl Default for RawSupervisor {
+    fn default() -> RawSupervisor {
+        RawSupervisor {
+            shutdown_deadline_ms: 5000,
+            watchdog_interval_ms: 200,
+            cgroup_root: "/sys/fs/cgroup/mldefender".to_string(),
+            memory_enforcement: "auto".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTasks {
+    pub capture: RawTask,
+    pub sink: RawTask,
+}
+
+impl Default for RawTasks {
+    fn default() -> RawTasks {
+        RawTasks { capture: RawTask::default(), sink: RawTask::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTask {
+    /// Run the task.
+    pub enabled: bool,
+    /// Unprivileged user (name or number) the task runs as; empty: `mld-<task>`.
+    pub user: String,
+    /// Its group (name or number); empty: the user's primary group.
+    pub group: String,
+    /// Soft memory limit (cgroup memory.high). MiB.
+    pub memory_high_mib: i64,
+    /// Hard memory budget (cgroup memory.max and the RSS watchdog). MiB.
+    pub memory_max_mib: i64,
+    /// "on-failure" or "never".
+    pub restart: String,
+    /// First restart delay; doubles per restart. Milliseconds.
+    pub backoff_initial_ms: i64,
+    /// Longest restart delay. Milliseconds.
+    pub backoff_max_ms: i64,
+    /// A run shorter than this counts as a failed start. Milliseconds.
+    pub min_run_ms: i64,
+    /// Hold (stop restarting) after this many restarts within the window.
+    pub hold_after_restarts: i64,
+    /// The window for hold-after-restarts. Seconds.
+    pub hold_window_secs: i64,
+    /// Test only: allocate and touch this much memory after start. MiB.
+    pub test_allocate_mib: i64,
+    /// Test only: exit with status 3 at start.
+    pub test_exit_at_start: bool,
+}
+
+impl Default for RawTask {
+    fn default() -> RawTask {
+        RawTask {
+            enabled: true,
+            user: String::new(),
+            group: String::new(),
+            memory_high_mib: 384,
+            memory_max_mib: 512,
+            restart: "on-failure".to_string(),
+            backoff_initial_ms: 50,
+            backoff_max_ms: 10_000,
+            min_run_ms: 1000,
+            hold_after_restarts: 5,
+            hold_window_secs: 60,
+            test_allocate_mib: 0,
+            test_exit_at_start: false,
+        }
     }
 }

@@ -84,8 +84,13 @@ fn accept_and_reject_fixtures() {
     let mut checked = 0;
     for entry in std::fs::read_dir(root.join("accept")).expect("accept dir") {
         let path = entry.expect("entry").path();
-        if let Err(errors) = Config::from_file(&path) {
-            panic!("{} should be accepted:\n{errors}", path.display());
+        match Config::from_file(&path) {
+            Err(errors) => panic!("{} should be accepted:\n{errors}", path.display()),
+            Ok(config) => {
+                if let Err(errors) = config.check_environment(&path.display().to_string()) {
+                    panic!("{} should be accepted (run scripts/setup to create the task users):\n{errors}", path.display());
+                }
+            }
         }
         checked += 1;
     }
@@ -94,7 +99,10 @@ fn accept_and_reject_fixtures() {
         let text = std::fs::read_to_string(&path).expect("read fixture");
         let expected: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("# expect: ")).collect();
         assert!(!expected.is_empty(), "{} has no `# expect:` line", path.display());
-        let errors = Config::from_file(&path).expect_err("reject fixture must fail").to_string();
+        let errors = match Config::from_file(&path) {
+            Err(errors) => errors.to_string(),
+            Ok(config) => config.check_environment(&path.display().to_string()).expect_err("reject fixture must fail").to_string(),
+        };
         for needle in expected {
             assert!(errors.contains(needle), "{}: expected `{needle}` in:\n{errors}", path.display());
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::error::ConfigError;
 use crate::prefix::IpPrefix;
-use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawOutput, RawWindows};
+use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawOutput, RawSupervisor, RawTask, RawWindows};
 
 /// A validated configuration: every value is in range and consistent.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,66 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Prefixes that are never dropped and never blocked.
     pub allowlist: Vec<IpPrefix>,
+    pub supervisor: SupervisorConfig,
+    /// Tasks in start order (capture first: shutdown stops it first).
+    pub tasks: Vec<TaskConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorConfig {
+    pub shutdown_deadline: Duration,
+    pub watchdog_interval: Duration,
+    pub cgroup_root: PathBuf,
+    /// Use cgroup v2 memory limits where the cgroup root is writable.
+    pub use_cgroup: bool,
+}
+
+/// The tasks the supervisor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TaskKind {
+    /// Reads the XDP ring buffer into the flow table; sends flows on.
+    Capture,
+    /// Receives flows and counts them (until detect exists).
+    Sink,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 2] = [TaskKind::Capture, TaskKind::Sink];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Capture => "capture",
+            TaskKind::Sink => "sink",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TaskKind> {
+        TaskKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartPolicy {
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskConfig {
+    pub kind: TaskKind,
+    pub enabled: bool,
+    pub user: String,
+    pub group: Option<String>,
+    pub memory_high_bytes: u64,
+    pub memory_max_bytes: u64,
+    pub restart: RestartPolicy,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub min_run: Duration,
+    pub hold_after_restarts: u32,
+    pub hold_window: Duration,
+    pub test_allocate_bytes: u64,
+    pub test_exit_at_start: bool,
 }
 
 /// The XDP data plane: where it attaches and its resources.
@@ -128,8 +188,13 @@ impl TryFrom<RawConfig> for Config {
         let output = validate_output(&raw.output, &mut errors);
         let capture = validate_capture(&raw.capture, &mut errors);
         let allowlist = validate_allowlist(&raw.allowlist, &mut errors);
+        let supervisor = validate_supervisor(&raw.supervisor, &mut errors);
+        let tasks = vec![
+            validate_task(TaskKind::Capture, &raw.tasks.capture, &mut errors),
+            validate_task(TaskKind::Sink, &raw.tasks.sink, &mut errors),
+        ];
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks })
         } else {
             Err(errors)
         }
@@ -279,4 +344,97 @@ fn validate_allowlist(raw: &RawAllowlist, errors: &mut Vec<ConfigError>) -> Vec<
         }
     }
     prefixes
+}
+
+fn validate_supervisor(raw: &RawSupervisor, errors: &mut Vec<ConfigError>) -> SupervisorConfig {
+    let use_cgroup = match raw.memory_enforcement.as_str() {
+        "auto" => true,
+        "rss" => false,
+        other => {
+            errors.push(ConfigError::new(
+                "supervisor.memory-enforcement",
+                format!("must be \"auto\" or \"rss\", got \"{other}\""),
+            ));
+            true
+        }
+    };
+    if !raw.cgroup_root.starts_with('/') {
+        errors.push(ConfigError::new("supervisor.cgroup-root", format!("must be an absolute path, got \"{}\"", raw.cgroup_root)));
+    }
+    SupervisorConfig {
+        shutdown_deadline: Duration::from_millis(in_range(raw.shutdown_deadline_ms, 100, 600_000, "supervisor.shutdown-deadline-ms", errors)),
+        watchdog_interval: Duration::from_millis(in_range(raw.watchdog_interval_ms, 10, 60_000, "supervisor.watchdog-interval-ms", errors)),
+        cgroup_root: PathBuf::from(&raw.cgroup_root),
+        use_cgroup,
+    }
+}
+
+fn validate_task(kind: TaskKind, raw: &RawTask, errors: &mut Vec<ConfigError>) -> TaskConfig {
+    let path = |key: &str| format!("tasks.{}.{key}", kind.name());
+    let user = if raw.user.is_empty() { format!("mld-{}", kind.name()) } else { raw.user.clone() };
+    if user == "root" || user == "0" {
+        errors.push(ConfigError::new(path("user"), "must not be root: tasks run unprivileged"));
+    }
+    let mib = 1024 * 1024;
+    let high = in_range(raw.memory_high_mib, 1, 1 << 20, &path("memory-high-mib"), errors);
+    let max = in_range(raw.memory_max_mib, 1, 1 << 20, &path("memory-max-mib"), errors);
+    if raw.memory_high_mib > raw.memory_max_mib {
+        errors.push(ConfigError::new(
+            path("memory-high-mib"),
+            format!("must not exceed memory-max-mib ({}), got {}", raw.memory_max_mib, raw.memory_high_mib),
+        ));
+    }
+    let restart = match raw.restart.as_str() {
+        "on-failure" => RestartPolicy::OnFailure,
+        "never" => RestartPolicy::Never,
+        other => {
+            errors.push(ConfigError::new(path("restart"), format!("must be \"on-failure\" or \"never\", got \"{other}\"")));
+            RestartPolicy::OnFailure
+        }
+    };
+    let backoff_initial = in_range(raw.backoff_initial_ms, 1, 600_000, &path("backoff-initial-ms"), errors);
+    let backoff_max = in_range(raw.backoff_max_ms, 1, 3_600_000, &path("backoff-max-ms"), errors);
+    if raw.backoff_max_ms < raw.backoff_initial_ms {
+        errors.push(ConfigError::new(path("backoff-max-ms"), "must be at least backoff-initial-ms"));
+    }
+    TaskConfig {
+        kind,
+        enabled: raw.enabled,
+        user,
+        group: (!raw.group.is_empty()).then(|| raw.group.clone()),
+        memory_high_bytes: high * mib,
+        memory_max_bytes: max * mib,
+        restart,
+        backoff_initial: Duration::from_millis(backoff_initial),
+        backoff_max: Duration::from_millis(backoff_max),
+        min_run: Duration::from_millis(in_range(raw.min_run_ms, 0, 3_600_000, &path("min-run-ms"), errors)),
+        hold_after_restarts: in_range(raw.hold_after_restarts, 1, 1000, &path("hold-after-restarts"), errors) as u32,
+        hold_window: Duration::from_secs(in_range(raw.hold_window_secs, 1, 86_400, &path("hold-window-secs"), errors)),
+        test_allocate_bytes: in_range(raw.test_allocate_mib, 0, 1 << 16, &path("test-allocate-mib"), errors) * mib,
+        test_exit_at_start: raw.test_exit_at_start,
+    }
+}
+
+impl Config {
+    /// Checks what depends on the machine rather than the file: that task users and
+    /// groups exist. `config check` and `supervise` run it; offline commands do not.
+    pub fn check_environment(&self, origin: &str) -> Result<(), crate::ConfigErrors> {
+        let mut errors = Vec::new();
+        for task in self.tasks.iter().filter(|task| task.enabled) {
+            let path = format!("tasks.{}", task.kind.name());
+            if crate::ids::resolve_user(&task.user).is_none() {
+                errors.push(ConfigError::new(format!("{path}.user"), format!("user `{}` does not exist (scripts/setup creates the default users)", task.user)));
+            }
+            if let Some(group) = &task.group {
+                if crate::ids::resolve_group(group).is_none() {
+                    errors.push(ConfigError::new(format!("{path}.group"), format!("group `{group}` does not exist")));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::ConfigErrors { origin: origin.to_string(), errors })
+        }
+    }
 }
