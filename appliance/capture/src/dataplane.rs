@@ -1,7 +1,7 @@
 //! Loading, attaching, pinning and detaching the XDP program; the ring-buffer reader.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,6 +101,23 @@ impl Dataplane {
         &mut self.maps
     }
 
+    /// The maps a capture task needs, as fds to hand to its process.
+    pub fn task_fds(&self) -> Result<TaskFds<'_>, CaptureError> {
+        let ebpf = self.ebpf.as_ref().ok_or_else(|| CaptureError::Load("the program was shut down".into()))?;
+        let fd = |name: &'static str| -> Result<BorrowedFd<'_>, CaptureError> {
+            let map = ebpf.map(name).ok_or_else(|| CaptureError::Load(format!("map `{name}` missing").into()))?;
+            let data = match map {
+                aya::maps::Map::RingBuf(data)
+                | aya::maps::Map::LpmTrie(data)
+                | aya::maps::Map::PerCpuArray(data)
+                | aya::maps::Map::HashMap(data) => data,
+                _ => return Err(CaptureError::Load(format!("map `{name}` has an unexpected type").into())),
+            };
+            Ok(data.fd().as_fd())
+        };
+        Ok(TaskFds { ring: fd(EVENTS_MAP)?, allow: fd(maps::ALLOW_MAP)?, deny: fd(maps::DENY_MAP)?, counters: fd(maps::COUNTERS_MAP)? })
+    }
+
     /// Takes the ring buffer (once).
     pub fn ring_reader(&mut self) -> Result<RingReader, CaptureError> {
         let map = self
@@ -132,6 +149,15 @@ impl Drop for Dataplane {
     }
 }
 
+/// Borrowed fds of the maps a capture task uses.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskFds<'a> {
+    pub ring: BorrowedFd<'a>,
+    pub allow: BorrowedFd<'a>,
+    pub deny: BorrowedFd<'a>,
+    pub counters: BorrowedFd<'a>,
+}
+
 /// Reads packet records from the XDP program's ring buffer.
 pub struct RingReader {
     ring: RingBuf<MapData>,
@@ -145,6 +171,13 @@ impl std::fmt::Debug for RingReader {
 }
 
 impl RingReader {
+    /// The ring buffer behind an fd handed over by the supervisor.
+    pub fn from_fd(fd: OwnedFd) -> Result<RingReader, CaptureError> {
+        let data = MapData::from_fd(fd).map_err(|error| CaptureError::map("open", EVENTS_MAP, error))?;
+        let ring = RingBuf::try_from(aya::maps::Map::RingBuf(data)).map_err(|error| CaptureError::map("use", EVENTS_MAP, error))?;
+        Ok(RingReader { ring, malformed_samples: 0 })
+    }
+
     /// Waits up to `timeout` for records, then hands each available one (at most
     /// `max_records`) to `on_record`. Returns how many were read.
     pub fn read(&mut self, timeout: Duration, max_records: usize, mut on_record: impl FnMut(PacketRecord)) -> Result<usize, CaptureError> {

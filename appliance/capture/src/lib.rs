@@ -16,7 +16,7 @@ mod error;
 pub mod maps;
 
 pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
-pub use dataplane::{AttachedInterface, Dataplane, RingReader};
+pub use dataplane::{AttachedInterface, Dataplane, RingReader, TaskFds};
 pub use error::CaptureError;
 pub use maps::{Counters, DenyEntry, DenyReason, PinnedMaps};
 

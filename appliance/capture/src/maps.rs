@@ -178,6 +178,16 @@ impl PinnedMaps {
         Ok(PinnedMaps { dir: dir.to_path_buf(), allow, deny, counters })
     }
 
+    /// The maps behind fds handed over by the supervisor.
+    pub fn from_fds(allow: std::os::fd::OwnedFd, deny: std::os::fd::OwnedFd, counters: std::os::fd::OwnedFd) -> Result<PinnedMaps, CaptureError> {
+        let open = |fd, name: &'static str| MapData::from_fd(fd).map_err(|error| CaptureError::map("open", name, error));
+        let allow = LpmTrie::try_from(Map::LpmTrie(open(allow, ALLOW_MAP)?)).map_err(|error| CaptureError::map("use", ALLOW_MAP, error))?;
+        let deny = LpmTrie::try_from(Map::LpmTrie(open(deny, DENY_MAP)?)).map_err(|error| CaptureError::map("use", DENY_MAP, error))?;
+        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(counters, COUNTERS_MAP)?))
+            .map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
+        Ok(PinnedMaps { dir: PathBuf::from("(fds from the supervisor)"), allow, deny, counters })
+    }
+
     pub fn allow_add(&mut self, prefix: &IpPrefix) -> Result<(), CaptureError> {
         self.allow.insert(&key_of(prefix), 1, 0).map_err(|error| CaptureError::map("insert into", ALLOW_MAP, error))
     }

@@ -160,7 +160,7 @@ fn counters_line(counters: &Counters, records: u64, active_flows: u64) -> String
     )
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

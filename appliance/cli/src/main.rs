@@ -6,6 +6,9 @@
 
 mod capture;
 mod exit;
+mod logging;
+mod supervise;
+mod task;
 mod flows;
 mod output;
 mod summary;
@@ -62,6 +65,31 @@ enum Command {
         #[command(flatten)]
         maps: MapsArgs,
     },
+    /// Run the appliance: the supervisor and its tasks (capture, sink).
+    ///
+    /// Validates the configuration (exit 64 with every error), loads and attaches XDP (the
+    /// only privileged step), starts each task as an unprivileged child process with a
+    /// memory budget and a restart policy, prints `mldefender: ready` (and tells systemd)
+    /// when all are ready, and on SIGTERM stops them in order and detaches XDP. As PID 1
+    /// it also mounts the system and powers off at the end.
+    Supervise {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Ask the running supervisor for each task's state, memory and restarts.
+    Status {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
+        #[arg(long, value_name = "DIR")]
+        runtime_dir: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// A task process (started by `supervise`, not by people).
+    #[command(hide = true)]
+    Task { name: String },
     /// Print the running capture's XDP counters.
     Counters {
         #[command(flatten)]
@@ -198,6 +226,15 @@ fn main() -> ExitCode {
             capture::allow(dir, action)
         }),
         Command::Counters { maps, json } => with_maps_dir(maps, |dir| capture::counters(dir, json)),
+        Command::Supervise { config } => supervise::run(&config),
+        Command::Status { json, runtime_dir, config } => match runtime_dir {
+            Some(dir) => supervise::status(&dir, json),
+            None => match capture::load_config(config.as_deref()) {
+                Ok(config) => supervise::status(&config.capture.runtime_dir, json),
+                Err(exit) => Ok(exit),
+            },
+        },
+        Command::Task { name } => task::run(&name),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -16,10 +16,22 @@ fn help_lists_every_subcommand_and_each_has_help() {
     let output = run(mldefender().arg("--help"));
     assert!(output.status.success());
     let help = stdout(&output);
-    for subcommand in ["flows", "config"] {
+    for subcommand in ["flows", "config", "capture", "block", "allow", "counters", "supervise", "status"] {
         assert!(help.contains(subcommand), "--help does not list `{subcommand}`:\n{help}");
     }
-    for args in [&["flows", "--help"][..], &["config", "--help"], &["config", "check", "--help"], &["config", "example", "--help"]] {
+    for args in [
+        &["flows", "--help"][..],
+        &["config", "--help"],
+        &["config", "check", "--help"],
+        &["config", "example", "--help"],
+        &["capture", "--help"],
+        &["block", "--help"],
+        &["block", "add", "--help"],
+        &["allow", "--help"],
+        &["counters", "--help"],
+        &["supervise", "--help"],
+        &["status", "--help"],
+    ] {
         let output = run(mldefender().args(args));
         assert!(output.status.success(), "{args:?} failed");
         assert!(stdout(&output).contains("Usage:"), "{args:?} printed no usage");

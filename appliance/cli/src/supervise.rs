@@ -1,0 +1,579 @@
+//! `mldefender supervise`: the one supervisor process.
+//!
+//! Start-up story: (PID 1: mount the system) → validate the configuration (exit 64 with
+//! every error) → load and attach XDP (the only privileged step) → open the control and
+//! flow sockets → start each task as an unprivileged child → watch them: readiness,
+//! memory, exits, restarts → on SIGTERM stop them in order within the deadline, detach
+//! XDP last (PID 1: sync and power off).
+//!
+//! The loop is single-threaded on purpose: tasks are forked from it, and a fork of a
+//! multi-threaded process may inherit a lock held by another thread.
+
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mld_capture::Dataplane;
+use mld_config::{Config, TaskConfig, TaskKind};
+use mld_ipc::{ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus};
+use mld_supervisor::memory::{resident_bytes, TaskCgroup};
+use mld_supervisor::policy::{Decision, RestartHistory};
+use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
+use mld_supervisor::{init, notify};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tracing::{error, info, warn};
+
+use crate::exit::Exit;
+
+const LOOP_TICK: Duration = Duration::from_millis(10);
+const KILL_GRACE: Duration = Duration::from_millis(1000);
+pub const STATUS_SOCKET: &str = "supervisor.sock";
+pub const FLOWS_SOCKET: &str = "flows.sock";
+
+struct Task {
+    config: TaskConfig,
+    uid: u32,
+    gid: u32,
+    cgroup: Option<TaskCgroup>,
+    runtime_dir: PathBuf,
+    state: TaskState,
+    pid: Option<u32>,
+    started_at: Instant,
+    control: Option<UnixStream>,
+    decoder: FrameDecoder,
+    history: RestartHistory,
+    next_start: Option<Instant>,
+    last_exit: Option<String>,
+    kill_reason: Option<String>,
+    kill_deadline: Option<Instant>,
+    /// Set when the supervisor asked the task to stop (shutdown): its exit is no failure.
+    stop_requested: bool,
+    oom_kills_seen: u64,
+    memory_bytes: u64,
+    counters: PipelineCounters,
+}
+
+struct Supervisor {
+    config: Config,
+    config_toml: String,
+    exe: PathBuf,
+    dataplane: Dataplane,
+    flows_listener: UnixListener,
+    status_listener: UnixListener,
+    tasks: Vec<Task>,
+    started: Instant,
+    announced_ready: bool,
+    keep_cap_bpf: bool,
+}
+
+pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
+    let pid1 = init::is_pid1();
+    if pid1 {
+        if let Err(error) = init::mount_system() {
+            eprintln!("mldefender: error: {error}");
+        }
+    }
+    crate::logging::init("mldefender");
+    let outcome = supervise(config_path);
+    if pid1 {
+        // As init there is nobody to return to: report and power off.
+        if let Err(error) = &outcome {
+            error!(error = %format!("{error:#}"), "supervisor failed");
+        }
+        let failure = init::power_off();
+        error!(error = %failure, "power off failed");
+    }
+    outcome
+}
+
+fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
+    let config_toml = std::fs::read_to_string(config_path)
+        .with_context(|| format!("failed to read configuration `{}`", config_path.display()))?;
+    let origin = config_path.display().to_string();
+    let config = match Config::from_toml(&config_toml, &origin).and_then(|config| config.check_environment(&origin).map(|()| config)) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(Exit::Config);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
+    }
+    let runtime = config.capture.runtime_dir.clone();
+    std::fs::create_dir_all(&runtime).with_context(|| format!("failed to create runtime directory `{}`", runtime.display()))?;
+
+    let dataplane = match Dataplane::start(&config.capture, &config.allowlist) {
+        Ok(dataplane) => dataplane,
+        Err(error) => {
+            error!(error = %crate::capture::error_chain(&error), "failed to start the XDP data plane");
+            return Ok(match error {
+                mld_capture::CaptureError::UnknownInterface { .. } | mld_capture::CaptureError::Refused(_) => Exit::Config,
+                _ => Exit::Failure,
+            });
+        }
+    };
+    for interface in dataplane.attached() {
+        info!(interface = %interface.name, mode = interface.mode, "XDP program attached");
+    }
+    let status_listener = bind(&runtime.join(STATUS_SOCKET), 0o600)?;
+    let flows_listener = bind(&runtime.join(FLOWS_SOCKET), 0o666)?;
+    flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
+    status_listener.set_nonblocking(true).context("failed to configure the status socket")?;
+
+    let mut tasks = Vec::new();
+    for task_config in config.tasks.iter().filter(|task| task.enabled) {
+        let (uid, default_gid) = mld_config::ids::resolve_user(&task_config.user)
+            .with_context(|| format!("user `{}` of task {} does not exist", task_config.user, task_config.kind.name()))?;
+        let gid = match &task_config.group {
+            Some(group) => mld_config::ids::resolve_group(group).with_context(|| format!("group `{group}` does not exist"))?,
+            None => default_gid,
+        };
+        let cgroup = if config.supervisor.use_cgroup {
+            match TaskCgroup::create(&config.supervisor.cgroup_root, task_config.kind.name(), task_config.memory_high_bytes, task_config.memory_max_bytes) {
+                Ok(cgroup) => cgroup,
+                Err(error) => {
+                    warn!(task = task_config.kind.name(), error = %error, "cgroup v2 memory limits unavailable; the RSS watchdog alone enforces the budget");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let runtime_dir = runtime.join("tasks").join(task_config.kind.name());
+        std::fs::create_dir_all(&runtime_dir).with_context(|| format!("failed to create `{}`", runtime_dir.display()))?;
+        nix::unistd::chown(&runtime_dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("failed to give `{}` to its task", runtime_dir.display()))?;
+        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o700))?;
+        tasks.push(Task {
+            config: task_config.clone(),
+            uid,
+            gid,
+            cgroup,
+            runtime_dir,
+            state: TaskState::Starting,
+            pid: None,
+            started_at: Instant::now(),
+            control: None,
+            decoder: FrameDecoder::default(),
+            history: RestartHistory::new(),
+            next_start: Some(Instant::now()),
+            last_exit: None,
+            kill_reason: None,
+            kill_deadline: None,
+            stop_requested: false,
+            oom_kills_seen: 0,
+            memory_bytes: 0,
+            counters: PipelineCounters::default(),
+        });
+    }
+    let mut supervisor = Supervisor {
+        exe: std::env::current_exe().context("failed to find the mldefender executable")?,
+        config,
+        config_toml,
+        dataplane,
+        flows_listener,
+        status_listener,
+        tasks,
+        started: Instant::now(),
+        announced_ready: false,
+        keep_cap_bpf: kernel_needs_cap_bpf_for_map_fds(),
+    };
+    supervisor.run(&stop);
+    supervisor.shutdown();
+    let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
+    let _ = std::fs::remove_file(runtime.join(FLOWS_SOCKET));
+    Ok(Exit::Success)
+}
+
+fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("failed to bind `{}`", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("failed to set the mode of `{}`", path.display()))?;
+    Ok(listener)
+}
+
+impl Supervisor {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut next_watchdog = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            self.reap();
+            self.read_control();
+            self.serve_status();
+            if Instant::now() >= next_watchdog {
+                self.watchdog();
+                next_watchdog = Instant::now() + self.config.supervisor.watchdog_interval;
+            }
+            self.escalate_kills();
+            self.start_due();
+            self.announce_readiness();
+            std::thread::sleep(LOOP_TICK);
+        }
+    }
+
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.tasks.len() {
+            if self.tasks[index].next_start.is_some_and(|at| at <= now) {
+                self.tasks[index].next_start = None;
+                if let Err(error) = self.start(index) {
+                    let task = &mut self.tasks[index];
+                    error!(task = task.config.kind.name(), error = %format!("{error:#}"), "failed to start task");
+                    task.last_exit = Some(format!("failed to start: {error:#}"));
+                    self.after_exit(index, Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, index: usize) -> anyhow::Result<()> {
+        let (supervisor_end, task_end) = UnixStream::pair().context("failed to create the control channel")?;
+        let kind = self.tasks[index].config.kind;
+        let fds = self.dataplane.task_fds()?;
+        let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
+            TaskKind::Capture => (vec![fds.ring, fds.allow, fds.deny, fds.counters], "control,ring,allow,deny,counters"),
+            TaskKind::Sink => (vec![self.flows_listener.as_fd()], "control,flows"),
+        };
+        handed.insert(0, task_end.as_fd());
+        let task = &self.tasks[index];
+        let cgroup_procs = match &task.cgroup {
+            Some(cgroup) => Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(cgroup.procs_path())
+                    .with_context(|| format!("failed to open `{}`", cgroup.procs_path().display()))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let capture_uid = self.tasks.iter().find(|task| task.config.kind == TaskKind::Capture).map_or(u32::MAX, |task| task.uid);
+        let child = spawn(TaskSpawn {
+            exe: &self.exe,
+            args: vec!["task".into(), kind.name().into()],
+            env: vec![
+                ("MLD_TASK_FDS".to_string(), names.to_string()),
+                ("MLD_RUNTIME_DIR".to_string(), task.runtime_dir.display().to_string()),
+                ("MLD_FLOWS_SOCKET".to_string(), self.config.capture.runtime_dir.join(FLOWS_SOCKET).display().to_string()),
+                ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
+            ],
+            uid: task.uid,
+            gid: task.gid,
+            keep_cap_bpf: kind == TaskKind::Capture && self.keep_cap_bpf,
+            fds: handed,
+            cgroup_procs,
+            working_dir: task.runtime_dir.clone(),
+        })
+        .with_context(|| format!("failed to start task {}", kind.name()))?;
+        drop(task_end);
+        let mut control = supervisor_end;
+        mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml: self.config_toml.clone() })
+            .context("failed to configure the task")?;
+        control.set_nonblocking(true).context("failed to configure the control channel")?;
+        let task = &mut self.tasks[index];
+        task.oom_kills_seen = task.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
+        task.pid = Some(child.id());
+        task.control = Some(control);
+        task.decoder = FrameDecoder::default();
+        task.started_at = Instant::now();
+        task.state = TaskState::Starting;
+        task.kill_reason = None;
+        task.kill_deadline = None;
+        info!(task = kind.name(), pid = child.id(), uid = task.uid, "task started");
+        // The child is reaped by waitpid(-1) in `reap`, not through `Child`.
+        drop(child);
+        Ok(())
+    }
+
+    /// Reaps every exited child (as PID 1, orphans too).
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => status,
+            };
+            let (pid, description) = match status {
+                WaitStatus::Exited(pid, code) => (pid, format!("exited with status {code}")),
+                WaitStatus::Signaled(pid, signal, _) => (pid, format!("killed by {signal:?}")),
+                _ => continue,
+            };
+            let Some(index) = self.tasks.iter().position(|task| task.pid == Some(pid.as_raw() as u32)) else { continue };
+            let ran = self.tasks[index].started_at.elapsed();
+            let task = &mut self.tasks[index];
+            task.pid = None;
+            task.control = None;
+            if task.stop_requested {
+                task.state = TaskState::Stopped;
+                info!(task = task.config.kind.name(), "task stopped");
+                continue;
+            }
+            let oom = task.cgroup.as_ref().is_some_and(|cgroup| cgroup.oom_kills() > task.oom_kills_seen);
+            let reason = match task.kill_reason.take() {
+                Some(reason) => reason,
+                None if oom => format!("memory: killed by the kernel at memory.max ({} MiB, cgroup)", task.config.memory_max_bytes >> 20),
+                None => description,
+            };
+            warn!(task = task.config.kind.name(), reason = %reason, ran_ms = ran.as_millis() as u64, "task exited");
+            task.last_exit = Some(reason);
+            self.after_exit(index, ran);
+        }
+    }
+
+    fn after_exit(&mut self, index: usize, ran: Duration) {
+        let jitter = f64::from(Instant::now().elapsed().subsec_nanos() % 1000) / 1000.0;
+        let task = &mut self.tasks[index];
+        match task.history.on_exit(&task.config, Instant::now(), ran, jitter) {
+            Decision::RestartAfter(delay) => {
+                task.state = TaskState::Restarting;
+                task.next_start = Some(Instant::now() + delay);
+                info!(task = task.config.kind.name(), delay_ms = delay.as_millis() as u64, "restarting task");
+            }
+            Decision::Hold => {
+                task.state = TaskState::Held;
+                error!(
+                    task = task.config.kind.name(),
+                    restarts = task.history.total_restarts(),
+                    "task held: too many restarts; the supervisor stays up, XDP keeps enforcing"
+                );
+            }
+        }
+    }
+
+    fn read_control(&mut self) {
+        for task in &mut self.tasks {
+            let Some(control) = task.control.as_mut() else { continue };
+            let mut buffer = [0u8; 8192];
+            loop {
+                match control.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => task.decoder.push(&buffer[..n]),
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match task.decoder.next::<TaskMessage>() {
+                    Ok(Some(TaskMessage::Ready)) => {
+                        task.state = TaskState::Ready;
+                        info!(task = task.config.kind.name(), after_ms = task.started_at.elapsed().as_millis() as u64, "task ready");
+                    }
+                    Ok(Some(TaskMessage::Counters(counters))) => task.counters = counters,
+                    Ok(Some(TaskMessage::Stopping { reason })) => {
+                        info!(task = task.config.kind.name(), reason = %reason, "task stopping");
+                        if task.stop_requested {
+                            task.state = TaskState::Stopping;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        warn!(task = task.config.kind.name(), error = %error, "bad message on the control channel");
+                        task.decoder = FrameDecoder::default();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn watchdog(&mut self) {
+        for task in &mut self.tasks {
+            let Some(pid) = task.pid else {
+                task.memory_bytes = 0;
+                continue;
+            };
+            task.memory_bytes = resident_bytes(pid).unwrap_or(0);
+            if task.memory_bytes > task.config.memory_max_bytes && task.kill_deadline.is_none() {
+                let reason = format!(
+                    "memory: resident {} MiB over the {} MiB budget (RSS watchdog)",
+                    task.memory_bytes >> 20,
+                    task.config.memory_max_bytes >> 20
+                );
+                warn!(task = task.config.kind.name(), reason = %reason, "killing task");
+                task.kill_reason = Some(reason);
+                task.kill_deadline = Some(Instant::now() + KILL_GRACE);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn escalate_kills(&mut self) {
+        for task in &mut self.tasks {
+            if let (Some(pid), Some(deadline)) = (task.pid, task.kill_deadline) {
+                if Instant::now() >= deadline {
+                    warn!(task = task.config.kind.name(), "task did not exit after SIGTERM; sending SIGKILL");
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    task.kill_deadline = Some(Instant::now() + KILL_GRACE);
+                }
+            }
+        }
+    }
+
+    fn announce_readiness(&mut self) {
+        if self.announced_ready || !self.tasks.iter().all(|task| task.state == TaskState::Ready) {
+            return;
+        }
+        self.announced_ready = true;
+        info!(after_ms = self.started.elapsed().as_millis() as u64, "all tasks ready");
+        println!("mldefender: ready");
+        if let Err(error) = notify::sd_notify("READY=1") {
+            warn!(error = %error, "failed to notify systemd");
+        }
+    }
+
+    fn serve_status(&mut self) {
+        let Ok((mut stream, _)) = self.status_listener.accept() else { return };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+        match mld_ipc::read_frame::<ControlRequest>(&mut stream) {
+            Ok(Some(ControlRequest::Status)) => {
+                let report = self.status_report();
+                if let Err(error) = mld_ipc::write_frame(&mut stream, &report) {
+                    warn!(error = %error, "failed to answer a status request");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => warn!(error = %error, "bad request on the status socket"),
+        }
+    }
+
+    fn status_report(&self) -> StatusReport {
+        let mut pipeline = PipelineCounters::default();
+        for task in &self.tasks {
+            let counters = &task.counters;
+            match task.config.kind {
+                TaskKind::Capture => {
+                    pipeline = PipelineCounters { flows_received: pipeline.flows_received, ..*counters };
+                }
+                TaskKind::Sink => pipeline.flows_received = counters.flows_received,
+            }
+        }
+        StatusReport {
+            supervisor_pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            ready: self.tasks.iter().all(|task| task.state == TaskState::Ready),
+            supervisor_memory_bytes: resident_bytes(std::process::id()).unwrap_or(0),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|task| TaskStatus {
+                    name: task.config.kind.name().to_string(),
+                    state: task.state,
+                    pid: task.pid,
+                    uptime_secs: if task.pid.is_some() { task.started_at.elapsed().as_secs_f64() } else { 0.0 },
+                    restarts: task.history.total_restarts(),
+                    last_exit: task.last_exit.clone(),
+                    memory_bytes: task.memory_bytes,
+                    memory_budget_bytes: task.config.memory_max_bytes,
+                    memory_enforcement: if task.cgroup.is_some() { "cgroup+rss" } else { "rss" }.to_string(),
+                    user: task.config.user.clone(),
+                })
+                .collect(),
+            pipeline,
+        }
+    }
+
+    /// Stops the tasks in order (capture first: intake stops, then the consumers
+    /// drain), within the deadline; names and kills any still running; detaches XDP last.
+    fn shutdown(mut self) {
+        let deadline = Instant::now() + self.config.supervisor.shutdown_deadline;
+        info!(deadline_ms = self.config.supervisor.shutdown_deadline.as_millis() as u64, "shutting down");
+        for index in 0..self.tasks.len() {
+            self.tasks[index].next_start = None;
+            let Some(pid) = self.tasks[index].pid else {
+                self.tasks[index].state = TaskState::Stopped;
+                continue;
+            };
+            self.tasks[index].state = TaskState::Stopping;
+            self.tasks[index].stop_requested = true;
+            let asked = self.tasks[index]
+                .control
+                .as_mut()
+                .map(|control| {
+                    let _ = control.set_nonblocking(false);
+                    mld_ipc::write_frame(control, &SupervisorMessage::Shutdown).is_ok()
+                })
+                .unwrap_or(false);
+            if !asked {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            while self.tasks[index].pid.is_some() && Instant::now() < deadline {
+                self.reap();
+                std::thread::sleep(LOOP_TICK);
+            }
+        }
+        for task in &mut self.tasks {
+            if let Some(pid) = task.pid {
+                error!(task = task.config.kind.name(), pid, "task still running at the shutdown deadline; killing it");
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        let kill_deadline = Instant::now() + Duration::from_secs(2);
+        while self.tasks.iter().any(|task| task.pid.is_some()) && Instant::now() < kill_deadline {
+            self.reap();
+            std::thread::sleep(LOOP_TICK);
+        }
+        self.dataplane.shutdown();
+        info!("XDP program detached; supervisor stopped");
+        println!("mldefender: stopped");
+    }
+}
+
+/// `mldefender status`: asks the running supervisor.
+pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
+    let path = runtime_dir.join(STATUS_SOCKET);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(error) => {
+            eprintln!("mldefender: error: no supervisor answers on `{}`: {error}", path.display());
+            return Ok(Exit::Failure);
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    mld_ipc::write_frame(&mut stream, &ControlRequest::Status).context("failed to ask the supervisor")?;
+    let report: StatusReport = mld_ipc::read_frame(&mut stream)
+        .context("failed to read the supervisor's answer")?
+        .context("the supervisor closed the connection")?;
+    if json {
+        println!("{}", serde_json::to_string(&report).context("failed to encode the status")?);
+        return Ok(Exit::Success);
+    }
+    println!(
+        "supervisor pid {}  up {:.0} s  {}  memory {:.1} MiB",
+        report.supervisor_pid,
+        report.uptime_secs,
+        if report.ready { "ready" } else { "NOT READY" },
+        report.supervisor_memory_bytes as f64 / 1048576.0
+    );
+    println!("{:<10} {:<11} {:>8} {:>9} {:>8} {:>18} {:<11} last exit", "task", "state", "pid", "uptime", "restarts", "memory / budget", "user");
+    for task in &report.tasks {
+        println!(
+            "{:<10} {:<11} {:>8} {:>8.0}s {:>8} {:>8.1}/{:<5} MiB {:<11} {}",
+            task.name,
+            format!("{:?}", task.state).to_lowercase(),
+            task.pid.map_or("-".to_string(), |pid| pid.to_string()),
+            task.uptime_secs,
+            task.restarts,
+            task.memory_bytes as f64 / 1048576.0,
+            task.memory_budget_bytes >> 20,
+            task.user,
+            task.last_exit.as_deref().unwrap_or("-")
+        );
+    }
+    let p = &report.pipeline;
+    println!(
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}",
+        p.xdp_passed, p.xdp_dropped, p.xdp_malformed, p.xdp_ring_full, p.records_read, p.flows_finished, p.flows_sent, p.flows_dropped, p.flows_received
+    );
+    Ok(Exit::Success)
+}
+

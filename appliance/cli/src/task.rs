@@ -1,0 +1,325 @@
+//! `mldefender task NAME`: the task processes the supervisor starts (not for people).
+//!
+//! A task finds its fds at 3, 4, ... as `MLD_TASK_FDS` names them, reads its
+//! configuration from the control channel (fd 3), says `Ready`, works until told to shut
+//! down (or SIGTERM), drains, says `Stopping`, and exits 0.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, PinnedMaps, RingReader};
+use mld_config::{Config, OutputFormat, TaskKind};
+use mld_flow::{FlowRecord, FlowTable};
+use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, SupervisorMessage, TaskMessage};
+use tracing::{info, warn};
+
+use crate::exit::Exit;
+use crate::output::FlowWriter;
+
+const COUNTERS_INTERVAL: Duration = Duration::from_millis(500);
+const OUTBOX_CAPACITY: usize = 65_536;
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+const DRAIN_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// The fds the supervisor handed over, by name.
+struct HandedFds {
+    names: Vec<String>,
+}
+
+impl HandedFds {
+    fn from_env() -> anyhow::Result<HandedFds> {
+        let names = std::env::var("MLD_TASK_FDS").context("MLD_TASK_FDS is not set: tasks are started by `mldefender supervise`")?;
+        Ok(HandedFds { names: names.split(',').map(str::to_string).collect() })
+    }
+
+    fn take(&self, name: &str) -> anyhow::Result<OwnedFd> {
+        let index = self.names.iter().position(|known| known == name).with_context(|| format!("no fd named `{name}` was handed over"))?;
+        let fd = mld_supervisor::spawn::FIRST_TASK_FD + index as RawFd;
+        #[allow(unsafe_code)]
+        // SAFETY: the supervisor placed this fd at this number for this process, and each
+        // name is taken once, so nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// The control channel to the supervisor.
+struct Control {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl Control {
+    fn send(&mut self, message: &TaskMessage) {
+        let _ = self.stream.set_nonblocking(false);
+        if let Err(error) = mld_ipc::write_frame(&mut self.stream, message) {
+            warn!(error = %error, "failed to write to the supervisor");
+        }
+        let _ = self.stream.set_nonblocking(true);
+    }
+
+    /// True once the supervisor asked for a shutdown (or went away).
+    fn shutdown_requested(&mut self) -> bool {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buffer) {
+                Ok(0) => return true,
+                Ok(n) => self.decoder.push(&buffer[..n]),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return true,
+            }
+        }
+        matches!(self.decoder.next::<SupervisorMessage>(), Ok(Some(SupervisorMessage::Shutdown)))
+    }
+}
+
+pub fn run(name: &str) -> anyhow::Result<Exit> {
+    crate::logging::init("mldefender-task");
+    let kind = TaskKind::parse(name).with_context(|| format!("unknown task `{name}`"))?;
+    let fds = HandedFds::from_env()?;
+    let mut stream = UnixStream::from(fds.take("control")?);
+    let config_toml = match mld_ipc::read_frame::<SupervisorMessage>(&mut stream).context("failed to read the configuration")? {
+        Some(SupervisorMessage::Configure { config_toml }) => config_toml,
+        other => anyhow::bail!("expected the configuration first, got {other:?}"),
+    };
+    let config = Config::from_toml(&config_toml, "the supervisor's configuration").map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let task = config.tasks.iter().find(|task| task.kind == kind).context("task missing from the configuration")?.clone();
+    if task.test_exit_at_start {
+        warn!(task = name, "test-exit-at-start is set: exiting with status 3");
+        std::process::exit(3);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
+    }
+    stream.set_nonblocking(true)?;
+    let mut control = Control { stream, decoder: FrameDecoder::default() };
+    // Test only: memory the watchdog must notice. Touched, so it is resident.
+    let ballast = vec![1u8; task.test_allocate_bytes as usize];
+    std::hint::black_box(&ballast);
+    match kind {
+        TaskKind::Capture => capture(&config, &fds, &mut control, &stop),
+        TaskKind::Sink => sink(&fds, &mut control, &stop),
+    }
+}
+
+/// The flow connection to the sink, non-blocking, with a bounded queue in front of it.
+struct FlowSender {
+    path: String,
+    stream: Option<UnixStream>,
+    next_attempt: Instant,
+    outbox: Outbox<String>,
+    buffer: Vec<u8>,
+    sent: u64,
+    lost_on_disconnect: u64,
+}
+
+impl FlowSender {
+    fn pump(&mut self) {
+        if self.stream.is_none() && Instant::now() >= self.next_attempt {
+            match UnixStream::connect(&self.path) {
+                Ok(stream) => {
+                    let _ = stream.set_nonblocking(true);
+                    self.stream = Some(stream);
+                }
+                Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
+            }
+        }
+        let Some(stream) = self.stream.as_mut() else { return };
+        while self.buffer.len() < WRITE_BUFFER_BYTES {
+            let Some(record) = self.outbox.pop() else { break };
+            if mld_ipc::write_frame(&mut self.buffer, &FlowMessage::Flow { record }).is_ok() {
+                self.sent += 1;
+            }
+        }
+        while !self.buffer.is_empty() {
+            match stream.write(&self.buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.buffer.drain(..n);
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    // The sink went away (it restarts): what was in flight is lost, counted.
+                    self.lost_on_disconnect += 1;
+                    self.buffer.clear();
+                    self.stream = None;
+                    self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.outbox.is_empty() && self.buffer.is_empty()
+    }
+}
+
+fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+    let mut reader = RingReader::from_fd(fds.take("ring")?)?;
+    let mut maps = PinnedMaps::from_fds(fds.take("allow")?, fds.take("deny")?, fds.take("counters")?)?;
+    let offset_ns = boot_to_realtime_offset_ns();
+    let mut table = FlowTable::new(config.flow_table());
+    let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
+    let mut writer = FlowWriter::new(Vec::with_capacity(4096), OutputFormat::Jsonl, &windows_secs);
+    let mut sender = FlowSender {
+        path: std::env::var("MLD_FLOWS_SOCKET").context("MLD_FLOWS_SOCKET is not set")?,
+        stream: None,
+        next_attempt: Instant::now(),
+        outbox: Outbox::new(OUTBOX_CAPACITY),
+        buffer: Vec::new(),
+        sent: 0,
+        lost_on_disconnect: 0,
+    };
+    let mut finished: Vec<FlowRecord> = Vec::with_capacity(1024);
+    let mut counters = PipelineCounters::default();
+    let mut last_counters = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut last_tick = Instant::now();
+    control.send(&TaskMessage::Ready);
+    info!("capture task ready");
+
+    let queue = |finished: &mut Vec<FlowRecord>, writer: &mut FlowWriter<Vec<u8>>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
+        for flow in finished.drain(..) {
+            counters.flows_finished += 1;
+            if writer.write(&flow).is_ok() {
+                let line = String::from_utf8_lossy(writer.get_mut()).trim_end().to_string();
+                writer.get_mut().clear();
+                sender.outbox.push(line);
+            }
+        }
+    };
+    while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        counters.records_read += reader.read(Duration::from_millis(20), 8192, |mut record| {
+            record.ts_ns += offset_ns;
+            table.process(&record, &mut finished);
+        })? as u64;
+        if last_tick.elapsed() >= Duration::from_millis(250) {
+            table.advance_to(boot_time_ns() + offset_ns, &mut finished);
+            last_tick = Instant::now();
+        }
+        queue(&mut finished, &mut writer, &mut sender, &mut counters);
+        sender.pump();
+        if last_sweep.elapsed() >= config.capture.sweep_interval {
+            for prefix in maps.sweep_expired(boot_time_ns())? {
+                info!(prefix = %prefix, "deny entry expired and was removed");
+            }
+            last_sweep = Instant::now();
+        }
+        if last_counters.elapsed() >= COUNTERS_INTERVAL {
+            report(&mut counters, &maps, &sender, control);
+            last_counters = Instant::now();
+        }
+    }
+    // Shutdown: stop intake, drain the ring, end every flow, hand them on, then exit.
+    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+    counters.records_read += reader.read(Duration::ZERO, usize::MAX, |mut record| {
+        record.ts_ns += offset_ns;
+        table.process(&record, &mut finished);
+    })? as u64;
+    table.flush(&mut finished);
+    queue(&mut finished, &mut writer, &mut sender, &mut counters);
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while !sender.idle() && Instant::now() < deadline {
+        sender.pump();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    report(&mut counters, &maps, &sender, control);
+    info!(flows = counters.flows_finished, sent = counters.flows_sent, dropped = counters.flows_dropped, "capture task stopped");
+    Ok(Exit::Success)
+}
+
+fn report(counters: &mut PipelineCounters, maps: &PinnedMaps, sender: &FlowSender, control: &mut Control) {
+    counters.flows_sent = sender.sent;
+    counters.flows_dropped = sender.outbox.dropped() + sender.lost_on_disconnect + sender.outbox.len() as u64;
+    if let Ok(xdp) = maps.counters() {
+        counters.xdp_passed = xdp.passed;
+        counters.xdp_dropped = xdp.dropped;
+        counters.xdp_malformed = xdp.malformed;
+        counters.xdp_ring_full = xdp.ring_full;
+    }
+    control.send(&TaskMessage::Counters(*counters));
+}
+
+fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+    let listener = UnixListener::from(fds.take("flows")?);
+    listener.set_nonblocking(true)?;
+    let capture_uid: u32 = std::env::var("MLD_CAPTURE_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_CAPTURE_UID is not set")?;
+    let mut connections: Vec<(UnixStream, FrameDecoder)> = Vec::new();
+    let mut counters = PipelineCounters::default();
+    let mut last_counters = Instant::now();
+    control.send(&TaskMessage::Ready);
+    info!("sink task ready");
+    while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        let mut busy = false;
+        while let Ok((stream, _)) = listener.accept() {
+            // Only the capture task may send flows.
+            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+                Ok(credentials) if credentials.uid() == capture_uid => {
+                    let _ = stream.set_nonblocking(true);
+                    connections.push((stream, FrameDecoder::default()));
+                }
+                Ok(credentials) => warn!(uid = credentials.uid(), "refused a flow connection from a process that is not the capture task"),
+                Err(error) => warn!(error = %error, "refused a flow connection without peer credentials"),
+            }
+        }
+        let mut buffer = [0u8; 65536];
+        connections.retain_mut(|(stream, decoder)| {
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        busy = true;
+                        decoder.push(&buffer[..n]);
+                    }
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+            }
+            loop {
+                match decoder.next::<FlowMessage>() {
+                    Ok(Some(FlowMessage::Flow { .. })) => counters.flows_received += 1,
+                    Ok(None) => return true,
+                    Err(error) => {
+                        warn!(error = %error, "bad flow frame; dropping the connection");
+                        return false;
+                    }
+                }
+            }
+        });
+        if last_counters.elapsed() >= COUNTERS_INTERVAL {
+            control.send(&TaskMessage::Counters(counters));
+            last_counters = Instant::now();
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+    // The capture task stopped first and closed its connection: read what it sent
+    // before it went, to the end of each stream (bounded by the drain deadline).
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let mut buffer = [0u8; 65536];
+    for (stream, decoder) in &mut connections {
+        while Instant::now() < deadline {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => decoder.push(&buffer[..n]),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => break,
+            }
+        }
+        while let Ok(Some(FlowMessage::Flow { .. })) = decoder.next::<FlowMessage>() {
+            counters.flows_received += 1;
+        }
+    }
+    control.send(&TaskMessage::Counters(counters));
+    info!(flows = counters.flows_received, "sink task stopped");
+    Ok(Exit::Success)
+}

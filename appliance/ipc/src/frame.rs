@@ -1,0 +1,115 @@
+//! Length-delimited JSON frames.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("frame is not a valid message")]
+    Decode(#[source] serde_json::Error),
+    #[error("failed to read or write a frame")]
+    Io(#[from] io::Error),
+}
+
+/// Writes one message as a frame.
+pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(message).map_err(FrameError::Decode)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    out.write_all(&frame)?;
+    Ok(())
+}
+
+/// Reads one message from a blocking stream; `Ok(None)` at a clean end of stream.
+pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, FrameError> {
+    let mut length = [0u8; 4];
+    match input.read_exact(&mut length) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if length > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(length));
+    }
+    let mut body = vec![0u8; length];
+    input.read_exact(&mut body)?;
+    serde_json::from_slice(&body).map(Some).map_err(FrameError::Decode)
+}
+
+/// Decodes frames from bytes as they arrive on a non-blocking socket.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buffer: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one has arrived.
+    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        if self.buffer.len() < 4 {
+            return Ok(None);
+        }
+        let length = u32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]) as usize;
+        if length > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLarge(length));
+        }
+        if self.buffer.len() < 4 + length {
+            return Ok(None);
+        }
+        let message = serde_json::from_slice(&self.buffer[4..4 + length]).map_err(FrameError::Decode);
+        self.buffer.drain(..4 + length);
+        message.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskMessage;
+
+    #[test]
+    fn frames_round_trip_whole_and_in_pieces() {
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, &TaskMessage::Ready).expect("write");
+        write_frame(&mut bytes, &TaskMessage::Stopping { reason: "shutdown".to_string() }).expect("write");
+        let mut cursor = std::io::Cursor::new(bytes.clone());
+        assert_eq!(read_frame::<TaskMessage>(&mut cursor).expect("read"), Some(TaskMessage::Ready));
+        assert!(matches!(read_frame::<TaskMessage>(&mut cursor).expect("read"), Some(TaskMessage::Stopping { .. })));
+        assert_eq!(read_frame::<TaskMessage>(&mut cursor).expect("end"), None);
+
+        let mut decoder = FrameDecoder::default();
+        let mut decoded = Vec::new();
+        for byte in bytes {
+            decoder.push(&[byte]);
+            while let Some(message) = decoder.next::<TaskMessage>().expect("decode") {
+                decoded.push(message);
+            }
+        }
+        assert_eq!(decoded.len(), 2);
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_refused() {
+        let mut decoder = FrameDecoder::default();
+        decoder.push(&(MAX_FRAME_BYTES as u32 + 1).to_be_bytes());
+        assert!(matches!(decoder.next::<TaskMessage>(), Err(FrameError::TooLarge(_))));
+        let mut decoder = FrameDecoder::default();
+        decoder.push(&[0, 0, 0, 3, b'x', b'y', b'z']);
+        assert!(matches!(decoder.next::<TaskMessage>(), Err(FrameError::Decode(_))));
+    }
+}

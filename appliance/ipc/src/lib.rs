@@ -1,0 +1,23 @@
+//! Messages between processes of the appliance and how they travel.
+//!
+//! Every message is one frame: a 4-byte big-endian length, then that many bytes of JSON
+//! (readable with `socat` when debugging; at flow rates the JSON is not the bottleneck).
+//! Frames larger than [`MAX_FRAME_BYTES`] are refused on both sides.
+//!
+//! Queues between tasks are bounded and say what happens when full ([`Outbox`]:
+//! the newest message is dropped and counted). Messages that must not be lost travel
+//! with a sequence number and are re-sent until acknowledged ([`AckWindow`]); the
+//! receiver drops duplicates by sequence number.
+//!
+//! This crate does no IO of its own beyond encoding into and decoding from byte
+//! buffers and `std::io` streams handed to it.
+
+mod frame;
+mod messages;
+mod queue;
+
+pub use frame::{read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYTES};
+pub use messages::{
+    ControlRequest, FlowMessage, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus,
+};
+pub use queue::{is_new, AckWindow, Outbox};

@@ -1,0 +1,104 @@
+//! The messages.
+
+use serde::{Deserialize, Serialize};
+
+/// Task → supervisor, on the task's control channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum TaskMessage {
+    /// The task is ready to do its work.
+    Ready,
+    /// Periodic counters of the task's part of the pipeline.
+    Counters(PipelineCounters),
+    /// The task is exiting on purpose (shutdown), so its exit is not a failure.
+    Stopping { reason: String },
+}
+
+/// Supervisor → task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum SupervisorMessage {
+    /// The first message: the configuration the supervisor validated (the task cannot
+    /// read the file: it runs as another user).
+    Configure { config_toml: String },
+    /// Stop intake, drain, flush, exit 0.
+    Shutdown,
+}
+
+/// Requests on the supervisor's control socket (root only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum ControlRequest {
+    Status,
+}
+
+/// Capture → sink (later: detect). Flow records are best-effort: the sender drops and
+/// counts when the receiver cannot keep up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum FlowMessage {
+    /// One finished flow as a JSONL record (the `mldefender flows` format).
+    Flow { record: String },
+}
+
+/// Pipeline counters a task reports; each task fills what it knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineCounters {
+    /// Packet records read from the ring buffer (capture).
+    pub records_read: u64,
+    /// Flows finished (capture).
+    pub flows_finished: u64,
+    /// Flows sent on (capture).
+    pub flows_sent: u64,
+    /// Flows dropped because the receiver was absent or slow (capture).
+    pub flows_dropped: u64,
+    /// Flows received (sink).
+    pub flows_received: u64,
+    /// Packets the XDP program passed, dropped, found malformed, lost to a full ring.
+    pub xdp_passed: u64,
+    pub xdp_dropped: u64,
+    pub xdp_malformed: u64,
+    pub xdp_ring_full: u64,
+}
+
+/// A task's state as the supervisor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    Starting,
+    Ready,
+    /// Exited; restarting after a back-off.
+    Restarting,
+    /// Too many restarts in the window: left down.
+    Held,
+    Stopping,
+    Stopped,
+    Disabled,
+}
+
+/// One task's line in `mldefender status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub name: String,
+    pub state: TaskState,
+    pub pid: Option<u32>,
+    pub uptime_secs: f64,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub memory_bytes: u64,
+    pub memory_budget_bytes: u64,
+    /// "cgroup+rss" or "rss".
+    pub memory_enforcement: String,
+    pub user: String,
+}
+
+/// The answer to a status request on the supervisor's control socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub supervisor_pid: u32,
+    pub uptime_secs: f64,
+    pub ready: bool,
+    pub supervisor_memory_bytes: u64,
+    pub tasks: Vec<TaskStatus>,
+    pub pipeline: PipelineCounters,
+}

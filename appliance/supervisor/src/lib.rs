@@ -1,0 +1,18 @@
+//! The supervisor's building blocks: how a task process is started with exactly its
+//! privileges ([`spawn`]), how its memory is watched ([`memory`]), when it is restarted
+//! ([`policy`]), what PID 1 must do ([`init`]), and how readiness is announced
+//! ([`notify`]).
+//!
+//! The event loop that ties them together lives in the binary (`mldefender supervise`),
+//! because it also owns the XDP data plane and the signal handling.
+//!
+//! Invariant: only this crate spawns task processes. A task never runs as root, never
+//! gains privileges (`no_new_privs`), inherits no fd it was not given, and holds no
+//! capability except CAP_BPF on kernels before 6.5, where map operations through an
+//! open fd still need it.
+
+pub mod init;
+pub mod memory;
+pub mod notify;
+pub mod policy;
+pub mod spawn;
