@@ -361,7 +361,7 @@ impl Supervisor {
                 }
             }
             loop {
-                match task.decoder.next::<TaskMessage>() {
+                match task.decoder.next_message::<TaskMessage>() {
                     Ok(Some(TaskMessage::Ready)) => {
                         task.state = TaskState::Ready;
                         info!(task = task.config.kind.name(), after_ms = task.started_at.elapsed().as_millis() as u64, "task ready");

@@ -74,7 +74,7 @@ impl Control {
                 Err(_) => return true,
             }
         }
-        matches!(self.decoder.next::<SupervisorMessage>(), Ok(Some(SupervisorMessage::Shutdown)))
+        matches!(self.decoder.next_message::<SupervisorMessage>(), Ok(Some(SupervisorMessage::Shutdown)))
     }
 }
 
@@ -283,7 +283,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
                 }
             }
             loop {
-                match decoder.next::<FlowMessage>() {
+                match decoder.next_message::<FlowMessage>() {
                     Ok(Some(FlowMessage::Flow { .. })) => counters.flows_received += 1,
                     Ok(None) => return true,
                     Err(error) => {
@@ -315,7 +315,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
                 Err(_) => break,
             }
         }
-        while let Ok(Some(FlowMessage::Flow { .. })) = decoder.next::<FlowMessage>() {
+        while let Ok(Some(FlowMessage::Flow { .. })) = decoder.next_message::<FlowMessage>() {
             counters.flows_received += 1;
         }
     }

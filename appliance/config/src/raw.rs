@@ -167,18 +167,13 @@ impl Default for RawSupervisor {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTasks {
     pub capture: RawTask,
     pub sink: RawTask,
 }
 
-impl Default for RawTasks {
-    fn default() -> RawTasks {
-        RawTasks { capture: RawTask::default(), sink: RawTask::default() }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

@@ -60,7 +60,7 @@ impl FrameDecoder {
     }
 
     /// The next complete message, if one has arrived.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         if self.buffer.len() < 4 {
             return Ok(None);
         }
@@ -96,7 +96,7 @@ mod tests {
         let mut decoded = Vec::new();
         for byte in bytes {
             decoder.push(&[byte]);
-            while let Some(message) = decoder.next::<TaskMessage>().expect("decode") {
+            while let Some(message) = decoder.next_message::<TaskMessage>().expect("decode") {
                 decoded.push(message);
             }
         }
@@ -107,9 +107,9 @@ mod tests {
     fn oversized_and_garbage_frames_are_refused() {
         let mut decoder = FrameDecoder::default();
         decoder.push(&(MAX_FRAME_BYTES as u32 + 1).to_be_bytes());
-        assert!(matches!(decoder.next::<TaskMessage>(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(decoder.next_message::<TaskMessage>(), Err(FrameError::TooLarge(_))));
         let mut decoder = FrameDecoder::default();
         decoder.push(&[0, 0, 0, 3, b'x', b'y', b'z']);
-        assert!(matches!(decoder.next::<TaskMessage>(), Err(FrameError::Decode(_))));
+        assert!(matches!(decoder.next_message::<TaskMessage>(), Err(FrameError::Decode(_))));
     }
 }
