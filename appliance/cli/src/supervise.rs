@@ -109,6 +109,25 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
     }
+    if init::is_pid1() {
+        if let Err(error) = init::disable_ctrl_alt_del() {
+            warn!(error = %error, "Ctrl-Alt-Del will reboot at once instead of shutting down");
+        }
+    }
+    match init::load_modules(&config.system.modules_dir, &config.system.modules) {
+        Ok(loaded) if !loaded.is_empty() => info!(modules = %loaded.join(","), "kernel modules loaded"),
+        Ok(_) => {}
+        Err(error) => {
+            error!(error = %error, "failed to load kernel modules");
+            return Ok(Exit::Failure);
+        }
+    }
+    for interface in &config.system.interfaces_up {
+        if let Err(error) = init::set_link_up("lo").and_then(|()| init::set_link_up(interface)) {
+            error!(error = %error, "failed to bring an interface up");
+            return Ok(Exit::Failure);
+        }
+    }
     let runtime = config.capture.runtime_dir.clone();
     std::fs::create_dir_all(&runtime).with_context(|| format!("failed to create runtime directory `{}`", runtime.display()))?;
 

@@ -305,6 +305,13 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
     // The capture task stopped first and closed its connection: read what it sent
     // before it went, to the end of each stream (bounded by the drain deadline).
     let deadline = Instant::now() + DRAIN_DEADLINE;
+    // A connection the capture task opened just before it stopped may not be accepted yet.
+    while let Ok((stream, _)) = listener.accept() {
+        if nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).is_ok_and(|credentials| credentials.uid() == capture_uid) {
+            let _ = stream.set_nonblocking(true);
+            connections.push((stream, FrameDecoder::default()));
+        }
+    }
     let mut buffer = [0u8; 65536];
     for (stream, decoder) in &mut connections {
         while Instant::now() < deadline {

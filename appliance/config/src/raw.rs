@@ -13,6 +13,24 @@ pub struct RawConfig {
     pub allowlist: RawAllowlist,
     pub supervisor: RawSupervisor,
     pub tasks: RawTasks,
+    pub system: RawSystem,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSystem {
+    /// Directory holding `<name>.ko` files.
+    pub modules_dir: String,
+    /// Kernel modules the supervisor loads at start, in order.
+    pub modules: Vec<String>,
+    /// Interfaces the supervisor brings up at start.
+    pub interfaces_up: Vec<String>,
+}
+
+impl Default for RawSystem {
+    fn default() -> RawSystem {
+        RawSystem { modules_dir: "/lib/modules/mldefender".to_string(), modules: Vec::new(), interfaces_up: Vec::new() }
+    }
 }
 
 impl RawConfig {
@@ -22,6 +40,8 @@ impl RawConfig {
         let mut example = RawConfig::default();
         example.capture.interfaces = vec![RawInterface::default()];
         example.allowlist.prefixes = vec![String::new()];
+        example.system.modules = vec![String::new()];
+        example.system.interfaces_up = vec![String::new()];
         example
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::error::ConfigError;
 use crate::prefix::IpPrefix;
-use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawOutput, RawSupervisor, RawTask, RawWindows};
+use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawOutput, RawSupervisor, RawSystem, RawTask, RawWindows};
 
 /// A validated configuration: every value is in range and consistent.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,15 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// Tasks in start order (capture first: shutdown stops it first).
     pub tasks: Vec<TaskConfig>,
+    pub system: SystemConfig,
+}
+
+/// What the supervisor sets up on the machine before the data plane (init duties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemConfig {
+    pub modules_dir: PathBuf,
+    pub modules: Vec<String>,
+    pub interfaces_up: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -193,8 +202,9 @@ impl TryFrom<RawConfig> for Config {
             validate_task(TaskKind::Capture, &raw.tasks.capture, &mut errors),
             validate_task(TaskKind::Sink, &raw.tasks.sink, &mut errors),
         ];
+        let system = validate_system(&raw.system, &mut errors);
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system })
         } else {
             Err(errors)
         }
@@ -437,4 +447,21 @@ impl Config {
             Err(crate::ConfigErrors { origin: origin.to_string(), errors })
         }
     }
+}
+
+fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConfig {
+    if !raw.modules_dir.starts_with('/') {
+        errors.push(ConfigError::new("system.modules-dir", format!("must be an absolute path, got \"{}\"", raw.modules_dir)));
+    }
+    for (index, module) in raw.modules.iter().enumerate() {
+        if module.is_empty() || module.contains('/') {
+            errors.push(ConfigError::new(format!("system.modules[{index}]"), format!("must be a module name, got \"{module}\"")));
+        }
+    }
+    for (index, name) in raw.interfaces_up.iter().enumerate() {
+        if name.is_empty() || name.len() > 15 {
+            errors.push(ConfigError::new(format!("system.interfaces-up[{index}]"), format!("must be an interface name, got \"{name}\"")));
+        }
+    }
+    SystemConfig { modules_dir: PathBuf::from(&raw.modules_dir), modules: raw.modules.clone(), interfaces_up: raw.interfaces_up.clone() }
 }

@@ -48,3 +48,64 @@ pub fn power_off() -> String {
         Err(error) => format!("failed to power off: {error}"),
     }
 }
+
+/// Makes Ctrl-Alt-Del send SIGINT to PID 1 (an orderly shutdown) instead of an
+/// immediate reboot.
+pub fn disable_ctrl_alt_del() -> Result<(), String> {
+    nix::sys::reboot::set_cad_enabled(false).map_err(|error| format!("failed to disable Ctrl-Alt-Del: {error}"))
+}
+
+/// Loads kernel modules `names` from `dir/<name>.ko`, in order; a module already
+/// loaded is fine. Returns the names loaded.
+pub fn load_modules(dir: &Path, names: &[String]) -> Result<Vec<String>, String> {
+    let mut loaded = Vec::new();
+    for name in names {
+        let path = dir.join(format!("{name}.ko"));
+        let file = std::fs::File::open(&path).map_err(|error| format!("failed to open module `{}`: {error}", path.display()))?;
+        let params = c"";
+        #[allow(unsafe_code)]
+        // SAFETY: finit_module(2) with an open fd and a NUL-terminated empty parameter string.
+        let result = unsafe { libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&file), params.as_ptr(), 0) };
+        if result < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("failed to load module `{}`: {error}", path.display()));
+            }
+        } else {
+            loaded.push(name.clone());
+        }
+    }
+    Ok(loaded)
+}
+
+/// Sets network interface `name` up (like `ip link set NAME up`).
+pub fn set_link_up(name: &str) -> Result<(), String> {
+    let fail = |what: &str, error: std::io::Error| format!("failed to {what} interface `{name}`: {error}");
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(format!("interface name `{name}` is too long"));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on a datagram socket with a zeroed, NUL-terminated
+    // ifreq that outlives both calls.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(fail("open a socket for", std::io::Error::last_os_error()));
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+            *slot = byte as libc::c_char;
+        }
+        let mut result = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request);
+        if result >= 0 {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(socket, libc::SIOCSIFFLAGS, &request);
+        }
+        let error = std::io::Error::last_os_error();
+        libc::close(socket);
+        if result < 0 {
+            return Err(fail("bring up", error));
+        }
+    }
+    Ok(())
+}
