@@ -23,6 +23,8 @@ cargo build --release --quiet --bin mldefender
 bin=$PWD/target/release/mldefender
 tests/lab/lab.sh up "$lab" 2>/dev/null
 MLD_LAB_COUNTERS_SECS=0 tests/lab/lab.sh config "$lab" > "$work/lab.toml"
+# Many kills in a row: lift the hold threshold so that every kill is restarted.
+printf '\n[tasks.capture]\nhold-after-restarts = 1000\n' >> "$work/lab.toml"
 nsenter --net=/var/run/netns/mld${lab}g "$bin" supervise --config "$work/lab.toml" > "$work/out" 2> "$work/log" &
 pid=$!
 for _ in $(seq 200); do grep -q "mldefender: ready" "$work/out" && break; sleep 0.1; done
@@ -53,7 +55,8 @@ for _ in $(seq "$restarts"); do
     old=$("$bin" status --json --runtime-dir "$runtime" | /usr/bin/python3 -c 'import json,sys; print([t["pid"] for t in json.load(sys.stdin)["tasks"] if t["name"]=="capture"][0])') || { echo "status failed"; tail -5 "$work/log"; exit 1; }
     start=$(date +%s%N)
     kill -KILL "$old"
-    while :; do
+    deadline=$((SECONDS + 10))
+    while ((SECONDS < deadline)); do
         state=$("$bin" status --json --runtime-dir "$runtime" | /usr/bin/python3 -c 'import json,sys; t=[t for t in json.load(sys.stdin)["tasks"] if t["name"]=="capture"][0]; print(t["state"], t["pid"])')
         [[ "$state" == "ready "* && "$state" != "ready $old" ]] && break
         sleep 0.005
