@@ -50,6 +50,7 @@ for module in $modules; do
     cp "$file" "$root/lib/modules/mldefender/"
 done
 cp image/vm.toml "$root/etc/mldefender/mldefender.toml"
+cp image/vm-memory-test.toml "$root/etc/mldefender/memory-test.toml"
 mknod -m 600 "$root/dev/console" c 5 1
 mknod -m 666 "$root/dev/null" c 1 3
 # Reproducible archive: sorted names, fixed times, no owner names.

@@ -52,9 +52,23 @@ impl HandedFds {
 struct Control {
     stream: UnixStream,
     decoder: FrameDecoder,
+    /// Test only: memory to allocate once ready, for the memory-budget tests.
+    test_allocate_bytes: u64,
+    ballast: Vec<u8>,
 }
 
 impl Control {
+    /// Tells the supervisor the task is ready; then (test only) grows to the test size,
+    /// touching every page so that it is resident.
+    fn ready(&mut self) {
+        self.send(&TaskMessage::Ready);
+        if self.test_allocate_bytes > 0 {
+            warn!(mib = self.test_allocate_bytes >> 20, "test-allocate-mib is set: allocating");
+            self.ballast = vec![1u8; self.test_allocate_bytes as usize];
+            std::hint::black_box(&self.ballast);
+        }
+    }
+
     fn send(&mut self, message: &TaskMessage) {
         let _ = self.stream.set_nonblocking(false);
         if let Err(error) = mld_ipc::write_frame(&mut self.stream, message) {
@@ -98,10 +112,7 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
     }
     stream.set_nonblocking(true)?;
-    let mut control = Control { stream, decoder: FrameDecoder::default() };
-    // Test only: memory the watchdog must notice. Touched, so it is resident.
-    let ballast = vec![1u8; task.test_allocate_bytes as usize];
-    std::hint::black_box(&ballast);
+    let mut control = Control { stream, decoder: FrameDecoder::default(), test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new() };
     match kind {
         TaskKind::Capture => capture(&config, &fds, &mut control, &stop),
         TaskKind::Sink => sink(&fds, &mut control, &stop),
@@ -182,7 +193,7 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
     let mut last_counters = Instant::now();
     let mut last_sweep = Instant::now();
     let mut last_tick = Instant::now();
-    control.send(&TaskMessage::Ready);
+    control.ready();
     info!("capture task ready");
 
     let queue = |finished: &mut Vec<FlowRecord>, writer: &mut FlowWriter<Vec<u8>>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
@@ -254,7 +265,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
     let mut connections: Vec<(UnixStream, FrameDecoder)> = Vec::new();
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
-    control.send(&TaskMessage::Ready);
+    control.ready();
     info!("sink task ready");
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         let mut busy = false;

@@ -18,87 +18,146 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-#[test]
-fn the_supervisor_boots_as_pid1_attaches_xdp_and_powers_off_cleanly() {
-    if !is_root() {
-        assert!(!env_flag("MLD_REQUIRE_LAB"), "MLD_REQUIRE_LAB is set but the tests do not run as root");
-        eprintln!("skipped: building the image needs root");
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let build = run(Command::new("bash")
-        .arg(repo().join("image/build-initramfs.sh"))
-        .arg(dir.path())
-        .env("MLD_IMAGE_BINARY", env!("CARGO_BIN_EXE_mldefender"))
-        .env("MLD_IMAGE_CACHE", repo().join("target/image-cache")));
-    assert!(build.status.success(), "image build failed: {}", stderr(&build));
-
-    let monitor = dir.path().join("monitor.sock");
-    let booted = Instant::now();
-    let mut qemu = Command::new("timeout")
-        .args(["180", "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
-        .arg("-kernel")
-        .arg(dir.path().join("vmlinuz"))
-        .arg("-initrd")
-        .arg(dir.path().join("initramfs.img"))
-        .args(["-append", "console=ttyS0 panic=-1 quiet -- supervise --config /etc/mldefender/mldefender.toml"])
-        .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
-        .arg("-monitor")
-        .arg(format!("unix:{},server,nowait", monitor.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-x86_64 (Debian: qemu-system-x86)");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let serial = qemu.stdout.take().expect("serial");
-    std::thread::spawn(move || {
-        for line in BufReader::new(serial).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
+/// Builds the image once per test binary run.
+fn image() -> Option<&'static std::path::Path> {
+    static IMAGE: std::sync::OnceLock<Option<tempfile::TempDir>> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            if !is_root() {
+                assert!(!env_flag("MLD_REQUIRE_LAB"), "MLD_REQUIRE_LAB is set but the tests do not run as root");
+                eprintln!("skipped: building the image needs root");
+                return None;
             }
-        }
-    });
-    let mut console = Vec::new();
-    let wait_for = |needle: &str, timeout: Duration, console: &mut Vec<String>| -> Option<Duration> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let build = run(Command::new("bash")
+                .arg(repo().join("image/build-initramfs.sh"))
+                .arg(dir.path())
+                .env("MLD_IMAGE_BINARY", env!("CARGO_BIN_EXE_mldefender"))
+                .env("MLD_IMAGE_CACHE", repo().join("target/image-cache")));
+            assert!(build.status.success(), "image build failed: {}", stderr(&build));
+            Some(dir)
+        })
+        .as_ref()
+        .map(|dir| dir.path())
+}
+
+struct Vm {
+    qemu: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    console: Vec<String>,
+    monitor: std::path::PathBuf,
+    booted: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Vm {
+    fn boot(image: &std::path::Path, config: &str) -> Vm {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let monitor = dir.path().join("monitor.sock");
+        let booted = Instant::now();
+        let mut qemu = Command::new("timeout")
+            .args(["180", "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
+            .arg("-kernel")
+            .arg(image.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(image.join("initramfs.img"))
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 quiet -- supervise --config {config}"))
+            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start qemu-system-x86_64 (Debian: qemu-system-x86)");
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let serial = qemu.stdout.take().expect("serial");
+        std::thread::spawn(move || {
+            for line in BufReader::new(serial).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Vm { qemu, lines, console: Vec::new(), monitor, booted, _dir: dir }
+    }
+
+    /// Waits for a console line containing `needle`; the time since boot when it came.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<Duration> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
                 let found = line.contains(needle);
-                console.push(line);
+                self.console.push(line);
                 if found {
-                    return Some(booted.elapsed());
+                    return Some(self.booted.elapsed());
                 }
             }
         }
         None
-    };
-    let ready = wait_for("mldefender: ready", Duration::from_secs(120), &mut console);
-    assert!(ready.is_some(), "no `mldefender: ready` on the serial console:\n{}", console.join("\n"));
+    }
+
+    fn text(&self) -> String {
+        self.console.join("\n")
+    }
+
+    /// Ctrl-Alt-Del through the monitor; waits for the orderly stop and the power-off.
+    fn shut_down(mut self) -> String {
+        let mut monitor = UnixStream::connect(&self.monitor).expect("QEMU monitor");
+        monitor.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        let mut banner = [0u8; 4096];
+        let _ = monitor.read(&mut banner);
+        monitor.write_all(b"sendkey ctrl-alt-delete\n").expect("send ctrl-alt-delete");
+        let stopped = self.wait_for("mldefender: stopped", Duration::from_secs(60));
+        assert!(stopped.is_some(), "no orderly stop:\n{}", self.text());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.qemu.try_wait().expect("wait for qemu") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the VM did not power off:\n{}", self.text());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "QEMU exited with {status} (124: timeout):\n{}", self.text());
+        self.text()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+#[test]
+fn the_supervisor_boots_as_pid1_attaches_xdp_and_powers_off_cleanly() {
+    let Some(image) = image() else { return };
+    let mut vm = Vm::boot(image, "/etc/mldefender/mldefender.toml");
+    let ready = vm.wait_for("mldefender: ready", Duration::from_secs(120));
+    assert!(ready.is_some(), "no `mldefender: ready` on the serial console:\n{}", vm.text());
     eprintln!("boot to ready under TCG: {:.2} s", ready.expect("ready").as_secs_f64());
-    let text = console.join("\n");
+    let text = vm.text();
     assert!(text.contains("kernel modules loaded"), "{text}");
     assert!(text.contains("XDP program attached interface=eth0"), "XDP on the guest's virtio NIC:\n{text}");
     assert!(text.contains("task ready task=\"capture\"") && text.contains("task ready task=\"sink\""), "{text}");
-
-    // The shutdown trigger: Ctrl-Alt-Del reaches PID 1 as SIGINT.
-    let mut monitor = UnixStream::connect(&monitor).expect("QEMU monitor");
-    monitor.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    let mut banner = [0u8; 4096];
-    let _ = monitor.read(&mut banner);
-    monitor.write_all(b"sendkey ctrl-alt-delete\n").expect("send ctrl-alt-delete");
-    let stopped = wait_for("mldefender: stopped", Duration::from_secs(60), &mut console);
-    assert!(stopped.is_some(), "no orderly stop:\n{}", console.join("\n"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = qemu.try_wait().expect("wait for qemu") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the VM did not power off:\n{}", console.join("\n"));
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "QEMU exited with {status} (124: timeout):\n{}", console.join("\n"));
-    let text = console.join("\n");
+    let text = vm.shut_down();
     assert!(text.contains("XDP program detached"), "{text}");
     assert!(!text.contains("Kernel panic"), "{text}");
 }
+
+/// The cgroup v2 memory path: PID 1 mounts cgroup v2, the sink outgrows memory.max, the
+/// kernel kills it, the supervisor names the reason, restarts it, then holds it.
+#[test]
+fn in_the_vm_the_cgroup_limit_kills_a_task_over_budget() {
+    let Some(image) = image() else { return };
+    let mut vm = Vm::boot(image, "/etc/mldefender/memory-test.toml");
+    let killed = vm.wait_for("killed by the kernel at memory.max (64 MiB, cgroup)", Duration::from_secs(120));
+    assert!(killed.is_some(), "no cgroup kill:\n{}", vm.text());
+    let held = vm.wait_for("task held", Duration::from_secs(60));
+    assert!(held.is_some(), "the sink is held after its restarts:\n{}", vm.text());
+    let text = vm.shut_down();
+    assert!(!text.contains("task exited task=\"capture\""), "the capture task was not affected:\n{text}");
+}
+
