@@ -274,6 +274,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
             match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
                 Ok(credentials) if credentials.uid() == capture_uid => {
                     let _ = stream.set_nonblocking(true);
+                    info!(pid = credentials.pid(), "flow connection from the capture task");
                     connections.push((stream, FrameDecoder::default()));
                 }
                 Ok(credentials) => warn!(uid = credentials.uid(), "refused a flow connection from a process that is not the capture task"),
