@@ -283,21 +283,29 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
         }
         let mut buffer = [0u8; 65536];
         connections.retain_mut(|(stream, decoder)| {
+            // Read what is there; at the end of the stream, still decode what was read.
+            let mut open = true;
             loop {
                 match stream.read(&mut buffer) {
-                    Ok(0) => return false,
+                    Ok(0) => {
+                        open = false;
+                        break;
+                    }
                     Ok(n) => {
                         busy = true;
                         decoder.push(&buffer[..n]);
                     }
                     Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => return false,
+                    Err(_) => {
+                        open = false;
+                        break;
+                    }
                 }
             }
             loop {
                 match decoder.next_message::<FlowMessage>() {
                     Ok(Some(FlowMessage::Flow { .. })) => counters.flows_received += 1,
-                    Ok(None) => return true,
+                    Ok(None) => return open,
                     Err(error) => {
                         warn!(error = %error, "bad flow frame; dropping the connection");
                         return false;

@@ -72,14 +72,22 @@ impl Supervisor {
     }
 
     /// SIGTERM; returns how long the supervisor took to exit.
-    fn stop(mut self) -> Duration {
+    fn stop(self) -> Duration {
+        self.stop_with_log().0
+    }
+
+    /// SIGTERM; returns how long the supervisor took to exit, and its whole log.
+    fn stop_with_log(mut self) -> (Duration, String) {
         let mut child = self.child.take().expect("running");
         let started = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
+                let took = started.elapsed();
                 assert!(status.success(), "supervisor exited with {status}:\n{}", self.log());
-                return started.elapsed();
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return (took, self.log());
             }
             assert!(started.elapsed() < Duration::from_secs(30), "supervisor did not exit:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
@@ -168,7 +176,20 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     let log = supervisor.log();
     let restart_ms = restart_time_ms(&log).expect("restart in the log");
     assert!(restart_ms < 1000.0, "the capture task was ready {restart_ms} ms after its death:\n{log}");
-    supervisor.stop();
+
+    // The restarted capture task's flows, handed over at shutdown, all reach the sink.
+    assert!(lab.exec("c", &["curl", "-sf", "-o", "/dev/null", "http://10.66.9.2:8080/index.html"]).status.success());
+    let (_, log) = supervisor.stop_with_log();
+    let number_after = |needle: &str| -> u64 {
+        let line = log.lines().rev().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in:\n{log}"));
+        let rest = line.split(needle).nth(1).unwrap_or("");
+        rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no number in {line}"))
+    };
+    let sent = number_after("capture task stopped flows=");
+    let received = number_after("sink task stopped flows=");
+    assert!(sent >= 1, "{log}");
+    // The sink also got the 3 (or more) flows of the capture task that was killed.
+    assert!(received >= sent + 3, "the restarted capture task sent {sent} flows, the sink received {received} in all:\n{log}");
 }
 
 /// Milliseconds from "task exited" to the next "task ready" of the capture task.
