@@ -1,0 +1,25 @@
+//! The signed event log.
+//!
+//! Every record is one JSON object on one line. Its last four fields are always, in
+//! this order, `seq` (strictly increasing per node, across files), `prev_tag` (the
+//! previous record's tag), `key_id` and `hmac`: HMAC-SHA256, under the key named by
+//! `key_id`, of the node id, a NUL byte and the line's bytes up to (not including)
+//! `,"hmac":`. The tag is chained through `prev_tag`, and every file starts with a
+//! header record that names the node, the file's index and where the previous file
+//! ended. Together they make forgery, deletion, reordering, duplication or replay,
+//! truncation, dropping a rotated file and splicing two nodes' files detectable by
+//! [`verify`].
+//!
+//! Invariant: this crate is the only writer of the security log. The key never leaves
+//! [`LogKey`], which zeroizes it on drop and refuses key files that are not 0600 or
+//! that are symbolic links.
+
+mod chain;
+mod key;
+mod verify;
+mod writer;
+
+pub use chain::{Sealer, GENESIS_TAG, SCHEMA};
+pub use key::{KeyError, LogKey};
+pub use verify::{verify_paths, Failure, FailureReason, VerifySummary};
+pub use writer::{LogWriter, WriterConfig, WriterError};
