@@ -6,6 +6,7 @@
 
 mod capture;
 mod exit;
+mod log;
 mod logging;
 mod supervise;
 mod task;
@@ -87,6 +88,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the offline pipeline on captures: flows → verdict (a placeholder until
+    /// detection exists) → the signed event log of [log] in the configuration.
+    Replay {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(required = true, value_name = "PCAP")]
+        files: Vec<PathBuf>,
+    },
+    /// The signed event log.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// A task process (started by `supervise`, not by people).
     #[command(hide = true)]
     Task { name: String },
@@ -130,6 +142,25 @@ enum BlockCommand {
     Del { prefix: mld_config::IpPrefix },
     /// List deny entries with reason and time left.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Check headers, chain, sequence and HMACs of a node's log files (or directory).
+    ///
+    /// Prints a summary; on failure the file, line and reason, and exits 1.
+    Verify {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Key file(s): the current key and any earlier epoch's.
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Print the event record's JSON Schema (with the configured windows).
+    Schema {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +266,9 @@ fn main() -> ExitCode {
             },
         },
         Command::Task { name } => task::run(&name),
+        Command::Replay { config, files } => log::replay(&config, &files),
+        Command::Log(LogCommand::Verify { paths, keys }) => log::verify(&paths, &keys),
+        Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -16,7 +16,7 @@ fn help_lists_every_subcommand_and_each_has_help() {
     let output = run(mldefender().arg("--help"));
     assert!(output.status.success());
     let help = stdout(&output);
-    for subcommand in ["flows", "config", "capture", "block", "allow", "counters", "supervise", "status"] {
+    for subcommand in ["flows", "config", "capture", "block", "allow", "counters", "supervise", "status", "replay", "log"] {
         assert!(help.contains(subcommand), "--help does not list `{subcommand}`:\n{help}");
     }
     for args in [
@@ -31,6 +31,9 @@ fn help_lists_every_subcommand_and_each_has_help() {
         &["counters", "--help"],
         &["supervise", "--help"],
         &["status", "--help"],
+        &["replay", "--help"],
+        &["log", "verify", "--help"],
+        &["log", "schema", "--help"],
     ] {
         let output = run(mldefender().args(args));
         assert!(output.status.success(), "{args:?} failed");

@@ -18,7 +18,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
 pub use validate::{
-    CaptureConfig, Config, FlowConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SupervisorConfig, SystemConfig,
+    CaptureConfig, Config, FlowConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SupervisorConfig, SystemConfig,
     TaskConfig, TaskKind, WindowsConfig, XdpMode,
 };
 

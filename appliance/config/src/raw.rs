@@ -14,6 +14,37 @@ pub struct RawConfig {
     pub supervisor: RawSupervisor,
     pub tasks: RawTasks,
     pub system: RawSystem,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawLog {
+    /// Directory of the signed event log.
+    pub dir: String,
+    /// This appliance's node id, in every record's tag; empty: the host name.
+    pub node: String,
+    /// The 32-byte HMAC key file (0600, not a symbolic link).
+    pub key_file: String,
+    /// Create the key file if it is missing.
+    pub create_key: bool,
+    /// Rotate when a file reaches this size. Bytes.
+    pub max_file_bytes: i64,
+    /// fsync after this many records (group commit).
+    pub sync_every_records: i64,
+}
+
+impl Default for RawLog {
+    fn default() -> RawLog {
+        RawLog {
+            dir: "/var/lib/mldefender/log".to_string(),
+            node: String::new(),
+            key_file: "/var/lib/mldefender/keys/log.key".to_string(),
+            create_key: true,
+            max_file_bytes: 64 << 20,
+            sync_every_records: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

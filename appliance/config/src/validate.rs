@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::error::ConfigError;
 use crate::prefix::IpPrefix;
-use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawOutput, RawSupervisor, RawSystem, RawTask, RawWindows};
+use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawLog, RawOutput, RawSupervisor, RawSystem, RawTask, RawWindows};
 
 /// A validated configuration: every value is in range and consistent.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,18 @@ pub struct Config {
     /// Tasks in start order (capture first: shutdown stops it first).
     pub tasks: Vec<TaskConfig>,
     pub system: SystemConfig,
+    pub log: LogConfig,
+}
+
+/// The signed event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub node: String,
+    pub key_file: PathBuf,
+    pub create_key: bool,
+    pub max_file_bytes: u64,
+    pub sync_every_records: u32,
 }
 
 /// What the supervisor sets up on the machine before the data plane (init duties).
@@ -203,8 +215,9 @@ impl TryFrom<RawConfig> for Config {
             validate_task(TaskKind::Sink, &raw.tasks.sink, &mut errors),
         ];
         let system = validate_system(&raw.system, &mut errors);
+        let log = validate_log(&raw.log, &mut errors);
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log })
         } else {
             Err(errors)
         }
@@ -464,4 +477,28 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
         }
     }
     SystemConfig { modules_dir: PathBuf::from(&raw.modules_dir), modules: raw.modules.clone(), interfaces_up: raw.interfaces_up.clone() }
+}
+
+fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
+    for (key, value) in [("log.dir", &raw.dir), ("log.key-file", &raw.key_file)] {
+        if !value.starts_with('/') {
+            errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
+        }
+    }
+    let node = if raw.node.is_empty() {
+        nix::unistd::gethostname().map(|name| name.to_string_lossy().into_owned()).unwrap_or_else(|_| "mldefender".to_string())
+    } else {
+        raw.node.clone()
+    };
+    if node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        errors.push(ConfigError::new("log.node", format!("must be 1 to 64 letters, digits, `-`, `_` or `.`, got \"{node}\"")));
+    }
+    LogConfig {
+        dir: PathBuf::from(&raw.dir),
+        node,
+        key_file: PathBuf::from(&raw.key_file),
+        create_key: raw.create_key,
+        max_file_bytes: in_range(raw.max_file_bytes, 4096, 1 << 40, "log.max-file-bytes", errors),
+        sync_every_records: in_range(raw.sync_every_records, 1, 1_000_000, "log.sync-every-records", errors) as u32,
+    }
 }

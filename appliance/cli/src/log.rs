@@ -1,0 +1,145 @@
+//! `mldefender replay`, `mldefender log verify`, `mldefender log schema`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use mld_config::Config;
+use mld_eventlog::{build_event, verify_paths, EventContext, LogKey, LogWriter, Verdict, WriterConfig};
+use mld_flow::{FlowRecord, FlowTable};
+use mld_packet::{decode_frame, DecodeOutcome, PcapReader};
+use sha2::{Digest, Sha256};
+
+use crate::exit::Exit;
+
+/// Loads the log key, creating it (0600) when missing and allowed.
+fn log_key(config: &Config) -> anyhow::Result<LogKey> {
+    let path = &config.log.key_file;
+    if !path.exists() && config.log.create_key {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
+        }
+        eprintln!("mldefender: creating log key `{}` (0600)", path.display());
+        return Ok(LogKey::create(path)?);
+    }
+    Ok(LogKey::load(path)?)
+}
+
+/// The offline pipeline in one process: captures → flows → (placeholder) verdict →
+/// signed event log. Deterministic: times come from the packets.
+pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
+    let text = std::fs::read_to_string(config_path).with_context(|| format!("failed to read `{}`", config_path.display()))?;
+    let config = match Config::from_toml(&text, &config_path.display().to_string()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(Exit::Config);
+        }
+    };
+    let key = match log_key(&config) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("mldefender: error: {error:#}");
+            return Ok(Exit::Config);
+        }
+    };
+    let writer_config = WriterConfig {
+        dir: config.log.dir.clone(),
+        node: config.log.node.clone(),
+        max_file_bytes: config.log.max_file_bytes,
+        sync_every_records: config.log.sync_every_records,
+    };
+    let mut writer = LogWriter::open(writer_config, key).context("failed to open the event log")?;
+    let first_seq = writer.last_seq() + 1;
+    let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+    let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
+    let context = EventContext {
+        node: &config.log.node,
+        deployment: "standalone",
+        software_version: env!("CARGO_PKG_VERSION"),
+        config_sha256: &config_sha256,
+        model_sha256: None,
+        windows_secs: &windows_secs,
+    };
+    let verdict = Verdict::placeholder();
+    let mut table = FlowTable::new(config.flow_table());
+    let mut finished: Vec<FlowRecord> = Vec::new();
+    let mut events = 0u64;
+    let mut exit = Exit::Success;
+    let mut write_error = None;
+    for file in files {
+        let result = PcapReader::read_file(file, |frame| {
+            if let DecodeOutcome::Packet(record) = decode_frame(frame.link, frame.data, frame.wire_len, frame.ts_ns) {
+                table.process(&record, &mut finished);
+                for flow in finished.drain(..) {
+                    if write_error.is_none() {
+                        match writer.append(&build_event(&flow, &verdict, &context)) {
+                            Ok(_) => events += 1,
+                            Err(error) => write_error = Some(error),
+                        }
+                    }
+                }
+            }
+        });
+        if let Err(error) = result {
+            eprintln!("mldefender: error: {error}");
+            exit = Exit::Data;
+        }
+    }
+    if let Some(error) = write_error {
+        return Err(error).context("failed to write the event log");
+    }
+    table.flush(&mut finished);
+    for flow in finished.drain(..) {
+        writer.append(&build_event(&flow, &verdict, &context)).context("failed to write the event log")?;
+        events += 1;
+    }
+    writer.sync().context("failed to fsync the event log")?;
+    eprintln!(
+        "mldefender replay: {events} events written to {} (seq {first_seq}..{}, node {})",
+        config.log.dir.display(),
+        writer.last_seq(),
+        config.log.node
+    );
+    Ok(exit)
+}
+
+pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {
+    let mut keys = Vec::new();
+    for path in key_files {
+        match LogKey::load(path) {
+            Ok(key) => keys.push(key),
+            Err(error) => {
+                eprintln!("mldefender: error: {error}");
+                return Ok(Exit::Config);
+            }
+        }
+    }
+    match verify_paths(paths, &keys) {
+        Ok(summary) => {
+            println!(
+                "ok: node {}, {} files, {} records, seq {}..{}{}",
+                summary.node,
+                summary.files,
+                summary.records,
+                summary.first_seq,
+                summary.last_seq,
+                if summary.from_genesis { "" } else { " (from a later file: earlier files not given)" }
+            );
+            Ok(Exit::Success)
+        }
+        Err(failure) => {
+            println!("FAILED: {failure}");
+            Ok(Exit::Failure)
+        }
+    }
+}
+
+pub fn schema(config: Option<&Path>) -> anyhow::Result<Exit> {
+    let config = match crate::capture::load_config(config) {
+        Ok(config) => config,
+        Err(exit) => return Ok(exit),
+    };
+    let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
+    println!("{}", serde_json::to_string_pretty(&mld_eventlog::json_schema(&windows_secs)).context("failed to encode the schema")?);
+    Ok(Exit::Success)
+}

@@ -1,0 +1,187 @@
+//! The signed event log through the binary: replay writes it, verify checks it, the
+//! schema describes it, bad keys are refused, Community IDs match the reference.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn config(dir: &Path, key: &Path, create: bool) -> PathBuf {
+    let path = dir.join("mldefender.toml");
+    let text = format!(
+        "[log]\ndir = \"{}\"\nnode = \"replay-node\"\nkey-file = \"{}\"\ncreate-key = {create}\nmax-file-bytes = 65536\n",
+        dir.join("log").display(),
+        key.display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn replay(config: &Path) -> std::process::Output {
+    run(mldefender().args(["replay", "--config"]).arg(config).arg(repo().join("tests/pcap/lab-mix.pcap")))
+}
+
+fn events(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("log dir").map(|entry| entry.expect("entry").path()).collect();
+    files.sort();
+    let mut events = Vec::new();
+    for file in files {
+        for line in std::fs::read_to_string(&file).expect("read").lines() {
+            if let Ok(Value::Object(record)) = serde_json::from_str(line) {
+                if record["type"] == "event" {
+                    events.push(record);
+                }
+            }
+        }
+    }
+    events
+}
+
+#[test]
+fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("keys/log.key");
+    let output = replay(&config(dir.path(), &key, true));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("222 events written"), "{}", stderr(&output));
+    assert_eq!(std::fs::metadata(&key).expect("key created").permissions().mode() & 0o777, 0o600);
+
+    let log = dir.path().join("log");
+    let verified = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(stdout(&verified).starts_with("ok: node replay-node,"), "{}", stdout(&verified));
+
+    // Tamper with one event: verify names the file, the line and the reason.
+    let file = std::fs::read_dir(&log).expect("list").map(|entry| entry.expect("entry").path()).min().expect("a file");
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, text.replacen("\"action\":\"observe\"", "\"action\":\"ignore!\"", 1)).expect("tamper");
+    let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(stdout(&tampered).contains(&format!("FAILED: {}:2: HMAC mismatch", file.display())), "{}", stdout(&tampered));
+}
+
+#[test]
+fn replay_is_byte_identical_for_the_same_input_and_key() {
+    // The same configuration text (it is hashed into every record) and key, twice.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    let config = config(dir.path(), &key, true);
+    assert!(replay(&config).status.success());
+    std::fs::rename(dir.path().join("log"), dir.path().join("first")).expect("move the first log away");
+    assert!(replay(&config).status.success());
+    let read_all = |log: &Path| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(log).expect("list").map(|entry| entry.expect("entry").path()).collect();
+        files.sort();
+        files.iter().map(|file| std::fs::read(file).expect("read")).collect::<Vec<_>>()
+    };
+    let (a, b) = (read_all(&dir.path().join("first")), read_all(&dir.path().join("log")));
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len(), "same number of files");
+    for (index, (left, right)) in a.iter().zip(&b).enumerate() {
+        assert!(left == right, "file {index} differs between two replays of the same input");
+    }
+}
+
+#[test]
+fn every_event_validates_against_the_documented_schema() {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("docs/event-schema.json")).expect("docs/event-schema.json")).expect("JSON");
+    let generated = run(mldefender().args(["log", "schema"]));
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&generated)).expect("schema JSON"), schema, "docs/event-schema.json is stale: regenerate with `mldefender log schema`");
+    let properties = schema["properties"].as_object().expect("properties");
+    assert!(properties.len() >= 83, "{} fields", properties.len());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    assert!(replay(&config(dir.path(), &key, true)).status.success());
+    let events = events(&dir.path().join("log"));
+    assert_eq!(events.len(), 222);
+    for event in &events {
+        let mut keys: Vec<&String> = event.keys().collect();
+        let mut expected: Vec<&String> = properties.keys().collect();
+        keys.sort();
+        expected.sort();
+        assert_eq!(keys, expected, "fields of {}", event["event_id"]);
+        for (name, value) in event {
+            let allowed: Vec<&str> = match &properties[name]["type"] {
+                Value::String(kind) => vec![kind.as_str()],
+                Value::Array(kinds) => kinds.iter().filter_map(Value::as_str).collect(),
+                other => panic!("bad type {other}"),
+            };
+            let kind = match value {
+                Value::Null => "null",
+                Value::Bool(_) => "boolean",
+                Value::String(_) => "string",
+                Value::Number(number) if number.is_u64() || number.is_i64() => "integer",
+                Value::Number(_) => "number",
+                _ => "object",
+            };
+            assert!(allowed.contains(&kind) || (kind == "integer" && allowed.contains(&"number")), "{name} is {kind}, schema says {allowed:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_key_files_are_refused_with_a_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    std::fs::write(&key, [7u8; 32]).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = replay(&config(dir.path(), &key, false));
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("mode 0644; it must be 0600"), "{}", stderr(&output));
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let link = dir.path().join("link.key");
+    std::os::unix::fs::symlink(&key, &link).expect("symlink");
+    let output = replay(&config(dir.path(), &link, false));
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("is a symbolic link"), "{}", stderr(&output));
+
+    let missing = dir.path().join("missing.key");
+    let output = replay(&config(dir.path(), &missing, false));
+    assert_eq!(output.status.code(), Some(64), "a missing key is not created unless configured");
+}
+
+#[test]
+fn community_ids_match_the_reference_package() {
+    let python = std::env::var("MLD_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    assert!(replay(&config(dir.path(), &key, true)).status.success());
+    let flows: Vec<_> = events(&dir.path().join("log")).into_iter().filter(|event| event["protocol"] == 6 || event["protocol"] == 17).collect();
+    assert!(flows.len() > 200);
+    let input: String = flows
+        .iter()
+        .map(|event| {
+            serde_json::json!({"src_ip": event["src_ip"], "src_port": event["src_port"], "dst_ip": event["dst_ip"], "dst_port": event["dst_port"], "protocol": event["protocol"]}).to_string() + "\n"
+        })
+        .collect();
+    let child = Command::new(&python)
+        .arg(repo().join("tests/reference/community_ids.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            assert!(env_flag("MLD_SKIP_REFERENCE"), "cannot run {python}: {error}");
+            return;
+        }
+    };
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    let output = child.wait_with_output().expect("reference");
+    if !output.status.success() {
+        assert!(env_flag("MLD_SKIP_REFERENCE"), "the communityid reference failed (scripts/setup installs it): {}", stderr(&output));
+        return;
+    }
+    let reference: Vec<String> = stdout(&output).lines().map(str::to_string).collect();
+    assert_eq!(reference.len(), flows.len());
+    for (event, expected) in flows.iter().zip(&reference) {
+        assert_eq!(event["community_id"].as_str(), Some(expected.as_str()), "{} {}:{} -> {}:{}", event["protocol"], event["src_ip"], event["src_port"], event["dst_ip"], event["dst_port"]);
+    }
+}
