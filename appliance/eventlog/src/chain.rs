@@ -64,7 +64,7 @@ impl Sealer {
         }
         let seq = self.last_seq + 1;
         out.push_str(&format!("\"seq\":{seq},\"prev_tag\":\"{}\",\"key_id\":\"{}\"", self.last_tag, self.key.id()));
-        let tag = tag(&self.key, &self.node, out[start..].as_bytes());
+        let tag = tag(&self.key, &self.node, &out.as_bytes()[start..]);
         out.push_str(HMAC_FIELD);
         out.push_str(&tag);
         out.push_str("\"}\n");

@@ -194,7 +194,7 @@ fn verify_file(log: &LogFile, first_file: bool, node: &str, keys: &[LogKey], sta
         let written_tag = &written_tag[..64];
         let key_id = value["key_id"].as_str().unwrap_or_default();
         let key = keys.iter().find(|key| key.id() == key_id).ok_or_else(|| fail(number, FailureReason::UnknownKey(key_id.to_string())))?;
-        if tag(key, node, line[..at].as_bytes()) != written_tag {
+        if tag(key, node, &line.as_bytes()[..at]) != written_tag {
             return Err(fail(number, FailureReason::BadHmac));
         }
         let is_header = value["type"] == "header";
