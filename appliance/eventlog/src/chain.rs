@@ -57,7 +57,7 @@ impl Sealer {
     /// returns the record's sequence number.
     pub fn seal(&mut self, body: &serde_json::Map<String, serde_json::Value>, out: &mut String) -> u64 {
         let start = out.len();
-        let text = serde_json::Value::Object(body.clone()).to_string();
+        let text = serde_json::to_string(body).expect("a JSON map always serializes");
         out.push_str(&text[..text.len() - 1]);
         if !body.is_empty() {
             out.push(',');

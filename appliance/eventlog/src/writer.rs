@@ -2,7 +2,7 @@
 //! and recovery of a partial last line after a crash.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::chain::{Sealer, GENESIS_TAG, SCHEMA};
@@ -33,7 +33,8 @@ pub struct WriterConfig {
 pub struct LogWriter {
     config: WriterConfig,
     sealer: Sealer,
-    file: Option<(File, PathBuf)>,
+    /// Lines are buffered and reach the file at every sync (and when the buffer fills).
+    file: Option<(BufWriter<File>, PathBuf)>,
     file_index: u64,
     file_bytes: u64,
     unsynced: u32,
@@ -82,6 +83,7 @@ impl LogWriter {
     pub fn append(&mut self, record: &serde_json::Map<String, serde_json::Value>) -> Result<u64, WriterError> {
         if self.file_bytes >= self.config.max_file_bytes {
             self.sync()?;
+            self.file = None;
             self.file_index += 1;
             self.start_file()?;
         }
@@ -95,10 +97,11 @@ impl LogWriter {
         Ok(seq)
     }
 
-    /// Flushes and fsyncs what was appended.
+    /// Writes out and fsyncs what was appended.
     pub fn sync(&mut self) -> Result<(), WriterError> {
         if let Some((file, path)) = &mut self.file {
-            file.sync_data().map_err(|source| WriterError::Io { operation: "fsync", path: path.clone(), source })?;
+            file.flush().map_err(|source| WriterError::Io { operation: "write", path: path.clone(), source })?;
+            file.get_ref().sync_data().map_err(|source| WriterError::Io { operation: "fsync", path: path.clone(), source })?;
         }
         self.unsynced = 0;
         Ok(())
@@ -111,7 +114,7 @@ impl LogWriter {
             .append(true)
             .open(&path)
             .map_err(|source| WriterError::Io { operation: "create log file", path: path.clone(), source })?;
-        self.file = Some((file, path));
+        self.file = Some((BufWriter::with_capacity(256 * 1024, file), path));
         self.file_bytes = 0;
         let mut header = serde_json::Map::new();
         header.insert("type".to_string(), "header".into());
@@ -192,4 +195,11 @@ fn last_record(path: &Path) -> Result<(u64, String), WriterError> {
     let seq = value["seq"].as_u64().ok_or_else(|| corrupt("no seq"))?;
     let tag = value["hmac"].as_str().ok_or_else(|| corrupt("no hmac"))?.to_string();
     Ok((seq, tag))
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        // Best effort: an orderly owner calls `sync` and sees its errors.
+        let _ = self.sync();
+    }
 }
