@@ -110,3 +110,11 @@ fn accept_and_reject_fixtures() {
     }
     assert!(checked >= 6, "fixtures were found");
 }
+
+#[test]
+fn a_bad_explicit_node_id_is_an_error_but_the_default_always_works() {
+    let errors = Config::from_toml("[log]\nnode = \"bad node\"\n", "x").expect_err("invalid node");
+    assert_eq!(errors.errors[0].path, "log.node");
+    let config = Config::from_toml("", "x").expect("the default node is always valid");
+    assert!(!config.log.node.is_empty() && !config.log.node.contains('('));
+}

@@ -485,12 +485,18 @@ fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
             errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
         }
     }
+    let valid = |node: &str| !node.is_empty() && node.len() <= 64 && node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     let node = if raw.node.is_empty() {
-        nix::unistd::gethostname().map(|name| name.to_string_lossy().into_owned()).unwrap_or_else(|_| "mldefender".to_string())
+        // The host name, when it is a usable id (a bare initramfs has "(none)").
+        nix::unistd::gethostname()
+            .map(|name| name.to_string_lossy().into_owned())
+            .ok()
+            .filter(|name| valid(name))
+            .unwrap_or_else(|| "mldefender".to_string())
     } else {
         raw.node.clone()
     };
-    if node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+    if !valid(&node) {
         errors.push(ConfigError::new("log.node", format!("must be 1 to 64 letters, digits, `-`, `_` or `.`, got \"{node}\"")));
     }
     LogConfig {
