@@ -4,6 +4,7 @@
 //! `docs/event-schema.json`).
 
 use mld_flow::features::Feature;
+use mld_flow::time::rfc3339_utc;
 use mld_flow::FlowRecord;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -161,7 +162,7 @@ pub fn build_event(flow: &FlowRecord, verdict: &Verdict, context: &EventContext<
     put("schema_version", EVENT_SCHEMA_VERSION.into());
     put("node", context.node.into());
     put("deployment", context.deployment.into());
-    put("ts", rfc3339(flow.last_seen_ns).into());
+    put("ts", rfc3339_utc(flow.last_seen_ns).into());
     put("ts_us", (flow.last_seen_ns / 1000).into());
     put("flow_first_seen_us", (flow.first_seen_ns / 1000).into());
     put("flow_last_seen_us", (flow.last_seen_ns / 1000).into());
@@ -220,23 +221,6 @@ pub fn build_event(flow: &FlowRecord, verdict: &Verdict, context: &EventContext<
 /// code, never trusted either), so the line is always valid JSON.
 fn number(value: f64) -> Value {
     serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
-}
-
-fn rfc3339(ts_ns: u64) -> String {
-    let secs = ts_ns / 1_000_000_000;
-    let micros = (ts_ns % 1_000_000_000) / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// The field list as a JSON Schema (draft 2020-12) document.

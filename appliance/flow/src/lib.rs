@@ -16,6 +16,7 @@ mod lru;
 mod record;
 mod stats;
 mod table;
+pub mod time;
 pub mod window;
 
 #[cfg(test)]
