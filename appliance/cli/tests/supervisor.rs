@@ -32,6 +32,10 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
 
 impl Supervisor {
     fn start(lab: &Lab, extra: &str) -> Supervisor {
+        Supervisor::start_with_env(lab, extra, &[])
+    }
+
+    fn start_with_env(lab: &Lab, extra: &str, env: &[(&str, &str)]) -> Supervisor {
         let config = lab.config(extra);
         let path = config.into_temp_path().keep().expect("keep config");
         let mut child = Command::new("nsenter")
@@ -39,6 +43,7 @@ impl Supervisor {
             .arg(env!("CARGO_BIN_EXE_mldefender"))
             .args(["supervise", "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -297,4 +302,63 @@ fn status_is_for_root_only() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("no supervisor answers"), "{}", stderr(&output));
     supervisor.stop();
+}
+
+#[test]
+fn readiness_is_sent_to_systemd_when_notify_socket_is_set() {
+    let Some(lab) = Lab::up() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut supervisor = Supervisor::start_with_env(&lab, "", &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8"))]);
+    let mut buffer = [0u8; 256];
+    let received = socket.recv(&mut buffer).expect("a notification from the supervisor");
+    assert_eq!(&buffer[..received], b"READY=1");
+    supervisor.wait_ready(Duration::from_secs(5));
+    supervisor.stop();
+}
+
+/// Where a journald socket exists, log records go there (here a stand-in journald: a
+/// datagram socket at /run/systemd/journal/socket in a private mount namespace).
+#[test]
+fn logs_go_to_journald_when_its_socket_exists() {
+    if !is_root() {
+        assert!(!env_flag("MLD_REQUIRE_LAB"), "MLD_REQUIRE_LAB is set but the tests do not run as root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let received = dir.path().join("journal.txt");
+    let config = dir.path().join("config.toml");
+    // An interface that does not exist: the supervisor logs an error through tracing and exits.
+    std::fs::write(&config, "[[capture.interfaces]]\nname = \"nosuchif9\"\n").expect("write config");
+    let listener = r#"
+import socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind('/run/systemd/journal/socket')
+s.settimeout(20)
+out = open(OUT, 'wb')
+open('/run/ready', 'w').close()
+while True:
+    data = s.recv(65536)
+    out.write(data + b'\n---\n')
+    out.flush()
+    if b'failed to start the XDP data plane' in data:
+        break
+"#
+    .replace("OUT", &format!("'{}'", received.display()));
+    let script = format!(
+        "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/systemd/journal; \
+         /usr/bin/python3 -c \"$LISTENER\" & \
+         for i in $(seq 100); do [ -e /run/ready ] && break; sleep 0.05; done; \
+         {} supervise --config {} || true; wait",
+        env!("CARGO_BIN_EXE_mldefender"),
+        config.display()
+    );
+    let output = run(Command::new("unshare").args(["-m", "sh", "-c", &script]).env("LISTENER", listener));
+    let journal = std::fs::read(&received).unwrap_or_default();
+    let journal = String::from_utf8_lossy(&journal);
+    assert!(journal.contains("failed to start the XDP data plane"), "journald got: {journal}\n{}", stderr(&output));
+    assert!(journal.contains("SYSLOG_IDENTIFIER") && journal.contains("mldefender"), "{journal}");
+    assert!(!stderr(&output).contains("failed to start the XDP data plane"), "not on stderr when journald is there");
 }
