@@ -123,6 +123,11 @@ xdp-mode = "${MLD_LAB_XDP_MODE:-auto}"
 
 [flow]
 idle-timeout-secs = ${MLD_LAB_IDLE_SECS:-5}
+
+[log]
+dir = "$state_dir/log"
+node = "lab-$id"
+key-file = "$state_dir/keys/log.key"
 TOML
 }
 

@@ -130,11 +130,6 @@ impl<W: Write> FlowWriter<W> {
         self.out.write_all(line.text.as_bytes())
     }
 
-    /// The underlying writer (a task reuses one buffer per record).
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
-    }
-
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

@@ -37,6 +37,7 @@ const LOOP_TICK: Duration = Duration::from_millis(10);
 const KILL_GRACE: Duration = Duration::from_millis(1000);
 pub const STATUS_SOCKET: &str = "supervisor.sock";
 pub const FLOWS_SOCKET: &str = "flows.sock";
+pub const EVENTS_SOCKET: &str = "events.sock";
 
 struct Task {
     config: TaskConfig,
@@ -67,7 +68,10 @@ struct Supervisor {
     exe: PathBuf,
     dataplane: Dataplane,
     flows_listener: UnixListener,
+    events_listener: UnixListener,
     status_listener: UnixListener,
+    /// The log key, opened by the supervisor (root) and handed to the log task as an fd.
+    log_key: std::fs::File,
     tasks: Vec<Task>,
     started: Instant,
     announced_ready: bool,
@@ -147,6 +151,15 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     let status_listener = bind(&runtime.join(STATUS_SOCKET), 0o600)?;
     let flows_listener = bind(&runtime.join(FLOWS_SOCKET), 0o666)?;
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
+    let events_listener = bind(&runtime.join(EVENTS_SOCKET), 0o666)?;
+    events_listener.set_nonblocking(true).context("failed to configure the event socket")?;
+    let log_key = match open_log_key(&config) {
+        Ok(file) => file,
+        Err(error) => {
+            error!(error = %format!("{error:#}"), "failed to open the log key");
+            return Ok(Exit::Config);
+        }
+    };
     status_listener.set_nonblocking(true).context("failed to configure the status socket")?;
 
     let mut tasks = Vec::new();
@@ -201,7 +214,9 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         config_toml,
         dataplane,
         flows_listener,
+        events_listener,
         status_listener,
+        log_key,
         tasks,
         started: Instant::now(),
         announced_ready: false,
@@ -211,7 +226,31 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     supervisor.shutdown();
     let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(FLOWS_SOCKET));
+    let _ = std::fs::remove_file(runtime.join(EVENTS_SOCKET));
     Ok(Exit::Success)
+}
+
+/// Opens the log key (creating it, 0600, when missing and allowed) and gives the log
+/// directory to the log task's user.
+fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
+    let path = &config.log.key_file;
+    if !path.exists() && config.log.create_key {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
+        }
+        mld_eventlog::LogKey::create(path)?;
+        info!(path = %path.display(), "log key created");
+    }
+    // Checks mode and links, then hands over a plain read-only fd.
+    mld_eventlog::LogKey::load(path)?;
+    if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Log && task.enabled) {
+        let (uid, gid) = mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user))?;
+        std::fs::create_dir_all(&config.log.dir).with_context(|| format!("failed to create `{}`", config.log.dir.display()))?;
+        nix::unistd::chown(&config.log.dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("failed to give `{}` to the log task", config.log.dir.display()))?;
+        std::fs::set_permissions(&config.log.dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    std::fs::File::open(path).with_context(|| format!("failed to open `{}`", path.display()))
 }
 
 fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
@@ -262,6 +301,7 @@ impl Supervisor {
         let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
             TaskKind::Capture => (vec![fds.ring, fds.allow, fds.deny, fds.counters], "control,ring,allow,deny,counters"),
             TaskKind::Sink => (vec![self.flows_listener.as_fd()], "control,flows"),
+            TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd()], "control,events,key"),
         };
         handed.insert(0, task_end.as_fd());
         let task = &self.tasks[index];
@@ -275,7 +315,8 @@ impl Supervisor {
             ),
             None => None,
         };
-        let capture_uid = self.tasks.iter().find(|task| task.config.kind == TaskKind::Capture).map_or(u32::MAX, |task| task.uid);
+        let uid_of = |kind: TaskKind| self.tasks.iter().find(|task| task.config.kind == kind).map_or(u32::MAX, |task| task.uid);
+        let (capture_uid, sink_uid) = (uid_of(TaskKind::Capture), uid_of(TaskKind::Sink));
         let child = spawn(TaskSpawn {
             exe: &self.exe,
             args: vec!["task".into(), kind.name().into()],
@@ -284,6 +325,8 @@ impl Supervisor {
                 ("MLD_RUNTIME_DIR".to_string(), task.runtime_dir.display().to_string()),
                 ("MLD_FLOWS_SOCKET".to_string(), self.config.capture.runtime_dir.join(FLOWS_SOCKET).display().to_string()),
                 ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
+                ("MLD_SINK_UID".to_string(), sink_uid.to_string()),
+                ("MLD_EVENTS_SOCKET".to_string(), self.config.capture.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
             ],
             uid: task.uid,
             gid: task.gid,
@@ -471,9 +514,18 @@ impl Supervisor {
             let counters = &task.counters;
             match task.config.kind {
                 TaskKind::Capture => {
-                    pipeline = PipelineCounters { flows_received: pipeline.flows_received, ..*counters };
+                    pipeline = PipelineCounters {
+                        flows_received: pipeline.flows_received,
+                        events_acked: pipeline.events_acked,
+                        events_logged: pipeline.events_logged,
+                        ..*counters
+                    };
                 }
-                TaskKind::Sink => pipeline.flows_received = counters.flows_received,
+                TaskKind::Sink => {
+                    pipeline.flows_received = counters.flows_received;
+                    pipeline.events_acked = counters.events_acked;
+                }
+                TaskKind::Log => pipeline.events_logged = counters.events_logged,
             }
         }
         StatusReport {
@@ -590,8 +642,8 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     let p = &report.pipeline;
     println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}",
-        p.xdp_passed, p.xdp_dropped, p.xdp_malformed, p.xdp_ring_full, p.records_read, p.flows_finished, p.flows_sent, p.flows_dropped, p.flows_received
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {}",
+        p.xdp_passed, p.xdp_dropped, p.xdp_malformed, p.xdp_ring_full, p.records_read, p.flows_finished, p.flows_sent, p.flows_dropped, p.flows_received, p.events_acked, p.events_logged
     );
     Ok(Exit::Success)
 }

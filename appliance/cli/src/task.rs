@@ -13,19 +13,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, PinnedMaps, RingReader};
-use mld_config::{Config, OutputFormat, TaskKind};
+use mld_config::{Config, TaskKind};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, SupervisorMessage, TaskMessage};
 use tracing::{info, warn};
 
+use mld_eventlog::{build_event, EventContext, LogKey, LogWriter, Verdict, WriterConfig};
+use mld_ipc::{is_new, AckWindow, EventAck, EventMessage};
+
 use crate::exit::Exit;
-use crate::output::FlowWriter;
 
 const COUNTERS_INTERVAL: Duration = Duration::from_millis(500);
 const OUTBOX_CAPACITY: usize = 65_536;
 const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 const DRAIN_DEADLINE: Duration = Duration::from_millis(1500);
+/// Events in flight between the sink and the log task.
+const EVENT_WINDOW: usize = 4096;
 
 /// The fds the supervisor handed over, by name.
 struct HandedFds {
@@ -114,8 +118,9 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     stream.set_nonblocking(true)?;
     let mut control = Control { stream, decoder: FrameDecoder::default(), test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new() };
     match kind {
-        TaskKind::Capture => capture(&config, &fds, &mut control, &stop),
+        TaskKind::Capture => capture(&config, &config_toml, &fds, &mut control, &stop),
         TaskKind::Sink => sink(&fds, &mut control, &stop),
+        TaskKind::Log => log_task(&config, &fds, &mut control, &stop),
     }
 }
 
@@ -172,13 +177,27 @@ impl FlowSender {
     }
 }
 
-fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
     let mut reader = RingReader::from_fd(fds.take("ring")?)?;
     let mut maps = PinnedMaps::from_fds(fds.take("allow")?, fds.take("deny")?, fds.take("counters")?)?;
     let offset_ns = boot_to_realtime_offset_ns();
     let mut table = FlowTable::new(config.flow_table());
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
-    let mut writer = FlowWriter::new(Vec::with_capacity(4096), OutputFormat::Jsonl, &windows_secs);
+    let config_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
+    };
+    let context = EventContext {
+        node: &config.log.node,
+        deployment: "standalone",
+        software_version: env!("CARGO_PKG_VERSION"),
+        config_sha256: &config_sha256,
+        model_sha256: None,
+        windows_secs: &windows_secs,
+    };
+    // Until detection exists, every flow goes on with the placeholder verdict; the sink
+    // (detect's place) decides and hands it to the log task.
+    let verdict = Verdict::placeholder();
     let mut sender = FlowSender {
         path: std::env::var("MLD_FLOWS_SOCKET").context("MLD_FLOWS_SOCKET is not set")?,
         stream: None,
@@ -196,14 +215,11 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
     control.ready();
     info!("capture task ready");
 
-    let queue = |finished: &mut Vec<FlowRecord>, writer: &mut FlowWriter<Vec<u8>>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
+    let queue = |finished: &mut Vec<FlowRecord>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
         for flow in finished.drain(..) {
             counters.flows_finished += 1;
-            if writer.write(&flow).is_ok() {
-                let line = String::from_utf8_lossy(writer.get_mut()).trim_end().to_string();
-                writer.get_mut().clear();
-                sender.outbox.push(line);
-            }
+            let event = build_event(&flow, &verdict, &context);
+            sender.outbox.push(serde_json::Value::Object(event).to_string());
         }
     };
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
@@ -215,7 +231,7 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
             table.advance_to(boot_time_ns() + offset_ns, &mut finished);
             last_tick = Instant::now();
         }
-        queue(&mut finished, &mut writer, &mut sender, &mut counters);
+        queue(&mut finished, &mut sender, &mut counters);
         sender.pump();
         if last_sweep.elapsed() >= config.capture.sweep_interval {
             for prefix in maps.sweep_expired(boot_time_ns())? {
@@ -235,7 +251,7 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
         table.process(&record, &mut finished);
     })? as u64;
     table.flush(&mut finished);
-    queue(&mut finished, &mut writer, &mut sender, &mut counters);
+    queue(&mut finished, &mut sender, &mut counters);
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while !sender.idle() && Instant::now() < deadline {
         sender.pump();
@@ -258,6 +274,87 @@ fn report(counters: &mut PipelineCounters, maps: &PinnedMaps, sender: &FlowSende
     control.send(&TaskMessage::Counters(*counters));
 }
 
+/// The sink's connection to the log task: events stay in the window until acknowledged
+/// and are sent again after a reconnect.
+struct EventSender {
+    path: String,
+    stream: Option<UnixStream>,
+    decoder: FrameDecoder,
+    next_attempt: Instant,
+    window: AckWindow<String>,
+    buffer: Vec<u8>,
+    acked: u64,
+}
+
+impl EventSender {
+    fn send(&mut self, record: String) {
+        if let Some((seq, record)) = self.window.send(record) {
+            let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq, record });
+        }
+    }
+
+    fn pump(&mut self) {
+        if self.stream.is_none() && Instant::now() >= self.next_attempt {
+            match UnixStream::connect(&self.path) {
+                Ok(stream) => {
+                    let _ = stream.set_nonblocking(true);
+                    // A new connection: everything not yet acknowledged goes again.
+                    self.buffer.clear();
+                    for (seq, record) in self.window.unacknowledged() {
+                        let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq: *seq, record: record.clone() });
+                    }
+                    self.decoder = FrameDecoder::default();
+                    self.stream = Some(stream);
+                }
+                Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
+            }
+        }
+        let Some(stream) = self.stream.as_mut() else { return };
+        let mut broken = false;
+        while !self.buffer.is_empty() {
+            match stream.write(&self.buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.buffer.drain(..n);
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    broken = true;
+                    break;
+                }
+                Ok(n) => self.decoder.push(&chunk[..n]),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        while let Ok(Some(EventAck { seq })) = self.decoder.next_message::<EventAck>() {
+            let before = self.window.unacknowledged().count();
+            self.window.ack(seq);
+            self.acked += (before - self.window.unacknowledged().count()) as u64;
+        }
+        if broken {
+            self.stream = None;
+            self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.window.unacknowledged().next().is_none()
+    }
+}
+
 fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
     let listener = UnixListener::from(fds.take("flows")?);
     listener.set_nonblocking(true)?;
@@ -265,6 +362,15 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
     let mut connections: Vec<(UnixStream, FrameDecoder)> = Vec::new();
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
+    let mut events = EventSender {
+        path: std::env::var("MLD_EVENTS_SOCKET").context("MLD_EVENTS_SOCKET is not set")?,
+        stream: None,
+        decoder: FrameDecoder::default(),
+        next_attempt: Instant::now(),
+        window: AckWindow::new(EVENT_WINDOW),
+        buffer: Vec::new(),
+        acked: 0,
+    };
     control.ready();
     info!("sink task ready");
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
@@ -282,7 +388,13 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
             }
         }
         let mut buffer = [0u8; 65536];
+        let room = events.window.can_send();
         connections.retain_mut(|(stream, decoder)| {
+            if !room {
+                // The log task is behind or away: leave flows in the socket (the capture
+                // task's bounded queue drops and counts) until events are acknowledged.
+                return true;
+            }
             // Read what is there; at the end of the stream, still decode what was read.
             let mut open = true;
             loop {
@@ -304,7 +416,10 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
             }
             loop {
                 match decoder.next_message::<FlowMessage>() {
-                    Ok(Some(FlowMessage::Flow { .. })) => counters.flows_received += 1,
+                    Ok(Some(FlowMessage::Flow { record })) => {
+                        counters.flows_received += 1;
+                        events.send(record);
+                    }
                     Ok(None) => return open,
                     Err(error) => {
                         warn!(error = %error, "bad flow frame; dropping the connection");
@@ -313,6 +428,8 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
                 }
             }
         });
+        events.pump();
+        counters.events_acked = events.acked;
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
@@ -342,11 +459,143 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
                 Err(_) => break,
             }
         }
-        while let Ok(Some(FlowMessage::Flow { .. })) = decoder.next_message::<FlowMessage>() {
+        while let Ok(Some(FlowMessage::Flow { record })) = decoder.next_message::<FlowMessage>() {
             counters.flows_received += 1;
+            events.send(record);
         }
     }
+    // Hand every event to the log task and wait for its acknowledgement (bounded).
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while !events.idle() && Instant::now() < deadline {
+        events.pump();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    counters.events_acked = events.acked;
     control.send(&TaskMessage::Counters(counters));
     info!(flows = counters.flows_received, "sink task stopped");
     Ok(Exit::Success)
+}
+
+/// The log task: the only writer of the signed event log. It writes events from the
+/// sink in order, fsyncs, then acknowledges; a sequence number seen before is dropped.
+fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+    let listener = UnixListener::from(fds.take("events")?);
+    listener.set_nonblocking(true)?;
+    let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
+    let producer_uid: u32 = std::env::var("MLD_SINK_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_SINK_UID is not set")?;
+    let writer_config = WriterConfig {
+        dir: config.log.dir.clone(),
+        node: config.log.node.clone(),
+        max_file_bytes: config.log.max_file_bytes,
+        sync_every_records: u32::MAX,
+    };
+    let mut writer = LogWriter::open(writer_config, key).context("failed to open the event log")?;
+    let mut connection: Option<(UnixStream, FrameDecoder)> = None;
+    let mut last_delivered = 0u64;
+    let mut counters = PipelineCounters::default();
+    let mut last_counters = Instant::now();
+    control.ready();
+    info!(dir = %config.log.dir.display(), "log task ready");
+    let mut buffer = [0u8; 65536];
+    while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        let mut busy = serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut last_delivered, &mut counters, &mut buffer)?;
+        if last_counters.elapsed() >= COUNTERS_INTERVAL {
+            control.send(&TaskMessage::Counters(counters));
+            last_counters = Instant::now();
+            busy = true;
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // The sink stops after us? No: capture, then sink, then log. Take what is left.
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut last_delivered, &mut counters, &mut buffer)? {}
+    writer.sync().context("failed to fsync the event log")?;
+    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+    control.send(&TaskMessage::Counters(counters));
+    info!(events = counters.events_logged, last_seq = writer.last_seq(), "log task stopped");
+    Ok(Exit::Success)
+}
+
+/// One pass: accept the sink, read its events, write and fsync them, acknowledge.
+/// Returns whether anything happened.
+fn serve_events(
+    listener: &UnixListener,
+    producer_uid: u32,
+    connection: &mut Option<(UnixStream, FrameDecoder)>,
+    writer: &mut LogWriter,
+    last_delivered: &mut u64,
+    counters: &mut PipelineCounters,
+    buffer: &mut [u8],
+) -> anyhow::Result<bool> {
+    let mut busy = false;
+    while let Ok((stream, _)) = listener.accept() {
+        match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(credentials) if credentials.uid() == producer_uid => {
+                let _ = stream.set_nonblocking(true);
+                // The newest connection replaces an older one (the sink reconnected).
+                *connection = Some((stream, FrameDecoder::default()));
+                busy = true;
+            }
+            Ok(credentials) => warn!(uid = credentials.uid(), "refused an event connection from a process that is not the sink"),
+            Err(error) => warn!(error = %error, "refused an event connection without peer credentials"),
+        }
+    }
+    let Some((stream, decoder)) = connection.as_mut() else { return Ok(busy) };
+    let mut open = true;
+    loop {
+        match stream.read(buffer) {
+            Ok(0) => {
+                open = false;
+                break;
+            }
+            Ok(n) => {
+                busy = true;
+                decoder.push(&buffer[..n]);
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+            Err(_) => {
+                open = false;
+                break;
+            }
+        }
+    }
+    let mut newest = None;
+    loop {
+        match decoder.next_message::<EventMessage>() {
+            Ok(Some(EventMessage::Event { seq, record })) => {
+                newest = Some(seq);
+                if !is_new(last_delivered, seq) {
+                    continue;
+                }
+                match serde_json::from_str::<serde_json::Value>(&record) {
+                    Ok(serde_json::Value::Object(record)) => {
+                        writer.append(&record).context("failed to write the event log")?;
+                        counters.events_logged += 1;
+                    }
+                    _ => warn!(seq, "an event that is not a JSON object was dropped"),
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                warn!(error = %error, "bad event frame; dropping the connection");
+                open = false;
+                break;
+            }
+        }
+    }
+    if let Some(seq) = newest {
+        // Durable first, then acknowledged.
+        writer.sync().context("failed to fsync the event log")?;
+        if open {
+            let _ = stream.set_nonblocking(false);
+            let _ = mld_ipc::write_frame(stream, &EventAck { seq });
+            let _ = stream.set_nonblocking(true);
+        }
+    }
+    if !open {
+        *connection = None;
+    }
+    Ok(busy)
 }

@@ -134,7 +134,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     let mut supervisor = Supervisor::start(&lab, "");
     supervisor.wait_ready(Duration::from_secs(20));
 
-    for name in ["capture", "sink"] {
+    for name in ["capture", "sink", "log"] {
         let pid = supervisor.task(name)["pid"].as_u64().expect("pid");
         let status = proc_status(pid);
         let uid = field(&status, "Uid:").split_whitespace().next().unwrap_or("0");
@@ -270,7 +270,7 @@ fn sigterm_under_traffic_stops_everything_within_the_deadline() {
     let Some(lab) = Lab::up() else { return };
     let mut supervisor = Supervisor::start(&lab, "[supervisor]\nshutdown-deadline-ms = 3000\n");
     supervisor.wait_ready(Duration::from_secs(20));
-    let pids: Vec<u64> = ["capture", "sink"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
+    let pids: Vec<u64> = ["capture", "sink", "log"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
     let mut traffic = Command::new("bash")
         .arg(repo().join("tests/lab/lab.sh"))
         .args(["exec", &lab.id, "c", "iperf3", "-c", "10.66.9.2", "-t", "10"])
@@ -361,4 +361,66 @@ while True:
     assert!(journal.contains("failed to start the XDP data plane"), "journald got: {journal}\n{}", stderr(&output));
     assert!(journal.contains("SYSLOG_IDENTIFIER") && journal.contains("mldefender"), "{journal}");
     assert!(!stderr(&output).contains("failed to start the XDP data plane"), "not on stderr when journald is there");
+}
+
+fn verify_lab_log(lab: &Lab) -> (bool, String) {
+    let dir = format!("/run/mldefender-lab-{}", lab.id);
+    let output = run(mldefender().args(["log", "verify", &format!("{dir}/log"), "--key", &format!("{dir}/keys/log.key")]));
+    (output.status.success(), stdout(&output))
+}
+
+fn event_ids(lab: &Lab) -> Vec<String> {
+    let dir = std::path::PathBuf::from(format!("/run/mldefender-lab-{}/log", lab.id));
+    let mut ids = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("log dir").flatten().map(|entry| entry.path()).collect();
+    files.sort();
+    for file in files.iter().filter(|file| file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-"))) {
+        for line in std::fs::read_to_string(file).expect("read").lines() {
+            if let Ok(Value::Object(record)) = serde_json::from_str(line) {
+                if record["type"] == "event" {
+                    ids.push(record["event_id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Every flow becomes an event that the log task writes into the signed log, and the log
+/// task can be killed under load: after its restart the log verifies (a cut line is
+/// quarantined) and every acknowledged event is there exactly once.
+#[test]
+fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "");
+    supervisor.wait_ready(Duration::from_secs(20));
+    // Load: many short flows (each curl is one flow, each ending with FIN).
+    let mut traffic = Command::new("bash")
+        .arg(repo().join("tests/lab/lab.sh"))
+        .args(["exec", &lab.id, "c", "sh", "-c", "for i in $(seq 300); do curl -s -o /dev/null http://10.66.9.2:8080/index.html; done"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("traffic");
+    let logging = eventually(Duration::from_secs(20), || supervisor.status()["pipeline"]["events_logged"].as_u64().unwrap_or(0) >= 20);
+    assert!(logging, "events are not being logged: {}", supervisor.status());
+    let log_pid = supervisor.task("log")["pid"].as_u64().expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(log_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    let back = eventually(Duration::from_secs(10), || {
+        let task = supervisor.task("log");
+        task["state"] == "ready" && task["pid"].as_u64() != Some(log_pid)
+    });
+    assert!(back, "the log task did not come back: {}", supervisor.status());
+    let _ = traffic.wait();
+    let (_, log) = supervisor.stop_with_log();
+    let (ok, report) = verify_lab_log(&lab);
+    assert!(ok, "the log does not verify after a killed log task: {report}\n{log}");
+    let ids = event_ids(&lab);
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "an event was written twice");
+    let finished = log.lines().filter(|line| line.contains("capture task stopped flows=")).filter_map(|line| line.split("flows=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok()).sum::<usize>();
+    assert!(ids.len() >= 300, "{} events for 300 requests:\n{log}", ids.len());
+    assert!(ids.len() <= finished, "more events ({}) than flows ({finished})", ids.len());
 }

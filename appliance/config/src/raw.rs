@@ -223,6 +223,7 @@ impl Default for RawSupervisor {
 pub struct RawTasks {
     pub capture: RawTask,
     pub sink: RawTask,
+    pub log: RawTask,
 }
 
 

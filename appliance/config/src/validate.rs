@@ -61,17 +61,21 @@ pub struct SupervisorConfig {
 pub enum TaskKind {
     /// Reads the XDP ring buffer into the flow table; sends flows on.
     Capture,
-    /// Receives flows and counts them (until detect exists).
+    /// Receives flows, decides (a placeholder until detect exists) and hands events to
+    /// the log task with acknowledgement.
     Sink,
+    /// The only writer of the signed event log.
+    Log,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 2] = [TaskKind::Capture, TaskKind::Sink];
+    pub const ALL: [TaskKind; 3] = [TaskKind::Capture, TaskKind::Sink, TaskKind::Log];
 
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Capture => "capture",
             TaskKind::Sink => "sink",
+            TaskKind::Log => "log",
         }
     }
 
@@ -213,6 +217,7 @@ impl TryFrom<RawConfig> for Config {
         let tasks = vec![
             validate_task(TaskKind::Capture, &raw.tasks.capture, &mut errors),
             validate_task(TaskKind::Sink, &raw.tasks.sink, &mut errors),
+            validate_task(TaskKind::Log, &raw.tasks.log, &mut errors),
         ];
         let system = validate_system(&raw.system, &mut errors);
         let log = validate_log(&raw.log, &mut errors);

@@ -73,6 +73,25 @@ impl LogKey {
         Ok(loaded)
     }
 
+    /// Reads a key from an open file (the supervisor hands the log task the key file as
+    /// an fd: the task's user cannot open it).
+    pub fn from_file(mut file: File, what: &Path) -> Result<LogKey, KeyError> {
+        use std::io::{Seek, SeekFrom};
+        let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_BYTES));
+        // The fd may have been read before (the same open file serves every restart).
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(|source| KeyError::Io { operation: "read", path: what.to_path_buf(), source })?;
+        if bytes.len() != KEY_BYTES {
+            return Err(KeyError::Length { path: what.to_path_buf(), len: bytes.len() });
+        }
+        let mut key = [0u8; KEY_BYTES];
+        key.copy_from_slice(&bytes);
+        let loaded = LogKey::from_bytes(key);
+        zeroize::Zeroize::zeroize(&mut key);
+        Ok(loaded)
+    }
+
     /// Creates a new random key file (mode 0600, never overwriting) and returns the key.
     pub fn create(path: &Path) -> Result<LogKey, KeyError> {
         let io = |operation, source| KeyError::Io { operation, path: path.to_path_buf(), source };

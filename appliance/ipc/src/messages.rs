@@ -41,6 +41,22 @@ pub enum FlowMessage {
     Flow { record: String },
 }
 
+/// Sink (later: detect) → log task. Events must not be lost: each carries a sequence
+/// number, stays in the sender's [`crate::AckWindow`] until acknowledged, and is sent again
+/// after a reconnect; the log task drops sequence numbers it has already written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum EventMessage {
+    /// One event record (JSON object text, without integrity fields).
+    Event { seq: u64, record: String },
+}
+
+/// Log task → event sender: everything up to `seq` is written and fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAck {
+    pub seq: u64,
+}
+
 /// Pipeline counters a task reports; each task fills what it knows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineCounters {
@@ -54,6 +70,10 @@ pub struct PipelineCounters {
     pub flows_dropped: u64,
     /// Flows received (sink).
     pub flows_received: u64,
+    /// Events handed to the log task and acknowledged (sink).
+    pub events_acked: u64,
+    /// Events written to the signed log (log task).
+    pub events_logged: u64,
     /// Packets the XDP program passed, dropped, found malformed, lost to a full ring.
     pub xdp_passed: u64,
     pub xdp_dropped: u64,
