@@ -325,20 +325,8 @@ impl EventSender {
             }
         }
         let mut chunk = [0u8; 4096];
-        loop {
-            match stream.read(&mut chunk) {
-                Ok(0) => {
-                    broken = true;
-                    break;
-                }
-                Ok(n) => self.decoder.push(&chunk[..n]),
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    broken = true;
-                    break;
-                }
-            }
-        }
+        let (_, open) = read_available(stream, &mut self.decoder, &mut chunk);
+        broken |= !open;
         while let Ok(Some(EventAck { seq })) = self.decoder.next_message::<EventAck>() {
             let before = self.window.unacknowledged().count();
             self.window.ack(seq);
@@ -396,24 +384,8 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
                 return true;
             }
             // Read what is there; at the end of the stream, still decode what was read.
-            let mut open = true;
-            loop {
-                match stream.read(&mut buffer) {
-                    Ok(0) => {
-                        open = false;
-                        break;
-                    }
-                    Ok(n) => {
-                        busy = true;
-                        decoder.push(&buffer[..n]);
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
+            let (read, open) = read_available(stream, decoder, &mut buffer);
+            busy |= read;
             loop {
                 match decoder.next_message::<FlowMessage>() {
                     Ok(Some(FlowMessage::Flow { record })) => {
@@ -508,7 +480,8 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    // The sink stops after us? No: capture, then sink, then log. Take what is left.
+    // Shutdown order is capture, sink, log: the sink has handed over everything it had.
+    // Take what is still in the socket.
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut last_delivered, &mut counters, &mut buffer)? {}
     writer.sync().context("failed to fsync the event log")?;
@@ -543,24 +516,8 @@ fn serve_events(
         }
     }
     let Some((stream, decoder)) = connection.as_mut() else { return Ok(busy) };
-    let mut open = true;
-    loop {
-        match stream.read(buffer) {
-            Ok(0) => {
-                open = false;
-                break;
-            }
-            Ok(n) => {
-                busy = true;
-                decoder.push(&buffer[..n]);
-            }
-            Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-            Err(_) => {
-                open = false;
-                break;
-            }
-        }
-    }
+    let (read, mut open) = read_available(stream, decoder, buffer);
+    busy |= read;
     let mut newest = None;
     loop {
         match decoder.next_message::<EventMessage>() {
@@ -598,4 +555,21 @@ fn serve_events(
         *connection = None;
     }
     Ok(busy)
+}
+
+/// Reads everything a non-blocking stream has into `decoder`; returns whether anything
+/// was read and whether the stream is still open (false at its end or on an error).
+fn read_available(stream: &mut UnixStream, decoder: &mut FrameDecoder, buffer: &mut [u8]) -> (bool, bool) {
+    let mut read = false;
+    loop {
+        match stream.read(buffer) {
+            Ok(0) => return (read, false),
+            Ok(n) => {
+                read = true;
+                decoder.push(&buffer[..n]);
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return (read, true),
+            Err(_) => return (read, false),
+        }
+    }
 }

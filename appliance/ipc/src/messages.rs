@@ -37,7 +37,8 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum FlowMessage {
-    /// One finished flow as a JSONL record (the `mldefender flows` format).
+    /// One finished flow as an event record (JSON object text, placeholder verdict),
+    /// for the sink to decide on and hand to the log task.
     Flow { record: String },
 }
 
