@@ -24,6 +24,17 @@ fn log_key(config: &Config) -> anyhow::Result<LogKey> {
     Ok(LogKey::load(path)?)
 }
 
+/// The writer settings of `[log]`.
+pub(crate) fn writer_config(config: &Config) -> WriterConfig {
+    WriterConfig {
+        max_file_bytes: config.log.max_file_bytes,
+        rotate_daily: config.log.rotate_daily,
+        sync_every_records: config.log.sync_every_records,
+        sync_interval: config.log.sync_interval,
+        ..WriterConfig::new(config.log.dir.clone(), config.log.node.clone())
+    }
+}
+
 /// The offline pipeline in one process: captures → flows → (placeholder) verdict →
 /// signed event log. Deterministic: times come from the packets.
 pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
@@ -42,13 +53,7 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
             return Ok(Exit::Config);
         }
     };
-    let writer_config = WriterConfig {
-        dir: config.log.dir.clone(),
-        node: config.log.node.clone(),
-        max_file_bytes: config.log.max_file_bytes,
-        sync_every_records: config.log.sync_every_records,
-    };
-    let mut writer = LogWriter::open(writer_config, key).context("failed to open the event log")?;
+    let mut writer = LogWriter::open(writer_config(&config), key).context("failed to open the event log")?;
     let first_seq = writer.last_seq() + 1;
     let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();

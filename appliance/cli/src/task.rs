@@ -18,7 +18,7 @@ use mld_flow::{FlowRecord, FlowTable};
 use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, SupervisorMessage, TaskMessage};
 use tracing::{info, warn};
 
-use mld_eventlog::{build_event, EventContext, LogKey, LogWriter, Verdict, WriterConfig};
+use mld_eventlog::{build_event, Delivery, EventContext, LogKey, LogWriter, Verdict, WriterError};
 use mld_ipc::{is_new, AckWindow, EventAck, EventMessage};
 
 use crate::exit::Exit;
@@ -130,7 +130,9 @@ struct FlowSender {
     stream: Option<UnixStream>,
     next_attempt: Instant,
     outbox: Outbox<String>,
+    /// Encoded frames, and how many of their bytes are already written to the stream.
     buffer: Vec<u8>,
+    written: usize,
     sent: u64,
     lost_on_disconnect: u64,
 }
@@ -153,28 +155,47 @@ impl FlowSender {
                 self.sent += 1;
             }
         }
-        while !self.buffer.is_empty() {
-            match stream.write(&self.buffer) {
+        while self.written < self.buffer.len() {
+            match stream.write(&self.buffer[self.written..]) {
                 Ok(0) => break,
-                Ok(n) => {
-                    self.buffer.drain(..n);
-                }
+                Ok(n) => self.written += n,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => {
-                    // The sink went away (it restarts): what was in flight is lost, counted.
-                    self.lost_on_disconnect += 1;
-                    self.buffer.clear();
+                    // The sink went away (it restarts). A frame cut in the middle is lost
+                    // (counted); whole frames not yet written go to the next connection.
+                    if self.written > 0 {
+                        let head = frame_length(&self.buffer);
+                        self.buffer.drain(..head);
+                        self.lost_on_disconnect += 1;
+                        self.written = 0;
+                    }
                     self.stream = None;
                     self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
                     break;
                 }
             }
         }
+        // Drop the frames written completely; keep a partly written one whole.
+        let mut complete = 0;
+        while complete < self.buffer.len() && complete + frame_length(&self.buffer[complete..]) <= self.written {
+            complete += frame_length(&self.buffer[complete..]);
+        }
+        if complete > 0 {
+            self.buffer.drain(..complete);
+            self.written -= complete;
+        }
     }
 
     fn idle(&self) -> bool {
         self.outbox.is_empty() && self.buffer.is_empty()
     }
+}
+
+/// The length of the frame at the start of `bytes` (its 4-byte big-endian length prefix
+/// and body), as `mld_ipc::write_frame` writes it.
+fn frame_length(bytes: &[u8]) -> usize {
+    let prefix: [u8; 4] = bytes[..4].try_into().expect("a frame starts with its length");
+    4 + u32::from_be_bytes(prefix) as usize
 }
 
 fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
@@ -204,6 +225,7 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
         next_attempt: Instant::now(),
         outbox: Outbox::new(OUTBOX_CAPACITY),
         buffer: Vec::new(),
+        written: 0,
         sent: 0,
         lost_on_disconnect: 0,
     };
@@ -284,6 +306,18 @@ struct EventSender {
     window: AckWindow<String>,
     buffer: Vec<u8>,
     acked: u64,
+    /// This sink run's id: the log task keeps sequence numbers per stream.
+    stream_id: u64,
+}
+
+/// A random id for this process's event stream.
+fn new_stream_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 impl EventSender {
@@ -300,6 +334,7 @@ impl EventSender {
                     let _ = stream.set_nonblocking(true);
                     // A new connection: everything not yet acknowledged goes again.
                     self.buffer.clear();
+                    let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Hello { stream: self.stream_id });
                     for (seq, record) in self.window.unacknowledged() {
                         let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq: *seq, record: record.clone() });
                     }
@@ -358,6 +393,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
         window: AckWindow::new(EVENT_WINDOW),
         buffer: Vec::new(),
         acked: 0,
+        stream_id: new_stream_id(),
     };
     control.ready();
     info!("sink task ready");
@@ -455,22 +491,18 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     listener.set_nonblocking(true)?;
     let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
     let producer_uid: u32 = std::env::var("MLD_SINK_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_SINK_UID is not set")?;
-    let writer_config = WriterConfig {
-        dir: config.log.dir.clone(),
-        node: config.log.node.clone(),
-        max_file_bytes: config.log.max_file_bytes,
-        sync_every_records: u32::MAX,
-    };
-    let mut writer = LogWriter::open(writer_config, key).context("failed to open the event log")?;
-    let mut connection: Option<(UnixStream, FrameDecoder)> = None;
-    let mut last_delivered = 0u64;
+    let mut writer = LogWriter::open(crate::log::writer_config(config), key).context("failed to open the event log")?;
+    let mut connection: Option<EventConnection> = None;
+    // Where the log ends in the producer's stream, read back from the log itself, so a
+    // restart of this task neither duplicates nor loses what the sink sends again.
+    let mut delivered = writer.last_delivery().unwrap_or(Delivery { stream: 0, seq: 0 });
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
     control.ready();
     info!(dir = %config.log.dir.display(), "log task ready");
     let mut buffer = [0u8; 65536];
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
-        let mut busy = serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut last_delivered, &mut counters, &mut buffer)?;
+        let mut busy = serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut delivered, &mut counters, &mut buffer)?;
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
@@ -483,7 +515,7 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     // Shutdown order is capture, sink, log: the sink has handed over everything it had.
     // Take what is still in the socket.
     let deadline = Instant::now() + DRAIN_DEADLINE;
-    while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut last_delivered, &mut counters, &mut buffer)? {}
+    while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut delivered, &mut counters, &mut buffer)? {}
     writer.sync().context("failed to fsync the event log")?;
     control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
     control.send(&TaskMessage::Counters(counters));
@@ -491,14 +523,21 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     Ok(Exit::Success)
 }
 
+/// The sink's connection: its stream id once it said hello.
+struct EventConnection {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    producer: Option<u64>,
+}
+
 /// One pass: accept the sink, read its events, write and fsync them, acknowledge.
 /// Returns whether anything happened.
 fn serve_events(
     listener: &UnixListener,
     producer_uid: u32,
-    connection: &mut Option<(UnixStream, FrameDecoder)>,
+    connection: &mut Option<EventConnection>,
     writer: &mut LogWriter,
-    last_delivered: &mut u64,
+    delivered: &mut Delivery,
     counters: &mut PipelineCounters,
     buffer: &mut [u8],
 ) -> anyhow::Result<bool> {
@@ -508,30 +547,41 @@ fn serve_events(
             Ok(credentials) if credentials.uid() == producer_uid => {
                 let _ = stream.set_nonblocking(true);
                 // The newest connection replaces an older one (the sink reconnected).
-                *connection = Some((stream, FrameDecoder::default()));
+                *connection = Some(EventConnection { stream, decoder: FrameDecoder::default(), producer: None });
                 busy = true;
             }
             Ok(credentials) => warn!(uid = credentials.uid(), "refused an event connection from a process that is not the sink"),
             Err(error) => warn!(error = %error, "refused an event connection without peer credentials"),
         }
     }
-    let Some((stream, decoder)) = connection.as_mut() else { return Ok(busy) };
+    let Some(EventConnection { stream, decoder, producer }) = connection.as_mut() else { return Ok(busy) };
     let (read, mut open) = read_available(stream, decoder, buffer);
     busy |= read;
     let mut newest = None;
     loop {
         match decoder.next_message::<EventMessage>() {
+            Ok(Some(EventMessage::Hello { stream: id })) => {
+                if id != delivered.stream {
+                    // A new run of the sink: its sequence numbers start again.
+                    info!(stream = format_args!("{id:016x}"), "a new event stream");
+                    *delivered = Delivery { stream: id, seq: 0 };
+                }
+                *producer = Some(id);
+            }
             Ok(Some(EventMessage::Event { seq, record })) => {
+                if *producer != Some(delivered.stream) {
+                    warn!("an event before the stream's hello; dropping the connection");
+                    open = false;
+                    break;
+                }
                 newest = Some(seq);
-                if !is_new(last_delivered, seq) {
+                if !is_new(&mut delivered.seq, seq) {
                     continue;
                 }
-                match serde_json::from_str::<serde_json::Value>(&record) {
-                    Ok(serde_json::Value::Object(record)) => {
-                        writer.append(&record).context("failed to write the event log")?;
-                        counters.events_logged += 1;
-                    }
-                    _ => warn!(seq, "an event that is not a JSON object was dropped"),
+                match writer.append_json(&record, Some(Delivery { stream: delivered.stream, seq })) {
+                    Ok(_) => counters.events_logged += 1,
+                    Err(WriterError::Body(error)) => warn!(seq, error = %error, "an event was dropped"),
+                    Err(error) => return Err(error).context("failed to write the event log"),
                 }
             }
             Ok(None) => break,

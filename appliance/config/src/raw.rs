@@ -30,8 +30,12 @@ pub struct RawLog {
     pub create_key: bool,
     /// Rotate when a file reaches this size. Bytes.
     pub max_file_bytes: i64,
-    /// fsync after this many records (group commit).
+    /// Also rotate when the local calendar day changes.
+    pub rotate_daily: bool,
+    /// Group commit: fsync after this many records...
     pub sync_every_records: i64,
+    /// ...or when the oldest unsynced record is this old. Milliseconds.
+    pub sync_interval_ms: i64,
 }
 
 impl Default for RawLog {
@@ -42,7 +46,9 @@ impl Default for RawLog {
             key_file: "/var/lib/mldefender/keys/log.key".to_string(),
             create_key: true,
             max_file_bytes: 64 << 20,
+            rotate_daily: true,
             sync_every_records: 64,
+            sync_interval_ms: 200,
         }
     }
 }

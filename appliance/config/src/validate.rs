@@ -36,7 +36,9 @@ pub struct LogConfig {
     pub key_file: PathBuf,
     pub create_key: bool,
     pub max_file_bytes: u64,
+    pub rotate_daily: bool,
     pub sync_every_records: u32,
+    pub sync_interval: Duration,
 }
 
 /// What the supervisor sets up on the machine before the data plane (init duties).
@@ -510,6 +512,8 @@ fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
         key_file: PathBuf::from(&raw.key_file),
         create_key: raw.create_key,
         max_file_bytes: in_range(raw.max_file_bytes, 4096, 1 << 40, "log.max-file-bytes", errors),
+        rotate_daily: raw.rotate_daily,
         sync_every_records: in_range(raw.sync_every_records, 1, 1_000_000, "log.sync-every-records", errors) as u32,
+        sync_interval: Duration::from_millis(in_range(raw.sync_interval_ms, 1, 60_000, "log.sync-interval-ms", errors)),
     }
 }

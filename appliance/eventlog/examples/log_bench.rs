@@ -1,11 +1,15 @@
 //! Event-log benchmarks (numbers, not tests; see docs/benchmarks.md).
 //!
-//!   log_bench throughput N SYNC_EVERY   records/s: serialize; serialize + HMAC; + write (+ fsync policy)
+//!   log_bench throughput N SYNC_EVERY [wait]
+//!       records/s: serialize; serialize + HMAC; + write with group commit every SYNC_EVERY
+//!       records (the fsync runs beside the writer, as the writer does by default), or with
+//!       `wait`, the writer waiting for each fsync (every SYNC_EVERY records durable before
+//!       the next is written)
 //!   log_bench memory N                  resident memory every N/20 records while writing N records
 //!
 //! The record is a realistic event: a TCP flow's 127 fields.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mld_eventlog::{build_event, EventContext, LogKey, LogWriter, Sealer, Verdict, WriterConfig, GENESIS_TAG};
 use mld_flow::{FlowRecord, FlowTable, FlowTableConfig};
@@ -46,6 +50,7 @@ fn main() {
     let mode = args.get(1).map(String::as_str).unwrap_or("throughput");
     let count: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     let sync_every: u32 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(64);
+    let wait = args.get(4).is_some_and(|mode| mode == "wait");
     let flow = sample_flow();
     let windows = [10u64, 60];
     let context = EventContext { node: "bench", deployment: "bench", software_version: "0.1.0", config_sha256: "00", model_sha256: None, windows_secs: &windows };
@@ -56,33 +61,40 @@ fn main() {
         "throughput" => {
             let started = Instant::now();
             let mut bytes = 0usize;
+            let mut buffer = Vec::with_capacity(8192);
             for _ in 0..count {
-                bytes += serde_json::to_string(std::hint::black_box(&record)).expect("serialize").len();
+                buffer.clear();
+                serde_json::to_writer(&mut buffer, std::hint::black_box(&record)).expect("serialize");
+                bytes += buffer.len();
             }
             let serialize = count as f64 / started.elapsed().as_secs_f64();
             let mut sealer = Sealer::new("bench", LogKey::from_bytes([5; 32]), 0, GENESIS_TAG);
-            let mut line = String::with_capacity(8192);
+            let mut line = Vec::with_capacity(8192);
             let started = Instant::now();
             for _ in 0..count {
                 line.clear();
                 sealer.seal(std::hint::black_box(&record), &mut line);
             }
             let sealed = count as f64 / started.elapsed().as_secs_f64();
-            let config = WriterConfig { dir: dir.path().to_path_buf(), node: "bench".to_string(), max_file_bytes: 1 << 30, sync_every_records: sync_every };
+            let config = WriterConfig { max_file_bytes: 1 << 30, sync_every_records: sync_every, sync_interval: Duration::from_secs(3600), ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string()) };
             let mut writer = LogWriter::open(config, LogKey::from_bytes([5; 32])).expect("writer");
             let started = Instant::now();
-            for _ in 0..count {
+            for index in 1..=count {
                 writer.append(&record).expect("append");
+                if wait && index % u64::from(sync_every) == 0 {
+                    writer.sync().expect("sync");
+                }
             }
             writer.sync().expect("sync");
             let written = count as f64 / started.elapsed().as_secs_f64();
             println!("record bytes {}", bytes / count as usize);
             println!("serialize only          {serialize:>12.0} records/s");
             println!("serialize + HMAC chain  {sealed:>12.0} records/s");
-            println!("+ write, fsync every {sync_every:<6} {written:>12.0} records/s");
+            let how = if wait { "waiting for" } else { "group commit," };
+            println!("+ write, {how} fsync every {sync_every} records: {written:.0} records/s");
         }
         "memory" => {
-            let config = WriterConfig { dir: dir.path().to_path_buf(), node: "bench".to_string(), max_file_bytes: 256 << 20, sync_every_records: 1024 };
+            let config = WriterConfig { max_file_bytes: 256 << 20, sync_every_records: 1024, ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string()) };
             let mut writer = LogWriter::open(config, LogKey::from_bytes([5; 32])).expect("writer");
             let step = (count / 20).max(1);
             println!("records,resident_mib");

@@ -251,6 +251,9 @@ pub fn json_schema(windows_secs: &[u64]) -> Value {
         properties.insert(name.to_string(), serde_json::json!({ "type": kind, "description": description }));
     }
     let required: Vec<Value> = properties.keys().map(|name| Value::from(name.as_str())).collect();
+    // Written by the log task only (not by `replay`): where the event came from.
+    properties.insert("delivery_stream".to_string(), serde_json::json!({ "type": "string", "description": "Present on events the log task wrote: random id (16 hex digits) of the pipeline run that delivered the event. Absent in `replay` output." }));
+    properties.insert("delivery_seq".to_string(), serde_json::json!({ "type": "integer", "description": "Present on events the log task wrote: the event's sequence number in that delivery stream; lets the log task resume after a restart without duplicating or losing events. Absent in `replay` output." }));
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "ml-defender event record",

@@ -18,7 +18,7 @@ fn event(n: u64) -> serde_json::Map<String, serde_json::Value> {
 
 /// A log of `events` events for `node` in `dir`, rotated every ~2 KiB.
 fn write_log(dir: &Path, node: &str, events: u64, key: [u8; 32]) {
-    let config = WriterConfig { dir: dir.to_path_buf(), node: node.to_string(), max_file_bytes: 2048, sync_every_records: 16 };
+    let config = WriterConfig { max_file_bytes: 2048, sync_every_records: 16, rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), node.to_string()) };
     let mut writer = LogWriter::open(config, LogKey::from_bytes(key)).expect("open writer");
     for n in 0..events {
         writer.append(&event(n)).expect("append");
@@ -208,4 +208,84 @@ fn a_partial_line_after_a_crash_is_quarantined_and_the_chain_continues() {
     assert!(quarantine.contains("ev-cut") && quarantine.contains("partial line after a crash"), "{quarantine}");
     let newest = files(dir.path()).pop().expect("a file");
     assert!(std::fs::read_to_string(newest).expect("read").lines().nth(1).expect("record").contains("\"type\":\"recovery\""));
+}
+
+/// The test clock for daily rotation: seconds since the epoch, moved by the test.
+static CLOCK_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn test_clock() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(CLOCK_SECS.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[test]
+fn a_new_local_day_starts_a_new_file_and_the_chain_runs_across_it() {
+    use std::sync::atomic::Ordering;
+    // 2026-11-25 12:00 UTC: noon, so the local day is the same calendar day in any zone
+    // within ±11 h of UTC and changes 24 h later.
+    let noon = 1_795_608_000;
+    CLOCK_SECS.store(noon, Ordering::SeqCst);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = WriterConfig { clock: test_clock, ..WriterConfig::new(dir.path().to_path_buf(), "node-a".to_string()) };
+    let mut writer = LogWriter::open(config, LogKey::from_bytes(KEY)).expect("open writer");
+    for n in 0..5 {
+        writer.append(&event(n)).expect("append");
+    }
+    assert_eq!(files(dir.path()).len(), 1, "one file within one day");
+    CLOCK_SECS.store(noon + 86_400, Ordering::SeqCst);
+    for n in 5..10 {
+        writer.append(&event(n)).expect("append");
+    }
+    writer.sync().expect("sync");
+    let written = files(dir.path());
+    assert_eq!(written.len(), 2, "the next day's records start a new file");
+    let second = lines(&written[1]);
+    assert!(second[0].contains("\"type\":\"header\""), "the new file starts with a header");
+    assert!(second[1].contains("\"event_id\":\"ev-5\""), "the first record of the new day is in the new file");
+    let summary = verify_dir(dir.path()).expect("the chain runs across the day's rotation");
+    assert_eq!((summary.files, summary.first_seq), (2, 1));
+}
+
+#[test]
+fn json_text_seals_like_the_same_map_and_non_objects_are_refused() {
+    let from_map = tempfile::tempdir().expect("temp dir");
+    let from_text = tempfile::tempdir().expect("temp dir");
+    let open = |dir: &Path| LogWriter::open(WriterConfig { rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), "node-a".to_string()) }, LogKey::from_bytes(KEY)).expect("open writer");
+    let mut a = open(from_map.path());
+    let mut b = open(from_text.path());
+    for n in 0..3 {
+        a.append(&event(n)).expect("append");
+        b.append_json(&serde_json::Value::Object(event(n)).to_string(), None).expect("append JSON text");
+    }
+    for bad in ["[1,2]", "\"text\"", "{\"a\":1", "{\"a\":\n1}", "{\"a\":1}{\"b\":2}"] {
+        let error = b.append_json(bad, None).expect_err(bad);
+        assert!(error.to_string().contains("one JSON object on one line"), "{bad}: {error}");
+    }
+    a.sync().expect("sync");
+    b.sync().expect("sync");
+    assert_eq!(b.durable_seq(), b.last_seq(), "sync returns when everything appended is on disk");
+    assert_eq!(lines(&files(from_map.path())[0]), lines(&files(from_text.path())[0]), "byte-identical lines, refused bodies left no trace");
+}
+
+#[test]
+fn the_last_delivery_is_read_back_from_the_log_across_restarts() {
+    use mld_eventlog::Delivery;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = || WriterConfig { max_file_bytes: 2048, rotate_daily: false, ..WriterConfig::new(dir.path().to_path_buf(), "node-a".to_string()) };
+    let mut writer = LogWriter::open(config(), LogKey::from_bytes(KEY)).expect("open writer");
+    assert_eq!(writer.last_delivery(), None, "a new log has no delivery");
+    for seq in 1..=40 {
+        let text = serde_json::Value::Object(event(seq)).to_string();
+        writer.append_json(&text, Some(Delivery { stream: 0xabc, seq })).expect("append");
+    }
+    writer.append(&event(99)).expect("an event without delivery (e.g. from replay)");
+    drop(writer);
+    // Two restarts without events: the newest files hold only headers.
+    drop(LogWriter::open(config(), LogKey::from_bytes(KEY)).expect("reopen"));
+    let reopened = LogWriter::open(config(), LogKey::from_bytes(KEY)).expect("reopen");
+    assert_eq!(reopened.last_delivery(), Some(Delivery { stream: 0xabc, seq: 40 }), "found behind the header-only files");
+    drop(reopened);
+    let first = lines(&files(dir.path())[1]);
+    let record: serde_json::Value = serde_json::from_str(&first[1]).expect("JSON");
+    assert_eq!((record["delivery_stream"].as_str(), record["delivery_seq"].as_u64()), (Some("0000000000000abc"), Some(record["event_id"].as_str().and_then(|id| id.strip_prefix("ev-")).and_then(|n| n.parse().ok()).expect("id"))));
+    verify_dir(dir.path()).expect("delivery fields are signed like the rest");
 }

@@ -48,6 +48,9 @@ pub enum FlowMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum EventMessage {
+    /// The first message on every connection: the sender's run (a random id chosen at
+    /// its start). Sequence numbers count within a stream; a new stream starts again at 1.
+    Hello { stream: u64 },
     /// One event record (JSON object text, without integrity fields).
     Event { seq: u64, record: String },
 }
