@@ -16,8 +16,16 @@ use mld_flow::FlowRecord;
 const IDENTITY: [&str; 7] = ["Flow ID", "Src IP", "Src Port", "Dst IP", "Dst Port", "Protocol", "Timestamp"];
 const OURS: [&str; 7] =
     ["ip_version", "first_seen_us", "last_seen_us", "end_reason", "fwd_ip_bytes", "bwd_ip_bytes", "ifindex"];
-const WINDOW: [&str; 6] =
-    ["distinct_dst_addrs", "distinct_dst_ports", "new_flows_per_sec", "syn_without_ack_ratio", "rst_ratio", "saturated"];
+const WINDOW: [&str; 8] = [
+    "distinct_dst_addrs",
+    "distinct_dst_ports",
+    "new_flows_per_sec",
+    "packets_per_sec",
+    "bytes_per_sec",
+    "syn_without_ack_ratio",
+    "rst_ratio",
+    "saturated",
+];
 
 /// Writes flow records in one format.
 pub struct FlowWriter<W: Write> {
@@ -115,6 +123,8 @@ impl<W: Write> FlowWriter<W> {
                     line.integer(prefixes, u64::from(window.distinct_dst_addrs));
                     line.integer(prefixes, u64::from(window.distinct_dst_ports));
                     line.number(prefixes, window.new_flows_per_sec);
+                    line.number(prefixes, window.packets_per_sec);
+                    line.number(prefixes, window.bytes_per_sec);
                     line.number(prefixes, window.syn_without_ack_ratio);
                     line.number(prefixes, window.rst_ratio);
                     line.boolean(prefixes, window.saturated);

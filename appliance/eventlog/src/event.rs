@@ -113,7 +113,7 @@ pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
         field("ip_version", "integer", "", None, "4 or 6."),
         field("community_id", "string", "", None, "Community ID v1 (seed 0); ICMP flows hash without type/code."),
         field("ifindex", "integer", "", None, "Interface of the flow's first packet; 0 for replay."),
-        field("flow_end_reason", "string", "", None, "idle-timeout, active-timeout, tcp-fin, tcp-rst, evicted or end-of-input."),
+        field("flow_end_reason", "string", "", None, "idle-timeout, active-timeout, tcp-fin, tcp-rst, evicted, end-of-input, or active (an interim record of a flow still open)."),
         field("fwd_ip_bytes", "integer", "bytes", None, "IP bytes sent by the initiator."),
         field("bwd_ip_bytes", "integer", "bytes", None, "IP bytes sent by the responder."),
     ];
@@ -125,6 +125,8 @@ pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
         fields.push(field(format!("src_{secs}s_distinct_dst_addrs"), "integer", "addresses", missing, format!("Distinct destinations of flows the source started in the last {secs} s.")));
         fields.push(field(format!("src_{secs}s_distinct_dst_ports"), "integer", "ports", missing, format!("Distinct destination ports of those flows ({secs} s).")));
         fields.push(field(format!("src_{secs}s_new_flows_per_sec"), "number", "flows/s", missing, format!("Flows the source started per second ({secs} s).")));
+        fields.push(field(format!("src_{secs}s_packets_per_sec"), "number", "packets/s", missing, format!("Packets of those flows, both directions, per second ({secs} s).")));
+        fields.push(field(format!("src_{secs}s_bytes_per_sec"), "number", "bytes/s", missing, format!("IP bytes of those flows, both directions, per second ({secs} s).")));
         fields.push(field(format!("src_{secs}s_syn_without_ack_ratio"), "number", "ratio", missing, format!("Share of TCP packets with SYN and not ACK in those flows ({secs} s).")));
         fields.push(field(format!("src_{secs}s_rst_ratio"), "number", "ratio", missing, format!("Share of TCP packets with RST in those flows ({secs} s).")));
         fields.push(field(format!("src_{secs}s_saturated"), "boolean", "", missing, format!("A distinct count hit its bound ({secs} s).")));
@@ -196,6 +198,8 @@ pub fn build_event(flow: &FlowRecord, verdict: &Verdict, context: &EventContext<
         put(&format!("src_{secs}s_distinct_dst_addrs"), window.map_or(Value::Null, |w| w.distinct_dst_addrs.into()));
         put(&format!("src_{secs}s_distinct_dst_ports"), window.map_or(Value::Null, |w| w.distinct_dst_ports.into()));
         put(&format!("src_{secs}s_new_flows_per_sec"), window.map_or(Value::Null, |w| number(w.new_flows_per_sec)));
+        put(&format!("src_{secs}s_packets_per_sec"), window.map_or(Value::Null, |w| number(w.packets_per_sec)));
+        put(&format!("src_{secs}s_bytes_per_sec"), window.map_or(Value::Null, |w| number(w.bytes_per_sec)));
         put(&format!("src_{secs}s_syn_without_ack_ratio"), window.map_or(Value::Null, |w| number(w.syn_without_ack_ratio)));
         put(&format!("src_{secs}s_rst_ratio"), window.map_or(Value::Null, |w| number(w.rst_ratio)));
         put(&format!("src_{secs}s_saturated"), window.map_or(Value::Null, |w| w.saturated.into()));

@@ -46,12 +46,16 @@ impl FlowKey {
     }
 
     pub fn ip(&self, side: Side) -> IpAddr {
-        let addr = self.endpoint(side).addr;
-        if self.ip_version == 6 {
-            IpAddr::from(addr)
-        } else {
-            IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
-        }
+        ip_of(self.endpoint(side).addr, self.ip_version)
+    }
+}
+
+/// The address in a key's 16 bytes (IPv4 in the first four).
+pub(crate) fn ip_of(addr: [u8; 16], ip_version: u8) -> IpAddr {
+    if ip_version == 6 {
+        IpAddr::from(addr)
+    } else {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
     }
 }
 

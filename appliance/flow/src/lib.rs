@@ -25,4 +25,4 @@ mod testing;
 pub use key::{FlowKey, Side};
 pub use record::{EndReason, FlowRecord};
 pub use stats::RunningStats;
-pub use table::{FlowTable, FlowTableConfig, FlowTableStats};
+pub use table::{FlowTable, FlowTableConfig, FlowTableStats, SourceReport};

@@ -121,6 +121,24 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         Some((key, value))
     }
 
+    /// The key of a live entry.
+    pub fn key(&self, handle: Handle) -> Option<K> {
+        let slot = self.slots.get(handle.index as usize)?;
+        (slot.generation == handle.generation && slot.value.is_some()).then_some(slot.key)
+    }
+
+    /// The live entry in slab slot `index` (any use order), for a scan that walks the
+    /// slots with a cursor; `None` for a free slot or past the end.
+    pub fn at(&self, index: usize) -> Option<Handle> {
+        let slot = self.slots.get(index)?;
+        slot.value.is_some().then_some(Handle { index: index as u32, generation: slot.generation })
+    }
+
+    /// Slots in the slab (live or free): the bound of an `at` scan.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The least recently used entry.
     pub fn oldest(&self) -> Option<Handle> {
         (self.oldest != NIL)

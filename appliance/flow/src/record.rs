@@ -21,16 +21,19 @@ pub enum EndReason {
     Evicted,
     /// The input ended (end of the capture files, or shutdown).
     EndOfInput,
+    /// Not ended: an interim record of a flow still open (live detection).
+    Active,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 6] = [
+    pub const ALL: [EndReason; 7] = [
         EndReason::IdleTimeout,
         EndReason::ActiveTimeout,
         EndReason::TcpFin,
         EndReason::TcpRst,
         EndReason::Evicted,
         EndReason::EndOfInput,
+        EndReason::Active,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl EndReason {
             EndReason::TcpRst => "tcp-rst",
             EndReason::Evicted => "evicted",
             EndReason::EndOfInput => "end-of-input",
+            EndReason::Active => "active",
         }
     }
 }

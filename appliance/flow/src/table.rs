@@ -8,7 +8,7 @@ use crate::features::{FeatureParams, FlowAccumulator};
 use crate::key::{FlowKey, Side};
 use crate::lru::{Handle, LruMap};
 use crate::record::{EndReason, FlowRecord};
-use crate::window::{WindowAggregator, WindowConfig, WindowStats};
+use crate::window::{WindowAggregator, WindowConfig, WindowSnapshot, WindowStats};
 
 /// Timeouts and bounds of the flow table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,8 @@ struct FlowEntry {
     fin_from_responder: bool,
     /// Set once FIN from both sides or RST was seen.
     closing: Option<EndReason>,
+    /// When the last interim record of this flow was taken (0: never).
+    last_interim_ns: u64,
 }
 
 /// Bidirectional flows keyed canonically; time is the packets' timestamps.
@@ -73,6 +75,8 @@ pub struct FlowTable {
     closing: VecDeque<(u64, Handle)>,
     windows: WindowAggregator,
     now_ns: u64,
+    /// Where the next [`FlowTable::interim`] scan starts.
+    interim_cursor: usize,
     stats: FlowTableStats,
 }
 
@@ -80,7 +84,7 @@ impl FlowTable {
     pub fn new(config: FlowTableConfig) -> FlowTable {
         let flows = LruMap::new(config.max_flows.max(1));
         let windows = WindowAggregator::new(config.windows.clone());
-        FlowTable { config, flows, closing: VecDeque::new(), windows, now_ns: 0, stats: FlowTableStats::default() }
+        FlowTable { config, flows, closing: VecDeque::new(), windows, now_ns: 0, interim_cursor: 0, stats: FlowTableStats::default() }
     }
 
     pub fn config(&self) -> &FlowTableConfig {
@@ -147,6 +151,7 @@ impl FlowTable {
                     fin_from_initiator: false,
                     fin_from_responder: false,
                     closing: None,
+                    last_interim_ns: 0,
                 };
                 (self.flows.insert(key, entry), true)
             }
@@ -175,7 +180,8 @@ impl FlowTable {
         }
         let source = key.endpoint(initiator);
         let destination = key.endpoint(initiator.other());
-        self.windows.observe((source.addr, key.ip_version), (destination.addr, destination.port), packet, new_flow);
+        let hint = (u64::from(handle.index) << 32) | u64::from(handle.generation);
+        self.windows.observe((source.addr, key.ip_version), (destination.addr, destination.port), packet, new_flow, hint);
     }
 
     /// Moves time forward without a packet (live capture calls this on a timer), ending
@@ -213,11 +219,15 @@ impl FlowTable {
     fn export(&mut self, handle: Handle, reason: EndReason, finished: &mut Vec<FlowRecord>) {
         let Some((key, entry)) = self.flows.remove(handle) else { return };
         self.stats.flows_exported += 1;
+        finished.push(self.record(&key, &entry, reason));
+    }
+
+    fn record(&self, key: &FlowKey, entry: &FlowEntry, reason: EndReason) -> FlowRecord {
         let initiator = entry.initiator;
         let responder = initiator.other();
         let accumulator = &entry.accumulator;
         let source = key.endpoint(initiator);
-        finished.push(FlowRecord {
+        FlowRecord {
             src_ip: key.ip(initiator),
             src_port: source.port,
             dst_ip: key.ip(responder),
@@ -232,8 +242,74 @@ impl FlowTable {
             ifindex: entry.ifindex,
             features: accumulator.features(),
             source_windows: self.windows.snapshot((source.addr, key.ip_version), self.now_ns),
-        });
+        }
     }
+
+    /// Live capture: list the sources that have packets, for [`FlowTable::active_sources`].
+    pub fn track_active_sources(&mut self) {
+        self.windows.set_track_active(true);
+    }
+
+    /// The sources active since the last call whose aggregates pass `keep` (at most
+    /// `limit`), each with an interim record of its latest flow when that flow is
+    /// still in the table. Detection reads floods and scans this way within a tick,
+    /// without waiting for flows to end.
+    pub fn active_sources(&mut self, limit: usize, keep: impl Fn(&[WindowSnapshot]) -> bool) -> Vec<SourceReport> {
+        let activity = self.windows.take_active(self.now_ns, limit, keep);
+        activity
+            .into_iter()
+            .map(|active| {
+                let handle = Handle { index: (active.latest_flow >> 32) as u32, generation: active.latest_flow as u32 };
+                let latest_flow = self.flows.key(handle).and_then(|key| self.flows.get(handle).map(|entry| self.record(&key, entry, EndReason::Active)));
+                let (addr, version) = active.source;
+                SourceReport { src_ip: crate::key::ip_of(addr, version), at_ns: self.now_ns, windows: active.windows, latest_flow }
+            })
+            .collect()
+    }
+
+    /// Interim records of flows still open: each flow at least `min_age_ns` old gets one
+    /// at most every `every_ns`; at most `limit` per call, resuming where the last call
+    /// stopped, so long flows (slow attacks, long floods) are seen before they end.
+    pub fn interim(&mut self, min_age_ns: u64, every_ns: u64, limit: usize, out: &mut Vec<FlowRecord>) {
+        let slots = self.flows.slots();
+        let now_ns = self.now_ns;
+        let mut taken = 0;
+        for _ in 0..slots {
+            if taken >= limit {
+                break;
+            }
+            if self.interim_cursor >= slots {
+                self.interim_cursor = 0;
+            }
+            let index = self.interim_cursor;
+            self.interim_cursor += 1;
+            let Some(handle) = self.flows.at(index) else { continue };
+            let Some(entry) = self.flows.get(handle) else { continue };
+            let due = entry.closing.is_none()
+                && now_ns.saturating_sub(entry.accumulator.first_ts_ns()) >= min_age_ns
+                && now_ns.saturating_sub(entry.last_interim_ns) >= every_ns;
+            if !due {
+                continue;
+            }
+            let key = self.flows.key(handle).expect("a live handle has a key");
+            out.push(self.record(&key, entry, EndReason::Active));
+            taken += 1;
+            if let Some(entry) = self.flows.get_mut(handle) {
+                entry.last_interim_ns = now_ns;
+            }
+        }
+    }
+}
+
+/// A source active in the last tick: its aggregates and its latest flow so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceReport {
+    pub src_ip: std::net::IpAddr,
+    /// Time of the report (the table's clock), ns.
+    pub at_ns: u64,
+    pub windows: Vec<WindowSnapshot>,
+    /// An interim record (end reason `active`) of the source's latest flow.
+    pub latest_flow: Option<FlowRecord>,
 }
 
 /// A TCP SYN without ACK: a new connection on a reused 5-tuple.

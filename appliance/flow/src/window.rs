@@ -4,7 +4,7 @@
 //! For each configured window W and each source (a flow's initiator address) we keep
 //! ten buckets of W/10 each, so a window is W at a resolution of W/10:
 //! - distinct destination addresses and ports of the flows the source started;
-//! - the rate of flows it started;
+//! - the rate of flows it started, and of packets and IP bytes in them (both directions);
 //! - among TCP packets of those flows (both directions): the share with SYN set and
 //!   ACK clear, and the share with RST set.
 //!
@@ -14,7 +14,7 @@
 
 use mld_packet::{tcp_flags, PacketRecord};
 
-use crate::lru::LruMap;
+use crate::lru::{Handle, LruMap};
 
 const BUCKETS: usize = 10;
 
@@ -46,6 +46,10 @@ pub struct WindowSnapshot {
     pub distinct_dst_ports: u32,
     /// Flows the source started, per second of window.
     pub new_flows_per_sec: f64,
+    /// Packets of flows the source started (both directions), per second of window.
+    pub packets_per_sec: f64,
+    /// IP bytes of flows the source started (both directions), per second of window.
+    pub bytes_per_sec: f64,
     /// Share of TCP packets with SYN set and ACK clear, in flows the source started.
     pub syn_without_ack_ratio: f64,
     /// Share of TCP packets with RST set, in flows the source started.
@@ -64,6 +68,8 @@ pub struct WindowStats {
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
     new_flows: u32,
+    packets: u32,
+    bytes: u64,
     tcp_packets: u32,
     syn_without_ack: u32,
     rst: u32,
@@ -152,6 +158,8 @@ impl SourceWindow {
         for age in 0..BUCKETS.saturating_sub(stale) {
             let bucket = &self.buckets[(self.current + BUCKETS - age) % BUCKETS];
             total.new_flows += bucket.new_flows;
+            total.packets += bucket.packets;
+            total.bytes += bucket.bytes;
             total.tcp_packets += bucket.tcp_packets;
             total.syn_without_ack += bucket.syn_without_ack;
             total.rst += bucket.rst;
@@ -163,6 +171,8 @@ impl SourceWindow {
             distinct_dst_addrs: self.dst_addrs.count(now_ns, self.window_ns),
             distinct_dst_ports: self.dst_ports.count(now_ns, self.window_ns),
             new_flows_per_sec: f64::from(total.new_flows) / window_secs,
+            packets_per_sec: f64::from(total.packets) / window_secs,
+            bytes_per_sec: total.bytes as f64 / window_secs,
             syn_without_ack_ratio: share(total.syn_without_ack),
             rst_ratio: share(total.rst),
             saturated: self.dst_addrs.saturated(now_ns) || self.dst_ports.saturated(now_ns),
@@ -171,20 +181,41 @@ impl SourceWindow {
 }
 
 /// Source address key: address bytes plus IP version.
-type SourceKey = ([u8; 16], u8);
+pub type SourceKey = ([u8; 16], u8);
+
+#[derive(Debug)]
+struct SourceEntry {
+    windows: Vec<SourceWindow>,
+    /// The caller's hint of the source's latest flow (the flow table's handle).
+    latest_flow: u64,
+    /// In the list of sources active since the last [`WindowAggregator::take_active`].
+    listed: bool,
+}
+
+/// A source that was active since the last report, with its aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceActivity {
+    pub source: SourceKey,
+    pub windows: Vec<WindowSnapshot>,
+    pub latest_flow: u64,
+}
 
 /// Per-source aggregates over the configured windows.
 #[derive(Debug)]
 pub struct WindowAggregator {
     config: WindowConfig,
-    sources: LruMap<SourceKey, Vec<SourceWindow>>,
+    sources: LruMap<SourceKey, SourceEntry>,
+    /// Sources with packets since the last report (each once), when tracked: live
+    /// capture reads them with `take_active`; offline extraction does not track.
+    active: Vec<Handle>,
+    track_active: bool,
     stats: WindowStats,
 }
 
 impl WindowAggregator {
     pub fn new(config: WindowConfig) -> WindowAggregator {
         let sources = LruMap::new(config.max_sources.max(1));
-        WindowAggregator { config, sources, stats: WindowStats::default() }
+        WindowAggregator { config, sources, active: Vec::new(), track_active: false, stats: WindowStats::default() }
     }
 
     pub fn stats(&self) -> WindowStats {
@@ -197,7 +228,8 @@ impl WindowAggregator {
 
     /// Records a packet of a flow that `source` started. `new_flow` is true for the
     /// flow's first packet, whose destination is `destination` (address, port).
-    pub fn observe(&mut self, source: SourceKey, destination: ([u8; 16], u16), packet: &PacketRecord, new_flow: bool) {
+    /// `flow` is the caller's handle of that flow, handed back by [`Self::take_active`].
+    pub fn observe(&mut self, source: SourceKey, destination: ([u8; 16], u16), packet: &PacketRecord, new_flow: bool, flow: u64) {
         if !self.is_enabled() {
             return;
         }
@@ -215,17 +247,27 @@ impl WindowAggregator {
                     }
                 }
                 let windows = self.config.windows_ns.iter().map(|window| SourceWindow::new(*window, now_ns)).collect();
-                self.sources.insert(source, windows)
+                self.sources.insert(source, SourceEntry { windows, latest_flow: flow, listed: false })
             }
         };
         let max_distinct = self.config.max_distinct;
-        let Some(windows) = self.sources.get_mut(handle) else { return };
-        for window in windows.iter_mut() {
+        let Some(entry) = self.sources.get_mut(handle) else { return };
+        if new_flow {
+            entry.latest_flow = flow;
+        }
+        // Bounded: evicted sources can leave stale handles until the next report.
+        if self.track_active && !entry.listed && self.active.len() < 2 * self.config.max_sources {
+            entry.listed = true;
+            self.active.push(handle);
+        }
+        for window in entry.windows.iter_mut() {
             window.advance(now_ns);
             let bucket = &mut window.buckets[window.current];
             if new_flow {
                 bucket.new_flows += 1;
             }
+            bucket.packets += 1;
+            bucket.bytes += u64::from(packet.ip_len);
             if packet.protocol == 6 {
                 bucket.tcp_packets += 1;
                 if packet.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
@@ -246,9 +288,36 @@ impl WindowAggregator {
     /// source is unknown (never seen, or evicted).
     pub fn snapshot(&self, source: SourceKey, now_ns: u64) -> Vec<WindowSnapshot> {
         match self.sources.find(&source).and_then(|handle| self.sources.get(handle)) {
-            Some(windows) => windows.iter().map(|window| window.snapshot(now_ns)).collect(),
+            Some(entry) => entry.windows.iter().map(|window| window.snapshot(now_ns)).collect(),
             None => Vec::new(),
         }
+    }
+
+    /// Starts (or stops) listing the sources that have packets, for [`Self::take_active`].
+    pub fn set_track_active(&mut self, track: bool) {
+        self.track_active = track;
+        if !track {
+            self.active.clear();
+        }
+    }
+
+    /// The sources that had packets since the last call, with their aggregates at
+    /// `now_ns`, for which `keep` holds; at most `limit` (the rest stay listed for the
+    /// next call). Live detection reads sources this way, without waiting for their
+    /// flows to end.
+    pub fn take_active(&mut self, now_ns: u64, limit: usize, keep: impl Fn(&[WindowSnapshot]) -> bool) -> Vec<SourceActivity> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(handle) = self.active.pop() else { break };
+            let Some(source) = self.sources.key(handle) else { continue };
+            let Some(entry) = self.sources.get_mut(handle) else { continue };
+            entry.listed = false;
+            let windows: Vec<WindowSnapshot> = entry.windows.iter().map(|window| window.snapshot(now_ns)).collect();
+            if keep(&windows) {
+                out.push(SourceActivity { source, windows, latest_flow: entry.latest_flow });
+            }
+        }
+        out
     }
 }
 
@@ -283,10 +352,10 @@ mod tests {
         let scanner = (addr(66), 4);
         for port in 0..20u16 {
             let ts = 100 * SECOND + u64::from(port) * 10_000_000;
-            windows.observe(scanner, (addr(1), 1000 + port), &syn(ts), true);
+            windows.observe(scanner, (addr(1), 1000 + port), &syn(ts), true, 0);
             let mut reply = syn(ts + 1000);
             reply.tcp_flags = tcp_flags::RST | tcp_flags::ACK;
-            windows.observe(scanner, (addr(1), 1000 + port), &reply, false);
+            windows.observe(scanner, (addr(1), 1000 + port), &reply, false, 0);
         }
         let snapshot = windows.snapshot(scanner, 100 * SECOND + 200_000_000)[0];
         assert_eq!(snapshot.distinct_dst_addrs, 1);
@@ -301,8 +370,8 @@ mod tests {
     fn old_activity_leaves_the_window() {
         let mut windows = aggregator(128);
         let source = (addr(7), 4);
-        windows.observe(source, (addr(1), 80), &syn(0), true);
-        windows.observe(source, (addr(2), 80), &syn(5 * SECOND), true);
+        windows.observe(source, (addr(1), 80), &syn(0), true, 0);
+        windows.observe(source, (addr(2), 80), &syn(5 * SECOND), true, 0);
         assert_eq!(windows.snapshot(source, 5 * SECOND)[0].distinct_dst_addrs, 2);
         let later = windows.snapshot(source, 12 * SECOND)[0];
         assert_eq!(later.distinct_dst_addrs, 1, "the flow at t=0 is older than 10 s");
@@ -316,7 +385,7 @@ mod tests {
         let mut windows = aggregator(8);
         let source = (addr(9), 4);
         for host in 0..50u8 {
-            windows.observe(source, (addr(host), 22), &syn(SECOND + u64::from(host)), true);
+            windows.observe(source, (addr(host), 22), &syn(SECOND + u64::from(host)), true, 0);
         }
         let snapshot = windows.snapshot(source, 2 * SECOND)[0];
         assert_eq!(snapshot.distinct_dst_addrs, 8);
@@ -327,7 +396,7 @@ mod tests {
     fn sources_are_bounded_and_evictions_counted() {
         let mut windows = aggregator(8);
         for host in 0..6u8 {
-            windows.observe((addr(host), 4), (addr(200), 80), &syn(u64::from(host)), true);
+            windows.observe((addr(host), 4), (addr(200), 80), &syn(u64::from(host)), true, 0);
         }
         assert_eq!(windows.stats(), WindowStats { sources: 4, evicted_sources: 2 });
         assert!(windows.snapshot((addr(0), 4), 10).is_empty(), "the oldest source was evicted");

@@ -193,3 +193,56 @@ fn replaying_the_same_packets_gives_identical_flows() {
     let second = feed_and_flush(&mut table(FlowTableConfig::default()), &packets);
     assert_eq!(first, second);
 }
+
+#[test]
+fn active_sources_report_a_flood_before_any_flow_ends_with_its_latest_flow() {
+    let mut table = table(FlowTableConfig::default());
+    table.track_active_sources();
+    // 500 one-packet UDP flows (ports change) from one source within half a second,
+    // and one quiet source with a single flow.
+    let mut packets: Vec<PacketRecord> = (0..500u16).map(|i| udp(u64::from(i) * 1000, [10, 0, 0, 66], 1000 + i, [10, 0, 0, 9], 53, 40)).collect();
+    packets.push(udp(400_000, [10, 0, 0, 7], 5000, [10, 0, 0, 9], 53, 40));
+    let finished = feed(&mut table, &packets);
+    assert!(finished.is_empty(), "no flow has ended yet");
+    let busy = |windows: &[WindowSnapshot]| windows.first().is_some_and(|w| w.new_flows_per_sec * w.window_secs >= 100.0);
+    let reports = table.active_sources(16, busy);
+    assert_eq!(reports.len(), 1, "only the flooding source passes the filter: {reports:?}");
+    let report = &reports[0];
+    assert_eq!(report.src_ip.to_string(), "10.0.0.66");
+    let window = report.windows[0];
+    assert_eq!(window.new_flows_per_sec * window.window_secs, 500.0);
+    assert_eq!(window.packets_per_sec * window.window_secs, 500.0);
+    assert_eq!(window.bytes_per_sec * window.window_secs, 500.0 * f64::from(packets[0].ip_len));
+    let latest = report.latest_flow.as_ref().expect("the latest flow is still open");
+    assert_eq!((latest.src_port, latest.end_reason), (1499, EndReason::Active));
+    assert!(table.active_sources(16, busy).is_empty(), "each activity is reported once");
+    feed(&mut table, &[udp(600_000, [10, 0, 0, 66], 7000, [10, 0, 0, 9], 53, 40)]);
+    assert_eq!(table.active_sources(16, busy).len(), 1, "new packets list the source again");
+}
+
+#[test]
+fn offline_tables_do_not_list_active_sources() {
+    let mut table = table(FlowTableConfig::default());
+    feed(&mut table, &[udp(0, [10, 0, 0, 66], 1000, [10, 0, 0, 9], 53, 40)]);
+    assert!(table.active_sources(16, |_| true).is_empty());
+}
+
+#[test]
+fn interim_records_show_long_flows_before_they_end_at_most_once_per_period() {
+    let mut table = table(FlowTableConfig::default());
+    // A slow client: a byte every 2 s for 30 s; and a short flow.
+    let mut packets: Vec<PacketRecord> = (0..16).map(|i| tcp(i * 2 * SECOND_US, true, 1, PSH | ACK, 20, 512)).collect();
+    packets.insert(13, udp(25 * SECOND_US, [10, 0, 0, 5], 4000, [10, 0, 0, 9], 53, 40));
+    feed(&mut table, &packets);
+    let mut interim = Vec::new();
+    table.interim(10_000_000_000, 5_000_000_000, 100, &mut interim);
+    assert_eq!(interim.len(), 1, "only the long flow is old enough: {interim:?}");
+    assert_eq!(interim[0].end_reason, EndReason::Active);
+    assert_eq!(interim[0].features.get(Feature::TotalFwdPackets), 16.0);
+    let mut again = Vec::new();
+    table.interim(10_000_000_000, 5_000_000_000, 100, &mut again);
+    assert!(again.is_empty(), "not again within the period");
+    let mut finished = Vec::new();
+    table.flush(&mut finished);
+    assert_eq!(finished.len(), 2, "interim records do not end flows");
+}
