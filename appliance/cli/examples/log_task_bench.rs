@@ -69,7 +69,7 @@ fn main() {
     let mut child = mld_supervisor::spawn::spawn(mld_supervisor::spawn::TaskSpawn {
         exe: &exe,
         args: vec!["task".into(), "log".into()],
-        env: vec![("MLD_TASK_FDS".to_string(), "control,events,key".to_string()), ("MLD_SINK_UID".to_string(), uid.to_string())],
+        env: vec![("MLD_TASK_FDS".to_string(), "control,events,key".to_string()), ("MLD_DETECT_UID".to_string(), uid.to_string())],
         uid,
         gid: nix::unistd::getgid().as_raw(),
         keep_cap_bpf: false,

@@ -300,7 +300,7 @@ impl Supervisor {
         let fds = self.dataplane.task_fds()?;
         let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
             TaskKind::Capture => (vec![fds.ring, fds.allow, fds.deny, fds.counters], "control,ring,allow,deny,counters"),
-            TaskKind::Sink => (vec![self.flows_listener.as_fd()], "control,flows"),
+            TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
             TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd()], "control,events,key"),
         };
         handed.insert(0, task_end.as_fd());
@@ -316,7 +316,7 @@ impl Supervisor {
             None => None,
         };
         let uid_of = |kind: TaskKind| self.tasks.iter().find(|task| task.config.kind == kind).map_or(u32::MAX, |task| task.uid);
-        let (capture_uid, sink_uid) = (uid_of(TaskKind::Capture), uid_of(TaskKind::Sink));
+        let (capture_uid, sink_uid) = (uid_of(TaskKind::Capture), uid_of(TaskKind::Detect));
         let child = spawn(TaskSpawn {
             exe: &self.exe,
             args: vec!["task".into(), kind.name().into()],
@@ -325,7 +325,7 @@ impl Supervisor {
                 ("MLD_RUNTIME_DIR".to_string(), task.runtime_dir.display().to_string()),
                 ("MLD_FLOWS_SOCKET".to_string(), self.config.capture.runtime_dir.join(FLOWS_SOCKET).display().to_string()),
                 ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
-                ("MLD_SINK_UID".to_string(), sink_uid.to_string()),
+                ("MLD_DETECT_UID".to_string(), sink_uid.to_string()),
                 ("MLD_EVENTS_SOCKET".to_string(), self.config.capture.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
             ],
             uid: task.uid,
@@ -521,7 +521,7 @@ impl Supervisor {
                         ..*counters
                     };
                 }
-                TaskKind::Sink => {
+                TaskKind::Detect => {
                     pipeline.flows_received = counters.flows_received;
                     pipeline.events_acked = counters.events_acked;
                 }

@@ -119,7 +119,7 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     let mut control = Control { stream, decoder: FrameDecoder::default(), test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new() };
     match kind {
         TaskKind::Capture => capture(&config, &config_toml, &fds, &mut control, &stop),
-        TaskKind::Sink => sink(&fds, &mut control, &stop),
+        TaskKind::Detect => sink(&fds, &mut control, &stop),
         TaskKind::Log => log_task(&config, &fds, &mut control, &stop),
     }
 }
@@ -396,7 +396,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
         stream_id: new_stream_id(),
     };
     control.ready();
-    info!("sink task ready");
+    info!("detect task ready");
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         let mut busy = false;
         while let Ok((stream, _)) = listener.accept() {
@@ -480,7 +480,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
     }
     counters.events_acked = events.acked;
     control.send(&TaskMessage::Counters(counters));
-    info!(flows = counters.flows_received, "sink task stopped");
+    info!(flows = counters.flows_received, "detect task stopped");
     Ok(Exit::Success)
 }
 
@@ -490,7 +490,7 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     let listener = UnixListener::from(fds.take("events")?);
     listener.set_nonblocking(true)?;
     let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
-    let producer_uid: u32 = std::env::var("MLD_SINK_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_SINK_UID is not set")?;
+    let producer_uid: u32 = std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_DETECT_UID is not set")?;
     let mut writer = LogWriter::open(crate::log::writer_config(config), key).context("failed to open the event log")?;
     let mut connection: Option<EventConnection> = None;
     // Where the log ends in the producer's stream, read back from the log itself, so a

@@ -134,7 +134,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     let mut supervisor = Supervisor::start(&lab, "");
     supervisor.wait_ready(Duration::from_secs(20));
 
-    for name in ["capture", "sink", "log"] {
+    for name in ["capture", "detect", "log"] {
         let pid = supervisor.task(name)["pid"].as_u64().expect("pid");
         let status = proc_status(pid);
         let uid = field(&status, "Uid:").split_whitespace().next().unwrap_or("0");
@@ -157,7 +157,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
 
     // Block the attacker, then kill the capture task under traffic.
     assert!(lab.mldefender(&["block", "add", "10.66.2.2", "--ttl", "600"]).status.success());
-    let sink_pid = supervisor.task("sink")["pid"].as_u64();
+    let sink_pid = supervisor.task("detect")["pid"].as_u64();
     let capture_pid = supervisor.task("capture")["pid"].as_u64().expect("pid");
     let killed_at = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
@@ -174,7 +174,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     assert!(capture["last_exit"].as_str().unwrap_or("").contains("SIGKILL"), "{capture}");
     assert!(capture["uptime_secs"].as_f64().unwrap_or(99.0) < elapsed.as_secs_f64());
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
-    let sink = supervisor.task("sink");
+    let sink = supervisor.task("detect");
     assert_eq!(sink["pid"].as_u64(), sink_pid, "the sink was not restarted");
     assert_eq!(sink["restarts"], 0);
     assert!(!lab.ping("a", "10.66.9.2"), "still blocked after the restart");
@@ -191,7 +191,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
         rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no number in {line}"))
     };
     let sent = number_after("capture task stopped flows=");
-    let received = number_after("sink task stopped flows=");
+    let received = number_after("detect task stopped flows=");
     assert!(sent >= 1, "{log}");
     // The sink also got the 3 (or more) flows of the capture task that was killed.
     assert!(received >= sent + 3, "the restarted capture task sent {sent} flows, the sink received {received} in all:\n{log}");
@@ -217,15 +217,15 @@ fn restart_time_ms(log: &str) -> Option<f64> {
 #[test]
 fn a_task_over_its_memory_budget_is_killed_and_restarted_with_the_reason() {
     let Some(lab) = Lab::up() else { return };
-    let extra = "[supervisor]\nmemory-enforcement = \"rss\"\n[tasks.sink]\nmemory-high-mib = 40\nmemory-max-mib = 64\ntest-allocate-mib = 128\n";
+    let extra = "[supervisor]\nmemory-enforcement = \"rss\"\n[tasks.detect]\nmemory-high-mib = 40\nmemory-max-mib = 64\ntest-allocate-mib = 128\n";
     let supervisor = Supervisor::start(&lab, extra);
     let killed = eventually(Duration::from_secs(10), || {
-        let sink = supervisor.task("sink");
+        let sink = supervisor.task("detect");
         sink["restarts"].as_u64().unwrap_or(0) >= 1 && sink["last_exit"].as_str().unwrap_or("").contains("over the 64 MiB budget (RSS watchdog)")
     });
     assert!(killed, "{}\n{}", supervisor.status(), supervisor.log());
     assert!(supervisor.log().contains("memory: resident"), "the reason is logged:\n{}", supervisor.log());
-    assert_eq!(supervisor.task("sink")["memory_enforcement"], "rss");
+    assert_eq!(supervisor.task("detect")["memory_enforcement"], "rss");
     assert_eq!(supervisor.task("capture")["restarts"], 0, "the capture task is not affected");
     supervisor.stop();
 }
@@ -240,28 +240,28 @@ fn the_cgroup_path_kills_at_memory_max_where_cgroup_v2_is_available() {
         return;
     }
     let Some(lab) = Lab::up() else { return };
-    let extra = "[tasks.sink]\nmemory-high-mib = 48\nmemory-max-mib = 64\ntest-allocate-mib = 128\n";
+    let extra = "[tasks.detect]\nmemory-high-mib = 48\nmemory-max-mib = 64\ntest-allocate-mib = 128\n";
     let supervisor = Supervisor::start(&lab, extra);
-    let killed = eventually(Duration::from_secs(10), || supervisor.task("sink")["restarts"].as_u64().unwrap_or(0) >= 1);
+    let killed = eventually(Duration::from_secs(10), || supervisor.task("detect")["restarts"].as_u64().unwrap_or(0) >= 1);
     assert!(killed, "{}", supervisor.status());
-    assert_eq!(supervisor.task("sink")["memory_enforcement"], "cgroup+rss");
+    assert_eq!(supervisor.task("detect")["memory_enforcement"], "cgroup+rss");
     supervisor.stop();
 }
 
 #[test]
 fn a_task_that_crashes_at_start_is_held_and_the_supervisor_stays_up() {
     let Some(lab) = Lab::up() else { return };
-    let extra = "[tasks.sink]\ntest-exit-at-start = true\nhold-after-restarts = 3\nbackoff-initial-ms = 10\nbackoff-max-ms = 50\n";
+    let extra = "[tasks.detect]\ntest-exit-at-start = true\nhold-after-restarts = 3\nbackoff-initial-ms = 10\nbackoff-max-ms = 50\n";
     let supervisor = Supervisor::start(&lab, extra);
-    let held = eventually(Duration::from_secs(10), || supervisor.task("sink")["state"] == "held");
+    let held = eventually(Duration::from_secs(10), || supervisor.task("detect")["state"] == "held");
     assert!(held, "{}", supervisor.status());
-    let sink = supervisor.task("sink");
+    let sink = supervisor.task("detect");
     assert_eq!(sink["restarts"], 3);
     assert!(sink["last_exit"].as_str().unwrap_or("").contains("exited with status 3"), "{sink}");
     assert!(supervisor.log().contains("task held"), "{}", supervisor.log());
     assert_eq!(supervisor.task("capture")["state"], "ready", "the other task runs on");
     let table = stdout(&run(mldefender().args(["status", "--runtime-dir", &supervisor.runtime_dir])));
-    assert!(table.lines().any(|line| line.starts_with("sink") && line.contains("held")), "{table}");
+    assert!(table.lines().any(|line| line.starts_with("detect") && line.contains("held")), "{table}");
     supervisor.stop();
 }
 
@@ -270,7 +270,7 @@ fn sigterm_under_traffic_stops_everything_within_the_deadline() {
     let Some(lab) = Lab::up() else { return };
     let mut supervisor = Supervisor::start(&lab, "[supervisor]\nshutdown-deadline-ms = 3000\n");
     supervisor.wait_ready(Duration::from_secs(20));
-    let pids: Vec<u64> = ["capture", "sink", "log"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
+    let pids: Vec<u64> = ["capture", "detect", "log"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
     let mut traffic = Command::new("bash")
         .arg(repo().join("tests/lab/lab.sh"))
         .args(["exec", &lab.id, "c", "iperf3", "-c", "10.66.9.2", "-t", "10"])
@@ -416,10 +416,10 @@ fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
     // Nothing of the first run may be in flight when the sink dies (its window is memory).
     let all_logged = eventually(Duration::from_secs(15), || event_ids(&lab).len() >= 300);
     assert!(all_logged, "{} of 300 events logged: {}", event_ids(&lab).len(), supervisor.status());
-    let sink_pid = supervisor.task("sink")["pid"].as_u64().expect("pid");
+    let sink_pid = supervisor.task("detect")["pid"].as_u64().expect("pid");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sink_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
     let back = eventually(Duration::from_secs(10), || {
-        let task = supervisor.task("sink");
+        let task = supervisor.task("detect");
         task["state"] == "ready" && task["pid"].as_u64() != Some(sink_pid)
     });
     assert!(back, "the sink did not come back: {}", supervisor.status());

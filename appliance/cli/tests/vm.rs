@@ -149,13 +149,13 @@ fn the_supervisor_boots_as_pid1_attaches_xdp_and_powers_off_cleanly() {
     let text = vm.text();
     assert!(text.contains("kernel modules loaded"), "{text}");
     assert!(text.contains("XDP program attached interface=eth0"), "XDP on the guest's virtio NIC:\n{text}");
-    assert!(text.contains("task ready task=\"capture\"") && text.contains("task ready task=\"sink\""), "{text}");
+    assert!(text.contains("task ready task=\"capture\"") && text.contains("task ready task=\"detect\""), "{text}");
     let text = vm.shut_down();
     assert!(text.contains("XDP program detached"), "{text}");
     assert!(!text.contains("Kernel panic"), "{text}");
 }
 
-/// The cgroup v2 memory path: PID 1 mounts cgroup v2, the sink outgrows memory.max, the
+/// The cgroup v2 memory path: PID 1 mounts cgroup v2, the detect task outgrows memory.max, the
 /// kernel kills it, the supervisor names the reason, restarts it, then holds it.
 #[test]
 fn in_the_vm_the_cgroup_limit_kills_a_task_over_budget() {
@@ -164,7 +164,7 @@ fn in_the_vm_the_cgroup_limit_kills_a_task_over_budget() {
     let killed = vm.wait_for("killed by the kernel at memory.max (64 MiB, cgroup)", Duration::from_secs(120));
     assert!(killed.is_some(), "no cgroup kill:\n{}", vm.text());
     let held = vm.wait_for("task held", Duration::from_secs(60));
-    assert!(held.is_some(), "the sink is held after its restarts:\n{}", vm.text());
+    assert!(held.is_some(), "the detect task is held after its restarts:\n{}", vm.text());
     let text = vm.shut_down();
     assert!(!text.contains("task exited task=\"capture\""), "the capture task was not affected:\n{text}");
 }

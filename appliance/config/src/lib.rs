@@ -8,6 +8,7 @@
 //! The commented reference file `config/mldefender.toml` is embedded as [`EXAMPLE`];
 //! tests hold it equal to the defaults here, key for key.
 
+mod detect;
 mod error;
 pub mod ids;
 mod prefix;
@@ -15,6 +16,7 @@ pub mod raw;
 mod schema;
 mod validate;
 
+pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
 pub use validate::{

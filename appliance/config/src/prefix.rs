@@ -25,6 +25,11 @@ impl IpPrefix {
         Ok(prefix)
     }
 
+    /// The one-address prefix of `addr` (/32 or /128).
+    pub fn host(addr: IpAddr) -> IpPrefix {
+        IpPrefix::new(addr, max_len(addr)).expect("a full-length prefix is valid")
+    }
+
     pub fn addr(&self) -> IpAddr {
         self.addr
     }

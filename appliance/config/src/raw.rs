@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub tasks: RawTasks,
     pub system: RawSystem,
     pub log: RawLog,
+    pub detect: crate::detect::RawDetect,
+    pub response: crate::detect::RawResponse,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +81,7 @@ impl RawConfig {
         example.allowlist.prefixes = vec![String::new()];
         example.system.modules = vec![String::new()];
         example.system.interfaces_up = vec![String::new()];
+        example.response.management_prefixes = vec![String::new()];
         example
     }
 }
@@ -228,7 +231,7 @@ impl Default for RawSupervisor {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTasks {
     pub capture: RawTask,
-    pub sink: RawTask,
+    pub detect: RawTask,
     pub log: RawTask,
 }
 

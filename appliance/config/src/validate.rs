@@ -26,6 +26,8 @@ pub struct Config {
     pub tasks: Vec<TaskConfig>,
     pub system: SystemConfig,
     pub log: LogConfig,
+    pub detect: crate::detect::DetectConfig,
+    pub response: crate::detect::ResponseConfig,
 }
 
 /// The signed event log.
@@ -65,18 +67,18 @@ pub enum TaskKind {
     Capture,
     /// Receives flows, decides (a placeholder until detect exists) and hands events to
     /// the log task with acknowledgement.
-    Sink,
+    Detect,
     /// The only writer of the signed event log.
     Log,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 3] = [TaskKind::Capture, TaskKind::Sink, TaskKind::Log];
+    pub const ALL: [TaskKind; 3] = [TaskKind::Capture, TaskKind::Detect, TaskKind::Log];
 
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Capture => "capture",
-            TaskKind::Sink => "sink",
+            TaskKind::Detect => "detect",
             TaskKind::Log => "log",
         }
     }
@@ -218,13 +220,16 @@ impl TryFrom<RawConfig> for Config {
         let supervisor = validate_supervisor(&raw.supervisor, &mut errors);
         let tasks = vec![
             validate_task(TaskKind::Capture, &raw.tasks.capture, &mut errors),
-            validate_task(TaskKind::Sink, &raw.tasks.sink, &mut errors),
+            validate_task(TaskKind::Detect, &raw.tasks.detect, &mut errors),
             validate_task(TaskKind::Log, &raw.tasks.log, &mut errors),
         ];
         let system = validate_system(&raw.system, &mut errors);
         let log = validate_log(&raw.log, &mut errors);
+        let windows_secs: Vec<u64> = windows.lengths.iter().map(Duration::as_secs).collect();
+        let detect = crate::detect::validate_detect(&raw.detect, &windows_secs, &mut errors);
+        let response = crate::detect::validate_response(&raw.response, &mut errors);
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response })
         } else {
             Err(errors)
         }

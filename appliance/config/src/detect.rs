@@ -1,0 +1,389 @@
+//! `[detect]`, `[detect.heuristics]` and `[response]`: how flows are scored and what a
+//! decision does. Raw (as written) and validated forms side by side.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::prefix::IpPrefix;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDetect {
+    /// "required": the signed models must load or the task stops; "off": heuristics only.
+    pub models: String,
+    /// Directory holding attack.onnx / attack.json / attack.json.sig (and category.*).
+    pub models_dir: String,
+    /// Ed25519 public key (base64) that signs the models' metadata.
+    pub model_public_key: String,
+    /// The ONNX Runtime shared library (1.31.x).
+    pub onnxruntime: String,
+    /// "agree", "tiered", "either", "fast" or "model".
+    pub policy: String,
+    pub fast_threshold: f64,
+    pub model_threshold: f64,
+    pub fast_alone_threshold: f64,
+    pub model_alone_threshold: f64,
+    pub model_alone_min_flows: i64,
+    /// How long a source's model evidence counts. Seconds.
+    pub evidence_secs: i64,
+    /// How often the task decides. Milliseconds.
+    pub tick_ms: i64,
+    /// Flows scored per model call at most.
+    pub batch_max: i64,
+    /// Flows waiting to be scored at most; beyond, flows are dropped and counted.
+    pub queue_max: i64,
+    /// Sources with detection state at most (least recently active forgotten).
+    pub max_sources: i64,
+    /// Flow events written per second at most (decisions are always written).
+    pub max_flow_events_per_sec: i64,
+    pub heuristics: RawHeuristics,
+}
+
+impl Default for RawDetect {
+    fn default() -> RawDetect {
+        RawDetect {
+            models: "required".to_string(),
+            models_dir: "/usr/share/mldefender/models".to_string(),
+            // The project's release key: it signs the models in models/.
+            model_public_key: "LywYPaATO6UYfTozix8OuurgeKjrI3faQcCE2+3pkSU=".to_string(),
+            onnxruntime: "/usr/local/lib/mldefender/libonnxruntime.so.1.31.1".to_string(),
+            policy: "tiered".to_string(),
+            fast_threshold: 0.5,
+            model_threshold: 0.5,
+            fast_alone_threshold: 0.9,
+            model_alone_threshold: 0.97,
+            model_alone_min_flows: 3,
+            evidence_secs: 60,
+            tick_ms: 100,
+            batch_max: 1024,
+            queue_max: 65_536,
+            max_sources: 65_536,
+            max_flow_events_per_sec: 2000,
+            heuristics: RawHeuristics::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawHeuristics {
+    /// Which window (seconds, one of windows.lengths-secs) the heuristics read.
+    pub window_secs: i64,
+    pub scan_ports: i64,
+    pub scan_addrs: i64,
+    pub flood_new_flows: i64,
+    pub flood_packets: i64,
+    pub flood_max_mean_packet_bytes: i64,
+    pub syn_ratio: f64,
+    pub syn_min_packets: i64,
+    pub rst_ratio: f64,
+    pub rst_min_packets: i64,
+    pub repeat_sessions: i64,
+    pub slow_connections: i64,
+    pub slow_min_age_secs: i64,
+    pub slow_max_bytes_per_sec: f64,
+}
+
+impl Default for RawHeuristics {
+    fn default() -> RawHeuristics {
+        RawHeuristics {
+            window_secs: 10,
+            scan_ports: 40,
+            scan_addrs: 30,
+            flood_new_flows: 1000,
+            flood_packets: 20_000,
+            flood_max_mean_packet_bytes: 200,
+            syn_ratio: 0.8,
+            syn_min_packets: 300,
+            rst_ratio: 0.6,
+            rst_min_packets: 300,
+            repeat_sessions: 60,
+            slow_connections: 20,
+            slow_min_age_secs: 5,
+            slow_max_bytes_per_sec: 200.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawResponse {
+    /// "block" writes the deny map; "dry-run" only logs "would-block".
+    pub mode: String,
+    pub ttl_flood_secs: i64,
+    pub ttl_scan_secs: i64,
+    pub ttl_bruteforce_secs: i64,
+    pub ttl_slow_secs: i64,
+    pub ttl_other_secs: i64,
+    pub ttl_max_secs: i64,
+    /// A repeat within this long doubles the TTL. Seconds.
+    pub repeat_window_secs: i64,
+    pub max_new_blocks_per_minute: i64,
+    pub max_active_blocks: i64,
+    /// Never blocked besides the allowlist and the gateway's own addresses.
+    pub management_prefixes: Vec<String>,
+}
+
+impl Default for RawResponse {
+    fn default() -> RawResponse {
+        RawResponse {
+            mode: "block".to_string(),
+            ttl_flood_secs: 600,
+            ttl_scan_secs: 3600,
+            ttl_bruteforce_secs: 3600,
+            ttl_slow_secs: 1800,
+            ttl_other_secs: 600,
+            ttl_max_secs: 86_400,
+            repeat_window_secs: 86_400,
+            max_new_blocks_per_minute: 120,
+            max_active_blocks: 10_000,
+            management_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// Whether the models must load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelsMode {
+    Required,
+    /// Development: heuristics only, stated in every event's provenance.
+    Off,
+}
+
+/// When a source is blocked, given the fast-path and model scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockPolicy {
+    /// Both engines fire. Either alone only alerts.
+    Agree,
+    /// Both fire, or one is at or above its "alone" threshold (overwhelming evidence).
+    Tiered,
+    /// Either fires.
+    Either,
+    /// The fast path decides; the model annotates.
+    Fast,
+    /// The model decides; the fast path annotates.
+    Model,
+}
+
+impl BlockPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockPolicy::Agree => "agree",
+            BlockPolicy::Tiered => "tiered",
+            BlockPolicy::Either => "either",
+            BlockPolicy::Fast => "fast",
+            BlockPolicy::Model => "model",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectConfig {
+    pub models: ModelsMode,
+    pub models_dir: PathBuf,
+    pub model_public_key: String,
+    pub onnxruntime: PathBuf,
+    pub policy: BlockPolicy,
+    pub fast_threshold: f64,
+    pub model_threshold: f64,
+    pub fast_alone_threshold: f64,
+    pub model_alone_threshold: f64,
+    pub model_alone_min_flows: u32,
+    pub evidence: Duration,
+    pub tick: Duration,
+    pub batch_max: usize,
+    pub queue_max: usize,
+    pub max_sources: usize,
+    pub max_flow_events_per_sec: u32,
+    pub heuristics: HeuristicsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeuristicsConfig {
+    /// Index of the window the heuristics read, in `windows.lengths`; `None` when no
+    /// windows are configured (then only the slow-connection heuristic runs).
+    pub window_index: Option<usize>,
+    pub scan_ports: u32,
+    pub scan_addrs: u32,
+    pub flood_new_flows: u32,
+    pub flood_packets: u32,
+    pub flood_max_mean_packet_bytes: u32,
+    pub syn_ratio: f64,
+    pub syn_min_packets: u32,
+    pub rst_ratio: f64,
+    pub rst_min_packets: u32,
+    pub repeat_sessions: u32,
+    pub slow_connections: u32,
+    pub slow_min_age: Duration,
+    pub slow_max_bytes_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    Block,
+    DryRun,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseConfig {
+    pub mode: ResponseMode,
+    pub ttl_flood: Duration,
+    pub ttl_scan: Duration,
+    pub ttl_bruteforce: Duration,
+    pub ttl_slow: Duration,
+    pub ttl_other: Duration,
+    pub ttl_max: Duration,
+    pub repeat_window: Duration,
+    pub max_new_blocks_per_minute: u32,
+    pub max_active_blocks: u32,
+    pub management_prefixes: Vec<IpPrefix>,
+}
+
+fn in_range(value: i64, min: i64, max: i64, path: &str, errors: &mut Vec<ConfigError>) -> u64 {
+    if value < min || value > max {
+        errors.push(ConfigError::new(path, format!("must be between {min} and {max}, got {value}")));
+        min.max(0) as u64
+    } else {
+        value as u64
+    }
+}
+
+fn unit(value: f64, path: &str, errors: &mut Vec<ConfigError>) -> f64 {
+    if !(0.0..=1.0).contains(&value) {
+        errors.push(ConfigError::new(path, format!("must be between 0 and 1, got {value}")));
+        return 0.5;
+    }
+    value
+}
+
+pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mut Vec<ConfigError>) -> DetectConfig {
+    let models = match raw.models.as_str() {
+        "required" => ModelsMode::Required,
+        "off" => ModelsMode::Off,
+        other => {
+            errors.push(ConfigError::new("detect.models", format!("must be \"required\" or \"off\", got \"{other}\"")));
+            ModelsMode::Required
+        }
+    };
+    let policy = match raw.policy.as_str() {
+        "agree" => BlockPolicy::Agree,
+        "tiered" => BlockPolicy::Tiered,
+        "either" => BlockPolicy::Either,
+        "fast" => BlockPolicy::Fast,
+        "model" => BlockPolicy::Model,
+        other => {
+            errors.push(ConfigError::new("detect.policy", format!("must be \"agree\", \"tiered\", \"either\", \"fast\" or \"model\", got \"{other}\"")));
+            BlockPolicy::Tiered
+        }
+    };
+    if models == ModelsMode::Required && raw.model_public_key.is_empty() {
+        errors.push(ConfigError::new("detect.model-public-key", "must be set when detect.models = \"required\" (the models' signing key, base64)"));
+    }
+    if models == ModelsMode::Off && matches!(policy, BlockPolicy::Agree | BlockPolicy::Model) {
+        errors.push(ConfigError::new("detect.policy", format!("\"{}\" needs the models, but detect.models = \"off\"", policy.as_str())));
+    }
+    let fast_threshold = unit(raw.fast_threshold, "detect.fast-threshold", errors);
+    let model_threshold = unit(raw.model_threshold, "detect.model-threshold", errors);
+    let fast_alone_threshold = unit(raw.fast_alone_threshold, "detect.fast-alone-threshold", errors);
+    let model_alone_threshold = unit(raw.model_alone_threshold, "detect.model-alone-threshold", errors);
+    if fast_alone_threshold < fast_threshold {
+        errors.push(ConfigError::new("detect.fast-alone-threshold", format!("must be at least detect.fast-threshold ({fast_threshold}), got {fast_alone_threshold}")));
+    }
+    if model_alone_threshold < model_threshold {
+        errors.push(ConfigError::new("detect.model-alone-threshold", format!("must be at least detect.model-threshold ({model_threshold}), got {model_alone_threshold}")));
+    }
+    let h = &raw.heuristics;
+    let window_index = windows_secs.iter().position(|secs| i64::try_from(*secs) == Ok(h.window_secs));
+    if window_index.is_none() && !windows_secs.is_empty() {
+        errors.push(ConfigError::new("detect.heuristics.window-secs", format!("must be one of windows.lengths-secs {windows_secs:?}, got {}", h.window_secs)));
+    }
+    let count = |value: i64, key: &str, errors: &mut Vec<ConfigError>| in_range(value, 1, 100_000_000, &format!("detect.heuristics.{key}"), errors) as u32;
+    let heuristics = HeuristicsConfig {
+        window_index,
+        scan_ports: count(h.scan_ports, "scan-ports", errors),
+        scan_addrs: count(h.scan_addrs, "scan-addrs", errors),
+        flood_new_flows: count(h.flood_new_flows, "flood-new-flows", errors),
+        flood_packets: count(h.flood_packets, "flood-packets", errors),
+        flood_max_mean_packet_bytes: count(h.flood_max_mean_packet_bytes, "flood-max-mean-packet-bytes", errors),
+        syn_ratio: unit(h.syn_ratio, "detect.heuristics.syn-ratio", errors),
+        syn_min_packets: count(h.syn_min_packets, "syn-min-packets", errors),
+        rst_ratio: unit(h.rst_ratio, "detect.heuristics.rst-ratio", errors),
+        rst_min_packets: count(h.rst_min_packets, "rst-min-packets", errors),
+        repeat_sessions: count(h.repeat_sessions, "repeat-sessions", errors),
+        slow_connections: count(h.slow_connections, "slow-connections", errors),
+        slow_min_age: Duration::from_secs(in_range(h.slow_min_age_secs, 1, 3600, "detect.heuristics.slow-min-age-secs", errors)),
+        slow_max_bytes_per_sec: if h.slow_max_bytes_per_sec > 0.0 {
+            h.slow_max_bytes_per_sec
+        } else {
+            errors.push(ConfigError::new("detect.heuristics.slow-max-bytes-per-sec", format!("must be above 0, got {}", h.slow_max_bytes_per_sec)));
+            1.0
+        },
+    };
+    DetectConfig {
+        models,
+        models_dir: PathBuf::from(&raw.models_dir),
+        model_public_key: raw.model_public_key.clone(),
+        onnxruntime: PathBuf::from(&raw.onnxruntime),
+        policy,
+        fast_threshold,
+        model_threshold,
+        fast_alone_threshold,
+        model_alone_threshold,
+        model_alone_min_flows: in_range(raw.model_alone_min_flows, 1, 1000, "detect.model-alone-min-flows", errors) as u32,
+        evidence: Duration::from_secs(in_range(raw.evidence_secs, 1, 3600, "detect.evidence-secs", errors)),
+        tick: Duration::from_millis(in_range(raw.tick_ms, 10, 10_000, "detect.tick-ms", errors)),
+        batch_max: in_range(raw.batch_max, 1, 65_536, "detect.batch-max", errors) as usize,
+        queue_max: in_range(raw.queue_max, 1, 10_000_000, "detect.queue-max", errors) as usize,
+        max_sources: in_range(raw.max_sources, 16, 10_000_000, "detect.max-sources", errors) as usize,
+        max_flow_events_per_sec: in_range(raw.max_flow_events_per_sec, 0, 1_000_000, "detect.max-flow-events-per-sec", errors) as u32,
+        heuristics,
+    }
+}
+
+pub(crate) fn validate_response(raw: &RawResponse, errors: &mut Vec<ConfigError>) -> ResponseConfig {
+    let mode = match raw.mode.as_str() {
+        "block" => ResponseMode::Block,
+        "dry-run" => ResponseMode::DryRun,
+        other => {
+            errors.push(ConfigError::new("response.mode", format!("must be \"block\" or \"dry-run\", got \"{other}\"")));
+            ResponseMode::DryRun
+        }
+    };
+    let secs = |value: i64, key: &str, errors: &mut Vec<ConfigError>| Duration::from_secs(in_range(value, 1, 31_536_000, &format!("response.{key}"), errors));
+    let ttl_max = secs(raw.ttl_max_secs, "ttl-max-secs", errors);
+    let ttls = [
+        ("ttl-flood-secs", raw.ttl_flood_secs),
+        ("ttl-scan-secs", raw.ttl_scan_secs),
+        ("ttl-bruteforce-secs", raw.ttl_bruteforce_secs),
+        ("ttl-slow-secs", raw.ttl_slow_secs),
+        ("ttl-other-secs", raw.ttl_other_secs),
+    ];
+    for (key, value) in ttls {
+        if value > raw.ttl_max_secs {
+            errors.push(ConfigError::new(format!("response.{key}"), format!("must not exceed response.ttl-max-secs ({}), got {value}", raw.ttl_max_secs)));
+        }
+    }
+    let mut management_prefixes = Vec::new();
+    for (index, text) in raw.management_prefixes.iter().enumerate() {
+        match text.parse::<IpPrefix>() {
+            Ok(prefix) => management_prefixes.push(prefix),
+            Err(reason) => errors.push(ConfigError::new(format!("response.management-prefixes[{index}]"), reason)),
+        }
+    }
+    ResponseConfig {
+        mode,
+        ttl_flood: secs(raw.ttl_flood_secs, "ttl-flood-secs", errors),
+        ttl_scan: secs(raw.ttl_scan_secs, "ttl-scan-secs", errors),
+        ttl_bruteforce: secs(raw.ttl_bruteforce_secs, "ttl-bruteforce-secs", errors),
+        ttl_slow: secs(raw.ttl_slow_secs, "ttl-slow-secs", errors),
+        ttl_other: secs(raw.ttl_other_secs, "ttl-other-secs", errors),
+        ttl_max,
+        repeat_window: secs(raw.repeat_window_secs, "repeat-window-secs", errors),
+        max_new_blocks_per_minute: in_range(raw.max_new_blocks_per_minute, 1, 1_000_000, "response.max-new-blocks-per-minute", errors) as u32,
+        max_active_blocks: in_range(raw.max_active_blocks, 1, 262_144, "response.max-active-blocks", errors) as u32,
+        management_prefixes,
+    }
+}

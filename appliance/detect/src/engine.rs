@@ -1,0 +1,659 @@
+//! The detector: per-source state fed by active-source reports and flow records, the
+//! model scored in batches per tick, the dual score, the block policy, and the
+//! response. Deterministic: time is the packets' time as the messages carry it, so a
+//! replay of the same capture makes the same decisions.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mld_config::{BlockPolicy, DetectConfig, ModelsMode};
+use mld_flow::{EndReason, FlowRecord, SourceReport};
+
+use crate::heuristics::{assess_window, Category, FastVerdict, SlowTracker};
+use crate::response::{Outcome, Responder};
+
+/// What the model side of the dual score needs: the attack probability of flows and,
+/// for attack flows, a category. The ONNX implementation is [`crate::scorer::OnnxScorer`];
+/// tests use simple closures.
+pub trait Scorer {
+    /// P(attack) per flow, in order.
+    fn attack(&mut self, flows: &[&FlowRecord]) -> Result<Vec<f64>, String>;
+    /// The most likely category and its probability, per flow.
+    fn category(&mut self, flows: &[&FlowRecord]) -> Result<Vec<(Category, f64)>, String>;
+    /// A short note of the flow's most important features, for the explanation.
+    fn explain(&self, flow: &FlowRecord) -> String;
+}
+
+/// What happened, for the signed log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A flow, nothing fired.
+    Observe,
+    /// An engine fired; the policy does not block.
+    Alert,
+    Block,
+    WouldBlock,
+    /// A protected source: never blocked.
+    Refused,
+    BreakerOpen,
+    /// A block lapsed.
+    Expire,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Observe => "observe",
+            Action::Alert => "alert",
+            Action::Block => "block",
+            Action::WouldBlock => "would-block",
+            Action::Refused => "refused",
+            Action::BreakerOpen => "breaker-open",
+            Action::Expire => "expire",
+        }
+    }
+}
+
+/// One decision or observation, with its explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub action: Action,
+    pub source: IpAddr,
+    /// The flow the event is about (for a decision: the source's latest flow).
+    pub flow: FlowRecord,
+    pub category: Category,
+    pub score_fast: f64,
+    pub score_model: Option<f64>,
+    pub score_final: f64,
+    pub score_divergence: Option<f64>,
+    /// "fast", "model", "both" or "none".
+    pub authoritative: &'static str,
+    pub provenance: String,
+    pub ttl: Option<Duration>,
+    pub escalation_step: u32,
+    pub protected: bool,
+}
+
+/// Counters of the detector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectCounters {
+    pub flows_received: u64,
+    pub flows_scored: u64,
+    /// Flows dropped because the queue was full (the task fell behind).
+    pub flows_dropped: u64,
+    pub reports_received: u64,
+    pub flow_events_suppressed: u64,
+    pub sources_forgotten: u64,
+    pub model_errors: u64,
+    pub blocks: u64,
+    pub alerts: u64,
+    pub refused: u64,
+    pub breaker_open: u64,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    fast: Option<(FastVerdict, u64)>,
+    slow: SlowTracker,
+    slow_verdict: Option<(FastVerdict, u64)>,
+    /// Model scores of the source's flows: (time, P(attack), category).
+    model: VecDeque<(u64, f64, Option<(Category, f64)>)>,
+    latest_flow: Option<FlowRecord>,
+    last_seen_ns: u64,
+    last_alert_ns: Option<u64>,
+}
+
+/// Model scores kept per source at most.
+const MODEL_EVIDENCE_MAX: usize = 64;
+
+pub struct Detector {
+    config: DetectConfig,
+    /// Heuristics read this window (index into each flow's aggregates).
+    window_index: Option<usize>,
+    responder: Responder,
+    scorer: Option<Box<dyn Scorer>>,
+    sources: HashMap<IpAddr, SourceState>,
+    touched: HashSet<IpAddr>,
+    queue: VecDeque<FlowRecord>,
+    now_ns: u64,
+    last_cleanup_ns: u64,
+    /// Flow events this second: (second, count).
+    flow_events: (u64, u32),
+    pub counters: DetectCounters,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector").field("sources", &self.sources.len()).field("queued", &self.queue.len()).field("counters", &self.counters).finish_non_exhaustive()
+    }
+}
+
+impl Detector {
+    pub fn new(config: DetectConfig, responder: Responder, scorer: Option<Box<dyn Scorer>>) -> Detector {
+        Detector {
+            window_index: config.heuristics.window_index,
+            config,
+            responder,
+            scorer,
+            sources: HashMap::new(),
+            touched: HashSet::new(),
+            queue: VecDeque::new(),
+            now_ns: 0,
+            last_cleanup_ns: 0,
+            flow_events: (0, 0),
+            counters: DetectCounters::default(),
+        }
+    }
+
+    pub fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    fn state(&mut self, source: IpAddr) -> Option<&mut SourceState> {
+        if !self.sources.contains_key(&source) && self.sources.len() >= self.config.max_sources {
+            self.counters.sources_forgotten += 1;
+            return None;
+        }
+        self.touched.insert(source);
+        Some(self.sources.entry(source).or_default())
+    }
+
+    /// An active-source report from the capture task.
+    pub fn on_report(&mut self, report: SourceReport) {
+        self.counters.reports_received += 1;
+        self.now_ns = self.now_ns.max(report.at_ns);
+        let now = self.now_ns;
+        let fast = match self.window_index.and_then(|index| report.windows.get(index)) {
+            Some(window) => assess_window(window, &self.config.heuristics),
+            None => FastVerdict::none(),
+        };
+        let Some(state) = self.state(report.src_ip) else { return };
+        state.last_seen_ns = now;
+        if fast.score > 0.0 {
+            state.fast = Some((fast, now));
+        }
+        if let Some(flow) = report.latest_flow {
+            state.latest_flow = Some(flow);
+        }
+    }
+
+    /// A flow record (ended, or an interim record of an open flow) from the capture task.
+    pub fn on_flow(&mut self, flow: FlowRecord) {
+        self.counters.flows_received += 1;
+        self.now_ns = self.now_ns.max(flow.last_seen_ns);
+        if self.queue.len() >= self.config.queue_max {
+            self.counters.flows_dropped += 1;
+            return;
+        }
+        self.queue.push_back(flow);
+    }
+
+    /// The capture task removed an expired block.
+    pub fn on_expired(&mut self, source: IpAddr) -> Option<Event> {
+        self.responder.expired(source);
+        let flow = self.sources.get(&source).and_then(|state| state.latest_flow.clone())?;
+        Some(Event {
+            action: Action::Expire,
+            source,
+            flow,
+            category: Category::Other,
+            score_fast: 0.0,
+            score_model: None,
+            score_final: 0.0,
+            score_divergence: None,
+            authoritative: "none",
+            provenance: "the block's TTL lapsed; the capture task removed the deny entry".to_string(),
+            ttl: None,
+            escalation_step: 0,
+            protected: false,
+        })
+    }
+
+    /// Advances the clock without messages (live: the wall clock, in packet time).
+    pub fn advance_to(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+    }
+
+    /// Scores what is queued (in batches), updates each source and decides. Returns the
+    /// events to log, decisions first in the order made.
+    pub fn tick(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut observed = Vec::new();
+        while !self.queue.is_empty() {
+            let take = self.queue.len().min(self.config.batch_max);
+            let batch: Vec<FlowRecord> = self.queue.drain(..take).collect();
+            self.score_batch(batch, &mut observed);
+        }
+        let touched: Vec<IpAddr> = {
+            let mut touched: Vec<IpAddr> = self.touched.drain().collect();
+            touched.sort();
+            touched
+        };
+        for source in touched {
+            if let Some(event) = self.decide(source) {
+                events.push(event);
+            }
+        }
+        self.cleanup();
+        let observations = self.observations(observed);
+        events.extend(observations);
+        events
+    }
+
+    fn score_batch(&mut self, batch: Vec<FlowRecord>, observed: &mut Vec<(FlowRecord, Option<f64>, FastVerdict)>) {
+        let evidence_ns = self.config.evidence.as_nanos() as u64;
+        let (attack, categories) = match self.scorer.as_mut() {
+            Some(scorer) => {
+                let refs: Vec<&FlowRecord> = batch.iter().collect();
+                match scorer.attack(&refs) {
+                    Ok(scores) => {
+                        self.counters.flows_scored += batch.len() as u64;
+                        let flagged: Vec<&FlowRecord> = refs.iter().zip(&scores).filter(|(_, score)| **score >= self.config.model_threshold).map(|(flow, _)| *flow).collect();
+                        let categories = if flagged.is_empty() { Ok(Vec::new()) } else { scorer.category(&flagged) };
+                        let categories = categories.unwrap_or_else(|_| {
+                            self.counters.model_errors += 1;
+                            Vec::new()
+                        });
+                        (Some(scores), categories)
+                    }
+                    Err(_) => {
+                        self.counters.model_errors += 1;
+                        (None, Vec::new())
+                    }
+                }
+            }
+            None => (None, Vec::new()),
+        };
+        let mut category_iter = categories.into_iter();
+        for (index, flow) in batch.into_iter().enumerate() {
+            let score = attack.as_ref().map(|scores| scores[index]);
+            let category = match score {
+                Some(score) if score >= self.config.model_threshold => category_iter.next(),
+                _ => None,
+            };
+            let now = self.now_ns;
+            let source = flow.src_ip;
+            let heuristics = self.config.heuristics.clone();
+            let Some(state) = self.state(source) else { continue };
+            state.last_seen_ns = now;
+            if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
+                state.slow_verdict = Some((verdict, now));
+            }
+            if let Some(score) = score {
+                if state.model.len() >= MODEL_EVIDENCE_MAX {
+                    state.model.pop_front();
+                }
+                state.model.push_back((now, score, category));
+            }
+            let fast = current_fast(state, now, evidence_ns);
+            let ended = flow.end_reason != EndReason::Active;
+            state.latest_flow = Some(flow.clone());
+            if ended {
+                observed.push((flow, score, fast));
+            }
+        }
+    }
+
+    /// Observation events for ended flows, at most `max_flow_events_per_sec` per second
+    /// of packet time (the rest counted).
+    fn observations(&mut self, observed: Vec<(FlowRecord, Option<f64>, FastVerdict)>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (flow, score, fast) in observed {
+            let second = flow.last_seen_ns / 1_000_000_000;
+            if self.flow_events.0 != second {
+                self.flow_events = (second, 0);
+            }
+            if self.flow_events.1 >= self.config.max_flow_events_per_sec {
+                self.counters.flow_events_suppressed += 1;
+                continue;
+            }
+            self.flow_events.1 += 1;
+            let provenance = match score {
+                Some(score) => format!("flow: model {score:.3}; source fast {:.2}", fast.score),
+                None => format!("flow: no model; source fast {:.2}", fast.score),
+            };
+            events.push(Event {
+                action: Action::Observe,
+                source: flow.src_ip,
+                category: if fast.score >= self.config.fast_threshold { fast.category } else { Category::Other },
+                score_fast: fast.score,
+                score_model: score,
+                score_final: score.map_or(fast.score, |score| score.max(fast.score)),
+                score_divergence: score.map(|score| (score - fast.score).abs()),
+                authoritative: "none",
+                provenance,
+                ttl: None,
+                escalation_step: 0,
+                protected: self.responder.protection(flow.src_ip).is_some(),
+                flow,
+            });
+        }
+        events
+    }
+
+    fn decide(&mut self, source: IpAddr) -> Option<Event> {
+        let now = self.now_ns;
+        let evidence_ns = self.config.evidence.as_nanos() as u64;
+        let models_on = self.config.models == ModelsMode::Required && self.scorer.is_some();
+        let state = self.sources.get_mut(&source)?;
+        let fast = current_fast(state, now, evidence_ns);
+        state.model.retain(|(at, _, _)| now.saturating_sub(*at) <= evidence_ns);
+        let model_max = state.model.iter().map(|(_, score, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
+        let strong = state.model.iter().filter(|(_, score, _)| *score >= self.config.model_alone_threshold).count() as u32;
+        let model_category = dominant_category(&state.model);
+        let fires_fast = fast.score >= self.config.fast_threshold;
+        let fires_model = models_on && model_max.is_some_and(|score| score >= self.config.model_threshold);
+        let fast_alone = fast.score >= self.config.fast_alone_threshold;
+        let model_alone = models_on && strong >= self.config.model_alone_min_flows;
+        let (block, why) = match self.config.policy {
+            BlockPolicy::Agree => (fires_fast && fires_model, "agree: both engines fired"),
+            BlockPolicy::Tiered if fires_fast && fires_model => (true, "tiered: both engines fired"),
+            BlockPolicy::Tiered if fast_alone => (true, "tiered: the fast path alone is overwhelming"),
+            BlockPolicy::Tiered if model_alone => (true, "tiered: the model alone is overwhelming (several flows)"),
+            BlockPolicy::Tiered => (false, "tiered"),
+            BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
+            BlockPolicy::Fast => (fires_fast, "the fast path decides"),
+            BlockPolicy::Model => (fires_model, "the model decides"),
+        };
+        if !fires_fast && !fires_model {
+            return None;
+        }
+        let authoritative = match (fires_fast, fires_model) {
+            (true, true) => "both",
+            (true, false) => "fast",
+            (false, true) => "model",
+            (false, false) => "none",
+        };
+        let category = if fires_fast { fast.category } else { model_category.unwrap_or(Category::Other) };
+        let score_model = models_on.then_some(model_max).flatten();
+        let score_final = match authoritative {
+            "both" => (fast.score + score_model.unwrap_or(0.0)) / 2.0,
+            "fast" => fast.score,
+            _ => score_model.unwrap_or(0.0),
+        };
+        let flow = state.latest_flow.clone()?;
+        let mut provenance = String::new();
+        if fast.score > 0.0 {
+            provenance.push_str(&format!("fast {:.2} [{}]", fast.score, fast.reasons.join("; ")));
+        } else {
+            provenance.push_str("fast 0.00");
+        }
+        match (models_on, model_max) {
+            (false, _) => provenance.push_str(if self.config.models == ModelsMode::Off { "; model off (detect.models = \"off\")" } else { "; model unavailable" }),
+            (true, Some(score)) => provenance.push_str(&format!(
+                "; model {score:.3} max of {} flows, {strong} at or above {} (category {})",
+                state.model.len(),
+                self.config.model_alone_threshold,
+                model_category.map_or("none", Category::as_str)
+            )),
+            (true, None) => provenance.push_str("; model: no flows scored yet"),
+        }
+        if let Some(scorer) = self.scorer.as_ref() {
+            provenance.push_str(&format!("; features: {}", scorer.explain(&flow)));
+        }
+        provenance.push_str(&format!(
+            "; thresholds fast {} (alone {}), model {} (alone {} x{}); policy {}: {why}",
+            self.config.fast_threshold,
+            self.config.fast_alone_threshold,
+            self.config.model_threshold,
+            self.config.model_alone_threshold,
+            self.config.model_alone_min_flows,
+            self.config.policy.as_str()
+        ));
+        let divergence = score_model.map(|model| (fast.score - model).abs());
+        let mut event = Event {
+            action: Action::Alert,
+            source,
+            flow,
+            category,
+            score_fast: fast.score,
+            score_model,
+            score_final,
+            score_divergence: divergence,
+            authoritative,
+            provenance,
+            ttl: None,
+            escalation_step: 0,
+            protected: false,
+        };
+        if !block {
+            // An alert once per source per evidence period.
+            if state.last_alert_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
+                return None;
+            }
+            state.last_alert_ns = Some(now);
+            self.counters.alerts += 1;
+            return Some(event);
+        }
+        match self.responder.decide(source, category, now) {
+            Outcome::AlreadyBlocked => return None,
+            Outcome::Block { ttl, step } => {
+                self.counters.blocks += 1;
+                event.action = Action::Block;
+                event.ttl = Some(ttl);
+                event.escalation_step = step;
+            }
+            Outcome::WouldBlock { ttl, step } => {
+                event.action = Action::WouldBlock;
+                event.ttl = Some(ttl);
+                event.escalation_step = step;
+            }
+            Outcome::Refused(protection) => {
+                if state.last_alert_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
+                    return None;
+                }
+                state.last_alert_ns = Some(now);
+                self.counters.refused += 1;
+                event.action = Action::Refused;
+                event.protected = true;
+                event.provenance.push_str(&format!("; not blocked: {}", protection.describe()));
+            }
+            Outcome::BreakerOpen(reason) => {
+                if state.last_alert_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
+                    return None;
+                }
+                state.last_alert_ns = Some(now);
+                self.counters.breaker_open += 1;
+                event.action = Action::BreakerOpen;
+                event.provenance.push_str(&format!("; not blocked: circuit breaker open: {reason}"));
+            }
+        }
+        Some(event)
+    }
+
+    fn cleanup(&mut self) {
+        const SECOND_NS: u64 = 1_000_000_000;
+        if self.now_ns.saturating_sub(self.last_cleanup_ns) < SECOND_NS {
+            return;
+        }
+        self.last_cleanup_ns = self.now_ns;
+        let horizon = 2 * self.config.evidence.as_nanos() as u64;
+        let now = self.now_ns;
+        let before = self.sources.len();
+        self.sources.retain(|_, state| now.saturating_sub(state.last_seen_ns) <= horizon);
+        self.counters.sources_forgotten += (before - self.sources.len()) as u64;
+    }
+}
+
+/// The fast path's current verdict for a source: window rules and the slow rule, while
+/// fresh.
+fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
+    let fresh = |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
+    match (fresh(&state.fast), fresh(&state.slow_verdict)) {
+        (Some(a), Some(b)) => {
+            if a.score >= b.score {
+                a
+            } else {
+                b
+            }
+        }
+        (Some(verdict), None) | (None, Some(verdict)) => verdict,
+        (None, None) => FastVerdict::none(),
+    }
+}
+
+/// The category most of a source's flagged flows have.
+fn dominant_category(model: &VecDeque<(u64, f64, Option<(Category, f64)>)>) -> Option<Category> {
+    let mut counts: HashMap<Category, u32> = HashMap::new();
+    for (_, _, category) in model {
+        if let Some((category, _)) = category {
+            *counts.entry(*category).or_default() += 1;
+        }
+    }
+    counts.into_iter().max_by_key(|(category, count)| (*count, std::cmp::Reverse(*category))).map(|(category, _)| category)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mld_config::{Config, ResponseMode};
+    use mld_flow::features::{FlowFeatures, FEATURE_COUNT};
+    use mld_flow::window::WindowSnapshot;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// A model that scores flows by their destination port.
+    struct ByPort(HashMap<u16, f64>);
+
+    impl Scorer for ByPort {
+        fn attack(&mut self, flows: &[&FlowRecord]) -> Result<Vec<f64>, String> {
+            Ok(flows.iter().map(|flow| self.0.get(&flow.dst_port).copied().unwrap_or(0.01)).collect())
+        }
+        fn category(&mut self, flows: &[&FlowRecord]) -> Result<Vec<(Category, f64)>, String> {
+            Ok(flows.iter().map(|_| (Category::BruteForce, 0.9)).collect())
+        }
+        fn explain(&self, _flow: &FlowRecord) -> String {
+            "test".to_string()
+        }
+    }
+
+    fn flow(src: &str, dst_port: u16, at: u64) -> FlowRecord {
+        FlowRecord {
+            src_ip: src.parse().expect("ip"),
+            src_port: 40000,
+            dst_ip: "10.66.9.2".parse().expect("ip"),
+            dst_port,
+            protocol: 6,
+            ip_version: 4,
+            first_seen_ns: at,
+            last_seen_ns: at,
+            end_reason: EndReason::TcpFin,
+            fwd_ip_bytes: 100,
+            bwd_ip_bytes: 100,
+            ifindex: 0,
+            features: FlowFeatures([0.0; FEATURE_COUNT]),
+            source_windows: Vec::new(),
+        }
+    }
+
+    fn report(src: &str, at: u64, ports: u32, new_flows: f64, packets: f64) -> SourceReport {
+        let window = WindowSnapshot {
+            window_secs: 10.0,
+            distinct_dst_addrs: 1,
+            distinct_dst_ports: ports,
+            new_flows_per_sec: new_flows / 10.0,
+            packets_per_sec: packets / 10.0,
+            bytes_per_sec: packets * 60.0 / 10.0,
+            syn_without_ack_ratio: 0.5,
+            rst_ratio: 0.0,
+            saturated: false,
+        };
+        SourceReport { src_ip: src.parse().expect("ip"), at_ns: at, windows: vec![window, window], latest_flow: Some(flow(src, 8080, at)) }
+    }
+
+    fn detector(configure: impl FnOnce(&mut Config)) -> Detector {
+        let mut config = Config::default();
+        configure(&mut config);
+        let responder = Responder::new(config.response.clone(), vec!["10.66.1.0/24".parse().expect("prefix")], Vec::new());
+        let scorer = ByPort(HashMap::from([(2222, 0.95), (8080, 0.05)]));
+        Detector::new(config.detect, responder, Some(Box::new(scorer)))
+    }
+
+    fn decisions(events: &[Event]) -> Vec<(Action, String)> {
+        events.iter().filter(|event| event.action != Action::Observe).map(|event| (event.action, event.source.to_string())).collect()
+    }
+
+    #[test]
+    fn a_flood_is_blocked_on_the_first_tick_by_the_fast_path_alone() {
+        let mut detector = detector(|_| {});
+        detector.on_report(report("10.66.2.2", SECOND, 1, 5000.0, 5000.0));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string())]);
+        let block = &events[0];
+        assert_eq!((block.category, block.authoritative, block.ttl), (Category::Flood, "fast", Some(Duration::from_secs(600))));
+        assert!(block.provenance.contains("new flows 5000 (limit 1000)"), "{}", block.provenance);
+        detector.on_report(report("10.66.2.2", 2 * SECOND, 1, 6000.0, 6000.0));
+        assert!(decisions(&detector.tick()).is_empty(), "no second block while the first holds");
+    }
+
+    #[test]
+    fn a_busy_client_alerts_but_brute_force_where_the_model_agrees_is_blocked() {
+        let mut detector = detector(|_| {});
+        // Same fast evidence (repeated sessions, not decisive alone) for both sources.
+        detector.on_report(report("10.66.3.77", SECOND, 1, 200.0, 2000.0));
+        detector.on_report(report("10.66.2.2", SECOND, 1, 200.0, 2000.0));
+        detector.on_flow(flow("10.66.3.77", 8080, SECOND));
+        detector.on_flow(flow("10.66.2.2", 2222, SECOND));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string()), (Action::Alert, "10.66.3.77".to_string())]);
+        let block = events.iter().find(|event| event.action == Action::Block).expect("block");
+        assert_eq!((block.category, block.authoritative), (Category::BruteForce, "both"));
+        assert_eq!(events.iter().filter(|event| event.action == Action::Observe).count(), 2, "both flows observed");
+    }
+
+    #[test]
+    fn agree_policy_does_not_block_on_the_fast_path_alone_and_dry_run_blocks_nothing() {
+        let mut agree = detector(|config| config.detect.policy = BlockPolicy::Agree);
+        agree.on_report(report("10.66.2.2", SECOND, 1, 5000.0, 5000.0));
+        agree.on_flow(flow("10.66.2.2", 8080, SECOND));
+        assert_eq!(decisions(&agree.tick()), vec![(Action::Alert, "10.66.2.2".to_string())]);
+        let mut dry = detector(|config| config.response.mode = ResponseMode::DryRun);
+        dry.on_report(report("10.66.2.2", SECOND, 1, 5000.0, 5000.0));
+        assert_eq!(decisions(&dry.tick()), vec![(Action::WouldBlock, "10.66.2.2".to_string())]);
+        assert_eq!(dry.responder().active_blocks(), 0);
+    }
+
+    #[test]
+    fn an_allowlisted_attacker_is_refused_once_per_evidence_period() {
+        let mut detector = detector(|_| {});
+        detector.on_report(report("10.66.1.5", SECOND, 900, 900.0, 900.0));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Refused, "10.66.1.5".to_string())]);
+        assert!(events[0].protected && events[0].provenance.contains("allowlisted (10.66.1.0/24)"), "{}", events[0].provenance);
+        detector.on_report(report("10.66.1.5", 2 * SECOND, 900, 900.0, 900.0));
+        assert!(decisions(&detector.tick()).is_empty());
+        assert_eq!(detector.responder().active_blocks(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_flows() {
+        let mut detector = detector(|config| config.detect.queue_max = 10);
+        for i in 0..25 {
+            detector.on_flow(flow("10.66.1.9", 8080, SECOND + i));
+        }
+        assert_eq!((detector.counters.flows_received, detector.counters.flows_dropped), (25, 15));
+        detector.tick();
+        assert_eq!(detector.counters.flows_scored, 10);
+    }
+
+    #[test]
+    fn the_same_input_makes_the_same_events() {
+        let run = || {
+            let mut detector = detector(|_| {});
+            let mut all = Vec::new();
+            for second in 1..5 {
+                detector.on_report(report("10.66.2.2", second * SECOND, 30 * second as u32, 100.0, 300.0));
+                detector.on_flow(flow("10.66.2.2", 2222, second * SECOND));
+                detector.on_flow(flow("10.66.1.2", 8080, second * SECOND));
+                all.extend(detector.tick());
+            }
+            all
+        };
+        assert_eq!(run(), run());
+    }
+}

@@ -1,0 +1,226 @@
+//! What a "block" decision turns into: protected sources refused, a TTL per category that
+//! doubles for repeat offenders, a circuit breaker on new blocks, dry-run. Pure state:
+//! the detect task sends the resulting commands to the capture task and logs each
+//! outcome.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mld_config::{IpPrefix, ResponseConfig, ResponseMode};
+
+use crate::heuristics::Category;
+
+/// Why a source may never be blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protection {
+    Allowlisted(IpPrefix),
+    Management(IpPrefix),
+    GatewayAddress,
+}
+
+impl Protection {
+    pub fn describe(&self) -> String {
+        match self {
+            Protection::Allowlisted(prefix) => format!("allowlisted ({prefix})"),
+            Protection::Management(prefix) => format!("management prefix ({prefix})"),
+            Protection::GatewayAddress => "one of the gateway's own addresses".to_string(),
+        }
+    }
+}
+
+/// The outcome of a block decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Block for `ttl`; `step` 0 is a first block, n the n-th repeat.
+    Block { ttl: Duration, step: u32 },
+    /// Dry run: what would have been done.
+    WouldBlock { ttl: Duration, step: u32 },
+    /// Never blocked: logged as refused.
+    Refused(Protection),
+    /// The circuit breaker is open: too many new blocks this minute, or too many in force.
+    BreakerOpen(String),
+    /// Already blocked: nothing new.
+    AlreadyBlocked,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct History {
+    last_block_ns: u64,
+    step: u32,
+}
+
+/// Sources remembered for escalation at most (oldest forgotten first).
+const HISTORY_MAX: usize = 65_536;
+
+#[derive(Debug)]
+pub struct Responder {
+    config: ResponseConfig,
+    allowlist: Vec<IpPrefix>,
+    own_addresses: Vec<IpAddr>,
+    /// Blocks in force: source → until (ns, the detect clock).
+    active: HashMap<IpAddr, u64>,
+    history: HashMap<IpAddr, History>,
+    /// New blocks in the current minute: (minute start ns, count).
+    minute: (u64, u32),
+    pub refused: u64,
+    pub breaker_trips: u64,
+}
+
+impl Responder {
+    pub fn new(config: ResponseConfig, allowlist: Vec<IpPrefix>, own_addresses: Vec<IpAddr>) -> Responder {
+        Responder { config, allowlist, own_addresses, active: HashMap::new(), history: HashMap::new(), minute: (0, 0), refused: 0, breaker_trips: 0 }
+    }
+
+    pub fn config(&self) -> &ResponseConfig {
+        &self.config
+    }
+
+    pub fn protection(&self, source: IpAddr) -> Option<Protection> {
+        if self.own_addresses.contains(&source) {
+            return Some(Protection::GatewayAddress);
+        }
+        let host = IpPrefix::host(source);
+        if let Some(prefix) = self.allowlist.iter().find(|prefix| prefix.covers(&host)) {
+            return Some(Protection::Allowlisted(*prefix));
+        }
+        self.config.management_prefixes.iter().find(|prefix| prefix.covers(&host)).map(|prefix| Protection::Management(*prefix))
+    }
+
+    pub fn is_blocked(&self, source: IpAddr, now_ns: u64) -> bool {
+        self.active.get(&source).is_some_and(|until| *until > now_ns)
+    }
+
+    pub fn active_blocks(&self) -> usize {
+        self.active.len()
+    }
+
+    fn base_ttl(&self, category: Category) -> Duration {
+        match category {
+            Category::Flood => self.config.ttl_flood,
+            Category::Scan => self.config.ttl_scan,
+            Category::BruteForce => self.config.ttl_bruteforce,
+            Category::Slow => self.config.ttl_slow,
+            Category::Other => self.config.ttl_other,
+        }
+    }
+
+    /// Decides what blocking `source` for `category` means now.
+    pub fn decide(&mut self, source: IpAddr, category: Category, now_ns: u64) -> Outcome {
+        if let Some(protection) = self.protection(source) {
+            self.refused += 1;
+            return Outcome::Refused(protection);
+        }
+        self.active.retain(|_, until| *until > now_ns);
+        if self.is_blocked(source, now_ns) {
+            return Outcome::AlreadyBlocked;
+        }
+        let dry_run = self.config.mode == ResponseMode::DryRun;
+        if !dry_run {
+            const MINUTE_NS: u64 = 60_000_000_000;
+            if now_ns.saturating_sub(self.minute.0) >= MINUTE_NS {
+                self.minute = (now_ns, 0);
+            }
+            if self.minute.1 >= self.config.max_new_blocks_per_minute {
+                self.breaker_trips += 1;
+                return Outcome::BreakerOpen(format!("{} new blocks this minute (response.max-new-blocks-per-minute)", self.minute.1));
+            }
+            if self.active.len() >= self.config.max_active_blocks as usize {
+                self.breaker_trips += 1;
+                return Outcome::BreakerOpen(format!("{} blocks in force (response.max-active-blocks)", self.active.len()));
+            }
+        }
+        let repeat = self.history.get(&source).filter(|history| now_ns.saturating_sub(history.last_block_ns) <= self.config.repeat_window.as_nanos() as u64);
+        let step = repeat.map_or(0, |history| history.step + 1);
+        let ttl = self.base_ttl(category).saturating_mul(1u32 << step.min(20)).min(self.config.ttl_max);
+        if dry_run {
+            return Outcome::WouldBlock { ttl, step };
+        }
+        if self.history.len() >= HISTORY_MAX && !self.history.contains_key(&source) {
+            if let Some(oldest) = self.history.iter().min_by_key(|(_, history)| history.last_block_ns).map(|(source, _)| *source) {
+                self.history.remove(&oldest);
+            }
+        }
+        self.history.insert(source, History { last_block_ns: now_ns, step });
+        self.active.insert(source, now_ns.saturating_add(ttl.as_nanos() as u64));
+        self.minute.1 += 1;
+        Outcome::Block { ttl, step }
+    }
+
+    /// The capture task removed an expired block.
+    pub fn expired(&mut self, source: IpAddr) {
+        self.active.remove(&source);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn responder(mode: ResponseMode) -> Responder {
+        let mut config = mld_config::Config::default().response;
+        config.mode = mode;
+        config.max_new_blocks_per_minute = 3;
+        config.management_prefixes = vec!["192.0.2.0/24".parse().expect("prefix")];
+        Responder::new(config, vec!["10.66.1.0/24".parse().expect("prefix")], vec!["10.66.9.1".parse().expect("addr")])
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn protected_sources_are_refused_with_the_reason() {
+        let mut responder = responder(ResponseMode::Block);
+        assert!(matches!(responder.decide(ip("10.66.1.2"), Category::Scan, 0), Outcome::Refused(Protection::Allowlisted(_))));
+        assert!(matches!(responder.decide(ip("192.0.2.9"), Category::Scan, 0), Outcome::Refused(Protection::Management(_))));
+        assert_eq!(responder.decide(ip("10.66.9.1"), Category::Scan, 0), Outcome::Refused(Protection::GatewayAddress));
+        assert_eq!(responder.refused, 3);
+        assert_eq!(responder.active_blocks(), 0);
+    }
+
+    #[test]
+    fn repeat_offenders_get_doubled_ttls_up_to_the_maximum() {
+        let mut responder = responder(ResponseMode::Block);
+        let attacker = ip("10.66.2.2");
+        assert_eq!(responder.decide(attacker, Category::Flood, 0), Outcome::Block { ttl: Duration::from_secs(600), step: 0 });
+        assert_eq!(responder.decide(attacker, Category::Flood, SECOND), Outcome::AlreadyBlocked);
+        responder.expired(attacker);
+        let later = 700 * SECOND;
+        assert_eq!(responder.decide(attacker, Category::Flood, later), Outcome::Block { ttl: Duration::from_secs(1200), step: 1 });
+        responder.expired(attacker);
+        let mut now = later;
+        for _ in 0..10 {
+            now += 120 * SECOND;
+            responder.minute = (now, 0);
+            responder.decide(attacker, Category::Flood, now);
+            responder.expired(attacker);
+        }
+        now += 120 * SECOND;
+        responder.minute = (now, 0);
+        match responder.decide(attacker, Category::Flood, now) {
+            Outcome::Block { ttl, step } => assert_eq!((ttl, step), (Duration::from_secs(86_400), 12)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_circuit_breaker_caps_new_blocks_per_minute() {
+        let mut responder = responder(ResponseMode::Block);
+        let outcomes: Vec<Outcome> = (0..10).map(|i| responder.decide(ip(&format!("203.0.113.{i}")), Category::Flood, i * SECOND)).collect();
+        assert_eq!(outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Block { .. })).count(), 3);
+        assert!(matches!(outcomes[3], Outcome::BreakerOpen(_)));
+        assert_eq!(responder.active_blocks(), 3);
+        assert!(matches!(responder.decide(ip("203.0.113.77"), Category::Flood, 61 * SECOND), Outcome::Block { .. }), "a new minute closes the breaker");
+    }
+
+    #[test]
+    fn dry_run_blocks_nothing() {
+        let mut responder = responder(ResponseMode::DryRun);
+        assert_eq!(responder.decide(ip("10.66.2.2"), Category::Scan, 0), Outcome::WouldBlock { ttl: Duration::from_secs(3600), step: 0 });
+        assert_eq!(responder.active_blocks(), 0);
+        assert!(!responder.is_blocked(ip("10.66.2.2"), 1));
+    }
+}
