@@ -4,12 +4,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use mld_config::Config;
-use mld_eventlog::{build_event, verify_paths, EventContext, LogKey, LogWriter, Verdict, WriterConfig};
+use mld_detect::engine::Action;
+use mld_eventlog::{verify_paths, LogKey, LogWriter, WriterConfig};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_packet::{decode_frame, DecodeOutcome, PcapReader};
 use sha2::{Digest, Sha256};
 
+use crate::detection::Detection;
 use crate::exit::Exit;
+use crate::pipeline::{CaptureSide, Emitted};
 
 /// Loads the log key, creating it (0600) when missing and allowed.
 fn log_key(config: &Config) -> anyhow::Result<LogKey> {
@@ -35,7 +38,8 @@ pub(crate) fn writer_config(config: &Config) -> WriterConfig {
     }
 }
 
-/// The offline pipeline in one process: captures → flows → (placeholder) verdict →
+/// The offline pipeline in one process: captures → flows and active-source reports →
+/// detection (heuristics, models, policy; nothing is blocked offline) →
 /// signed event log. Deterministic: times come from the packets.
 pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let text = std::fs::read_to_string(config_path).with_context(|| format!("failed to read `{}`", config_path.display()))?;
@@ -53,36 +57,59 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
             return Ok(Exit::Config);
         }
     };
+    let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+    // The same detection as the detect task (models as configured, fail closed), on the
+    // packets' clock; the gateway's own addresses are unknown offline.
+    let mut detection = match Detection::new(&config, &config_sha256, Vec::new()) {
+        Ok(detection) => detection,
+        Err(error) => {
+            eprintln!("mldefender: error: {error:#}");
+            return Ok(Exit::Config);
+        }
+    };
     let mut writer = LogWriter::open(writer_config(&config), key).context("failed to open the event log")?;
     let first_seq = writer.last_seq() + 1;
-    let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
-    let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
-    let context = EventContext {
-        node: &config.log.node,
-        deployment: "standalone",
-        software_version: env!("CARGO_PKG_VERSION"),
-        config_sha256: &config_sha256,
-        model_sha256: None,
-        windows_secs: &windows_secs,
-    };
-    let verdict = Verdict::placeholder();
     let mut table = FlowTable::new(config.flow_table());
+    let mut side = CaptureSide::new(&config, &mut table);
+    let tick_ns = config.detect.tick.as_nanos() as u64;
+    let mut next_tick_ns = 0u64;
     let mut finished: Vec<FlowRecord> = Vec::new();
+    let mut emitted: Vec<Emitted> = Vec::new();
     let mut events = 0u64;
+    let mut decisions = 0u64;
     let mut exit = Exit::Success;
     let mut write_error = None;
+    let mut step = |table: &mut FlowTable, side: &mut CaptureSide, finished: &mut Vec<FlowRecord>, end: bool| {
+        side.poll(table, finished, &mut emitted);
+        for item in emitted.drain(..) {
+            match item {
+                Emitted::Flow(flow) => detection.detector.on_flow(flow),
+                Emitted::Source(report) => detection.detector.on_report(report),
+            }
+        }
+        let now = table.now_ns();
+        if now < next_tick_ns && !end {
+            return;
+        }
+        next_tick_ns = now + tick_ns;
+        detection.detector.advance_to(now);
+        for event in detection.detector.tick() {
+            if event.action != Action::Observe {
+                decisions += 1;
+            }
+            if write_error.is_none() {
+                match writer.append(&detection.record(&event, "replay")) {
+                    Ok(_) => events += 1,
+                    Err(error) => write_error = Some(error),
+                }
+            }
+        }
+    };
     for file in files {
         let result = PcapReader::read_file(file, |frame| {
             if let DecodeOutcome::Packet(record) = decode_frame(frame.link, frame.data, frame.wire_len, frame.ts_ns) {
                 table.process(&record, &mut finished);
-                for flow in finished.drain(..) {
-                    if write_error.is_none() {
-                        match writer.append(&build_event(&flow, &verdict, &context)) {
-                            Ok(_) => events += 1,
-                            Err(error) => write_error = Some(error),
-                        }
-                    }
-                }
+                step(&mut table, &mut side, &mut finished, false);
             }
         });
         if let Err(error) = result {
@@ -90,20 +117,22 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
             exit = Exit::Data;
         }
     }
+    table.flush(&mut finished);
+    step(&mut table, &mut side, &mut finished, true);
     if let Some(error) = write_error {
         return Err(error).context("failed to write the event log");
     }
-    table.flush(&mut finished);
-    for flow in finished.drain(..) {
-        writer.append(&build_event(&flow, &verdict, &context)).context("failed to write the event log")?;
-        events += 1;
-    }
     writer.sync().context("failed to fsync the event log")?;
+    let counters = detection.detector.counters;
     eprintln!(
-        "mldefender replay: {events} events written to {} (seq {first_seq}..{}, node {})",
+        "mldefender replay: {events} events written to {} (seq {first_seq}..{}, node {}); {decisions} decisions ({} blocks, {} alerts, {} refused); {}",
         config.log.dir.display(),
         writer.last_seq(),
-        config.log.node
+        config.log.node,
+        counters.blocks,
+        counters.alerts,
+        counters.refused,
+        detection.model_description
     );
     Ok(exit)
 }

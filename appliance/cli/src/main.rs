@@ -5,13 +5,16 @@
 //! decides exit codes.
 
 mod capture;
+mod detection;
 mod exit;
 mod log;
 mod logging;
+mod model;
 mod supervise;
 mod task;
 mod flows;
 mod output;
+mod pipeline;
 mod summary;
 
 use std::path::PathBuf;
@@ -88,8 +91,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Run the offline pipeline on captures: flows → verdict (a placeholder until
-    /// detection exists) → the signed event log of [log] in the configuration.
+    /// Run the offline pipeline on captures: flows → detection (as [detect] configures
+    /// it; nothing is blocked offline) → the signed event log of [log].
     Replay {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -99,6 +102,9 @@ enum Command {
     /// The signed event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Detection models: signing keys, signatures, checks.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// A task process (started by `supervise`, not by people).
     #[command(hide = true)]
     Task { name: String },
@@ -160,6 +166,35 @@ enum LogCommand {
     Schema {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Create an Ed25519 signing key pair: PRIVATE (0600, never overwritten) and PUBLIC
+    /// (its base64 goes into detect.model-public-key).
+    Keygen {
+        #[arg(value_name = "PRIVATE")]
+        private_key: PathBuf,
+        #[arg(value_name = "PUBLIC")]
+        public_key: PathBuf,
+    },
+    /// Sign a model's metadata file (NAME.json) with PRIVATE: writes NAME.json.sig.
+    Sign {
+        #[arg(long = "key", value_name = "PRIVATE")]
+        private_key: PathBuf,
+        #[arg(required = true, value_name = "METADATA")]
+        metadata: Vec<PathBuf>,
+    },
+    /// Check the models of a directory as the detect task would (signature, SHA-256,
+    /// features, shapes) and print what they are.
+    Check {
+        /// Configuration whose [detect] (models-dir, model-public-key, onnxruntime) to use.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Models directory instead of detect.models-dir.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -269,6 +304,9 @@ fn main() -> ExitCode {
         Command::Replay { config, files } => log::replay(&config, &files),
         Command::Log(LogCommand::Verify { paths, keys }) => log::verify(&paths, &keys),
         Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
+        Command::Model(ModelCommand::Keygen { private_key, public_key }) => model::keygen(&private_key, &public_key),
+        Command::Model(ModelCommand::Sign { private_key, metadata }) => model::sign(&private_key, &metadata),
+        Command::Model(ModelCommand::Check { config, dir }) => model::check(config.as_deref(), dir.as_deref()),
     };
     match outcome {
         Ok(exit) => exit.into(),

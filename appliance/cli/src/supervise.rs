@@ -514,15 +514,26 @@ impl Supervisor {
             let counters = &task.counters;
             match task.config.kind {
                 TaskKind::Capture => {
-                    pipeline = PipelineCounters {
-                        flows_received: pipeline.flows_received,
-                        events_acked: pipeline.events_acked,
-                        events_logged: pipeline.events_logged,
-                        ..*counters
-                    };
+                    pipeline.records_read = counters.records_read;
+                    pipeline.flows_finished = counters.flows_finished;
+                    pipeline.flows_sent = counters.flows_sent;
+                    pipeline.flows_dropped = counters.flows_dropped;
+                    pipeline.xdp_passed = counters.xdp_passed;
+                    pipeline.xdp_dropped = counters.xdp_dropped;
+                    pipeline.xdp_malformed = counters.xdp_malformed;
+                    pipeline.xdp_ring_full = counters.xdp_ring_full;
                 }
                 TaskKind::Detect => {
                     pipeline.flows_received = counters.flows_received;
+                    pipeline.flows_scored = counters.flows_scored;
+                    pipeline.flows_dropped_detect = counters.flows_dropped_detect;
+                    pipeline.reports_received = counters.reports_received;
+                    pipeline.blocks = counters.blocks;
+                    pipeline.alerts = counters.alerts;
+                    pipeline.refused = counters.refused;
+                    pipeline.breaker_open = counters.breaker_open;
+                    pipeline.active_blocks = counters.active_blocks;
+                    pipeline.block_latency_p99_us = counters.block_latency_p99_us;
                     pipeline.events_acked = counters.events_acked;
                 }
                 TaskKind::Log => pipeline.events_logged = counters.events_logged,
@@ -644,6 +655,10 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     println!(
         "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {}",
         p.xdp_passed, p.xdp_dropped, p.xdp_malformed, p.xdp_ring_full, p.records_read, p.flows_finished, p.flows_sent, p.flows_dropped, p.flows_received, p.events_acked, p.events_logged
+    );
+    println!(
+        "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {}",
+        p.reports_received, p.flows_scored, p.flows_dropped_detect, p.blocks, p.active_blocks, p.block_latency_p99_us, p.alerts, p.refused, p.breaker_open
     );
     Ok(Exit::Success)
 }

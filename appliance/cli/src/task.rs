@@ -15,10 +15,13 @@ use anyhow::Context;
 use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, PinnedMaps, RingReader};
 use mld_config::{Config, TaskKind};
 use mld_flow::{FlowRecord, FlowTable};
-use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, SupervisorMessage, TaskMessage};
+use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, ResponseMessage, SupervisorMessage, TaskMessage};
 use tracing::{info, warn};
 
-use mld_eventlog::{build_event, Delivery, EventContext, LogKey, LogWriter, Verdict, WriterError};
+use mld_eventlog::{Delivery, LogKey, LogWriter, WriterError};
+
+use crate::detection::{own_addresses, Detection};
+use crate::pipeline::{CaptureSide, Emitted};
 use mld_ipc::{is_new, AckWindow, EventAck, EventMessage};
 
 use crate::exit::Exit;
@@ -119,17 +122,22 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     let mut control = Control { stream, decoder: FrameDecoder::default(), test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new() };
     match kind {
         TaskKind::Capture => capture(&config, &config_toml, &fds, &mut control, &stop),
-        TaskKind::Detect => sink(&fds, &mut control, &stop),
+        TaskKind::Detect => detect(&config, &config_toml, &fds, &mut control, &stop),
         TaskKind::Log => log_task(&config, &fds, &mut control, &stop),
     }
 }
 
-/// The flow connection to the sink, non-blocking, with a bounded queue in front of it.
+/// The connection to the detect task, non-blocking, with a bounded queue in front of it:
+/// flows and reports go out, block commands come back.
 struct FlowSender {
     path: String,
     stream: Option<UnixStream>,
     next_attempt: Instant,
-    outbox: Outbox<String>,
+    outbox: Outbox<FlowMessage>,
+    /// Block results and expiries: never dropped for lack of room (they are few).
+    urgent: std::collections::VecDeque<FlowMessage>,
+    decoder: FrameDecoder,
+    responses: Vec<ResponseMessage>,
     /// Encoded frames, and how many of their bytes are already written to the stream.
     buffer: Vec<u8>,
     written: usize,
@@ -143,18 +151,45 @@ impl FlowSender {
             match UnixStream::connect(&self.path) {
                 Ok(stream) => {
                     let _ = stream.set_nonblocking(true);
+                    self.decoder = FrameDecoder::default();
                     self.stream = Some(stream);
                 }
                 Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
             }
         }
         let Some(stream) = self.stream.as_mut() else { return };
+        // Block commands from the detect task.
+        let mut chunk = [0u8; 4096];
+        let (_, open) = read_available(stream, &mut self.decoder, &mut chunk);
+        loop {
+            match self.decoder.next_message::<ResponseMessage>() {
+                Ok(Some(message)) => self.responses.push(message),
+                Ok(None) => break,
+                Err(error) => {
+                    warn!(error = %error, "bad frame from the detect task");
+                    break;
+                }
+            }
+        }
         while self.buffer.len() < WRITE_BUFFER_BYTES {
-            let Some(record) = self.outbox.pop() else { break };
-            if mld_ipc::write_frame(&mut self.buffer, &FlowMessage::Flow { record }).is_ok() {
+            let message = match self.urgent.pop_front() {
+                Some(message) => message,
+                None => match self.outbox.pop() {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let flow = matches!(message, FlowMessage::Flow { .. });
+            if mld_ipc::write_frame(&mut self.buffer, &message).is_ok() && flow {
                 self.sent += 1;
             }
         }
+        if !open {
+            self.stream = None;
+            self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
+            return;
+        }
+        let Some(stream) = self.stream.as_mut() else { return };
         while self.written < self.buffer.len() {
             match stream.write(&self.buffer[self.written..]) {
                 Ok(0) => break,
@@ -187,7 +222,7 @@ impl FlowSender {
     }
 
     fn idle(&self) -> bool {
-        self.outbox.is_empty() && self.buffer.is_empty()
+        self.outbox.is_empty() && self.urgent.is_empty() && self.buffer.is_empty()
     }
 }
 
@@ -203,33 +238,23 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
     let mut maps = PinnedMaps::from_fds(fds.take("allow")?, fds.take("deny")?, fds.take("counters")?)?;
     let offset_ns = boot_to_realtime_offset_ns();
     let mut table = FlowTable::new(config.flow_table());
-    let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
-    let config_sha256 = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
-    };
-    let context = EventContext {
-        node: &config.log.node,
-        deployment: "standalone",
-        software_version: env!("CARGO_PKG_VERSION"),
-        config_sha256: &config_sha256,
-        model_sha256: None,
-        windows_secs: &windows_secs,
-    };
-    // Until detection exists, every flow goes on with the placeholder verdict; the sink
-    // (detect's place) decides and hands it to the log task.
-    let verdict = Verdict::placeholder();
+    let _ = config_toml;
+    let mut side = CaptureSide::new(config, &mut table);
     let mut sender = FlowSender {
         path: std::env::var("MLD_FLOWS_SOCKET").context("MLD_FLOWS_SOCKET is not set")?,
         stream: None,
         next_attempt: Instant::now(),
         outbox: Outbox::new(OUTBOX_CAPACITY),
+        urgent: std::collections::VecDeque::new(),
+        decoder: FrameDecoder::default(),
+        responses: Vec::new(),
         buffer: Vec::new(),
         written: 0,
         sent: 0,
         lost_on_disconnect: 0,
     };
     let mut finished: Vec<FlowRecord> = Vec::with_capacity(1024);
+    let mut emitted: Vec<Emitted> = Vec::with_capacity(1024);
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
     let mut last_sweep = Instant::now();
@@ -237,11 +262,19 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
     control.ready();
     info!("capture task ready");
 
-    let queue = |finished: &mut Vec<FlowRecord>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
-        for flow in finished.drain(..) {
-            counters.flows_finished += 1;
-            let event = build_event(&flow, &verdict, &context);
-            sender.outbox.push(serde_json::Value::Object(event).to_string());
+    let queue = |emitted: &mut Vec<Emitted>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
+        for item in emitted.drain(..) {
+            match item {
+                Emitted::Flow(flow) => {
+                    if flow.end_reason != mld_flow::EndReason::Active {
+                        counters.flows_finished += 1;
+                    }
+                    sender.outbox.push(FlowMessage::Flow { flow: Box::new(flow) });
+                }
+                Emitted::Source(report) => {
+                    sender.outbox.push(FlowMessage::Source { report: Box::new(report) });
+                }
+            }
         }
     };
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
@@ -249,15 +282,18 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
             record.ts_ns += offset_ns;
             table.process(&record, &mut finished);
         })? as u64;
-        if last_tick.elapsed() >= Duration::from_millis(250) {
+        if last_tick.elapsed() >= Duration::from_millis(100) {
             table.advance_to(boot_time_ns() + offset_ns, &mut finished);
             last_tick = Instant::now();
         }
-        queue(&mut finished, &mut sender, &mut counters);
+        side.poll(&mut table, &mut finished, &mut emitted);
+        queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
+        apply_responses(&mut sender, &mut maps);
         if last_sweep.elapsed() >= config.capture.sweep_interval {
             for prefix in maps.sweep_expired(boot_time_ns())? {
                 info!(prefix = %prefix, "deny entry expired and was removed");
+                sender.urgent.push_back(FlowMessage::BlockExpired { prefix: prefix.to_string() });
             }
             last_sweep = Instant::now();
         }
@@ -273,7 +309,8 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
         table.process(&record, &mut finished);
     })? as u64;
     table.flush(&mut finished);
-    queue(&mut finished, &mut sender, &mut counters);
+    emitted.extend(finished.drain(..).map(Emitted::Flow));
+    queue(&mut emitted, &mut sender, &mut counters);
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while !sender.idle() && Instant::now() < deadline {
         sender.pump();
@@ -282,6 +319,29 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
     report(&mut counters, &maps, &sender, control);
     info!(flows = counters.flows_finished, sent = counters.flows_sent, dropped = counters.flows_dropped, "capture task stopped");
     Ok(Exit::Success)
+}
+
+/// Writes the deny entries the detect task asked for and answers each with its result.
+fn apply_responses(sender: &mut FlowSender, maps: &mut PinnedMaps) {
+    for response in std::mem::take(&mut sender.responses) {
+        match response {
+            ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } => {
+                let result = prefix
+                    .parse::<mld_config::IpPrefix>()
+                    .map_err(|error| format!("bad prefix `{prefix}`: {error}"))
+                    .and_then(|parsed| {
+                        let reason = mld_capture::DenyReason::parse(&reason).unwrap_or(mld_capture::DenyReason::Other);
+                        maps.deny_add(&parsed, Some(Duration::from_secs(ttl_secs)), reason).map_err(|error| format!("{error:#}"))
+                    });
+                let applied_boot_ns = boot_time_ns();
+                match &result {
+                    Ok(()) => info!(prefix = %prefix, ttl_secs, latency_us = applied_boot_ns.saturating_sub(decided_boot_ns) / 1000, "blocked"),
+                    Err(error) => warn!(prefix = %prefix, error = %error, "failed to block"),
+                }
+                sender.urgent.push_back(FlowMessage::BlockResult { id, prefix, error: result.err(), applied_boot_ns });
+            }
+        }
+    }
 }
 
 fn report(counters: &mut PipelineCounters, maps: &PinnedMaps, sender: &FlowSender, control: &mut Control) {
@@ -306,8 +366,10 @@ struct EventSender {
     window: AckWindow<String>,
     buffer: Vec<u8>,
     acked: u64,
-    /// This sink run's id: the log task keeps sequence numbers per stream.
+    /// This run's id: the log task keeps sequence numbers per stream.
     stream_id: u64,
+    /// Events dropped because the window was full (the log task away or behind).
+    dropped: u64,
 }
 
 /// A random id for this process's event stream.
@@ -322,8 +384,11 @@ fn new_stream_id() -> u64 {
 
 impl EventSender {
     fn send(&mut self, record: String) {
-        if let Some((seq, record)) = self.window.send(record) {
-            let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq, record });
+        match self.window.send(record) {
+            Some((seq, record)) => {
+                let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq, record });
+            }
+            None => self.dropped += 1,
         }
     }
 
@@ -378,13 +443,52 @@ impl EventSender {
     }
 }
 
-fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+/// The capture task's connection to the detect task.
+struct CaptureConnection {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+}
+
+/// Verdict → deny-map latencies of the last blocks, µs.
+#[derive(Default)]
+struct Latencies {
+    recent: std::collections::VecDeque<u64>,
+}
+
+impl Latencies {
+    const KEEP: usize = 1024;
+
+    fn add(&mut self, micros: u64) {
+        if self.recent.len() >= Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(micros);
+    }
+
+    fn p99(&self) -> u64 {
+        let mut sorted: Vec<u64> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted.get((sorted.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0)
+    }
+}
+
+/// The detect task: scores flows and active-source reports from the capture task, decides,
+/// sends blocks back to the capture task, and hands every event to the log task.
+fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
     let listener = UnixListener::from(fds.take("flows")?);
     listener.set_nonblocking(true)?;
     let capture_uid: u32 = std::env::var("MLD_CAPTURE_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_CAPTURE_UID is not set")?;
-    let mut connections: Vec<(UnixStream, FrameDecoder)> = Vec::new();
+    let config_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
+    };
+    // Fail closed: without its models (when required) the task does not start.
+    let mut detection = Detection::new(config, &config_sha256, own_addresses())?;
+    info!(models = %detection.model_description, policy = config.detect.policy.as_str(), mode = ?config.response.mode, "detection loaded");
+    let mut connections: Vec<CaptureConnection> = Vec::new();
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
+    let mut last_tick = Instant::now();
     let mut events = EventSender {
         path: std::env::var("MLD_EVENTS_SOCKET").context("MLD_EVENTS_SOCKET is not set")?,
         stream: None,
@@ -394,10 +498,22 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
         buffer: Vec::new(),
         acked: 0,
         stream_id: new_stream_id(),
+        dropped: 0,
     };
+    let mut latencies = Latencies::default();
+    // When each block in flight was decided (CLOCK_BOOTTIME ns), by command id; bounded.
+    let mut decided: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut next_block_id = 1u64;
+    let offset_ns = boot_to_realtime_offset_ns();
     control.ready();
     info!("detect task ready");
-    while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+    let mut buffer = vec![0u8; 65536];
+    let mut running = true;
+    loop {
+        if running && (stop.load(Ordering::Relaxed) || control.shutdown_requested()) {
+            running = false;
+            control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+        }
         let mut busy = false;
         while let Ok((stream, _)) = listener.accept() {
             // Only the capture task may send flows.
@@ -405,71 +521,115 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
                 Ok(credentials) if credentials.uid() == capture_uid => {
                     let _ = stream.set_nonblocking(true);
                     info!(pid = credentials.pid(), "flow connection from the capture task");
-                    connections.push((stream, FrameDecoder::default()));
+                    connections.push(CaptureConnection { stream, decoder: FrameDecoder::default() });
                 }
                 Ok(credentials) => warn!(uid = credentials.uid(), "refused a flow connection from a process that is not the capture task"),
                 Err(error) => warn!(error = %error, "refused a flow connection without peer credentials"),
             }
         }
-        let mut buffer = [0u8; 65536];
+        // Read while the log task keeps up; otherwise leave flows in the socket (the
+        // capture task's bounded queue drops and counts).
         let room = events.window.can_send();
-        connections.retain_mut(|(stream, decoder)| {
+        let mut all_closed = !connections.is_empty();
+        connections.retain_mut(|connection| {
             if !room {
-                // The log task is behind or away: leave flows in the socket (the capture
-                // task's bounded queue drops and counts) until events are acknowledged.
+                all_closed = false;
                 return true;
             }
-            // Read what is there; at the end of the stream, still decode what was read.
-            let (read, open) = read_available(stream, decoder, &mut buffer);
+            let (read, open) = read_available(&mut connection.stream, &mut connection.decoder, &mut buffer);
             busy |= read;
             loop {
-                match decoder.next_message::<FlowMessage>() {
-                    Ok(Some(FlowMessage::Flow { record })) => {
-                        counters.flows_received += 1;
-                        events.send(record);
+                match connection.decoder.next_message::<FlowMessage>() {
+                    Ok(Some(FlowMessage::Flow { flow })) => detection.detector.on_flow(*flow),
+                    Ok(Some(FlowMessage::Source { report })) => detection.detector.on_report(*report),
+                    Ok(Some(FlowMessage::BlockResult { id, prefix, error, applied_boot_ns })) => match error {
+                        None => {
+                            if let Some(at) = decided.remove(&id) {
+                                latencies.add(applied_boot_ns.saturating_sub(at) / 1000);
+                            }
+                        }
+                        Some(error) => warn!(prefix = %prefix, error = %error, "the capture task could not block"),
+                    },
+                    Ok(Some(FlowMessage::BlockExpired { prefix })) => {
+                        if let Ok(prefix) = prefix.parse::<mld_config::IpPrefix>() {
+                            if let Some(event) = detection.detector.on_expired(prefix.addr()) {
+                                events.send(serde_json::Value::Object(detection.record(&event, "standalone")).to_string());
+                            }
+                        }
                     }
-                    Ok(None) => return open,
+                    Ok(None) => break,
                     Err(error) => {
                         warn!(error = %error, "bad flow frame; dropping the connection");
                         return false;
                     }
                 }
             }
+            if open {
+                all_closed = false;
+            }
+            open
         });
+        if last_tick.elapsed() >= config.detect.tick || (!running && (all_closed || connections.is_empty())) {
+            last_tick = Instant::now();
+            detection.detector.advance_to(boot_time_ns() + offset_ns);
+            for event in detection.detector.tick() {
+                if event.action == mld_detect::engine::Action::Block {
+                    let (Some(ttl), Some(connection)) = (event.ttl, connections.last_mut()) else {
+                        warn!(source = %event.source, "no capture task connected: the block cannot be applied");
+                        continue;
+                    };
+                    let id = next_block_id;
+                    next_block_id += 1;
+                    let decided_boot_ns = boot_time_ns();
+                    if decided.len() >= 4096 {
+                        decided.clear();
+                    }
+                    decided.insert(id, decided_boot_ns);
+                    let command = ResponseMessage::Block {
+                        id,
+                        prefix: mld_config::IpPrefix::host(event.source).to_string(),
+                        ttl_secs: ttl.as_secs(),
+                        reason: event.category.as_str().to_string(),
+                        decided_boot_ns,
+                    };
+                    let _ = connection.stream.set_nonblocking(false);
+                    if let Err(error) = mld_ipc::write_frame(&mut connection.stream, &command) {
+                        warn!(error = %error, source = %event.source, "failed to send a block to the capture task");
+                    }
+                    let _ = connection.stream.set_nonblocking(true);
+                    info!(source = %event.source, category = event.category.as_str(), ttl_secs = ttl.as_secs(), step = event.escalation_step, "block");
+                } else if event.action != mld_detect::engine::Action::Observe {
+                    info!(source = %event.source, action = event.action.as_str(), category = event.category.as_str(), "decision");
+                }
+                events.send(serde_json::Value::Object(detection.record(&event, "standalone")).to_string());
+            }
+            if !running {
+                break;
+            }
+        }
         events.pump();
+        let d = detection.detector.counters;
+        counters.flows_received = d.flows_received;
+        counters.flows_scored = d.flows_scored;
+        counters.flows_dropped_detect = d.flows_dropped + events.dropped;
+        counters.reports_received = d.reports_received;
+        counters.blocks = d.blocks;
+        counters.alerts = d.alerts;
+        counters.refused = d.refused;
+        counters.breaker_open = d.breaker_open;
+        counters.active_blocks = detection.detector.responder().active_blocks() as u64;
+        counters.block_latency_p99_us = latencies.p99();
         counters.events_acked = events.acked;
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
         }
         if !busy {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
-    }
-    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
-    // The capture task stopped first and closed its connection: read what it sent
-    // before it went, to the end of each stream (bounded by the drain deadline).
-    let deadline = Instant::now() + DRAIN_DEADLINE;
-    // A connection the capture task opened just before it stopped may not be accepted yet.
-    while let Ok((stream, _)) = listener.accept() {
-        if nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).is_ok_and(|credentials| credentials.uid() == capture_uid) {
-            let _ = stream.set_nonblocking(true);
-            connections.push((stream, FrameDecoder::default()));
-        }
-    }
-    let mut buffer = [0u8; 65536];
-    for (stream, decoder) in &mut connections {
-        while Instant::now() < deadline {
-            match stream.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => decoder.push(&buffer[..n]),
-                Err(error) if error.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
-                Err(_) => break,
-            }
-        }
-        while let Ok(Some(FlowMessage::Flow { record })) = decoder.next_message::<FlowMessage>() {
-            counters.flows_received += 1;
-            events.send(record);
+        if !running && !busy && connections.is_empty() {
+            // Nothing more will come: decide on what arrived, then stop.
+            last_tick = Instant::now() - config.detect.tick;
         }
     }
     // Hand every event to the log task and wait for its acknowledgement (bounded).
@@ -480,7 +640,7 @@ fn sink(fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Re
     }
     counters.events_acked = events.acked;
     control.send(&TaskMessage::Counters(counters));
-    info!(flows = counters.flows_received, "detect task stopped");
+    info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)
 }
 

@@ -92,13 +92,16 @@ pub struct DetectCounters {
     pub breaker_open: u64,
 }
 
+/// A scored flow of a source: (time, P(attack), category when flagged).
+type ModelEvidence = (u64, f64, Option<(Category, f64)>);
+
 #[derive(Debug, Default)]
 struct SourceState {
     fast: Option<(FastVerdict, u64)>,
     slow: SlowTracker,
     slow_verdict: Option<(FastVerdict, u64)>,
     /// Model scores of the source's flows: (time, P(attack), category).
-    model: VecDeque<(u64, f64, Option<(Category, f64)>)>,
+    model: VecDeque<ModelEvidence>,
     latest_flow: Option<FlowRecord>,
     last_seen_ns: u64,
     last_alert_ns: Option<u64>,
@@ -498,7 +501,7 @@ fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict 
 }
 
 /// The category most of a source's flagged flows have.
-fn dominant_category(model: &VecDeque<(u64, f64, Option<(Category, f64)>)>) -> Option<Category> {
+fn dominant_category(model: &VecDeque<ModelEvidence>) -> Option<Category> {
     let mut counts: HashMap<Category, u32> = HashMap::new();
     for (_, _, category) in model {
         if let Some((category, _)) = category {

@@ -12,4 +12,5 @@ pub mod features;
 pub mod heuristics;
 pub mod model;
 pub mod response;
+pub mod scorer;
 pub mod signing;

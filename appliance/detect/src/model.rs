@@ -55,7 +55,9 @@ pub enum ModelError {
     Signature { signature: PathBuf, metadata: PathBuf, source: SigningError },
     #[error("invalid model metadata `{path}`: {reason}")]
     Metadata { path: PathBuf, reason: String },
-    #[error("model `{onnx}` was changed after signing: its SHA-256 is {actual}, metadata `{metadata}` says {expected}")]
+    #[error(
+        "model `{onnx}` was changed after signing: its SHA-256 is {actual}, metadata `{metadata}` says {expected}"
+    )]
     Sha256Mismatch { onnx: PathBuf, metadata: PathBuf, expected: String, actual: String },
     #[error("model metadata `{path}` lists no features")]
     NoFeatures { path: PathBuf },
@@ -131,7 +133,11 @@ impl ModelFiles {
             return Err(ModelError::InvalidName { name: name.to_string() });
         }
         let metadata = dir.join(format!("{name}.json"));
-        Ok(ModelFiles { onnx: dir.join(format!("{name}.onnx")), signature: signing::signature_path(&metadata), metadata })
+        Ok(ModelFiles {
+            onnx: dir.join(format!("{name}.onnx")),
+            signature: signing::signature_path(&metadata),
+            metadata,
+        })
     }
 }
 
@@ -350,9 +356,8 @@ impl LoadedModel {
         let input = TensorRef::from_array_view(([n, self.n_features], &rows[..expected])).map_err(inference_error)?;
         let outputs = self.session.run(ort::inputs![input]).map_err(inference_error)?;
         let output_error = |reason: String| ModelError::Output { model: self.metadata.name.clone(), reason };
-        let probabilities = outputs
-            .get(PROBABILITIES_NAME)
-            .ok_or_else(|| output_error(format!("no `{PROBABILITIES_NAME}` output")))?;
+        let probabilities =
+            outputs.get(PROBABILITIES_NAME).ok_or_else(|| output_error(format!("no `{PROBABILITIES_NAME}` output")))?;
         let (shape, values) = probabilities
             .try_extract_tensor::<f32>()
             .map_err(|error| output_error(format!("`{PROBABILITIES_NAME}` that is not f32: {error}")))?;
@@ -468,7 +473,8 @@ fn build_session(path: &Path, onnx_bytes: &[u8]) -> Result<Session, ModelError> 
         .ok_or_else(|| ModelError::RuntimeNotLoaded { path: path.to_path_buf() })?;
     let session_error = |source| ModelError::Session { path: path.to_path_buf(), source };
     // Builder errors carry the builder back for recovery; only the message is kept.
-    let builder_error = |error: ort::Error<ort::session::builder::SessionBuilder>| session_error(ort::Error::new(error.message()));
+    let builder_error =
+        |error: ort::Error<ort::session::builder::SessionBuilder>| session_error(ort::Error::new(error.message()));
     Session::builder(&environment)
         .map_err(session_error)?
         .with_intra_threads(1)
@@ -489,7 +495,8 @@ fn check_input(session: &Session, files: &ModelFiles, n_metadata_features: usize
     if input.name() != INPUT_NAME {
         return Err(contract_error(format!("its input is `{}`, not `{INPUT_NAME}`", input.name())));
     }
-    let shape = f32_matrix_shape(input.dtype()).map_err(|reason| contract_error(format!("input `{INPUT_NAME}` {reason}")))?;
+    let shape =
+        f32_matrix_shape(input.dtype()).map_err(|reason| contract_error(format!("input `{INPUT_NAME}` {reason}")))?;
     if shape[0] >= 0 {
         return Err(contract_error(format!(
             "input `{INPUT_NAME}` has a fixed batch size {}; the first dimension must be dynamic",
@@ -574,7 +581,8 @@ mod tests {
         assert_eq!(metadata.document()["extra"][1], 2);
         assert_eq!(ModelMetadata::from_json(with("version", "3").as_bytes()).expect("number").version(), "3");
 
-        let error = |field: &str, value: &str| ModelMetadata::from_json(with(field, value).as_bytes()).expect_err(field);
+        let error =
+            |field: &str, value: &str| ModelMetadata::from_json(with(field, value).as_bytes()).expect_err(field);
         assert!(error("version", "-1").contains("expected a string or a whole number"));
         assert!(error("kind", "\"regression\"").contains("unknown variant `regression`"));
         assert!(error("classes", r#"["a","b","c"]"#).contains("binary but `classes` lists 3"));

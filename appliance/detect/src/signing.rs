@@ -33,7 +33,9 @@ pub enum SigningError {
     Mode { path: PathBuf, mode: u32 },
     #[error("model signing key `{path}` is not the base64 of a {SECRET_KEY_LENGTH}-byte Ed25519 seed")]
     PrivateKeyFormat { path: PathBuf },
-    #[error("model public key {origin} is not the base64 of a valid {PUBLIC_KEY_LENGTH}-byte Ed25519 public key: {reason}")]
+    #[error(
+        "model public key {origin} is not the base64 of a valid {PUBLIC_KEY_LENGTH}-byte Ed25519 public key: {reason}"
+    )]
     PublicKeyFormat { origin: String, reason: String },
     #[error("model signature is not the base64 of a {SIGNATURE_LENGTH}-byte Ed25519 signature: {reason}")]
     SignatureFormat { reason: String },
@@ -119,8 +121,11 @@ pub fn generate_key_pair(private_key_path: &Path, public_key_path: &Path) -> Res
 /// to `<metadata_path>.sig` (replacing an older one). Returns the signature's path.
 pub fn sign(private_key_path: &Path, metadata_path: &Path) -> Result<PathBuf, SigningError> {
     let signing_key = load_signing_key(private_key_path)?;
-    let metadata = std::fs::read(metadata_path)
-        .map_err(|source| SigningError::Io { operation: "read model metadata", path: metadata_path.to_path_buf(), source })?;
+    let metadata = std::fs::read(metadata_path).map_err(|source| SigningError::Io {
+        operation: "read model metadata",
+        path: metadata_path.to_path_buf(),
+        source,
+    })?;
     let signature = ed25519_dalek::Signer::sign(&signing_key, &metadata);
 
     let signature_path = signature_path(metadata_path);
@@ -175,9 +180,7 @@ fn load_signing_key(path: &Path) -> Result<SigningKey, SigningError> {
         return Err(SigningError::Mode { path: path.to_path_buf(), mode });
     }
     let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_BYTES as usize));
-    file.take(MAX_KEY_FILE_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|error| io("read model signing key", error))?;
+    file.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text).map_err(|error| io("read model signing key", error))?;
     let format_error = || SigningError::PrivateKeyFormat { path: path.to_path_buf() };
     let decoded = Zeroizing::new(BASE64.decode(text.trim()).map_err(|_| format_error())?);
     let mut seed = Zeroizing::new([0u8; SECRET_KEY_LENGTH]);

@@ -136,6 +136,33 @@ pub const FEATURE_COUNT: usize = Feature::ALL.len();
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowFeatures(pub [f64; FEATURE_COUNT]);
 
+/// As a JSON array; a non-finite value travels as `null` and comes back as NaN, so an
+/// encoded record always decodes.
+impl serde::Serialize for FlowFeatures {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(FEATURE_COUNT))?;
+        for value in &self.0 {
+            seq.serialize_element(&value.is_finite().then_some(*value))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FlowFeatures {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<FlowFeatures, D::Error> {
+        let values: Vec<Option<f64>> = serde::Deserialize::deserialize(deserializer)?;
+        if values.len() != FEATURE_COUNT {
+            return Err(serde::de::Error::invalid_length(values.len(), &"the CIC feature count"));
+        }
+        let mut features = [0.0; FEATURE_COUNT];
+        for (slot, value) in features.iter_mut().zip(values) {
+            *slot = value.unwrap_or(f64::NAN);
+        }
+        Ok(FlowFeatures(features))
+    }
+}
+
 impl FlowFeatures {
     pub fn get(&self, feature: Feature) -> f64 {
         self.0[feature as usize]

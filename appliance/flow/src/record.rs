@@ -6,7 +6,7 @@ use crate::features::FlowFeatures;
 use crate::window::WindowSnapshot;
 
 /// Why a flow left the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
     /// No packet for the idle timeout.
@@ -51,7 +51,7 @@ impl EndReason {
 
 /// One finished bidirectional flow. "Source" is the initiator: the sender of the
 /// flow's first packet; "forward" is its direction.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlowRecord {
     pub src_ip: IpAddr,
     pub src_port: u16,

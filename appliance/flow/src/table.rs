@@ -302,7 +302,7 @@ impl FlowTable {
 }
 
 /// A source active in the last tick: its aggregates and its latest flow so far.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceReport {
     pub src_ip: std::net::IpAddr,
     /// Time of the report (the table's clock), ns.

@@ -36,7 +36,7 @@ impl Default for WindowConfig {
 }
 
 /// One source's aggregates over one window.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowSnapshot {
     /// Window length, seconds.
     pub window_secs: f64,

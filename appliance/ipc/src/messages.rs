@@ -37,12 +37,30 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum FlowMessage {
-    /// One finished flow as an event record (JSON object text, placeholder verdict),
-    /// for the sink to decide on and hand to the log task.
-    Flow { record: String },
+    /// A flow record: ended, or an interim record of a flow still open (end reason
+    /// `active`).
+    Flow { flow: Box<mld_flow::FlowRecord> },
+    /// A source that was active since the last report and passed the capture task's
+    /// pre-filter, with its window aggregates and latest flow.
+    Source { report: Box<mld_flow::SourceReport> },
+    /// The outcome of a [`ResponseMessage::Block`]: the deny entry is in the map (or why
+    /// not), with the time it was written (CLOCK_BOOTTIME, ns).
+    BlockResult { id: u64, prefix: String, error: Option<String>, applied_boot_ns: u64 },
+    /// A block's TTL lapsed and the capture task removed the deny entry.
+    BlockExpired { prefix: String },
 }
 
-/// Sink (later: detect) → log task. Events must not be lost: each carries a sequence
+/// Detect task → capture task, on the same connection as the flows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum ResponseMessage {
+    /// Write a deny entry for `prefix` with a TTL; `reason` is the deny category
+    /// (`scan`, `flood`, `brute-force`, `slow`, `other`); `decided_boot_ns` is when the
+    /// decision was made (CLOCK_BOOTTIME), for the verdict-to-map latency.
+    Block { id: u64, prefix: String, ttl_secs: u64, reason: String, decided_boot_ns: u64 },
+}
+
+/// Detect → log task. Events must not be lost: each carries a sequence
 /// number, stays in the sender's [`crate::AckWindow`] until acknowledged, and is sent again
 /// after a reconnect; the log task drops sequence numbers it has already written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,9 +90,25 @@ pub struct PipelineCounters {
     pub flows_sent: u64,
     /// Flows dropped because the receiver was absent or slow (capture).
     pub flows_dropped: u64,
-    /// Flows received (sink).
+    /// Flows received (detect).
     pub flows_received: u64,
-    /// Events handed to the log task and acknowledged (sink).
+    /// Flows scored by the model (detect).
+    pub flows_scored: u64,
+    /// Flows dropped because detection fell behind (detect's bounded queue).
+    pub flows_dropped_detect: u64,
+    /// Active-source reports received (detect).
+    pub reports_received: u64,
+    /// Decisions (detect): blocks applied or dry-run, alerts, refusals of protected
+    /// sources, decisions the circuit breaker stopped.
+    pub blocks: u64,
+    pub alerts: u64,
+    pub refused: u64,
+    pub breaker_open: u64,
+    /// Blocks in force (detect's view).
+    pub active_blocks: u64,
+    /// Verdict → deny-map entry written, p99 over the last 1,024 blocks, µs (detect).
+    pub block_latency_p99_us: u64,
+    /// Events handed to the log task and acknowledged (detect).
     pub events_acked: u64,
     /// Events written to the signed log (log task).
     pub events_logged: u64,
