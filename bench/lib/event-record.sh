@@ -5,7 +5,7 @@ set -euo pipefail
 out=${1:?usage: event-record.sh OUT.json}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-printf '[log]\ndir = "%s/log"\nnode = "bench"\nkey-file = "%s/log.key"\n' "$work" "$work" > "$work/config.toml"
+printf '[log]\ndir = "%s/log"\nnode = "bench"\nkey-file = "%s/log.key"\n[detect]\nmodels = "off"\npolicy = "fast"\n' "$work" "$work" > "$work/config.toml"
 ./target/release/mldefender replay --config "$work/config.toml" tests/pcap/lab-mix.pcap 2>/dev/null
 sed -n 2p "$work"/log/events-bench-000000.jsonl | /usr/bin/python3 -c '
 import json, sys

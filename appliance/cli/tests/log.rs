@@ -13,9 +13,10 @@ use serde_json::Value;
 fn config(dir: &Path, key: &Path, create: bool) -> PathBuf {
     let path = dir.join("mldefender.toml");
     let text = format!(
-        "[log]\ndir = \"{}\"\nnode = \"replay-node\"\nkey-file = \"{}\"\ncreate-key = {create}\nmax-file-bytes = 65536\n",
+        "[log]\ndir = \"{}\"\nnode = \"replay-node\"\nkey-file = \"{}\"\ncreate-key = {create}\nmax-file-bytes = 65536\nrotate-daily = false\n{}",
         dir.join("log").display(),
-        key.display()
+        key.display(),
+        detect_section()
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -47,7 +48,8 @@ fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
     let key = dir.path().join("keys/log.key");
     let output = replay(&config(dir.path(), &key, true));
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stderr(&output).contains("222 events written"), "{}", stderr(&output));
+    // 222 flows observed, plus the decision on the capture's nmap scan.
+    assert!(stderr(&output).contains("223 events written"), "{}", stderr(&output));
     assert_eq!(std::fs::metadata(&key).expect("key created").permissions().mode() & 0o777, 0o600);
 
     let log = dir.path().join("log");
@@ -97,7 +99,10 @@ fn every_event_validates_against_the_documented_schema() {
     let key = dir.path().join("log.key");
     assert!(replay(&config(dir.path(), &key, true)).status.success());
     let events = events(&dir.path().join("log"));
-    assert_eq!(events.len(), 222);
+    assert_eq!(events.iter().filter(|event| event["action"] == "observe").count(), 222, "every flow is observed once");
+    let decisions: Vec<_> = events.iter().filter(|event| event["action"] != "observe").collect();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!((decisions[0]["action"].as_str(), decisions[0]["src_ip"].as_str(), decisions[0]["category"].as_str()), (Some("block"), Some("10.77.0.1"), Some("scan")));
     let mut required: Vec<&str> = schema["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
     required.sort_unstable();
     assert!(required.len() >= 83, "{} required fields", required.len());

@@ -3,116 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lab::{eventually, Lab};
+use common::supervisor::Supervisor;
 use common::*;
 use serde_json::Value;
-
-struct Supervisor {
-    child: Option<Child>,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    runtime_dir: String,
-}
-
-fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            sink.lock().expect("lock").push(line);
-        }
-    });
-    lines
-}
-
-impl Supervisor {
-    fn start(lab: &Lab, extra: &str) -> Supervisor {
-        Supervisor::start_with_env(lab, extra, &[])
-    }
-
-    fn start_with_env(lab: &Lab, extra: &str, env: &[(&str, &str)]) -> Supervisor {
-        let config = lab.config(extra);
-        let path = config.into_temp_path().keep().expect("keep config");
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/mld{}g", lab.id))
-            .arg(env!("CARGO_BIN_EXE_mldefender"))
-            .args(["supervise", "--config"])
-            .arg(&path)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the supervisor");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        let supervisor = Supervisor { child: Some(child), stdout, stderr, runtime_dir: format!("/run/mldefender-lab-{}", lab.id) };
-        let socket = format!("{}/supervisor.sock", supervisor.runtime_dir);
-        let up = eventually(Duration::from_secs(20), || std::path::Path::new(&socket).exists());
-        assert!(up, "the supervisor did not open its status socket:\n{}", supervisor.log());
-        supervisor
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) {
-        let ready = eventually(timeout, || self.stdout.lock().expect("lock").iter().any(|line| line == "mldefender: ready"));
-        assert!(ready, "no `mldefender: ready` within {timeout:?}:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().expect("lock").join("\n")
-    }
-
-    fn status(&self) -> Value {
-        let output = run(mldefender().args(["status", "--json", "--runtime-dir", &self.runtime_dir]));
-        assert!(output.status.success(), "status failed: {}", stderr(&output));
-        serde_json::from_str(stdout(&output).trim()).expect("status JSON")
-    }
-
-    fn task(&self, name: &str) -> Value {
-        self.status()["tasks"].as_array().expect("tasks").iter().find(|task| task["name"] == name).cloned().expect("task")
-    }
-
-    /// SIGTERM; returns how long the supervisor took to exit.
-    fn stop(self) -> Duration {
-        self.stop_with_log().0
-    }
-
-    /// SIGTERM; returns how long the supervisor took to exit, and its whole log.
-    fn stop_with_log(mut self) -> (Duration, String) {
-        let mut child = self.child.take().expect("running");
-        let started = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                let took = started.elapsed();
-                assert!(status.success(), "supervisor exited with {status}:\n{}", self.log());
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(200));
-                return (took, self.log());
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "supervisor did not exit:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn proc_status(pid: u64) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()

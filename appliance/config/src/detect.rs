@@ -91,10 +91,10 @@ impl Default for RawHeuristics {
     fn default() -> RawHeuristics {
         RawHeuristics {
             window_secs: 10,
-            scan_ports: 40,
-            scan_addrs: 30,
-            flood_new_flows: 1000,
-            flood_packets: 20_000,
+            scan_ports: 20,
+            scan_addrs: 20,
+            flood_new_flows: 500,
+            flood_packets: 2000,
             flood_max_mean_packet_bytes: 200,
             syn_ratio: 0.8,
             syn_min_packets: 300,

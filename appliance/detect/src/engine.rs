@@ -589,7 +589,7 @@ mod tests {
         assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string())]);
         let block = &events[0];
         assert_eq!((block.category, block.authoritative, block.ttl), (Category::Flood, "fast", Some(Duration::from_secs(600))));
-        assert!(block.provenance.contains("new flows 5000 (limit 1000)"), "{}", block.provenance);
+        assert!(block.provenance.contains("new flows 5000 (limit 500)"), "{}", block.provenance);
         detector.on_report(report("10.66.2.2", 2 * SECOND, 1, 6000.0, 6000.0));
         assert!(decisions(&detector.tick()).is_empty(), "no second block while the first holds");
     }

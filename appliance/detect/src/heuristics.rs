@@ -199,11 +199,12 @@ mod tests {
 
     #[test]
     fn a_port_scan_scores_by_how_far_past_the_limit_it_went() {
-        let at_limit = assess_window(&window(40, 40.0, 80.0, 3200.0), &config());
+        let limit = config().scan_ports;
+        let at_limit = assess_window(&window(limit, f64::from(limit), f64::from(2 * limit), f64::from(80 * limit)), &config());
         assert_eq!((at_limit.score, at_limit.category), (0.5, Category::Scan));
-        let far = assess_window(&window(800, 800.0, 1600.0, 64_000.0), &config());
+        let far = assess_window(&window(300, 300.0, 600.0, 24_000.0), &config());
         assert_eq!((far.score, far.category), (1.0, Category::Scan));
-        assert!(far.reasons[0].contains("distinct destination ports 800"), "{:?}", far.reasons);
+        assert!(far.reasons[0].contains("distinct destination ports 300"), "{:?}", far.reasons);
     }
 
     #[test]
@@ -218,7 +219,7 @@ mod tests {
     fn repeated_sessions_are_never_decisive_alone() {
         let verdict = assess_window(&window(1, 10_000.0, 40_000.0, 40_000.0 * 300.0), &config());
         assert_eq!(verdict.category, Category::Flood, "at flood volume it is a flood");
-        let busy_client = assess_window(&window(1, 200.0, 2000.0, 2000.0 * 400.0), &config());
+        let busy_client = assess_window(&window(1, 200.0, 1500.0, 1500.0 * 400.0), &config());
         assert_eq!(busy_client.category, Category::BruteForce);
         assert!(busy_client.score <= NOT_DECISIVE_ALONE && busy_client.score >= 0.5, "{busy_client:?}");
     }

@@ -47,12 +47,13 @@ impl Lab {
         format!("mld{}g{suffix}", self.id)
     }
 
-    /// The lab's capture configuration plus `extra` TOML lines.
+    /// The lab's capture configuration with `extra` TOML merged in (a key in a table
+    /// the lab also sets replaces the lab's).
     pub fn config(&self, extra: &str) -> tempfile::NamedTempFile {
         let output = run(Command::new("bash").arg(&self.script).args(["config", &self.id]));
         assert!(output.status.success(), "lab config failed: {}", stderr(&output));
         let file = tempfile::NamedTempFile::new().expect("temp config");
-        let text = format!("{}\n{extra}\n", String::from_utf8_lossy(&output.stdout));
+        let text = merge_toml(&String::from_utf8_lossy(&output.stdout), extra);
         std::fs::write(file.path(), text).expect("write config");
         file
     }
@@ -189,4 +190,48 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Merges simple TOML (tables of `key = value` lines): tables of `extra` that `base` has
+/// get their keys replaced or added; other tables are appended.
+pub fn merge_toml(base: &str, extra: &str) -> String {
+    fn sections(text: &str) -> Vec<(String, Vec<String>)> {
+        let mut sections = vec![(String::new(), Vec::new())];
+        for line in text.lines() {
+            if line.trim_start().starts_with('[') {
+                sections.push((line.trim().to_string(), Vec::new()));
+            } else if let Some((_, lines)) = sections.last_mut() {
+                lines.push(line.to_string());
+            }
+        }
+        sections
+    }
+    let key = |line: &str| line.split_once('=').map(|(key, _)| key.trim().to_string()).filter(|key| !key.starts_with('#'));
+    let mut merged = sections(base);
+    for (header, lines) in sections(extra) {
+        // Arrays of tables are always appended.
+        match merged.iter_mut().find(|(existing, _)| *existing == header && !header.starts_with("[[")) {
+            Some((_, existing)) => {
+                for line in lines {
+                    if let Some(name) = key(&line) {
+                        existing.retain(|old| key(old).as_deref() != Some(name.as_str()));
+                    }
+                    existing.push(line);
+                }
+            }
+            None => merged.push((header, lines)),
+        }
+    }
+    let mut text = String::new();
+    for (header, lines) in merged {
+        if !header.is_empty() {
+            text.push_str(&header);
+            text.push('\n');
+        }
+        for line in lines {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    text
 }

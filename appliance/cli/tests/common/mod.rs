@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod supervisor;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -13,6 +14,16 @@ pub fn mldefender() -> Command {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// The ONNX Runtime library the tests use (scripts/setup installs it).
+pub fn onnxruntime() -> PathBuf {
+    std::env::var_os("MLD_ONNXRUNTIME").map_or_else(|| PathBuf::from("/usr/local/lib/mldefender/libonnxruntime.so.1.31.1"), PathBuf::from)
+}
+
+/// A `[detect]` section that loads the repository's signed models.
+pub fn detect_section() -> String {
+    format!("[detect]\nmodels-dir = \"{}\"\nonnxruntime = \"{}\"\n", repo().join("models").display(), onnxruntime().display())
 }
 
 pub fn run(command: &mut Command) -> Output {

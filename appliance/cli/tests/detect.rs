@@ -1,0 +1,164 @@
+//! Detection and response in the lab, under the supervisor, with the signed models:
+//! real attacks are blocked, benign traffic is not, dry run blocks nothing, protected
+//! sources are refused, the circuit breaker holds, bad models fail closed. Privileged
+//! (root); CI requires them.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::lab::{eventually, Lab};
+use common::supervisor::Supervisor;
+use common::*;
+use serde_json::Value;
+
+/// Runs tests/lab/eval.sh (its own lab) on `scenarios` with `extra` configuration;
+/// `None` when the lab cannot run here (not root).
+fn eval(scenarios: &[&str], extra: &str) -> Option<Vec<Value>> {
+    if !is_root() {
+        assert!(!env_flag("MLD_REQUIRE_LAB"), "MLD_REQUIRE_LAB is set but the tests do not run as root");
+        eprintln!("skipped: the lab needs root");
+        return None;
+    }
+    let extra_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(extra_file.path(), extra).expect("write extra configuration");
+    let output = run(Command::new("bash")
+        .arg(repo().join("tests/lab/eval.sh"))
+        .arg("--extra-toml")
+        .arg(extra_file.path())
+        .args(scenarios)
+        .env("MLD_BIN", env!("CARGO_BIN_EXE_mldefender")));
+    assert!(output.status.success(), "eval.sh failed:\n{}", stderr(&output));
+    let rows: Vec<Value> = stdout(&output).lines().map(|line| serde_json::from_str(line).expect("eval JSON line")).collect();
+    assert_eq!(rows.len(), scenarios.len(), "{}", stderr(&output));
+    Some(rows)
+}
+
+const ATTACKS: [&str; 10] =
+    ["nmap-syn", "nmap-connect", "nmap-udp", "nmap-version", "hping-syn-flood", "hping-udp-flood", "hping-icmp-flood", "http-flood", "brute-force", "slow-http"];
+const BENIGN: [&str; 6] = ["benign-iperf", "benign-browse", "benign-dns", "benign-ping", "benign-http-burst", "benign-idle"];
+
+#[test]
+fn every_lab_attack_is_blocked_and_no_benign_source_ever_is() {
+    let scenarios: Vec<&str> = ATTACKS.iter().chain(BENIGN.iter()).copied().collect();
+    let Some(rows) = eval(&scenarios, "") else { return };
+    let mut failures = Vec::new();
+    for row in &rows {
+        let name = row["scenario"].as_str().unwrap_or_default();
+        if !row["scenario_ran"].as_bool().unwrap_or(false) {
+            failures.push(format!("{name}: the scenario's traffic did not run as intended"));
+        }
+        if row["label"] == "attack" {
+            if row["attacker_blocked"] != true {
+                failures.push(format!("{name}: the attacker was not blocked: {row}"));
+            }
+            // The goal is 1 s for floods and fast scans (docs/detection.md records the
+            // measured times); the test allows twice that on a loaded CI machine.
+            let fast = matches!(name, "nmap-syn" | "nmap-connect" | "hping-syn-flood" | "hping-udp-flood" | "hping-icmp-flood" | "http-flood");
+            if fast && row["first_drop_ms"].as_u64().is_none_or(|ms| ms > 2000) {
+                failures.push(format!("{name}: first dropped packet later than 2 s after the attack started: {row}"));
+            }
+        } else if !row["blocked_sources"].as_array().is_some_and(Vec::is_empty) || !row["deny_entries"].as_array().is_some_and(Vec::is_empty) {
+            failures.push(format!("{name}: benign traffic led to a block: {row}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn dry_run_logs_would_block_and_blocks_nothing() {
+    let Some(rows) = eval(&["nmap-syn"], "[response]\nmode = \"dry-run\"\n") else { return };
+    let row = &rows[0];
+    assert_eq!(row["attacker_blocked"], true, "the decision is logged as would-block: {row}");
+    assert_eq!(row["deny_entries"], Value::Array(Vec::new()), "nothing reaches the deny map: {row}");
+    assert_eq!(row["first_drop_ms"], Value::Null, "nothing is dropped: {row}");
+}
+
+#[test]
+fn an_allowlisted_attacker_is_never_blocked_and_the_refusal_is_logged() {
+    let Some(rows) = eval(&["hping-syn-flood"], "[allowlist]\nprefixes = [\"10.66.2.2\"]\n") else { return };
+    let row = &rows[0];
+    assert_eq!(row["attacker_blocked"], false, "{row}");
+    assert_eq!(row["deny_entries"], Value::Array(Vec::new()), "{row}");
+    assert_eq!(row["refused"], serde_json::json!(["10.66.2.2"]), "the refusal is logged: {row}");
+}
+
+/// The gateway's MAC on the attacker's link, for crafted frames.
+fn gateway_mac(lab: &Lab) -> String {
+    let output = lab.exec("g", &["cat", &format!("/sys/class/net/{}/address", lab.gateway_interface("a"))]);
+    stdout(&output).trim().to_string()
+}
+
+#[test]
+fn the_circuit_breaker_caps_blocks_when_many_spoofed_sources_scan() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "[response]\nmax-new-blocks-per-minute = 5\nmax-active-blocks = 8\n");
+    supervisor.wait_ready(Duration::from_secs(30));
+    // 60 spoofed sources, each scanning 40 ports: each alone is a clear port scan.
+    let mac = gateway_mac(&lab);
+    let iface = format!("mld{}a0", lab.id);
+    let sent = lab.exec("a", &["python3", &repo().join("tests/lab/spoofed-scan.py").display().to_string(), &iface, &mac, "60", "40"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let tripped = eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["breaker_open"].as_u64().unwrap_or(0) > 0);
+    assert!(tripped, "the breaker did not open: {}", supervisor.status());
+    let entries = lab.mldefender(&["block", "list"]);
+    let blocked = stdout(&entries).lines().skip(1).filter(|line| line.starts_with("198.18.")).count();
+    assert_eq!(blocked, 5, "new blocks per minute capped at 5:\n{}", stdout(&entries));
+    let (_, log) = supervisor.stop_with_log();
+    assert!(log.contains("action=\"breaker-open\"") || log.contains("breaker-open"), "{log}");
+}
+
+/// A copy of the repository's models with one change.
+fn models_copy(change: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("mld-models").tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(repo().join("models")).expect("models dir").flatten() {
+        let path = entry.path();
+        if path.is_file() && path.extension().is_some_and(|ext| ext == "onnx" || ext == "json" || ext == "sig") {
+            std::fs::copy(&path, dir.path().join(entry.file_name())).expect("copy model file");
+        }
+    }
+    change(dir.path());
+    // The detect task's user must read them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+#[test]
+fn a_bad_model_stops_the_detect_task_with_the_cause_and_the_supervisor_holds_it() {
+    let Some(lab) = Lab::up() else { return };
+    let cases: [(&str, Box<dyn FnOnce(&Path)>); 3] = [
+        (
+            "SHA-256",
+            Box::new(|dir: &Path| {
+                let path = dir.join("attack.onnx");
+                let mut bytes = std::fs::read(&path).expect("read model");
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x01;
+                std::fs::write(&path, bytes).expect("write model");
+            }),
+        ),
+        (
+            "signature",
+            Box::new(|dir: &Path| {
+                let path = dir.join("attack.json.sig");
+                let text = std::fs::read_to_string(&path).expect("read signature");
+                let flipped: String = text.trim().chars().rev().collect();
+                std::fs::write(&path, flipped).expect("write signature");
+            }),
+        ),
+        ("does not exist", Box::new(|dir: &Path| std::fs::remove_file(dir.join("attack.json.sig")).expect("remove signature"))),
+    ];
+    for (cause, change) in cases {
+        let models = models_copy(change);
+        let extra = format!("[detect]\nmodels-dir = \"{}\"\n\n[tasks.detect]\nhold-after-restarts = 2\nbackoff-initial-ms = 50\n", models.path().display());
+        let supervisor = Supervisor::start(&lab, &extra);
+        let held = eventually(Duration::from_secs(20), || supervisor.task("detect")["state"] == "held");
+        assert!(held, "{cause}: the detect task is not held: {}\n{}", supervisor.status(), supervisor.log());
+        let log = supervisor.log();
+        assert!(log.contains("failed to load the detection models") && log.contains(cause), "{cause}: the error does not name the cause:\n{log}");
+        drop(supervisor);
+    }
+}
