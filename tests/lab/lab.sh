@@ -6,7 +6,8 @@
 #
 #   attacker 10.66.2.2 fd66:2::2 ─┐
 #                                 gateway ── server 10.66.9.2 fd66:9::2
-#   client   10.66.1.2 fd66:1::2 ─┘  (.1 on each link)   http :8080, dns :53, iperf3 :5201
+#   client   10.66.1.2 fd66:1::2 ─┘  (.1 on each link)   http :8080, dns :53, iperf3 :5201,
+#                                                         login :2222, echo :7007
 #
 # usage (as root):
 #   tests/lab/lab.sh up ID          create lab ID (ID: 1-8 letters/digits), start servers
@@ -15,6 +16,7 @@
 #   tests/lab/lab.sh exec ID NODE CMD...   run CMD in node a|c|g|s (network namespace only,
 #                                   so the host's /sys/fs/bpf stays visible)
 # Every step checks its result; `up` removes what it made if a step fails.
+# Traffic scenarios for a lab that is up: tests/lab/scenario.sh.
 set -euo pipefail
 
 command=${1:?usage: lab.sh up|down|config|exec ID ...}
@@ -26,6 +28,7 @@ ns() { echo "mld${id}$1"; }           # namespace of node a|c|g|s
 say() { echo "lab $id: $*" >&2; }
 in_ns() { local node=$1; shift; nsenter --net="/var/run/netns/$(ns "$node")" "$@"; }
 state_dir="/run/mldefender-lab-$id"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 down() {
     set +e
@@ -48,6 +51,25 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...
         ((SECONDS < deadline)) || { say "timed out waiting for $what"; return 1; }
         sleep 0.1
     done
+}
+
+www_files() { # www_files DIR: a small web site of varied sizes for the browsing scenarios
+    local dir=$1 i
+    mkdir -p "$dir/img" "$dir/api"
+    for i in 1 2 3 4 5; do
+        { echo "<html><head><link rel=stylesheet href=/style.css><script src=/app.js></script></head><body>"
+          echo "<h1>page $i</h1><img src=/img/photo$i.jpg>"
+          head -c $((i * 3000)) /dev/urandom | base64
+          echo "</body></html>"; } > "$dir/page$i.html"
+        head -c $((i * i * 12000)) /dev/urandom > "$dir/img/photo$i.jpg"
+    done
+    for i in $(seq 1 20); do
+        printf '{"id": %d, "name": "item %d", "price": %d.%02d}\n' "$i" "$i" $((i * 7)) $((i * 13 % 100)) \
+            > "$dir/api/item$i.json"
+    done
+    head -c 6000 /dev/urandom | base64 > "$dir/style.css"
+    head -c 40000 /dev/urandom | base64 > "$dir/app.js"
+    head -c 1500000 /dev/urandom > "$dir/report.pdf"
 }
 
 link() { # link NODE NODE_IF GATEWAY_IF V4_SUBNET V6_SUBNET
@@ -81,18 +103,31 @@ up() {
     link a "mld${id}a0" "mld${id}ga" 10.66.2 fd66:2
     link s "mld${id}s0" "mld${id}gs" 10.66.9 fd66:9
     in_ns g sysctl -q -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    # No reverse-path filter on the gateway, like a router without uRPF: spoofed-source
+    # floods (tests/lab/scenario.sh hping-syn-flood-rand) must reach the server. The
+    # gateway has no default route, so even loose mode (2, systemd's default, which new
+    # namespaces inherit when net.core.devconf_inherit_init_net=1) would drop every
+    # random source. The effective value is the maximum of `all` and the interface's.
+    in_ns g sysctl -q -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        "net.ipv4.conf.mld${id}gc.rp_filter=0" "net.ipv4.conf.mld${id}ga.rp_filter=0" \
+        "net.ipv4.conf.mld${id}gs.rp_filter=0"
 
-    say "starting servers on 10.66.9.2: http :8080, dns :53, iperf3 :5201"
+    say "starting servers on 10.66.9.2: http :8080, dns :53, iperf3 :5201, login :2222, echo :7007"
     echo "<html><body>ml-defender lab</body></html>" > "$state_dir/www/index.html"
     head -c 200000 /dev/urandom > "$state_dir/www/blob.bin"
+    www_files "$state_dir/www"
     (cd "$state_dir/www" && exec nsenter --net="/var/run/netns/$(ns s)" python3 -m http.server 8080 --bind :: \
         >"$state_dir/http.log" 2>&1) &
     in_ns s dnsmasq --no-resolv --no-hosts --listen-address=10.66.9.2 --bind-interfaces \
         --address=/lab.test/10.66.9.2 --pid-file="$state_dir/dnsmasq.pid" --user=root
     in_ns s iperf3 --server --daemon --bind 10.66.9.2 --pidfile "$state_dir/iperf3.pid"
+    in_ns s python3 "$here/traffic.py" serve-login 2222 >"$state_dir/login.log" 2>&1 &
+    in_ns s python3 "$here/traffic.py" serve-echo 7007 >"$state_dir/echo.log" 2>&1 &
     wait_for 10 "http on the server" in_ns c curl -sf -o /dev/null http://10.66.9.2:8080/index.html
     wait_for 10 "dns on the server" in_ns c dig +time=1 +tries=1 @10.66.9.2 lab.test
     wait_for 10 "iperf3 on the server" in_ns s sh -c "ss -ltn | grep -q ':5201 '"
+    wait_for 10 "the login service on the server" in_ns s sh -c "ss -ltn | grep -q ':2222 '"
+    wait_for 10 "the echo service on the server" in_ns s sh -c "ss -ltn | grep -q ':7007 '"
     trap - ERR
     say "up"
 }
@@ -128,6 +163,10 @@ idle-timeout-secs = ${MLD_LAB_IDLE_SECS:-5}
 dir = "$state_dir/log"
 node = "lab-$id"
 key-file = "$state_dir/keys/log.key"
+
+[detect]
+models-dir = "${MLD_LAB_MODELS_DIR:-$(cd "$here/../.." && pwd)/models}"
+onnxruntime = "${MLD_ONNXRUNTIME:-/usr/local/lib/mldefender/libonnxruntime.so.1.31.1}"
 TOML
 }
 

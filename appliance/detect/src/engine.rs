@@ -250,12 +250,15 @@ impl Detector {
 
     fn score_batch(&mut self, batch: Vec<FlowRecord>, observed: &mut Vec<(FlowRecord, Option<f64>, FastVerdict)>) {
         let evidence_ns = self.config.evidence.as_nanos() as u64;
+        // The models know unicast flows between ordinary addresses; link housekeeping
+        // (neighbour discovery, MLD, DHCP, mDNS, broadcasts) is observed, not scored.
+        let scoreable: Vec<bool> = batch.iter().map(model_applies).collect();
         let (attack, categories) = match self.scorer.as_mut() {
-            Some(scorer) => {
-                let refs: Vec<&FlowRecord> = batch.iter().collect();
+            Some(scorer) if scoreable.iter().any(|yes| *yes) => {
+                let refs: Vec<&FlowRecord> = batch.iter().zip(&scoreable).filter(|(_, yes)| **yes).map(|(flow, _)| flow).collect();
                 match scorer.attack(&refs) {
                     Ok(scores) => {
-                        self.counters.flows_scored += batch.len() as u64;
+                        self.counters.flows_scored += refs.len() as u64;
                         let flagged: Vec<&FlowRecord> = refs.iter().zip(&scores).filter(|(_, score)| **score >= self.config.model_threshold).map(|(flow, _)| *flow).collect();
                         let categories = if flagged.is_empty() { Ok(Vec::new()) } else { scorer.category(&flagged) };
                         let categories = categories.unwrap_or_else(|_| {
@@ -270,11 +273,12 @@ impl Detector {
                     }
                 }
             }
-            None => (None, Vec::new()),
+            _ => (None, Vec::new()),
         };
         let mut category_iter = categories.into_iter();
-        for (index, flow) in batch.into_iter().enumerate() {
-            let score = attack.as_ref().map(|scores| scores[index]);
+        let mut score_iter = attack.into_iter().flatten();
+        for (flow, scoreable) in batch.into_iter().zip(scoreable) {
+            let score = if scoreable { score_iter.next() } else { None };
             let category = match score {
                 Some(score) if score >= self.config.model_threshold => category_iter.next(),
                 _ => None,
@@ -483,6 +487,12 @@ impl Detector {
     }
 }
 
+/// Whether the models apply to a flow: both ends unicast, neither link-local.
+fn model_applies(flow: &FlowRecord) -> bool {
+    use crate::response::{is_link_local, is_unicast};
+    [flow.src_ip, flow.dst_ip].iter().all(|address| is_unicast(*address) && !is_link_local(*address))
+}
+
 /// The fast path's current verdict for a source: window rules and the slow rule, while
 /// fresh.
 fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
@@ -589,7 +599,7 @@ mod tests {
         assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string())]);
         let block = &events[0];
         assert_eq!((block.category, block.authoritative, block.ttl), (Category::Flood, "fast", Some(Duration::from_secs(600))));
-        assert!(block.provenance.contains("new flows 5000 (limit 500)"), "{}", block.provenance);
+        assert!(block.provenance.contains("new flows 5000 (limit 300)"), "{}", block.provenance);
         detector.on_report(report("10.66.2.2", 2 * SECOND, 1, 6000.0, 6000.0));
         assert!(decisions(&detector.tick()).is_empty(), "no second block while the first holds");
     }
@@ -658,5 +668,20 @@ mod tests {
             all
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn link_housekeeping_is_observed_but_never_scored_nor_blocked() {
+        let mut detector = detector(|_| {});
+        for (index, (src, dst)) in [("::", "ff02::1:ff00:1"), ("fe80::1", "ff02::16"), ("fe80::1", "fe80::2")].into_iter().enumerate() {
+            let mut flow = flow(src, 2222, SECOND);
+            flow.dst_ip = dst.parse().expect("ip");
+            flow.src_port = index as u16;
+            detector.on_flow(flow);
+        }
+        let events = detector.tick();
+        assert_eq!(detector.counters.flows_scored, 0, "port 2222 would score 0.95, but the model does not apply");
+        assert!(decisions(&events).is_empty(), "{:?}", decisions(&events));
+        assert_eq!(events.len(), 3, "each flow is still observed");
     }
 }

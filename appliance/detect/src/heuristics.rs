@@ -87,11 +87,15 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
     let addrs = f64::from(window.distinct_dst_addrs);
     rule(rule_score(addrs, f64::from(config.scan_addrs)), Category::Scan, format!("distinct destinations {addrs} (limit {})", config.scan_addrs));
     rule(rule_score(new_flows, f64::from(config.flood_new_flows)), Category::Flood, format!("new flows {new_flows:.0} (limit {})", config.flood_new_flows));
-    if mean_packet <= f64::from(config.flood_max_mean_packet_bytes) {
+    let packets_per_flow = packets / new_flows.max(1.0);
+    if mean_packet <= f64::from(config.flood_max_mean_packet_bytes) && packets_per_flow >= f64::from(config.flood_min_packets_per_flow) {
         rule(
             rule_score(packets, f64::from(config.flood_packets)),
             Category::Flood,
-            format!("packets {packets:.0} of mean {mean_packet:.0} bytes (limit {} packets of at most {} bytes)", config.flood_packets, config.flood_max_mean_packet_bytes),
+            format!(
+                "packets {packets:.0} of mean {mean_packet:.0} bytes, {packets_per_flow:.0} per flow (limit {} packets of at most {} bytes, at least {} per flow)",
+                config.flood_packets, config.flood_max_mean_packet_bytes, config.flood_min_packets_per_flow
+            ),
         );
     }
     if packets >= f64::from(config.syn_min_packets) {
@@ -213,6 +217,15 @@ mod tests {
         assert!(iperf.score < 0.25, "{iperf:?}");
         let icmp_flood = assess_window(&window(1, 1.0, 60_000.0, 60_000.0 * 28.0), &config());
         assert_eq!((icmp_flood.score, icmp_flood.category), (1.0, Category::Flood));
+    }
+
+    #[test]
+    fn many_short_exchanges_of_small_packets_are_not_a_packet_flood() {
+        // A busy web client: 120 connections of 12 or even 40 small packets in 10 s.
+        for per_flow in [12.0, 40.0] {
+            let busy = assess_window(&window(1, 120.0, 120.0 * per_flow, 120.0 * per_flow * 110.0), &config());
+            assert!(busy.category != Category::Flood || busy.score < 0.25, "{busy:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::heuristics::Category;
 /// Why a source may never be blocked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Protection {
+    /// Unspecified, multicast or broadcast: not an address a sender can be blocked by.
+    NotUnicast,
     Allowlisted(IpPrefix),
     Management(IpPrefix),
     GatewayAddress,
@@ -22,6 +24,7 @@ pub enum Protection {
 impl Protection {
     pub fn describe(&self) -> String {
         match self {
+            Protection::NotUnicast => "not a unicast address (unspecified, multicast or broadcast)".to_string(),
             Protection::Allowlisted(prefix) => format!("allowlisted ({prefix})"),
             Protection::Management(prefix) => format!("management prefix ({prefix})"),
             Protection::GatewayAddress => "one of the gateway's own addresses".to_string(),
@@ -42,6 +45,22 @@ pub enum Outcome {
     BreakerOpen(String),
     /// Already blocked: nothing new.
     AlreadyBlocked,
+}
+
+/// An address a packet can come from: not unspecified, multicast or broadcast.
+pub fn is_unicast(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+/// Link-local (fe80::/10, 169.254.0.0/16).
+pub fn is_link_local(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +96,9 @@ impl Responder {
     }
 
     pub fn protection(&self, source: IpAddr) -> Option<Protection> {
+        if !is_unicast(source) {
+            return Some(Protection::NotUnicast);
+        }
         if self.own_addresses.contains(&source) {
             return Some(Protection::GatewayAddress);
         }
@@ -177,7 +199,10 @@ mod tests {
         assert!(matches!(responder.decide(ip("10.66.1.2"), Category::Scan, 0), Outcome::Refused(Protection::Allowlisted(_))));
         assert!(matches!(responder.decide(ip("192.0.2.9"), Category::Scan, 0), Outcome::Refused(Protection::Management(_))));
         assert_eq!(responder.decide(ip("10.66.9.1"), Category::Scan, 0), Outcome::Refused(Protection::GatewayAddress));
-        assert_eq!(responder.refused, 3);
+        for source in ["::", "0.0.0.0", "ff02::1", "224.0.0.251", "255.255.255.255"] {
+            assert_eq!(responder.decide(ip(source), Category::Flood, 0), Outcome::Refused(Protection::NotUnicast), "{source}");
+        }
+        assert_eq!(responder.refused, 8);
         assert_eq!(responder.active_blocks(), 0);
     }
 
