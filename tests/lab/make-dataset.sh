@@ -8,7 +8,7 @@
 # usage (as root): tests/lab/make-dataset.sh OUTDIR [NAME[:SECONDS]...]
 #   default: every scenario, each for its default duration
 # writes:
-#   OUTDIR/NAME.csv        the flows CSV + label (attack|benign), category, scenario
+#   OUTDIR/NAME.csv.gz     the flows CSV + label (attack|benign), category, scenario (gzip -n)
 #   OUTDIR/summary.csv     one line per scenario: counts, packets, capture size, drops
 #                          (lines of scenarios not run this time are kept)
 #   PCAPDIR/NAME.pcap      the capture (PCAPDIR: $MLD_DATASET_PCAP_DIR, default OUTDIR/pcap)
@@ -164,6 +164,8 @@ for run in "${runs[@]}"; do
         || { cat "$work/flows.err" >&2; die "$name: mldefender flows failed on $pcap"; }
     counts=$(python3 "$labeller" "$work/flows.csv" "$outdir/$name.csv" "$name" "${category_of[$name]}" "${label_of[$name]}") \
         || die "$name: labelling the flows failed"
+    # Compressed, reproducibly (no name or time in the gzip header): the repository keeps them.
+    gzip -n -9 -f "$outdir/$name.csv"
     declare -A c=()
     for pair in $counts; do c[${pair%%=*}]=${pair#*=}; done
     ((c[flows] > 0)) || die "$name: no flows at all in $pcap"

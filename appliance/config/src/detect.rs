@@ -37,8 +37,10 @@ pub struct RawDetect {
     pub queue_max: i64,
     /// Sources with detection state at most (least recently active forgotten).
     pub max_sources: i64,
-    /// Flow events written per second at most (decisions are always written).
+    /// Flow events written per second at most (blocks are always written).
     pub max_flow_events_per_sec: i64,
+    /// Alert, refusal and breaker-open events written per second at most.
+    pub max_alert_events_per_sec: i64,
     pub heuristics: RawHeuristics,
 }
 
@@ -62,6 +64,7 @@ impl Default for RawDetect {
             queue_max: 65_536,
             max_sources: 65_536,
             max_flow_events_per_sec: 2000,
+            max_alert_events_per_sec: 100,
             heuristics: RawHeuristics::default(),
         }
     }
@@ -94,8 +97,8 @@ impl Default for RawHeuristics {
             window_secs: 10,
             scan_ports: 20,
             scan_addrs: 20,
-            flood_new_flows: 300,
-            flood_packets: 1000,
+            flood_new_flows: 150,
+            flood_packets: 600,
             flood_max_mean_packet_bytes: 200,
             flood_min_packets_per_flow: 50,
             syn_ratio: 0.8,
@@ -200,6 +203,7 @@ pub struct DetectConfig {
     pub queue_max: usize,
     pub max_sources: usize,
     pub max_flow_events_per_sec: u32,
+    pub max_alert_events_per_sec: u32,
     pub heuristics: HeuristicsConfig,
 }
 
@@ -343,6 +347,7 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
         queue_max: in_range(raw.queue_max, 1, 10_000_000, "detect.queue-max", errors) as usize,
         max_sources: in_range(raw.max_sources, 16, 10_000_000, "detect.max-sources", errors) as usize,
         max_flow_events_per_sec: in_range(raw.max_flow_events_per_sec, 0, 1_000_000, "detect.max-flow-events-per-sec", errors) as u32,
+        max_alert_events_per_sec: in_range(raw.max_alert_events_per_sec, 1, 1_000_000, "detect.max-alert-events-per-sec", errors) as u32,
         heuristics,
     }
 }

@@ -84,6 +84,8 @@ pub struct DetectCounters {
     pub flows_dropped: u64,
     pub reports_received: u64,
     pub flow_events_suppressed: u64,
+    /// Alert, refusal and breaker-open events over the per-second budget.
+    pub alert_events_suppressed: u64,
     pub sources_forgotten: u64,
     pub model_errors: u64,
     pub blocks: u64,
@@ -123,6 +125,8 @@ pub struct Detector {
     last_cleanup_ns: u64,
     /// Flow events this second: (second, count).
     flow_events: (u64, u32),
+    /// Alert-like events this second: (second, count).
+    alert_events: (u64, u32),
     pub counters: DetectCounters,
 }
 
@@ -145,6 +149,7 @@ impl Detector {
             now_ns: 0,
             last_cleanup_ns: 0,
             flow_events: (0, 0),
+            alert_events: (0, 0),
             counters: DetectCounters::default(),
         }
     }
@@ -239,6 +244,10 @@ impl Detector {
         };
         for source in touched {
             if let Some(event) = self.decide(source) {
+                if matches!(event.action, Action::Alert | Action::Refused | Action::BreakerOpen) && !self.alert_budget() {
+                    self.counters.alert_events_suppressed += 1;
+                    continue;
+                }
                 events.push(event);
             }
         }
@@ -304,6 +313,19 @@ impl Detector {
                 observed.push((flow, score, fast));
             }
         }
+    }
+
+    /// One more alert-like event this second, if the budget allows.
+    fn alert_budget(&mut self) -> bool {
+        let second = self.now_ns / 1_000_000_000;
+        if self.alert_events.0 != second {
+            self.alert_events = (second, 0);
+        }
+        if self.alert_events.1 >= self.config.max_alert_events_per_sec {
+            return false;
+        }
+        self.alert_events.1 += 1;
+        true
     }
 
     /// Observation events for ended flows, at most `max_flow_events_per_sec` per second
@@ -599,7 +621,7 @@ mod tests {
         assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string())]);
         let block = &events[0];
         assert_eq!((block.category, block.authoritative, block.ttl), (Category::Flood, "fast", Some(Duration::from_secs(600))));
-        assert!(block.provenance.contains("new flows 5000 (limit 300)"), "{}", block.provenance);
+        assert!(block.provenance.contains("new flows 5000 (limit 150)"), "{}", block.provenance);
         detector.on_report(report("10.66.2.2", 2 * SECOND, 1, 6000.0, 6000.0));
         assert!(decisions(&detector.tick()).is_empty(), "no second block while the first holds");
     }
@@ -683,5 +705,16 @@ mod tests {
         assert_eq!(detector.counters.flows_scored, 0, "port 2222 would score 0.95, but the model does not apply");
         assert!(decisions(&events).is_empty(), "{:?}", decisions(&events));
         assert_eq!(events.len(), 3, "each flow is still observed");
+    }
+
+    #[test]
+    fn alerts_from_many_sources_are_bounded_per_second_and_counted() {
+        let mut detector = detector(|config| config.detect.max_alert_events_per_sec = 10);
+        for index in 0..50 {
+            detector.on_flow(flow(&format!("203.0.113.{index}"), 2222, SECOND));
+        }
+        let events = detector.tick();
+        let alerts = events.iter().filter(|event| event.action == Action::Alert).count();
+        assert_eq!((alerts, detector.counters.alert_events_suppressed), (10, 40));
     }
 }

@@ -1,0 +1,1 @@
+um9qsrl6gOa52QsefbPFTbidtnIGpzp3tadSXpILlyNZ+kZF947akfXT3rc+02pguVHiYOdbfbJcY1IyeCHWDQ==
