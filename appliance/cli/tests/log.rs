@@ -48,8 +48,8 @@ fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
     let key = dir.path().join("keys/log.key");
     let output = replay(&config(dir.path(), &key, true));
     assert!(output.status.success(), "{}", stderr(&output));
-    // 222 flows observed, plus the decision on the capture's nmap scan.
-    assert!(stderr(&output).contains("223 events written"), "{}", stderr(&output));
+    // 222 flows observed, plus the decisions (the capture's nmap scan is blocked).
+    assert!(stderr(&output).contains("(1 blocks,"), "{}", stderr(&output));
     assert_eq!(std::fs::metadata(&key).expect("key created").permissions().mode() & 0o777, 0o600);
 
     let log = dir.path().join("log");
@@ -60,10 +60,11 @@ fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
     // Tamper with one event: verify names the file, the line and the reason.
     let file = std::fs::read_dir(&log).expect("list").map(|entry| entry.expect("entry").path()).min().expect("a file");
     let text = std::fs::read_to_string(&file).expect("read");
+    let line = text.lines().position(|line| line.contains("\"action\":\"observe\"")).expect("an observation") + 1;
     std::fs::write(&file, text.replacen("\"action\":\"observe\"", "\"action\":\"ignore!\"", 1)).expect("tamper");
     let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
     assert_eq!(tampered.status.code(), Some(1));
-    assert!(stdout(&tampered).contains(&format!("FAILED: {}:2: HMAC mismatch", file.display())), "{}", stdout(&tampered));
+    assert!(stdout(&tampered).contains(&format!("FAILED: {}:{line}: HMAC mismatch", file.display())), "{}", stdout(&tampered));
 }
 
 #[test]
@@ -100,9 +101,12 @@ fn every_event_validates_against_the_documented_schema() {
     assert!(replay(&config(dir.path(), &key, true)).status.success());
     let events = events(&dir.path().join("log"));
     assert_eq!(events.iter().filter(|event| event["action"] == "observe").count(), 222, "every flow is observed once");
-    let decisions: Vec<_> = events.iter().filter(|event| event["action"] != "observe").collect();
-    assert_eq!(decisions.len(), 1, "{decisions:?}");
-    assert_eq!((decisions[0]["action"].as_str(), decisions[0]["src_ip"].as_str(), decisions[0]["category"].as_str()), (Some("block"), Some("10.77.0.1"), Some("scan")));
+    let blocks: Vec<_> = events.iter().filter(|event| event["action"] == "block").collect();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!((blocks[0]["src_ip"].as_str(), blocks[0]["category"].as_str(), blocks[0]["block_ttl_secs"].as_u64()), (Some("10.77.0.1"), Some("scan"), Some(3600)));
+    let provenance = blocks[0]["provenance"].as_str().unwrap_or_default();
+    assert!(provenance.contains("distinct destination ports") && provenance.contains("policy tiered"), "the block explains itself: {provenance}");
+    assert!(blocks[0]["model_sha256"].as_str().is_some_and(|sha| sha.len() == 64), "the model in force is named");
     let mut required: Vec<&str> = schema["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
     required.sort_unstable();
     assert!(required.len() >= 83, "{} required fields", required.len());
@@ -192,4 +196,35 @@ fn community_ids_match_the_reference_package() {
     for (event, expected) in flows.iter().zip(&reference) {
         assert_eq!(event["community_id"].as_str(), Some(expected.as_str()), "{} {}:{} -> {}:{}", event["protocol"], event["src_ip"], event["src_port"], event["dst_ip"], event["dst_port"]);
     }
+}
+
+/// Decisions of a replay: (action, source, category) of every event that is not an
+/// observation, in log order.
+fn decisions(dir: &Path) -> Vec<(String, String, String, String)> {
+    events(dir)
+        .iter()
+        .filter(|event| event["action"] != "observe")
+        .map(|event| {
+            let text = |name: &str| event[name].as_str().unwrap_or_default().to_string();
+            (text("action"), text("src_ip"), text("category"), format!("{}/{}", event["score_fast"], event["score_model"]))
+        })
+        .collect()
+}
+
+#[test]
+fn replay_of_captured_attacks_makes_the_same_decisions_every_run() {
+    let run_once = || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("log.key");
+        let config = config(dir.path(), &key, true);
+        let output = run(mldefender().args(["replay", "--config"]).arg(&config).arg(repo().join("tests/pcap/lab-attacks.pcap")));
+        assert!(output.status.success(), "{}", stderr(&output));
+        decisions(&dir.path().join("log"))
+    };
+    let first = run_once();
+    assert_eq!(first, run_once(), "same capture, same decisions");
+    // nmap SYN scan, brute force and slow HTTP from the attacker; a busy benign client.
+    let blocked: Vec<&str> = first.iter().filter(|d| d.0 == "block").map(|d| d.1.as_str()).collect();
+    assert_eq!(blocked, vec!["10.66.2.2"], "{first:?}");
+    assert!(first.iter().all(|d| d.1 != "10.66.1.2" || d.0 == "alert"), "the busy benign client is at most alerted on: {first:?}");
 }
