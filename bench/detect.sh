@@ -41,8 +41,8 @@ until ./target/release/mldefender status --config "$work/lab.toml" --json 2>/dev
     ((SECONDS < deadline)) || { echo "the supervisor did not become ready" >&2; tail "$work/supervise.log" >&2; exit 1; }
     sleep 0.1
 done
-mac=$(tests/lab/lab.sh exec "$lab" g cat "/sys/class/net/mld${lab}ga/address")
-tests/lab/lab.sh exec "$lab" a python3 tests/lab/spoofed-scan.py "mld${lab}a0" "$mac" "$sources" 40 >/dev/null
+mac=$(ip -n "mld${lab}g" -o link show "mld${lab}ga" | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p')
+tests/lab/lab.sh exec "$lab" a /usr/bin/python3 tests/lab/spoofed-scan.py "mld${lab}a0" "$mac" "$sources" 40 >/dev/null
 deadline=$((SECONDS + 60))
 while :; do
     blocks=$(./target/release/mldefender status --config "$work/lab.toml" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pipeline"]["blocks"])')

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs lab scenarios through the running appliance and reports, per scenario: whether the
 # attacker was blocked, the time from the attack's start to the first packet the XDP
-# program dropped, and any benign source blocked. One lab for all scenarios; a fresh
-# supervisor (empty deny map, fresh detection state) for each.
+# program dropped, and any benign source blocked. Each scenario gets a fresh lab and a
+# fresh supervisor (empty deny map, fresh detection state): scenarios are independent
+# (a blocked scanner can leave a server's half-open sessions behind).
 #
 # usage (as root, after scripts/setup and a release build):
 #   tests/lab/eval.sh [--markdown FILE] [--extra-toml FILE] [SCENARIO...]   (default: all)
@@ -58,22 +59,19 @@ trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
 
-say "lab $lab up"
-tests/lab/lab.sh up "$lab" >/dev/null
-tests/lab/lab.sh config "$lab" > "$work/lab-base.toml"
-if [[ -n "$extra" ]]; then
-    python3 tests/lab/merge-toml.py "$work/lab-base.toml" "$extra" > "$work/lab.toml"
-else
-    cp "$work/lab-base.toml" "$work/lab.toml"
-fi
 state=/run/mldefender-lab-$lab
-"$bin" config check "$work/lab.toml" >/dev/null
-
-rows=()
 for scenario in "${scenarios[@]}"; do
     read -r _ label category _ < <(tests/lab/scenario.sh list | awk -v n="$scenario" '$1 == n') \
         || { say "unknown scenario $scenario"; exit 2; }
-    rm -rf "$state/log"
+    tests/lab/lab.sh down "$lab" >/dev/null 2>&1 || true
+    tests/lab/lab.sh up "$lab" >/dev/null
+    tests/lab/lab.sh config "$lab" > "$work/lab-base.toml"
+    if [[ -n "$extra" ]]; then
+        python3 tests/lab/merge-toml.py "$work/lab-base.toml" "$extra" > "$work/lab.toml"
+    else
+        cp "$work/lab-base.toml" "$work/lab.toml"
+    fi
+    "$bin" config check "$work/lab.toml" >/dev/null
     nsenter --net="/var/run/netns/mld${lab}g" "$bin" supervise --config "$work/lab.toml" \
         > "$work/supervise.out" 2> "$work/supervise-$scenario.log" &
     supervisor_pid=$!
@@ -96,7 +94,7 @@ for scenario in "${scenarios[@]}"; do
         sleep 0.02
     done
     scenario_ok=true
-    wait "$scenario_pid" || scenario_ok=false
+    wait "$scenario_pid" || { scenario_ok=false; say "$scenario did not run as intended:"; tail -5 "$work/scenario.out" >&2; }
     # Late decisions: flows that end after the traffic (close linger, idle timeout).
     sleep 2
     blocks=$("$bin" block list --config "$work/lab.toml" 2>/dev/null | awk 'NR > 1 {print $1}' | sort -u | tr '\n' ' ')

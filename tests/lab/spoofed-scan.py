@@ -3,7 +3,7 @@
 SOURCES addresses in 198.18.0.0/15 (RFC 2544 benchmarking space) sends SYNs to PORTS
 distinct ports of the lab server, so each source on its own looks like a port scan.
 
-usage: spoofed-scan.py IFACE GATEWAY_MAC SOURCES PORTS
+usage: spoofed-scan.py IFACE GATEWAY_MAC SOURCES PORTS     (Debian python3-scapy: /usr/bin/python3)
 
 Prints how many packets it sent. Run it in the attacker node.
 """

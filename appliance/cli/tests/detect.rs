@@ -85,21 +85,15 @@ fn an_allowlisted_attacker_is_never_blocked_and_the_refusal_is_logged() {
     assert_eq!(row["refused"], serde_json::json!(["10.66.2.2"]), "the refusal is logged: {row}");
 }
 
-/// The gateway's MAC on the attacker's link, for crafted frames.
-fn gateway_mac(lab: &Lab) -> String {
-    let output = lab.exec("g", &["cat", &format!("/sys/class/net/{}/address", lab.gateway_interface("a"))]);
-    stdout(&output).trim().to_string()
-}
-
 #[test]
 fn the_circuit_breaker_caps_blocks_when_many_spoofed_sources_scan() {
     let Some(lab) = Lab::up() else { return };
     let mut supervisor = Supervisor::start(&lab, "[response]\nmax-new-blocks-per-minute = 5\nmax-active-blocks = 8\n");
     supervisor.wait_ready(Duration::from_secs(30));
     // 60 spoofed sources, each scanning 40 ports: each alone is a clear port scan.
-    let mac = gateway_mac(&lab);
+    let mac = lab.gateway_mac("a");
     let iface = format!("mld{}a0", lab.id);
-    let sent = lab.exec("a", &["python3", &repo().join("tests/lab/spoofed-scan.py").display().to_string(), &iface, &mac, "60", "40"]);
+    let sent = lab.exec("a", &["/usr/bin/python3", &repo().join("tests/lab/spoofed-scan.py").display().to_string(), &iface, &mac, "60", "40"]);
     assert!(sent.status.success(), "{}", stderr(&sent));
     let tripped = eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["breaker_open"].as_u64().unwrap_or(0) > 0);
     assert!(tripped, "the breaker did not open: {}", supervisor.status());

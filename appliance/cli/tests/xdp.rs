@@ -219,14 +219,7 @@ fn malformed_traffic_is_counted_and_passed() {
     let Some(lab) = Lab::up() else { return };
     let config = lab.config("");
     let capture = lab.capture(&config);
-    let mac_output = lab.exec("g", &["cat", &format!("/sys/class/net/{}/address", lab.gateway_interface("a"))]);
-    // /sys is the host's in a network-namespace-only exec; ask ip instead.
-    let mac = if mac_output.status.success() && !stdout(&mac_output).trim().is_empty() {
-        stdout(&mac_output).trim().to_string()
-    } else {
-        let link = stdout(&lab.exec("g", &["ip", "-o", "link", "show", &lab.gateway_interface("a")]));
-        link.split("link/ether ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("gateway MAC").to_string()
-    };
+    let mac = lab.gateway_mac("a");
     let before = counter(&lab, "malformed");
     let script = repo().join("tests/lab/malformed.py");
     // Debian's python3-scapy (scripts/setup installs it).

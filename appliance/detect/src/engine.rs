@@ -107,6 +107,8 @@ struct SourceState {
     latest_flow: Option<FlowRecord>,
     last_seen_ns: u64,
     last_alert_ns: Option<u64>,
+    /// The last refusal or breaker-open event (once per evidence period, apart from alerts).
+    last_refusal_ns: Option<u64>,
 }
 
 /// Model scores kept per source at most.
@@ -473,20 +475,20 @@ impl Detector {
                 event.escalation_step = step;
             }
             Outcome::Refused(protection) => {
-                if state.last_alert_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
+                if state.last_refusal_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
                     return None;
                 }
-                state.last_alert_ns = Some(now);
+                state.last_refusal_ns = Some(now);
                 self.counters.refused += 1;
                 event.action = Action::Refused;
                 event.protected = true;
                 event.provenance.push_str(&format!("; not blocked: {}", protection.describe()));
             }
             Outcome::BreakerOpen(reason) => {
-                if state.last_alert_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
+                if state.last_refusal_ns.is_some_and(|at| now.saturating_sub(at) < evidence_ns) {
                     return None;
                 }
-                state.last_alert_ns = Some(now);
+                state.last_refusal_ns = Some(now);
                 self.counters.breaker_open += 1;
                 event.action = Action::BreakerOpen;
                 event.provenance.push_str(&format!("; not blocked: circuit breaker open: {reason}"));
@@ -716,5 +718,15 @@ mod tests {
         let events = detector.tick();
         let alerts = events.iter().filter(|event| event.action == Action::Alert).count();
         assert_eq!((alerts, detector.counters.alert_events_suppressed), (10, 40));
+    }
+
+    #[test]
+    fn an_allowlisted_source_that_was_alerted_on_is_still_refused_when_the_block_comes() {
+        let mut detector = detector(|_| {});
+        // First at the alert level (fast 0.5-0.9), then overwhelming.
+        detector.on_report(report("10.66.1.5", SECOND, 1, 200.0, 200.0));
+        assert_eq!(decisions(&detector.tick()), vec![(Action::Alert, "10.66.1.5".to_string())]);
+        detector.on_report(report("10.66.1.5", 2 * SECOND, 1, 5000.0, 5000.0));
+        assert_eq!(decisions(&detector.tick()), vec![(Action::Refused, "10.66.1.5".to_string())]);
     }
 }

@@ -43,6 +43,13 @@ impl Lab {
         self.exec(node, &["ping", "-c", "1", "-W", "1", target]).status.success()
     }
 
+    /// The MAC address of the gateway's interface `suffix` (a, c or s), for crafted frames.
+    pub fn gateway_mac(&self, suffix: &str) -> String {
+        // /sys is the host's in a network-namespace-only exec: ask ip.
+        let link = super::stdout(&self.exec("g", &["ip", "-o", "link", "show", &self.gateway_interface(suffix)]));
+        link.split("link/ether ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("the gateway's MAC address").to_string()
+    }
+
     pub fn gateway_interface(&self, suffix: &str) -> String {
         format!("mld{}g{suffix}", self.id)
     }
