@@ -180,12 +180,27 @@ impl RingReader {
 
     /// Waits up to `timeout` for records, then hands each available one (at most
     /// `max_records`) to `on_record`. Returns how many were read.
-    pub fn read(&mut self, timeout: Duration, max_records: usize, mut on_record: impl FnMut(PacketRecord)) -> Result<usize, CaptureError> {
+    pub fn read(&mut self, timeout: Duration, max_records: usize, on_record: impl FnMut(PacketRecord)) -> Result<usize, CaptureError> {
+        self.read_or_wake(timeout, max_records, None, on_record)
+    }
+
+    /// Like [`RingReader::read`], but the wait also ends when `wake` becomes readable
+    /// (a command waiting on another socket is not delayed by the ring's timeout).
+    pub fn read_or_wake(
+        &mut self,
+        timeout: Duration,
+        max_records: usize,
+        wake: Option<std::os::fd::BorrowedFd<'_>>,
+        mut on_record: impl FnMut(PacketRecord),
+    ) -> Result<usize, CaptureError> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut read = self.drain(max_records, &mut on_record);
         if read == 0 {
             let millis = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-            let mut fds = [PollFd::new(self.ring.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![PollFd::new(self.ring.as_fd(), PollFlags::POLLIN)];
+            if let Some(wake) = wake {
+                fds.push(PollFd::new(wake, PollFlags::POLLIN));
+            }
             match poll(&mut fds, PollTimeout::from(millis)) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(error) => return Err(CaptureError::io("poll the ring buffer", PathBuf::from(EVENTS_MAP), error.into())),

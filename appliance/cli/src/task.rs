@@ -146,19 +146,10 @@ struct FlowSender {
 }
 
 impl FlowSender {
-    fn pump(&mut self) {
-        if self.stream.is_none() && Instant::now() >= self.next_attempt {
-            match UnixStream::connect(&self.path) {
-                Ok(stream) => {
-                    let _ = stream.set_nonblocking(true);
-                    self.decoder = FrameDecoder::default();
-                    self.stream = Some(stream);
-                }
-                Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
-            }
-        }
-        let Some(stream) = self.stream.as_mut() else { return };
-        // Block commands from the detect task.
+    /// Reads the block commands the detect task sent (into `responses`); false when the
+    /// connection ended.
+    fn receive(&mut self) -> bool {
+        let Some(stream) = self.stream.as_mut() else { return false };
         let mut chunk = [0u8; 4096];
         let (_, open) = read_available(stream, &mut self.decoder, &mut chunk);
         loop {
@@ -171,6 +162,28 @@ impl FlowSender {
                 }
             }
         }
+        if !open {
+            self.stream = None;
+            self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
+        }
+        open
+    }
+
+    fn pump(&mut self) {
+        if self.stream.is_none() && Instant::now() >= self.next_attempt {
+            match UnixStream::connect(&self.path) {
+                Ok(stream) => {
+                    let _ = stream.set_nonblocking(true);
+                    self.decoder = FrameDecoder::default();
+                    self.stream = Some(stream);
+                }
+                Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
+            }
+        }
+        if !self.receive() {
+            return;
+        }
+        let Some(stream) = self.stream.as_mut() else { return };
         while self.buffer.len() < WRITE_BUFFER_BYTES {
             let message = match self.urgent.pop_front() {
                 Some(message) => message,
@@ -184,12 +197,6 @@ impl FlowSender {
                 self.sent += 1;
             }
         }
-        if !open {
-            self.stream = None;
-            self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
-            return;
-        }
-        let Some(stream) = self.stream.as_mut() else { return };
         while self.written < self.buffer.len() {
             match stream.write(&self.buffer[self.written..]) {
                 Ok(0) => break,
@@ -278,10 +285,15 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
         }
     };
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
-        counters.records_read += reader.read(Duration::from_millis(20), 8192, |mut record| {
+        // Block commands from the detect task wake the loop at once.
+        let wake = sender.stream.as_ref().map(std::os::fd::AsFd::as_fd);
+        counters.records_read += reader.read_or_wake(Duration::from_millis(20), 8192, wake, |mut record| {
             record.ts_ns += offset_ns;
             table.process(&record, &mut finished);
         })? as u64;
+        // Blocks before anything else.
+        sender.receive();
+        apply_responses(&mut sender, &mut maps);
         if last_tick.elapsed() >= Duration::from_millis(100) {
             table.advance_to(boot_time_ns() + offset_ns, &mut finished);
             last_tick = Instant::now();
@@ -289,6 +301,7 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
         side.poll(&mut table, &mut finished, &mut emitted);
         queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
+        // Commands that arrived while pumping: now, not after the next wait.
         apply_responses(&mut sender, &mut maps);
         if last_sweep.elapsed() >= config.capture.sweep_interval {
             for prefix in maps.sweep_expired(boot_time_ns())? {
@@ -323,6 +336,8 @@ fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Co
 
 /// Writes the deny entries the detect task asked for and answers each with its result.
 fn apply_responses(sender: &mut FlowSender, maps: &mut PinnedMaps) {
+    // Every map write first, then the logging: a burst of blocks is not slowed by it.
+    let mut results = Vec::new();
     for response in std::mem::take(&mut sender.responses) {
         match response {
             ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } => {
@@ -333,14 +348,16 @@ fn apply_responses(sender: &mut FlowSender, maps: &mut PinnedMaps) {
                         let reason = mld_capture::DenyReason::parse(&reason).unwrap_or(mld_capture::DenyReason::Other);
                         maps.deny_add(&parsed, Some(Duration::from_secs(ttl_secs)), reason).map_err(|error| format!("{error:#}"))
                     });
-                let applied_boot_ns = boot_time_ns();
-                match &result {
-                    Ok(()) => info!(prefix = %prefix, ttl_secs, latency_us = applied_boot_ns.saturating_sub(decided_boot_ns) / 1000, "blocked"),
-                    Err(error) => warn!(prefix = %prefix, error = %error, "failed to block"),
-                }
-                sender.urgent.push_back(FlowMessage::BlockResult { id, prefix, error: result.err(), applied_boot_ns });
+                results.push((id, prefix, ttl_secs, decided_boot_ns, result, boot_time_ns()));
             }
         }
+    }
+    for (id, prefix, ttl_secs, decided_boot_ns, result, applied_boot_ns) in results {
+        match &result {
+            Ok(()) => info!(prefix = %prefix, ttl_secs, latency_us = applied_boot_ns.saturating_sub(decided_boot_ns) / 1000, "blocked"),
+            Err(error) => warn!(prefix = %prefix, error = %error, "failed to block"),
+        }
+        sender.urgent.push_back(FlowMessage::BlockResult { id, prefix, error: result.err(), applied_boot_ns });
     }
 }
 
@@ -572,34 +589,47 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         if last_tick.elapsed() >= config.detect.tick || (!running && (all_closed || connections.is_empty())) {
             last_tick = Instant::now();
             detection.detector.advance_to(boot_time_ns() + offset_ns);
-            for event in detection.detector.tick() {
-                if event.action == mld_detect::engine::Action::Block {
-                    let (Some(ttl), Some(connection)) = (event.ttl, connections.last_mut()) else {
-                        warn!(source = %event.source, "no capture task connected: the block cannot be applied");
-                        continue;
-                    };
-                    let id = next_block_id;
-                    next_block_id += 1;
-                    let decided_boot_ns = boot_time_ns();
-                    if decided.len() >= 4096 {
-                        decided.clear();
+            let decisions = detection.detector.tick();
+            // Blocks first, all in one write, before anything else is done with the
+            // events: the verdict-to-map time is what the deny map waits for.
+            let decided_boot_ns = boot_time_ns();
+            let mut commands = Vec::new();
+            for event in decisions.iter().filter(|event| event.action == mld_detect::engine::Action::Block) {
+                let Some(ttl) = event.ttl else { continue };
+                let id = next_block_id;
+                next_block_id += 1;
+                if decided.len() >= 4096 {
+                    decided.clear();
+                }
+                decided.insert(id, decided_boot_ns);
+                let command = ResponseMessage::Block {
+                    id,
+                    prefix: mld_config::IpPrefix::host(event.source).to_string(),
+                    ttl_secs: ttl.as_secs(),
+                    reason: event.category.as_str().to_string(),
+                    decided_boot_ns,
+                };
+                let _ = mld_ipc::write_frame(&mut commands, &command);
+            }
+            if !commands.is_empty() {
+                match connections.last_mut() {
+                    Some(connection) => {
+                        let _ = connection.stream.set_nonblocking(false);
+                        if let Err(error) = std::io::Write::write_all(&mut connection.stream, &commands) {
+                            warn!(error = %error, "failed to send blocks to the capture task");
+                        }
+                        let _ = connection.stream.set_nonblocking(true);
                     }
-                    decided.insert(id, decided_boot_ns);
-                    let command = ResponseMessage::Block {
-                        id,
-                        prefix: mld_config::IpPrefix::host(event.source).to_string(),
-                        ttl_secs: ttl.as_secs(),
-                        reason: event.category.as_str().to_string(),
-                        decided_boot_ns,
-                    };
-                    let _ = connection.stream.set_nonblocking(false);
-                    if let Err(error) = mld_ipc::write_frame(&mut connection.stream, &command) {
-                        warn!(error = %error, source = %event.source, "failed to send a block to the capture task");
+                    None => warn!("no capture task connected: blocks cannot be applied now"),
+                }
+            }
+            for event in decisions {
+                match event.action {
+                    mld_detect::engine::Action::Block => {
+                        info!(source = %event.source, category = event.category.as_str(), ttl_secs = event.ttl.map_or(0, |ttl| ttl.as_secs()), step = event.escalation_step, "block")
                     }
-                    let _ = connection.stream.set_nonblocking(true);
-                    info!(source = %event.source, category = event.category.as_str(), ttl_secs = ttl.as_secs(), step = event.escalation_step, "block");
-                } else if event.action != mld_detect::engine::Action::Observe {
-                    info!(source = %event.source, action = event.action.as_str(), category = event.category.as_str(), "decision");
+                    mld_detect::engine::Action::Observe => {}
+                    action => info!(source = %event.source, action = action.as_str(), category = event.category.as_str(), "decision"),
                 }
                 events.send(serde_json::Value::Object(detection.record(&event, "standalone")).to_string());
             }
