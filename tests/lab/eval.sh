@@ -138,7 +138,9 @@ for r in rows:
     blocked = "yes" if r["attacker_blocked"] else ("n/a (spoofed sources)" if r["scenario"].endswith("-rand") else ("—" if r["label"] == "benign" else "**no**"))
     drop = f'{r["first_drop_ms"]} ms' if r["first_drop_ms"] is not None else "—"
     benign = ", ".join(r["benign_blocked"]) or "none"
-    print(f'| {r["scenario"]} | {r["label"]} | {r["category"]} | {blocked} | {drop} | {benign} | {", ".join(r["alerts"]) or "—"} |')
+    alerts = r["alerts"]
+    alerts = ", ".join(alerts) if len(alerts) <= 4 else f"{len(alerts)} sources (e.g. {', '.join(alerts[:2])})"
+    print(f'| {r["scenario"]} | {r["label"]} | {r["category"]} | {blocked} | {drop} | {benign} | {alerts or "—"} |')
 PY
 cat "$work/table.md" >&2
 [[ -n "$markdown" ]] && cp "$work/table.md" "$markdown"
