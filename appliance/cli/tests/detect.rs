@@ -123,7 +123,8 @@ fn models_copy(change: impl FnOnce(&Path)) -> tempfile::TempDir {
 #[test]
 fn a_bad_model_stops_the_detect_task_with_the_cause_and_the_supervisor_holds_it() {
     let Some(lab) = Lab::up() else { return };
-    let cases: [(&str, Box<dyn FnOnce(&Path)>); 3] = [
+    type Change = Box<dyn FnOnce(&Path)>;
+    let cases: [(&str, Change); 3] = [
         (
             "SHA-256",
             Box::new(|dir: &Path| {
