@@ -156,4 +156,29 @@ fn a_bad_model_stops_the_detect_task_with_the_cause_and_the_supervisor_holds_it(
         assert!(log.contains("failed to load the detection models") && log.contains(cause), "{cause}: the error does not name the cause:\n{log}");
         drop(supervisor);
     }
+
+    // A model whose metadata lists one feature fewer than the ONNX graph takes, signed
+    // properly (with a key made here and configured as the trusted one).
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (private, public) = (keys.path().join("model.key"), keys.path().join("model.pub"));
+    let made = run(mldefender().args(["model", "keygen"]).arg(&private).arg(&public));
+    assert!(made.status.success(), "{}", stderr(&made));
+    let public_key = stdout(&made).trim().to_string();
+    let models = models_copy(|dir: &Path| {
+        let path = dir.join("attack.json");
+        let mut metadata: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read metadata")).expect("metadata JSON");
+        metadata["features"].as_array_mut().expect("features").pop();
+        std::fs::write(&path, serde_json::to_string_pretty(&metadata).expect("encode")).expect("write metadata");
+    });
+    let signed = run(mldefender().args(["model", "sign", "--key"]).arg(&private).arg(models.path().join("attack.json")).arg(models.path().join("category.json")));
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let extra = format!(
+        "[detect]\nmodels-dir = \"{}\"\nmodel-public-key = \"{public_key}\"\n\n[tasks.detect]\nhold-after-restarts = 2\nbackoff-initial-ms = 50\n",
+        models.path().display()
+    );
+    let supervisor = Supervisor::start(&lab, &extra);
+    let held = eventually(Duration::from_secs(20), || supervisor.task("detect")["state"] == "held");
+    assert!(held, "feature count: the detect task is not held: {}\n{}", supervisor.status(), supervisor.log());
+    let log = supervisor.log();
+    assert!(log.contains("feature count mismatch") && log.contains("takes 92 features") && log.contains("lists 91"), "the error does not name both counts:\n{log}");
 }

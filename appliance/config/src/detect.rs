@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::prefix::IpPrefix;
+use crate::validate::in_range;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -247,15 +248,6 @@ pub struct ResponseConfig {
     pub max_new_blocks_per_minute: u32,
     pub max_active_blocks: u32,
     pub management_prefixes: Vec<IpPrefix>,
-}
-
-fn in_range(value: i64, min: i64, max: i64, path: &str, errors: &mut Vec<ConfigError>) -> u64 {
-    if value < min || value > max {
-        errors.push(ConfigError::new(path, format!("must be between {min} and {max}, got {value}")));
-        min.max(0) as u64
-    } else {
-        value as u64
-    }
 }
 
 fn unit(value: f64, path: &str, errors: &mut Vec<ConfigError>) -> f64 {

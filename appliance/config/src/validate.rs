@@ -237,7 +237,7 @@ impl TryFrom<RawConfig> for Config {
 }
 
 /// Checks `value` against an inclusive range, recording an error with `path` otherwise.
-fn in_range(value: i64, min: i64, max: i64, path: &str, errors: &mut Vec<ConfigError>) -> u64 {
+pub(crate) fn in_range(value: i64, min: i64, max: i64, path: &str, errors: &mut Vec<ConfigError>) -> u64 {
     if value < min || value > max {
         errors.push(ConfigError::new(path, format!("must be between {min} and {max}, got {value}")));
         min.max(0) as u64
