@@ -96,7 +96,7 @@ pub fn cic_field_name(feature: Feature) -> String {
 pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
     let mut fields = vec![
         field("type", "string", "", None, "Always \"event\"."),
-        field("event_id", "string", "", None, "Deterministic id of the event: derived from the flow's Community ID and times."),
+        field("event_id", "string", "", None, "Deterministic id of the event: derived from the flow's Community ID and times (and, for a decision, its action)."),
         field("schema_version", "integer", "", None, "Version of this field set."),
         field("node", "string", "", None, "The appliance that made the decision."),
         field("deployment", "string", "", None, "Deployment or fleet name."),
@@ -158,7 +158,12 @@ pub fn build_event(flow: &FlowRecord, verdict: &Verdict, context: &EventContext<
         record.insert(name.to_string(), value);
     };
     let id = community_id(0, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol);
-    let digest = Sha256::digest(format!("{id}|{}|{}", flow.first_seen_ns, flow.last_seen_ns).as_bytes());
+    // A decision about a flow is its own event, apart from the flow's observation.
+    let digest = if verdict.action == "observe" {
+        Sha256::digest(format!("{id}|{}|{}", flow.first_seen_ns, flow.last_seen_ns).as_bytes())
+    } else {
+        Sha256::digest(format!("{id}|{}|{}|{}", flow.first_seen_ns, flow.last_seen_ns, verdict.action).as_bytes())
+    };
     put("type", "event".into());
     put("event_id", format!("ev-{}", hex::encode(&digest[..12])).into());
     put("schema_version", EVENT_SCHEMA_VERSION.into());
