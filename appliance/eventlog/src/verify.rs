@@ -132,25 +132,221 @@ pub fn verify_paths(paths: &[PathBuf], keys: &[LogKey]) -> Result<VerifySummary,
             return Err(fail(&pair[1].path, 0, FailureReason::FileMissing { index: pair[0].index + 1 }));
         }
     }
-    let mut state = ChainState { last: None, records: 0, first_seq: 0 };
-    for (position, log) in logs.iter().enumerate() {
-        verify_file(log, position == 0, &node, keys, &mut state)?;
+    let mut chain = Chain { node: Some(node.clone()), last: None };
+    let mut counts = Counts { records: 0, first_seq: 0 };
+    for log in &logs {
+        verify_file(log, keys, &mut chain, &mut counts)?;
     }
     Ok(VerifySummary {
         node,
         files: logs.len(),
-        records: state.records,
-        first_seq: state.first_seq,
-        last_seq: state.last.map_or(0, |(seq, _)| seq),
+        records: counts.records,
+        first_seq: counts.first_seq,
+        last_seq: chain.last.map_or(0, |last| last.seq),
         from_genesis: logs[0].index == 0,
     })
 }
 
-struct ChainState {
-    last: Option<(u64, String)>,
+/// The last verified record of a node's chain: where a [`ChainVerifier`] resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainPosition {
+    /// Index of the file that holds the record (its header has been verified).
+    pub file_index: u64,
+    pub seq: u64,
+    /// The record's `hmac`: the next record's `prev_tag`.
+    pub tag: String,
+}
+
+/// A record whose HMAC verified under a known key for the node. After
+/// [`ChainVerifier::check_line`] (or a successful [`ChainVerifier::continue_chain`]) it
+/// also continues the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedRecord {
+    pub node: String,
+    pub seq: u64,
+    pub prev_tag: String,
+    /// The record's own `hmac`.
+    pub tag: String,
+    pub is_header: bool,
+    /// The whole record, integrity fields included.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Verifies one node's records one line at a time, as a tailer reads them: the same
+/// checks as [`verify_paths`] (which is built on it), in the same order.
+///
+/// Invariant: the chain position moves only when a record is accepted (it is authentic,
+/// its `seq` is the previous record's + 1, its `prev_tag` is the previous record's tag,
+/// and a header is the first line of a later file and says where the previous file
+/// ended). A rejected line leaves the verifier exactly as it was, so a line inserted into
+/// the log (forged, replayed, another node's) does not stop the genuine lines after it.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    keys: Vec<LogKey>,
+    chain: Chain,
+}
+
+impl ChainVerifier {
+    /// A verifier at the start of a log: the first line must be a header; file index 0
+    /// must start at seq 1 with the genesis tag, a later file (older files removed) is
+    /// taken as the start. With `node` `None`, the first header names the node.
+    pub fn new(keys: Vec<LogKey>, node: Option<String>) -> ChainVerifier {
+        ChainVerifier { keys, chain: Chain { node, last: None } }
+    }
+
+    /// A verifier that continues after `position` (a checkpoint): the next line is
+    /// either the next record of file `position.file_index` or the header of a later file.
+    pub fn resume(keys: Vec<LogKey>, node: String, position: ChainPosition) -> ChainVerifier {
+        ChainVerifier { keys, chain: Chain { node: Some(node), last: Some(position) } }
+    }
+
+    /// The last accepted record, if any.
+    pub fn position(&self) -> Option<&ChainPosition> {
+        self.chain.last.as_ref()
+    }
+
+    /// The node, once known.
+    pub fn node(&self) -> Option<&str> {
+        self.chain.node.as_deref()
+    }
+
+    /// Checks `line` (without its newline), read from file `file_index`, and accepts it.
+    pub fn check_line(&mut self, file_index: u64, line: &str) -> Result<CheckedRecord, FailureReason> {
+        let record = self.authenticate(line)?;
+        self.continue_chain(file_index, &record)?;
+        Ok(record)
+    }
+
+    /// The first half of [`ChainVerifier::check_line`]: parses the line and checks its
+    /// HMAC (node in the tag, key by `key_id`). Changes nothing.
+    pub fn authenticate(&self, line: &str) -> Result<CheckedRecord, FailureReason> {
+        self.chain.authenticate(&self.keys, line)
+    }
+
+    /// The second half: checks that an authentic record continues the chain (sequence,
+    /// `prev_tag`, header placement and contents) and, if so, accepts it.
+    pub fn continue_chain(&mut self, file_index: u64, record: &CheckedRecord) -> Result<(), FailureReason> {
+        self.chain.continue_chain(file_index, record)
+    }
+
+    /// Accepts an authentic header that does not continue the chain as a new starting
+    /// point: only the header of a later file than the last accepted record's, with a
+    /// higher `seq`. What lies between is unverified (the caller reports the gap).
+    pub fn reanchor(&mut self, file_index: u64, record: &CheckedRecord) -> Result<(), FailureReason> {
+        if !record.is_header {
+            return Err(FailureReason::MissingHeader);
+        }
+        if record.fields.get("file_index").and_then(serde_json::Value::as_u64) != Some(file_index) {
+            return Err(FailureReason::HeaderMismatch(format!("the header is not the one of file index {file_index}")));
+        }
+        if let Some(last) = &self.chain.last {
+            if file_index <= last.file_index || record.seq <= last.seq {
+                return Err(FailureReason::SequenceBack { expected: last.seq + 1, found: record.seq });
+            }
+        }
+        self.chain.node.get_or_insert_with(|| record.node.clone());
+        self.chain.last = Some(ChainPosition { file_index, seq: record.seq, tag: record.tag.clone() });
+        Ok(())
+    }
+}
+
+/// The chain state shared by [`verify_paths`] and [`ChainVerifier`].
+#[derive(Debug)]
+struct Chain {
+    node: Option<String>,
+    last: Option<ChainPosition>,
+}
+
+impl Chain {
+    fn authenticate(&self, keys: &[LogKey], line: &str) -> Result<CheckedRecord, FailureReason> {
+        let serde_json::Value::Object(fields) = serde_json::from_str(line).map_err(|error| FailureReason::NotARecord(error.to_string()))? else {
+            return Err(FailureReason::NotARecord("not a JSON object".to_string()));
+        };
+        let Some(at) = line.rfind(HMAC_FIELD) else {
+            return Err(FailureReason::NotARecord("no hmac field".to_string()));
+        };
+        let written_tag = &line[at + HMAC_FIELD.len()..];
+        if written_tag.len() != 66 || !written_tag.ends_with("\"}") {
+            return Err(FailureReason::NotARecord("hmac is not the last field".to_string()));
+        }
+        let written_tag = &written_tag[..64];
+        let key_id = fields.get("key_id").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let key = keys.iter().find(|key| key.id() == key_id).ok_or_else(|| FailureReason::UnknownKey(key_id.to_string()))?;
+        let is_header = fields.get("type").and_then(serde_json::Value::as_str) == Some("header");
+        // Before the first header the node is not known: the header names it, and the
+        // HMAC (which covers the node) confirms it.
+        let node = match (&self.node, is_header) {
+            (Some(node), _) => node.clone(),
+            (None, true) => fields.get("node").and_then(serde_json::Value::as_str).unwrap_or_default().to_string(),
+            (None, false) => return Err(FailureReason::MissingHeader),
+        };
+        if tag(key, &node, &line.as_bytes()[..at]) != written_tag {
+            return Err(FailureReason::BadHmac);
+        }
+        let seq = fields.get("seq").and_then(serde_json::Value::as_u64).ok_or_else(|| FailureReason::NotARecord("no seq".to_string()))?;
+        let prev_tag = fields.get("prev_tag").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        Ok(CheckedRecord { node, seq, prev_tag, tag: written_tag.to_string(), is_header, fields })
+    }
+
+    fn continue_chain(&mut self, file_index: u64, record: &CheckedRecord) -> Result<(), FailureReason> {
+        // A line of a file other than the last accepted record's is that file's first line.
+        let first_line = self.last.as_ref().is_none_or(|last| last.file_index != file_index);
+        if first_line && !record.is_header {
+            return Err(FailureReason::MissingHeader);
+        }
+        if !first_line && record.is_header {
+            return Err(FailureReason::UnexpectedHeader);
+        }
+        if record.is_header {
+            let named = record.fields.get("node").and_then(serde_json::Value::as_str).unwrap_or_default();
+            if let Some(node) = &self.node {
+                if named != node {
+                    return Err(FailureReason::NodeMismatch { expected: node.clone(), found: named.to_string() });
+                }
+            }
+            if record.fields.get("file_index").and_then(serde_json::Value::as_u64) != Some(file_index) {
+                return Err(FailureReason::HeaderMismatch(format!("the header is not the one of file index {file_index}")));
+            }
+        }
+        match &self.last {
+            None => {
+                if file_index == 0 && (record.seq != 1 || record.prev_tag != GENESIS_TAG) {
+                    return Err(FailureReason::HeaderMismatch("the node's first record must have seq 1 and the genesis tag".to_string()));
+                }
+            }
+            Some(last) => {
+                if record.seq <= last.seq {
+                    return Err(FailureReason::SequenceBack { expected: last.seq + 1, found: record.seq });
+                }
+                if record.seq > last.seq + 1 {
+                    return Err(FailureReason::SequenceGap { expected: last.seq + 1, found: record.seq });
+                }
+                if record.prev_tag != last.tag {
+                    return Err(FailureReason::ChainBroken);
+                }
+                if record.is_header {
+                    if file_index < last.file_index {
+                        return Err(FailureReason::HeaderMismatch(format!("file index {file_index} comes after file index {}", last.file_index)));
+                    }
+                    let prev_seq = record.fields.get("prev_file_last_seq").and_then(serde_json::Value::as_u64);
+                    let prev_tag = record.fields.get("prev_file_last_tag").and_then(serde_json::Value::as_str);
+                    if prev_seq != Some(last.seq) || prev_tag != Some(last.tag.as_str()) {
+                        return Err(FailureReason::HeaderMismatch("the previous file does not end where this header says".to_string()));
+                    }
+                }
+            }
+        }
+        self.node.get_or_insert_with(|| record.node.clone());
+        self.last = Some(ChainPosition { file_index, seq: record.seq, tag: record.tag.clone() });
+        Ok(())
+    }
+}
+
+struct Counts {
     records: u64,
     first_seq: u64,
 }
+
 
 fn read_header_identity(path: &Path) -> Result<(String, u64), Failure> {
     let fail = |line, reason| Failure { path: path.to_path_buf(), line, reason };
@@ -166,7 +362,7 @@ fn read_header_identity(path: &Path) -> Result<(String, u64), Failure> {
     Ok((node, index))
 }
 
-fn verify_file(log: &LogFile, first_file: bool, node: &str, keys: &[LogKey], state: &mut ChainState) -> Result<(), Failure> {
+fn verify_file(log: &LogFile, keys: &[LogKey], chain: &mut Chain, counts: &mut Counts) -> Result<(), Failure> {
     let fail = |line, reason| Failure { path: log.path.clone(), line, reason };
     let mut bytes = Vec::new();
     std::fs::File::open(&log.path)
@@ -182,54 +378,88 @@ fn verify_file(log: &LogFile, first_file: bool, node: &str, keys: &[LogKey], sta
         };
         let line = &rest[..end];
         rest = &rest[end + 1..];
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|error| fail(number, FailureReason::NotARecord(error.to_string())))?;
-        let Some(at) = line.rfind(HMAC_FIELD) else {
-            return Err(fail(number, FailureReason::NotARecord("no hmac field".to_string())));
-        };
-        let written_tag = &line[at + HMAC_FIELD.len()..];
-        if written_tag.len() != 66 || !written_tag.ends_with("\"}") {
-            return Err(fail(number, FailureReason::NotARecord("hmac is not the last field".to_string())));
+        let record = chain.authenticate(keys, line).map_err(|reason| fail(number, reason))?;
+        chain.continue_chain(log.index, &record).map_err(|reason| fail(number, reason))?;
+        if counts.records == 0 {
+            counts.first_seq = record.seq;
         }
-        let written_tag = &written_tag[..64];
-        let key_id = value["key_id"].as_str().unwrap_or_default();
-        let key = keys.iter().find(|key| key.id() == key_id).ok_or_else(|| fail(number, FailureReason::UnknownKey(key_id.to_string())))?;
-        if tag(key, node, &line.as_bytes()[..at]) != written_tag {
-            return Err(fail(number, FailureReason::BadHmac));
-        }
-        let is_header = value["type"] == "header";
-        if number == 1 && !is_header {
-            return Err(fail(number, FailureReason::MissingHeader));
-        }
-        if number > 1 && is_header {
-            return Err(fail(number, FailureReason::UnexpectedHeader));
-        }
-        let seq = value["seq"].as_u64().ok_or_else(|| fail(number, FailureReason::NotARecord("no seq".to_string())))?;
-        let prev_tag = value["prev_tag"].as_str().unwrap_or_default();
-        match &state.last {
-            None => {
-                if first_file && log.index == 0 && (seq != 1 || prev_tag != GENESIS_TAG) {
-                    return Err(fail(number, FailureReason::HeaderMismatch("the node's first record must have seq 1 and the genesis tag".to_string())));
-                }
-                state.first_seq = seq;
-            }
-            Some((last_seq, last_tag)) => {
-                if seq <= *last_seq {
-                    return Err(fail(number, FailureReason::SequenceBack { expected: last_seq + 1, found: seq }));
-                }
-                if seq > last_seq + 1 {
-                    return Err(fail(number, FailureReason::SequenceGap { expected: last_seq + 1, found: seq }));
-                }
-                if prev_tag != last_tag {
-                    return Err(fail(number, FailureReason::ChainBroken));
-                }
-                if is_header && (value["prev_file_last_seq"].as_u64() != Some(*last_seq) || value["prev_file_last_tag"] != last_tag.as_str()) {
-                    return Err(fail(number, FailureReason::HeaderMismatch("the previous file does not end where this header says".to_string())));
-                }
-            }
-        }
-        state.last = Some((seq, written_tag.to_string()));
-        state.records += 1;
+        counts.records += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Sealer;
+
+    /// Sealed lines of node `n` under key 7: a header for file `index`, then `events` events.
+    fn file_lines(sealer: &mut Sealer, index: u64, events: usize) -> Vec<String> {
+        let mut header = serde_json::Map::new();
+        header.insert("type".to_string(), "header".into());
+        header.insert("schema".to_string(), SCHEMA.into());
+        header.insert("node".to_string(), "n".into());
+        header.insert("file_index".to_string(), index.into());
+        header.insert("prev_file_last_seq".to_string(), sealer.last_seq().into());
+        header.insert("prev_file_last_tag".to_string(), sealer.last_tag().into());
+        let mut out = Vec::new();
+        sealer.seal(&header, &mut out);
+        let mut event = serde_json::Map::new();
+        event.insert("type".to_string(), "event".into());
+        for _ in 0..events {
+            sealer.seal(&event, &mut out);
+        }
+        String::from_utf8(out).expect("UTF-8").lines().map(str::to_string).collect()
+    }
+
+    fn keys() -> Vec<LogKey> {
+        vec![LogKey::from_bytes([7; 32])]
+    }
+
+    #[test]
+    fn lines_are_checked_one_at_a_time_and_a_rejected_line_moves_nothing() {
+        let mut sealer = Sealer::new("n", LogKey::from_bytes([7; 32]), 0, GENESIS_TAG);
+        let first = file_lines(&mut sealer, 0, 3);
+        let second = file_lines(&mut sealer, 1, 2);
+        let mut verifier = ChainVerifier::new(keys(), None);
+        assert_eq!(verifier.check_line(0, &first[0]).expect("header").seq, 1);
+        assert_eq!(verifier.node(), Some("n"), "the first header names the node");
+        verifier.check_line(0, &first[1]).expect("event");
+        let before = verifier.position().cloned();
+        assert_eq!(verifier.check_line(0, &first[3]), Err(FailureReason::SequenceGap { expected: 3, found: 4 }));
+        assert_eq!(verifier.check_line(0, &first[1]), Err(FailureReason::SequenceBack { expected: 3, found: 2 }));
+        assert_eq!(verifier.check_line(0, &first[2].replace("event", "evenT")), Err(FailureReason::BadHmac));
+        assert_eq!(verifier.position().cloned(), before, "rejections leave the chain where it was");
+        verifier.check_line(0, &first[2]).expect("the genuine next line");
+        verifier.check_line(0, &first[3]).expect("event");
+        assert_eq!(verifier.check_line(0, &second[1]), Err(FailureReason::SequenceGap { expected: 5, found: 6 }), "the next file's header was skipped");
+        verifier.check_line(1, &second[0]).expect("the next file's header");
+
+        // Resuming from a checkpoint continues exactly there.
+        let position = verifier.position().cloned().expect("position");
+        let mut resumed = ChainVerifier::resume(keys(), "n".to_string(), position);
+        resumed.check_line(1, &second[1]).expect("resumed");
+        assert_eq!(resumed.check_line(1, &second[0]), Err(FailureReason::UnexpectedHeader));
+    }
+
+    #[test]
+    fn after_a_break_only_a_later_authentic_header_reanchors() {
+        let mut sealer = Sealer::new("n", LogKey::from_bytes([7; 32]), 0, GENESIS_TAG);
+        let first = file_lines(&mut sealer, 0, 3);
+        let second = file_lines(&mut sealer, 1, 1);
+        let mut verifier = ChainVerifier::new(keys(), Some("n".to_string()));
+        verifier.check_line(0, &first[0]).expect("header");
+        verifier.check_line(0, &first[1]).expect("event");
+        // Line 2 is lost: the rest of the file does not chain.
+        assert!(verifier.check_line(0, &first[3]).is_err());
+        let header = verifier.authenticate(&second[0]).expect("authentic");
+        assert!(matches!(verifier.continue_chain(1, &header), Err(FailureReason::SequenceGap { .. })));
+        let event = verifier.authenticate(&first[3]).expect("authentic");
+        assert_eq!(verifier.reanchor(0, &event), Err(FailureReason::MissingHeader), "only headers");
+        assert!(verifier.reanchor(0, &header).is_err(), "the header's own file index only");
+        verifier.reanchor(1, &header).expect("re-anchored");
+        verifier.check_line(1, &second[1]).expect("the file after the break verifies");
+        let old_header = verifier.authenticate(&first[0]).expect("authentic");
+        assert!(verifier.reanchor(2, &old_header).is_err(), "an old header does not re-anchor");
+    }
 }

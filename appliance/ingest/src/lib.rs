@@ -1,0 +1,316 @@
+//! Ingest, first part: follows a node's signed event log, verifies every record and hands
+//! on only verified ones, in order, once; everything else goes to a quarantine file.
+//!
+//! Each line passes, in this order: the line cap and UTF-8; the HMAC (known key by
+//! `key_id`, the node inside the tag); the nonce store (the seq must be above the node's
+//! high-water mark: replays and reorderings are refused, also across restarts); the chain
+//! ([`ChainVerifier`]: seq = previous + 1, `prev_tag` = previous tag, headers where files
+//! start and continuing the previous file); the age window. The rules after a rejection,
+//! and why, are in `docs/event-log.md` ("Ingest (verification and tailing)").
+//!
+//! Invariant: this crate never writes to the log directory (the ingest task may only
+//! read it); its checkpoint, nonce store and quarantine live in its own state directory.
+//! Invariant: a record is handed on only after every check passed; a rejected line never
+//! moves the chain.
+
+mod quarantine;
+mod state;
+mod tail;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use mld_eventlog::{ChainVerifier, FailureReason, LogKey};
+
+pub use quarantine::{QUARANTINE_FILE, QuarantineEntry};
+pub use state::{Checkpoint, NonceRejection, NonceStore, STATE_FILE};
+
+use crate::quarantine::Quarantine;
+use crate::state::State;
+use crate::tail::{Line, LineContent, Tail};
+
+/// Errors of the ingest task itself (rejected lines are not errors: they are quarantined).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("failed to {operation} `{path}`")]
+    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("ingest state file `{path}` is unusable: {detail}")]
+    State { path: PathBuf, detail: String },
+    #[error("ingest state file `{path}` is for node `{found}`, not `{expected}`")]
+    WrongNode { path: PathBuf, expected: String, found: String },
+    #[error("ingest configuration: {0}")]
+    Config(&'static str),
+}
+
+/// What the ingest foundation needs.
+#[derive(Debug)]
+pub struct IngestConfig {
+    /// The log directory (read only).
+    pub log_dir: PathBuf,
+    /// The ingest task's own directory: state file and quarantine.
+    pub state_dir: PathBuf,
+    /// The node whose log is followed (in every tag: another node's lines fail the HMAC).
+    pub node: String,
+    /// The keys whose records are accepted (several during a key change), by `key_id`.
+    pub keys: Vec<LogKey>,
+    /// Longest line accepted, bytes (records are a few KiB); longer lines are quarantined.
+    pub max_line_bytes: usize,
+    /// At most this many lines are read per [`Ingest::poll`]; the state is saved after each.
+    pub max_batch_lines: usize,
+    /// How many recently accepted seqs per node the nonce store keeps.
+    pub recent_seqs: usize,
+    /// Records whose `ts_us` is more than this many µs older than the newest `ts_us`
+    /// accepted from the node are refused.
+    pub max_age_us: u64,
+    /// How many bytes of a rejected line the quarantine keeps.
+    pub quarantine_line_bytes: usize,
+}
+
+impl IngestConfig {
+    /// Defaults for everything but the directories, node and keys.
+    pub fn new(log_dir: PathBuf, state_dir: PathBuf, node: String, keys: Vec<LogKey>) -> IngestConfig {
+        IngestConfig {
+            log_dir,
+            state_dir,
+            node,
+            keys,
+            max_line_bytes: 1 << 20,
+            max_batch_lines: 4096,
+            recent_seqs: 4096,
+            max_age_us: 3600 * 1_000_000,
+            quarantine_line_bytes: 4096,
+        }
+    }
+}
+
+/// A record that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedRecord {
+    pub node: String,
+    pub seq: u64,
+    /// The log file and the byte offset of the line in it.
+    pub file: PathBuf,
+    pub offset: u64,
+    /// The whole record, integrity fields included.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What one [`Ingest::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollStats {
+    /// Lines read (every one is delivered, a header, or quarantined).
+    pub lines: u64,
+    pub delivered: u64,
+    /// Verified headers (they start files and carry no event: not delivered).
+    pub headers: u64,
+    pub quarantined: u64,
+    /// Times the chain was re-anchored on a later file's header after a break.
+    pub reanchored: u64,
+}
+
+/// Why a line was quarantined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectReason {
+    /// A check of the log format and chain ([`ChainVerifier`]).
+    Log(FailureReason),
+    /// Refused by the nonce store.
+    Nonce(NonceRejection),
+    /// Older than the age window: `ts_us` is more than `max_age_us` before `newest_ts_us`.
+    TooOld { ts_us: u64, newest_ts_us: u64 },
+    /// Longer than `max_line_bytes`.
+    LineTooLong,
+    NotUtf8,
+}
+
+impl RejectReason {
+    /// A short stable name, for counters and the quarantine's `reason`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RejectReason::Log(reason) => match reason {
+                FailureReason::NoFiles => "no_files",
+                FailureReason::Unreadable(_) => "unreadable",
+                FailureReason::NotARecord(_) => "not_a_record",
+                FailureReason::TruncatedLine => "truncated_line",
+                FailureReason::MissingHeader => "missing_header",
+                FailureReason::UnexpectedHeader => "unexpected_header",
+                FailureReason::NodeMismatch { .. } => "node_mismatch",
+                FailureReason::FileMissing { .. } => "file_missing",
+                FailureReason::DuplicateFile { .. } => "duplicate_file",
+                FailureReason::HeaderMismatch(_) => "header_mismatch",
+                FailureReason::UnknownKey(_) => "unknown_key",
+                FailureReason::BadHmac => "bad_hmac",
+                FailureReason::SequenceGap { .. } => "sequence_gap",
+                FailureReason::SequenceBack { .. } => "sequence_back",
+                FailureReason::ChainBroken => "chain_broken",
+            },
+            RejectReason::Nonce(NonceRejection::Replay { .. }) => "replay",
+            RejectReason::Nonce(NonceRejection::Stale { .. }) => "stale",
+            RejectReason::TooOld { .. } => "too_old",
+            RejectReason::LineTooLong => "line_too_long",
+            RejectReason::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::Log(reason) => write!(f, "{reason}"),
+            RejectReason::Nonce(NonceRejection::Replay { seq }) => write!(f, "replay: seq {seq} was already accepted"),
+            RejectReason::Nonce(NonceRejection::Stale { seq, high_water }) => {
+                write!(f, "seq {seq} is not above the high-water mark {high_water} (replayed or reordered)")
+            }
+            RejectReason::TooOld { ts_us, newest_ts_us } => {
+                write!(f, "too old: ts_us {ts_us} is {} µs before the newest accepted ({newest_ts_us})", newest_ts_us - ts_us)
+            }
+            RejectReason::LineTooLong => write!(f, "line longer than the cap"),
+            RejectReason::NotUtf8 => write!(f, "line is not UTF-8"),
+        }
+    }
+}
+
+/// The ingest foundation for one node's log: tail, verify, checkpoint, quarantine.
+///
+/// Delivery: records reach the callback in seq order, each once while the process runs;
+/// the state (checkpoint and nonce store) is saved after each poll, so after a restart
+/// reading resumes exactly after the last saved poll. A crash between a callback and the
+/// save that follows it delivers that poll's records again (at least once): a consumer
+/// that must not see them twice keeps the last seq it stored and skips up to it.
+#[derive(Debug)]
+pub struct Ingest {
+    config: IngestConfig,
+    verifier: ChainVerifier,
+    tail: Tail,
+    state: State,
+    state_path: PathBuf,
+    quarantine: Quarantine,
+    counters: BTreeMap<&'static str, u64>,
+}
+
+impl Ingest {
+    /// Opens the state directory (created if missing) and resumes from its checkpoint,
+    /// or starts at the node's lowest-numbered log file.
+    pub fn open(mut config: IngestConfig) -> Result<Ingest, IngestError> {
+        if config.keys.is_empty() {
+            return Err(IngestError::Config("no log keys"));
+        }
+        if config.max_line_bytes == 0 || config.max_batch_lines == 0 || config.recent_seqs == 0 {
+            return Err(IngestError::Config("max_line_bytes, max_batch_lines and recent_seqs must be above 0"));
+        }
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| IngestError::Io { operation: "create state directory", path: config.state_dir.clone(), source })?;
+        let state_path = config.state_dir.join(STATE_FILE);
+        let mut state = State::load(&state_path)?.unwrap_or_else(|| State::new(config.recent_seqs));
+        state.nonces.set_capacity(config.recent_seqs);
+        let keys = std::mem::take(&mut config.keys);
+        let (verifier, position) = match &state.checkpoint {
+            Some(checkpoint) => {
+                if checkpoint.node != config.node {
+                    return Err(IngestError::WrongNode { path: state_path, expected: config.node.clone(), found: checkpoint.node.clone() });
+                }
+                let verifier = match checkpoint.chain_position() {
+                    Some(position) => ChainVerifier::resume(keys, config.node.clone(), position),
+                    None => ChainVerifier::new(keys, Some(config.node.clone())),
+                };
+                (verifier, Some((checkpoint.read_file_index, checkpoint.offset)))
+            }
+            None => (ChainVerifier::new(keys, Some(config.node.clone())), None),
+        };
+        let tail = Tail::new(config.log_dir.clone(), &config.node, position, config.max_line_bytes);
+        let quarantine = Quarantine::new(config.state_dir.join(QUARANTINE_FILE), config.quarantine_line_bytes);
+        Ok(Ingest { config, verifier, tail, state, state_path, quarantine, counters: BTreeMap::new() })
+    }
+
+    /// Reads what is there (at most `max_batch_lines` lines), hands every verified record
+    /// to `deliver` in order, quarantines the rest, then saves the state. Returns at once
+    /// when there is nothing new; call it again on an interval.
+    pub fn poll(&mut self, deliver: &mut impl FnMut(VerifiedRecord)) -> Result<PollStats, IngestError> {
+        let mut lines = Vec::new();
+        self.tail.read(self.config.max_batch_lines, &mut |line| lines.push(line))?;
+        let mut stats = PollStats::default();
+        for line in lines {
+            stats.lines += 1;
+            self.process(line, &mut stats, deliver)?;
+        }
+        if stats.lines > 0 {
+            // The quarantine is durable before the checkpoint moves past its lines.
+            self.quarantine.sync()?;
+            self.state.checkpoint = self.tail.position().map(|(read_file_index, offset)| {
+                let chain = self.verifier.position();
+                Checkpoint {
+                    node: self.config.node.clone(),
+                    read_file_index,
+                    offset,
+                    chain_file_index: chain.map(|position| position.file_index),
+                    last_seq: chain.map(|position| position.seq),
+                    last_tag: chain.map(|position| position.tag.clone()),
+                }
+            });
+            self.state.save(&self.state_path)?;
+        }
+        Ok(stats)
+    }
+
+    /// Rejected lines by reason ([`RejectReason::label`]) since this `Ingest` was opened.
+    pub fn rejected_by_reason(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counters
+    }
+
+    /// The checkpoint as last saved (or loaded).
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.state.checkpoint.as_ref()
+    }
+
+    /// The nonce store.
+    pub fn nonces(&self) -> &NonceStore {
+        &self.state.nonces
+    }
+
+    fn process(&mut self, line: Line, stats: &mut PollStats, deliver: &mut impl FnMut(VerifiedRecord)) -> Result<(), IngestError> {
+        let text = match &line.content {
+            LineContent::Text(text) => text.as_str(),
+            LineContent::NotUtf8(text) => return self.reject(&line, text, RejectReason::NotUtf8, stats),
+            LineContent::TooLong(text) => return self.reject(&line, text, RejectReason::LineTooLong, stats),
+            LineContent::Truncated(text) => return self.reject(&line, text, RejectReason::Log(FailureReason::TruncatedLine), stats),
+        };
+        let record = match self.verifier.authenticate(text) {
+            Ok(record) => record,
+            Err(reason) => return self.reject(&line, text, RejectReason::Log(reason), stats),
+        };
+        if let Err(rejection) = self.state.nonces.check(&record.node, record.seq) {
+            return self.reject(&line, text, RejectReason::Nonce(rejection), stats);
+        }
+        let ts_us = record.fields.get("ts_us").and_then(serde_json::Value::as_u64);
+        if let Err(reason) = self.verifier.continue_chain(line.file_index, &record) {
+            self.reject(&line, text, RejectReason::Log(reason), stats)?;
+            // An authentic, fresh header of a later file is where the chain starts again
+            // (the header itself carries no event, so quarantining it loses nothing).
+            if record.is_header && self.verifier.reanchor(line.file_index, &record).is_ok() {
+                self.state.nonces.accept(&record.node, record.seq, None);
+                stats.reanchored += 1;
+            }
+            return Ok(());
+        }
+        // From here the record is authentic and in place: the chain has moved, and its
+        // seq is spent whether or not it is delivered.
+        let newest_ts_us = self.state.nonces.newest_ts_us(&record.node);
+        self.state.nonces.accept(&record.node, record.seq, ts_us);
+        if let (Some(ts_us), Some(newest_ts_us)) = (ts_us, newest_ts_us) {
+            if ts_us.saturating_add(self.config.max_age_us) < newest_ts_us {
+                return self.reject(&line, text, RejectReason::TooOld { ts_us, newest_ts_us }, stats);
+            }
+        }
+        if record.is_header {
+            stats.headers += 1;
+            return Ok(());
+        }
+        stats.delivered += 1;
+        deliver(VerifiedRecord { node: record.node, seq: record.seq, file: line.path, offset: line.offset, fields: record.fields });
+        Ok(())
+    }
+
+    fn reject(&mut self, line: &Line, text: &str, reason: RejectReason, stats: &mut PollStats) -> Result<(), IngestError> {
+        stats.quarantined += 1;
+        *self.counters.entry(reason.label()).or_default() += 1;
+        self.quarantine.append(&line.path, line.offset, text, &reason)
+    }
+}

@@ -1,0 +1,337 @@
+//! The ingest foundation against real logs written by `LogWriter`: following a live log
+//! across rotations, resuming from the checkpoint, and every kind of tampering refused,
+//! quarantined with its reason and counted.
+
+use std::path::{Path, PathBuf};
+
+use mld_eventlog::{file_name, LogKey, LogWriter, WriterConfig};
+use mld_ingest::{Ingest, IngestConfig, QuarantineEntry, VerifiedRecord, QUARANTINE_FILE};
+
+const KEY: [u8; 32] = [9; 32];
+const NODE: &str = "node-a";
+/// Event times start here (µs): a plausible present.
+const BASE_TS_US: u64 = 1_700_000_000_000_000;
+
+fn event(n: u64) -> serde_json::Map<String, serde_json::Value> {
+    let mut record = serde_json::Map::new();
+    record.insert("type".to_string(), "event".into());
+    record.insert("event_id".to_string(), format!("ev-{n}").into());
+    record.insert("ts_us".to_string(), (BASE_TS_US + n * 1_000_000).into());
+    record.insert("src_ip".to_string(), "10.66.2.2".into());
+    record
+}
+
+fn writer(dir: &Path, key: [u8; 32]) -> LogWriter {
+    let config = WriterConfig { max_file_bytes: 2048, sync_every_records: 4, rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), NODE.to_string()) };
+    LogWriter::open(config, LogKey::from_bytes(key)).expect("open writer")
+}
+
+/// A log of events `from..to` in `dir`, rotated every ~2 KiB.
+fn write_events(dir: &Path, from: u64, to: u64) {
+    let mut writer = writer(dir, KEY);
+    for n in from..to {
+        writer.append(&event(n)).expect("append");
+    }
+    writer.sync().expect("sync");
+}
+
+fn config(log: &Path, state: &Path) -> IngestConfig {
+    IngestConfig::new(log.to_path_buf(), state.to_path_buf(), NODE.to_string(), vec![LogKey::from_bytes(KEY)])
+}
+
+fn open(log: &Path, state: &Path) -> Ingest {
+    Ingest::open(config(log, state)).expect("open ingest")
+}
+
+/// Polls until a poll reads nothing.
+fn drain(ingest: &mut Ingest) -> Vec<VerifiedRecord> {
+    let mut records = Vec::new();
+    loop {
+        let stats = ingest.poll(&mut |record| records.push(record)).expect("poll");
+        if stats.lines == 0 {
+            return records;
+        }
+    }
+}
+
+fn event_ids(records: &[VerifiedRecord]) -> Vec<String> {
+    records.iter().map(|record| record.fields["event_id"].as_str().expect("event_id").to_string()).collect()
+}
+
+fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|n| format!("ev-{n}")).collect()
+}
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
+        .collect();
+    files.sort();
+    files
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).expect("read").lines().map(str::to_string).collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.iter().map(|line| format!("{line}\n")).collect::<String>()).expect("write");
+}
+
+fn quarantined(state: &Path) -> Vec<QuarantineEntry> {
+    match std::fs::read_to_string(state.join(QUARANTINE_FILE)) {
+        Ok(text) => text.lines().map(|line| serde_json::from_str(line).expect("quarantine entry")).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn count(ingest: &Ingest, reason: &str) -> u64 {
+    ingest.rejected_by_reason().get(reason).copied().unwrap_or(0)
+}
+
+fn assert_strictly_increasing(records: &[VerifiedRecord]) {
+    assert!(records.windows(2).all(|pair| pair[0].seq < pair[1].seq), "delivered seqs must increase");
+}
+
+/// A fresh log of 60 events over at least 3 files, and an empty state directory.
+fn fresh() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<PathBuf>) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let log = root.path().join("log");
+    let state = root.path().join("state");
+    write_events(&log, 0, 60);
+    let files = log_files(&log);
+    assert!(files.len() >= 3, "rotation made {} files", files.len());
+    (root, log, state, files)
+}
+
+#[test]
+fn a_log_written_while_followed_is_delivered_completely_in_order_once() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (log, state) = (root.path().join("log"), root.path().join("state"));
+    let mut writer = writer(&log, KEY);
+    let mut ingest = open(&log, &state);
+    let mut records = Vec::new();
+    for n in 0..300 {
+        writer.append(&event(n)).expect("append");
+        if n % 7 == 0 {
+            // What the writer has committed so far, possibly mid-file or mid-rotation.
+            writer.commit().expect("commit");
+            ingest.poll(&mut |record| records.push(record)).expect("poll");
+        }
+    }
+    writer.sync().expect("sync");
+    records.extend(drain(&mut ingest));
+    assert!(log_files(&log).len() >= 5, "the log rotated by size");
+    assert_eq!(event_ids(&records), expected_ids(0..300));
+    assert_strictly_increasing(&records);
+    assert!(ingest.rejected_by_reason().is_empty(), "{:?}", ingest.rejected_by_reason());
+    assert!(quarantined(&state).is_empty());
+    // Headers are verified but not delivered: every seq up to the writer's last is accounted for.
+    let checkpoint = ingest.checkpoint().expect("checkpoint");
+    assert_eq!(checkpoint.last_seq, Some(writer.last_seq()));
+}
+
+#[test]
+fn a_restart_resumes_from_the_checkpoint_with_no_gap_and_no_duplicate() {
+    let (root, log, state, _) = fresh();
+    let single_pass = event_ids(&drain(&mut open(&log, &root.path().join("single"))));
+    assert_eq!(single_pass, expected_ids(0..60));
+
+    let mut delivered = Vec::new();
+    for _ in 0..4 {
+        let mut ingest = Ingest::open(IngestConfig { max_batch_lines: 7, ..config(&log, &state) }).expect("open");
+        for _ in 0..2 {
+            ingest.poll(&mut |record| delivered.push(record)).expect("poll");
+        }
+        // Dropped here, as a killed task would stop after its last saved poll.
+    }
+    assert!(delivered.len() < 60, "stopped part way");
+    delivered.extend(drain(&mut open(&log, &state)));
+    assert_eq!(event_ids(&delivered), single_pass);
+
+    // The writer restarts (a new file) and the ingest task too: still no gap, no duplicate.
+    write_events(&log, 60, 80);
+    delivered.extend(drain(&mut open(&log, &state)));
+    assert_eq!(event_ids(&delivered), expected_ids(0..80));
+    assert_strictly_increasing(&delivered);
+    assert!(quarantined(&state).is_empty());
+}
+
+#[test]
+fn a_forged_line_is_quarantined_and_the_chain_restarts_at_the_next_file() {
+    let (_root, log, state, files) = fresh();
+    let mut content = lines(&files[1]);
+    let forged_id = serde_json::from_str::<serde_json::Value>(&content[2]).expect("JSON")["event_id"].as_str().expect("id").to_string();
+    content[2] = content[2].replace("10.66.2.2", "10.66.2.3");
+    write_lines(&files[1], &content);
+    let rest_of_file = content.len() as u64 - 3;
+
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    let ids = event_ids(&records);
+    assert!(!ids.contains(&forged_id));
+    assert_eq!(count(&ingest, "bad_hmac"), 1);
+    // The genuine lines after it cannot chain to the last verified record: the rest of
+    // that file is quarantined, and the next file's header re-anchors the chain.
+    assert_eq!(count(&ingest, "sequence_gap"), rest_of_file + 1, "rest of the file and the next header");
+    assert!(ids.contains(&"ev-59".to_string()), "the files after it are delivered");
+    assert_strictly_increasing(&records);
+    let entries = quarantined(&state);
+    let forged = entries.iter().find(|entry| entry.reason == "bad_hmac").expect("quarantined");
+    assert!(forged.line.contains("10.66.2.3") && forged.file.ends_with(&file_name(NODE, 1)), "{forged:?}");
+    assert!(forged.detail.contains("HMAC mismatch"), "{}", forged.detail);
+}
+
+#[test]
+fn an_inserted_line_is_dropped_and_the_lines_after_it_still_verify() {
+    let (_root, log, state, files) = fresh();
+    let mut content = lines(&files[1]);
+    let forged = content[2].replace("10.66.2.2", "10.66.2.9");
+    content.insert(2, forged);
+    write_lines(&files[1], &content);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_eq!(event_ids(&records), expected_ids(0..60), "every genuine record, the inserted one not");
+    assert_eq!(ingest.rejected_by_reason().iter().map(|(reason, n)| (*reason, *n)).collect::<Vec<_>>(), vec![("bad_hmac", 1)]);
+}
+
+#[test]
+fn a_replayed_line_is_refused_by_the_nonce_store() {
+    let (_root, log, state, files) = fresh();
+    let old = lines(&files[0])[2].clone();
+    let last = files.last().expect("files");
+    let mut content = lines(last);
+    content.push(old.clone());
+    write_lines(last, &content);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_eq!(event_ids(&records), expected_ids(0..60), "the copy is not delivered again");
+    assert_eq!(count(&ingest, "replay"), 1);
+    let entries = quarantined(&state);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].line, old);
+    assert!(entries[0].detail.contains("already accepted"), "{}", entries[0].detail);
+}
+
+#[test]
+fn reordered_lines_are_not_delivered_out_of_order() {
+    let (_root, log, state, files) = fresh();
+    let mut content = lines(&files[1]);
+    content.swap(2, 3);
+    let moved_up = serde_json::from_str::<serde_json::Value>(&content[2]).expect("JSON")["event_id"].as_str().expect("id").to_string();
+    write_lines(&files[1], &content);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_strictly_increasing(&records);
+    assert!(!event_ids(&records).contains(&moved_up), "the line moved ahead of its place is refused");
+    assert!(count(&ingest, "sequence_gap") >= 1);
+    assert!(quarantined(&state).iter().any(|entry| entry.reason == "sequence_gap" && entry.line == content[2]));
+}
+
+#[test]
+fn a_partial_last_line_is_waited_for_and_never_consumed() {
+    let (_root, log, state, files) = fresh();
+    let last = files.last().expect("files");
+    let whole = std::fs::read(last).expect("read");
+    let cut = whole.len() - 30;
+    std::fs::write(last, &whole[..cut]).expect("truncate");
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_eq!(event_ids(&records), expected_ids(0..59));
+    assert!(ingest.rejected_by_reason().is_empty(), "a partial line is not an error yet");
+    let offset = ingest.checkpoint().expect("checkpoint").offset;
+    assert!(offset < cut as u64 && whole[offset as usize - 1] == b'\n', "the checkpoint stays before the partial line");
+    // The rest of the line arrives (after a restart of the ingest task, even).
+    std::fs::write(last, &whole).expect("complete");
+    let mut ingest = open(&log, &state);
+    assert_eq!(event_ids(&drain(&mut ingest)), expected_ids(59..60));
+}
+
+#[test]
+fn truncation_at_the_end_of_a_rotated_file_is_caught_by_the_next_header() {
+    // Cut in the middle of the last line: the line is quarantined once the next file exists.
+    let (_root, log, state, files) = fresh();
+    let whole = std::fs::read(&files[0]).expect("read");
+    std::fs::write(&files[0], &whole[..whole.len() - 20]).expect("truncate");
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_eq!(records.len(), 59);
+    assert_eq!(count(&ingest, "truncated_line"), 1);
+    assert_eq!(count(&ingest, "sequence_gap"), 1, "the next header does not follow");
+    assert_strictly_increasing(&records);
+
+    // Cut at a line boundary: only the next file's header can tell.
+    let (_root, log, state, files) = fresh();
+    let mut content = lines(&files[0]);
+    let dropped = content.pop().expect("a line");
+    write_lines(&files[0], &content);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    let dropped_id = serde_json::from_str::<serde_json::Value>(&dropped).expect("JSON")["event_id"].as_str().expect("id").to_string();
+    assert_eq!(records.len(), 59);
+    assert!(!event_ids(&records).contains(&dropped_id));
+    let entries = quarantined(&state);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].reason, "sequence_gap");
+    assert!(entries[0].file.ends_with(&file_name(NODE, 1)) && entries[0].offset == 0, "the header of the next file: {:?}", entries[0]);
+}
+
+#[test]
+fn a_line_signed_with_another_key_is_refused() {
+    let (root, log, state, files) = fresh();
+    let other = root.path().join("other");
+    let mut other_writer = writer(&other, [4; 32]);
+    other_writer.append(&event(1000)).expect("append");
+    other_writer.sync().expect("sync");
+    let foreign = lines(&log_files(&other)[0])[1].clone();
+    let last = files.last().expect("files");
+    let mut content = lines(last);
+    content.insert(1, foreign);
+    write_lines(last, &content);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_eq!(event_ids(&records), expected_ids(0..60));
+    assert_eq!(count(&ingest, "unknown_key"), 1);
+    assert!(quarantined(&state)[0].detail.contains("unknown key id"));
+}
+
+#[test]
+fn records_older_than_the_age_window_are_refused() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (log, state) = (root.path().join("log"), root.path().join("state"));
+    let mut writer = writer(&log, KEY);
+    for n in 0..10 {
+        let mut record = event(n);
+        if n == 5 {
+            record.insert("ts_us".to_string(), (BASE_TS_US - 2 * 3600 * 1_000_000).into());
+        }
+        writer.append(&record).expect("append");
+    }
+    writer.sync().expect("sync");
+    drop(writer);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    let mut expected = expected_ids(0..10);
+    expected.remove(5);
+    assert_eq!(event_ids(&records), expected, "the chain goes on past the old record");
+    assert_eq!(count(&ingest, "too_old"), 1);
+}
+
+#[test]
+fn an_old_file_copied_in_as_a_new_index_is_refused_after_a_restart() {
+    let (_root, log, state, files) = fresh();
+    assert_eq!(drain(&mut open(&log, &state)).len(), 60);
+    // Stopped; meanwhile an old file reappears under the next index.
+    let next = files.len() as u64;
+    std::fs::copy(&files[0], log.join(file_name(NODE, next))).expect("copy");
+    let copied_lines = lines(&files[0]).len() as u64;
+    let small = IngestConfig { recent_seqs: 4, ..config(&log, &state) };
+    let mut ingest = Ingest::open(small).expect("open");
+    assert!(drain(&mut ingest).is_empty(), "nothing of the copy is delivered");
+    let by_nonce = count(&ingest, "replay") + count(&ingest, "stale");
+    assert_eq!(by_nonce, copied_lines, "every line refused by the nonce store: {:?}", ingest.rejected_by_reason());
+    assert_eq!(count(&ingest, "stale"), copied_lines, "far below the high-water mark, out of the recent set");
+    assert_eq!(ingest.nonces().high_water(NODE), ingest.checkpoint().and_then(|checkpoint| checkpoint.last_seq));
+}
