@@ -94,8 +94,9 @@ pub struct DetectCounters {
     pub breaker_open: u64,
 }
 
-/// A scored flow of a source: (time, P(attack), category when flagged).
-type ModelEvidence = (u64, f64, Option<(Category, f64)>);
+/// A scored flow of a source: (time, P(attack), category when flagged, whether it can
+/// count towards a block by the model alone).
+type ModelEvidence = (u64, f64, Option<(Category, f64)>, bool);
 
 #[derive(Debug, Default)]
 struct SourceState {
@@ -306,7 +307,11 @@ impl Detector {
                 if state.model.len() >= MODEL_EVIDENCE_MAX {
                     state.model.pop_front();
                 }
-                state.model.push_back((now, score, category));
+                // ICMP flows do not count towards a block by the model alone: a host's
+                // ICMP errors answer someone else's probes (a scanned server sends "port
+                // unreachable"), so they would make the victim look like the attacker.
+                let decisive = !matches!(flow.protocol, 1 | 58);
+                state.model.push_back((now, score, category, decisive));
             }
             let fast = current_fast(state, now, evidence_ns);
             let ended = flow.end_reason != EndReason::Active;
@@ -373,9 +378,9 @@ impl Detector {
         let models_on = self.config.models == ModelsMode::Required && self.scorer.is_some();
         let state = self.sources.get_mut(&source)?;
         let fast = current_fast(state, now, evidence_ns);
-        state.model.retain(|(at, _, _)| now.saturating_sub(*at) <= evidence_ns);
-        let model_max = state.model.iter().map(|(_, score, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
-        let strong = state.model.iter().filter(|(_, score, _)| *score >= self.config.model_alone_threshold).count() as u32;
+        state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
+        let model_max = state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
+        let strong = state.model.iter().filter(|(_, score, _, decisive)| *decisive && *score >= self.config.model_alone_threshold).count() as u32;
         let model_category = dominant_category(&state.model);
         let fires_fast = fast.score >= self.config.fast_threshold;
         let fires_model = models_on && model_max.is_some_and(|score| score >= self.config.model_threshold);
@@ -537,7 +542,7 @@ fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict 
 /// The category most of a source's flagged flows have.
 fn dominant_category(model: &VecDeque<ModelEvidence>) -> Option<Category> {
     let mut counts: HashMap<Category, u32> = HashMap::new();
-    for (_, _, category) in model {
+    for (_, _, category, _) in model {
         if let Some((category, _)) = category {
             *counts.entry(*category).or_default() += 1;
         }
@@ -607,7 +612,7 @@ mod tests {
         let mut config = Config::default();
         configure(&mut config);
         let responder = Responder::new(config.response.clone(), vec!["10.66.1.0/24".parse().expect("prefix")], Vec::new());
-        let scorer = ByPort(HashMap::from([(2222, 0.95), (8080, 0.05)]));
+        let scorer = ByPort(HashMap::from([(2222, 0.95), (4444, 0.99), (8080, 0.05)]));
         Detector::new(config.detect, responder, Some(Box::new(scorer)))
     }
 
@@ -728,5 +733,28 @@ mod tests {
         assert_eq!(decisions(&detector.tick()), vec![(Action::Alert, "10.66.1.5".to_string())]);
         detector.on_report(report("10.66.1.5", 2 * SECOND, 1, 5000.0, 5000.0));
         assert_eq!(decisions(&detector.tick()), vec![(Action::Refused, "10.66.1.5".to_string())]);
+    }
+
+    #[test]
+    fn a_scanned_server_answering_with_icmp_errors_is_never_blocked_by_the_model_alone() {
+        let mut detector = detector(|_| {});
+        // The server's ICMP port-unreachable answers, each its own flow, all scored as
+        // attack traffic by the model.
+        for index in 0..10u16 {
+            let mut answer = flow("10.66.9.2", 4444, SECOND);
+            answer.protocol = 1;
+            answer.dst_ip = "10.66.2.2".parse().expect("ip");
+            answer.src_port = index;
+            detector.on_flow(answer);
+        }
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Alert, "10.66.9.2".to_string())], "an alert at most, never a block");
+        // The same evidence over TCP is decisive.
+        for index in 0..3u16 {
+            let mut attack = flow("10.66.2.3", 4444, 2 * SECOND);
+            attack.src_port = index;
+            detector.on_flow(attack);
+        }
+        assert_eq!(decisions(&detector.tick()), vec![(Action::Block, "10.66.2.3".to_string())]);
     }
 }
