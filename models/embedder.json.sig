@@ -1,0 +1,1 @@
+R8dNzr4fvjYX3n4VasrpetNM2qDHrARSdVDJ3nQMHJqPWdQGxsmu3zmA8712/yuABqW9bwSbZ3CDBgagPmaiDQ==
