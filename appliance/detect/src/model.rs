@@ -28,6 +28,8 @@ use crate::signing::{self, ModelPublicKey, SigningError};
 pub const INPUT_NAME: &str = "input";
 /// The name of the output read by [`LoadedModel::predict`], f32 [N, classes].
 pub const PROBABILITIES_NAME: &str = "probabilities";
+/// The output of an embedding model: f32 [N, dimensions].
+pub const EMBEDDING_NAME: &str = "embedding";
 
 /// Metadata and signature files are small; a larger one is not a model's.
 const MAX_METADATA_BYTES: u64 = 1 << 20;
@@ -147,6 +149,8 @@ impl ModelFiles {
 pub enum ModelKind {
     Binary,
     Multiclass,
+    /// Maps a flow to a vector (the similarity index's embedder): no classes.
+    Embedding,
 }
 
 /// A model's metadata: the fields this crate uses, checked, and the whole document as JSON.
@@ -156,6 +160,8 @@ pub struct ModelMetadata {
     version: String,
     kind: ModelKind,
     classes: Vec<String>,
+    /// Values per flow in the output: the classes' count, or the embedding's dimensions.
+    width: usize,
     features: Vec<String>,
     missing: f32,
     sha256: String,
@@ -186,18 +192,27 @@ impl ModelMetadata {
                 return Err(format!("`kind` is multiclass but `classes` lists {n} classes"))
             }
             (ModelKind::Multiclass, _) => {}
+            (ModelKind::Embedding, 0) => {}
+            (ModelKind::Embedding, n) => return Err(format!("`kind` is embedding but `classes` lists {n} classes")),
         }
+        let width = match (raw.kind, raw.dimensions) {
+            (ModelKind::Embedding, Some(dimensions)) if dimensions > 0 => dimensions,
+            (ModelKind::Embedding, _) => return Err("`kind` is embedding but `dimensions` is missing or 0".to_string()),
+            _ => raw.classes.len(),
+        };
         if raw.onnx.input != INPUT_NAME {
             return Err(format!("`onnx.input` is {:?}; the model contract's input is {INPUT_NAME:?}", raw.onnx.input));
         }
-        if !raw.onnx.outputs.iter().any(|output| output == PROBABILITIES_NAME) {
-            return Err(format!("`onnx.outputs` does not list {PROBABILITIES_NAME:?}"));
+        let output = output_name(raw.kind);
+        if !raw.onnx.outputs.iter().any(|listed| listed == output) {
+            return Err(format!("`onnx.outputs` does not list {output:?}"));
         }
         Ok(ModelMetadata {
             name: raw.name,
             version: raw.version,
             kind: raw.kind,
             classes: raw.classes,
+            width,
             features: raw.features,
             missing: raw.missing,
             sha256,
@@ -307,7 +322,7 @@ impl LoadedModel {
 
         let session = build_session(&files.onnx, &onnx_bytes)?;
         let n_features = check_input(&session, &files, metadata.features.len())?;
-        let n_classes = check_output(&session, &files, metadata.classes.len())?;
+        let n_classes = check_output(&session, &files, output_name(metadata.kind), metadata.width)?;
         Ok(LoadedModel { files, metadata, session, n_features, n_classes, probabilities: Vec::new() })
     }
 
@@ -329,9 +344,14 @@ impl LoadedModel {
         &self.metadata.features
     }
 
-    /// Class names, in the order of a flow's probabilities.
+    /// Class names, in the order of a flow's probabilities (none for an embedding).
     pub fn classes(&self) -> &[String] {
         &self.metadata.classes
+    }
+
+    /// Values per flow in [`LoadedModel::predict`]'s result: classes, or dimensions.
+    pub fn width(&self) -> usize {
+        self.metadata.width
     }
 
     /// Scores a batch: `rows` holds `n` rows of `features().len()` values each, row-major.
@@ -356,17 +376,14 @@ impl LoadedModel {
         let input = TensorRef::from_array_view(([n, self.n_features], &rows[..expected])).map_err(inference_error)?;
         let outputs = self.session.run(ort::inputs![input]).map_err(inference_error)?;
         let output_error = |reason: String| ModelError::Output { model: self.metadata.name.clone(), reason };
-        let probabilities =
-            outputs.get(PROBABILITIES_NAME).ok_or_else(|| output_error(format!("no `{PROBABILITIES_NAME}` output")))?;
+        let name = output_name(self.metadata.kind);
+        let probabilities = outputs.get(name).ok_or_else(|| output_error(format!("no `{name}` output")))?;
         let (shape, values) = probabilities
             .try_extract_tensor::<f32>()
-            .map_err(|error| output_error(format!("`{PROBABILITIES_NAME}` that is not f32: {error}")))?;
+            .map_err(|error| output_error(format!("`{name}` that is not f32: {error}")))?;
         let expected_shape = [n as i64, self.n_classes as i64];
         if **shape != expected_shape {
-            return Err(output_error(format!(
-                "`{PROBABILITIES_NAME}` of shape {:?} for a batch of {n}; expected {expected_shape:?}",
-                &**shape
-            )));
+            return Err(output_error(format!("`{name}` of shape {:?} for a batch of {n}; expected {expected_shape:?}", &**shape)));
         }
         self.probabilities.extend_from_slice(values);
         Ok(&self.probabilities)
@@ -387,11 +404,22 @@ struct RawMetadata {
     #[serde(deserialize_with = "version_text")]
     version: String,
     kind: ModelKind,
+    #[serde(default)]
     classes: Vec<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
     features: Vec<String>,
     missing: f32,
     sha256: String,
     onnx: RawOnnx,
+}
+
+/// The output a model of `kind` gives.
+fn output_name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Binary | ModelKind::Multiclass => PROBABILITIES_NAME,
+        ModelKind::Embedding => EMBEDDING_NAME,
+    }
 }
 
 /// `version` may be written as text ("3") or as a whole number (3).
@@ -514,15 +542,15 @@ fn check_input(session: &Session, files: &ModelFiles, n_metadata_features: usize
     Ok(n_metadata_features)
 }
 
-/// The number of classes the graph scores: output `probabilities`, f32 [N, C], C fixed.
-fn check_output(session: &Session, files: &ModelFiles, n_metadata_classes: usize) -> Result<usize, ModelError> {
+/// The values per flow the graph gives: output `name` (`probabilities` or `embedding`),
+/// f32 [N, W], W fixed and equal to what the metadata says.
+fn check_output(session: &Session, files: &ModelFiles, name: &str, n_metadata_classes: usize) -> Result<usize, ModelError> {
     let contract_error = |reason: String| ModelError::Contract { path: files.onnx.clone(), reason };
-    let Some(output) = session.outputs().iter().find(|output| output.name() == PROBABILITIES_NAME) else {
+    let Some(output) = session.outputs().iter().find(|output| output.name() == name) else {
         let names: Vec<&str> = session.outputs().iter().map(|output| output.name()).collect();
-        return Err(contract_error(format!("it has outputs {names:?}, none named `{PROBABILITIES_NAME}`")));
+        return Err(contract_error(format!("it has outputs {names:?}, none named `{name}`")));
     };
-    let shape = f32_matrix_shape(output.dtype())
-        .map_err(|reason| contract_error(format!("output `{PROBABILITIES_NAME}` {reason}")))?;
+    let shape = f32_matrix_shape(output.dtype()).map_err(|reason| contract_error(format!("output `{name}` {reason}")))?;
     if shape[1] < 0 || shape[1] as u64 != n_metadata_classes as u64 {
         return Err(ModelError::ClassCountMismatch {
             onnx: files.onnx.clone(),

@@ -212,3 +212,29 @@ fn malformed_metadata_is_refused_even_when_signed() {
     assert!(matches!(error, ModelError::Metadata { .. }), "{error}");
     assert!(error.to_string().contains("missing field `sha256`"), "{error}");
 }
+
+#[test]
+fn the_repository_models_load_under_the_release_key_and_the_embedder_embeds() {
+    use mld_detect::features::is_known_feature;
+    use mld_detect::model::ModelFiles;
+    init_runtime(&onnxruntime_library()).expect("load ONNX Runtime");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let key = signing::ModelPublicKey::from_base64(&mld_config::Config::default().detect.model_public_key).expect("the release key");
+    let windows = [10, 60];
+    for name in ["attack", "category"] {
+        let model = LoadedModel::load(ModelFiles::in_dir(&dir, name).expect("files"), &key, |feature| is_known_feature(feature, &windows));
+        assert!(model.is_ok(), "{name}: {:?}", model.err());
+    }
+    let mut embedder =
+        LoadedModel::load(ModelFiles::in_dir(&dir, "embedder").expect("files"), &key, |feature| is_known_feature(feature, &windows)).expect("the signed embedder");
+    assert_eq!((embedder.metadata().kind(), embedder.width(), embedder.classes().len()), (ModelKind::Embedding, 16, 0));
+    let features = embedder.features().len();
+    let mut rows = vec![0.0f32; features];
+    rows.extend((0..features).map(|index| index as f32 * 10.0));
+    rows.extend(vec![0.0f32; features]);
+    let vectors = embedder.predict(&rows, 3).expect("embed").to_vec();
+    assert_eq!(vectors.len(), 3 * 16);
+    assert!(vectors.iter().all(|value| value.is_finite()));
+    assert_eq!(vectors[..16], vectors[32..], "the same flow, the same vector");
+    assert_ne!(vectors[..16], vectors[16..32], "different flows, different vectors");
+}
