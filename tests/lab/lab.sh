@@ -164,6 +164,9 @@ dir = "$state_dir/log"
 node = "lab-$id"
 key-file = "$state_dir/keys/log.key"
 
+[ingest]
+state-dir = "$state_dir/ingest"
+
 [detect]
 models-dir = "${MLD_LAB_MODELS_DIR:-$(cd "$here/../.." && pwd)/models}"
 onnxruntime = "${MLD_ONNXRUNTIME:-/usr/local/lib/mldefender/libonnxruntime.so.1.31.1}"

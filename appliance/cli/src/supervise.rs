@@ -246,9 +246,23 @@ fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
     if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Log && task.enabled) {
         let (uid, gid) = mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user))?;
         std::fs::create_dir_all(&config.log.dir).with_context(|| format!("failed to create `{}`", config.log.dir.display()))?;
-        nix::unistd::chown(&config.log.dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+        // The ingest task reads the log through the directory's group; nobody else can.
+        let reader = config.tasks.iter().find(|task| task.kind == TaskKind::Ingest && task.enabled).and_then(|task| mld_config::ids::resolve_user(&task.user));
+        let (group, mode) = match reader {
+            Some((_, reader_gid)) => (reader_gid, 0o750),
+            None => (gid, 0o700),
+        };
+        nix::unistd::chown(&config.log.dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(group)))
             .with_context(|| format!("failed to give `{}` to the log task", config.log.dir.display()))?;
-        std::fs::set_permissions(&config.log.dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(&config.log.dir, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Ingest && task.enabled) {
+        let (uid, gid) = mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user))?;
+        let dir = &config.ingest.state_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+        nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("failed to give `{}` to the ingest task", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     std::fs::File::open(path).with_context(|| format!("failed to open `{}`", path.display()))
 }
@@ -302,6 +316,7 @@ impl Supervisor {
             TaskKind::Capture => (vec![fds.ring, fds.allow, fds.deny, fds.counters], "control,ring,allow,deny,counters"),
             TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
             TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd()], "control,events,key"),
+            TaskKind::Ingest => (vec![self.log_key.as_fd()], "control,key"),
         };
         handed.insert(0, task_end.as_fd());
         let task = &self.tasks[index];
@@ -537,6 +552,10 @@ impl Supervisor {
                     pipeline.events_acked = counters.events_acked;
                 }
                 TaskKind::Log => pipeline.events_logged = counters.events_logged,
+                TaskKind::Ingest => {
+                    pipeline.events_verified = counters.events_verified;
+                    pipeline.events_quarantined = counters.events_quarantined;
+                }
             }
         }
         StatusReport {
@@ -653,8 +672,20 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     let p = &report.pipeline;
     println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {}",
-        p.xdp_passed, p.xdp_dropped, p.xdp_malformed, p.xdp_ring_full, p.records_read, p.flows_finished, p.flows_sent, p.flows_dropped, p.flows_received, p.events_acked, p.events_logged
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} verified {} quarantined {}",
+        p.xdp_passed,
+        p.xdp_dropped,
+        p.xdp_malformed,
+        p.xdp_ring_full,
+        p.records_read,
+        p.flows_finished,
+        p.flows_sent,
+        p.flows_dropped,
+        p.flows_received,
+        p.events_acked,
+        p.events_logged,
+        p.events_verified,
+        p.events_quarantined
     );
     println!(
         "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {}",

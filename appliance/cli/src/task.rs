@@ -124,6 +124,7 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
         TaskKind::Capture => capture(&config, &config_toml, &fds, &mut control, &stop),
         TaskKind::Detect => detect(&config, &config_toml, &fds, &mut control, &stop),
         TaskKind::Log => log_task(&config, &fds, &mut control, &stop),
+        TaskKind::Ingest => ingest_task(&config, &fds, &mut control, &stop),
     }
 }
 
@@ -458,6 +459,48 @@ impl EventSender {
     fn idle(&self) -> bool {
         self.window.unacknowledged().next().is_none()
     }
+}
+
+/// The ingest task: follows the signed log and verifies every record (read-only access to
+/// the log directory through its group; the key as a read-only fd); quarantines what
+/// fails. The similarity index comes next (issue 7).
+fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+    let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
+    let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![key]);
+    ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
+    ingest_config.recent_seqs = config.ingest.recent_seqs;
+    let mut counters = PipelineCounters::default();
+    let mut last_counters = Instant::now();
+    // The supervisor made the log directory (group-readable) before any task started;
+    // files appear as the log task writes them.
+    let mut ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
+    control.ready();
+    info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), "ingest task ready");
+    let poll = |ingest: &mut mld_ingest::Ingest, counters: &mut PipelineCounters| -> anyhow::Result<bool> {
+        let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
+        counters.events_verified += stats.delivered;
+        if stats.quarantined > 0 {
+            warn!(lines = stats.quarantined, reasons = ?ingest.rejected_by_reason(), "log lines quarantined");
+        }
+        counters.events_quarantined += stats.quarantined;
+        Ok(stats.lines > 0)
+    };
+    while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        let busy = poll(&mut ingest, &mut counters)?;
+        if last_counters.elapsed() >= COUNTERS_INTERVAL {
+            control.send(&TaskMessage::Counters(counters));
+            last_counters = Instant::now();
+        }
+        if !busy {
+            std::thread::sleep(config.ingest.poll_interval.min(Duration::from_millis(100)));
+        }
+    }
+    // The log task stopped before this one: read what it wrote last.
+    while poll(&mut ingest, &mut counters)? {}
+    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+    control.send(&TaskMessage::Counters(counters));
+    info!(verified = counters.events_verified, quarantined = counters.events_quarantined, "ingest task stopped");
+    Ok(Exit::Success)
 }
 
 /// The capture task's connection to the detect task.

@@ -31,7 +31,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     let mut supervisor = Supervisor::start(&lab, "");
     supervisor.wait_ready(Duration::from_secs(20));
 
-    for name in ["capture", "detect", "log"] {
+    for name in ["capture", "detect", "log", "ingest"] {
         let pid = supervisor.task(name)["pid"].as_u64().expect("pid");
         let status = proc_status(pid);
         let uid = field(&status, "Uid:").split_whitespace().next().unwrap_or("0");
@@ -167,7 +167,7 @@ fn sigterm_under_traffic_stops_everything_within_the_deadline() {
     let Some(lab) = Lab::up() else { return };
     let mut supervisor = Supervisor::start(&lab, "[supervisor]\nshutdown-deadline-ms = 3000\n");
     supervisor.wait_ready(Duration::from_secs(20));
-    let pids: Vec<u64> = ["capture", "detect", "log"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
+    let pids: Vec<u64> = ["capture", "detect", "log", "ingest"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
     let mut traffic = Command::new("bash")
         .arg(repo().join("tests/lab/lab.sh"))
         .args(["exec", &lab.id, "c", "iperf3", "-c", "10.66.9.2", "-t", "10"])
@@ -342,4 +342,38 @@ fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
     let finished = log.lines().filter(|line| line.contains("capture task stopped flows=")).filter_map(|line| line.split("flows=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok()).sum::<usize>();
     assert!(ids.len() >= 400, "{} events for 300 + 100 requests:\n{log}", ids.len());
     assert!(ids.len() <= finished, "more events ({}) than flows ({finished})", ids.len());
+}
+
+/// The ingest task follows the signed log as it is written and verifies every record; a
+/// line forged into the log is quarantined with its reason, and the genuine records after
+/// it still verify.
+#[test]
+fn the_ingest_task_verifies_the_live_log_and_quarantines_a_forged_line() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "[response]\nmode = \"dry-run\"\n");
+    supervisor.wait_ready(Duration::from_secs(20));
+    let requests = |count: usize| {
+        for _ in 0..count {
+            assert!(lab.exec("c", &["curl", "-sf", "-o", "/dev/null", "http://10.66.9.2:8080/index.html"]).status.success());
+        }
+    };
+    requests(10);
+    let verified = |supervisor: &Supervisor| supervisor.status()["pipeline"]["events_verified"].as_u64().unwrap_or(0);
+    assert!(eventually(Duration::from_secs(15), || verified(&supervisor) >= 10), "events are not verified: {}", supervisor.status());
+    // Forge: a copy of the newest event with one field changed, appended to the file the
+    // log task is writing.
+    let dir = std::path::PathBuf::from(format!("/run/mldefender-lab-{}/log", lab.id));
+    let newest = std::fs::read_dir(&dir).expect("log dir").flatten().map(|entry| entry.path()).filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-"))).max().expect("a log file");
+    let text = std::fs::read_to_string(&newest).expect("read log");
+    let forged = text.lines().rev().find(|line| line.contains("\"action\":\"observe\"")).expect("an event").replacen("\"action\":\"observe\"", "\"action\":\"ignore\"", 1);
+    std::fs::OpenOptions::new().append(true).open(&newest).and_then(|mut file| std::io::Write::write_all(&mut file, format!("{forged}\n").as_bytes())).expect("append the forged line");
+    let before = verified(&supervisor);
+    requests(5);
+    let quarantined = eventually(Duration::from_secs(15), || supervisor.status()["pipeline"]["events_quarantined"].as_u64().unwrap_or(0) >= 1);
+    assert!(quarantined, "the forged line was not quarantined: {}", supervisor.status());
+    assert!(eventually(Duration::from_secs(15), || verified(&supervisor) >= before + 5), "genuine records after the forged line are not verified: {}", supervisor.status());
+    let (_, log) = supervisor.stop_with_log();
+    let quarantine = std::fs::read_to_string(format!("/run/mldefender-lab-{}/ingest/quarantine.jsonl", lab.id)).expect("the quarantine file");
+    let entry: Value = serde_json::from_str(quarantine.lines().next().expect("an entry")).expect("JSON");
+    assert_eq!(entry["reason"], "bad_hmac", "{entry}\n{log}");
 }

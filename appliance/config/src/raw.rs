@@ -17,6 +17,26 @@ pub struct RawConfig {
     pub log: RawLog,
     pub detect: crate::detect::RawDetect,
     pub response: crate::detect::RawResponse,
+    pub ingest: RawIngest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawIngest {
+    /// The ingest task's own directory: checkpoint, nonce store, quarantine.
+    pub state_dir: String,
+    /// How often the log is read for new records. Milliseconds.
+    pub poll_interval_ms: i64,
+    /// Records older than this relative to the newest accepted one are refused. Seconds.
+    pub max_age_secs: i64,
+    /// Recently accepted sequence numbers remembered per node (replay detection).
+    pub recent_seqs: i64,
+}
+
+impl Default for RawIngest {
+    fn default() -> RawIngest {
+        RawIngest { state_dir: "/var/lib/mldefender/ingest".to_string(), poll_interval_ms: 500, max_age_secs: 86_400, recent_seqs: 4096 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +253,7 @@ pub struct RawTasks {
     pub capture: RawTask,
     pub detect: RawTask,
     pub log: RawTask,
+    pub ingest: RawTask,
 }
 
 

@@ -28,6 +28,16 @@ pub struct Config {
     pub log: LogConfig,
     pub detect: crate::detect::DetectConfig,
     pub response: crate::detect::ResponseConfig,
+    pub ingest: IngestConfig,
+}
+
+/// The ingest task: verified tailing of the signed log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    pub state_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub max_age: Duration,
+    pub recent_seqs: usize,
 }
 
 /// The signed event log.
@@ -65,21 +75,24 @@ pub struct SupervisorConfig {
 pub enum TaskKind {
     /// Reads the XDP ring buffer into the flow table; sends flows on.
     Capture,
-    /// Receives flows, decides (a placeholder until detect exists) and hands events to
-    /// the log task with acknowledgement.
+    /// Scores flows and active-source reports, decides, sends blocks to the capture task
+    /// and hands every event to the log task with acknowledgement.
     Detect,
     /// The only writer of the signed event log.
     Log,
+    /// Follows the signed log and verifies every record (the similarity index comes next).
+    Ingest,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 3] = [TaskKind::Capture, TaskKind::Detect, TaskKind::Log];
+    pub const ALL: [TaskKind; 4] = [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest];
 
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Capture => "capture",
             TaskKind::Detect => "detect",
             TaskKind::Log => "log",
+            TaskKind::Ingest => "ingest",
         }
     }
 
@@ -222,14 +235,24 @@ impl TryFrom<RawConfig> for Config {
             validate_task(TaskKind::Capture, &raw.tasks.capture, &mut errors),
             validate_task(TaskKind::Detect, &raw.tasks.detect, &mut errors),
             validate_task(TaskKind::Log, &raw.tasks.log, &mut errors),
+            validate_task(TaskKind::Ingest, &raw.tasks.ingest, &mut errors),
         ];
         let system = validate_system(&raw.system, &mut errors);
         let log = validate_log(&raw.log, &mut errors);
         let windows_secs: Vec<u64> = windows.lengths.iter().map(Duration::as_secs).collect();
         let detect = crate::detect::validate_detect(&raw.detect, &windows_secs, &mut errors);
         let response = crate::detect::validate_response(&raw.response, &mut errors);
+        if !raw.ingest.state_dir.starts_with('/') {
+            errors.push(ConfigError::new("ingest.state-dir", format!("must be an absolute path, got \"{}\"", raw.ingest.state_dir)));
+        }
+        let ingest = IngestConfig {
+            state_dir: PathBuf::from(&raw.ingest.state_dir),
+            poll_interval: Duration::from_millis(in_range(raw.ingest.poll_interval_ms, 10, 60_000, "ingest.poll-interval-ms", &mut errors)),
+            max_age: Duration::from_secs(in_range(raw.ingest.max_age_secs, 1, 31_536_000, "ingest.max-age-secs", &mut errors)),
+            recent_seqs: in_range(raw.ingest.recent_seqs, 1, 1_000_000, "ingest.recent-seqs", &mut errors) as usize,
+        };
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest })
         } else {
             Err(errors)
         }

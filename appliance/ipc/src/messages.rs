@@ -112,6 +112,9 @@ pub struct PipelineCounters {
     pub events_acked: u64,
     /// Events written to the signed log (log task).
     pub events_logged: u64,
+    /// Records of the signed log verified, and lines quarantined (ingest task).
+    pub events_verified: u64,
+    pub events_quarantined: u64,
     /// Packets the XDP program passed, dropped, found malformed, lost to a full ring.
     pub xdp_passed: u64,
     pub xdp_dropped: u64,
