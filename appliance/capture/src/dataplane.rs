@@ -197,11 +197,12 @@ impl RingReader {
         let mut read = self.drain(max_records, &mut on_record);
         if read == 0 {
             let millis = timeout.as_millis().min(u128::from(u16::MAX)) as u16;
-            let mut fds = vec![PollFd::new(self.ring.as_fd(), PollFlags::POLLIN)];
-            if let Some(wake) = wake {
-                fds.push(PollFd::new(wake, PollFlags::POLLIN));
-            }
-            match poll(&mut fds, PollTimeout::from(millis)) {
+            let ring = PollFd::new(self.ring.as_fd(), PollFlags::POLLIN);
+            let polled = match wake {
+                Some(wake) => poll(&mut [ring, PollFd::new(wake, PollFlags::POLLIN)], PollTimeout::from(millis)),
+                None => poll(&mut [ring], PollTimeout::from(millis)),
+            };
+            match polled {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(error) => return Err(CaptureError::io("poll the ring buffer", PathBuf::from(EVENTS_MAP), error.into())),
             }

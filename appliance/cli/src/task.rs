@@ -121,7 +121,7 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     stream.set_nonblocking(true)?;
     let mut control = Control { stream, decoder: FrameDecoder::default(), test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new() };
     match kind {
-        TaskKind::Capture => capture(&config, &config_toml, &fds, &mut control, &stop),
+        TaskKind::Capture => capture(&config, &fds, &mut control, &stop),
         TaskKind::Detect => detect(&config, &config_toml, &fds, &mut control, &stop),
         TaskKind::Log => log_task(&config, &fds, &mut control, &stop),
         TaskKind::Ingest => ingest_task(&config, &fds, &mut control, &stop),
@@ -241,12 +241,11 @@ fn frame_length(bytes: &[u8]) -> usize {
     4 + u32::from_be_bytes(prefix) as usize
 }
 
-fn capture(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
     let mut reader = RingReader::from_fd(fds.take("ring")?)?;
     let mut maps = PinnedMaps::from_fds(fds.take("allow")?, fds.take("deny")?, fds.take("counters")?)?;
     let offset_ns = boot_to_realtime_offset_ns();
     let mut table = FlowTable::new(config.flow_table());
-    let _ = config_toml;
     let mut side = CaptureSide::new(config, &mut table);
     let mut sender = FlowSender {
         path: std::env::var("MLD_FLOWS_SOCKET").context("MLD_FLOWS_SOCKET is not set")?,
@@ -569,9 +568,11 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
     info!("detect task ready");
     let mut buffer = vec![0u8; 65536];
     let mut running = true;
+    let mut drain_deadline = None;
     loop {
         if running && (stop.load(Ordering::Relaxed) || control.shutdown_requested()) {
             running = false;
+            drain_deadline = Some(Instant::now() + DRAIN_DEADLINE);
             control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
         }
         let mut busy = false;
@@ -629,7 +630,10 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
             }
             open
         });
-        if last_tick.elapsed() >= config.detect.tick || (!running && (all_closed || connections.is_empty())) {
+        // At shutdown: once the capture task's streams ended (it stops first), or at the
+        // drain deadline, decide on what arrived and stop.
+        let drained = !running && (all_closed || connections.is_empty() || drain_deadline.is_some_and(|deadline| Instant::now() >= deadline));
+        if last_tick.elapsed() >= config.detect.tick || drained {
             last_tick = Instant::now();
             detection.detector.advance_to(boot_time_ns() + offset_ns);
             let decisions = detection.detector.tick();
@@ -676,7 +680,7 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
                 }
                 events.send(serde_json::Value::Object(detection.record(&event, "standalone")).to_string());
             }
-            if !running {
+            if drained {
                 break;
             }
         }
@@ -691,18 +695,14 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         counters.refused = d.refused;
         counters.breaker_open = d.breaker_open;
         counters.active_blocks = detection.detector.responder().active_blocks() as u64;
-        counters.block_latency_p99_us = latencies.p99();
         counters.events_acked = events.acked;
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
+            counters.block_latency_p99_us = latencies.p99();
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
         }
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
-        }
-        if !running && !busy && connections.is_empty() {
-            // Nothing more will come: decide on what arrived, then stop.
-            last_tick = Instant::now() - config.detect.tick;
         }
     }
     // Hand every event to the log task and wait for its acknowledgement (bounded).
@@ -712,6 +712,7 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         std::thread::sleep(Duration::from_millis(2));
     }
     counters.events_acked = events.acked;
+    counters.block_latency_p99_us = latencies.p99();
     control.send(&TaskMessage::Counters(counters));
     info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)

@@ -288,6 +288,7 @@ impl Detector {
             _ => (None, Vec::new()),
         };
         let mut category_iter = categories.into_iter();
+        let heuristics = self.config.heuristics.clone();
         let mut score_iter = attack.into_iter().flatten();
         for (flow, scoreable) in batch.into_iter().zip(scoreable) {
             let score = if scoreable { score_iter.next() } else { None };
@@ -297,7 +298,6 @@ impl Detector {
             };
             let now = self.now_ns;
             let source = flow.src_ip;
-            let heuristics = self.config.heuristics.clone();
             let Some(state) = self.state(source) else { continue };
             state.last_seen_ns = now;
             if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {

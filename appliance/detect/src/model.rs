@@ -73,7 +73,7 @@ pub enum ModelError {
     Contract { path: PathBuf, reason: String },
     #[error("feature count mismatch: ONNX model `{onnx}` takes {model_features} features, metadata `{metadata}` lists {metadata_features}")]
     FeatureCountMismatch { onnx: PathBuf, metadata: PathBuf, model_features: i64, metadata_features: usize },
-    #[error("class count mismatch: ONNX model `{onnx}` gives {model_classes} probabilities per flow, metadata `{metadata}` lists {metadata_classes} classes")]
+    #[error("class count mismatch: ONNX model `{onnx}` gives {model_classes} values per flow, metadata `{metadata}` lists {metadata_classes} (its classes, or an embedding's dimensions)")]
     ClassCountMismatch { onnx: PathBuf, metadata: PathBuf, model_classes: i64, metadata_classes: usize },
     #[error("batch for model `{model}` has {values} values; {flows} flows of {features} features need {expected}")]
     BatchShape { model: String, values: usize, flows: usize, features: usize, expected: usize },
