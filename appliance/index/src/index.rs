@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -12,7 +13,7 @@ use faiss::{IdMap, Idx, Index, MetricType};
 use crate::error::{IndexError, Result};
 use crate::fields::{Hit, HitFields, SearchFilter};
 use crate::manifest::{self, Manifest, FORMAT_VERSION, MANIFEST_FILE};
-use crate::side_store::{SideStore, FIELDS_FILE};
+use crate::side_store::{SideStore, StoredEvent, FIELDS_FILE};
 
 /// Exact L2 search: the embedder already reduces the features (PCA), so no reduction stage
 /// is needed here. `"HNSW32"` is the approximate choice for large histories.
@@ -67,6 +68,15 @@ pub struct EventIndex {
     last_id: Option<u64>,
     generation: u64,
     index_file_bytes: u64,
+    /// What made the vectors (see [`Manifest::source`]).
+    source: String,
+    /// Opened beside a running writer: `add` and `save` are refused.
+    read_only: bool,
+    /// Event ids by address (source and destination), in the order they were added.
+    by_ip: HashMap<IpAddr, Vec<u64>>,
+    /// Event ids by the first 8 bytes of their `event_id` (checked against the stored
+    /// fields when looked up; the last event wins a shared prefix).
+    by_event_id: HashMap<u64, u64>,
 }
 
 /// Per event, in memory: where its fields are, and what filters look at.
@@ -91,6 +101,12 @@ impl EventIndex {
     /// that `open` works from the start. A directory that already has a manifest is
     /// refused; other files of ours left without a manifest are not an index and are removed.
     pub fn create(dir: impl AsRef<Path>, dims: u32, factory: &str) -> Result<EventIndex> {
+        EventIndex::create_with_source(dir, dims, factory, "")
+    }
+
+    /// [`EventIndex::create`], recording what makes the vectors (for example the embedder's
+    /// name and SHA-256) in the manifest, so that a reader can refuse vectors of another.
+    pub fn create_with_source(dir: impl AsRef<Path>, dims: u32, factory: &str, source: &str) -> Result<EventIndex> {
         let dir = dir.as_ref().to_path_buf();
         if dims == 0 {
             return Err(IndexError::invalid("dimensions must be at least 1"));
@@ -121,6 +137,10 @@ impl EventIndex {
             last_id: None,
             generation: 0,
             index_file_bytes: 0,
+            source: source.to_owned(),
+            read_only: false,
+            by_ip: HashMap::new(),
+            by_event_id: HashMap::new(),
         };
         event_index.save()?;
         Ok(event_index)
@@ -132,7 +152,18 @@ impl EventIndex {
     /// records written after the snapshot (and a torn last record) are dropped: their
     /// vectors were not saved, so the caller re-adds everything after [`EventIndex::last_id`].
     pub fn open(dir: impl AsRef<Path>) -> Result<EventIndex> {
-        let dir = dir.as_ref().to_path_buf();
+        EventIndex::open_with(dir.as_ref(), false)
+    }
+
+    /// Opens the last snapshot for queries only, beside a writer that may be running:
+    /// nothing in the directory is changed, records after the snapshot are ignored, and
+    /// `add` and `save` are refused.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<EventIndex> {
+        EventIndex::open_with(dir.as_ref(), true)
+    }
+
+    fn open_with(dir: &Path, read_only: bool) -> Result<EventIndex> {
+        let dir = dir.to_path_buf();
         let manifest = Manifest::load(&dir)?;
         let index_path = manifest.verify_index_file(&dir)?;
         let index_path_str = utf8_path(&index_path)?;
@@ -162,7 +193,7 @@ impl EventIndex {
                 ),
             ));
         }
-        let (store, records) = SideStore::open(&dir, manifest.fields_bytes)?;
+        let (store, records) = SideStore::open(&dir, manifest.fields_bytes, read_only)?;
         let fields_path = dir.join(FIELDS_FILE);
         if records.len() as u64 != manifest.count {
             return Err(IndexError::corrupt(
@@ -176,7 +207,10 @@ impl EventIndex {
         }
         let mut labels = Labels::default();
         let mut entries = HashMap::with_capacity(records.len());
+        let mut by_ip: HashMap<IpAddr, Vec<u64>> = HashMap::new();
+        let mut by_event_id = HashMap::with_capacity(records.len());
         for record in &records {
+            note_lookups(&mut by_ip, &mut by_event_id, record.id, &record.fields);
             let entry = Entry {
                 offset: record.offset,
                 ts_us: record.fields.ts_us,
@@ -220,6 +254,10 @@ impl EventIndex {
             last_id,
             generation: manifest.generation,
             index_file_bytes: manifest.index_bytes,
+            source: manifest.source,
+            read_only,
+            by_ip,
+            by_event_id,
         })
     }
 
@@ -272,6 +310,7 @@ impl EventIndex {
     /// written. The fields are appended to the side store at once; both become durable at
     /// the next [`EventIndex::save`].
     pub fn add(&mut self, ids: &[u64], vectors: &[f32], fields: &[HitFields]) -> Result<usize> {
+        self.refuse_if_read_only("add")?;
         let dims = self.dims as usize;
         if vectors.len() != ids.len() * dims || fields.len() != ids.len() {
             return Err(IndexError::invalid(format!(
@@ -302,7 +341,7 @@ impl EventIndex {
                 continue;
             }
             let offset_in_batch = encoded.len() as u64;
-            SideStore::encode(id, hit_fields, &mut encoded)?;
+            SideStore::encode(id, &vectors[i * dims..(i + 1) * dims], hit_fields, &mut encoded)?;
             new_ids.push(Idx::new(id));
             new_vectors.extend_from_slice(&vectors[i * dims..(i + 1) * dims]);
             pending.push((id, offset_in_batch, hit_fields));
@@ -330,6 +369,7 @@ impl EventIndex {
                 category: self.labels.intern(&hit_fields.category),
             };
             self.entries.insert(id, entry);
+            note_lookups(&mut self.by_ip, &mut self.by_event_id, id, hit_fields);
             self.last_id = Some(self.last_id.map_or(id, |last| last.max(id)));
         }
         Ok(new_ids.len())
@@ -404,6 +444,7 @@ impl EventIndex {
     /// directory) commits it; the previous index file is removed after. A crash at any
     /// point leaves the previous snapshot or the new one, both valid.
     pub fn save(&mut self) -> Result<()> {
+        self.refuse_if_read_only("save")?;
         self.store.sync()?;
         let generation = self.generation + 1;
         let index_file = format!("index.{generation}.faiss");
@@ -431,6 +472,7 @@ impl EventIndex {
             index_bytes,
             index_sha256,
             fields_bytes: self.store.len_bytes(),
+            source: self.source.clone(),
         };
         manifest.store(&self.dir)?;
         self.generation = generation;
@@ -469,6 +511,48 @@ impl EventIndex {
         self.entries.contains_key(&id)
     }
 
+    /// The stored fields and vector of event `id`, if it is in the index.
+    pub fn get(&self, id: u64) -> Result<Option<StoredEvent>> {
+        match self.entries.get(&id) {
+            Some(entry) => self.store.read_event(entry.offset).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The id (seq) of the event whose `event_id` is `event_id`, if it is in the index.
+    pub fn find_event_id(&self, event_id: &str) -> Result<Option<u64>> {
+        let Some(key) = event_id_key(event_id) else { return Ok(None) };
+        let Some(&id) = self.by_event_id.get(&key) else { return Ok(None) };
+        let fields = self.get(id)?.map(|event| event.fields);
+        Ok(fields.filter(|fields| fields.event_id == event_id).map(|_| id))
+    }
+
+    /// The newest `limit` events (by id, newest first) with `ip` as source or destination
+    /// that pass `filter`, with their fields.
+    pub fn events_with_ip(&self, ip: IpAddr, filter: &SearchFilter, limit: usize) -> Result<Vec<HitFields>> {
+        let Some(ids) = self.by_ip.get(&ip) else { return Ok(Vec::new()) };
+        let compiled = self.compile(filter);
+        let mut ids: Vec<u64> = ids.clone();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        let mut found = Vec::new();
+        for id in ids {
+            if found.len() == limit.min(MAX_CANDIDATES) {
+                break;
+            }
+            let Some(entry) = self.entries.get(&id) else { continue };
+            if compiled.as_ref().is_none_or(|filter| filter.keeps(entry)) {
+                found.push(self.store.read(entry.offset)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// What made the vectors, as recorded at creation.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn dims(&self) -> u32 {
         self.dims
     }
@@ -486,12 +570,28 @@ impl EventIndex {
         // A hashbrown slot is key + value + 1 control byte; at the usual load factor a
         // table has about 8/7 slots per entry.
         let slot = std::mem::size_of::<u64>() + std::mem::size_of::<Entry>() + 1;
-        let table = (self.entries.capacity() * slot) as u64;
+        let event_id_slot = 2 * std::mem::size_of::<u64>() + 1;
+        let ip_slot = std::mem::size_of::<IpAddr>() + std::mem::size_of::<Vec<u64>>() + 1;
+        let ip_ids: usize = self.by_ip.values().map(Vec::capacity).sum();
+        let table = (self.entries.capacity() * slot
+            + self.by_event_id.capacity() * event_id_slot
+            + self.by_ip.capacity() * ip_slot
+            + ip_ids * std::mem::size_of::<u64>()) as u64;
         MemoryReport {
             events: self.entries.len() as u64,
             disk_bytes: self.index_file_bytes + self.store.len_bytes(),
             ram_bytes_estimate: self.index_file_bytes + table,
         }
+    }
+
+    fn refuse_if_read_only(&self, operation: &str) -> Result<()> {
+        if self.read_only {
+            return Err(IndexError::invalid(format!(
+                "cannot {operation}: index `{}` was opened read-only",
+                self.dir.display()
+            )));
+        }
+        Ok(())
     }
 
     fn lock_index(&self) -> MutexGuard<'_, IdMap<IndexImpl>> {
@@ -558,6 +658,27 @@ impl Labels {
             self.codes.insert(name.to_owned(), code);
         }
         code
+    }
+}
+
+/// The lookup key of an `event_id` (`ev-` and hex): its first 8 bytes.
+fn event_id_key(event_id: &str) -> Option<u64> {
+    let hex = event_id.strip_prefix("ev-").unwrap_or(event_id);
+    u64::from_str_radix(hex.get(..16)?, 16).ok()
+}
+
+/// Records an event in the by-address and by-event-id lookups.
+fn note_lookups(by_ip: &mut HashMap<IpAddr, Vec<u64>>, by_event_id: &mut HashMap<u64, u64>, id: u64, fields: &HitFields) {
+    for address in [&fields.src_ip, &fields.dst_ip] {
+        if let Ok(ip) = address.parse::<IpAddr>() {
+            let ids = by_ip.entry(ip).or_default();
+            if ids.last() != Some(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    if let Some(key) = event_id_key(&fields.event_id) {
+        by_event_id.insert(key, id);
     }
 }
 

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `manifest.json` | at each `save`, atomically (the commit point) | dims, factory, count, last id, generation, the index file's name, size and SHA-256, the side store's committed length |
 //! | `index.<generation>.faiss` | at each `save`, atomically, a new name each time | the FAISS index (`IDMap,<factory>`), event ids as FAISS ids |
-//! | `fields.log` | on every `add` (appended) | length-prefixed, CRC-checked records: id + JSON `HitFields` |
+//! | `fields.log` | on every `add` (appended) | length-prefixed, CRC-checked records: id, the vector, JSON `HitFields` |
 
 mod error;
 mod fields;
@@ -25,4 +25,4 @@ pub use error::{IndexError, Result};
 pub use fields::{Hit, HitFields, SearchFilter, MAX_FIELDS_BYTES};
 pub use index::{EventIndex, MemoryReport, DEFAULT_FACTORY, MAX_CANDIDATES};
 pub use manifest::{Manifest, MANIFEST_FILE};
-pub use side_store::FIELDS_FILE;
+pub use side_store::{StoredEvent, FIELDS_FILE, MAX_STORED_DIMS};

@@ -13,7 +13,8 @@ use crate::error::{IndexError, Result};
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The manifest format this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: side-store records carry the vector; the manifest names the vectors' source.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A snapshot's description. Renaming a new manifest into place is the commit point of
 /// `save`: until then the previous manifest and the index file it names stay valid.
@@ -38,6 +39,10 @@ pub struct Manifest {
     pub index_sha256: String,
     /// Length of the side store's committed prefix.
     pub fields_bytes: u64,
+    /// What made the vectors (the embedder's name and SHA-256), as given at creation:
+    /// vectors from another embedder are not comparable, so a reader checks it.
+    #[serde(default)]
+    pub source: String,
 }
 
 impl Manifest {

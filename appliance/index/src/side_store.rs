@@ -1,7 +1,9 @@
 //! The side store: an append-only file of the fields of every indexed event.
 //!
 //! Record: `u32 LE payload length | u32 LE CRC-32 of the payload | payload`, where the
-//! payload is `u64 LE id` followed by the fields as JSON. A record is written with one
+//! payload is `u64 LE id | u32 LE n | n f32 LE (the event's vector) | the fields as JSON`.
+//! The vector is kept so that "events like event N" can be asked without re-reading the log
+//! (FAISS's ID map cannot give a vector back by id). A record is written with one
 //! `write_all`; a crash can leave a torn last record (short, or with a wrong CRC), which
 //! the scan detects and stops before, so the file's valid prefix is always known.
 
@@ -18,6 +20,18 @@ pub const FIELDS_FILE: &str = "fields.log";
 
 const HEADER_BYTES: usize = 8;
 const ID_BYTES: usize = 8;
+const COUNT_BYTES: usize = 4;
+/// The most values a stored vector may have (embeddings are tens of dimensions).
+pub const MAX_STORED_DIMS: usize = 4096;
+const MAX_PAYLOAD_BYTES: usize = ID_BYTES + COUNT_BYTES + 4 * MAX_STORED_DIMS + MAX_FIELDS_BYTES;
+const MIN_PAYLOAD_BYTES: usize = ID_BYTES + COUNT_BYTES;
+
+/// One record read back: the fields and the vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub fields: HitFields,
+    pub vector: Vec<f32>,
+}
 
 /// One record found by a scan: its id, the offset of its header, and its fields.
 #[derive(Debug)]
@@ -65,11 +79,13 @@ impl SideStore {
     /// Opens an existing side store and cuts it back to `committed_bytes`, the length the
     /// last snapshot recorded: records after it belong to vectors that were never saved
     /// (and may include a torn one). Returns the store and the committed records.
-    pub fn open(dir: &Path, committed_bytes: u64) -> Result<(SideStore, Vec<ScannedRecord>)> {
+    /// With `read_only`, nothing is cut: records after the snapshot are only ignored (a
+    /// reader beside the running writer must not touch its file).
+    pub fn open(dir: &Path, committed_bytes: u64, read_only: bool) -> Result<(SideStore, Vec<ScannedRecord>)> {
         let path = dir.join(FIELDS_FILE);
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .append(!read_only)
             .open(&path)
             .map_err(|err| match err.kind() {
                 std::io::ErrorKind::NotFound => IndexError::Missing { path: path.clone() },
@@ -98,7 +114,7 @@ impl SideStore {
             .metadata()
             .map_err(|err| IndexError::io("stat", &path, err))?
             .len();
-        if file_len != committed_bytes {
+        if file_len != committed_bytes && !read_only {
             // Drop what came after the snapshot (unsaved entries, a torn record).
             file.set_len(committed_bytes)
                 .map_err(|err| IndexError::io("truncate", &path, err))?;
@@ -115,8 +131,9 @@ impl SideStore {
         ))
     }
 
-    /// Encodes one record; refuses fields larger than [`MAX_FIELDS_BYTES`].
-    pub fn encode(id: u64, fields: &HitFields, out: &mut Vec<u8>) -> Result<()> {
+    /// Encodes one record; refuses fields larger than [`MAX_FIELDS_BYTES`] and vectors
+    /// longer than [`MAX_STORED_DIMS`].
+    pub fn encode(id: u64, vector: &[f32], fields: &HitFields, out: &mut Vec<u8>) -> Result<()> {
         let json = serde_json::to_vec(fields)
             .map_err(|err| IndexError::invalid(format!("fields of event {id}: {err}")))?;
         if json.len() > MAX_FIELDS_BYTES {
@@ -126,14 +143,27 @@ impl SideStore {
                 max: MAX_FIELDS_BYTES,
             });
         }
-        let payload_len = ID_BYTES + json.len();
-        let mut crc = Crc32::new();
-        crc.update(&id.to_le_bytes());
-        crc.update(&json);
-        out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-        out.extend_from_slice(&crc.finish().to_le_bytes());
+        if vector.len() > MAX_STORED_DIMS {
+            return Err(IndexError::invalid(format!(
+                "vector of event {id} has {} values (at most {MAX_STORED_DIMS})",
+                vector.len()
+            )));
+        }
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_BYTES]);
         out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
+        for value in vector {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
         out.extend_from_slice(&json);
+        let payload = &out[start + HEADER_BYTES..];
+        let payload_len = payload.len() as u32;
+        let mut crc = Crc32::new();
+        crc.update(payload);
+        let crc = crc.finish();
+        out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         Ok(())
     }
 
@@ -154,14 +184,19 @@ impl SideStore {
             .map_err(|err| IndexError::io("fsync", &self.path, err))
     }
 
-    /// Reads and checks the record at `offset`.
+    /// Reads and checks the record at `offset`: its fields.
     pub fn read(&self, offset: u64) -> Result<HitFields> {
+        self.read_event(offset).map(|event| event.fields)
+    }
+
+    /// Reads and checks the record at `offset`: its fields and vector.
+    pub fn read_event(&self, offset: u64) -> Result<StoredEvent> {
         let mut header = [0u8; HEADER_BYTES];
         self.file
             .read_exact_at(&mut header, offset)
             .map_err(|err| IndexError::io("read", &self.path, err))?;
         let (payload_len, crc) = parse_header(&header);
-        if !(ID_BYTES..=ID_BYTES + MAX_FIELDS_BYTES).contains(&payload_len) {
+        if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_len) {
             return Err(IndexError::corrupt(
                 &self.path,
                 format!("bad record length at byte {offset}"),
@@ -172,7 +207,7 @@ impl SideStore {
             .read_exact_at(&mut payload, offset + HEADER_BYTES as u64)
             .map_err(|err| IndexError::io("read", &self.path, err))?;
         decode_payload(&payload, crc)
-            .map(|(_, fields)| fields)
+            .map(|(_, event)| event)
             .map_err(|why| {
                 IndexError::corrupt(&self.path, format!("record at byte {offset}: {why}"))
             })
@@ -197,7 +232,7 @@ pub(crate) fn scan(path: &Path, mut file: &File) -> Result<Scan> {
             break;
         };
         let (payload_len, crc) = parse_header(header);
-        if !(ID_BYTES..=ID_BYTES + MAX_FIELDS_BYTES).contains(&payload_len) {
+        if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_len) {
             stopped = Some(format!("bad record length {payload_len} at byte {at}"));
             break;
         }
@@ -206,10 +241,10 @@ pub(crate) fn scan(path: &Path, mut file: &File) -> Result<Scan> {
             break;
         };
         match decode_payload(payload, crc) {
-            Ok((id, fields)) => records.push(ScannedRecord {
+            Ok((id, event)) => records.push(ScannedRecord {
                 id,
                 offset: at as u64,
-                fields,
+                fields: event.fields,
             }),
             Err(why) => {
                 stopped = Some(format!("record at byte {at}: {why}"));
@@ -241,7 +276,7 @@ fn parse_header(header: &[u8]) -> (usize, u32) {
 fn decode_payload(
     payload: &[u8],
     expected_crc: u32,
-) -> std::result::Result<(u64, HitFields), String> {
+) -> std::result::Result<(u64, StoredEvent), String> {
     let mut crc = Crc32::new();
     crc.update(payload);
     if crc.finish() != expected_crc {
@@ -249,9 +284,20 @@ fn decode_payload(
     }
     let mut id = [0u8; ID_BYTES];
     id.copy_from_slice(&payload[..ID_BYTES]);
-    let fields = serde_json::from_slice(&payload[ID_BYTES..])
+    let mut count = [0u8; COUNT_BYTES];
+    count.copy_from_slice(&payload[ID_BYTES..MIN_PAYLOAD_BYTES]);
+    let count = u32::from_le_bytes(count) as usize;
+    let vector_end = MIN_PAYLOAD_BYTES + 4 * count.min(MAX_STORED_DIMS);
+    if count > MAX_STORED_DIMS || vector_end > payload.len() {
+        return Err(format!("vector of {count} values does not fit the record"));
+    }
+    let vector = payload[MIN_PAYLOAD_BYTES..vector_end]
+        .chunks_exact(4)
+        .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        .collect();
+    let fields = serde_json::from_slice(&payload[vector_end..])
         .map_err(|err| format!("bad fields JSON: {err}"))?;
-    Ok((u64::from_le_bytes(id), fields))
+    Ok((u64::from_le_bytes(id), StoredEvent { fields, vector }))
 }
 
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), table-driven. A torn-write

@@ -464,3 +464,79 @@ fn hnsw_recall_at_10_against_flat_is_at_least_0_95() {
     assert_eq!(reopened.factory(), "HNSW32");
     assert_eq!(reopened.len(), n);
 }
+
+#[test]
+fn an_event_can_be_read_back_by_id_event_id_and_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut index, ids, vectors) = filled(dir.path(), "Flat", 300, 8);
+    // Two events with real event ids and a shared address.
+    let mut first = fields_for(5_000);
+    first.event_id = "ev-0123456789abcdef01234567".to_owned();
+    first.src_ip = "198.51.100.7".to_owned();
+    let mut second = fields_for(5_001);
+    second.event_id = "ev-fedcba987654321001234567".to_owned();
+    second.dst_ip = "198.51.100.7".to_owned();
+    let extra = Rng(9).vectors(2);
+    index
+        .add(&[5_000, 5_001], &extra, &[first.clone(), second.clone()])
+        .expect("add");
+    index.save().expect("save");
+    drop(index);
+
+    let index = EventIndex::open(dir.path()).expect("open");
+    let stored = index.get(ids[7]).expect("read").expect("event 7 is there");
+    assert_eq!(stored.vector, vectors[7 * DIMS..8 * DIMS], "the vector comes back bit for bit");
+    assert_eq!(stored.fields, fields_for(ids[7]));
+    assert!(index.get(1).expect("read").is_none(), "an id never added");
+
+    assert_eq!(index.find_event_id(&first.event_id).expect("lookup"), Some(5_000));
+    assert_eq!(index.find_event_id(&second.event_id).expect("lookup"), Some(5_001));
+    assert_eq!(
+        index.find_event_id("ev-0123456789abcdef99999999").expect("lookup"),
+        None,
+        "same prefix, another event: the stored id is checked"
+    );
+
+    let address = "198.51.100.7".parse().expect("address");
+    let found = index
+        .events_with_ip(address, &SearchFilter::default(), 10)
+        .expect("by address");
+    assert_eq!(found, vec![second.clone(), first.clone()], "as source and as destination, newest first");
+    let only_first = SearchFilter {
+        actions: vec![first.action.clone()],
+        ..SearchFilter::default()
+    };
+    assert_eq!(
+        index.events_with_ip(address, &only_first, 10).expect("by address"),
+        if first.action == second.action { vec![second, first] } else { vec![first] }
+    );
+}
+
+#[test]
+fn a_read_only_reader_leaves_a_running_writers_files_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut writer, _ids, _vectors) = filled(dir.path(), "Flat", 200, 10);
+    writer.save().expect("save");
+    // The writer goes on adding (not yet saved): a reader opens beside it.
+    let later: Vec<u64> = (0..3).map(|i| 8_000_000 + i).collect();
+    let later_fields: Vec<HitFields> = later.iter().map(|&id| fields_for(id)).collect();
+    writer
+        .add(&later, &Rng(11).vectors(3), &later_fields)
+        .expect("add");
+    let fields_path = dir.path().join(FIELDS_FILE);
+    let length = fs::metadata(&fields_path).expect("stat").len();
+
+    let mut reader = EventIndex::open_read_only(dir.path()).expect("open read-only");
+    assert_eq!(reader.len(), 200, "the reader sees the snapshot");
+    assert_eq!(
+        fs::metadata(&fields_path).expect("stat").len(),
+        length,
+        "the writer's unsaved records are not cut"
+    );
+    let error = reader.save().expect_err("a reader cannot save");
+    assert!(error.to_string().contains("read-only"), "{error}");
+    assert!(reader.add(&[1], &Rng(12).vectors(1), &[fields_for(1)]).is_err());
+
+    writer.save().expect("the writer saves as before");
+    assert_eq!(EventIndex::open(dir.path()).expect("open").len(), 203);
+}
