@@ -224,7 +224,10 @@ impl EventIndex {
                 ));
             }
         }
-        for id in index.id_map() {
+        // faiss-rs builds the id slice from FAISS's pointer, which is null while the
+        // index is empty (a debug build aborts on that): only look when there are ids.
+        let id_map: &[Idx] = if index.ntotal() == 0 { &[] } else { index.id_map() };
+        for id in id_map {
             let known = id.get().is_some_and(|id| entries.contains_key(&id));
             if !known {
                 return Err(IndexError::corrupt(

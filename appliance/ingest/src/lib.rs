@@ -29,6 +29,12 @@ use crate::quarantine::Quarantine;
 use crate::state::State;
 use crate::tail::{Line, LineContent, Tail};
 
+/// The checkpoint saved in `state_dir`, without opening the log (`None` when there is no
+/// state file yet).
+pub fn read_checkpoint(state_dir: &std::path::Path) -> Result<Option<Checkpoint>, IngestError> {
+    Ok(State::load(&state_dir.join(STATE_FILE))?.and_then(|state| state.checkpoint))
+}
+
 /// Errors of the ingest task itself (rejected lines are not errors: they are quarantined).
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -185,6 +191,8 @@ pub struct Ingest {
     state_path: PathBuf,
     quarantine: Quarantine,
     counters: BTreeMap<&'static str, u64>,
+    /// Lines were read since the last commit.
+    dirty: bool,
 }
 
 impl Ingest {
@@ -217,13 +225,26 @@ impl Ingest {
         };
         let tail = Tail::new(config.log_dir.clone(), &config.node, position, config.max_line_bytes);
         let quarantine = Quarantine::new(config.state_dir.join(QUARANTINE_FILE), config.quarantine_line_bytes);
-        Ok(Ingest { config, verifier, tail, state, state_path, quarantine, counters: BTreeMap::new() })
+        Ok(Ingest { config, verifier, tail, state, state_path, quarantine, counters: BTreeMap::new(), dirty: false })
     }
 
     /// Reads what is there (at most `max_batch_lines` lines), hands every verified record
     /// to `deliver` in order, quarantines the rest, then saves the state. Returns at once
     /// when there is nothing new; call it again on an interval.
     pub fn poll(&mut self, deliver: &mut impl FnMut(VerifiedRecord)) -> Result<PollStats, IngestError> {
+        let stats = self.read(deliver)?;
+        if stats.lines > 0 {
+            self.commit()?;
+        }
+        Ok(stats)
+    }
+
+    /// [`Ingest::poll`] without saving: the position moves in memory only, until
+    /// [`Ingest::commit`]. A consumer that keeps its own durable copy (the similarity
+    /// index) commits after it saved that copy, so a crash between the two re-delivers
+    /// records (which it skips by seq) and never loses one. Lines quarantined before a
+    /// crash are quarantined again after it (the quarantine is at least once).
+    pub fn read(&mut self, deliver: &mut impl FnMut(VerifiedRecord)) -> Result<PollStats, IngestError> {
         let mut lines = Vec::new();
         self.tail.read(self.config.max_batch_lines, &mut |line| lines.push(line))?;
         let mut stats = PollStats::default();
@@ -232,22 +253,46 @@ impl Ingest {
             self.process(line, &mut stats, deliver)?;
         }
         if stats.lines > 0 {
-            // The quarantine is durable before the checkpoint moves past its lines.
-            self.quarantine.sync()?;
-            self.state.checkpoint = self.tail.position().map(|(read_file_index, offset)| {
-                let chain = self.verifier.position();
-                Checkpoint {
-                    node: self.config.node.clone(),
-                    read_file_index,
-                    offset,
-                    chain_file_index: chain.map(|position| position.file_index),
-                    last_seq: chain.map(|position| position.seq),
-                    last_tag: chain.map(|position| position.tag.clone()),
-                }
-            });
-            self.state.save(&self.state_path)?;
+            self.dirty = true;
         }
         Ok(stats)
+    }
+
+    /// Saves the position and the nonce store (atomically, one file) as of the last
+    /// [`Ingest::read`]; the quarantine is made durable first. Nothing to do when nothing
+    /// was read since the last commit.
+    pub fn commit(&mut self) -> Result<(), IngestError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        // The quarantine is durable before the checkpoint moves past its lines.
+        self.quarantine.sync()?;
+        self.state.checkpoint = self.tail.position().map(|(read_file_index, offset)| {
+            let chain = self.verifier.position();
+            Checkpoint {
+                node: self.config.node.clone(),
+                read_file_index,
+                offset,
+                chain_file_index: chain.map(|position| position.file_index),
+                last_seq: chain.map(|position| position.seq),
+                last_tag: chain.map(|position| position.tag.clone()),
+            }
+        });
+        self.state.save(&self.state_path)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Forgets the saved position and nonce store in `state_dir`, so that the next
+    /// [`Ingest::open`] verifies the log again from its first file (to rebuild what was
+    /// made from it). The quarantine is kept.
+    pub fn forget_state(state_dir: &std::path::Path) -> Result<(), IngestError> {
+        let path = state_dir.join(STATE_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(IngestError::Io { operation: "remove", path, source }),
+        }
     }
 
     /// Rejected lines by reason ([`RejectReason::label`]) since this `Ingest` was opened.
@@ -258,6 +303,11 @@ impl Ingest {
     /// The checkpoint as last saved (or loaded).
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         self.state.checkpoint.as_ref()
+    }
+
+    /// The seq of the last record accepted into the chain (read, maybe not committed).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.verifier.position().map(|position| position.seq)
     }
 
     /// The nonce store.

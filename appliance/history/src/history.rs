@@ -1,0 +1,272 @@
+//! `History`: the ingest foundation, the embedder and the event index, kept in step.
+//!
+//! Order of durability (the invariant that makes a crash at any point harmless): the index
+//! is saved first, then `covered.json` records the last log seq the saved index covers,
+//! then the ingest checkpoint moves. After a crash the checkpoint is never ahead of the
+//! index: records after it are read, verified and offered again, and the index skips the
+//! seqs it already holds. If the checkpoint is found ahead anyway (an index directory
+//! restored from an older copy, or deleted), the index is rebuilt from the verified log.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mld_index::{EventIndex, HitFields, IndexError};
+use mld_ingest::{Ingest, IngestConfig, VerifiedRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::embed::Embedder;
+use crate::HistoryError;
+
+/// The file beside the index that says which log seq its last snapshot covers.
+pub const COVERED_FILE: &str = "covered.json";
+
+/// Most records embedded in one model call.
+const EMBED_BATCH: usize = 1024;
+
+/// What the history needs besides the ingest settings.
+#[derive(Debug, Clone)]
+pub struct IndexSettings {
+    /// The index directory (the ingest task's own).
+    pub dir: PathBuf,
+    /// FAISS index-factory string (`Flat`, `HNSW32`, ...).
+    pub factory: String,
+    /// Save the index (and then move the checkpoint) at least this often while records arrive.
+    pub save_interval: Duration,
+}
+
+/// What one [`History::step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepStats {
+    /// Lines read from the log.
+    pub lines: u64,
+    /// Records verified and handed on (events and other record types).
+    pub verified: u64,
+    /// Lines quarantined.
+    pub quarantined: u64,
+    /// Events added to the index (already indexed ones are skipped).
+    pub indexed: u64,
+    /// Whether the index was saved.
+    pub saved: bool,
+}
+
+/// Why the index was rebuilt when the history opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebuild {
+    /// No snapshot in the directory (first start, or deleted).
+    Missing,
+    /// The snapshot could not be used; the error text names the file and the reason.
+    Damaged(String),
+    /// Made by another embedder or factory: its vectors are not comparable.
+    Mismatch(String),
+    /// The ingest checkpoint is past what the snapshot covers.
+    Behind { covered: Option<u64>, checkpoint: u64 },
+}
+
+impl std::fmt::Display for Rebuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rebuild::Missing => write!(f, "no index snapshot"),
+            Rebuild::Damaged(reason) => write!(f, "index unusable: {reason}"),
+            Rebuild::Mismatch(reason) => write!(f, "index made differently: {reason}"),
+            Rebuild::Behind { covered, checkpoint } => {
+                write!(f, "index covers the log up to seq {covered:?}, the ingest checkpoint is at {checkpoint}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Covered {
+    /// The index snapshot's generation this record belongs to.
+    index_last_id: Option<u64>,
+    /// Every log record up to this seq is in the snapshot or is not an event.
+    covered_seq: Option<u64>,
+}
+
+/// The searchable history of one node's signed log.
+#[derive(Debug)]
+pub struct History {
+    ingest: Ingest,
+    index: EventIndex,
+    embedder: Embedder,
+    settings: IndexSettings,
+    state_dir: PathBuf,
+    last_save: Instant,
+    /// Records read since the last save (the save is due when the interval passed).
+    unsaved: u64,
+    rebuilt: Option<Rebuild>,
+}
+
+impl History {
+    /// Opens the index and the ingest state, rebuilding the index from the verified log
+    /// (from the first file) when it is missing, damaged, made by another embedder or
+    /// behind the checkpoint. [`History::rebuilt`] says whether and why.
+    pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, HistoryError> {
+        let state_dir = ingest_config.state_dir.clone();
+        let source = embedder.source();
+        let dims = embedder.dims() as u32;
+        let (index, rebuilt) = match EventIndex::open(&settings.dir) {
+            Ok(index) if index.source() != source || index.dims() != dims || index.factory() != settings.factory => {
+                let reason = format!(
+                    "made by `{}` ({} dimensions, factory {}), this configuration is `{source}` ({dims}, {})",
+                    index.source(),
+                    index.dims(),
+                    index.factory(),
+                    settings.factory
+                );
+                drop(index);
+                (None, Some(Rebuild::Mismatch(reason)))
+            }
+            Ok(index) => {
+                let covered = read_covered(&settings.dir).filter(|covered| covered.index_last_id == index.last_id());
+                let checkpoint = read_checkpoint_seq(&ingest_config)?;
+                match (checkpoint, covered) {
+                    (Some(checkpoint), Some(Covered { covered_seq, .. })) if covered_seq.is_none_or(|seq| seq < checkpoint) => {
+                        (None, Some(Rebuild::Behind { covered: covered_seq, checkpoint }))
+                    }
+                    (Some(checkpoint), None) => (None, Some(Rebuild::Behind { covered: None, checkpoint })),
+                    _ => (Some(index), None),
+                }
+            }
+            Err(IndexError::Missing { .. }) => (None, Some(Rebuild::Missing)),
+            Err(error) => (None, Some(Rebuild::Damaged(error_chain(&error)))),
+        };
+        let index = match index {
+            Some(index) => index,
+            None => {
+                // Verify the log again from the start: the nonce store and the position
+                // go, the quarantine stays.
+                Ingest::forget_state(&state_dir)?;
+                let _ = fs::remove_file(settings.dir.join(COVERED_FILE));
+                let _ = fs::remove_file(settings.dir.join(mld_index::MANIFEST_FILE));
+                EventIndex::create_with_source(&settings.dir, dims, &settings.factory, &source)?
+            }
+        };
+        let ingest = Ingest::open(ingest_config)?;
+        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt })
+    }
+
+    /// Whether (and why) the index was rebuilt at open.
+    pub fn rebuilt(&self) -> Option<&Rebuild> {
+        self.rebuilt.as_ref()
+    }
+
+    /// Reads what the log has (one bounded batch), verifies it, embeds and indexes the
+    /// events; saves when the interval has passed. Returns at once when there is nothing new.
+    pub fn step(&mut self) -> Result<StepStats, HistoryError> {
+        let mut records: Vec<VerifiedRecord> = Vec::new();
+        let poll = self.ingest.read(&mut |record| records.push(record))?;
+        let mut stats = StepStats { lines: poll.lines, verified: poll.delivered, quarantined: poll.quarantined, ..StepStats::default() };
+        let events: Vec<&VerifiedRecord> = records
+            .iter()
+            .filter(|record| record.fields.get("type").and_then(Value::as_str) == Some("event") && !self.index.contains(record.seq))
+            .collect();
+        for chunk in events.chunks(EMBED_BATCH) {
+            let objects: Vec<&Map<String, Value>> = chunk.iter().map(|record| &record.fields).collect();
+            let vectors = self.embedder.embed(&objects)?;
+            let ids: Vec<u64> = chunk.iter().map(|record| record.seq).collect();
+            let fields: Vec<HitFields> = chunk.iter().map(|record| hit_fields(record.seq, &record.fields)).collect();
+            stats.indexed += self.index.add(&ids, &vectors, &fields)? as u64;
+        }
+        self.unsaved += poll.lines;
+        if self.unsaved > 0 && self.last_save.elapsed() >= self.settings.save_interval {
+            self.save()?;
+            stats.saved = true;
+        }
+        Ok(stats)
+    }
+
+    /// Saves the index, then what it covers, then the ingest checkpoint (in that order).
+    pub fn save(&mut self) -> Result<(), HistoryError> {
+        self.index.save()?;
+        let covered = Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq() };
+        write_covered(&self.settings.dir, &covered)?;
+        self.ingest.commit()?;
+        self.unsaved = 0;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    pub fn index(&self) -> &EventIndex {
+        &self.index
+    }
+
+    pub fn embedder_mut(&mut self) -> &mut Embedder {
+        &mut self.embedder
+    }
+
+    /// The index and the embedder together (a query that embeds needs both).
+    pub fn parts(&mut self) -> (&EventIndex, &mut Embedder) {
+        (&self.index, &mut self.embedder)
+    }
+
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+/// The key fields of a verified event record, for display beside its vector.
+pub fn hit_fields(seq: u64, record: &Map<String, Value>) -> HitFields {
+    let text = |name: &str| record.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let number = |name: &str| record.get(name).and_then(Value::as_f64);
+    HitFields {
+        seq,
+        event_id: text("event_id"),
+        ts_us: record.get("ts_us").and_then(Value::as_i64).unwrap_or_default(),
+        src_ip: text("src_ip"),
+        dst_ip: text("dst_ip"),
+        dst_port: record.get("dst_port").and_then(Value::as_u64).and_then(|port| u16::try_from(port).ok()).unwrap_or_default(),
+        protocol: text("protocol_name"),
+        action: text("action"),
+        category: text("category"),
+        score_fast: number("score_fast").unwrap_or_default(),
+        score_model: number("score_model"),
+        score_final: number("score_final").unwrap_or_default(),
+    }
+}
+
+fn read_checkpoint_seq(config: &IngestConfig) -> Result<Option<u64>, HistoryError> {
+    Ok(mld_ingest::read_checkpoint(&config.state_dir)?.and_then(|checkpoint| checkpoint.last_seq))
+}
+
+fn read_covered(dir: &Path) -> Option<Covered> {
+    let text = fs::read(dir.join(COVERED_FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn write_covered(dir: &Path, covered: &Covered) -> Result<(), HistoryError> {
+    let path = dir.join(COVERED_FILE);
+    let temp = dir.join(format!("{COVERED_FILE}.tmp"));
+    let text = serde_json::to_vec(covered).map_err(|error| HistoryError::Embedding(format!("covered.json: {error}")))?;
+    let io = |operation: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HistoryError::Io { operation, path, source }
+    };
+    {
+        use std::io::Write;
+        let mut file = fs::File::create(&temp).map_err(io("create", &temp))?;
+        file.write_all(&text).map_err(io("write", &temp))?;
+        file.sync_all().map_err(io("fsync", &temp))?;
+    }
+    fs::rename(&temp, &path).map_err(io("rename into", &path))?;
+    fs::File::open(dir).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", dir))
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,44 @@
+//! The searchable history (issue 7): every event of the signed log that the ingest
+//! foundation verified is embedded by the signed ONNX embedder and added to the FAISS
+//! event index, so that an analyst can ask which past events look like this one.
+//!
+//! - [`embed`]: the embedder, reading the same features from an event record or a flow.
+//! - [`history`]: [`History`], the ingest, the embedder and the index kept in step (what is
+//!   saved in which order, and when the index is rebuilt from the log).
+//! - [`query`]: the questions `mldefender query` asks and their answers.
+//!
+//! Invariant: only records that passed every check of `mld-ingest` reach the index; a
+//! quarantined line is never embedded.
+
+pub mod embed;
+pub mod history;
+pub mod query;
+
+use std::path::PathBuf;
+
+pub use embed::Embedder;
+pub use history::{hit_fields, History, IndexSettings, Rebuild, StepStats, COVERED_FILE};
+pub use query::{answer, Answer, AnswerHit, EventRef, Filter, Query, MAX_RESULTS};
+
+/// What can go wrong with the history.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Ingest(#[from] mld_ingest::IngestError),
+    #[error(transparent)]
+    Index(#[from] mld_index::IndexError),
+    #[error(transparent)]
+    Model(#[from] mld_detect::model::ModelError),
+    #[error("detect.model-public-key is not a valid Ed25519 public key: {0}")]
+    PublicKey(String),
+    #[error("model metadata `{path}` is of kind `{kind}`, not an embedding")]
+    NotAnEmbedder { path: PathBuf, kind: String },
+    #[error("embedding failed: {0}")]
+    Embedding(String),
+    #[error("failed to {operation} `{path}`")]
+    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid query: {0}")]
+    Invalid(String),
+}

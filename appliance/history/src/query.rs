@@ -1,0 +1,133 @@
+//! Queries over the history: the request and answer of `mldefender query`, answered the
+//! same way by the running ingest task (over its socket) and offline (an index directory
+//! opened read-only).
+
+use std::net::IpAddr;
+
+use mld_index::{EventIndex, HitFields, SearchFilter, MAX_CANDIDATES};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::embed::Embedder;
+use crate::HistoryError;
+
+/// The largest `k` / `limit` a query may ask for.
+pub const MAX_RESULTS: usize = 1000;
+
+/// An event named by its log seq (the index id) or its `event_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventRef {
+    Seq(u64),
+    EventId(String),
+}
+
+impl EventRef {
+    /// A number is a seq; anything else an `event_id` (`ev-...`).
+    pub fn parse(text: &str) -> EventRef {
+        match text.parse::<u64>() {
+            Ok(seq) => EventRef::Seq(seq),
+            Err(_) => EventRef::EventId(text.to_string()),
+        }
+    }
+}
+
+/// Which events a query keeps (every set condition must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Filter {
+    /// At or after this time, µs since the epoch.
+    pub from_ts_us: Option<i64>,
+    /// Before this time (exclusive).
+    pub to_ts_us: Option<i64>,
+    /// The action is one of these (`block`, `alert`, `observe`, `would-block`).
+    pub actions: Vec<String>,
+    /// The category is one of these (`scan`, `flood`, `benign`, ...).
+    pub categories: Vec<String>,
+}
+
+impl Filter {
+    fn to_search(&self) -> SearchFilter {
+        SearchFilter { from_ts_us: self.from_ts_us, to_ts_us: self.to_ts_us, actions: self.actions.clone(), categories: self.categories.clone() }
+    }
+}
+
+/// A question to the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Query {
+    /// The `k` events nearest to an indexed event (the event itself is left out).
+    SimilarToEvent { event: EventRef, k: usize, filter: Filter },
+    /// The `k` events nearest to a flow or event given as a JSON object (`mldefender flows`
+    /// output, or a record of the signed log).
+    SimilarToObject { object: Map<String, Value>, k: usize, filter: Filter },
+    /// The newest `limit` events with this address as source or destination.
+    Ip { ip: IpAddr, limit: usize, filter: Filter },
+}
+
+/// One event of an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerHit {
+    /// Squared L2 distance to the query's vector (similarity queries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f32>,
+    #[serde(flatten)]
+    pub fields: HitFields,
+}
+
+/// The answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// Events in the index when the query ran.
+    pub indexed: u64,
+    /// The newest indexed seq.
+    pub last_seq: Option<u64>,
+    /// The event the query started from (`SimilarToEvent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_event: Option<HitFields>,
+    pub hits: Vec<AnswerHit>,
+}
+
+/// Answers `query` from `index`; `embedder` is needed only for `SimilarToObject`.
+/// Errors name what was not found or not valid; they are the asker's, not the index's.
+pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query) -> Result<Answer, HistoryError> {
+    let mut answer = Answer { indexed: index.len() as u64, last_seq: index.last_id(), query_event: None, hits: Vec::new() };
+    match query {
+        Query::SimilarToEvent { event, k, filter } => {
+            let k = check_count(*k, "k")?;
+            let seq = match event {
+                EventRef::Seq(seq) => *seq,
+                EventRef::EventId(id) => index.find_event_id(id)?.ok_or_else(|| HistoryError::NotFound(format!("no indexed event has event_id `{id}`")))?,
+            };
+            let stored = index.get(seq)?.ok_or_else(|| HistoryError::NotFound(format!("event seq {seq} is not in the index (indexed: {}, newest seq {:?})", index.len(), index.last_id())))?;
+            // One more, to leave the event itself out.
+            let hits = index.search(&stored.vector, (k + 1).min(MAX_CANDIDATES), &filter.to_search())?;
+            answer.hits = hits.into_iter().filter(|hit| hit.id != seq).take(k).map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
+            answer.query_event = Some(stored.fields);
+        }
+        Query::SimilarToObject { object, k, filter } => {
+            let k = check_count(*k, "k")?;
+            let embedder = embedder.ok_or_else(|| HistoryError::Invalid("a query by flow needs the embedder (give the configuration)".to_string()))?;
+            if embedder.known_features(object) == 0 {
+                return Err(HistoryError::Invalid(
+                    "the object carries none of the embedder's features: give a flow as `mldefender flows` writes it, or an event record".to_string(),
+                ));
+            }
+            let vector = embedder.embed(&[object])?;
+            let hits = index.search(&vector, k, &filter.to_search())?;
+            answer.hits = hits.into_iter().map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
+        }
+        Query::Ip { ip, limit, filter } => {
+            let limit = check_count(*limit, "limit")?;
+            answer.hits = index.events_with_ip(*ip, &filter.to_search(), limit)?.into_iter().map(|fields| AnswerHit { distance: None, fields }).collect();
+        }
+    }
+    Ok(answer)
+}
+
+fn check_count(count: usize, name: &str) -> Result<usize, HistoryError> {
+    if count == 0 || count > MAX_RESULTS {
+        return Err(HistoryError::Invalid(format!("{name} must be between 1 and {MAX_RESULTS}, got {count}")));
+    }
+    Ok(count)
+}
