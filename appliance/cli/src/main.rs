@@ -15,6 +15,7 @@ mod task;
 mod flows;
 mod output;
 mod pipeline;
+mod query;
 mod summary;
 
 use std::path::PathBuf;
@@ -105,6 +106,12 @@ enum Command {
     /// Detection models: signing keys, signatures, checks.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Search past events: like this one, or with this address (JSON on stdout).
+    ///
+    /// Asks the running ingest task (its socket in the runtime directory; root only), or,
+    /// with --index DIR, reads an index directory directly (read-only, safe beside the task).
+    #[command(subcommand)]
+    Query(QueryCommand),
     /// A task process (started by `supervise`, not by people).
     #[command(hide = true)]
     Task { name: String },
@@ -148,6 +155,68 @@ enum BlockCommand {
     Del { prefix: mld_config::IpPrefix },
     /// List deny entries with reason and time left.
     List,
+}
+
+/// Where a query goes, and which events it keeps.
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// Read this index directory (`<ingest.state-dir>/index`) instead of asking the running task.
+    #[arg(long, value_name = "DIR")]
+    index: Option<PathBuf>,
+    /// The ingest task's query socket (default: `<capture.runtime-dir>/query.sock` of --config).
+    #[arg(long, value_name = "PATH", conflicts_with = "index")]
+    socket: Option<PathBuf>,
+    /// Configuration: the runtime directory, and the embedder for --flow-json with --index.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Only events at or after this time (RFC 3339 UTC, a date, or µs since the epoch).
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Only events before this time.
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Only events with this action (block, alert, observe, would-block); repeat for several.
+    #[arg(long = "action", value_name = "ACTION")]
+    actions: Vec<String>,
+    /// Only events of this category (scan, flood, brute-force, slow, other, benign); repeat for several.
+    #[arg(long = "category", value_name = "CATEGORY")]
+    categories: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueryCommand {
+    /// The K past events nearest to an event (by seq or event_id) or to a flow.
+    Similar {
+        /// The event: its seq in the log, or its event_id (`ev-...`).
+        #[arg(long, value_name = "ID", required_unless_present = "flow_json", conflicts_with = "flow_json")]
+        event: Option<String>,
+        /// A file (or `-`) with one JSON object: a flow as `mldefender flows` writes it, or a log record.
+        #[arg(long, value_name = "FILE")]
+        flow_json: Option<PathBuf>,
+        /// How many events (1..=1000).
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        #[command(flatten)]
+        args: QueryArgs,
+    },
+    /// The newest events with ADDR as source or destination.
+    Ip {
+        address: String,
+        /// How many events (1..=1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        args: QueryArgs,
+    },
+}
+
+impl QueryArgs {
+    fn split(self) -> (query::Target, query::FilterArgs) {
+        (
+            query::Target { index: self.index, socket: self.socket, config: self.config },
+            query::FilterArgs { from: self.from, to: self.to, actions: self.actions, categories: self.categories },
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +376,14 @@ fn main() -> ExitCode {
         Command::Model(ModelCommand::Keygen { private_key, public_key }) => model::keygen(&private_key, &public_key),
         Command::Model(ModelCommand::Sign { private_key, metadata }) => model::sign(&private_key, &metadata),
         Command::Model(ModelCommand::Check { config, dir }) => model::check(config.as_deref(), dir.as_deref()),
+        Command::Query(QueryCommand::Similar { event, flow_json, k, args }) => {
+            let (target, filters) = args.split();
+            query::similar(&target, event.as_deref(), flow_json.as_deref(), k, &filters)
+        }
+        Command::Query(QueryCommand::Ip { address, limit, args }) => {
+            let (target, filters) = args.split();
+            query::ip(&target, &address, limit, &filters)
+        }
     };
     match outcome {
         Ok(exit) => exit.into(),

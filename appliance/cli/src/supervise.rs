@@ -69,6 +69,7 @@ struct Supervisor {
     dataplane: Dataplane,
     flows_listener: UnixListener,
     events_listener: UnixListener,
+    query_listener: UnixListener,
     status_listener: UnixListener,
     /// The log key, opened by the supervisor (root) and handed to the log task as an fd.
     log_key: std::fs::File,
@@ -153,6 +154,9 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
     let events_listener = bind(&runtime.join(EVENTS_SOCKET), 0o666)?;
     events_listener.set_nonblocking(true).context("failed to configure the event socket")?;
+    // Queries are for the operator (root) only; the ingest task answers them on this fd.
+    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), 0o600)?;
+    query_listener.set_nonblocking(true).context("failed to configure the query socket")?;
     let log_key = match open_log_key(&config) {
         Ok(file) => file,
         Err(error) => {
@@ -215,6 +219,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         dataplane,
         flows_listener,
         events_listener,
+        query_listener,
         status_listener,
         log_key,
         tasks,
@@ -227,6 +232,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(FLOWS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(EVENTS_SOCKET));
+    let _ = std::fs::remove_file(runtime.join(crate::query::QUERY_SOCKET));
     Ok(Exit::Success)
 }
 
@@ -316,7 +322,7 @@ impl Supervisor {
             TaskKind::Capture => (vec![fds.ring, fds.allow, fds.deny, fds.counters], "control,ring,allow,deny,counters"),
             TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
             TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd()], "control,events,key"),
-            TaskKind::Ingest => (vec![self.log_key.as_fd()], "control,key"),
+            TaskKind::Ingest => (vec![self.log_key.as_fd(), self.query_listener.as_fd()], "control,key,query"),
         };
         handed.insert(0, task_end.as_fd());
         let task = &self.tasks[index];
@@ -555,6 +561,7 @@ impl Supervisor {
                 TaskKind::Ingest => {
                     pipeline.events_verified = counters.events_verified;
                     pipeline.events_quarantined = counters.events_quarantined;
+                    pipeline.events_indexed = counters.events_indexed;
                 }
             }
         }
@@ -672,7 +679,7 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     let p = &report.pipeline;
     println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} verified {} quarantined {}",
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} verified {} quarantined {} indexed {}",
         p.xdp_passed,
         p.xdp_dropped,
         p.xdp_malformed,
@@ -685,7 +692,8 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         p.events_acked,
         p.events_logged,
         p.events_verified,
-        p.events_quarantined
+        p.events_quarantined,
+        p.events_indexed
     );
     println!(
         "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {}",

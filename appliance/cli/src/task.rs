@@ -5,7 +5,7 @@
 //! down (or SIGTERM), drains, says `Stopping`, and exits 0.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -462,9 +462,12 @@ impl EventSender {
 
 /// The ingest task: follows the signed log and verifies every record (read-only access to
 /// the log directory through its group; the key as a read-only fd); quarantines what
-/// fails. The similarity index comes next (issue 7).
+/// fails; embeds every verified event into the similarity index and answers queries on the
+/// socket the supervisor handed over (`[ingest] index = false`: verify only).
 fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
     let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
+    let listener = UnixListener::from(fds.take("query")?);
+    listener.set_nonblocking(true).context("failed to configure the query socket")?;
     let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![key]);
     ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
     ingest_config.recent_seqs = config.ingest.recent_seqs;
@@ -472,34 +475,94 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     let mut last_counters = Instant::now();
     // The supervisor made the log directory (group-readable) before any task started;
     // files appear as the log task writes them.
-    let mut ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
-    control.ready();
-    info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), "ingest task ready");
-    let poll = |ingest: &mut mld_ingest::Ingest, counters: &mut PipelineCounters| -> anyhow::Result<bool> {
-        let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
-        counters.events_verified += stats.delivered;
-        if stats.quarantined > 0 {
-            warn!(lines = stats.quarantined, reasons = ?ingest.rejected_by_reason(), "log lines quarantined");
+    let mut source = match &config.ingest.index {
+        Some(index) => {
+            let embedder = crate::query::load_embedder(config)?;
+            let settings = mld_history::IndexSettings { dir: index.dir.clone(), factory: index.factory.clone(), save_interval: index.save_interval };
+            let history = mld_history::History::open(ingest_config, settings, embedder).context("failed to open the similarity index")?;
+            if let Some(reason) = history.rebuilt() {
+                warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");
+            }
+            Verified::History(Box::new(history))
         }
-        counters.events_quarantined += stats.quarantined;
-        Ok(stats.lines > 0)
+        None => Verified::Plain(Box::new(mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?)),
     };
+    control.ready();
+    info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), index = config.ingest.index.is_some(), "ingest task ready");
+    let idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
-        let busy = poll(&mut ingest, &mut counters)?;
+        let busy = source.step(&mut counters)?;
+        crate::query::serve(&listener, &mut |query| source.answer(query));
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
         }
         if !busy {
-            std::thread::sleep(config.ingest.poll_interval.min(Duration::from_millis(100)));
+            // Sleep until a query arrives or it is time to look at the log again.
+            let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(idle_wait).unwrap_or(nix::poll::PollTimeout::ZERO));
         }
     }
-    // The log task stopped before this one: read what it wrote last.
-    while poll(&mut ingest, &mut counters)? {}
+    // The log task stopped before this one: read what it wrote last, then save.
+    while source.step(&mut counters)? {}
+    source.save()?;
     control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
     control.send(&TaskMessage::Counters(counters));
-    info!(verified = counters.events_verified, quarantined = counters.events_quarantined, "ingest task stopped");
+    info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
     Ok(Exit::Success)
+}
+
+/// What the ingest task runs: the history (verify, embed, index), or verification alone.
+enum Verified {
+    History(Box<mld_history::History>),
+    Plain(Box<mld_ingest::Ingest>),
+}
+
+impl Verified {
+    /// One bounded read of the log; true when it read something.
+    fn step(&mut self, counters: &mut PipelineCounters) -> anyhow::Result<bool> {
+        let (lines, verified, quarantined, indexed) = match self {
+            Verified::History(history) => {
+                let stats = history.step().context("failed to index the signed log")?;
+                (stats.lines, stats.verified, stats.quarantined, stats.indexed)
+            }
+            Verified::Plain(ingest) => {
+                let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
+                (stats.lines, stats.delivered, stats.quarantined, 0)
+            }
+        };
+        counters.events_verified += verified;
+        counters.events_quarantined += quarantined;
+        counters.events_indexed += indexed;
+        if quarantined > 0 {
+            let reasons = match self {
+                Verified::History(history) => history.ingest().rejected_by_reason().clone(),
+                Verified::Plain(ingest) => ingest.rejected_by_reason().clone(),
+            };
+            warn!(lines = quarantined, reasons = ?reasons, "log lines quarantined");
+        }
+        Ok(lines > 0)
+    }
+
+    fn save(&mut self) -> anyhow::Result<()> {
+        if let Verified::History(history) = self {
+            history.save().context("failed to save the similarity index")?;
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, query: &mld_history::Query) -> mld_history::Reply {
+        match self {
+            Verified::History(history) => {
+                let (index, embedder) = history.parts();
+                match mld_history::answer(index, Some(embedder), query) {
+                    Ok(answer) => mld_history::Reply::Answer(Box::new(answer)),
+                    Err(error) => mld_history::Reply::Error(format!("{:#}", anyhow::Error::from(error))),
+                }
+            }
+            Verified::Plain(_) => mld_history::Reply::Error("the similarity index is off on this appliance (ingest.index = false)".to_string()),
+        }
+    }
 }
 
 /// The capture task's connection to the detect task.

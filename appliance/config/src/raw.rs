@@ -31,11 +31,28 @@ pub struct RawIngest {
     pub max_age_secs: i64,
     /// Recently accepted sequence numbers remembered per node (replay detection).
     pub recent_seqs: i64,
+    /// Build the similarity index from the verified events.
+    pub index: bool,
+    /// FAISS index-factory string of the similarity index.
+    pub index_factory: String,
+    /// The embedder model's name in detect.models-dir.
+    pub embedder: String,
+    /// Save the index (then the checkpoint) at least this often while events arrive. Seconds.
+    pub save_interval_secs: i64,
 }
 
 impl Default for RawIngest {
     fn default() -> RawIngest {
-        RawIngest { state_dir: "/var/lib/mldefender/ingest".to_string(), poll_interval_ms: 500, max_age_secs: 86_400, recent_seqs: 4096 }
+        RawIngest {
+            state_dir: "/var/lib/mldefender/ingest".to_string(),
+            poll_interval_ms: 500,
+            max_age_secs: 86_400,
+            recent_seqs: 4096,
+            index: true,
+            index_factory: "Flat".to_string(),
+            embedder: "embedder".to_string(),
+            save_interval_secs: 10,
+        }
     }
 }
 

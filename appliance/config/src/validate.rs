@@ -38,6 +38,35 @@ pub struct IngestConfig {
     pub poll_interval: Duration,
     pub max_age: Duration,
     pub recent_seqs: usize,
+    /// `None`: verify only, no similarity index.
+    pub index: Option<IndexConfig>,
+}
+
+/// The similarity index the ingest task builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// `<state-dir>/index`.
+    pub dir: PathBuf,
+    pub factory: String,
+    pub embedder: String,
+    pub save_interval: Duration,
+}
+
+fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) -> Option<IndexConfig> {
+    let save_interval = Duration::from_secs(in_range(raw.save_interval_secs, 1, 3600, "ingest.save-interval-secs", errors));
+    let factory = raw.index_factory.trim();
+    if factory.is_empty() || factory.contains("IDMap") || factory.contains('"') {
+        errors.push(ConfigError::new("ingest.index-factory", format!("must be a FAISS index-factory string without IDMap (ids are always mapped), e.g. \"Flat\" or \"HNSW32\"; got \"{}\"", raw.index_factory)));
+    }
+    if raw.embedder.is_empty() || raw.embedder.starts_with('.') || raw.embedder.contains('/') {
+        errors.push(ConfigError::new("ingest.embedder", format!("must be a model name in detect.models-dir (no `/`, no leading `.`), got \"{}\"", raw.embedder)));
+    }
+    raw.index.then(|| IndexConfig {
+        dir: PathBuf::from(&raw.state_dir).join("index"),
+        factory: factory.to_string(),
+        embedder: raw.embedder.clone(),
+        save_interval,
+    })
 }
 
 /// The signed event log.
@@ -250,6 +279,7 @@ impl TryFrom<RawConfig> for Config {
             poll_interval: Duration::from_millis(in_range(raw.ingest.poll_interval_ms, 10, 60_000, "ingest.poll-interval-ms", &mut errors)),
             max_age: Duration::from_secs(in_range(raw.ingest.max_age_secs, 1, 31_536_000, "ingest.max-age-secs", &mut errors)),
             recent_seqs: in_range(raw.ingest.recent_seqs, 1, 1_000_000, "ingest.recent-seqs", &mut errors) as usize,
+            index: validate_index(&raw.ingest, &mut errors),
         };
         if errors.is_empty() {
             Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest })

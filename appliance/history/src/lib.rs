@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use embed::Embedder;
 pub use history::{hit_fields, History, IndexSettings, Rebuild, StepStats, COVERED_FILE};
-pub use query::{answer, Answer, AnswerHit, EventRef, Filter, Query, MAX_RESULTS};
+pub use query::{answer, Answer, AnswerHit, EventRef, Filter, Query, Reply, MAX_RESULTS};
 
 /// What can go wrong with the history.
 #[derive(Debug, thiserror::Error)]

@@ -131,3 +131,12 @@ fn check_count(count: usize, name: &str) -> Result<usize, HistoryError> {
     }
     Ok(count)
 }
+
+/// What the ingest task sends back for a [`Query`] on its socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    Answer(Box<Answer>),
+    /// The query could not be answered; the message says why.
+    Error(String),
+}

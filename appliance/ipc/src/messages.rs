@@ -115,6 +115,8 @@ pub struct PipelineCounters {
     /// Records of the signed log verified, and lines quarantined (ingest task).
     pub events_verified: u64,
     pub events_quarantined: u64,
+    /// Events added to the similarity index (ingest task).
+    pub events_indexed: u64,
     /// Packets the XDP program passed, dropped, found malformed, lost to a full ring.
     pub xdp_passed: u64,
     pub xdp_dropped: u64,

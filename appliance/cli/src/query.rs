@@ -1,0 +1,286 @@
+//! `mldefender query`: past events like this one, or with this address. Asked of the
+//! running ingest task over its socket (`<runtime-dir>/query.sock`, root only), or offline
+//! of an index directory (`--index DIR`, opened read-only: safe beside a running task).
+//!
+//! The server half is here too: the ingest task answers one query per connection, between
+//! its reads of the log, with a deadline on the connection so a stuck client cannot stall it.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use mld_config::Config;
+use mld_history::{answer, Embedder, EventRef, Filter, Query, Reply};
+use mld_index::EventIndex;
+use serde_json::{Map, Value};
+use tracing::warn;
+
+use crate::exit::Exit;
+
+/// The query socket's name in the supervisor's runtime directory.
+pub const QUERY_SOCKET: &str = "query.sock";
+
+/// How long one connection may take to send its query and read the answer.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(2);
+/// Connections answered per call of [`serve`] (the rest wait for the next call).
+const MAX_CONNECTIONS_PER_CALL: usize = 16;
+/// A `--flow-json` file larger than this is refused (a flow record is a few KiB).
+const MAX_OBJECT_FILE_BYTES: u64 = 1 << 20;
+
+/// Where a query goes.
+#[derive(Debug)]
+pub struct Target {
+    pub index: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+/// Filters as given on the command line.
+#[derive(Debug, Default)]
+pub struct FilterArgs {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub actions: Vec<String>,
+    pub categories: Vec<String>,
+}
+
+/// `query similar`.
+pub fn similar(target: &Target, event: Option<&str>, flow_json: Option<&Path>, k: usize, filters: &FilterArgs) -> anyhow::Result<Exit> {
+    let filter = match parse_filter(filters) {
+        Ok(filter) => filter,
+        Err(message) => return Ok(usage(&message)),
+    };
+    let query = match (event, flow_json) {
+        (Some(event), None) => Query::SimilarToEvent { event: EventRef::parse(event), k, filter },
+        (None, Some(path)) => match read_object(path) {
+            Ok(object) => Query::SimilarToObject { object, k, filter },
+            Err(message) => {
+                eprintln!("mldefender: {message}");
+                return Ok(Exit::Data);
+            }
+        },
+        _ => return Ok(usage("give --event ID or --flow-json FILE")),
+    };
+    ask(target, &query)
+}
+
+/// `query ip`.
+pub fn ip(target: &Target, address: &str, limit: usize, filters: &FilterArgs) -> anyhow::Result<Exit> {
+    let Ok(ip) = address.parse::<IpAddr>() else {
+        return Ok(usage(&format!("`{address}` is not an IPv4 or IPv6 address")));
+    };
+    let filter = match parse_filter(filters) {
+        Ok(filter) => filter,
+        Err(message) => return Ok(usage(&message)),
+    };
+    ask(target, &Query::Ip { ip, limit, filter })
+}
+
+fn usage(message: &str) -> Exit {
+    eprintln!("mldefender: {message}");
+    Exit::Config
+}
+
+fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
+    let reply = match &target.index {
+        Some(dir) => offline(dir, target.config.as_deref(), query)?,
+        None => {
+            let socket = match &target.socket {
+                Some(socket) => socket.clone(),
+                None => match crate::capture::load_config(target.config.as_deref()) {
+                    Ok(config) => config.capture.runtime_dir.join(QUERY_SOCKET),
+                    Err(exit) => return Ok(exit),
+                },
+            };
+            online(&socket, query)?
+        }
+    };
+    match reply {
+        Reply::Answer(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer).context("failed to format the answer")?);
+            Ok(Exit::Success)
+        }
+        Reply::Error(message) => {
+            eprintln!("mldefender: {message}");
+            Ok(Exit::Failure)
+        }
+    }
+}
+
+fn offline(dir: &Path, config: Option<&Path>, query: &Query) -> anyhow::Result<Reply> {
+    let index = EventIndex::open_read_only(dir).with_context(|| format!("failed to open the index `{}`", dir.display()))?;
+    let mut embedder = match query {
+        Query::SimilarToObject { .. } => {
+            let config = match crate::capture::load_config(config) {
+                Ok(config) => config,
+                Err(_) => anyhow::bail!("the configuration is invalid (see above)"),
+            };
+            Some(load_embedder(&config)?)
+        }
+        _ => None,
+    };
+    if let Some(embedder) = &embedder {
+        if embedder.source() != index.source() {
+            return Ok(Reply::Error(format!(
+                "index `{}` was made by `{}`, the configured embedder is `{}`: its vectors are not comparable",
+                dir.display(),
+                index.source(),
+                embedder.source()
+            )));
+        }
+    }
+    Ok(match answer(&index, embedder.as_mut(), query) {
+        Ok(answer) => Reply::Answer(Box::new(answer)),
+        Err(error) => Reply::Error(format!("{:#}", anyhow::Error::from(error))),
+    })
+}
+
+fn online(socket: &Path, query: &Query) -> anyhow::Result<Reply> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!("failed to connect to the ingest task at `{}` (is the appliance running with [ingest] index = true? offline: --index DIR)", socket.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).context("failed to set a timeout on the query socket")?;
+    mld_ipc::write_frame(&mut stream, query).context("failed to send the query")?;
+    mld_ipc::read_frame::<Reply>(&mut stream).context("failed to read the answer")?.context("the ingest task closed the connection without an answer")
+}
+
+/// The embedder the configuration names (models dir, release key, windows).
+pub fn load_embedder(config: &Config) -> anyhow::Result<Embedder> {
+    let name = config.ingest.index.as_ref().map_or("embedder", |index| index.embedder.as_str());
+    let windows: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
+    Embedder::load(&config.detect.onnxruntime, &config.detect.models_dir, name, &config.detect.model_public_key, &windows)
+        .with_context(|| format!("failed to load the embedder `{name}` from `{}`", config.detect.models_dir.display()))
+}
+
+/// One JSON object from a file (or `-`: stdin): a flow as `mldefender flows` writes it, or
+/// a record of the signed log. A JSONL file must hold exactly one object.
+fn read_object(path: &Path) -> Result<Map<String, Value>, String> {
+    let mut text = String::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().take(MAX_OBJECT_FILE_BYTES + 1).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|file| file.take(MAX_OBJECT_FILE_BYTES + 1).read_to_string(&mut text))
+    };
+    read.map_err(|error| format!("failed to read `{}`: {error}", path.display()))?;
+    if text.len() as u64 > MAX_OBJECT_FILE_BYTES {
+        return Err(format!("`{}` is larger than {MAX_OBJECT_FILE_BYTES} bytes; give one flow", path.display()));
+    }
+    let objects: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(_) if objects.len() > 1 => {
+            return Err(format!("`{}` holds {} lines; give one flow (for example `sed -n 5p`)", path.display(), objects.len()));
+        }
+        Err(error) => return Err(format!("`{}` is not JSON: {error}", path.display())),
+    };
+    match value {
+        Value::Object(object) => Ok(object),
+        _ => Err(format!("`{}` holds JSON but not an object", path.display())),
+    }
+}
+
+fn parse_filter(args: &FilterArgs) -> Result<Filter, String> {
+    let time = |text: &Option<String>, name: &str| -> Result<Option<i64>, String> {
+        text.as_deref().map(|text| parse_time_us(text).ok_or_else(|| format!("--{name} `{text}`: give RFC 3339 UTC (2026-11-25T10:00:00Z) or µs since the epoch"))).transpose()
+    };
+    Ok(Filter { from_ts_us: time(&args.from, "from")?, to_ts_us: time(&args.to, "to")?, actions: args.actions.clone(), categories: args.categories.clone() })
+}
+
+/// `2026-11-25T10:00:00Z`, `2026-11-25T10:00:00.5Z`, `2026-11-25` (midnight UTC), or
+/// µs since the epoch.
+pub fn parse_time_us(text: &str) -> Option<i64> {
+    if let Ok(micros) = text.parse::<i64>() {
+        return Some(micros);
+    }
+    let (date, time) = match text.split_once('T') {
+        Some((date, time)) => (date, Some(time.strip_suffix('Z').or_else(|| time.strip_suffix("+00:00"))?)),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut micros = days_from_civil(year, month, day) * 86_400_000_000;
+    if let Some(time) = time {
+        let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+        let mut fields = clock.split(':');
+        let hours: i64 = fields.next()?.parse().ok()?;
+        let minutes: i64 = fields.next()?.parse().ok()?;
+        let seconds: i64 = fields.next()?.parse().ok()?;
+        if fields.next().is_some() || hours > 23 || minutes > 59 || seconds > 60 || fraction.len() > 9 || !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        let fraction_us: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}")[..6].parse().ok()? };
+        micros += ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + fraction_us;
+    }
+    Some(micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Answers the queries waiting on `listener` (non-blocking), at most a few per call. Only
+/// root may ask (the socket is 0600 root too). `answer_one` gets each query.
+pub fn serve(listener: &UnixListener, answer_one: &mut dyn FnMut(&Query) -> Reply) {
+    for _ in 0..MAX_CONNECTIONS_PER_CALL {
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(_) => return,
+        };
+        match nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(credentials) if credentials.uid() == 0 => {}
+            Ok(credentials) => {
+                warn!(uid = credentials.uid(), "refused a query from a process that is not root");
+                continue;
+            }
+            Err(error) => {
+                warn!(error = %error, "refused a query without peer credentials");
+                continue;
+            }
+        }
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(CONNECTION_DEADLINE));
+        let _ = stream.set_write_timeout(Some(CONNECTION_DEADLINE));
+        let reply = match mld_ipc::read_frame::<Query>(&mut stream) {
+            Ok(Some(query)) => answer_one(&query),
+            Ok(None) => continue,
+            Err(error) => Reply::Error(format!("unreadable query: {error}")),
+        };
+        if let Err(error) = mld_ipc::write_frame(&mut stream, &reply) {
+            warn!(error = %error, "failed to send a query's answer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_utc_microseconds() {
+        assert_eq!(parse_time_us("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time_us("2026-11-25T10:00:00Z"), Some(1_795_600_800_000_000));
+        assert_eq!(parse_time_us("2026-11-25T10:00:00.25Z"), Some(1_795_600_800_250_000));
+        assert_eq!(parse_time_us("2026-11-25"), Some(1_795_564_800_000_000));
+        assert_eq!(parse_time_us("2000-03-01T00:00:00+00:00"), Some(951_868_800_000_000));
+        assert_eq!(parse_time_us("1795600800000000"), Some(1_795_600_800_000_000));
+        for bad in ["2026-13-01", "2026-11-25T25:00:00Z", "2026-11-25T10:00:00+02:00", "yesterday", "2026-11-25T10:00Z"] {
+            assert_eq!(parse_time_us(bad), None, "{bad}");
+        }
+    }
+}
