@@ -10,6 +10,7 @@ mod exit;
 mod log;
 mod logging;
 mod model;
+mod neighbours;
 mod supervise;
 mod task;
 mod flows;

@@ -1,5 +1,6 @@
 //! `mldefender query`: past events like this one, or with this address. Asked of the
-//! running ingest task over its socket (`<runtime-dir>/query.sock`, root only), or offline
+//! running ingest task over its socket (`<runtime-dir>/query.sock`; root and the detect
+//! task only, by peer credentials), or offline
 //! of an index directory (`--index DIR`, opened read-only: safe beside a running task).
 //!
 //! The server half is here too: the ingest task answers one query per connection, between
@@ -234,18 +235,19 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Answers the queries waiting on `listener` (non-blocking), at most a few per call. Only
-/// root may ask (the socket is 0600 root too). `answer_one` gets each query.
-pub fn serve(listener: &UnixListener, answer_one: &mut dyn FnMut(&Query) -> Reply) {
+/// Answers the queries waiting on `listener` (non-blocking), at most a few per call, from
+/// processes running as one of `uids` (peer credentials; root and the detect task).
+/// `answer_one` gets each query.
+pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&Query) -> Reply) {
     for _ in 0..MAX_CONNECTIONS_PER_CALL {
         let mut stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(_) => return,
         };
         match nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials) {
-            Ok(credentials) if credentials.uid() == 0 => {}
+            Ok(credentials) if uids.contains(&credentials.uid()) => {}
             Ok(credentials) => {
-                warn!(uid = credentials.uid(), "refused a query from a process that is not root");
+                warn!(uid = credentials.uid(), "refused a query from a process that is neither root nor the detect task");
                 continue;
             }
             Err(error) => {

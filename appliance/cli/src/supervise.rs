@@ -154,8 +154,9 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
     let events_listener = bind(&runtime.join(EVENTS_SOCKET), 0o666)?;
     events_listener.set_nonblocking(true).context("failed to configure the event socket")?;
-    // Queries are for the operator (root) only; the ingest task answers them on this fd.
-    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), 0o600)?;
+    // Queries: the operator (root) and the detect task, told apart by peer credentials in
+    // the ingest task, which answers them on this fd.
+    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), 0o666)?;
     query_listener.set_nonblocking(true).context("failed to configure the query socket")?;
     let log_key = match open_log_key(&config) {
         Ok(file) => file,

@@ -468,6 +468,9 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
     let listener = UnixListener::from(fds.take("query")?);
     listener.set_nonblocking(true).context("failed to configure the query socket")?;
+    // Root (the operator's `mldefender query`) and the detect task (nearest past events).
+    let mut askers = vec![0u32];
+    askers.extend(std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse::<u32>().ok()));
     let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![key]);
     ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
     ingest_config.recent_seqs = config.ingest.recent_seqs;
@@ -492,7 +495,7 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     let idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         let busy = source.step(&mut counters)?;
-        crate::query::serve(&listener, &mut |query| source.answer(query));
+        crate::query::serve(&listener, &askers, &mut |query| source.answer(query));
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
@@ -622,6 +625,13 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         stream_id: new_stream_id(),
         dropped: 0,
     };
+    let mut neighbours = match config.detect.nearest_past_events {
+        0 => None,
+        k => {
+            let socket = config.capture.runtime_dir.join(crate::query::QUERY_SOCKET);
+            Some(crate::neighbours::Neighbours::start(socket, k, config.detect.nearest_past_events_budget).context("failed to start the nearest-past-events thread")?)
+        }
+    };
     let mut latencies = Latencies::default();
     // When each block in flight was decided (CLOCK_BOOTTIME ns), by command id; bounded.
     let mut decided: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
@@ -741,10 +751,22 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
                     mld_detect::engine::Action::Observe => {}
                     action => info!(source = %event.source, action = action.as_str(), category = event.category.as_str(), "decision"),
                 }
-                events.send(serde_json::Value::Object(detection.record(&event, "standalone")).to_string());
+                let record = detection.record(&event, "standalone");
+                let record = match neighbours.as_mut() {
+                    Some(neighbours) if event.action != mld_detect::engine::Action::Observe => neighbours.submit(record),
+                    _ => Some(record),
+                };
+                if let Some(record) = record {
+                    events.send(serde_json::Value::Object(record).to_string());
+                }
             }
             if drained {
                 break;
+            }
+        }
+        if let Some(neighbours) = neighbours.as_mut() {
+            for record in neighbours.ready() {
+                events.send(serde_json::Value::Object(record).to_string());
             }
         }
         events.pump();
@@ -768,7 +790,13 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    // Hand every event to the log task and wait for its acknowledgement (bounded).
+    // Decisions still waiting for their neighbours (at most the budget), then hand every
+    // event to the log task and wait for its acknowledgement (bounded).
+    if let Some(neighbours) = neighbours.take() {
+        for record in neighbours.finish() {
+            events.send(serde_json::Value::Object(record).to_string());
+        }
+    }
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while !events.idle() && Instant::now() < deadline {
         events.pump();

@@ -18,7 +18,7 @@ const ATTACKER: &str = "10.66.2.2";
 const CLIENT: &str = "10.66.1.2";
 /// Dry run (every decision is logged, nothing is blocked, so each scenario runs to its
 /// end), and an index saved every second.
-const EXTRA: &str = "[response]\nmode = \"dry-run\"\n\n[ingest]\nsave-interval-secs = 1\n";
+const EXTRA: &str = "[response]\nmode = \"dry-run\"\n\n[ingest]\nsave-interval-secs = 1\n\n[detect]\nnearest-past-events = 5\nnearest-past-events-budget-ms = 200\n";
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_micros() as i64
@@ -125,6 +125,35 @@ fn lab_events_are_searchable_at_once_and_similar_to_their_own_scenario() {
         }
     }
     eprintln!("{indexed} events indexed; {}", report.join("; "));
+
+    // Decisions carry their nearest past events (asked of the ingest task by the detect
+    // task, off its detection path): earlier events, nearest first. The attack's first
+    // decision may find only benign events, far away (nothing like it came before); once
+    // the attack's own events are indexed, later decisions find those.
+    let decisions: Vec<&Value> = events.iter().filter(|event| event["action"] != "observe" && event["src_ip"] == ATTACKER).collect();
+    assert!(!decisions.is_empty(), "no decision about the attacker was logged");
+    let (mut answered, mut own) = (0, 0);
+    for decision in &decisions {
+        let nearest = &decision["nearest_past_events"];
+        let status = nearest["status"].as_str().unwrap_or_else(|| panic!("a decision without nearest_past_events: {decision}"));
+        assert!(["ok", "timeout", "busy", "unavailable"].contains(&status), "{nearest}");
+        let neighbours = nearest["events"].as_array().expect("events");
+        if status != "ok" || neighbours.is_empty() {
+            continue;
+        }
+        answered += 1;
+        assert!(neighbours.len() <= 5);
+        let seq = decision["seq"].as_u64().expect("seq");
+        assert!(neighbours.iter().all(|neighbour| neighbour["seq"].as_u64().expect("seq") < seq), "not past events: {decision}");
+        let distances: Vec<f64> = neighbours.iter().map(|neighbour| neighbour["distance"].as_f64().expect("distance")).collect();
+        assert!(distances.windows(2).all(|pair| pair[0] <= pair[1]), "not nearest first: {nearest}");
+        if neighbours.iter().all(|neighbour| neighbour["src_ip"] == ATTACKER) {
+            own += 1;
+        }
+    }
+    eprintln!("{} decisions about the attacker: {answered} with nearest past events, {own} of them all the attacker's", decisions.len());
+    assert!(answered * 2 >= decisions.len() && own >= 1, "{answered} of {} decisions answered, {own} with the attacker's own events", decisions.len());
+    assert!(events.iter().filter(|event| event["action"] == "observe").all(|event| event.get("nearest_past_events").is_none()));
 
     // Filters and the address query.
     let answer = query(&supervisor, &["ip", CLIENT, "--limit", "1000"]).expect("ip");

@@ -42,6 +42,10 @@ pub struct RawDetect {
     pub max_flow_events_per_sec: i64,
     /// Alert, refusal and breaker-open events written per second at most.
     pub max_alert_events_per_sec: i64,
+    /// Decisions carry this many most similar past events (asked of the ingest task); 0: off.
+    pub nearest_past_events: i64,
+    /// How long a decision's record waits for them at most. Milliseconds.
+    pub nearest_past_events_budget_ms: i64,
     pub heuristics: RawHeuristics,
 }
 
@@ -66,6 +70,8 @@ impl Default for RawDetect {
             max_sources: 65_536,
             max_flow_events_per_sec: 2000,
             max_alert_events_per_sec: 100,
+            nearest_past_events: 0,
+            nearest_past_events_budget_ms: 50,
             heuristics: RawHeuristics::default(),
         }
     }
@@ -205,6 +211,9 @@ pub struct DetectConfig {
     pub max_sources: usize,
     pub max_flow_events_per_sec: u32,
     pub max_alert_events_per_sec: u32,
+    /// 0: off.
+    pub nearest_past_events: usize,
+    pub nearest_past_events_budget: Duration,
     pub heuristics: HeuristicsConfig,
 }
 
@@ -340,6 +349,8 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
         max_sources: in_range(raw.max_sources, 16, 10_000_000, "detect.max-sources", errors) as usize,
         max_flow_events_per_sec: in_range(raw.max_flow_events_per_sec, 0, 1_000_000, "detect.max-flow-events-per-sec", errors) as u32,
         max_alert_events_per_sec: in_range(raw.max_alert_events_per_sec, 1, 1_000_000, "detect.max-alert-events-per-sec", errors) as u32,
+        nearest_past_events: in_range(raw.nearest_past_events, 0, 20, "detect.nearest-past-events", errors) as usize,
+        nearest_past_events_budget: Duration::from_millis(in_range(raw.nearest_past_events_budget_ms, 1, 1000, "detect.nearest-past-events-budget-ms", errors)),
         heuristics,
     }
 }

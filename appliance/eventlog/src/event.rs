@@ -263,6 +263,38 @@ pub fn json_schema(windows_secs: &[u64]) -> Value {
     // Written by the log task only (not by `replay`): where the event came from.
     properties.insert("delivery_stream".to_string(), serde_json::json!({ "type": "string", "description": "Present on events the log task wrote: random id (16 hex digits) of the pipeline run that delivered the event. Absent in `replay` output." }));
     properties.insert("delivery_seq".to_string(), serde_json::json!({ "type": "integer", "description": "Present on events the log task wrote: the event's sequence number in that delivery stream; lets the log task resume after a restart without duplicating or losing events. Absent in `replay` output." }));
+    properties.insert(
+        "nearest_past_events".to_string(),
+        serde_json::json!({
+            "type": "object",
+            "description": "Present on decisions (not observations) when detect.nearest-past-events is set: the most similar earlier events in the similarity index, asked of the ingest task within detect.nearest-past-events-budget-ms. status: ok (events holds them, nearest first), timeout (no answer within the budget), busy (too many decisions waiting; not asked), unavailable (the ingest task could not answer; detail says why).",
+            "additionalProperties": false,
+            "required": ["status", "events"],
+            "properties": {
+                "status": { "enum": ["ok", "timeout", "busy", "unavailable"] },
+                "detail": { "type": "string" },
+                "events": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["seq", "event_id", "distance", "ts_us", "src_ip", "dst_ip", "dst_port", "action", "category"],
+                        "properties": {
+                            "seq": { "type": "integer" },
+                            "event_id": { "type": "string" },
+                            "distance": { "type": "number", "description": "Squared L2 distance between the embeddings." },
+                            "ts_us": { "type": "integer" },
+                            "src_ip": { "type": "string" },
+                            "dst_ip": { "type": "string" },
+                            "dst_port": { "type": "integer" },
+                            "action": { "type": "string" },
+                            "category": { "type": "string" }
+                        }
+                    }
+                }
+            }
+        }),
+    );
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "ml-defender event record",
