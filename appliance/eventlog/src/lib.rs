@@ -25,5 +25,5 @@ pub use chain::{BodyError, Delivery, Sealer, GENESIS_TAG, SCHEMA};
 pub use community_id::community_id;
 pub use event::{build_event, cic_field_name, event_fields, json_schema, EventContext, EventField, Verdict, EVENT_SCHEMA_VERSION};
 pub use key::{KeyError, LogKey};
-pub use verify::{verify_paths, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, VerifySummary};
+pub use verify::{verify_paths, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, VerifySummary};
 pub use writer::{file_name, local_day, LogWriter, WriterConfig, WriterError};

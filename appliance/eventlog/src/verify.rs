@@ -168,8 +168,35 @@ pub struct CheckedRecord {
     /// The record's own `hmac`.
     pub tag: String,
     pub is_header: bool,
-    /// The whole record, integrity fields included.
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The fields the checks read (the rest of the line is parsed for validity only; a
+    /// consumer that wants every field parses the line itself, once, as it needs).
+    pub head: RecordHead,
+}
+
+/// The fields of a record that verification reads. Deserialized without building the
+/// whole record: the other fields (a hundred and more in an event) are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct RecordHead {
+    /// `type`: `event`, `header`, `recovery`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub prev_tag: Option<String>,
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub ts_us: Option<u64>,
+    /// Headers only.
+    #[serde(default)]
+    pub file_index: Option<u64>,
+    #[serde(default)]
+    pub prev_file_last_seq: Option<u64>,
+    #[serde(default)]
+    pub prev_file_last_tag: Option<String>,
 }
 
 /// Verifies one node's records one line at a time, as a tailer reads them: the same
@@ -236,7 +263,7 @@ impl ChainVerifier {
         if !record.is_header {
             return Err(FailureReason::MissingHeader);
         }
-        if record.fields.get("file_index").and_then(serde_json::Value::as_u64) != Some(file_index) {
+        if record.head.file_index != Some(file_index) {
             return Err(FailureReason::HeaderMismatch(format!("the header is not the one of file index {file_index}")));
         }
         if let Some(last) = &self.chain.last {
@@ -259,9 +286,10 @@ struct Chain {
 
 impl Chain {
     fn authenticate(&self, keys: &[LogKey], line: &str) -> Result<CheckedRecord, FailureReason> {
-        let serde_json::Value::Object(fields) = serde_json::from_str(line).map_err(|error| FailureReason::NotARecord(error.to_string()))? else {
+        if !line.trim_start().starts_with('{') {
             return Err(FailureReason::NotARecord("not a JSON object".to_string()));
-        };
+        }
+        let head: RecordHead = serde_json::from_str(line).map_err(|error| FailureReason::NotARecord(error.to_string()))?;
         let Some(at) = line.rfind(HMAC_FIELD) else {
             return Err(FailureReason::NotARecord("no hmac field".to_string()));
         };
@@ -270,22 +298,22 @@ impl Chain {
             return Err(FailureReason::NotARecord("hmac is not the last field".to_string()));
         }
         let written_tag = &written_tag[..64];
-        let key_id = fields.get("key_id").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let key_id = head.key_id.as_deref().unwrap_or_default();
         let key = keys.iter().find(|key| key.id() == key_id).ok_or_else(|| FailureReason::UnknownKey(key_id.to_string()))?;
-        let is_header = fields.get("type").and_then(serde_json::Value::as_str) == Some("header");
+        let is_header = head.kind.as_deref() == Some("header");
         // Before the first header the node is not known: the header names it, and the
         // HMAC (which covers the node) confirms it.
         let node = match (&self.node, is_header) {
             (Some(node), _) => node.clone(),
-            (None, true) => fields.get("node").and_then(serde_json::Value::as_str).unwrap_or_default().to_string(),
+            (None, true) => head.node.clone().unwrap_or_default(),
             (None, false) => return Err(FailureReason::MissingHeader),
         };
         if tag(key, &node, &line.as_bytes()[..at]) != written_tag {
             return Err(FailureReason::BadHmac);
         }
-        let seq = fields.get("seq").and_then(serde_json::Value::as_u64).ok_or_else(|| FailureReason::NotARecord("no seq".to_string()))?;
-        let prev_tag = fields.get("prev_tag").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-        Ok(CheckedRecord { node, seq, prev_tag, tag: written_tag.to_string(), is_header, fields })
+        let seq = head.seq.ok_or_else(|| FailureReason::NotARecord("no seq".to_string()))?;
+        let prev_tag = head.prev_tag.clone().unwrap_or_default();
+        Ok(CheckedRecord { node, seq, prev_tag, tag: written_tag.to_string(), is_header, head })
     }
 
     fn continue_chain(&mut self, file_index: u64, record: &CheckedRecord) -> Result<(), FailureReason> {
@@ -298,13 +326,13 @@ impl Chain {
             return Err(FailureReason::UnexpectedHeader);
         }
         if record.is_header {
-            let named = record.fields.get("node").and_then(serde_json::Value::as_str).unwrap_or_default();
+            let named = record.head.node.as_deref().unwrap_or_default();
             if let Some(node) = &self.node {
                 if named != node {
                     return Err(FailureReason::NodeMismatch { expected: node.clone(), found: named.to_string() });
                 }
             }
-            if record.fields.get("file_index").and_then(serde_json::Value::as_u64) != Some(file_index) {
+            if record.head.file_index != Some(file_index) {
                 return Err(FailureReason::HeaderMismatch(format!("the header is not the one of file index {file_index}")));
             }
         }
@@ -328,8 +356,8 @@ impl Chain {
                     if file_index < last.file_index {
                         return Err(FailureReason::HeaderMismatch(format!("file index {file_index} comes after file index {}", last.file_index)));
                     }
-                    let prev_seq = record.fields.get("prev_file_last_seq").and_then(serde_json::Value::as_u64);
-                    let prev_tag = record.fields.get("prev_file_last_tag").and_then(serde_json::Value::as_str);
+                    let prev_seq = record.head.prev_file_last_seq;
+                    let prev_tag = record.head.prev_file_last_tag.as_deref();
                     if prev_seq != Some(last.seq) || prev_tag != Some(last.tag.as_str()) {
                         return Err(FailureReason::HeaderMismatch("the previous file does not end where this header says".to_string()));
                     }

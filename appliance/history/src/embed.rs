@@ -10,12 +10,16 @@
 //! A value that is absent or null (a source dropped from the bounded window aggregator)
 //! is the model's `missing` value, as in training; `true`/`false` are 1 and 0.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::path::Path;
 
 use mld_detect::features::is_known_feature;
 use mld_detect::model::{init_runtime, LoadedModel, ModelFiles, ModelKind};
 use mld_detect::signing::ModelPublicKey;
 use mld_flow::features::Feature;
+use mld_index::HitFields;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::HistoryError;
@@ -34,6 +38,8 @@ struct Column {
 pub struct Embedder {
     model: LoadedModel,
     columns: Vec<Column>,
+    /// Column index by either of its names, for reading lines in one pass.
+    by_name: HashMap<String, usize, ahash::RandomState>,
     missing: f32,
     rows: Vec<f32>,
 }
@@ -51,13 +57,21 @@ impl Embedder {
         if model.metadata().kind() != ModelKind::Embedding {
             return Err(HistoryError::NotAnEmbedder { path: metadata_path, kind: format!("{:?}", model.metadata().kind()).to_lowercase() });
         }
-        let columns = model
+        let columns: Vec<Column> = model
             .features()
             .iter()
             .map(|name| Column { name: name.clone(), event_field: event_field_name(name) })
             .collect();
         let missing = model.metadata().missing();
-        Ok(Embedder { model, columns, missing, rows: Vec::new() })
+        let mut by_name = HashMap::with_hasher(ahash::RandomState::new());
+        for (index, column) in columns.iter().enumerate() {
+            let column: &Column = column;
+            by_name.insert(column.name.clone(), index);
+            if let Some(field) = &column.event_field {
+                by_name.insert(field.clone(), index);
+            }
+        }
+        Ok(Embedder { model, columns, by_name, missing, rows: Vec::new() })
     }
 
     /// Dimensions of a vector.
@@ -89,6 +103,34 @@ impl Embedder {
         Ok(vectors.to_vec())
     }
 
+    /// Embeds verified event lines, reading each line once without building the record:
+    /// the features go into the row, the display fields into the returned [`HitFields`].
+    /// Returns the vectors (`lines.len() * dims()` values) and the fields.
+    pub fn embed_lines(&mut self, lines: &[(u64, &str)]) -> Result<(Vec<f32>, Vec<HitFields>), HistoryError> {
+        let width = self.columns.len();
+        self.rows.clear();
+        self.rows.resize(lines.len() * width, self.missing);
+        let mut fields = Vec::with_capacity(lines.len());
+        for (row, (seq, line)) in self.rows.chunks_mut(width).zip(lines) {
+            let mut hit = empty_fields(*seq);
+            let reader = LineReader { by_name: &self.by_name, row, fields: &mut hit };
+            let mut deserializer = serde_json::Deserializer::from_str(line);
+            reader.deserialize(&mut deserializer).map_err(|error| HistoryError::Embedding(format!("event seq {seq}: {error}")))?;
+            fields.push(hit);
+        }
+        let vectors = self.model.predict(&self.rows, lines.len())?;
+        if let Some(at) = vectors.iter().position(|value| !value.is_finite()) {
+            return Err(HistoryError::Embedding(format!("the embedder returned a non-finite value for event seq {}", lines[at / self.dims().max(1)].0)));
+        }
+        Ok((vectors.to_vec(), fields))
+    }
+
+    /// Embeds rows already built (`n` rows of the metadata's features, row-major): the
+    /// model alone, for measuring it.
+    pub fn embed_rows(&mut self, rows: &[f32], n: usize) -> Result<Vec<f32>, HistoryError> {
+        Ok(self.model.predict(rows, n)?.to_vec())
+    }
+
     /// How many of the embedder's features `object` carries (a query built from an
     /// object that carries none is refused: it would embed to the vector of nothing).
     pub fn known_features(&self, object: &Map<String, Value>) -> usize {
@@ -112,5 +154,157 @@ fn value_of(value: Option<&Value>) -> Option<f32> {
         Value::Number(number) => number.as_f64().filter(|value| value.is_finite()).map(|value| value as f32),
         Value::Bool(flag) => Some(if *flag { 1.0 } else { 0.0 }),
         _ => None,
+    }
+}
+
+fn empty_fields(seq: u64) -> HitFields {
+    HitFields {
+        seq,
+        event_id: String::new(),
+        ts_us: 0,
+        src_ip: String::new(),
+        dst_ip: String::new(),
+        dst_port: 0,
+        protocol: String::new(),
+        action: String::new(),
+        category: String::new(),
+        score_fast: 0.0,
+        score_model: None,
+        score_final: 0.0,
+    }
+}
+
+/// Reads one event line: feature values into `row` (by column), display fields into
+/// `fields`, everything else skipped. The same values as [`Embedder::embed`] reads from a
+/// parsed object (a test holds the two equal).
+struct LineReader<'a> {
+    by_name: &'a HashMap<String, usize, ahash::RandomState>,
+    row: &'a mut [f32],
+    fields: &'a mut HitFields,
+}
+
+impl<'de> DeserializeSeed<'de> for LineReader<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineReader<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an event record")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let key = key.as_str();
+            if let Some(&column) = self.by_name.get(key) {
+                if let Some(value) = map.next_value::<Scalar>()?.0 {
+                    self.row[column] = value;
+                }
+                continue;
+            }
+            let fields = &mut *self.fields;
+            match key {
+                "event_id" => fields.event_id = map.next_value()?,
+                "ts_us" => fields.ts_us = map.next_value()?,
+                "src_ip" => fields.src_ip = map.next_value()?,
+                "dst_ip" => fields.dst_ip = map.next_value()?,
+                "dst_port" => fields.dst_port = map.next_value()?,
+                "protocol_name" => fields.protocol = map.next_value()?,
+                "action" => fields.action = map.next_value()?,
+                "category" => fields.category = map.next_value()?,
+                "score_fast" => fields.score_fast = map.next_value::<Option<f64>>()?.unwrap_or_default(),
+                "score_model" => fields.score_model = map.next_value()?,
+                "score_final" => fields.score_final = map.next_value::<Option<f64>>()?.unwrap_or_default(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key, borrowed from the line when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(text) => text,
+            Key::Owned(text) => text,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(text))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(text.to_string()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A feature value: a finite number, or a boolean as 1/0; `None` (the model's missing
+/// value) for null, non-finite numbers and anything else.
+struct Scalar(Option<f32>);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Scalar, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a number, a boolean or null")
+            }
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Scalar, E> {
+                Ok(Scalar(value.is_finite().then_some(value as f32)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value as f64 as f32)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value as f64 as f32)))
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Scalar, E> {
+                Ok(Scalar(Some(if value { 1.0 } else { 0.0 })))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
     }
 }

@@ -160,15 +160,14 @@ impl History {
         let mut records: Vec<VerifiedRecord> = Vec::new();
         let poll = self.ingest.read(&mut |record| records.push(record))?;
         let mut stats = StepStats { lines: poll.lines, verified: poll.delivered, quarantined: poll.quarantined, ..StepStats::default() };
-        let events: Vec<&VerifiedRecord> = records
+        let events: Vec<(u64, &str)> = records
             .iter()
-            .filter(|record| record.fields.get("type").and_then(Value::as_str) == Some("event") && !self.index.contains(record.seq))
+            .filter(|record| record.kind == "event" && !self.index.contains(record.seq))
+            .map(|record| (record.seq, record.line.as_str()))
             .collect();
         for chunk in events.chunks(EMBED_BATCH) {
-            let objects: Vec<&Map<String, Value>> = chunk.iter().map(|record| &record.fields).collect();
-            let vectors = self.embedder.embed(&objects)?;
-            let ids: Vec<u64> = chunk.iter().map(|record| record.seq).collect();
-            let fields: Vec<HitFields> = chunk.iter().map(|record| hit_fields(record.seq, &record.fields)).collect();
+            let (vectors, fields) = self.embedder.embed_lines(chunk)?;
+            let ids: Vec<u64> = chunk.iter().map(|(seq, _)| *seq).collect();
             stats.indexed += self.index.add(&ids, &vectors, &fields)? as u64;
         }
         self.unsaved += poll.lines;

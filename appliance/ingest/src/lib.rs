@@ -97,8 +97,19 @@ pub struct VerifiedRecord {
     /// The log file and the byte offset of the line in it.
     pub file: PathBuf,
     pub offset: u64,
-    /// The whole record, integrity fields included.
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The record's `type` (`event`, `recovery`).
+    pub kind: String,
+    pub ts_us: Option<u64>,
+    /// The verified line (without its newline). [`VerifiedRecord::fields`] parses it.
+    pub line: String,
+}
+
+impl VerifiedRecord {
+    /// Every field of the record, integrity fields included.
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        // The line was parsed as a JSON object when it was verified.
+        serde_json::from_str(&self.line).unwrap_or_default()
+    }
 }
 
 /// What one [`Ingest::poll`] did.
@@ -329,7 +340,7 @@ impl Ingest {
         if let Err(rejection) = self.state.nonces.check(&record.node, record.seq) {
             return self.reject(&line, text, RejectReason::Nonce(rejection), stats);
         }
-        let ts_us = record.fields.get("ts_us").and_then(serde_json::Value::as_u64);
+        let ts_us = record.head.ts_us;
         if let Err(reason) = self.verifier.continue_chain(line.file_index, &record) {
             self.reject(&line, text, RejectReason::Log(reason), stats)?;
             // An authentic, fresh header of a later file is where the chain starts again
@@ -354,7 +365,8 @@ impl Ingest {
             return Ok(());
         }
         stats.delivered += 1;
-        deliver(VerifiedRecord { node: record.node, seq: record.seq, file: line.path, offset: line.offset, fields: record.fields });
+        let kind = record.head.kind.unwrap_or_default();
+        deliver(VerifiedRecord { node: record.node, seq: record.seq, file: line.path, offset: line.offset, kind, ts_us, line: text.to_string() });
         Ok(())
     }
 

@@ -55,7 +55,7 @@ fn drain(ingest: &mut Ingest) -> Vec<VerifiedRecord> {
 }
 
 fn event_ids(records: &[VerifiedRecord]) -> Vec<String> {
-    records.iter().map(|record| record.fields["event_id"].as_str().expect("event_id").to_string()).collect()
+    records.iter().map(|record| record.fields()["event_id"].as_str().expect("event_id").to_string()).collect()
 }
 
 fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
