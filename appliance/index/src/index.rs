@@ -77,6 +77,12 @@ pub struct EventIndex {
     /// Event ids by the first 8 bytes of their `event_id` (checked against the stored
     /// fields when looked up; the last event wins a shared prefix).
     by_event_id: HashMap<u64, u64>,
+    /// A factory that must be trained (IVF, PQ) is trained once this many events are in;
+    /// 0 for one that needs no training (Flat, HNSW).
+    train_size: usize,
+    /// Until then the events' vectors wait here (searched exactly, by brute force); their
+    /// fields are in the side store already, with the vectors, so a reopen finds them.
+    pending: Vec<(u64, Vec<f32>)>,
 }
 
 /// Per event, in memory: where its fields are, and what filters look at.
@@ -123,6 +129,7 @@ impl EventIndex {
         remove_our_files(&dir, None)?;
         let inner = faiss::index_factory(dims, factory, MetricType::L2)
             .map_err(|err| IndexError::faiss(format!("build index `{factory}`"), err))?;
+        let train_size = if inner.is_trained() { 0 } else { training_size(factory) };
         let index =
             IdMap::new(inner).map_err(|err| IndexError::faiss("wrap index in an ID map", err))?;
         let store = SideStore::create(&dir)?;
@@ -141,6 +148,8 @@ impl EventIndex {
             read_only: false,
             by_ip: HashMap::new(),
             by_event_id: HashMap::new(),
+            train_size,
+            pending: Vec::new(),
         };
         event_index.save()?;
         Ok(event_index)
@@ -183,13 +192,15 @@ impl EventIndex {
                 ),
             ));
         }
-        if index.ntotal() != manifest.count {
+        // An index still waiting for its training holds no vectors: they are all pending.
+        let trained = index.is_trained();
+        let expected = if trained { manifest.count } else { 0 };
+        if index.ntotal() != expected {
             return Err(IndexError::corrupt(
                 &index_path,
                 format!(
-                    "{} vectors, the manifest records {}",
-                    index.ntotal(),
-                    manifest.count
+                    "{} vectors, the manifest records {expected}",
+                    index.ntotal()
                 ),
             ));
         }
@@ -236,6 +247,22 @@ impl EventIndex {
                 ));
             }
         }
+        let mut pending = Vec::new();
+        if !trained {
+            let mut ids: Vec<u64> = entries.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let stored = store.read_event(entries[&id].offset)?;
+                if stored.vector.len() != manifest.dims as usize {
+                    return Err(IndexError::corrupt(
+                        &fields_path,
+                        format!("event {id} has a vector of {} values, not {}", stored.vector.len(), manifest.dims),
+                    ));
+                }
+                pending.push((id, stored.vector));
+            }
+        }
+        let train_size = if trained { 0 } else { training_size(&manifest.factory) };
         let last_id = entries.keys().copied().max();
         if last_id != manifest.last_id {
             return Err(IndexError::corrupt(
@@ -257,10 +284,12 @@ impl EventIndex {
             last_id,
             generation: manifest.generation,
             index_file_bytes: manifest.index_bytes,
+            train_size,
             source: manifest.source,
             read_only,
             by_ip,
             by_event_id,
+            pending,
         })
     }
 
@@ -309,8 +338,9 @@ impl EventIndex {
     /// Adds a batch: `ids[i]` has the vector `vectors[i*dims..(i+1)*dims]` and `fields[i]`.
     /// Ids already in the index (and repeats within the batch) are skipped, so re-adding
     /// after a restart is harmless; returns how many were added. A factory that needs
-    /// training is trained on the first batch. Everything is checked before anything is
-    /// written. The fields are appended to the side store at once; both become durable at
+    /// training (IVF, PQ) is trained once enough events are in (40 per IVF list, or 10,000):
+    /// until then the vectors wait in memory and are searched exactly. Everything is
+    /// checked before anything is written. The fields are appended to the side store at once; both become durable at
     /// the next [`EventIndex::save`].
     pub fn add(&mut self, ids: &[u64], vectors: &[f32], fields: &[HitFields]) -> Result<usize> {
         self.refuse_if_read_only("add")?;
@@ -352,16 +382,17 @@ impl EventIndex {
         if new_ids.is_empty() {
             return Ok(0);
         }
-        {
-            let mut index = self.lock_index();
-            if !index.is_trained() {
-                index
-                    .train(&new_vectors)
-                    .map_err(|err| IndexError::faiss(format!("train `{}`", self.factory), err))?;
-            }
-            index
+        if self.train_size == 0 {
+            self.lock_index()
                 .add_with_ids(&new_vectors, &new_ids)
                 .map_err(|err| IndexError::faiss("add vectors", err))?;
+        } else {
+            for (id, vector) in new_ids.iter().zip(new_vectors.chunks(dims)) {
+                self.pending.push((id.get().unwrap_or_default(), vector.to_vec()));
+            }
+            if self.pending.len() >= self.train_size {
+                self.train_on_pending()?;
+            }
         }
         let start = self.store.append(&encoded)?;
         for (id, offset_in_batch, hit_fields) in pending {
@@ -400,6 +431,9 @@ impl EventIndex {
             return Ok(Vec::new());
         }
         let filter = self.compile(filter);
+        if self.train_size > 0 {
+            return self.search_pending(vector, k, filter.as_ref());
+        }
         let mut fetch = if filter.is_none() {
             k
         } else {
@@ -587,6 +621,51 @@ impl EventIndex {
         }
     }
 
+    /// Trains the factory on the pending vectors, then adds them with their ids.
+    fn train_on_pending(&mut self) -> Result<()> {
+        let dims = self.dims as usize;
+        let mut vectors = Vec::with_capacity(self.pending.len() * dims);
+        let mut ids = Vec::with_capacity(self.pending.len());
+        for (id, vector) in &self.pending {
+            vectors.extend_from_slice(vector);
+            ids.push(Idx::new(*id));
+        }
+        {
+            let mut index = self.lock_index();
+            index
+                .train(&vectors)
+                .map_err(|err| IndexError::faiss(format!("train `{}` on {} events", self.factory, ids.len()), err))?;
+            index
+                .add_with_ids(&vectors, &ids)
+                .map_err(|err| IndexError::faiss("add vectors", err))?;
+        }
+        self.pending = Vec::new();
+        self.train_size = 0;
+        Ok(())
+    }
+
+    /// Exact search over the vectors waiting for training.
+    fn search_pending(&self, vector: &[f32], k: usize, filter: Option<&CompiledFilter>) -> Result<Vec<Hit>> {
+        let mut scored: Vec<(f32, u64, u64)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, stored)| {
+                let entry = self.entries.get(id)?;
+                if !filter.is_none_or(|filter| filter.keeps(entry)) {
+                    return None;
+                }
+                let distance = stored.iter().zip(vector).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+                Some((distance, *id, entry.offset))
+            })
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scored
+            .into_iter()
+            .take(k)
+            .map(|(distance, id, offset)| Ok(Hit { id, distance, fields: self.store.read(offset)? }))
+            .collect()
+    }
+
     fn refuse_if_read_only(&self, operation: &str) -> Result<()> {
         if self.read_only {
             return Err(IndexError::invalid(format!(
@@ -662,6 +741,17 @@ impl Labels {
         }
         code
     }
+}
+
+/// How many events a factory that needs training waits for: 40 per list of an IVF index
+/// (FAISS asks for at least 39 per centroid), else 10,000.
+fn training_size(factory: &str) -> usize {
+    factory
+        .split(',')
+        .find_map(|part| part.strip_prefix("IVF"))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse::<usize>().ok())
+        .map_or(10_000, |lists| lists.saturating_mul(40).max(1))
 }
 
 /// The lookup key of an `event_id` (`ev-` and hex): its first 8 bytes.
