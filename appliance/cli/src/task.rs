@@ -481,7 +481,7 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     let mut source = match &config.ingest.index {
         Some(index) => {
             let embedder = crate::query::load_embedder(config)?;
-            let settings = mld_history::IndexSettings { dir: index.dir.clone(), factory: index.factory.clone(), save_interval: index.save_interval };
+            let settings = mld_history::IndexSettings { dir: index.dir.clone(), factory: index.factory.clone(), search_parameters: index.search_parameters.clone(), save_interval: index.save_interval };
             let history = mld_history::History::open(ingest_config, settings, embedder).context("failed to open the similarity index")?;
             if let Some(reason) = history.rebuilt() {
                 warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");

@@ -35,6 +35,8 @@ pub struct RawIngest {
     pub index: bool,
     /// FAISS index-factory string of the similarity index.
     pub index_factory: String,
+    /// FAISS search parameters, `name=value` separated by commas (`nprobe=8`, `efSearch=64`).
+    pub index_search_parameters: String,
     /// The embedder model's name in detect.models-dir.
     pub embedder: String,
     /// Save the index (then the checkpoint) at least this often while events arrive. Seconds.
@@ -50,6 +52,7 @@ impl Default for RawIngest {
             recent_seqs: 4096,
             index: true,
             index_factory: "Flat".to_string(),
+            index_search_parameters: String::new(),
             embedder: "embedder".to_string(),
             save_interval_secs: 10,
         }

@@ -118,3 +118,20 @@ fn a_bad_explicit_node_id_is_an_error_but_the_default_always_works() {
     let config = Config::from_toml("", "x").expect("the default node is always valid");
     assert!(!config.log.node.is_empty() && !config.log.node.contains('('));
 }
+
+#[test]
+fn the_similarity_index_settings_are_checked_and_listed_together() {
+    let text = "[ingest]\nindex-factory = \"IDMap,Flat\"\nindex-search-parameters = \"nprobe=8, efSearch\"\nembedder = \"../x\"\nsave-interval-secs = 0\n\
+                [detect]\nnearest-past-events = 21\n";
+    let errors = Config::from_toml(text, "bad.toml").expect_err("invalid");
+    let paths: Vec<&str> = errors.errors.iter().map(|error| error.path.as_str()).collect();
+    for path in ["ingest.index-factory", "ingest.index-search-parameters", "ingest.embedder", "ingest.save-interval-secs", "detect.nearest-past-events"] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    let config = Config::from_toml("[ingest]\nindex-factory = \"IVF1024,Flat\"\nindex-search-parameters = \"nprobe=8\"\n", "ok.toml").expect("valid");
+    let index = config.ingest.index.expect("on by default");
+    assert_eq!((index.factory.as_str(), index.search_parameters), ("IVF1024,Flat", vec![("nprobe".to_string(), 8.0)]));
+    assert!(index.dir.ends_with("ingest/index"));
+    let off = Config::from_toml("[ingest]\nindex = false\n", "off.toml").expect("valid");
+    assert!(off.ingest.index.is_none());
+}

@@ -32,7 +32,7 @@ pub struct Config {
 }
 
 /// The ingest task: verified tailing of the signed log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
     pub state_dir: PathBuf,
     pub poll_interval: Duration,
@@ -43,11 +43,13 @@ pub struct IngestConfig {
 }
 
 /// The similarity index the ingest task builds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IndexConfig {
     /// `<state-dir>/index`.
     pub dir: PathBuf,
     pub factory: String,
+    /// FAISS search parameters by name (`nprobe`, `efSearch`), set at every open.
+    pub search_parameters: Vec<(String, f64)>,
     pub embedder: String,
     pub save_interval: Duration,
 }
@@ -61,9 +63,19 @@ fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) ->
     if raw.embedder.is_empty() || raw.embedder.starts_with('.') || raw.embedder.contains('/') {
         errors.push(ConfigError::new("ingest.embedder", format!("must be a model name in detect.models-dir (no `/`, no leading `.`), got \"{}\"", raw.embedder)));
     }
+    let mut search_parameters = Vec::new();
+    for item in raw.index_search_parameters.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        match item.split_once('=').map(|(name, value)| (name.trim(), value.trim().parse::<f64>())) {
+            Some((name, Ok(value))) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && value.is_finite() => {
+                search_parameters.push((name.to_string(), value));
+            }
+            _ => errors.push(ConfigError::new("ingest.index-search-parameters", format!("`{item}` is not name=number (e.g. \"nprobe=8\" or \"efSearch=64\")"))),
+        }
+    }
     raw.index.then(|| IndexConfig {
         dir: PathBuf::from(&raw.state_dir).join("index"),
         factory: factory.to_string(),
+        search_parameters,
         embedder: raw.embedder.clone(),
         save_interval,
     })

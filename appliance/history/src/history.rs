@@ -30,8 +30,10 @@ const EMBED_BATCH: usize = 1024;
 pub struct IndexSettings {
     /// The index directory (the ingest task's own).
     pub dir: PathBuf,
-    /// FAISS index-factory string (`Flat`, `HNSW32`, ...).
+    /// FAISS index-factory string (`Flat`, `IVF1024,Flat`, `HNSW32`, ...).
     pub factory: String,
+    /// FAISS search parameters (`nprobe`, `efSearch`), set at open.
+    pub search_parameters: Vec<(String, f64)>,
     /// Save the index (and then move the checkpoint) at least this often while records arrive.
     pub save_interval: Duration,
 }
@@ -145,6 +147,10 @@ impl History {
                 EventIndex::create_with_source(&settings.dir, dims, &settings.factory, &source)?
             }
         };
+        let mut index = index;
+        for (name, value) in &settings.search_parameters {
+            index.set_search_parameter(name, *value)?;
+        }
         let ingest = Ingest::open(ingest_config)?;
         Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt })
     }

@@ -109,7 +109,7 @@ impl Paths {
 
     fn open_in(&self, state: &Path, save_interval: Duration) -> History {
         let ingest = IngestConfig::new(self.log.clone(), state.to_path_buf(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]);
-        let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), save_interval };
+        let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval };
         History::open(ingest, settings, embedder()).expect("open history")
     }
 }
@@ -289,7 +289,7 @@ fn a_history_killed_at_any_point_resumes_to_the_index_a_fresh_build_makes() {
         runs += 1;
         let save_every = if runs % 2 == 0 { Duration::ZERO } else { Duration::from_secs(3600) };
         let ingest = IngestConfig { max_batch_lines: 97, ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]) };
-        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), save_interval: save_every };
+        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: save_every };
         let mut history = History::open(ingest, settings, embedder()).expect("open");
         if runs > 1 {
             assert_eq!(history.rebuilt(), None, "run {runs}: a kill never forces a rebuild");
