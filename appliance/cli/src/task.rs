@@ -479,16 +479,19 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     // The supervisor made the log directory (group-readable) before any task started;
     // files appear as the log task writes them.
     let mut source = match &config.ingest.index {
-        Some(index) => {
-            let embedder = crate::query::load_embedder(config)?;
-            let settings = mld_history::IndexSettings { dir: index.dir.clone(), factory: index.factory.clone(), search_parameters: index.search_parameters.clone(), save_interval: index.save_interval };
-            let history = mld_history::History::open(ingest_config, settings, embedder).context("failed to open the similarity index")?;
-            if let Some(reason) = history.rebuilt() {
-                warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");
+        Some(index) => match crate::query::load_embedder(config) {
+            Ok(embedder) => Verified::History(Box::new(open_history(index, ingest_config, embedder)?)),
+            Err(error) => {
+                // Without its embedder (missing, unsigned, no ONNX Runtime) the index cannot
+                // be built. Verification is the security job and goes on; the index is the
+                // analyst's tool: its absence is loud (here, and in every query's answer).
+                let reason = format!("{error:#}");
+                tracing::error!(error = %reason, "the similarity index is unavailable; verifying the log without it");
+                let ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
+                Verified::Plain(Box::new(ingest), Some(reason))
             }
-            Verified::History(Box::new(history))
-        }
-        None => Verified::Plain(Box::new(mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?)),
+        },
+        None => Verified::Plain(Box::new(mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?), None),
     };
     control.ready();
     info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), index = config.ingest.index.is_some(), "ingest task ready");
@@ -515,10 +518,26 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     Ok(Exit::Success)
 }
 
-/// What the ingest task runs: the history (verify, embed, index), or verification alone.
+/// The history (verify, embed, index), opened from the configuration.
+fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::IngestConfig, embedder: mld_history::Embedder) -> anyhow::Result<mld_history::History> {
+    let settings = mld_history::IndexSettings {
+        dir: index.dir.clone(),
+        factory: index.factory.clone(),
+        search_parameters: index.search_parameters.clone(),
+        save_interval: index.save_interval,
+    };
+    let history = mld_history::History::open(ingest_config, settings, embedder).context("failed to open the similarity index")?;
+    if let Some(reason) = history.rebuilt() {
+        warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");
+    }
+    Ok(history)
+}
+
+/// What the ingest task runs: the history (verify, embed, index), or verification alone
+/// (with why the index is unavailable, when it was configured).
 enum Verified {
     History(Box<mld_history::History>),
-    Plain(Box<mld_ingest::Ingest>),
+    Plain(Box<mld_ingest::Ingest>, Option<String>),
 }
 
 impl Verified {
@@ -529,7 +548,7 @@ impl Verified {
                 let stats = history.step().context("failed to index the signed log")?;
                 (stats.lines, stats.verified, stats.quarantined, stats.indexed)
             }
-            Verified::Plain(ingest) => {
+            Verified::Plain(ingest, _) => {
                 let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
                 (stats.lines, stats.delivered, stats.quarantined, 0)
             }
@@ -540,7 +559,7 @@ impl Verified {
         if quarantined > 0 {
             let reasons = match self {
                 Verified::History(history) => history.ingest().rejected_by_reason().clone(),
-                Verified::Plain(ingest) => ingest.rejected_by_reason().clone(),
+                Verified::Plain(ingest, _) => ingest.rejected_by_reason().clone(),
             };
             warn!(lines = quarantined, reasons = ?reasons, "log lines quarantined");
         }
@@ -563,7 +582,8 @@ impl Verified {
                     Err(error) => mld_history::Reply::Error(format!("{:#}", anyhow::Error::from(error))),
                 }
             }
-            Verified::Plain(_) => mld_history::Reply::Error("the similarity index is off on this appliance (ingest.index = false)".to_string()),
+            Verified::Plain(_, None) => mld_history::Reply::Error("the similarity index is off on this appliance (ingest.index = false)".to_string()),
+            Verified::Plain(_, Some(reason)) => mld_history::Reply::Error(format!("the similarity index is unavailable: {reason}")),
         }
     }
 }

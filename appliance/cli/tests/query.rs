@@ -268,3 +268,22 @@ fn offline_answers(lab: &Lab, seqs: &[u64], until_us: i64) -> Vec<Vec<(u64, Stri
         })
         .collect()
 }
+
+/// Without its embedder the ingest task still verifies the log; queries say why there is
+/// no index, naming the missing model file.
+#[test]
+fn without_its_embedder_the_ingest_task_verifies_and_queries_say_why_there_is_no_index() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "[response]\nmode = \"dry-run\"\n\n[ingest]\nembedder = \"no-such-model\"\n");
+    supervisor.wait_ready(Duration::from_secs(30));
+    for _ in 0..5 {
+        assert!(lab.exec("c", &["curl", "-sf", "-o", "/dev/null", "http://10.66.9.2:8080/index.html"]).status.success());
+    }
+    let verified = eventually(Duration::from_secs(15), || supervisor.status()["pipeline"]["events_verified"].as_u64().unwrap_or(0) >= 5);
+    assert!(verified, "the log is not verified without the index: {}", supervisor.status());
+    let error = query(&supervisor, &["ip", CLIENT]).expect_err("no index to ask");
+    assert!(error.contains("similarity index is unavailable") && error.contains("no-such-model"), "{error}");
+    assert_eq!(supervisor.task("ingest")["restarts"], 0, "the task did not crash");
+    let (_, log) = supervisor.stop_with_log();
+    assert!(log.contains("the similarity index is unavailable"), "{log}");
+}
