@@ -113,7 +113,19 @@ fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
 }
 
 fn offline(dir: &Path, config: Option<&Path>, query: &Query) -> anyhow::Result<Reply> {
-    let index = EventIndex::open_read_only(dir).with_context(|| format!("failed to open the index `{}`", dir.display()))?;
+    // The running task may replace its snapshot between our reading the manifest and the
+    // index file it names: a few tries see a whole one.
+    let mut attempt = 0;
+    let index = loop {
+        match EventIndex::open_read_only(dir) {
+            Ok(index) => break index,
+            Err(mld_index::IndexError::Missing { .. } | mld_index::IndexError::Corrupt { .. }) if attempt < 3 && dir.join(mld_index::MANIFEST_FILE).exists() => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(error) => return Err(anyhow::Error::from(error).context(format!("failed to open the index `{}`", dir.display()))),
+        }
+    };
     let mut embedder = match query {
         Query::SimilarToObject { .. } => {
             let config = match crate::capture::load_config(config) {

@@ -546,6 +546,9 @@ impl Verified {
         let (lines, verified, quarantined, indexed) = match self {
             Verified::History(history) => {
                 let stats = history.step().context("failed to index the signed log")?;
+                if stats.unreadable > 0 {
+                    warn!(events = stats.unreadable, last = history.last_unreadable().unwrap_or_default(), "verified events left out of the similarity index: their fields cannot be read");
+                }
                 (stats.lines, stats.verified, stats.quarantined, stats.indexed)
             }
             Verified::Plain(ingest, _) => {

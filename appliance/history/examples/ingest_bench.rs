@@ -106,7 +106,7 @@ fn main() -> Result<()> {
     let mut vectors = Vec::with_capacity(n * embedder.dims());
     for start in (0..n).step_by(BATCH) {
         let batch: Vec<(u64, &str)> = (start..(start + BATCH).min(n)).map(|i| (i as u64 + 1, lines[i % lines.len()].as_str())).collect();
-        vectors.extend(embedder.embed_lines(&batch)?.0);
+        vectors.extend(embedder.embed_lines(&batch)?.vectors);
     }
     report("embed (lines)", n as u64, started.elapsed());
     let features = write_rows(rows_out, &records, &models)?;

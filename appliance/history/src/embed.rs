@@ -24,6 +24,17 @@ use serde_json::{Map, Value};
 
 use crate::HistoryError;
 
+/// What [`Embedder::embed_lines`] made of a batch.
+#[derive(Debug, Default)]
+pub struct Embedded {
+    /// The seqs embedded, in order; `vectors` has `dims()` values for each.
+    pub ids: Vec<u64>,
+    pub vectors: Vec<f32>,
+    pub fields: Vec<HitFields>,
+    /// Lines left out, with why.
+    pub unreadable: Vec<(u64, String)>,
+}
+
 /// Where one feature is found in a JSON object.
 #[derive(Debug, Clone)]
 struct Column {
@@ -104,25 +115,35 @@ impl Embedder {
     }
 
     /// Embeds verified event lines, reading each line once without building the record:
-    /// the features go into the row, the display fields into the returned [`HitFields`].
-    /// Returns the vectors (`lines.len() * dims()` values) and the fields.
-    pub fn embed_lines(&mut self, lines: &[(u64, &str)]) -> Result<(Vec<f32>, Vec<HitFields>), HistoryError> {
+    /// the features go into the row, the display fields into the hit's [`HitFields`].
+    /// A line whose fields cannot be read (a wrong type: a record of another schema
+    /// version) is left out and named in [`Embedded::unreadable`]; one bad record never
+    /// stops the others.
+    pub fn embed_lines(&mut self, lines: &[(u64, &str)]) -> Result<Embedded, HistoryError> {
         let width = self.columns.len();
         self.rows.clear();
-        self.rows.resize(lines.len() * width, self.missing);
-        let mut fields = Vec::with_capacity(lines.len());
-        for (row, (seq, line)) in self.rows.chunks_mut(width).zip(lines) {
+        let mut embedded = Embedded::default();
+        let mut row = vec![self.missing; width];
+        for (seq, line) in lines {
+            row.fill(self.missing);
             let mut hit = empty_fields(*seq);
-            let reader = LineReader { by_name: &self.by_name, row, fields: &mut hit };
+            let reader = LineReader { by_name: &self.by_name, row: &mut row, fields: &mut hit };
             let mut deserializer = serde_json::Deserializer::from_str(line);
-            reader.deserialize(&mut deserializer).map_err(|error| HistoryError::Embedding(format!("event seq {seq}: {error}")))?;
-            fields.push(hit);
+            match reader.deserialize(&mut deserializer) {
+                Ok(()) => {
+                    self.rows.extend_from_slice(&row);
+                    embedded.ids.push(*seq);
+                    embedded.fields.push(hit);
+                }
+                Err(error) => embedded.unreadable.push((*seq, error.to_string())),
+            }
         }
-        let vectors = self.model.predict(&self.rows, lines.len())?;
+        let vectors = self.model.predict(&self.rows, embedded.ids.len())?;
         if let Some(at) = vectors.iter().position(|value| !value.is_finite()) {
-            return Err(HistoryError::Embedding(format!("the embedder returned a non-finite value for event seq {}", lines[at / self.dims().max(1)].0)));
+            return Err(HistoryError::Embedding(format!("the embedder returned a non-finite value for event seq {}", embedded.ids[at / self.dims().max(1)])));
         }
-        Ok((vectors.to_vec(), fields))
+        embedded.vectors = vectors.to_vec();
+        Ok(embedded)
     }
 
     /// Embeds rows already built (`n` rows of the metadata's features, row-major): the

@@ -49,6 +49,9 @@ pub struct StepStats {
     pub quarantined: u64,
     /// Events added to the index (already indexed ones are skipped).
     pub indexed: u64,
+    /// Verified events whose fields could not be read for the index (left out; see
+    /// [`History::last_unreadable`]).
+    pub unreadable: u64,
     /// Whether the index was saved.
     pub saved: bool,
 }
@@ -100,6 +103,7 @@ pub struct History {
     /// Records read since the last save (the save is due when the interval passed).
     unsaved: u64,
     rebuilt: Option<Rebuild>,
+    last_unreadable: Option<String>,
 }
 
 impl History {
@@ -152,7 +156,12 @@ impl History {
             index.set_search_parameter(name, *value)?;
         }
         let ingest = Ingest::open(ingest_config)?;
-        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt })
+        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None })
+    }
+
+    /// The last verified event left out of the index because its fields could not be read.
+    pub fn last_unreadable(&self) -> Option<&str> {
+        self.last_unreadable.as_deref()
     }
 
     /// Whether (and why) the index was rebuilt at open.
@@ -172,9 +181,12 @@ impl History {
             .map(|record| (record.seq, record.line.as_str()))
             .collect();
         for chunk in events.chunks(EMBED_BATCH) {
-            let (vectors, fields) = self.embedder.embed_lines(chunk)?;
-            let ids: Vec<u64> = chunk.iter().map(|(seq, _)| *seq).collect();
-            stats.indexed += self.index.add(&ids, &vectors, &fields)? as u64;
+            let embedded = self.embedder.embed_lines(chunk)?;
+            stats.indexed += self.index.add(&embedded.ids, &embedded.vectors, &embedded.fields)? as u64;
+            stats.unreadable += embedded.unreadable.len() as u64;
+            if let Some((seq, why)) = embedded.unreadable.first() {
+                self.last_unreadable = Some(format!("event seq {seq}: {why}"));
+            }
         }
         self.unsaved += poll.lines;
         if self.unsaved > 0 && self.last_save.elapsed() >= self.settings.save_interval {

@@ -16,7 +16,7 @@ pub mod query;
 
 use std::path::PathBuf;
 
-pub use embed::Embedder;
+pub use embed::{Embedded, Embedder};
 pub use history::{hit_fields, History, IndexSettings, Rebuild, StepStats, COVERED_FILE};
 pub use query::{answer, Answer, AnswerHit, EventRef, Filter, Query, Reply, MAX_RESULTS};
 

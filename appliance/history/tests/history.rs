@@ -367,3 +367,33 @@ fn events_written_while_the_history_follows_are_searchable_at_the_next_step() {
     let last = history.index().last_id().expect("some");
     assert!(history.index().get(last).expect("read").is_some());
 }
+
+#[test]
+fn a_verified_event_whose_fields_cannot_be_read_is_left_out_and_the_rest_indexed() {
+    // Authentic records of another schema (here a port that is not a port) must not stop
+    // the index: that one is named and left out, the others go in.
+    let paths = Paths::new();
+    let config = WriterConfig { rotate_daily: false, ..WriterConfig::new(paths.log.clone(), NODE.to_string()) };
+    let mut writer = LogWriter::open(config, LogKey::from_bytes(KEY)).expect("open writer");
+    for n in 0..20 {
+        let mut record = event(n);
+        if n == 7 {
+            record.insert("dst_port".into(), "ssh".into());
+        }
+        writer.append(&record).expect("append");
+    }
+    writer.sync().expect("sync");
+    drop(writer);
+    let mut history = paths.open(Duration::from_secs(3600));
+    let mut unreadable = 0;
+    loop {
+        let stats = history.step().expect("a bad record does not fail the step");
+        unreadable += stats.unreadable;
+        if stats.lines == 0 {
+            break;
+        }
+    }
+    assert_eq!((history.index().len(), unreadable), (19, 1));
+    let why = history.last_unreadable().expect("named");
+    assert!(why.contains("seq") && why.contains("ssh"), "{why}");
+}
