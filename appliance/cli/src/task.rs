@@ -474,6 +474,7 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![key]);
     ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
     ingest_config.recent_seqs = config.ingest.recent_seqs;
+    ingest_config.max_quarantine_bytes = config.ingest.max_quarantine_bytes;
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
     // The supervisor made the log directory (group-readable) before any task started;

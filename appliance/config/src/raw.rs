@@ -31,6 +31,8 @@ pub struct RawIngest {
     pub max_age_secs: i64,
     /// Recently accepted sequence numbers remembered per node (replay detection).
     pub recent_seqs: i64,
+    /// The quarantine file's bound; beyond it, it is rotated (one previous file kept). MiB.
+    pub max_quarantine_mib: i64,
     /// Build the similarity index from the verified events.
     pub index: bool,
     /// FAISS index-factory string of the similarity index.
@@ -50,6 +52,7 @@ impl Default for RawIngest {
             poll_interval_ms: 500,
             max_age_secs: 86_400,
             recent_seqs: 4096,
+            max_quarantine_mib: 64,
             index: true,
             index_factory: "Flat".to_string(),
             index_search_parameters: String::new(),

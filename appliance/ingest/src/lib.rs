@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use mld_eventlog::{ChainVerifier, FailureReason, LogKey};
 
-pub use quarantine::{QUARANTINE_FILE, QuarantineEntry};
+pub use quarantine::{QuarantineEntry, QUARANTINE_FILE, QUARANTINE_PREVIOUS_FILE};
 pub use state::{Checkpoint, NonceRejection, NonceStore, STATE_FILE};
 
 use crate::quarantine::Quarantine;
@@ -70,6 +70,8 @@ pub struct IngestConfig {
     pub max_age_us: u64,
     /// How many bytes of a rejected line the quarantine keeps.
     pub quarantine_line_bytes: usize,
+    /// The quarantine file's bound: beyond it the file is rotated (one previous kept).
+    pub max_quarantine_bytes: u64,
 }
 
 impl IngestConfig {
@@ -85,6 +87,7 @@ impl IngestConfig {
             recent_seqs: 4096,
             max_age_us: 3600 * 1_000_000,
             quarantine_line_bytes: 4096,
+            max_quarantine_bytes: 64 << 20,
         }
     }
 }
@@ -137,6 +140,9 @@ pub enum RejectReason {
     /// Longer than `max_line_bytes`.
     LineTooLong,
     NotUtf8,
+    /// The file being read was removed or cut short below the checkpoint (what it held
+    /// past it is lost); reading went on at the next file.
+    FileGone(String),
 }
 
 impl RejectReason {
@@ -165,6 +171,7 @@ impl RejectReason {
             RejectReason::TooOld { .. } => "too_old",
             RejectReason::LineTooLong => "line_too_long",
             RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::FileGone(_) => "file_gone",
         }
     }
 }
@@ -182,6 +189,7 @@ impl std::fmt::Display for RejectReason {
             }
             RejectReason::LineTooLong => write!(f, "line longer than the cap"),
             RejectReason::NotUtf8 => write!(f, "line is not UTF-8"),
+            RejectReason::FileGone(what) => write!(f, "{what}; went on at the next file"),
         }
     }
 }
@@ -235,7 +243,7 @@ impl Ingest {
             None => (ChainVerifier::new(keys, Some(config.node.clone())), None),
         };
         let tail = Tail::new(config.log_dir.clone(), &config.node, position, config.max_line_bytes);
-        let quarantine = Quarantine::new(config.state_dir.join(QUARANTINE_FILE), config.quarantine_line_bytes);
+        let quarantine = Quarantine::new(config.state_dir.join(QUARANTINE_FILE), config.quarantine_line_bytes, config.max_quarantine_bytes);
         Ok(Ingest { config, verifier, tail, state, state_path, quarantine, counters: BTreeMap::new(), dirty: false })
     }
 
@@ -332,6 +340,7 @@ impl Ingest {
             LineContent::NotUtf8(text) => return self.reject(&line, text, RejectReason::NotUtf8, stats),
             LineContent::TooLong(text) => return self.reject(&line, text, RejectReason::LineTooLong, stats),
             LineContent::Truncated(text) => return self.reject(&line, text, RejectReason::Log(FailureReason::TruncatedLine), stats),
+            LineContent::Gone(what) => return self.reject(&line, "", RejectReason::FileGone(what.clone()), stats),
         };
         let record = match self.verifier.authenticate(text) {
             Ok(record) => record,

@@ -13,6 +13,8 @@ use crate::{IngestError, RejectReason};
 
 /// The quarantine file's name in the ingest state directory.
 pub const QUARANTINE_FILE: &str = "quarantine.jsonl";
+/// The previous quarantine file, once the current one reached its bound.
+pub const QUARANTINE_PREVIOUS_FILE: &str = "quarantine.jsonl.1";
 
 /// One quarantined line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,17 +36,33 @@ pub struct QuarantineEntry {
 }
 
 /// Appends to the quarantine file; [`Quarantine::sync`] makes the appended entries durable.
+/// Bounded: when the file reaches `max_bytes` it becomes `quarantine.jsonl.1` (replacing
+/// the one before) and a new file starts, so the two hold at most twice the bound, and
+/// the newest entries are always kept.
 #[derive(Debug)]
 pub(crate) struct Quarantine {
     path: PathBuf,
     file: Option<File>,
     max_line_bytes: usize,
+    max_bytes: u64,
+    /// Bytes in the current file (read at first use).
+    bytes: u64,
     unsynced: bool,
 }
 
 impl Quarantine {
-    pub fn new(path: PathBuf, max_line_bytes: usize) -> Quarantine {
-        Quarantine { path, file: None, max_line_bytes, unsynced: false }
+    pub fn new(path: PathBuf, max_line_bytes: usize, max_bytes: u64) -> Quarantine {
+        Quarantine { path, file: None, max_line_bytes, max_bytes, bytes: 0, unsynced: false }
+    }
+
+    /// Moves a full file aside (fsynced first) and starts a new one.
+    fn rotate(&mut self) -> Result<(), IngestError> {
+        self.sync()?;
+        self.file = None;
+        let previous = self.path.with_file_name(QUARANTINE_PREVIOUS_FILE);
+        std::fs::rename(&self.path, &previous).map_err(|source| IngestError::Io { operation: "rotate quarantine to", path: previous, source })?;
+        self.bytes = 0;
+        Ok(())
     }
 
     pub fn append(&mut self, log_file: &Path, offset: u64, line: &str, reason: &RejectReason) -> Result<(), IngestError> {
@@ -60,6 +78,9 @@ impl Quarantine {
         };
         let mut text = serde_json::to_vec(&entry).map_err(|error| IngestError::State { path: self.path.clone(), detail: error.to_string() })?;
         text.push(b'\n');
+        if self.file.is_some() && self.bytes > 0 && self.bytes + text.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
         let file = match &mut self.file {
             Some(file) => file,
             None => {
@@ -67,10 +88,12 @@ impl Quarantine {
                 // The file may be new: its directory entry must be durable too.
                 let dir = self.path.parent().unwrap_or(Path::new("."));
                 File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| IngestError::Io { operation: "fsync directory", path: dir.to_path_buf(), source })?;
+                self.bytes = opened.metadata().map_err(|source| IngestError::Io { operation: "stat quarantine", path: self.path.clone(), source })?.len();
                 self.file.insert(opened)
             }
         };
         file.write_all(&text).map_err(|source| IngestError::Io { operation: "append to quarantine", path: self.path.clone(), source })?;
+        self.bytes += text.len() as u64;
         self.unsynced = true;
         Ok(())
     }

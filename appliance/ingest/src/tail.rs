@@ -28,6 +28,10 @@ pub(crate) enum LineContent {
     /// Bytes after the last newline of a file that the writer has left (a later file
     /// exists): the line was cut and will never be completed.
     Truncated(String),
+    /// The file being read was removed, or shrank below the reading position, and a
+    /// later file exists: what it held past the position is gone; reading goes on at the
+    /// next file (whose header then re-anchors the chain). The text says what happened.
+    Gone(String),
 }
 
 /// Reads complete lines of `events-<node>-<index>.jsonl` files from a position.
@@ -83,6 +87,19 @@ impl Tail {
             };
             self.file_index = Some(index);
             let path = self.dir.join(mld_eventlog::file_name(&self.node, index));
+            if let Some(what) = self.gone(&path)? {
+                // Removed (retention, by hand) or cut short under us: move on if the log
+                // has, otherwise wait (it may be being replaced).
+                let Some(next) = self.next_file(Some(index))? else {
+                    break;
+                };
+                on_line(Line { file_index: index, path: path.clone(), offset: self.offset, content: LineContent::Gone(what) });
+                count += 1;
+                self.file_index = Some(next);
+                self.offset = 0;
+                self.skipping = false;
+                continue;
+            }
             // Whether a later file exists is asked before reading: once the writer has
             // started it, the current file is complete.
             let mut next = None;
@@ -160,6 +177,16 @@ impl Tail {
     fn read_rest(&mut self, path: &Path, buffer: &mut Vec<u8>) -> Result<Vec<u8>, IngestError> {
         self.read_at(path, buffer)?;
         Ok(std::mem::take(buffer))
+    }
+
+    /// Why the file at the reading position can no longer be read from there, if so.
+    fn gone(&self, path: &Path) -> Result<Option<String>, IngestError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.len() < self.offset => Ok(Some(format!("the file shrank to {} bytes, below the reading position {}", meta.len(), self.offset))),
+            Ok(_) => Ok(None),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Some(format!("the file was removed at reading position {}", self.offset))),
+            Err(source) => Err(IngestError::Io { operation: "stat log file", path: path.to_path_buf(), source }),
+        }
     }
 
     fn read_at(&self, path: &Path, buffer: &mut Vec<u8>) -> Result<(), IngestError> {

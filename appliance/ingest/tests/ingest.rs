@@ -335,3 +335,51 @@ fn an_old_file_copied_in_as_a_new_index_is_refused_after_a_restart() {
     assert_eq!(count(&ingest, "stale"), copied_lines, "far below the high-water mark, out of the recent set");
     assert_eq!(ingest.nonces().high_water(NODE), ingest.checkpoint().and_then(|checkpoint| checkpoint.last_seq));
 }
+
+#[test]
+fn a_removed_or_shrunk_file_is_reported_and_reading_goes_on_at_the_next_file() {
+    for case in ["removed", "shrunk"] {
+        let (_root, log, state, files) = fresh();
+        // Read part of file 1, then the operator removes (or cuts) it.
+        let mut ingest = Ingest::open(IngestConfig { max_batch_lines: 2, ..config(&log, &state) }).expect("open");
+        let mut delivered = Vec::new();
+        while ingest.checkpoint().is_none_or(|checkpoint| checkpoint.read_file_index < 1 || checkpoint.offset == 0) {
+            ingest.poll(&mut |record| delivered.push(record)).expect("poll");
+        }
+        drop(ingest);
+        match case {
+            "removed" => std::fs::remove_file(&files[1]).expect("remove"),
+            _ => std::fs::write(&files[1], b"").expect("cut"),
+        }
+        let mut ingest = open(&log, &state);
+        delivered.extend(drain(&mut ingest));
+        assert_eq!(count(&ingest, "file_gone"), 1, "{case}");
+        let entry = quarantined(&state).into_iter().find(|entry| entry.reason == "file_gone").expect("on record");
+        assert!(entry.file.ends_with(&file_name(NODE, 1)) && entry.detail.contains("went on at the next file"), "{case}: {entry:?}");
+        // The next file's header re-anchors the chain: everything after it is delivered.
+        assert!(event_ids(&delivered).contains(&"ev-59".to_string()), "{case}");
+        assert_strictly_increasing(&delivered);
+    }
+}
+
+#[test]
+fn the_quarantine_is_bounded_and_keeps_the_newest_entries() {
+    let (_root, log, state, files) = fresh();
+    // 40 forged lines inserted into the last file: 40 entries of about 600 bytes.
+    let last = files.last().expect("files");
+    let mut content = lines(last);
+    let genuine = content[1].clone();
+    for n in 0..40 {
+        content.insert(1, genuine.replace("10.66.2.2", &format!("10.66.3.{n}")));
+    }
+    write_lines(last, &content);
+    let mut ingest = Ingest::open(IngestConfig { max_quarantine_bytes: 4096, ..config(&log, &state) }).expect("open");
+    drain(&mut ingest);
+    assert_eq!(count(&ingest, "bad_hmac"), 40);
+    let current = std::fs::metadata(state.join(QUARANTINE_FILE)).expect("current").len();
+    let previous = std::fs::metadata(state.join(mld_ingest::QUARANTINE_PREVIOUS_FILE)).expect("previous").len();
+    assert!(current <= 4096 && previous <= 4096, "{current} and {previous} bytes");
+    // The newest entry (inserted first, so read last: 10.66.3.0) is in the current file.
+    let newest = quarantined(&state).last().cloned().expect("entries");
+    assert!(newest.line.contains("10.66.3.0\""), "{newest:?}");
+}
