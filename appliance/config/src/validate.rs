@@ -292,7 +292,7 @@ impl TryFrom<RawConfig> for Config {
             poll_interval: Duration::from_millis(in_range(raw.ingest.poll_interval_ms, 10, 60_000, "ingest.poll-interval-ms", &mut errors)),
             max_age: Duration::from_secs(in_range(raw.ingest.max_age_secs, 1, 31_536_000, "ingest.max-age-secs", &mut errors)),
             recent_seqs: in_range(raw.ingest.recent_seqs, 1, 1_000_000, "ingest.recent-seqs", &mut errors) as usize,
-            max_quarantine_bytes: (in_range(raw.ingest.max_quarantine_mib, 1, 65_536, "ingest.max-quarantine-mib", &mut errors) as u64) << 20,
+            max_quarantine_bytes: in_range(raw.ingest.max_quarantine_mib, 1, 65_536, "ingest.max-quarantine-mib", &mut errors) << 20,
             index: validate_index(&raw.ingest, &mut errors),
         };
         if errors.is_empty() {
