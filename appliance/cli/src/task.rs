@@ -481,16 +481,16 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
     // files appear as the log task writes them.
     let mut source = match &config.ingest.index {
         Some(index) => match crate::query::load_embedder(config) {
-            Ok(embedder) => Verified::History(Box::new(open_history(index, ingest_config, embedder)?)),
-            Err(error) => {
-                // Without its embedder (missing, unsigned, no ONNX Runtime) the index cannot
-                // be built. Verification is the security job and goes on; the index is the
-                // analyst's tool: its absence is loud (here, and in every query's answer).
-                let reason = format!("{error:#}");
-                tracing::error!(error = %reason, "the similarity index is unavailable; verifying the log without it");
-                let ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
-                Verified::Plain(Box::new(ingest), Some(reason))
-            }
+            Ok(embedder) => match open_history(index, ingest_config, embedder) {
+                Ok(history) => Verified::History(Box::new(history)),
+                Err(mld_history::OpenFailure { error, ingest_config: Some(ingest_config) }) => {
+                    Verified::without_index(ingest_config, format!("{:#}", anyhow::Error::from(error)))?
+                }
+                Err(failure) => return Err(anyhow::Error::from(failure).context("failed to open the ingest state")),
+            },
+            // Without its embedder (missing, unsigned, no ONNX Runtime) the index cannot be
+            // built.
+            Err(error) => Verified::without_index(ingest_config, format!("{error:#}"))?,
         },
         None => Verified::Plain(Box::new(mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?), None),
     };
@@ -510,9 +510,11 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(idle_wait).unwrap_or(nix::poll::PollTimeout::ZERO));
         }
     }
-    // The log task stopped before this one: read what it wrote last, then save.
-    while source.step(&mut counters)? {}
-    source.save()?;
+    // The log task stopped before this one: read what it wrote last (bounded: a rebuild
+    // in progress goes on at the next start), then save.
+    let drain_until = Instant::now() + DRAIN_DEADLINE;
+    while Instant::now() < drain_until && source.step(&mut counters)? {}
+    source.save();
     control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
     control.send(&TaskMessage::Counters(counters));
     info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
@@ -520,14 +522,14 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
 }
 
 /// The history (verify, embed, index), opened from the configuration.
-fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::IngestConfig, embedder: mld_history::Embedder) -> anyhow::Result<mld_history::History> {
+fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::IngestConfig, embedder: mld_history::Embedder) -> Result<mld_history::History, mld_history::OpenFailure> {
     let settings = mld_history::IndexSettings {
         dir: index.dir.clone(),
         factory: index.factory.clone(),
         search_parameters: index.search_parameters.clone(),
         save_interval: index.save_interval,
     };
-    let history = mld_history::History::open(ingest_config, settings, embedder).context("failed to open the similarity index")?;
+    let history = mld_history::History::open(ingest_config, settings, embedder)?;
     if let Some(reason) = history.rebuilt() {
         warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");
     }
@@ -539,23 +541,47 @@ fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::Inge
 enum Verified {
     History(Box<mld_history::History>),
     Plain(Box<mld_ingest::Ingest>, Option<String>),
+    /// Only for the instant of switching from `History` to `Plain` after an error.
+    Switching,
 }
 
 impl Verified {
+    /// Verification goes on without the index, which is unavailable for `reason`.
+    /// Verification is the security job; the index is the analyst's tool: its absence is
+    /// loud (here, and in every query's answer), never the end of verification.
+    fn without_index(ingest_config: mld_ingest::IngestConfig, reason: String) -> anyhow::Result<Verified> {
+        tracing::error!(error = %reason, "the similarity index is unavailable; verifying the log without it");
+        let ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
+        Ok(Verified::Plain(Box::new(ingest), Some(reason)))
+    }
+
     /// One bounded read of the log; true when it read something.
     fn step(&mut self, counters: &mut PipelineCounters) -> anyhow::Result<bool> {
         let (lines, verified, quarantined, indexed) = match self {
-            Verified::History(history) => {
-                let stats = history.step().context("failed to index the signed log")?;
-                if stats.unreadable > 0 {
-                    warn!(events = stats.unreadable, last = history.last_unreadable().unwrap_or_default(), "verified events left out of the similarity index: their fields cannot be read");
+            Verified::History(history) => match history.step() {
+                Ok(stats) => {
+                    if stats.unreadable > 0 {
+                        warn!(events = stats.unreadable, last = history.last_unreadable().unwrap_or_default(), "verified events left out of the similarity index: their fields cannot be read");
+                    }
+                    (stats.lines, stats.verified, stats.quarantined, stats.indexed)
                 }
-                (stats.lines, stats.verified, stats.quarantined, stats.indexed)
-            }
+                Err(error) => {
+                    // The index failed (a full disk, FAISS): go on verifying without it. The
+                    // records of this step were verified but not indexed; at the next start
+                    // the index is found behind the checkpoint and rebuilt.
+                    let reason = format!("{:#}", anyhow::Error::from(error));
+                    tracing::error!(error = %reason, "the similarity index failed; verifying the log without it");
+                    if let Verified::History(history) = std::mem::replace(self, Verified::Switching) {
+                        *self = Verified::Plain(Box::new(history.into_ingest()), Some(reason));
+                    }
+                    return Ok(true);
+                }
+            },
             Verified::Plain(ingest, _) => {
                 let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
                 (stats.lines, stats.delivered, stats.quarantined, 0)
             }
+            Verified::Switching => (0, 0, 0, 0),
         };
         counters.events_verified += verified;
         counters.events_quarantined += quarantined;
@@ -564,17 +590,21 @@ impl Verified {
             let reasons = match self {
                 Verified::History(history) => history.ingest().rejected_by_reason().clone(),
                 Verified::Plain(ingest, _) => ingest.rejected_by_reason().clone(),
+                Verified::Switching => Default::default(),
             };
             warn!(lines = quarantined, reasons = ?reasons, "log lines quarantined");
         }
         Ok(lines > 0)
     }
 
-    fn save(&mut self) -> anyhow::Result<()> {
+    /// Saves the index (then the checkpoint). A failure is logged: the next start finds
+    /// the index behind the checkpoint, or the checkpoint where it was, and catches up.
+    fn save(&mut self) {
         if let Verified::History(history) = self {
-            history.save().context("failed to save the similarity index")?;
+            if let Err(error) = history.save() {
+                tracing::error!(error = %format!("{:#}", anyhow::Error::from(error)), "failed to save the similarity index at shutdown");
+            }
         }
-        Ok(())
     }
 
     fn answer(&mut self, query: &mld_history::Query) -> mld_history::Reply {
@@ -588,6 +618,7 @@ impl Verified {
             }
             Verified::Plain(_, None) => mld_history::Reply::Error("the similarity index is off on this appliance (ingest.index = false)".to_string()),
             Verified::Plain(_, Some(reason)) => mld_history::Reply::Error(format!("the similarity index is unavailable: {reason}")),
+            Verified::Switching => mld_history::Reply::Error("the similarity index is unavailable".to_string()),
         }
     }
 }

@@ -138,11 +138,23 @@ impl Embedder {
                 Err(error) => embedded.unreadable.push((*seq, error.to_string())),
             }
         }
+        let dims = self.dims().max(1);
         let vectors = self.model.predict(&self.rows, embedded.ids.len())?;
-        if let Some(at) = vectors.iter().position(|value| !value.is_finite()) {
-            return Err(HistoryError::Embedding(format!("the embedder returned a non-finite value for event seq {}", embedded.ids[at / self.dims().max(1)])));
+        if vectors.iter().all(|value| value.is_finite()) {
+            embedded.vectors = vectors.to_vec();
+            return Ok(embedded);
         }
-        embedded.vectors = vectors.to_vec();
+        // A row the model turned into NaN or infinity is that event's problem alone.
+        let (ids, fields) = (std::mem::take(&mut embedded.ids), std::mem::take(&mut embedded.fields));
+        for ((id, hit), vector) in ids.into_iter().zip(fields).zip(vectors.chunks(dims)) {
+            if vector.iter().all(|value| value.is_finite()) {
+                embedded.ids.push(id);
+                embedded.fields.push(hit);
+                embedded.vectors.extend_from_slice(vector);
+            } else {
+                embedded.unreadable.push((id, "the embedder returned a non-finite value".to_string()));
+            }
+        }
         Ok(embedded)
     }
 
@@ -172,7 +184,7 @@ fn event_field_name(name: &str) -> Option<String> {
 
 fn value_of(value: Option<&Value>) -> Option<f32> {
     match value? {
-        Value::Number(number) => number.as_f64().filter(|value| value.is_finite()).map(|value| value as f32),
+        Value::Number(number) => number.as_f64().map(|value| value as f32).filter(|value| value.is_finite()),
         Value::Bool(flag) => Some(if *flag { 1.0 } else { 0.0 }),
         _ => None,
     }
@@ -297,7 +309,9 @@ impl<'de> serde::Deserialize<'de> for Scalar {
                 formatter.write_str("a number, a boolean or null")
             }
             fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Scalar, E> {
-                Ok(Scalar(value.is_finite().then_some(value as f32)))
+                // Finite as f32 too (1e300 is a finite f64 and an infinite f32).
+                let value = value as f32;
+                Ok(Scalar(value.is_finite().then_some(value)))
             }
             fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Scalar, E> {
                 Ok(Scalar(Some(value as f64 as f32)))

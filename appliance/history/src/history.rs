@@ -75,8 +75,11 @@ impl std::fmt::Display for Rebuild {
             Rebuild::Missing => write!(f, "no index snapshot"),
             Rebuild::Damaged(reason) => write!(f, "index unusable: {reason}"),
             Rebuild::Mismatch(reason) => write!(f, "index made differently: {reason}"),
-            Rebuild::Behind { covered, checkpoint } => {
-                write!(f, "index covers the log up to seq {covered:?}, the ingest checkpoint is at {checkpoint}")
+            Rebuild::Behind { covered: Some(covered), checkpoint } => {
+                write!(f, "the index covers the log up to seq {covered}, the ingest checkpoint is at {checkpoint}")
+            }
+            Rebuild::Behind { covered: None, checkpoint } => {
+                write!(f, "nothing says what the index covers, the ingest checkpoint is at {checkpoint}")
             }
         }
     }
@@ -90,6 +93,22 @@ struct Covered {
     /// Every log record up to this seq is in the snapshot or is not an event.
     covered_seq: Option<u64>,
 }
+
+/// Why [`History::open`] failed, with the ingest configuration back when it was not used
+/// yet (so the caller can go on verifying without the index).
+#[derive(Debug)]
+pub struct OpenFailure {
+    pub error: HistoryError,
+    pub ingest_config: Option<IngestConfig>,
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", error_chain(&self.error))
+    }
+}
+
+impl std::error::Error for OpenFailure {}
 
 /// The searchable history of one node's signed log.
 #[derive(Debug)]
@@ -110,7 +129,19 @@ impl History {
     /// Opens the index and the ingest state, rebuilding the index from the verified log
     /// (from the first file) when it is missing, damaged, made by another embedder or
     /// behind the checkpoint. [`History::rebuilt`] says whether and why.
-    pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, HistoryError> {
+    pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, OpenFailure> {
+        let (index, rebuilt) = match History::open_index(&ingest_config, &settings, &embedder) {
+            Ok(opened) => opened,
+            // Nothing of the ingest state was used: the caller can verify without an index.
+            Err(error) => return Err(OpenFailure { error, ingest_config: Some(ingest_config) }),
+        };
+        let state_dir = ingest_config.state_dir.clone();
+        let ingest = Ingest::open(ingest_config).map_err(|error| OpenFailure { error: error.into(), ingest_config: None })?;
+        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None })
+    }
+
+    /// Opens (or rebuilds: forgetting the ingest state) the index for `open`.
+    fn open_index(ingest_config: &IngestConfig, settings: &IndexSettings, embedder: &Embedder) -> Result<(EventIndex, Option<Rebuild>), HistoryError> {
         let state_dir = ingest_config.state_dir.clone();
         let source = embedder.source();
         let dims = embedder.dims() as u32;
@@ -127,8 +158,11 @@ impl History {
                 (None, Some(Rebuild::Mismatch(reason)))
             }
             Ok(index) => {
-                let covered = read_covered(&settings.dir).filter(|covered| covered.index_last_id == index.last_id());
-                let checkpoint = read_checkpoint_seq(&ingest_config)?;
+                // The index only grows between rebuilds (which remove covered.json first), so
+                // a covered.json of an earlier save (a crash between the snapshot and it)
+                // still holds: it claims less than the snapshot has.
+                let covered = read_covered(&settings.dir).filter(|covered| covered.index_last_id <= index.last_id());
+                let checkpoint = read_checkpoint_seq(ingest_config)?;
                 match (checkpoint, covered) {
                     (Some(checkpoint), Some(Covered { covered_seq, .. })) if covered_seq.is_none_or(|seq| seq < checkpoint) => {
                         (None, Some(Rebuild::Behind { covered: covered_seq, checkpoint }))
@@ -138,7 +172,10 @@ impl History {
                 }
             }
             Err(IndexError::Missing { .. }) => (None, Some(Rebuild::Missing)),
-            Err(error) => (None, Some(Rebuild::Damaged(error_chain(&error)))),
+            Err(error @ (IndexError::Corrupt { .. } | IndexError::Faiss { .. })) => (None, Some(Rebuild::Damaged(error_chain(&error)))),
+            // Permissions, EIO, a full disk: not the index's fault; rebuilding would
+            // throw away a good index. The caller reports it.
+            Err(error) => return Err(error.into()),
         };
         let index = match index {
             Some(index) => index,
@@ -155,8 +192,14 @@ impl History {
         for (name, value) in &settings.search_parameters {
             index.set_search_parameter(name, *value)?;
         }
-        let ingest = Ingest::open(ingest_config)?;
-        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None })
+        Ok((index, rebuilt))
+    }
+
+    /// The ingest foundation alone, to go on verifying without the index (after an error
+    /// of the index). Its position may be past what the index saved: the next open then
+    /// finds the index behind and rebuilds it.
+    pub fn into_ingest(self) -> Ingest {
+        self.ingest
     }
 
     /// The last verified event left out of the index because its fields could not be read.
@@ -261,7 +304,7 @@ fn read_covered(dir: &Path) -> Option<Covered> {
 fn write_covered(dir: &Path, covered: &Covered) -> Result<(), HistoryError> {
     let path = dir.join(COVERED_FILE);
     let temp = dir.join(format!("{COVERED_FILE}.tmp"));
-    let text = serde_json::to_vec(covered).map_err(|error| HistoryError::Embedding(format!("covered.json: {error}")))?;
+    let text = serde_json::to_vec(covered).map_err(|error| HistoryError::Invalid(format!("cannot write {COVERED_FILE}: {error}")))?;
     let io = |operation: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| HistoryError::Io { operation, path, source }

@@ -397,3 +397,44 @@ fn a_verified_event_whose_fields_cannot_be_read_is_left_out_and_the_rest_indexed
     let why = history.last_unreadable().expect("named");
     assert!(why.contains("seq") && why.contains("ssh"), "{why}");
 }
+
+#[test]
+fn a_bad_index_setting_fails_the_open_and_hands_back_the_ingest_configuration_untouched() {
+    // (the ingest task then goes on verifying without an index)
+    let paths = Paths::new();
+    write_events(&paths.log, 0, 30);
+    let mut history = paths.open(Duration::from_secs(3600));
+    drain(&mut history);
+    drop(history);
+    let checkpoint = mld_ingest::read_checkpoint(&paths.state).expect("state").expect("saved");
+    let ingest = IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]);
+    let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: vec![("nprobe".to_string(), 8.0)], save_interval: Duration::from_secs(1) };
+    let failure = History::open(ingest, settings, embedder()).expect_err("Flat has no nprobe");
+    assert!(failure.to_string().contains("nprobe"), "{failure}");
+    assert!(failure.ingest_config.is_some(), "given back");
+    assert_eq!(mld_ingest::read_checkpoint(&paths.state).expect("state"), Some(checkpoint), "the state was not touched");
+    assert_eq!(paths.open(Duration::from_secs(3600)).rebuilt(), None, "nor the index");
+}
+
+#[test]
+fn a_save_cut_between_the_snapshot_and_the_checkpoint_never_moves_the_checkpoint_nor_forces_a_rebuild() {
+    let paths = Paths::new();
+    write_events(&paths.log, 0, 40);
+    let mut history = paths.open(Duration::from_secs(3600));
+    drain(&mut history);
+    let checkpoint = mld_ingest::read_checkpoint(&paths.state).expect("state").expect("saved");
+    // More events; the save fails after the index snapshot (covered.json cannot be written).
+    write_events(&paths.log, 40, 70);
+    while history.step().expect("step").lines > 0 {}
+    let blocker = paths.index().join(format!("{}.tmp", mld_history::COVERED_FILE));
+    std::fs::create_dir(&blocker).expect("block covered.json");
+    history.save().expect_err("the save is cut after the snapshot");
+    assert_eq!(mld_ingest::read_checkpoint(&paths.state).expect("state"), Some(checkpoint), "the checkpoint did not move");
+    drop(history);
+    std::fs::remove_dir(&blocker).expect("unblock");
+    // The newer snapshot with the older covered.json: no rebuild, and nothing lost.
+    let mut history = paths.open(Duration::from_secs(3600));
+    assert_eq!(history.rebuilt(), None);
+    drain(&mut history);
+    assert_eq!(history.index().len(), 70);
+}

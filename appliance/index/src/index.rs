@@ -569,11 +569,19 @@ impl EventIndex {
     pub fn events_with_ip(&self, ip: IpAddr, filter: &SearchFilter, limit: usize) -> Result<Vec<HitFields>> {
         let Some(ids) = self.by_ip.get(&ip) else { return Ok(Vec::new()) };
         let compiled = self.compile(filter);
-        let mut ids: Vec<u64> = ids.clone();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids.dedup();
+        // Ids are recorded as events are added, in seq order in practice: newest last.
+        let sorted;
+        let newest_first: Box<dyn Iterator<Item = u64>> = if ids.is_sorted() {
+            Box::new(ids.iter().rev().copied())
+        } else {
+            let mut copy = ids.clone();
+            copy.sort_unstable_by(|a, b| b.cmp(a));
+            copy.dedup();
+            sorted = copy;
+            Box::new(sorted.iter().copied())
+        };
         let mut found = Vec::new();
-        for id in ids {
+        for id in newest_first {
             if found.len() == limit.min(MAX_CANDIDATES) {
                 break;
             }
