@@ -483,10 +483,12 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
         Some(index) => match crate::query::load_embedder(config) {
             Ok(embedder) => match open_history(index, ingest_config, embedder) {
                 Ok(history) => Verified::History(Box::new(history)),
-                Err(mld_history::OpenFailure { error, ingest_config: Some(ingest_config) }) => {
-                    Verified::without_index(ingest_config, format!("{:#}", anyhow::Error::from(error)))?
-                }
-                Err(failure) => return Err(anyhow::Error::from(failure).context("failed to open the ingest state")),
+                Err(failure) => match *failure {
+                    mld_history::OpenFailure { error, ingest_config: Some(ingest_config) } => {
+                        Verified::without_index(*ingest_config, format!("{:#}", anyhow::Error::from(error)))?
+                    }
+                    failure => return Err(anyhow::Error::from(failure).context("failed to open the ingest state")),
+                },
             },
             // Without its embedder (missing, unsigned, no ONNX Runtime) the index cannot be
             // built.
@@ -522,7 +524,7 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
 }
 
 /// The history (verify, embed, index), opened from the configuration.
-fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::IngestConfig, embedder: mld_history::Embedder) -> Result<mld_history::History, mld_history::OpenFailure> {
+fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::IngestConfig, embedder: mld_history::Embedder) -> Result<mld_history::History, Box<mld_history::OpenFailure>> {
     let settings = mld_history::IndexSettings {
         dir: index.dir.clone(),
         factory: index.factory.clone(),

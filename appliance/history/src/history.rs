@@ -99,7 +99,7 @@ struct Covered {
 #[derive(Debug)]
 pub struct OpenFailure {
     pub error: HistoryError,
-    pub ingest_config: Option<IngestConfig>,
+    pub ingest_config: Option<Box<IngestConfig>>,
 }
 
 impl std::fmt::Display for OpenFailure {
@@ -129,14 +129,14 @@ impl History {
     /// Opens the index and the ingest state, rebuilding the index from the verified log
     /// (from the first file) when it is missing, damaged, made by another embedder or
     /// behind the checkpoint. [`History::rebuilt`] says whether and why.
-    pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, OpenFailure> {
+    pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, Box<OpenFailure>> {
         let (index, rebuilt) = match History::open_index(&ingest_config, &settings, &embedder) {
             Ok(opened) => opened,
             // Nothing of the ingest state was used: the caller can verify without an index.
-            Err(error) => return Err(OpenFailure { error, ingest_config: Some(ingest_config) }),
+            Err(error) => return Err(Box::new(OpenFailure { error, ingest_config: Some(Box::new(ingest_config)) })),
         };
         let state_dir = ingest_config.state_dir.clone();
-        let ingest = Ingest::open(ingest_config).map_err(|error| OpenFailure { error: error.into(), ingest_config: None })?;
+        let ingest = Ingest::open(ingest_config).map_err(|error| Box::new(OpenFailure { error: error.into(), ingest_config: None }))?;
         Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None })
     }
 
