@@ -1,17 +1,17 @@
 //! "Nearest past events" for the detect task's decisions (`detect.nearest-past-events`).
 //!
-//! A decision's record is handed to a thread of its own, which asks the ingest task (its
-//! query socket) for the most similar indexed events within the budget and hands the
-//! record back with a `nearest_past_events` field. Detection never waits: blocks are sent
-//! before records are built, the hand-over is a non-blocking send into a bounded queue,
-//! and a full queue means the record goes on at once with status `busy`. A record waits
-//! for its answer at most the budget (status `timeout` after it), so it reaches the log
-//! late by at most that much, possibly after records of later flows.
+//! A decision's record waits here while a thread of its own asks the ingest task (its
+//! query socket) for the most similar indexed events; the record leaves with a
+//! `nearest_past_events` field when the answer is in or its budget is spent (status
+//! `timeout`), whatever the thread is doing. Detection never waits: blocks are sent before
+//! records are built, the hand-over is a non-blocking send into a bounded queue, and a
+//! full queue means the record goes on at once with status `busy`. So a record reaches
+//! the log late by at most the budget, possibly after records of later flows.
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mld_history::{Filter, Query, Reply};
@@ -22,71 +22,110 @@ const QUEUE: usize = 64;
 
 type Record = Map<String, Value>;
 
-/// The enrichment thread and its two queues.
+/// One decision waiting: its record, its deadline, and the answer once in.
+#[derive(Debug)]
+struct Waiting {
+    id: u64,
+    record: Record,
+    deadline: Instant,
+    answer: Option<Value>,
+}
+
+/// The enrichment thread, and the records waiting for it. The records stay here, on the
+/// detect task's side: whatever the thread does (a connect that hangs, a slow answer),
+/// each record leaves by its deadline.
 #[derive(Debug)]
 pub struct Neighbours {
-    requests: Option<SyncSender<(Record, Instant)>>,
-    results: Receiver<Record>,
-    in_flight: usize,
+    requests: Option<SyncSender<(u64, Record, Instant)>>,
+    results: Receiver<(u64, Value)>,
+    waiting: VecDeque<Waiting>,
+    next_id: u64,
     budget: Duration,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Neighbours {
     pub fn start(socket: PathBuf, k: usize, budget: Duration) -> std::io::Result<Neighbours> {
-        let (requests, inbox) = mpsc::sync_channel::<(Record, Instant)>(QUEUE);
+        let (requests, inbox) = mpsc::sync_channel::<(u64, Record, Instant)>(QUEUE);
         let (outbox, results) = mpsc::channel();
-        let thread = std::thread::Builder::new().name("neighbours".to_string()).spawn(move || {
-            for (mut record, deadline) in inbox {
-                let field = ask(&socket, &record, k, deadline);
-                record.insert("nearest_past_events".to_string(), field);
-                if outbox.send(record).is_err() {
+        // Not joined: if it is stuck, the process exits without it (records never wait on it).
+        std::thread::Builder::new().name("neighbours".to_string()).spawn(move || {
+            for (id, object, deadline) in inbox {
+                if outbox.send((id, ask(&socket, object, k, deadline))).is_err() {
                     return;
                 }
             }
         })?;
-        Ok(Neighbours { requests: Some(requests), results, in_flight: 0, budget, thread: Some(thread) })
+        Ok(Neighbours { requests: Some(requests), results, waiting: VecDeque::new(), next_id: 0, budget })
     }
 
-    /// Hands a decision's record over. `Some(record)` (with status `busy`) when the queue
-    /// is full: the caller sends it on at once.
+    /// Hands a decision's record over. `Some(record)` (with status `busy`) when too many
+    /// are waiting: the caller sends it on at once.
     pub fn submit(&mut self, record: Record) -> Option<Record> {
         let Some(requests) = &self.requests else { return Some(with_status(record, "busy", Some("the enrichment thread has stopped"))) };
-        match requests.try_send((record, Instant::now() + self.budget)) {
+        if self.waiting.len() >= QUEUE {
+            return Some(with_status(record, "busy", None));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let deadline = Instant::now() + self.budget;
+        match requests.try_send((id, record.clone(), deadline)) {
             Ok(()) => {
-                self.in_flight += 1;
+                self.waiting.push_back(Waiting { id, record, deadline, answer: None });
                 None
             }
-            Err(TrySendError::Full((record, _)) | TrySendError::Disconnected((record, _))) => Some(with_status(record, "busy", None)),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Some(with_status(record, "busy", None)),
         }
     }
 
-    /// Records whose answer (or timeout) is in, in the order they were submitted.
+    /// Records whose answer is in or whose deadline has passed (status `timeout`).
     pub fn ready(&mut self) -> Vec<Record> {
-        let records: Vec<Record> = self.results.try_iter().collect();
-        self.in_flight -= records.len().min(self.in_flight);
-        records
+        self.collect_answers();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.waiting.retain_mut(|waiting| {
+            if waiting.answer.is_none() && waiting.deadline > now {
+                return true;
+            }
+            let mut record = std::mem::take(&mut waiting.record);
+            let field = waiting.answer.take().unwrap_or_else(|| timeout_field(self.budget));
+            record.insert("nearest_past_events".to_string(), field);
+            out.push(record);
+            false
+        });
+        out
     }
 
-    /// Waits (at most the budget and a little) for every record in flight; returns them.
+    /// Every record still waiting, after at most its deadline.
     pub fn finish(mut self) -> Vec<Record> {
         self.requests = None;
-        let deadline = Instant::now() + self.budget + Duration::from_millis(100);
         let mut records = Vec::new();
-        while self.in_flight > records.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.results.recv_timeout(left) {
-                Ok(record) => records.push(record),
-                Err(_) => break,
-            }
-        }
-        if let Some(thread) = self.thread.take() {
-            if records.len() == self.in_flight {
-                let _ = thread.join();
+        while !self.waiting.is_empty() {
+            records.extend(self.ready());
+            if let Some(next) = self.waiting.iter().map(|waiting| waiting.deadline).min() {
+                let left = next.saturating_duration_since(Instant::now());
+                if let Ok((id, answer)) = self.results.recv_timeout(left) {
+                    self.attach(id, answer);
+                }
             }
         }
         records
     }
+
+    fn collect_answers(&mut self) {
+        while let Ok((id, answer)) = self.results.try_recv() {
+            self.attach(id, answer);
+        }
+    }
+
+    fn attach(&mut self, id: u64, answer: Value) {
+        if let Some(waiting) = self.waiting.iter_mut().find(|waiting| waiting.id == id) {
+            waiting.answer = Some(answer);
+        }
+    }
+}
+
+fn timeout_field(budget: Duration) -> Value {
+    json!({ "status": "timeout", "events": [], "detail": format!("no answer within {} ms", budget.as_millis()) })
 }
 
 fn with_status(mut record: Record, status: &str, detail: Option<&str>) -> Record {
@@ -99,19 +138,19 @@ fn with_status(mut record: Record, status: &str, detail: Option<&str>) -> Record
 }
 
 /// One query within the deadline: the field's value.
-fn ask(socket: &std::path::Path, record: &Record, k: usize, deadline: Instant) -> Value {
+fn ask(socket: &std::path::Path, object: Record, k: usize, deadline: Instant) -> Value {
     let status = |status: &str, detail: String| json!({ "status": status, "events": [], "detail": detail });
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return status("timeout", "the budget was spent waiting in the queue".to_string());
     }
-    let mut stream = match UnixStream::connect(socket) {
+    let mut stream = match connect_now(socket) {
         Ok(stream) => stream,
         Err(error) => return status("unavailable", format!("connect to `{}`: {error}", socket.display())),
     };
     let _ = stream.set_write_timeout(Some(left));
     let _ = stream.set_read_timeout(Some(left));
-    let query = Query::SimilarToObject { object: record.clone(), k, filter: Filter::default() };
+    let query = Query::SimilarToObject { object, k, filter: Filter::default() };
     if let Err(error) = mld_ipc::write_frame(&mut stream, &query) {
         return status("unavailable", format!("send the query: {error}"));
     }
@@ -143,4 +182,21 @@ fn ask(socket: &std::path::Path, record: &Record, k: usize, deadline: Instant) -
         }
         Err(error) => status("unavailable", format!("read the answer: {error}")),
     }
+}
+
+/// Connects without waiting: when nobody accepts (the ingest task down, its queue full),
+/// the kernel says so at once instead of blocking.
+fn connect_now(socket: &std::path::Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket as new_socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let fd = new_socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    let address = UnixAddr::new(socket)?;
+    match connect(fd.as_raw_fd(), &address) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EAGAIN) => return Err(std::io::Error::other("the ingest task is not accepting (its queue is full or it is down)")),
+        Err(error) => return Err(error.into()),
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }

@@ -251,25 +251,35 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 /// processes running as one of `uids` (peer credentials; root and the detect task).
 /// `answer_one` gets each query.
 pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&Query) -> Reply) {
+    // However the askers behave, one call spends at most this long on them.
+    let deadline = std::time::Instant::now() + CONNECTION_DEADLINE;
     for _ in 0..MAX_CONNECTIONS_PER_CALL {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
         let mut stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(_) => return,
         };
-        match nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials) {
-            Ok(credentials) if uids.contains(&credentials.uid()) => {}
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(left));
+        let _ = stream.set_write_timeout(Some(left));
+        let allowed = match nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(credentials) if uids.contains(&credentials.uid()) => true,
             Ok(credentials) => {
-                warn!(uid = credentials.uid(), "refused a query from a process that is neither root nor the detect task");
-                continue;
+                refused(&format!("uid {}", credentials.uid()));
+                false
             }
             Err(error) => {
-                warn!(error = %error, "refused a query without peer credentials");
-                continue;
+                refused(&format!("no peer credentials: {error}"));
+                false
             }
+        };
+        if !allowed {
+            let _ = mld_ipc::write_frame(&mut stream, &Reply::Error("only root and the detect task may query the similarity index".to_string()));
+            continue;
         }
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(CONNECTION_DEADLINE));
-        let _ = stream.set_write_timeout(Some(CONNECTION_DEADLINE));
         let reply = match mld_ipc::read_frame::<Query>(&mut stream) {
             Ok(Some(query)) => answer_one(&query),
             Ok(None) => continue,
@@ -278,6 +288,19 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
         if let Err(error) = mld_ipc::write_frame(&mut stream, &reply) {
             warn!(error = %error, "failed to send a query's answer");
         }
+    }
+}
+
+/// Logs a refused asker, at most once a minute (with how many since).
+fn refused(who: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    let count = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let last = LAST_WARNING_SECS.load(Ordering::Relaxed);
+    if now >= last + 60 && LAST_WARNING_SECS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        warn!(last = who, refused_so_far = count, "refused queries from processes that are neither root nor the detect task");
     }
 }
 

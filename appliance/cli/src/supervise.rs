@@ -154,9 +154,9 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
     let events_listener = bind(&runtime.join(EVENTS_SOCKET), 0o666)?;
     events_listener.set_nonblocking(true).context("failed to configure the event socket")?;
-    // Queries: the operator (root) and the detect task, told apart by peer credentials in
-    // the ingest task, which answers them on this fd.
-    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), 0o666)?;
+    // Queries: the operator (root) and the detect task (its group, set below), checked
+    // again by peer credentials in the ingest task, which answers them on this fd.
+    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), 0o600)?;
     query_listener.set_nonblocking(true).context("failed to configure the query socket")?;
     let log_key = match open_log_key(&config) {
         Ok(file) => file,
@@ -212,6 +212,12 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             memory_bytes: 0,
             counters: PipelineCounters::default(),
         });
+    }
+    if let Some(detect) = tasks.iter().find(|task| task.config.kind == TaskKind::Detect) {
+        let path = runtime.join(crate::query::QUERY_SOCKET);
+        nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(detect.gid)))
+            .with_context(|| format!("failed to give `{}` to the detect task's group", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
     }
     let mut supervisor = Supervisor {
         exe: std::env::current_exe().context("failed to find the mldefender executable")?,

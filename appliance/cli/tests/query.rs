@@ -175,6 +175,11 @@ fn lab_events_are_searchable_at_once_and_similar_to_their_own_scenario() {
     let hits = answer["hits"].as_array().expect("hits");
     assert_eq!(hits[0]["distance"].as_f64(), Some(0.0), "{hits:?}");
     assert!(hits.iter().any(|hit| hit["event_id"] == event["event_id"]), "the event itself is among the nearest");
+
+    // Nobody else may ask: the socket is root's and the detect task's group's.
+    let socket = format!("{}/query.sock", supervisor.runtime_dir);
+    let output = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(env!("CARGO_BIN_EXE_mldefender")).args(["query", "ip", CLIENT, "--socket", &socket]));
+    assert!(!output.status.success() && stderr(&output).contains("Permission denied"), "{}", stderr(&output));
     supervisor.stop();
 }
 
@@ -229,7 +234,9 @@ fn a_killed_ingest_task_and_a_deleted_index_both_end_in_the_index_a_fresh_build_
     });
     assert!(restarted, "the ingest task was not restarted: {}", supervisor.status());
     let indexed = wait_indexed(&lab, &supervisor, Duration::from_secs(30));
-    supervisor.stop();
+    let (_, log) = supervisor.stop_with_log();
+    // Built once, at the first start; the kill did not force a rebuild.
+    assert_eq!(log.matches("building the similarity index").count(), 1, "{log}");
     let killed_fields = std::fs::read(index_dir(&lab).join("fields.log")).expect("fields.log");
     let events = logged_events(&log_dir(&lab));
     let sample: Vec<u64> = events.iter().step_by((events.len() / 5).max(1)).take(5).map(|event| event["seq"].as_u64().expect("seq")).collect();
