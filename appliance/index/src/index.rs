@@ -204,23 +204,15 @@ impl EventIndex {
                 ),
             ));
         }
-        let (store, records) = SideStore::open(&dir, manifest.fields_bytes, read_only)?;
         let fields_path = dir.join(FIELDS_FILE);
-        if records.len() as u64 != manifest.count {
-            return Err(IndexError::corrupt(
-                &fields_path,
-                format!(
-                    "{} committed records, the manifest records {} events",
-                    records.len(),
-                    manifest.count
-                ),
-            ));
-        }
         let mut labels = Labels::default();
-        let mut entries = HashMap::with_capacity(records.len());
+        let capacity = usize::try_from(manifest.count).unwrap_or(0);
+        let mut entries = HashMap::with_capacity(capacity);
         let mut by_ip: HashMap<IpAddr, Vec<u64>> = HashMap::new();
-        let mut by_event_id = HashMap::with_capacity(records.len());
-        for record in &records {
+        let mut by_event_id = HashMap::with_capacity(capacity);
+        // A record at a time: the fields are read, noted and dropped (the side store can be
+        // far larger than the memory the index keeps).
+        let store = SideStore::open(&dir, manifest.fields_bytes, read_only, &mut |record| {
             note_lookups(&mut by_ip, &mut by_event_id, record.id, &record.fields);
             let entry = Entry {
                 offset: record.offset,
@@ -229,11 +221,19 @@ impl EventIndex {
                 category: labels.intern(&record.fields.category),
             };
             if entries.insert(record.id, entry).is_some() {
-                return Err(IndexError::corrupt(
-                    &fields_path,
-                    format!("event {} appears twice", record.id),
-                ));
+                return Err(IndexError::corrupt(&fields_path, format!("event {} appears twice", record.id)));
             }
+            Ok(())
+        })?;
+        if entries.len() as u64 != manifest.count {
+            return Err(IndexError::corrupt(
+                &fields_path,
+                format!(
+                    "{} committed records, the manifest records {} events",
+                    entries.len(),
+                    manifest.count
+                ),
+            ));
         }
         // faiss-rs builds the id slice from FAISS's pointer, which is null while the
         // index is empty (a debug build aborts on that): only look when there are ids.
@@ -591,6 +591,11 @@ impl EventIndex {
             }
         }
         Ok(found)
+    }
+
+    /// Bytes of the FAISS file of the last save (a save writes it whole).
+    pub fn index_file_bytes(&self) -> u64 {
+        self.index_file_bytes
     }
 
     /// What made the vectors, as recorded at creation.

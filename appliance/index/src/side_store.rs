@@ -44,8 +44,7 @@ pub(crate) struct ScannedRecord {
 /// The result of scanning a side store from the start.
 #[derive(Debug)]
 pub(crate) struct Scan {
-    pub records: Vec<ScannedRecord>,
-    /// Length of the valid prefix (every byte after it is a torn record).
+    /// Length of the valid prefix read (every byte after it, up to the limit, is torn).
     pub valid_bytes: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub stopped: Option<String>,
@@ -81,7 +80,7 @@ impl SideStore {
     /// (and may include a torn one). Returns the store and the committed records.
     /// With `read_only`, nothing is cut: records after the snapshot are only ignored (a
     /// reader beside the running writer must not touch its file).
-    pub fn open(dir: &Path, committed_bytes: u64, read_only: bool) -> Result<(SideStore, Vec<ScannedRecord>)> {
+    pub fn open(dir: &Path, committed_bytes: u64, read_only: bool, on_record: &mut dyn FnMut(ScannedRecord) -> Result<()>) -> Result<SideStore> {
         let path = dir.join(FIELDS_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -91,7 +90,9 @@ impl SideStore {
                 std::io::ErrorKind::NotFound => IndexError::Missing { path: path.clone() },
                 _ => IndexError::io("open", &path, err),
             })?;
-        let scan = scan(&path, &file)?;
+        // Only the committed prefix is read (a record at a time): what follows belongs to
+        // vectors that were never saved.
+        let scan = scan(&path, &file, committed_bytes, on_record)?;
         if scan.valid_bytes < committed_bytes {
             let reason = match scan.stopped {
                 Some(why) => format!(
@@ -105,11 +106,6 @@ impl SideStore {
             };
             return Err(IndexError::corrupt(&path, reason));
         }
-        let records: Vec<ScannedRecord> = scan
-            .records
-            .into_iter()
-            .take_while(|record| record.offset < committed_bytes)
-            .collect();
         let file_len = file
             .metadata()
             .map_err(|err| IndexError::io("stat", &path, err))?
@@ -121,14 +117,11 @@ impl SideStore {
             file.sync_all()
                 .map_err(|err| IndexError::io("fsync", &path, err))?;
         }
-        Ok((
-            SideStore {
-                path,
-                file,
-                len_bytes: committed_bytes,
-            },
-            records,
-        ))
+        Ok(SideStore {
+            path,
+            file,
+            len_bytes: committed_bytes,
+        })
     }
 
     /// Encodes one record; refuses fields larger than [`MAX_FIELDS_BYTES`] and vectors
@@ -218,51 +211,45 @@ impl SideStore {
     }
 }
 
-/// Reads the whole file and returns its valid records, stopping at the first torn one.
-pub(crate) fn scan(path: &Path, mut file: &File) -> Result<Scan> {
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|err| IndexError::io("read", path, err))?;
-    let mut records = Vec::new();
-    let mut at = 0usize;
+/// Reads the file's first `limit` bytes a record at a time, handing each valid record to
+/// `on_record`, and stops at the first torn one. Memory: one record at a time.
+pub(crate) fn scan(path: &Path, file: &File, limit: u64, on_record: &mut dyn FnMut(ScannedRecord) -> Result<()>) -> Result<Scan> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file.take(limit));
+    let mut at = 0u64;
     let mut stopped = None;
-    while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
-            stopped = Some(format!("short record header at byte {at}"));
-            break;
-        };
-        let (payload_len, crc) = parse_header(header);
+    let mut payload = Vec::new();
+    while at < limit {
+        let mut header = [0u8; HEADER_BYTES];
+        if let Err(err) = reader.read_exact(&mut header) {
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                stopped = Some(format!("short record header at byte {at}"));
+                break;
+            }
+            return Err(IndexError::io("read", path, err));
+        }
+        let (payload_len, crc) = parse_header(&header);
         if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_len) {
             stopped = Some(format!("bad record length {payload_len} at byte {at}"));
             break;
         }
-        let Some(payload) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + payload_len) else {
-            stopped = Some(format!("short record at byte {at}"));
-            break;
-        };
-        match decode_payload(payload, crc) {
-            Ok((id, event)) => records.push(ScannedRecord {
-                id,
-                offset: at as u64,
-                fields: event.fields,
-            }),
+        payload.resize(payload_len, 0);
+        if let Err(err) = reader.read_exact(&mut payload) {
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                stopped = Some(format!("short record at byte {at}"));
+                break;
+            }
+            return Err(IndexError::io("read", path, err));
+        }
+        match decode_payload(&payload, crc) {
+            Ok((id, event)) => on_record(ScannedRecord { id, offset: at, fields: event.fields })?,
             Err(why) => {
                 stopped = Some(format!("record at byte {at}: {why}"));
                 break;
             }
         }
-        at += HEADER_BYTES + payload_len;
+        at += (HEADER_BYTES + payload_len) as u64;
     }
-    let valid_bytes = if stopped.is_some() {
-        at as u64
-    } else {
-        bytes.len() as u64
-    };
-    Ok(Scan {
-        records,
-        valid_bytes,
-        stopped,
-    })
+    Ok(Scan { valid_bytes: at, stopped })
 }
 
 fn parse_header(header: &[u8]) -> (usize, u32) {
