@@ -530,6 +530,7 @@ fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::Inge
         factory: index.factory.clone(),
         search_parameters: index.search_parameters.clone(),
         save_interval: index.save_interval,
+        max_events: index.max_events,
     };
     let history = mld_history::History::open(ingest_config, settings, embedder)?;
     if let Some(reason) = history.rebuilt() {
@@ -562,6 +563,9 @@ impl Verified {
         let (lines, verified, quarantined, indexed) = match self {
             Verified::History(history) => match history.step() {
                 Ok(stats) => {
+                    if let Some(min_seq) = stats.rolled_over {
+                        warn!(min_seq, "the similarity index was full (ingest.index-max-events): started again with the newest half, reading the log again from its start");
+                    }
                     if stats.unreadable > 0 {
                         warn!(events = stats.unreadable, last = history.last_unreadable().unwrap_or_default(), "verified events left out of the similarity index: their fields cannot be read");
                     }

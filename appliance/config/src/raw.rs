@@ -41,6 +41,8 @@ pub struct RawIngest {
     pub index_search_parameters: String,
     /// The embedder model's name in detect.models-dir.
     pub embedder: String,
+    /// The most events the index holds; full, it keeps the newest half.
+    pub index_max_events: i64,
     /// Save the index (then the checkpoint) at least this often while events arrive. Seconds.
     pub save_interval_secs: i64,
 }
@@ -57,6 +59,7 @@ impl Default for RawIngest {
             index_factory: "Flat".to_string(),
             index_search_parameters: String::new(),
             embedder: "embedder".to_string(),
+            index_max_events: 1_000_000,
             save_interval_secs: 10,
         }
     }

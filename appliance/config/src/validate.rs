@@ -53,6 +53,7 @@ pub struct IndexConfig {
     pub search_parameters: Vec<(String, f64)>,
     pub embedder: String,
     pub save_interval: Duration,
+    pub max_events: usize,
 }
 
 fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) -> Option<IndexConfig> {
@@ -73,7 +74,9 @@ fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) ->
             _ => errors.push(ConfigError::new("ingest.index-search-parameters", format!("`{item}` is not name=number (e.g. \"nprobe=8\" or \"efSearch=64\")"))),
         }
     }
+    let max_events = in_range(raw.index_max_events, 1000, 100_000_000, "ingest.index-max-events", errors) as usize;
     raw.index.then(|| IndexConfig {
+        max_events,
         dir: PathBuf::from(&raw.state_dir).join("index"),
         factory: factory.to_string(),
         search_parameters,

@@ -78,7 +78,7 @@ fn main() -> Result<()> {
     let state = work.path().join("history");
     let embedder = Embedder::load(&runtime, &models, "embedder", RELEASE_KEY, &WINDOWS)?;
     let started = Instant::now();
-    let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(10) };
+    let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(10), max_events: 100_000_000 };
     let mut history = History::open(config(&state), settings, embedder)?;
     let mut indexed = 0u64;
     loop {

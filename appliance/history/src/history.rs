@@ -36,6 +36,9 @@ pub struct IndexSettings {
     pub search_parameters: Vec<(String, f64)>,
     /// Save the index (and then move the checkpoint) at least this often while records arrive.
     pub save_interval: Duration,
+    /// The most events the index holds: when it is full it is rebuilt with the newest half
+    /// (see [`History::step`]).
+    pub max_events: usize,
 }
 
 /// What one [`History::step`] did.
@@ -54,6 +57,9 @@ pub struct StepStats {
     pub unreadable: u64,
     /// Whether the index was saved.
     pub saved: bool,
+    /// The index was full: it was started again with the newest half of its events (the
+    /// log is read again from its start; events below the new `min_seq` are left out).
+    pub rolled_over: Option<u64>,
 }
 
 /// Why the index was rebuilt when the history opened.
@@ -92,6 +98,9 @@ struct Covered {
     index_last_id: Option<u64>,
     /// Every log record up to this seq is in the snapshot or is not an event.
     covered_seq: Option<u64>,
+    /// Events below this seq are left out (the index was full and kept the newest half).
+    #[serde(default)]
+    min_seq: Option<u64>,
 }
 
 /// Why [`History::open`] failed, with the ingest configuration back when it was not used
@@ -123,6 +132,8 @@ pub struct History {
     unsaved: u64,
     rebuilt: Option<Rebuild>,
     last_unreadable: Option<String>,
+    /// Events below this seq are not indexed (after the index was full).
+    min_seq: Option<u64>,
 }
 
 impl History {
@@ -130,21 +141,22 @@ impl History {
     /// (from the first file) when it is missing, damaged, made by another embedder or
     /// behind the checkpoint. [`History::rebuilt`] says whether and why.
     pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, Box<OpenFailure>> {
-        let (index, rebuilt) = match History::open_index(&ingest_config, &settings, &embedder) {
+        let (index, rebuilt, min_seq) = match History::open_index(&ingest_config, &settings, &embedder) {
             Ok(opened) => opened,
             // Nothing of the ingest state was used: the caller can verify without an index.
             Err(error) => return Err(Box::new(OpenFailure { error, ingest_config: Some(Box::new(ingest_config)) })),
         };
         let state_dir = ingest_config.state_dir.clone();
         let ingest = Ingest::open(ingest_config).map_err(|error| Box::new(OpenFailure { error: error.into(), ingest_config: None }))?;
-        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None })
+        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None, min_seq })
     }
 
     /// Opens (or rebuilds: forgetting the ingest state) the index for `open`.
-    fn open_index(ingest_config: &IngestConfig, settings: &IndexSettings, embedder: &Embedder) -> Result<(EventIndex, Option<Rebuild>), HistoryError> {
+    fn open_index(ingest_config: &IngestConfig, settings: &IndexSettings, embedder: &Embedder) -> Result<(EventIndex, Option<Rebuild>, Option<u64>), HistoryError> {
         let state_dir = ingest_config.state_dir.clone();
         let source = embedder.source();
         let dims = embedder.dims() as u32;
+        let mut min_seq = None;
         let (index, rebuilt) = match EventIndex::open(&settings.dir) {
             Ok(index) if index.source() != source || index.dims() != dims || index.factory() != settings.factory => {
                 let reason = format!(
@@ -168,7 +180,10 @@ impl History {
                         (None, Some(Rebuild::Behind { covered: covered_seq, checkpoint }))
                     }
                     (Some(checkpoint), None) => (None, Some(Rebuild::Behind { covered: None, checkpoint })),
-                    _ => (Some(index), None),
+                    (_, covered) => {
+                        min_seq = covered.and_then(|covered| covered.min_seq);
+                        (Some(index), None)
+                    }
                 }
             }
             Err(IndexError::Missing { .. }) => (None, Some(Rebuild::Missing)),
@@ -192,7 +207,7 @@ impl History {
         for (name, value) in &settings.search_parameters {
             index.set_search_parameter(name, *value)?;
         }
-        Ok((index, rebuilt))
+        Ok((index, rebuilt, min_seq))
     }
 
     /// The ingest foundation alone, to go on verifying without the index (after an error
@@ -218,9 +233,10 @@ impl History {
         let mut records: Vec<VerifiedRecord> = Vec::new();
         let poll = self.ingest.read(&mut |record| records.push(record))?;
         let mut stats = StepStats { lines: poll.lines, verified: poll.delivered, quarantined: poll.quarantined, ..StepStats::default() };
+        let min_seq = self.min_seq.unwrap_or(0);
         let events: Vec<(u64, &str)> = records
             .iter()
-            .filter(|record| record.kind == "event" && !self.index.contains(record.seq))
+            .filter(|record| record.kind == "event" && record.seq >= min_seq && !self.index.contains(record.seq))
             .map(|record| (record.seq, record.line.as_str()))
             .collect();
         for chunk in events.chunks(EMBED_BATCH) {
@@ -230,6 +246,11 @@ impl History {
             if let Some((seq, why)) = embedded.unreadable.first() {
                 self.last_unreadable = Some(format!("event seq {seq}: {why}"));
             }
+            if self.index.len() >= self.settings.max_events {
+                // The rest of this batch is read again after the restart.
+                stats.rolled_over = Some(self.roll_over()?);
+                return Ok(stats);
+            }
         }
         self.unsaved += poll.lines;
         if self.unsaved > 0 && self.last_save.elapsed() >= self.save_interval() {
@@ -237,6 +258,41 @@ impl History {
             stats.saved = true;
         }
         Ok(stats)
+    }
+
+    /// The index is full: start it again with the newest half of its events. The log is
+    /// verified again from its start (nothing unverified ever enters) and events below the
+    /// new `min_seq` are left out. When the log is far longer than the index (a rebuild of
+    /// a long log), `min_seq` is set from the log's newest seq so that the index is not
+    /// filled again with old events. Returns the new `min_seq`.
+    ///
+    /// Order, for crashes: the ingest state goes first (a crash then keeps the full index
+    /// and reads the log again, skipping what it holds), then the index (a crash then finds
+    /// it missing and rebuilds), then `covered.json` with the new `min_seq`.
+    fn roll_over(&mut self) -> Result<u64, HistoryError> {
+        let keep = (self.settings.max_events / 2).max(1);
+        let mut cutoff = self.index.nth_newest_id(keep).unwrap_or(0);
+        if let Some(newest) = newest_seq_in_log(&self.ingest) {
+            cutoff = cutoff.max(newest.saturating_sub(keep as u64));
+        }
+        self.ingest.restart()?;
+        let _ = fs::remove_file(self.settings.dir.join(COVERED_FILE));
+        let _ = fs::remove_file(self.settings.dir.join(mld_index::MANIFEST_FILE));
+        let mut index = EventIndex::create_with_source(&self.settings.dir, self.embedder.dims() as u32, &self.settings.factory, &self.embedder.source())?;
+        for (name, value) in &self.settings.search_parameters {
+            index.set_search_parameter(name, *value)?;
+        }
+        self.index = index;
+        self.min_seq = Some(cutoff);
+        write_covered(&self.settings.dir, &Covered { index_last_id: None, covered_seq: None, min_seq: self.min_seq })?;
+        self.unsaved = 0;
+        self.last_save = Instant::now();
+        Ok(cutoff)
+    }
+
+    /// Events below this seq are not indexed (set when the index was full).
+    pub fn min_seq(&self) -> Option<u64> {
+        self.min_seq
     }
 
     /// The configured interval, stretched so that rewriting the FAISS file (a save writes
@@ -251,7 +307,7 @@ impl History {
     /// Saves the index, then what it covers, then the ingest checkpoint (in that order).
     pub fn save(&mut self) -> Result<(), HistoryError> {
         self.index.save()?;
-        let covered = Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq() };
+        let covered = Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq(), min_seq: self.min_seq };
         write_covered(&self.settings.dir, &covered)?;
         self.ingest.commit()?;
         self.unsaved = 0;
@@ -299,6 +355,24 @@ pub fn hit_fields(seq: u64, record: &Map<String, Value>) -> HitFields {
         score_model: number("score_model"),
         score_final: number("score_final").unwrap_or_default(),
     }
+}
+
+/// The seq of the newest complete line of the log (not verified: only an estimate, to
+/// place the index's window when the log is much longer than the index).
+fn newest_seq_in_log(ingest: &Ingest) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let newest = ingest.newest_log_file()?;
+    let mut file = fs::File::open(newest).ok()?;
+    let length = file.metadata().ok()?.len();
+    let start = length.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    file.take(64 * 1024).read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<mld_eventlog::RecordHead>(line).ok())
+        .find_map(|head| head.seq)
 }
 
 fn read_checkpoint_seq(config: &IngestConfig) -> Result<Option<u64>, HistoryError> {

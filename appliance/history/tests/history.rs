@@ -109,7 +109,7 @@ impl Paths {
 
     fn open_in(&self, state: &Path, save_interval: Duration) -> History {
         let ingest = IngestConfig::new(self.log.clone(), state.to_path_buf(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]);
-        let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval };
+        let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval, max_events: 1_000_000 };
         History::open(ingest, settings, embedder()).expect("open history")
     }
 }
@@ -289,7 +289,7 @@ fn a_history_killed_at_any_point_resumes_to_the_index_a_fresh_build_makes() {
         runs += 1;
         let save_every = if runs % 2 == 0 { Duration::ZERO } else { Duration::from_secs(3600) };
         let ingest = IngestConfig { max_batch_lines: 97, ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]) };
-        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: save_every };
+        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: save_every, max_events: 1_000_000 };
         let mut history = History::open(ingest, settings, embedder()).expect("open");
         if runs > 1 {
             assert_eq!(history.rebuilt(), None, "run {runs}: a kill never forces a rebuild");
@@ -408,7 +408,7 @@ fn a_bad_index_setting_fails_the_open_and_hands_back_the_ingest_configuration_un
     drop(history);
     let checkpoint = mld_ingest::read_checkpoint(&paths.state).expect("state").expect("saved");
     let ingest = IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]);
-    let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: vec![("nprobe".to_string(), 8.0)], save_interval: Duration::from_secs(1) };
+    let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: vec![("nprobe".to_string(), 8.0)], save_interval: Duration::from_secs(1), max_events: 1_000_000 };
     let failure = History::open(ingest, settings, embedder()).expect_err("Flat has no nprobe");
     assert!(failure.to_string().contains("nprobe"), "{failure}");
     assert!(failure.ingest_config.is_some(), "given back");
@@ -437,4 +437,42 @@ fn a_save_cut_between_the_snapshot_and_the_checkpoint_never_moves_the_checkpoint
     assert_eq!(history.rebuilt(), None);
     drain(&mut history);
     assert_eq!(history.index().len(), 70);
+}
+
+#[test]
+fn a_full_index_keeps_the_newest_events_and_stays_within_its_bound() {
+    let paths = Paths::new();
+    write_events(&paths.log, 0, 400);
+    let open = |max_events: usize| {
+        let ingest = IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]);
+        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(3600), max_events };
+        History::open(ingest, settings, embedder()).expect("open")
+    };
+    let mut history = open(100);
+    let mut rollovers = 0;
+    loop {
+        let stats = history.step().expect("step");
+        rollovers += u64::from(stats.rolled_over.is_some());
+        assert!(history.index().len() < 100, "bounded: {}", history.index().len());
+        if stats.lines == 0 {
+            break;
+        }
+    }
+    history.save().expect("save");
+    assert!(rollovers >= 1);
+    let min_seq = history.min_seq().expect("a window");
+    let newest = history.index().last_id().expect("events");
+    let ids: Vec<u64> = (0..=newest).filter(|id| history.index().contains(*id)).collect();
+    assert!(ids.iter().all(|id| *id >= min_seq), "nothing below the window");
+    assert!(ids.len() >= 40, "the newest events are kept: {}", ids.len());
+    assert!(quarantine_reasons(&paths.state).is_empty(), "verifying again quarantines nothing");
+    drop(history);
+
+    // After a restart the window holds, and new events go in.
+    write_events(&paths.log, 400, 410);
+    let mut history = open(100);
+    assert_eq!((history.rebuilt(), history.min_seq()), (None, Some(min_seq)));
+    drain(&mut history);
+    assert!(history.index().last_id() > Some(newest));
+    assert!(history.index().len() < 100);
 }

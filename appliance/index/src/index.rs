@@ -593,6 +593,17 @@ impl EventIndex {
         Ok(found)
     }
 
+    /// The id such that exactly `n` events have this id or a larger one (the `n`-th newest),
+    /// if there are that many.
+    pub fn nth_newest_id(&self, n: usize) -> Option<u64> {
+        if n == 0 || n > self.entries.len() {
+            return None;
+        }
+        let mut ids: Vec<u64> = self.entries.keys().copied().collect();
+        let (_, nth, _) = ids.select_nth_unstable_by(n - 1, |a, b| b.cmp(a));
+        Some(*nth)
+    }
+
     /// Bytes of the FAISS file of the last save (a save writes it whole).
     pub fn index_file_bytes(&self) -> u64 {
         self.index_file_bytes
