@@ -220,6 +220,9 @@ pub fn parse_time_us(text: &str) -> Option<i64> {
     if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
+    if !(1970..=9999).contains(&year) {
+        return None;
+    }
     let mut micros = days_from_civil(year, month, day) * 86_400_000_000;
     if let Some(time) = time {
         let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
@@ -285,8 +288,13 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
             Ok(None) => continue,
             Err(error) => Reply::Error(format!("unreadable query: {error}")),
         };
-        if let Err(error) = mld_ipc::write_frame(&mut stream, &reply) {
-            warn!(error = %error, "failed to send a query's answer");
+        match mld_ipc::write_frame(&mut stream, &reply) {
+            Ok(()) => {}
+            Err(mld_ipc::FrameError::TooLarge(bytes)) => {
+                let too_large = Reply::Error(format!("the answer takes {bytes} bytes, more than one frame holds ({} bytes): ask for fewer events", mld_ipc::MAX_FRAME_BYTES));
+                let _ = mld_ipc::write_frame(&mut stream, &too_large);
+            }
+            Err(error) => warn!(error = %error, "failed to send a query's answer"),
         }
     }
 }
@@ -316,7 +324,7 @@ mod tests {
         assert_eq!(parse_time_us("2026-11-25"), Some(1_795_564_800_000_000));
         assert_eq!(parse_time_us("2000-03-01T00:00:00+00:00"), Some(951_868_800_000_000));
         assert_eq!(parse_time_us("1795600800000000"), Some(1_795_600_800_000_000));
-        for bad in ["2026-13-01", "2026-11-25T25:00:00Z", "2026-11-25T10:00:00+02:00", "yesterday", "2026-11-25T10:00Z"] {
+        for bad in ["2026-13-01", "2026-11-25T25:00:00Z", "2026-11-25T10:00:00+02:00", "yesterday", "2026-11-25T10:00Z", "300000-01-01"] {
             assert_eq!(parse_time_us(bad), None, "{bad}");
         }
     }
