@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Supervisor numbers (as root), in one run:
-#  - the supervisor's own resident memory and CPU, idle and under iperf3 load;
+#  - the supervisor's own resident memory and CPU, idle and under iperf3 load, and each
+#    task's resident memory (all four tasks: capture, detect, log, ingest);
 #  - time from a task's death (SIGKILL) to its replacement being ready, N times;
 #  - boot-to-ready of the minimal VM under QEMU TCG, 3 times.
 # usage: bench/supervisor.sh [RESTARTS]
@@ -49,6 +50,12 @@ echo "| supervisor | CPU, % of one core | resident memory, MiB |"
 echo "|---|---|---|"
 echo "| idle, 10 s | $idle_cpu | $idle_rss |"
 echo "| iperf3 through the gateway, 10 s | $load_cpu | $load_rss |"
+echo
+echo "each task's resident memory after the load (MiB), as \`mldefender status\` reports it:"
+"$bin" status --json --runtime-dir "$runtime" | /usr/bin/python3 -c '
+import json, sys
+for task in json.load(sys.stdin)["tasks"]:
+    print("  {:<8} {:6.1f}".format(task["name"], task["memory_bytes"] / 1048576))'
 
 : > "$work/times"
 for _ in $(seq "$restarts"); do
