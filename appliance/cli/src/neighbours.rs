@@ -103,8 +103,15 @@ impl Neighbours {
             records.extend(self.ready());
             if let Some(next) = self.waiting.iter().map(|waiting| waiting.deadline).min() {
                 let left = next.saturating_duration_since(Instant::now());
-                if let Ok((id, answer)) = self.results.recv_timeout(left) {
-                    self.attach(id, answer);
+                match self.results.recv_timeout(left) {
+                    Ok((id, answer)) => self.attach(id, answer),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // The thread is gone: nothing more will come; the rest time out now.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        for waiting in &mut self.waiting {
+                            waiting.deadline = Instant::now();
+                        }
+                    }
                 }
             }
         }

@@ -299,15 +299,16 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
     }
 }
 
-/// Logs a refused asker, at most once a minute (with how many since).
+/// Logs a refused asker, at most once a minute (with how many so far).
 fn refused(who: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, PoisonError};
     static REFUSED: AtomicU64 = AtomicU64::new(0);
-    static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    static LAST_WARNING: Mutex<Option<std::time::Instant>> = Mutex::new(None);
     let count = REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
-    let last = LAST_WARNING_SECS.load(Ordering::Relaxed);
-    if now >= last + 60 && LAST_WARNING_SECS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    let mut last = LAST_WARNING.lock().unwrap_or_else(PoisonError::into_inner);
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+        *last = Some(std::time::Instant::now());
         warn!(last = who, refused_so_far = count, "refused queries from processes that are neither root nor the detect task");
     }
 }

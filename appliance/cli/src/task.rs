@@ -564,17 +564,20 @@ impl Verified {
             Verified::History(history) => match history.step() {
                 Ok(stats) => {
                     if let Some(min_seq) = stats.rolled_over {
-                        warn!(min_seq, "the similarity index was full (ingest.index-max-events): started again with the newest half, reading the log again from its start");
+                        warn!(min_seq, "the similarity index was full (ingest.index-max-events): kept the newest half");
                     }
                     if stats.unreadable > 0 {
                         warn!(events = stats.unreadable, last = history.last_unreadable().unwrap_or_default(), "verified events left out of the similarity index: their fields cannot be read");
                     }
                     (stats.lines, stats.verified, stats.quarantined, stats.indexed)
                 }
+                // Reading or verifying the log failed: the task's own job; fail as before
+                // (the supervisor restarts it; the index is intact).
+                Err(mld_history::HistoryError::Ingest(error)) => return Err(anyhow::Error::from(error).context("failed to read the signed log")),
                 Err(error) => {
                     // The index failed (a full disk, FAISS): go on verifying without it. The
                     // records of this step were verified but not indexed; at the next start
-                    // the index is found behind the checkpoint and rebuilt.
+                    // the index is found behind the checkpoint and filled in from the log.
                     let reason = format!("{:#}", anyhow::Error::from(error));
                     tracing::error!(error = %reason, "the similarity index failed; verifying the log without it");
                     if let Verified::History(history) = std::mem::replace(self, Verified::Switching) {

@@ -227,12 +227,6 @@ impl ChainVerifier {
         ChainVerifier { keys, chain: Chain { node: Some(node), last: Some(position) } }
     }
 
-    /// Back to the start of the log (as [`ChainVerifier::new`] with the same keys), to
-    /// verify it all again.
-    pub fn restart(&mut self, node: Option<String>) {
-        self.chain = Chain { node, last: None };
-    }
-
     /// The last accepted record, if any.
     pub fn position(&self) -> Option<&ChainPosition> {
         self.chain.last.as_ref()

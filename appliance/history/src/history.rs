@@ -57,8 +57,7 @@ pub struct StepStats {
     pub unreadable: u64,
     /// Whether the index was saved.
     pub saved: bool,
-    /// The index was full: it was started again with the newest half of its events (the
-    /// log is read again from its start; events below the new `min_seq` are left out).
+    /// The index was full and kept its newest half: events from this seq on.
     pub rolled_over: Option<u64>,
 }
 
@@ -157,6 +156,7 @@ impl History {
         let source = embedder.source();
         let dims = embedder.dims() as u32;
         let mut min_seq = None;
+        recover_swap(&settings.dir)?;
         let (index, rebuilt) = match EventIndex::open(&settings.dir) {
             Ok(index) if index.source() != source || index.dims() != dims || index.factory() != settings.factory => {
                 let reason = format!(
@@ -175,16 +175,18 @@ impl History {
                 // still holds: it claims less than the snapshot has.
                 let covered = read_covered(&settings.dir).filter(|covered| covered.index_last_id <= index.last_id());
                 let checkpoint = read_checkpoint_seq(ingest_config)?;
-                match (checkpoint, covered) {
+                // Behind: events the checkpoint passed may be missing from the index. The
+                // index itself is good: keep it, and verify the log again from its start
+                // (what it holds is skipped, what it lacks is added).
+                let behind = match (checkpoint, &covered) {
                     (Some(checkpoint), Some(Covered { covered_seq, .. })) if covered_seq.is_none_or(|seq| seq < checkpoint) => {
-                        (None, Some(Rebuild::Behind { covered: covered_seq, checkpoint }))
+                        Some(Rebuild::Behind { covered: *covered_seq, checkpoint })
                     }
-                    (Some(checkpoint), None) => (None, Some(Rebuild::Behind { covered: None, checkpoint })),
-                    (_, covered) => {
-                        min_seq = covered.and_then(|covered| covered.min_seq);
-                        (Some(index), None)
-                    }
-                }
+                    (Some(checkpoint), None) => Some(Rebuild::Behind { covered: None, checkpoint }),
+                    _ => None,
+                };
+                min_seq = covered.and_then(|covered| covered.min_seq);
+                (Some(index), behind)
             }
             Err(IndexError::Missing { .. }) => (None, Some(Rebuild::Missing)),
             Err(error @ (IndexError::Corrupt { .. } | IndexError::Faiss { .. })) => (None, Some(Rebuild::Damaged(error_chain(&error)))),
@@ -192,20 +194,23 @@ impl History {
             // throw away a good index. The caller reports it.
             Err(error) => return Err(error.into()),
         };
-        let index = match index {
+        // Everything that can fail on the index's side comes before the ingest state is
+        // forgotten: a failure here leaves the checkpoint as it was.
+        let mut index = match index {
             Some(index) => index,
             None => {
-                // Verify the log again from the start: the nonce store and the position
-                // go, the quarantine stays.
-                Ingest::forget_state(&state_dir)?;
                 let _ = fs::remove_file(settings.dir.join(COVERED_FILE));
                 let _ = fs::remove_file(settings.dir.join(mld_index::MANIFEST_FILE));
                 EventIndex::create_with_source(&settings.dir, dims, &settings.factory, &source)?
             }
         };
-        let mut index = index;
         for (name, value) in &settings.search_parameters {
             index.set_search_parameter(name, *value)?;
+        }
+        if rebuilt.is_some() {
+            // Verify the log again from the start: the nonce store and the position go,
+            // the quarantine stays.
+            Ingest::forget_state(&state_dir)?;
         }
         Ok((index, rebuilt, min_seq))
     }
@@ -246,11 +251,13 @@ impl History {
             if let Some((seq, why)) = embedded.unreadable.first() {
                 self.last_unreadable = Some(format!("event seq {seq}: {why}"));
             }
-            if self.index.len() >= self.settings.max_events {
-                // The rest of this batch is read again after the restart.
-                stats.rolled_over = Some(self.roll_over()?);
-                return Ok(stats);
-            }
+        }
+        // Full: keep the newest half. Only here, once every event read in this step is in
+        // the index, because the roll-over saves (and so moves the checkpoint past them).
+        // The index can pass its bound by at most one step's events (4,096 lines).
+        if self.index.len() >= self.settings.max_events {
+            stats.rolled_over = Some(self.roll_over()?);
+            return Ok(stats);
         }
         self.unsaved += poll.lines;
         if self.unsaved > 0 && self.last_save.elapsed() >= self.save_interval() {
@@ -260,31 +267,47 @@ impl History {
         Ok(stats)
     }
 
-    /// The index is full: start it again with the newest half of its events. The log is
-    /// verified again from its start (nothing unverified ever enters) and events below the
-    /// new `min_seq` are left out. When the log is far longer than the index (a rebuild of
-    /// a long log), `min_seq` is set from the log's newest seq so that the index is not
-    /// filled again with old events. Returns the new `min_seq`.
+    /// The index is full: keep its newest half. The events kept are copied (vector and
+    /// fields, already verified and embedded) from the saved index into a new one beside
+    /// it, which then replaces it; the log is not read again and the checkpoint does not
+    /// move. Returns the new `min_seq`.
     ///
-    /// Order, for crashes: the ingest state goes first (a crash then keeps the full index
-    /// and reads the log again, skipping what it holds), then the index (a crash then finds
-    /// it missing and rebuilds), then `covered.json` with the new `min_seq`.
+    /// Order, for crashes: save (index, covered.json, checkpoint); build `<dir>.new`
+    /// completely (with its covered.json); rename `<dir>` to `<dir>.old` and `<dir>.new`
+    /// to `<dir>`; remove `<dir>.old`. [`History::open`] finishes or undoes a swap cut in
+    /// the middle (`recover_swap`); a crash before the swap keeps the full index, which
+    /// rolls over again.
     fn roll_over(&mut self) -> Result<u64, HistoryError> {
         let keep = (self.settings.max_events / 2).max(1);
-        let mut cutoff = self.index.nth_newest_id(keep).unwrap_or(0);
-        if let Some(newest) = newest_seq_in_log(&self.ingest) {
-            cutoff = cutoff.max(newest.saturating_sub(keep as u64));
-        }
-        self.ingest.restart()?;
-        let _ = fs::remove_file(self.settings.dir.join(COVERED_FILE));
-        let _ = fs::remove_file(self.settings.dir.join(mld_index::MANIFEST_FILE));
-        let mut index = EventIndex::create_with_source(&self.settings.dir, self.embedder.dims() as u32, &self.settings.factory, &self.embedder.source())?;
+        let cutoff = self.index.nth_newest_id(keep).unwrap_or(0);
+        self.save()?;
+        let dir = self.settings.dir.clone();
+        let (new_dir, old_dir) = (sibling(&dir, "new"), sibling(&dir, "old"));
+        remove_dir_if_present(&new_dir)?;
+        let locations = self.index.locations_from(cutoff);
+        // The full index goes before the half one is built: memory holds one at a time.
+        let mut index = EventIndex::create_with_source(&new_dir, self.embedder.dims() as u32, &self.settings.factory, &self.embedder.source())?;
         for (name, value) in &self.settings.search_parameters {
             index.set_search_parameter(name, *value)?;
         }
         self.index = index;
+        let target = &mut self.index;
+        mld_index::read_stored_events(&dir, &locations, EMBED_BATCH, &mut |ids, vectors, fields| target.add(ids, vectors, fields).map(|_| ()))?;
+        self.index.save()?;
         self.min_seq = Some(cutoff);
-        write_covered(&self.settings.dir, &Covered { index_last_id: None, covered_seq: None, min_seq: self.min_seq })?;
+        write_covered(&new_dir, &Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq(), min_seq: self.min_seq })?;
+        let io = |operation: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HistoryError::Io { operation, path, source }
+        };
+        remove_dir_if_present(&old_dir)?;
+        fs::rename(&dir, &old_dir).map_err(io("rename aside", &dir))?;
+        fs::rename(&new_dir, &dir).map_err(io("rename into place", &new_dir))?;
+        self.index.moved_to(&dir);
+        if let Some(parent) = dir.parent() {
+            fs::File::open(parent).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", parent))?;
+        }
+        remove_dir_if_present(&old_dir)?;
         self.unsaved = 0;
         self.last_save = Instant::now();
         Ok(cutoff)
@@ -357,22 +380,39 @@ pub fn hit_fields(seq: u64, record: &Map<String, Value>) -> HitFields {
     }
 }
 
-/// The seq of the newest complete line of the log (not verified: only an estimate, to
-/// place the index's window when the log is much longer than the index).
-fn newest_seq_in_log(ingest: &Ingest) -> Option<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    let newest = ingest.newest_log_file()?;
-    let mut file = fs::File::open(newest).ok()?;
-    let length = file.metadata().ok()?.len();
-    let start = length.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start)).ok()?;
-    let mut tail = Vec::new();
-    file.take(64 * 1024).read_to_end(&mut tail).ok()?;
-    let text = String::from_utf8_lossy(&tail);
-    text.lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<mld_eventlog::RecordHead>(line).ok())
-        .find_map(|head| head.seq)
+/// `<dir>.<suffix>`, beside `dir`.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), HistoryError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(HistoryError::Io { operation: "remove", path: dir.to_path_buf(), source }),
+    }
+}
+
+/// Finishes or undoes a roll-over's swap that a crash cut: `<dir>.new` is complete once it
+/// exists beside a missing `<dir>` (it is renamed only after it was saved); otherwise the
+/// old one comes back. Leftovers are removed.
+fn recover_swap(dir: &Path) -> Result<(), HistoryError> {
+    let (new_dir, old_dir) = (sibling(dir, "new"), sibling(dir, "old"));
+    let io = |operation: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HistoryError::Io { operation, path, source }
+    };
+    if !dir.exists() {
+        if old_dir.exists() && new_dir.exists() {
+            fs::rename(&new_dir, dir).map_err(io("rename into place", &new_dir))?;
+        } else if old_dir.exists() {
+            fs::rename(&old_dir, dir).map_err(io("rename back", &old_dir))?;
+        }
+    }
+    remove_dir_if_present(&new_dir)?;
+    remove_dir_if_present(&old_dir)
 }
 
 fn read_checkpoint_seq(config: &IngestConfig) -> Result<Option<u64>, HistoryError> {

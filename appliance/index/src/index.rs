@@ -206,7 +206,10 @@ impl EventIndex {
         }
         let fields_path = dir.join(FIELDS_FILE);
         let mut labels = Labels::default();
-        let capacity = usize::try_from(manifest.count).unwrap_or(0);
+        // The manifest is parsed but not trusted for an allocation: no more records than
+        // the committed side store can hold.
+        let most_records = manifest.fields_bytes / crate::side_store::MIN_RECORD_BYTES;
+        let capacity = usize::try_from(manifest.count.min(most_records)).unwrap_or(0);
         let mut entries = HashMap::with_capacity(capacity);
         let mut by_ip: HashMap<IpAddr, Vec<u64>> = HashMap::new();
         let mut by_event_id = HashMap::with_capacity(capacity);
@@ -604,6 +607,21 @@ impl EventIndex {
         Some(*nth)
     }
 
+    /// Where each event with an id at or above `min_id` is in the side store, by id: what
+    /// [`read_stored_events`] reads back (to build a smaller index from this one).
+    pub fn locations_from(&self, min_id: u64) -> Vec<(u64, u64)> {
+        let mut kept: Vec<(u64, u64)> = self.entries.iter().filter(|(id, _)| **id >= min_id).map(|(id, entry)| (*id, entry.offset)).collect();
+        kept.sort_unstable();
+        kept
+    }
+
+    /// The directory was renamed to `dir` (by the caller, while this index was open): saves
+    /// go there from now on.
+    pub fn moved_to(&mut self, dir: impl AsRef<Path>) {
+        self.dir = dir.as_ref().to_path_buf();
+        self.store.moved_to(&self.dir);
+    }
+
     /// Bytes of the FAISS file of the last save (a save writes it whole).
     pub fn index_file_bytes(&self) -> u64 {
         self.index_file_bytes
@@ -765,6 +783,33 @@ impl Labels {
         }
         code
     }
+}
+
+/// Takes a batch of events: ids, their vectors (row-major) and fields.
+pub type BatchSink<'a> = dyn FnMut(&[u64], &[f32], &[HitFields]) -> Result<()> + 'a;
+
+/// Reads back the events at `locations` (from [`EventIndex::locations_from`]) from the
+/// side store in `dir`, without opening the index, in batches of at most `batch`.
+pub fn read_stored_events(
+    dir: impl AsRef<Path>,
+    locations: &[(u64, u64)],
+    batch: usize,
+    on_batch: &mut BatchSink<'_>,
+) -> Result<()> {
+    let store = SideStore::open_for_reading(dir.as_ref())?;
+    for chunk in locations.chunks(batch.max(1)) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut vectors = Vec::new();
+        let mut fields = Vec::with_capacity(chunk.len());
+        for (id, offset) in chunk {
+            let stored = store.read_event(*offset)?;
+            ids.push(*id);
+            vectors.extend_from_slice(&stored.vector);
+            fields.push(stored.fields);
+        }
+        on_batch(&ids, &vectors, &fields)?;
+    }
+    Ok(())
 }
 
 /// How many events a factory that needs training waits for: 40 per list of an IVF index

@@ -23,6 +23,6 @@ mod side_store;
 
 pub use error::{IndexError, Result};
 pub use fields::{Hit, HitFields, SearchFilter, MAX_FIELDS_BYTES};
-pub use index::{EventIndex, MemoryReport, DEFAULT_FACTORY, MAX_CANDIDATES};
+pub use index::{read_stored_events, BatchSink, EventIndex, MemoryReport, DEFAULT_FACTORY, MAX_CANDIDATES};
 pub use manifest::{Manifest, MANIFEST_FILE};
 pub use side_store::{StoredEvent, FIELDS_FILE, MAX_STORED_DIMS};

@@ -25,6 +25,8 @@ const COUNT_BYTES: usize = 4;
 pub const MAX_STORED_DIMS: usize = 4096;
 const MAX_PAYLOAD_BYTES: usize = ID_BYTES + COUNT_BYTES + 4 * MAX_STORED_DIMS + MAX_FIELDS_BYTES;
 const MIN_PAYLOAD_BYTES: usize = ID_BYTES + COUNT_BYTES;
+/// The smallest record on disk (header and an empty payload).
+pub(crate) const MIN_RECORD_BYTES: u64 = (HEADER_BYTES + MIN_PAYLOAD_BYTES) as u64;
 
 /// One record read back: the fields and the vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +124,22 @@ impl SideStore {
             file,
             len_bytes: committed_bytes,
         })
+    }
+
+    /// Opens the side store of `dir` to read records by offset only (no scan, no changes).
+    pub fn open_for_reading(dir: &Path) -> Result<SideStore> {
+        let path = dir.join(FIELDS_FILE);
+        let file = File::open(&path).map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => IndexError::Missing { path: path.clone() },
+            _ => IndexError::io("open", &path, err),
+        })?;
+        let len_bytes = file.metadata().map_err(|err| IndexError::io("stat", &path, err))?.len();
+        Ok(SideStore { path, file, len_bytes })
+    }
+
+    /// The directory was renamed to `dir` while the file was open.
+    pub fn moved_to(&mut self, dir: &Path) {
+        self.path = dir.join(FIELDS_FILE);
     }
 
     /// Encodes one record; refuses fields larger than [`MAX_FIELDS_BYTES`] and vectors

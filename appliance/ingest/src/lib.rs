@@ -302,18 +302,6 @@ impl Ingest {
         Ok(())
     }
 
-    /// Starts over: forgets the saved and the in-memory position and nonce store, and
-    /// reads the log again from its first file (to rebuild what was made from it). The
-    /// quarantine is kept.
-    pub fn restart(&mut self) -> Result<(), IngestError> {
-        Ingest::forget_state(&self.config.state_dir)?;
-        self.state = State::new(self.config.recent_seqs);
-        self.verifier.restart(Some(self.config.node.clone()));
-        self.tail = Tail::new(self.config.log_dir.clone(), &self.config.node, None, self.config.max_line_bytes);
-        self.dirty = false;
-        Ok(())
-    }
-
     /// Forgets the saved position and nonce store in `state_dir`, so that the next
     /// [`Ingest::open`] verifies the log again from its first file (to rebuild what was
     /// made from it). The quarantine is kept.
@@ -334,11 +322,6 @@ impl Ingest {
     /// The checkpoint as last saved (or loaded).
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
         self.state.checkpoint.as_ref()
-    }
-
-    /// The path of the node's highest-numbered log file, if any.
-    pub fn newest_log_file(&self) -> Option<PathBuf> {
-        self.tail.newest_file().map(|index| self.config.log_dir.join(mld_eventlog::file_name(&self.config.node, index)))
     }
 
     /// The seq of the last record accepted into the chain (read, maybe not committed).

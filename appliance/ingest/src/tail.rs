@@ -198,18 +198,6 @@ impl Tail {
         Ok(())
     }
 
-    /// The highest file index present.
-    pub fn newest_file(&self) -> Option<u64> {
-        let entries = std::fs::read_dir(&self.dir).ok()?;
-        entries
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name();
-                name.to_str()?.strip_prefix(&self.prefix)?.strip_suffix(".jsonl")?.parse::<u64>().ok()
-            })
-            .max()
-    }
-
     /// The smallest file index above `after` (any index when `None`).
     fn next_file(&self, after: Option<u64>) -> Result<Option<u64>, IngestError> {
         let entries = match std::fs::read_dir(&self.dir) {
