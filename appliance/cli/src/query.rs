@@ -283,7 +283,8 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
             let _ = mld_ipc::write_frame(&mut stream, &Reply::Error("only root and the detect task may query the similarity index".to_string()));
             continue;
         }
-        let reply = match mld_ipc::read_frame::<Query>(&mut stream) {
+        // The deadline holds for the whole query, however the bytes trickle in.
+        let reply = match mld_ipc::read_frame::<Query>(&mut Deadline { stream: &stream, deadline }) {
             Ok(Some(query)) => answer_one(&query),
             Ok(None) => continue,
             Err(error) => Reply::Error(format!("unreadable query: {error}")),
@@ -294,8 +295,30 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
                 let too_large = Reply::Error(format!("the answer takes {bytes} bytes, more than one frame holds ({} bytes): ask for fewer events", mld_ipc::MAX_FRAME_BYTES));
                 let _ = mld_ipc::write_frame(&mut stream, &too_large);
             }
+            // The asker gave up (the detect task's budget ran out): nothing to report.
+            Err(mld_ipc::FrameError::Io(error)) if matches!(error.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
+                tracing::debug!(error = %error, "a query's asker left before its answer");
+            }
             Err(error) => warn!(error = %error, "failed to send a query's answer"),
         }
+    }
+}
+
+/// A stream whose reads all end by one deadline (a socket timeout applies to each read).
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    deadline: std::time::Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the query's deadline passed"));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buffer)
     }
 }
 
