@@ -619,9 +619,13 @@ impl Verified {
     fn answer(&mut self, query: &mld_history::Query) -> mld_history::Reply {
         match self {
             Verified::History(history) => {
+                let caught_up = history.caught_up();
                 let (index, embedder) = history.parts();
                 match mld_history::answer(index, Some(embedder), query) {
-                    Ok(answer) => mld_history::Reply::Answer(Box::new(answer)),
+                    Ok(mut answer) => {
+                        answer.caught_up = Some(caught_up);
+                        mld_history::Reply::Answer(Box::new(answer))
+                    }
                     Err(error) => mld_history::Reply::Error(format!("{:#}", anyhow::Error::from(error))),
                 }
             }

@@ -157,6 +157,7 @@ fn lab_events_are_searchable_at_once_and_similar_to_their_own_scenario() {
 
     // Filters and the address query.
     let answer = query(&supervisor, &["ip", CLIENT, "--limit", "1000"]).expect("ip");
+    assert_eq!(answer["caught_up"], true, "the task has read the log to its end: {answer}");
     let hits = answer["hits"].as_array().expect("hits");
     assert!(!hits.is_empty() && hits.iter().all(|hit| hit["src_ip"] == CLIENT || hit["dst_ip"] == CLIENT));
     let scan_start = chrono_free_rfc3339(scan.0);

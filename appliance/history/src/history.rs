@@ -133,6 +133,8 @@ pub struct History {
     last_unreadable: Option<String>,
     /// Events below this seq are not indexed (after the index was full).
     min_seq: Option<u64>,
+    /// The last step read the log to its end (its read was not cut by the batch bound).
+    caught_up: bool,
 }
 
 impl History {
@@ -147,7 +149,7 @@ impl History {
         };
         let state_dir = ingest_config.state_dir.clone();
         let ingest = Ingest::open(ingest_config).map_err(|error| Box::new(OpenFailure { error: error.into(), ingest_config: None }))?;
-        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None, min_seq })
+        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None, min_seq, caught_up: false })
     }
 
     /// Opens (or rebuilds: forgetting the ingest state) the index for `open`.
@@ -227,6 +229,11 @@ impl History {
         self.last_unreadable.as_deref()
     }
 
+    /// Whether the last step found the log read to its end (the index is not catching up).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
     /// Whether (and why) the index was rebuilt at open.
     pub fn rebuilt(&self) -> Option<&Rebuild> {
         self.rebuilt.as_ref()
@@ -237,6 +244,8 @@ impl History {
     pub fn step(&mut self) -> Result<StepStats, HistoryError> {
         let mut records: Vec<VerifiedRecord> = Vec::new();
         let poll = self.ingest.read(&mut |record| records.push(record))?;
+        // A read cut by its bound left more to read: still catching up.
+        self.caught_up = (poll.lines as usize) < self.ingest.max_batch_lines();
         let mut stats = StepStats { lines: poll.lines, verified: poll.delivered, quarantined: poll.quarantined, ..StepStats::default() };
         let min_seq = self.min_seq.unwrap_or(0);
         let events: Vec<(u64, &str)> = records

@@ -82,6 +82,11 @@ pub struct Answer {
     pub indexed: u64,
     /// The newest indexed seq.
     pub last_seq: Option<u64>,
+    /// From the running ingest task: whether it had read the log to its end when it
+    /// answered. `false` while it catches up (after downtime, a rebuild): the answer holds
+    /// only what is indexed so far. Absent offline (`--index`: the last saved snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up: Option<bool>,
     /// The event the query started from (`SimilarToEvent`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_event: Option<HitFields>,
@@ -91,7 +96,7 @@ pub struct Answer {
 /// Answers `query` from `index`; `embedder` is needed only for `SimilarToObject`.
 /// Errors name what was not found or not valid; they are the asker's, not the index's.
 pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query) -> Result<Answer, HistoryError> {
-    let mut answer = Answer { indexed: index.len() as u64, last_seq: index.last_id(), query_event: None, hits: Vec::new() };
+    let mut answer = Answer { indexed: index.len() as u64, last_seq: index.last_id(), caught_up: None, query_event: None, hits: Vec::new() };
     match query {
         Query::SimilarToEvent { event, k, filter } => {
             let k = check_count(*k, "k")?;

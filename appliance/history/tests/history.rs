@@ -498,3 +498,17 @@ fn a_full_index_keeps_the_newest_events_and_stays_within_its_bound() {
     assert!(history.index().last_id() > Some(newest));
     assert!(history.index().len() < 100);
 }
+
+#[test]
+fn answers_say_whether_the_history_has_caught_up_with_the_log() {
+    let paths = Paths::new();
+    write_events(&paths.log, 0, 300);
+    let ingest = IngestConfig { max_batch_lines: 50, ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]) };
+    let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(3600), max_events: 1_000_000 };
+    let mut history = History::open(ingest, settings, embedder()).expect("open");
+    history.step().expect("step");
+    assert!(!history.caught_up(), "50 of 300 lines read");
+    while history.step().expect("step").lines > 0 {}
+    assert!(history.caught_up());
+    assert_eq!(history.index().len(), 300);
+}

@@ -324,6 +324,11 @@ impl Ingest {
         self.state.checkpoint.as_ref()
     }
 
+    /// The most lines one read takes: a read that took fewer reached the end of the log.
+    pub fn max_batch_lines(&self) -> usize {
+        self.config.max_batch_lines
+    }
+
     /// The seq of the last record accepted into the chain (read, maybe not committed).
     pub fn last_seq(&self) -> Option<u64> {
         self.verifier.position().map(|position| position.seq)
