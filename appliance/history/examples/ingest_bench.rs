@@ -11,14 +11,15 @@
 //!   embed    the embedder alone, batches of 1,024 (the original measured its embedders
 //!            alone): reading the lines into rows and the model, then the model alone
 //!   add      EventIndex::add alone (Flat), batches of 1,024
-//! ROWS_OUT gets the embedder's input rows (f32, N x features) for the Python anchor.
+//! ROWS_OUT gets the embedder's input rows (f32, N x features, as the Rust side built them)
+//! for the Python anchor.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mld_eventlog::{LogKey, LogWriter, WriterConfig};
-use mld_history::{hit_fields, Embedder, History, IndexSettings};
+use mld_history::{Embedder, History, IndexSettings};
 use mld_index::EventIndex;
 use mld_ingest::{Ingest, IngestConfig};
 use serde_json::{Map, Value};
@@ -99,27 +100,31 @@ fn main() -> Result<()> {
 
     // embed alone (reading the lines, as the ingest task does; and the model alone on
     // rows built beforehand, as the Python anchor does), add alone: records in memory.
-    let records: Vec<Map<String, Value>> = (0..n).map(|i| templates[i % templates.len()].clone()).collect();
     let lines: Vec<String> = templates.iter().map(|record| Value::Object(record.clone()).to_string()).collect();
     let mut embedder = Embedder::load(&runtime, &models, "embedder", RELEASE_KEY, &WINDOWS)?;
     let started = Instant::now();
     let mut vectors = Vec::with_capacity(n * embedder.dims());
+    let mut fields = Vec::with_capacity(n);
+    let mut rows = Vec::with_capacity(n * embedder.row_width());
     for start in (0..n).step_by(BATCH) {
         let batch: Vec<(u64, &str)> = (start..(start + BATCH).min(n)).map(|i| (i as u64 + 1, lines[i % lines.len()].as_str())).collect();
-        vectors.extend(embedder.embed_lines(&batch)?.vectors);
+        let embedded = embedder.embed_lines(&batch)?;
+        vectors.extend(embedded.vectors);
+        fields.extend(embedded.fields);
+        rows.extend_from_slice(embedder.last_rows());
     }
     report("embed (lines)", n as u64, started.elapsed());
-    let features = write_rows(rows_out, &records, &models)?;
-    let rows: Vec<f32> = std::fs::read(rows_out)?.chunks_exact(4).map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])).collect();
+    // The same rows for the Python anchor.
+    std::fs::write(rows_out, rows.iter().flat_map(|value| value.to_le_bytes()).collect::<Vec<u8>>()).with_context(|| format!("write {rows_out}"))?;
+    let width = embedder.row_width();
     let started = Instant::now();
-    for chunk in rows.chunks(BATCH * features) {
-        embedder.embed_rows(chunk, chunk.len() / features)?;
+    for chunk in rows.chunks(BATCH * width) {
+        embedder.embed_rows(chunk, chunk.len() / width)?;
     }
     report("embed (model alone)", n as u64, started.elapsed());
 
     let dir = work.path().join("add");
     let mut index = EventIndex::create(&dir, embedder.dims() as u32, "Flat")?;
-    let fields: Vec<_> = records.iter().enumerate().map(|(i, record)| hit_fields(i as u64 + 1, record)).collect();
     let dims = embedder.dims();
     let started = Instant::now();
     for (start, chunk) in fields.chunks(BATCH).enumerate() {
@@ -164,29 +169,4 @@ fn write_log(dir: &Path, templates: &[Map<String, Value>], n: usize) -> Result<(
     }
     writer.sync()?;
     Ok(())
-}
-
-/// The embedder's input rows, as the Rust side builds them (feature order of the metadata).
-fn write_rows(path: &str, records: &[Map<String, Value>], models: &Path) -> Result<usize> {
-    let metadata: Value = serde_json::from_slice(&std::fs::read(models.join("embedder.json"))?)?;
-    let names: Vec<String> = metadata["features"].as_array().context("features")?.iter().filter_map(|name| name.as_str().map(str::to_string)).collect();
-    let fields: Vec<String> = names
-        .iter()
-        .map(|name| {
-            mld_flow::features::Feature::ALL.iter().find(|feature| feature.cic_name() == name).map_or_else(|| name.clone(), |feature| mld_eventlog::cic_field_name(*feature))
-        })
-        .collect();
-    let mut out = Vec::with_capacity(records.len() * fields.len() * 4);
-    for record in records {
-        for field in &fields {
-            let value = match record.get(field) {
-                Some(Value::Number(number)) => number.as_f64().unwrap_or(0.0) as f32,
-                Some(Value::Bool(flag)) => f32::from(u8::from(*flag)),
-                _ => 0.0,
-            };
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-    }
-    std::fs::write(path, out).with_context(|| format!("write {path}"))?;
-    Ok(fields.len())
 }

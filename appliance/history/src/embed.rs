@@ -98,20 +98,17 @@ impl Embedder {
     }
 
     /// Embeds a batch of JSON objects (event records, or flow records as `mldefender
-    /// flows` writes them); returns `objects.len() * dims()` values, row-major.
+    /// flows` writes them); returns `objects.len() * dims()` values, row-major. They are
+    /// read exactly as verified lines are (the same reader), so an event and its object
+    /// embed alike.
     pub fn embed(&mut self, objects: &[&Map<String, Value>]) -> Result<Vec<f32>, HistoryError> {
-        self.rows.clear();
-        for object in objects {
-            for column in &self.columns {
-                let value = object.get(&column.name).or_else(|| column.event_field.as_ref().and_then(|field| object.get(field)));
-                self.rows.push(value_of(value).unwrap_or(self.missing));
-            }
+        let texts: Vec<String> = objects.iter().map(|object| serde_json::to_string(object).unwrap_or_default()).collect();
+        let lines: Vec<(u64, &str)> = texts.iter().enumerate().map(|(at, text)| (at as u64, text.as_str())).collect();
+        let embedded = self.embed_lines(&lines)?;
+        if let Some((at, why)) = embedded.unreadable.first() {
+            return Err(HistoryError::Invalid(format!("object {at} cannot be embedded: {why}")));
         }
-        let vectors = self.model.predict(&self.rows, objects.len())?;
-        if let Some(at) = vectors.iter().position(|value| !value.is_finite()) {
-            return Err(HistoryError::Embedding(format!("the embedder returned a non-finite value for object {}", at / self.dims().max(1))));
-        }
-        Ok(vectors.to_vec())
+        Ok(embedded.vectors)
     }
 
     /// Embeds verified event lines, reading each line once without building the record:
@@ -158,6 +155,17 @@ impl Embedder {
         Ok(embedded)
     }
 
+    /// The model's input rows of the last [`Embedder::embed_lines`] (one per embedded
+    /// event, the metadata's features in order), for measuring the model alone.
+    pub fn last_rows(&self) -> &[f32] {
+        &self.rows
+    }
+
+    /// How many values a row has (the metadata's features).
+    pub fn row_width(&self) -> usize {
+        self.columns.len()
+    }
+
     /// Embeds rows already built (`n` rows of the metadata's features, row-major): the
     /// model alone, for measuring it.
     pub fn embed_rows(&mut self, rows: &[f32], n: usize) -> Result<Vec<f32>, HistoryError> {
@@ -182,14 +190,6 @@ fn event_field_name(name: &str) -> Option<String> {
     Feature::ALL.iter().find(|feature| feature.cic_name() == name).map(|feature| mld_eventlog::cic_field_name(*feature))
 }
 
-fn value_of(value: Option<&Value>) -> Option<f32> {
-    match value? {
-        Value::Number(number) => number.as_f64().map(|value| value as f32).filter(|value| value.is_finite()),
-        Value::Bool(flag) => Some(if *flag { 1.0 } else { 0.0 }),
-        _ => None,
-    }
-}
-
 fn empty_fields(seq: u64) -> HitFields {
     HitFields {
         seq,
@@ -208,8 +208,7 @@ fn empty_fields(seq: u64) -> HitFields {
 }
 
 /// Reads one event line: feature values into `row` (by column), display fields into
-/// `fields`, everything else skipped. The same values as [`Embedder::embed`] reads from a
-/// parsed object (a test holds the two equal).
+/// `fields`, everything else skipped. [`Embedder::embed`] reads objects through it too.
 struct LineReader<'a> {
     by_name: &'a HashMap<String, usize, ahash::RandomState>,
     row: &'a mut [f32],

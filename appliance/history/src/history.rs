@@ -11,10 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mld_index::{EventIndex, HitFields, IndexError};
+use mld_index::{EventIndex, IndexError};
 use mld_ingest::{Ingest, IngestConfig, VerifiedRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::embed::Embedder;
 use crate::HistoryError;
@@ -305,10 +304,6 @@ impl History {
         self.index.save()?;
         self.min_seq = Some(cutoff);
         write_covered(&new_dir, &Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq(), min_seq: self.min_seq })?;
-        let io = |operation: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| HistoryError::Io { operation, path, source }
-        };
         remove_dir_if_present(&old_dir)?;
         fs::rename(&dir, &old_dir).map_err(io("rename aside", &dir))?;
         fs::rename(&new_dir, &dir).map_err(io("rename into place", &new_dir))?;
@@ -369,24 +364,10 @@ impl History {
     }
 }
 
-/// The key fields of a verified event record, for display beside its vector.
-pub fn hit_fields(seq: u64, record: &Map<String, Value>) -> HitFields {
-    let text = |name: &str| record.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-    let number = |name: &str| record.get(name).and_then(Value::as_f64);
-    HitFields {
-        seq,
-        event_id: text("event_id"),
-        ts_us: record.get("ts_us").and_then(Value::as_i64).unwrap_or_default(),
-        src_ip: text("src_ip"),
-        dst_ip: text("dst_ip"),
-        dst_port: record.get("dst_port").and_then(Value::as_u64).and_then(|port| u16::try_from(port).ok()).unwrap_or_default(),
-        protocol: text("protocol_name"),
-        action: text("action"),
-        category: text("category"),
-        score_fast: number("score_fast").unwrap_or_default(),
-        score_model: number("score_model"),
-        score_final: number("score_final").unwrap_or_default(),
-    }
+/// Names the operation and the path of a failed file operation.
+fn io(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError {
+    let path = path.to_path_buf();
+    move |source| HistoryError::Io { operation, path, source }
 }
 
 /// `<dir>.<suffix>`, beside `dir`.
@@ -400,7 +381,7 @@ fn remove_dir_if_present(dir: &Path) -> Result<(), HistoryError> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(HistoryError::Io { operation: "remove", path: dir.to_path_buf(), source }),
+        Err(source) => Err(io("remove", dir)(source)),
     }
 }
 
@@ -409,10 +390,6 @@ fn remove_dir_if_present(dir: &Path) -> Result<(), HistoryError> {
 /// old one comes back. Leftovers are removed.
 fn recover_swap(dir: &Path) -> Result<(), HistoryError> {
     let (new_dir, old_dir) = (sibling(dir, "new"), sibling(dir, "old"));
-    let io = |operation: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HistoryError::Io { operation, path, source }
-    };
     if !dir.exists() {
         if old_dir.exists() && new_dir.exists() {
             fs::rename(&new_dir, dir).map_err(io("rename into place", &new_dir))?;
@@ -437,10 +414,6 @@ fn write_covered(dir: &Path, covered: &Covered) -> Result<(), HistoryError> {
     let path = dir.join(COVERED_FILE);
     let temp = dir.join(format!("{COVERED_FILE}.tmp"));
     let text = serde_json::to_vec(covered).map_err(|error| HistoryError::Invalid(format!("cannot write {COVERED_FILE}: {error}")))?;
-    let io = |operation: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HistoryError::Io { operation, path, source }
-    };
     {
         use std::io::Write;
         let mut file = fs::File::create(&temp).map_err(io("create", &temp))?;

@@ -17,7 +17,7 @@ pub mod query;
 use std::path::PathBuf;
 
 pub use embed::{Embedded, Embedder};
-pub use history::{hit_fields, History, IndexSettings, OpenFailure, Rebuild, StepStats, COVERED_FILE};
+pub use history::{History, IndexSettings, OpenFailure, Rebuild, StepStats, COVERED_FILE};
 pub use query::{answer, Answer, AnswerHit, EventRef, Filter, Query, Reply, MAX_RESULTS};
 
 /// What can go wrong with the history.

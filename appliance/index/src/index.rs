@@ -572,17 +572,8 @@ impl EventIndex {
     pub fn events_with_ip(&self, ip: IpAddr, filter: &SearchFilter, limit: usize) -> Result<Vec<HitFields>> {
         let Some(ids) = self.by_ip.get(&ip) else { return Ok(Vec::new()) };
         let compiled = self.compile(filter);
-        // Ids are recorded as events are added, in seq order in practice: newest last.
-        let sorted;
-        let newest_first: Box<dyn Iterator<Item = u64>> = if ids.is_sorted() {
-            Box::new(ids.iter().rev().copied())
-        } else {
-            let mut copy = ids.clone();
-            copy.sort_unstable_by(|a, b| b.cmp(a));
-            copy.dedup();
-            sorted = copy;
-            Box::new(sorted.iter().copied())
-        };
+        // Kept in ascending order (see `note_lookups`): newest last.
+        let newest_first = ids.iter().rev().copied();
         let mut found = Vec::new();
         for id in newest_first {
             if found.len() == limit.min(MAX_CANDIDATES) {
@@ -833,9 +824,15 @@ fn event_id_key(event_id: &str) -> Option<u64> {
 fn note_lookups(by_ip: &mut HashMap<IpAddr, Vec<u64>>, by_event_id: &mut HashMap<u64, u64>, id: u64, fields: &HitFields) {
     for address in [&fields.src_ip, &fields.dst_ip] {
         if let Ok(ip) = address.parse::<IpAddr>() {
+            // Ascending and unique (events come in seq order; an earlier id is placed).
             let ids = by_ip.entry(ip).or_default();
-            if ids.last() != Some(&id) {
-                ids.push(id);
+            match ids.last() {
+                Some(&last) if last >= id => {
+                    if let Err(at) = ids.binary_search(&id) {
+                        ids.insert(at, id);
+                    }
+                }
+                _ => ids.push(id),
             }
         }
     }

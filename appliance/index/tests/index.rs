@@ -480,6 +480,10 @@ fn an_event_can_be_read_back_by_id_event_id_and_address() {
     index
         .add(&[5_000, 5_001], &extra, &[first.clone(), second.clone()])
         .expect("add");
+    // An older event added after newer ones still takes its place by id.
+    let mut older = fields_for(4_999);
+    older.dst_ip = "198.51.100.7".to_owned();
+    index.add(&[4_999], &Rng(13).vectors(1), &[older.clone()]).expect("add");
     index.save().expect("save");
     drop(index);
 
@@ -501,14 +505,14 @@ fn an_event_can_be_read_back_by_id_event_id_and_address() {
     let found = index
         .events_with_ip(address, &SearchFilter::default(), 10)
         .expect("by address");
-    assert_eq!(found, vec![second.clone(), first.clone()], "as source and as destination, newest first");
+    assert_eq!(found, vec![second.clone(), first.clone(), older.clone()], "as source and as destination, newest first");
     let only_first = SearchFilter {
         actions: vec![first.action.clone()],
         ..SearchFilter::default()
     };
     assert_eq!(
         index.events_with_ip(address, &only_first, 10).expect("by address"),
-        if first.action == second.action { vec![second, first] } else { vec![first] }
+        [second, first, older].into_iter().filter(|fields| fields.action == only_first.actions[0]).collect::<Vec<_>>()
     );
 }
 
