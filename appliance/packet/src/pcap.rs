@@ -54,8 +54,36 @@ pub struct PcapReader;
 #[derive(Debug, Clone, Copy)]
 struct Interface {
     link: LinkType,
+    /// Timestamp units per second (pcapng `if_tsresol`: 10^n or 2^n, so anything from 1
+    /// to 2^63; 10^6 or 10^9 in legacy pcap).
     ts_units_per_second: u64,
-    ts_offset_secs: u64,
+    /// Seconds added to every timestamp (pcapng `if_tsoffset`, signed; 0 in legacy pcap).
+    ts_offset_secs: i64,
+}
+
+/// A timestamp of `secs` whole seconds and `units` fractional units (of the interface's
+/// resolution), plus the interface's offset, in ns since the Unix epoch; `None` when it
+/// falls outside 0..=u64::MAX ns (about 1970 to 2554). Computed in i128, where none of the
+/// inputs can overflow (secs ≤ 2^64, offset ≤ 2^63 s): a crafted `if_tsresol = 0` or a huge
+/// `if_tsoffset` is an error, never a panic or a silent wrap.
+fn timestamp_ns(secs: u64, units: u64, interface: &Interface) -> Option<u64> {
+    const NS: i128 = 1_000_000_000;
+    let per_second = i128::from(interface.ts_units_per_second.max(1));
+    let subsec_ns = i128::from(units) * NS / per_second;
+    let secs = i128::from(secs).checked_add(i128::from(interface.ts_offset_secs))?;
+    let ns = secs.checked_mul(NS)?.checked_add(subsec_ns)?;
+    u64::try_from(ns).ok()
+}
+
+fn timestamp_error(path: &Path, offset: u64, interface: &Interface) -> PcapError {
+    PcapError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        detail: format!(
+            "packet timestamp out of range (before 1970 or after 2554; {} units per second, offset {} s)",
+            interface.ts_units_per_second, interface.ts_offset_secs
+        ),
+    }
 }
 
 impl PcapReader {
@@ -92,8 +120,8 @@ impl PcapReader {
                                 offset,
                                 detail: "packet before the file header".to_string(),
                             })?;
-                            let ts_ns = u64::from(packet.ts_sec) * 1_000_000_000
-                                + u64::from(packet.ts_usec) * (1_000_000_000 / interface.ts_units_per_second);
+                            let ts_ns = timestamp_ns(u64::from(packet.ts_sec), u64::from(packet.ts_usec), &interface)
+                                .ok_or_else(|| timestamp_error(path, offset, &interface))?;
                             let captured = (packet.caplen as usize).min(packet.data.len());
                             Some(PcapFrame {
                                 link: interface.link,
@@ -114,11 +142,7 @@ impl PcapReader {
                                 offset,
                                 detail: format!("invalid timestamp resolution {:#04x}", description.if_tsresol),
                             })?;
-                            interfaces.push(Interface {
-                                link,
-                                ts_units_per_second: units,
-                                ts_offset_secs: description.ts_offset().max(0) as u64,
-                            });
+                            interfaces.push(Interface { link, ts_units_per_second: units, ts_offset_secs: description.ts_offset() });
                             None
                         }
                         PcapBlockOwned::NG(Block::EnhancedPacket(packet)) => {
@@ -129,8 +153,7 @@ impl PcapReader {
                             })?;
                             let raw = (u64::from(packet.ts_high) << 32) | u64::from(packet.ts_low);
                             let units = interface.ts_units_per_second;
-                            let subsec_ns = (u128::from(raw % units) * 1_000_000_000 / u128::from(units)) as u64;
-                            let ts_ns = (interface.ts_offset_secs + raw / units) * 1_000_000_000 + subsec_ns;
+                            let ts_ns = timestamp_ns(raw / units, raw % units, &interface).ok_or_else(|| timestamp_error(path, offset, &interface))?;
                             let captured = (packet.caplen as usize).min(packet.data.len());
                             Some(PcapFrame {
                                 link: interface.link,
@@ -323,6 +346,75 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].0, ts);
         assert_eq!((frames[0].1, frames[0].2), (5, 60));
+    }
+
+    /// A pcapng file: one Ethernet interface with the given options (code, value), then
+    /// one enhanced packet block per raw timestamp (in the interface's units).
+    fn pcapng(options: &[(u16, &[u8])], timestamps: &[u64]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        block(&mut bytes, 0x0a0d0d0a, &[0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        let mut idb = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        for (code, value) in options {
+            idb.extend_from_slice(&code.to_le_bytes());
+            idb.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            idb.extend_from_slice(value);
+            idb.resize(idb.len().next_multiple_of(4), 0);
+        }
+        idb.extend_from_slice(&[0, 0, 0, 0]);
+        block(&mut bytes, 1, &idb);
+        for ts in timestamps {
+            let mut epb = Vec::new();
+            epb.extend_from_slice(&0u32.to_le_bytes());
+            epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(*ts as u32).to_le_bytes());
+            epb.extend_from_slice(&4u32.to_le_bytes());
+            epb.extend_from_slice(&4u32.to_le_bytes());
+            epb.extend_from_slice(&[1, 2, 3, 4]);
+            block(&mut bytes, 6, &epb);
+        }
+        bytes
+    }
+
+    const IF_TSRESOL: u16 = 9;
+    const IF_TSOFFSET: u16 = 14;
+    /// Offset of the first enhanced packet block in [`pcapng`]'s files with one option.
+    const FIRST_PACKET_OFFSET: u64 = 28 + 32;
+    /// Size of one enhanced packet block in [`pcapng`]'s files.
+    const PACKET_BLOCK_BYTES: u64 = 36;
+
+    #[test]
+    fn pcapng_timestamps_in_whole_seconds_that_overflow_are_an_error_naming_the_block() {
+        // if_tsresol = 0: one unit per second. The first packet is fine (after the
+        // frames before it were handed on); the second would be 2^63 s.
+        let file = write_temp(&pcapng(&[(IF_TSRESOL, &[0])], &[1_500_000_000, 1 << 63]));
+        let mut frames = Vec::new();
+        let error = PcapReader::read_file(file.path(), |frame| frames.push(frame.ts_ns)).expect_err("overflowing timestamp");
+        assert_eq!(frames, vec![1_500_000_000_000_000_000], "the readable frame before the damage was processed");
+        let offset = FIRST_PACKET_OFFSET + PACKET_BLOCK_BYTES;
+        assert!(matches!(error, PcapError::Corrupt { offset: at, .. } if at == offset), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&file.path().display().to_string()) && message.contains(&format!("byte offset {offset}")), "{message}");
+        assert!(message.contains("timestamp out of range"), "{message}");
+        // Binary resolution 2^0 is one unit per second too.
+        let binary = write_temp(&pcapng(&[(IF_TSRESOL, &[0x80])], &[u64::MAX]));
+        assert!(matches!(read(binary.path()), Err(PcapError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn pcapng_timestamp_offsets_are_applied_with_checked_arithmetic() {
+        let ts_us = 1_500_000_000_000_001u64;
+        // A small offset, positive and negative, moves the time.
+        let later = write_temp(&pcapng(&[(IF_TSOFFSET, &100i64.to_le_bytes())], &[ts_us]));
+        assert_eq!(read(later.path()).expect("read")[0].0, (ts_us + 100_000_000) * 1000);
+        let earlier = write_temp(&pcapng(&[(IF_TSOFFSET, &(-100i64).to_le_bytes())], &[ts_us]));
+        assert_eq!(read(earlier.path()).expect("read")[0].0, (ts_us - 100_000_000) * 1000);
+        // An offset past the year 2554, or before 1970, is an error naming the block.
+        for offset in [i64::MAX, 1 << 40, -2_000_000_000] {
+            let file = write_temp(&pcapng(&[(IF_TSOFFSET, &offset.to_le_bytes())], &[ts_us]));
+            let error = read(file.path()).expect_err("out of range");
+            assert!(matches!(error, PcapError::Corrupt { offset: at, .. } if at == FIRST_PACKET_OFFSET + 4), "{offset}: {error:?}");
+            assert!(error.to_string().contains(&format!("offset {offset} s")), "{error}");
+        }
     }
 
     fn block(bytes: &mut Vec<u8>, block_type: u32, body: &[u8]) {
