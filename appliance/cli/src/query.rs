@@ -17,6 +17,7 @@ use anyhow::Context;
 use mld_config::Config;
 use mld_history::{answer, Embedder, EventRef, Filter, Query, Reply};
 use mld_index::EventIndex;
+use mld_query::parse_time_us;
 use serde_json::{Map, Value};
 use tracing::warn;
 
@@ -203,53 +204,6 @@ fn parse_filter(args: &FilterArgs) -> Result<Filter, String> {
     Ok(Filter { from_ts_us: time(&args.from, "from")?, to_ts_us: time(&args.to, "to")?, actions: args.actions.clone(), categories: args.categories.clone() })
 }
 
-/// `2026-11-25T10:00:00Z`, `2026-11-25T10:00:00.5Z`, `2026-11-25` (midnight UTC), or
-/// µs since the epoch.
-pub fn parse_time_us(text: &str) -> Option<i64> {
-    if let Ok(micros) = text.parse::<i64>() {
-        return Some(micros);
-    }
-    let (date, time) = match text.split_once('T') {
-        Some((date, time)) => (date, Some(time.strip_suffix('Z').or_else(|| time.strip_suffix("+00:00"))?)),
-        None => (text, None),
-    };
-    let mut parts = date.split('-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: i64 = parts.next()?.parse().ok()?;
-    let day: i64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    if !(1970..=9999).contains(&year) {
-        return None;
-    }
-    let mut micros = days_from_civil(year, month, day) * 86_400_000_000;
-    if let Some(time) = time {
-        let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
-        let mut fields = clock.split(':');
-        let hours: i64 = fields.next()?.parse().ok()?;
-        let minutes: i64 = fields.next()?.parse().ok()?;
-        let seconds: i64 = fields.next()?.parse().ok()?;
-        if fields.next().is_some() || hours > 23 || minutes > 59 || seconds > 60 || fraction.len() > 9 || !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
-            return None;
-        }
-        let fraction_us: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}")[..6].parse().ok()? };
-        micros += ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + fraction_us;
-    }
-    Some(micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 /// Answers the queries waiting on `listener` (non-blocking), at most a few per call, from
 /// processes running as one of `uids` (peer credentials; root and the detect task).
 /// `answer_one` gets each query.
@@ -333,23 +287,5 @@ fn refused(who: &str) {
     if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
         *last = Some(std::time::Instant::now());
         warn!(last = who, refused_so_far = count, "refused queries from processes that are neither root nor the detect task");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse_as_utc_microseconds() {
-        assert_eq!(parse_time_us("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time_us("2026-11-25T10:00:00Z"), Some(1_795_600_800_000_000));
-        assert_eq!(parse_time_us("2026-11-25T10:00:00.25Z"), Some(1_795_600_800_250_000));
-        assert_eq!(parse_time_us("2026-11-25"), Some(1_795_564_800_000_000));
-        assert_eq!(parse_time_us("2000-03-01T00:00:00+00:00"), Some(951_868_800_000_000));
-        assert_eq!(parse_time_us("1795600800000000"), Some(1_795_600_800_000_000));
-        for bad in ["2026-13-01", "2026-11-25T25:00:00Z", "2026-11-25T10:00:00+02:00", "yesterday", "2026-11-25T10:00Z", "300000-01-01"] {
-            assert_eq!(parse_time_us(bad), None, "{bad}");
-        }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`embed`]: the embedder, reading the same features from an event record or a flow.
 //! - [`history`]: [`History`], the ingest, the embedder and the index kept in step (what is
 //!   saved in which order, and when the index is rebuilt from the log).
-//! - [`query`]: the questions `mldefender query` asks and their answers.
+//! - [`query`]: the answers to the questions `mldefender query` asks (the questions
+//!   themselves, the query language, are `mld-query`'s, re-exported here).
 //!
 //! Invariant: only records that passed every check of `mld-ingest` reach the index; a
 //! quarantined line is never embedded.

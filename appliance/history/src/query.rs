@@ -2,67 +2,19 @@
 //! same way by the running ingest task (over its socket) and offline (an index directory
 //! opened read-only).
 
-use std::net::IpAddr;
-
 use mld_index::{EventIndex, HitFields, SearchFilter, MAX_CANDIDATES};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::embed::Embedder;
 use crate::HistoryError;
 
-/// The largest `k` / `limit` a query may ask for.
-pub const MAX_RESULTS: usize = 1000;
+/// The query language lives in `mld-query` (no FAISS, no model: fuzzed there); this
+/// module answers it.
+pub use mld_query::{EventRef, Filter, Query, MAX_RESULTS};
 
-/// An event named by its log seq (the index id) or its `event_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventRef {
-    Seq(u64),
-    EventId(String),
-}
-
-impl EventRef {
-    /// A number is a seq; anything else an `event_id` (`ev-...`).
-    pub fn parse(text: &str) -> EventRef {
-        match text.parse::<u64>() {
-            Ok(seq) => EventRef::Seq(seq),
-            Err(_) => EventRef::EventId(text.to_string()),
-        }
-    }
-}
-
-/// Which events a query keeps (every set condition must hold).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Filter {
-    /// At or after this time, µs since the epoch.
-    pub from_ts_us: Option<i64>,
-    /// Before this time (exclusive).
-    pub to_ts_us: Option<i64>,
-    /// The action is one of these (`block`, `alert`, `observe`, `would-block`).
-    pub actions: Vec<String>,
-    /// The category is one of these (`scan`, `flood`, `benign`, ...).
-    pub categories: Vec<String>,
-}
-
-impl Filter {
-    fn to_search(&self) -> SearchFilter {
-        SearchFilter { from_ts_us: self.from_ts_us, to_ts_us: self.to_ts_us, actions: self.actions.clone(), categories: self.categories.clone() }
-    }
-}
-
-/// A question to the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "query", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Query {
-    /// The `k` events nearest to an indexed event (the event itself is left out).
-    SimilarToEvent { event: EventRef, k: usize, filter: Filter },
-    /// The `k` events nearest to a flow or event given as a JSON object (`mldefender flows`
-    /// output, or a record of the signed log).
-    SimilarToObject { object: Map<String, Value>, k: usize, filter: Filter },
-    /// The newest `limit` events with this address as source or destination.
-    Ip { ip: IpAddr, limit: usize, filter: Filter },
+/// The index's filter for a query's [`Filter`].
+fn to_search(filter: &Filter) -> SearchFilter {
+    SearchFilter { from_ts_us: filter.from_ts_us, to_ts_us: filter.to_ts_us, actions: filter.actions.clone(), categories: filter.categories.clone() }
 }
 
 /// One event of an answer.
@@ -107,7 +59,7 @@ pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query
             let newest = index.last_id().map_or_else(|| "none".to_string(), |last| last.to_string());
             let stored = index.get(seq)?.ok_or_else(|| HistoryError::NotFound(format!("event seq {seq} is not in the index ({} events indexed, the newest seq {newest})", index.len())))?;
             // One more, to leave the event itself out.
-            let hits = index.search(&stored.vector, (k + 1).min(MAX_CANDIDATES), &filter.to_search())?;
+            let hits = index.search(&stored.vector, (k + 1).min(MAX_CANDIDATES), &to_search(filter))?;
             answer.hits = hits.into_iter().filter(|hit| hit.id != seq).take(k).map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
             answer.query_event = Some(stored.fields);
         }
@@ -120,22 +72,19 @@ pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query
                 ));
             }
             let vector = embedder.embed(&[object])?;
-            let hits = index.search(&vector, k, &filter.to_search())?;
+            let hits = index.search(&vector, k, &to_search(filter))?;
             answer.hits = hits.into_iter().map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
         }
         Query::Ip { ip, limit, filter } => {
             let limit = check_count(*limit, "limit")?;
-            answer.hits = index.events_with_ip(*ip, &filter.to_search(), limit)?.into_iter().map(|fields| AnswerHit { distance: None, fields }).collect();
+            answer.hits = index.events_with_ip(*ip, &to_search(filter), limit)?.into_iter().map(|fields| AnswerHit { distance: None, fields }).collect();
         }
     }
     Ok(answer)
 }
 
 fn check_count(count: usize, name: &str) -> Result<usize, HistoryError> {
-    if count == 0 || count > MAX_RESULTS {
-        return Err(HistoryError::Invalid(format!("{name} must be between 1 and {MAX_RESULTS}, got {count}")));
-    }
-    Ok(count)
+    mld_query::check_count(count, name).map_err(HistoryError::Invalid)
 }
 
 /// What the ingest task sends back for a [`Query`] on its socket.
