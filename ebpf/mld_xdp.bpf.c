@@ -6,11 +6,19 @@
  *
  * Rules (the user-space decoder, appliance/packet/src/decode.rs, applies the same):
  * Ethernet with up to two VLAN tags; IPv4 and IPv6 (extension headers skipped, at most
- * 8); TCP, UDP, ICMP, ICMPv6 headers read; lengths from the IP header. A malformed
- * packet is counted and passed, never dropped and never recorded.
+ * 8); TCP, UDP, ICMP, ICMPv6 headers read; lengths from the IP header.
  *
- * Order of checks for an IP packet: allow trie (match: pass), deny trie (unexpired
- * match: drop, counted per reason; expired: pass, counted), then record and pass.
+ * The source decides first. As soon as the fixed IP header gives the source address
+ * (20 bytes of IPv4, 40 of IPv6, version checked), the source is judged, whatever
+ * follows: malformed, truncated, fragmented, an unknown protocol, too many extension
+ * headers. Order: the source check of the ingress interface (a source that cannot be
+ * behind it: drop, counted as spoofed), the allow trie (match: pass), the deny trie
+ * (unexpired match: drop, counted per reason; expired: pass, counted). Only then is
+ * the rest of the parse looked at: a malformed packet from a source that was not
+ * dropped is counted and passed, never recorded; a later fragment is passed; every
+ * other packet is recorded and passed. A frame too short to hold the fixed IP header
+ * has no source: it is counted as malformed and passed (the kernel's IP layer drops
+ * it).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -62,11 +70,19 @@ struct {
 	__type(value, struct mld_iface_value);
 } mld_ifaces SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct mld_src_key);
+	__type(value, __u32);
+} mld_sources SEC(".maps");
+
 enum parse_result {
 	PARSE_PACKET,
 	PARSE_FRAGMENT, /* a later fragment: addresses known, no transport header */
 	PARSE_NOT_IP,
-	PARSE_MALFORMED,
+	PARSE_MALFORMED, /* rec->ip_version != 0: the source is known all the same */
 };
 
 /* Wake the reader when this much data is waiting (about 900 records). */
@@ -144,17 +160,18 @@ static __always_inline int parse_ipv4(__u8 *l3, void *data_end, __u32 wire_l3_le
 		return PARSE_MALFORMED;
 	if ((l3[0] >> 4) != 4)
 		return PARSE_MALFORMED;
+	/* The source is known from here on: the caller judges it whatever follows. */
+	rec->ip_version = 4;
+	rec->ttl = l3[8];
+	rec->protocol = l3[9];
+	__builtin_memcpy(rec->src_addr, l3 + 12, 4);
+	__builtin_memcpy(rec->dst_addr, l3 + 16, 4);
 	header_len = (__u32)(l3[0] & 0x0f) * 4;
 	if (header_len < 20 || header_len > wire_l3_len)
 		return PARSE_MALFORMED;
 	total_len = load_be16(l3 + 2);
 	if (total_len < header_len || total_len > wire_l3_len)
 		return PARSE_MALFORMED;
-	rec->ip_version = 4;
-	rec->ttl = l3[8];
-	rec->protocol = l3[9];
-	__builtin_memcpy(rec->src_addr, l3 + 12, 4);
-	__builtin_memcpy(rec->dst_addr, l3 + 16, 4);
 	rec->ip_len = total_len;
 	rec->ip_header_len = header_len;
 	if (load_be16(l3 + 6) & 0x1fff)
@@ -174,14 +191,15 @@ static __always_inline int parse_ipv6(__u8 *l3, void *data_end, __u32 wire_l3_le
 		return PARSE_MALFORMED;
 	if ((l3[0] >> 4) != 6)
 		return PARSE_MALFORMED;
-	total_len = 40 + load_be16(l3 + 4);
-	next_header = l3[6];
-	if ((total_len == 40 && next_header == 0) || total_len > wire_l3_len)
-		return PARSE_MALFORMED;
+	/* The source is known from here on: the caller judges it whatever follows. */
 	rec->ip_version = 6;
 	rec->ttl = l3[7];
 	__builtin_memcpy(rec->src_addr, l3 + 8, 16);
 	__builtin_memcpy(rec->dst_addr, l3 + 24, 16);
+	total_len = 40 + load_be16(l3 + 4);
+	next_header = l3[6];
+	if ((total_len == 40 && next_header == 0) || total_len > wire_l3_len)
+		return PARSE_MALFORMED;
 	rec->ip_len = total_len;
 
 	cursor = l3 + 40;
@@ -248,6 +266,23 @@ static __always_inline int parse(struct xdp_md *ctx, struct mld_packet_record *r
 	return PARSE_NOT_IP;
 }
 
+/* 1 when the source cannot be behind the interface it arrived on. */
+static __always_inline int spoofed(const struct mld_iface_value *iface, __u32 ifindex, const __u8 *addr)
+{
+	struct mld_src_key key = { .prefixlen = 160, .ifindex = ifindex };
+	__u32 *verdict;
+
+	if (!iface || iface->source_check == MLD_SRC_CHECK_OFF)
+		return 0;
+	__builtin_memcpy(key.addr, addr, 16);
+	verdict = bpf_map_lookup_elem(&mld_sources, &key);
+	if (verdict && *verdict == MLD_SRC_FORBID)
+		return 1;
+	if (iface->source_check == MLD_SRC_CHECK_STRICT)
+		return !verdict || *verdict != MLD_SRC_PERMIT;
+	return 0;
+}
+
 SEC("xdp")
 int mld_xdp(struct xdp_md *ctx)
 {
@@ -264,17 +299,24 @@ int mld_xdp(struct xdp_md *ctx)
 		count(MLD_CTR_NOT_IP);
 		return XDP_PASS;
 	}
-	if (parsed == PARSE_MALFORMED) {
+	if (parsed == PARSE_MALFORMED)
 		count(MLD_CTR_MALFORMED);
+	if (rec.ip_version == 0) /* too short for the fixed IP header: no source to judge */
 		return XDP_PASS;
-	}
 
+	/* The source decides first, whatever the rest of the packet is. */
 	if (rec.ip_version == 4) {
 		key.addr[10] = 0xff;
 		key.addr[11] = 0xff;
 		__builtin_memcpy(&key.addr[12], rec.src_addr, 4);
 	} else {
 		__builtin_memcpy(key.addr, rec.src_addr, 16);
+	}
+	iface = bpf_map_lookup_elem(&mld_ifaces, &ifindex);
+	if (spoofed(iface, ifindex, key.addr)) {
+		count(MLD_CTR_SPOOFED);
+		count(MLD_CTR_DROPPED);
+		return XDP_DROP;
 	}
 	if (bpf_map_lookup_elem(&mld_allow, &key)) {
 		count(MLD_CTR_ALLOWED);
@@ -291,6 +333,8 @@ int mld_xdp(struct xdp_md *ctx)
 		}
 	}
 
+	if (parsed == PARSE_MALFORMED)
+		return XDP_PASS;
 	if (parsed == PARSE_FRAGMENT) {
 		count(MLD_CTR_NOT_IP);
 		count(MLD_CTR_PASSED);
@@ -298,7 +342,6 @@ int mld_xdp(struct xdp_md *ctx)
 	}
 	rec.ts_ns = bpf_ktime_get_boot_ns();
 	rec.ifindex = ifindex;
-	iface = bpf_map_lookup_elem(&mld_ifaces, &ifindex);
 	if (iface)
 		rec.direction = iface->direction;
 	/*

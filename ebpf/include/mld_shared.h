@@ -91,16 +91,38 @@ struct mld_deny_value {
 #define MLD_CTR_PASSED 0          /* IP packets passed (allowlisted ones included) */
 #define MLD_CTR_ALLOWED 1         /* packets whose source is allowlisted */
 #define MLD_CTR_DROPPED 2         /* packets dropped (all reasons) */
-#define MLD_CTR_MALFORMED 3       /* malformed or truncated packets, passed */
+#define MLD_CTR_MALFORMED 3       /* malformed or truncated packets (passed unless their source is denied or spoofed) */
 #define MLD_CTR_RING_FULL 4       /* packet records lost because the ring buffer was full */
 #define MLD_CTR_NOT_IP 5          /* non-IP frames and later IP fragments, passed */
 #define MLD_CTR_EXPIRED 6         /* packets from a source whose deny entry had expired, passed */
+#define MLD_CTR_SPOOFED 7         /* packets whose source cannot be behind their ingress interface, dropped */
 #define MLD_CTR_DROP_REASON 8     /* MLD_CTR_DROP_REASON + reason: drops per reason */
 #define MLD_COUNTERS (MLD_CTR_DROP_REASON + MLD_REASONS)
+
+/* mld_iface_value.source_check: which sources may arrive on an interface. */
+#define MLD_SRC_CHECK_OFF 0       /* any source */
+#define MLD_SRC_CHECK_STRICT 1    /* only sources the mld_sources trie permits here (a LAN: strict uRPF) */
+#define MLD_SRC_CHECK_LOOSE 2     /* any source the mld_sources trie does not forbid here (a WAN) */
 
 /* Value of the interface map (ifindex -> role), for the packet record's direction. */
 struct mld_iface_value {
 	__u32 direction;      /* MLD_DIR_* of packets arriving on this interface */
+	__u32 source_check;   /* MLD_SRC_CHECK_* */
 };
+
+/*
+ * Key of the source-check trie: the ingress interface, then the source address
+ * (IPv4-mapped as in mld_lpm_key). prefixlen counts the 32 ifindex bits too, so an
+ * entry always names one interface: prefixlen = 32 + address prefix length.
+ */
+struct mld_src_key {
+	__u32 prefixlen;      /* 32..=160 */
+	__u32 ifindex;        /* host byte order; always matched whole */
+	__u8 addr[16];        /* network byte order */
+};
+
+/* Value of the source-check trie. */
+#define MLD_SRC_PERMIT 1          /* this prefix may appear as a source on this interface */
+#define MLD_SRC_FORBID 2          /* it may not (the box's own addresses, the LAN's prefixes on a WAN) */
 
 #endif /* MLD_SHARED_H */

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader};
 use mld_config::{CaptureConfig, InterfaceRole, IpPrefix, XdpMode};
@@ -13,7 +14,7 @@ use mld_packet::{Direction, PacketRecord};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::CaptureError;
-use crate::maps::{self, PinnedMaps, EVENTS_MAP, IFACES_MAP, PINNED_MAPS};
+use crate::maps::{self, IfaceValue, PinnedMaps, SourceRule, ADOPTED_MAPS, COUNTERS_MAP, DENY_MAP, EVENTS_MAP, FRESH_MAPS, IFACES_MAP, SOURCES_MAP};
 use crate::{PROGRAM_NAME, XDP_OBJECT};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -26,17 +27,42 @@ const CAP_BPF: u32 = 39;
 pub struct AttachedInterface {
     pub name: String,
     pub ifindex: u32,
-    /// "native" or "generic".
+    /// "native", "generic", or "adopted" (a pinned link left by an earlier run, whose
+    /// program was replaced in place).
     pub mode: &'static str,
+    /// The link is pinned: the program keeps enforcing when this process exits.
+    pub pinned: bool,
 }
 
-/// The loaded and attached XDP program. Dropping it (or [`Dataplane::shutdown`])
-/// detaches the program from every interface and removes the pins.
+/// What starting the data plane found and did, for the caller to report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartReport {
+    /// The deny map (and counters) of an earlier run were adopted with their entries.
+    pub adopted_maps: bool,
+    /// Pinned maps that did not match this program's layout and were replaced:
+    /// (map, why).
+    pub replaced_maps: Vec<(&'static str, String)>,
+    /// Pinned links of interfaces no longer configured, detached.
+    pub detached_stale: Vec<String>,
+}
+
+/// The loaded and attached XDP program.
+///
+/// Its links and the deny and counters maps are pinned under `capture.bpffs-dir`, so the
+/// program keeps dropping what is blocked when this process exits or dies; the next
+/// [`Dataplane::start`] adopts them (replacing the program in place, atomically) instead
+/// of starting empty. Only [`Dataplane::detach`] (or `capture.detach-on-exit`) removes the
+/// program.
 pub struct Dataplane {
     ebpf: Option<Ebpf>,
     maps: PinnedMaps,
     attached: Vec<AttachedInterface>,
+    /// Links that could not be pinned (a kernel without bpf_link for XDP): they detach
+    /// when this process exits.
+    unpinned_links: Vec<aya::programs::xdp::XdpLink>,
     bpffs_dir: PathBuf,
+    detach_on_exit: bool,
+    report: StartReport,
     _lock: Flock<File>,
 }
 
@@ -46,19 +72,71 @@ impl std::fmt::Debug for Dataplane {
     }
 }
 
+/// The pin of the link attaching the program to `interface`.
+fn link_pin(dir: &Path, interface: &str) -> PathBuf {
+    dir.join(format!("{LINK_PIN_PREFIX}{interface}"))
+}
+
+const LINK_PIN_PREFIX: &str = "link_";
+
 impl Dataplane {
-    /// Loads the program, attaches it to every configured interface, pins its maps and
-    /// fills the allowlist. Fails without side effects left behind.
-    pub fn start(config: &CaptureConfig, allowlist: &[IpPrefix]) -> Result<Dataplane, CaptureError> {
+    /// Loads the program, fills its maps (interfaces, source checks, allowlist), and
+    /// attaches it to every configured interface: an interface whose pinned link an
+    /// earlier run left gets the new program swapped into that link atomically (no
+    /// moment without a program); others get a new link, pinned. The deny and counters
+    /// maps of an earlier run are adopted when their layout matches.
+    pub fn start(config: &CaptureConfig, allowlist: &[IpPrefix], source_rules: &SourcePlan) -> Result<Dataplane, CaptureError> {
         check_capabilities()?;
         let interfaces = resolve_interfaces(config)?;
         let lock = lock_runtime(config)?;
         prepare_bpffs(&config.bpffs_dir)?;
+        let mut report = StartReport::default();
 
+        let mut adopted_maps = true;
+        for name in ADOPTED_MAPS {
+            let path = config.bpffs_dir.join(name);
+            if !path.exists() {
+                adopted_maps = false;
+                continue;
+            }
+            if let Err(why) = maps::check_pinned_layout(&path, name) {
+                std::fs::remove_file(&path).map_err(|error| CaptureError::io("remove incompatible pin", &path, error))?;
+                report.replaced_maps.push((name, why));
+                adopted_maps = false;
+            }
+        }
+        report.adopted_maps = adopted_maps;
+
+        let deny_pin = config.bpffs_dir.join(DENY_MAP);
+        let counters_pin = config.bpffs_dir.join(COUNTERS_MAP);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, config.ring_size_bytes)
+            .map_pin_path(DENY_MAP, deny_pin.as_path())
+            .map_pin_path(COUNTERS_MAP, counters_pin.as_path())
             .load(XDP_OBJECT)
             .map_err(|error| CaptureError::Load(Box::new(error)))?;
+        {
+            let ifaces = ebpf.map_mut(IFACES_MAP).ok_or_else(|| CaptureError::Load(format!("map `{IFACES_MAP}` missing").into()))?;
+            for (interface, ifindex) in &interfaces {
+                let direction = match interface.role {
+                    InterfaceRole::Lan => Direction::FromLan,
+                    InterfaceRole::Wan => Direction::FromWan,
+                };
+                let value = IfaceValue { direction: u32::from(direction.as_u8()), source_check: source_rules.mode_of(*ifindex) };
+                maps::set_interface(ifaces, *ifindex, value)?;
+            }
+        }
+        {
+            let sources = ebpf.map_mut(SOURCES_MAP).ok_or_else(|| CaptureError::Load(format!("map `{SOURCES_MAP}` missing").into()))?;
+            maps::reconcile_sources(sources, &source_rules.rules)?;
+        }
+        {
+            let allow = ebpf.map_mut(maps::ALLOW_MAP).ok_or_else(|| CaptureError::Load(format!("map `{}` missing", maps::ALLOW_MAP).into()))?;
+            for prefix in allowlist {
+                maps::allow_insert(allow, prefix)?;
+            }
+        }
+
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| CaptureError::Load(format!("program `{PROGRAM_NAME}` missing from the object").into()))?
@@ -67,38 +145,123 @@ impl Dataplane {
         program.load().map_err(|error| CaptureError::Load(Box::new(error)))?;
 
         let mut attached = Vec::new();
+        let mut unpinned_links = Vec::new();
         for (interface, ifindex) in &interfaces {
-            let mode = attach(program, &interface.name, interface.xdp_mode)?;
-            attached.push(AttachedInterface { name: interface.name.clone(), ifindex: *ifindex, mode });
+            let pin = link_pin(&config.bpffs_dir, &interface.name);
+            if let Some(link) = adoptable_link(&pin, *ifindex) {
+                // The earlier run's link stays; only its program is replaced, atomically.
+                program.attach_to_link(link).map_err(|error| CaptureError::Attach {
+                    interface: interface.name.clone(),
+                    mode: "adopted",
+                    source: Box::new(error),
+                })?;
+                attached.push(AttachedInterface { name: interface.name.clone(), ifindex: *ifindex, mode: "adopted", pinned: true });
+                continue;
+            }
+            if pin.exists() {
+                // A link of an interface that is gone (or was recreated): dead, drop its pin.
+                std::fs::remove_file(&pin).map_err(|error| CaptureError::io("remove dead link pin", &pin, error))?;
+            }
+            let (link_id, mode) = attach(program, &interface.name, interface.xdp_mode)?;
+            let link = program.take_link(link_id).map_err(|error| CaptureError::Load(Box::new(error)))?;
+            let pinned = match FdLink::try_from(link) {
+                Ok(fd_link) => {
+                    fd_link.pin(&pin).map_err(|error| CaptureError::io("pin the XDP link at", &pin, std::io::Error::other(error)))?;
+                    true
+                }
+                Err(_) => false,
+            };
+            if !pinned {
+                // The kernel attached through netlink: re-attach to hold a link we own.
+                let (link_id, _) = attach(program, &interface.name, interface.xdp_mode)?;
+                unpinned_links.push(program.take_link(link_id).map_err(|error| CaptureError::Load(Box::new(error)))?);
+            }
+            attached.push(AttachedInterface { name: interface.name.clone(), ifindex: *ifindex, mode, pinned });
         }
-        {
-            let ifaces = ebpf.map_mut(IFACES_MAP).ok_or_else(|| CaptureError::Load(format!("map `{IFACES_MAP}` missing").into()))?;
-            for (interface, ifindex) in &interfaces {
-                let direction = match interface.role {
-                    InterfaceRole::Lan => Direction::FromLan,
-                    InterfaceRole::Wan => Direction::FromWan,
-                };
-                maps::set_interface_direction(ifaces, *ifindex, u32::from(direction.as_u8()))?;
+
+        // Interfaces an earlier configuration had and this one does not: detach.
+        let configured: Vec<PathBuf> = interfaces.iter().map(|(interface, _)| link_pin(&config.bpffs_dir, &interface.name)).collect();
+        if let Ok(entries) = std::fs::read_dir(&config.bpffs_dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Some(interface) = name.strip_prefix(LINK_PIN_PREFIX) {
+                    if !configured.contains(&path) {
+                        std::fs::remove_file(&path).map_err(|error| CaptureError::io("remove the link pin", &path, error))?;
+                        report.detached_stale.push(interface.to_string());
+                    }
+                }
             }
         }
-        for name in PINNED_MAPS {
+
+        for name in FRESH_MAPS {
             let path = config.bpffs_dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|error| CaptureError::io("replace pin", &path, error))?;
+            }
             let map = ebpf.map(name).ok_or_else(|| CaptureError::Load(format!("map `{name}` missing").into()))?;
             map.pin(&path).map_err(|error| CaptureError::map("pin", name, error))?;
         }
-        let mut pinned = PinnedMaps::open(&config.bpffs_dir)?;
-        for prefix in allowlist {
-            pinned.allow_add(prefix)?;
+        let maps = PinnedMaps::open(&config.bpffs_dir)?;
+        Ok(Dataplane {
+            ebpf: Some(ebpf),
+            maps,
+            attached,
+            unpinned_links,
+            bpffs_dir: config.bpffs_dir.clone(),
+            detach_on_exit: config.detach_on_exit,
+            report,
+            _lock: lock,
+        })
+    }
+
+    /// Removes the program from every interface and every pin, when no capture or
+    /// supervisor holds the directory: `mldefender capture detach`. Returns the
+    /// interfaces detached.
+    pub fn detach(config: &CaptureConfig) -> Result<Vec<String>, CaptureError> {
+        let _lock = lock_runtime(config)?;
+        let mut detached = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&config.bpffs_dir) else { return Ok(detached) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let is_ours = name.starts_with(LINK_PIN_PREFIX) || ADOPTED_MAPS.contains(&name.as_str()) || FRESH_MAPS.contains(&name.as_str());
+            if is_ours {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|error| CaptureError::io("remove the pin", &path, error))?;
+                if let Some(interface) = name.strip_prefix(LINK_PIN_PREFIX) {
+                    detached.push(interface.to_string());
+                }
+            }
         }
-        Ok(Dataplane { ebpf: Some(ebpf), maps: pinned, attached, bpffs_dir: config.bpffs_dir.clone(), _lock: lock })
+        detached.sort();
+        Ok(detached)
     }
 
     pub fn attached(&self) -> &[AttachedInterface] {
         &self.attached
     }
 
+    pub fn report(&self) -> &StartReport {
+        &self.report
+    }
+
     pub fn maps(&mut self) -> &mut PinnedMaps {
         &mut self.maps
+    }
+
+    /// Makes the interfaces' source checks follow `plan` (idempotent: run it whenever
+    /// the host's routes may have changed). Returns how many trie entries changed.
+    pub fn reconcile_sources(&mut self, plan: &SourcePlan) -> Result<usize, CaptureError> {
+        let ebpf = self.ebpf.as_mut().ok_or_else(|| CaptureError::Load("the program was shut down".into()))?;
+        {
+            let ifaces = ebpf.map_mut(IFACES_MAP).ok_or_else(|| CaptureError::Load(format!("map `{IFACES_MAP}` missing").into()))?;
+            for attached in &self.attached {
+                let direction = maps::interface_direction(ifaces, attached.ifindex)?;
+                maps::set_interface(ifaces, attached.ifindex, IfaceValue { direction, source_check: plan.mode_of(attached.ifindex) })?;
+            }
+        }
+        let sources = ebpf.map_mut(SOURCES_MAP).ok_or_else(|| CaptureError::Load(format!("map `{SOURCES_MAP}` missing").into()))?;
+        maps::reconcile_sources(sources, &plan.rules)
     }
 
     /// The maps a capture task needs, as fds to hand to its process.
@@ -129,24 +292,61 @@ impl Dataplane {
         Ok(RingReader { ring, malformed_samples: 0 })
     }
 
-    /// Detaches from every interface and removes the pins.
-    pub fn shutdown(mut self) {
-        self.teardown();
+    /// Ends this process's hold on the program. With `detach-on-exit` the program is
+    /// detached and the pins removed; otherwise it keeps enforcing, pinned, for the next
+    /// start to adopt. Returns true when the program was detached.
+    pub fn shutdown(mut self) -> bool {
+        self.teardown()
     }
 
-    fn teardown(&mut self) {
-        // Dropping the program's links detaches it from every interface.
-        self.ebpf.take();
-        for name in PINNED_MAPS {
-            let _ = std::fs::remove_file(self.bpffs_dir.join(name));
+    fn teardown(&mut self) -> bool {
+        if self.detach_on_exit {
+            for attached in &self.attached {
+                let _ = std::fs::remove_file(link_pin(&self.bpffs_dir, &attached.name));
+            }
+            for name in ADOPTED_MAPS.into_iter().chain(FRESH_MAPS) {
+                let _ = std::fs::remove_file(self.bpffs_dir.join(name));
+            }
         }
+        // Closing the program's fds: unpinned links detach, pinned ones stay.
+        self.ebpf.take();
+        self.unpinned_links.clear();
+        self.detach_on_exit || self.attached.iter().all(|attached| !attached.pinned)
     }
 }
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        self.teardown();
+        if self.ebpf.is_some() {
+            self.teardown();
+        }
     }
+}
+
+/// The source checks of the attached interfaces: each interface's mode
+/// (`MLD_SRC_CHECK_*`) and the trie's rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub modes: Vec<(u32, u32)>,
+    pub rules: Vec<SourceRule>,
+}
+
+impl SourcePlan {
+    pub fn mode_of(&self, ifindex: u32) -> u32 {
+        self.modes.iter().find(|(index, _)| *index == ifindex).map_or(maps::source_check::OFF, |(_, mode)| *mode)
+    }
+}
+
+/// A pinned link that is ours to adopt: an XDP link still attached to `ifindex`.
+fn adoptable_link(pin: &Path, ifindex: u32) -> Option<aya::programs::xdp::XdpLink> {
+    if !pin.exists() {
+        return None;
+    }
+    if maps::xdp_link_ifindex(pin) != Some(ifindex) {
+        return None;
+    }
+    let link: FdLink = PinnedLink::from_pin(pin).ok()?.into();
+    aya::programs::xdp::XdpLink::try_from(link).ok()
 }
 
 /// Borrowed fds of the maps a capture task uses.
@@ -230,9 +430,9 @@ impl RingReader {
     }
 }
 
-fn attach(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<&'static str, CaptureError> {
+fn attach(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<(aya::programs::xdp::XdpLinkId, &'static str), CaptureError> {
     let try_mode = |program: &mut Xdp, aya_mode: AyaXdpMode, name: &'static str| {
-        program.attach(interface, aya_mode).map(|_| name).map_err(|error| CaptureError::Attach {
+        program.attach(interface, aya_mode).map(|id| (id, name)).map_err(|error| CaptureError::Attach {
             interface: interface.to_string(),
             mode: name,
             source: Box::new(error),
@@ -291,14 +491,24 @@ fn lock_runtime(config: &CaptureConfig) -> Result<Flock<File>, CaptureError> {
     let name: String =
         config.bpffs_dir.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let path = config.runtime_dir.join(format!("capture{name}.lock"));
-    let file = File::create(&path).map_err(|error| CaptureError::io("create lock file", &path, error))?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&path)
+    }
+    .map_err(|error| CaptureError::io("open lock file", &path, error))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|_| CaptureError::AlreadyRunning { bpffs_dir: config.bpffs_dir.clone(), lock: path })
 }
 
-/// Makes `dir` a directory on a bpffs (mounting one there if needed) with no stale pins.
-/// Only called with the lock held, so any pins found are left over from a capture that
-/// died.
+/// Makes `dir` a directory on a bpffs, mounting one there if needed. Pins found there
+/// were left by an earlier run (the lock is held): they are adopted, not removed.
 fn prepare_bpffs(dir: &Path) -> Result<(), CaptureError> {
     let on_bpffs = |path: &Path| {
         nix::sys::statfs::statfs(path).map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
@@ -318,11 +528,8 @@ fn prepare_bpffs(dir: &Path) -> Result<(), CaptureError> {
     if !on_bpffs(dir) {
         mount_bpffs(dir)?;
     }
-    for name in PINNED_MAPS {
-        let path = dir.join(name);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(|error| CaptureError::io("remove stale pin", &path, error))?;
-        }
-    }
+    // Only root may reach the pins (the maps are the enforcement).
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|error| CaptureError::io("restrict the mode of", dir, error))?;
     Ok(())
 }

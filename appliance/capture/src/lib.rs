@@ -10,14 +10,20 @@
 //! mirrors in [`maps`] of `ebpf/include/mld_shared.h`, checked by a test.
 //! It never handles signals and never prints: the binary does.
 
+mod blocks_state;
 mod clock;
+mod command;
 mod dataplane;
 mod error;
 pub mod maps;
+mod sources;
 
+pub use blocks_state::{load_blocks, save_blocks, SavedEntry, BLOCKS_FILE};
+pub use command::{check_block_command, CheckedBlock, MIN_BLOCK_PREFIX_V4, MIN_BLOCK_PREFIX_V6};
 pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
-pub use dataplane::{AttachedInterface, Dataplane, RingReader, TaskFds};
+pub use dataplane::{AttachedInterface, Dataplane, RingReader, SourcePlan, StartReport, TaskFds};
 pub use error::CaptureError;
+pub use sources::source_plan;
 pub use maps::{Counters, DenyEntry, DenyReason, PinnedMaps};
 
 /// The compiled XDP program.

@@ -19,9 +19,13 @@ pub const DENY_MAP: &str = "mld_deny";
 pub const COUNTERS_MAP: &str = "mld_counters";
 pub const IFACES_MAP: &str = "mld_ifaces";
 pub const EVENTS_MAP: &str = "mld_events";
+pub const SOURCES_MAP: &str = "mld_sources";
 
-/// Maps pinned for other commands (the ring buffer is read by the capture only).
-pub const PINNED_MAPS: [&str; 4] = [ALLOW_MAP, DENY_MAP, COUNTERS_MAP, IFACES_MAP];
+/// Maps whose contents outlive a supervisor: adopted from their pins by the next one.
+pub const ADOPTED_MAPS: [&str; 2] = [DENY_MAP, COUNTERS_MAP];
+/// Maps made anew from the configuration at every start, then pinned for other commands
+/// (the ring buffer is read by the capture only and is not pinned).
+pub const FRESH_MAPS: [&str; 3] = [ALLOW_MAP, IFACES_MAP, SOURCES_MAP];
 
 /// Counter indices (`MLD_CTR_*`).
 pub mod counter {
@@ -32,6 +36,7 @@ pub mod counter {
     pub const RING_FULL: u32 = 4;
     pub const NOT_IP: u32 = 5;
     pub const EXPIRED: u32 = 6;
+    pub const SPOOFED: u32 = 7;
     pub const DROP_REASON: u32 = 8;
     pub const REASONS: u32 = 8;
     pub const COUNT: u32 = DROP_REASON + REASONS;
@@ -51,6 +56,62 @@ pub struct DenyValue {
 // bit pattern is a valid value and there are no implicit padding bytes.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for DenyValue {}
+
+/// `struct mld_iface_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfaceValue {
+    /// `MLD_DIR_*`.
+    pub direction: u32,
+    /// `MLD_SRC_CHECK_*`.
+    pub source_check: u32,
+}
+
+// SAFETY: #[repr(C)], two u32, no padding: every bit pattern is valid.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for IfaceValue {}
+
+/// `MLD_SRC_CHECK_*`: which sources may arrive on an interface.
+pub mod source_check {
+    pub const OFF: u32 = 0;
+    pub const STRICT: u32 = 1;
+    pub const LOOSE: u32 = 2;
+}
+
+/// `MLD_SRC_PERMIT` / `MLD_SRC_FORBID`: values of the source-check trie.
+pub mod source_verdict {
+    pub const PERMIT: u32 = 1;
+    pub const FORBID: u32 = 2;
+}
+
+/// The data of `struct mld_src_key` after its prefixlen: the interface, then the
+/// IPv4-mapped address.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceKeyData {
+    pub ifindex: u32,
+    pub addr: [u8; 16],
+}
+
+// SAFETY: #[repr(C)], a u32 then 16 bytes: 20 bytes, no padding, any bit pattern valid.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for SourceKeyData {}
+
+/// One rule of the source check: on `ifindex`, sources in `prefix` are permitted or
+/// forbidden (`source_verdict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRule {
+    pub ifindex: u32,
+    pub prefix: IpPrefix,
+    pub verdict: u32,
+}
+
+impl SourceRule {
+    fn key(&self) -> Key<SourceKeyData> {
+        let (addr, len) = self.prefix.to_mapped_v6();
+        Key::new(32 + u32::from(len), SourceKeyData { ifindex: self.ifindex, addr })
+    }
+}
 
 /// Why a source is denied (`MLD_REASON_*`): which drop counter its packets bump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +185,8 @@ pub struct Counters {
     pub ring_full: u64,
     pub not_ip: u64,
     pub expired: u64,
+    /// Packets dropped because their source cannot be behind their ingress interface.
+    pub spoofed: u64,
     pub dropped_by_reason: [u64; counter::REASONS as usize],
 }
 
@@ -214,7 +277,7 @@ impl PinnedMaps {
             return Err(CaptureError::Refused(format!("{prefix} is covered by allowlist entry {allowed}; allowlisted sources are never blocked")));
         }
         let expires_ns = match ttl {
-            Some(ttl) => boot_time_ns().saturating_add(ttl.as_nanos() as u64).max(1),
+            Some(ttl) => boot_time_ns().saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)).max(1),
             None => 0,
         };
         let value = DenyValue { expires_ns, reason: reason.code(), _pad: 0 };
@@ -270,6 +333,7 @@ impl PinnedMaps {
             ring_full: read(counter::RING_FULL)?,
             not_ip: read(counter::NOT_IP)?,
             expired: read(counter::EXPIRED)?,
+            spoofed: read(counter::SPOOFED)?,
             dropped_by_reason: [0; counter::REASONS as usize],
         };
         for reason in 0..counter::REASONS {
@@ -288,13 +352,146 @@ fn remove_exact<V: aya::Pod>(trie: &mut LpmTrie<MapData, [u8; 16], V>, prefix: &
     }
 }
 
-/// Writes the interface roles the XDP program stamps as packet direction.
-pub(crate) fn set_interface_direction(map: &mut Map, ifindex: u32, direction: u32) -> Result<(), CaptureError> {
-    let mut ifaces: BpfHashMap<&mut MapData, u32, u32> =
+/// Writes an interface's role: the direction the XDP program stamps on its packets, and
+/// its source check.
+pub(crate) fn set_interface(map: &mut Map, ifindex: u32, value: IfaceValue) -> Result<(), CaptureError> {
+    let mut ifaces: BpfHashMap<&mut MapData, u32, IfaceValue> =
         BpfHashMap::try_from(map).map_err(|error| CaptureError::map("use", IFACES_MAP, error))?;
-    ifaces.insert(ifindex, direction, 0).map_err(|error| CaptureError::map("insert into", IFACES_MAP, error))
+    ifaces.insert(ifindex, value, 0).map_err(|error| CaptureError::map("insert into", IFACES_MAP, error))
+}
+
+/// Makes the source-check trie hold exactly `rules` (an idempotent reconcile: entries
+/// not in `rules` are removed, missing or changed ones written). Returns how many
+/// entries changed.
+pub(crate) fn reconcile_sources(map: &mut Map, rules: &[SourceRule]) -> Result<usize, CaptureError> {
+    let mut trie: LpmTrie<&mut MapData, SourceKeyData, u32> =
+        LpmTrie::try_from(map).map_err(|error| CaptureError::map("use", SOURCES_MAP, error))?;
+    let mut present = Vec::new();
+    for entry in trie.iter() {
+        let (key, value) = entry.map_err(|error| CaptureError::map("read", SOURCES_MAP, error))?;
+        present.push((key.prefix_len(), key.data(), value));
+    }
+    let wanted: Vec<(u32, SourceKeyData, u32)> = rules
+        .iter()
+        .map(|rule| {
+            let key = rule.key();
+            (key.prefix_len(), key.data(), rule.verdict)
+        })
+        .collect();
+    let mut changed = 0;
+    for (len, data, _) in &present {
+        if !wanted.iter().any(|(wanted_len, wanted_data, _)| wanted_len == len && wanted_data == data) {
+            trie.remove(&Key::new(*len, *data)).map_err(|error| CaptureError::map("delete from", SOURCES_MAP, error))?;
+            changed += 1;
+        }
+    }
+    for (len, data, value) in &wanted {
+        if !present.contains(&(*len, *data, *value)) {
+            trie.insert(&Key::new(*len, *data), *value, 0).map_err(|error| CaptureError::map("insert into", SOURCES_MAP, error))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
 }
 
 fn libc_eperm() -> i32 {
     nix::errno::Errno::EPERM as i32
+}
+
+/// Checks that a pinned map is one this program can adopt: its name, type, key and value
+/// sizes and capacity are the ones the program declares. Returns why not.
+pub(crate) fn check_pinned_layout(path: &Path, name: &'static str) -> Result<(), String> {
+    let info = aya::maps::MapInfo::from_pin(path).map_err(|error| format!("cannot read its info: {error}"))?;
+    let (map_type, key_size, value_size, max_entries) = match name {
+        DENY_MAP => (aya::maps::MapType::LpmTrie, std::mem::size_of::<Key<[u8; 16]>>() as u32, std::mem::size_of::<DenyValue>() as u32, DENY_MAX_ENTRIES),
+        COUNTERS_MAP => (aya::maps::MapType::PerCpuArray, 4, 8, counter::COUNT),
+        _ => return Err("not a map that is adopted".to_string()),
+    };
+    let found = (info.map_type().ok(), info.key_size(), info.value_size(), info.max_entries());
+    if info.name_as_str() != Some(name) || found != (Some(map_type), key_size, value_size, max_entries) {
+        return Err(format!(
+            "layout {found:?} named {:?}, this program needs {:?}",
+            info.name_as_str(),
+            (Some(map_type), key_size, value_size, max_entries)
+        ));
+    }
+    Ok(())
+}
+
+/// Capacity of the deny trie (`mld_deny`'s max_entries in the program).
+pub const DENY_MAX_ENTRIES: u32 = 262_144;
+
+/// Adds an allow entry to the program's own (not yet pinned) allow map.
+pub(crate) fn allow_insert(map: &mut Map, prefix: &IpPrefix) -> Result<(), CaptureError> {
+    let mut allow: LpmTrie<&mut MapData, [u8; 16], u32> = LpmTrie::try_from(map).map_err(|error| CaptureError::map("use", ALLOW_MAP, error))?;
+    allow.insert(&key_of(prefix), 1, 0).map_err(|error| CaptureError::map("insert into", ALLOW_MAP, error))
+}
+
+/// The direction an interface's packets are stamped with (0 when it has no entry).
+pub(crate) fn interface_direction(map: &mut Map, ifindex: u32) -> Result<u32, CaptureError> {
+    let ifaces: BpfHashMap<&mut MapData, u32, IfaceValue> =
+        BpfHashMap::try_from(map).map_err(|error| CaptureError::map("use", IFACES_MAP, error))?;
+    match ifaces.get(&ifindex, 0) {
+        Ok(value) => Ok(value.direction),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(0),
+        Err(error) => Err(CaptureError::map("read", IFACES_MAP, error)),
+    }
+}
+
+/// The interface the XDP link pinned at `pin` is attached to; `None` when there is no
+/// such pin, it is not an XDP link, or it is detached (its interface was removed: the
+/// kernel reports ifindex 0).
+pub(crate) fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: nix::libc::c_long = 7;
+    #[repr(C)]
+    struct GetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).ok()?;
+    let get = GetAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: BPF_OBJ_GET reads the NUL-terminated path, alive for the call, and returns
+    // a new fd (or -1), which is owned below.
+    #[allow(unsafe_code)]
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_bpf, BPF_OBJ_GET, std::ptr::addr_of!(get), std::mem::size_of::<GetAttr>()) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    #[allow(unsafe_code)]
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    const BPF_OBJ_GET_INFO_BY_FD: nix::libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    // struct bpf_link_info: type, id, prog_id, then a union 8-byte aligned (offset 16),
+    // whose xdp member starts with the ifindex.
+    #[repr(C)]
+    struct LinkInfo {
+        link_type: u32,
+        id: u32,
+        prog_id: u32,
+        _pad: u32,
+        union: [u64; 8],
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = LinkInfo { link_type: 0, id: 0, prog_id: 0, _pad: 0, union: [0; 8] };
+    let attr = InfoAttr { bpf_fd: link.as_raw_fd() as u32, info_len: std::mem::size_of::<LinkInfo>() as u32, info: std::ptr::addr_of_mut!(info) as u64 };
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`, which
+    // lives until the call returns; `attr` is a valid bpf_attr prefix for this command.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        nix::libc::syscall(nix::libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, std::ptr::addr_of!(attr), std::mem::size_of::<InfoAttr>())
+    };
+    if result != 0 || info.link_type != BPF_LINK_TYPE_XDP {
+        return None;
+    }
+    let ifindex = (info.union[0] & 0xffff_ffff) as u32;
+    (ifindex != 0).then_some(ifindex)
 }

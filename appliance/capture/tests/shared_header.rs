@@ -5,7 +5,7 @@ use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
 use std::process::Command;
 
-use mld_capture::maps::{counter, DenyValue};
+use mld_capture::maps::{counter, source_check, source_verdict, DenyValue, IfaceValue, SourceKeyData};
 use mld_capture::DenyReason;
 
 #[test]
@@ -23,6 +23,15 @@ fn map_layouts_and_constants_match_the_c_header() {
         ("MLD_CTR_RING_FULL", u64::from(counter::RING_FULL)),
         ("MLD_CTR_NOT_IP", u64::from(counter::NOT_IP)),
         ("MLD_CTR_EXPIRED", u64::from(counter::EXPIRED)),
+        ("MLD_CTR_SPOOFED", u64::from(counter::SPOOFED)),
+        ("sizeof_iface_value", size_of::<IfaceValue>() as u64),
+        ("offsetof_iface_source_check", offset_of!(IfaceValue, source_check) as u64),
+        ("sizeof_src_key", size_of::<aya::maps::lpm_trie::Key<SourceKeyData>>() as u64),
+        ("MLD_SRC_CHECK_OFF", u64::from(source_check::OFF)),
+        ("MLD_SRC_CHECK_STRICT", u64::from(source_check::STRICT)),
+        ("MLD_SRC_CHECK_LOOSE", u64::from(source_check::LOOSE)),
+        ("MLD_SRC_PERMIT", u64::from(source_verdict::PERMIT)),
+        ("MLD_SRC_FORBID", u64::from(source_verdict::FORBID)),
         ("MLD_CTR_DROP_REASON", u64::from(counter::DROP_REASON)),
         ("MLD_REASONS", u64::from(counter::REASONS)),
         ("MLD_COUNTERS", u64::from(counter::COUNT)),
@@ -40,6 +49,9 @@ fn map_layouts_and_constants_match_the_c_header() {
             "sizeof_deny_value" => "sizeof(struct mld_deny_value)".to_string(),
             "offsetof_deny_expires" => "offsetof(struct mld_deny_value, expires_ns)".to_string(),
             "offsetof_deny_reason" => "offsetof(struct mld_deny_value, reason)".to_string(),
+            "sizeof_iface_value" => "sizeof(struct mld_iface_value)".to_string(),
+            "offsetof_iface_source_check" => "offsetof(struct mld_iface_value, source_check)".to_string(),
+            "sizeof_src_key" => "sizeof(struct mld_src_key)".to_string(),
             constant => constant.to_string(),
         };
         program.push_str(&format!("    printf(\"{name} %llu\\n\", (unsigned long long)({expression}));\n"));

@@ -48,7 +48,7 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handler")?;
     }
-    let mut dataplane = match Dataplane::start(&config.capture, &config.allowlist) {
+    let mut enforcement = match crate::enforcement::Enforcement::start(&config.capture, &config.allowlist) {
         Ok(dataplane) => dataplane,
         Err(error) => {
             eprintln!("mldefender: error: {}", error_chain(&error));
@@ -56,14 +56,14 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
         }
     };
     let attached: Vec<String> =
-        dataplane.attached().iter().map(|interface| format!("{} ({})", interface.name, interface.mode)).collect();
+        enforcement.dataplane().attached().iter().map(|interface| format!("{} ({})", interface.name, interface.mode)).collect();
     eprintln!(
         "mldefender capture: attached to {}; maps pinned under {}; {} allowlist entries",
         attached.join(", "),
         config.capture.bpffs_dir.display(),
         config.allowlist.len()
     );
-    let mut reader = dataplane.ring_reader()?;
+    let mut reader = enforcement.dataplane().ring_reader()?;
     let offset_ns = boot_to_realtime_offset_ns();
     let mut table = FlowTable::new(config.flow_table());
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
@@ -105,14 +105,15 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
             return Err(error).context("failed to write flow records");
         }
         if last_sweep.elapsed() >= config.capture.sweep_interval {
-            for prefix in dataplane.maps().sweep_expired(boot_time_ns())? {
+            for prefix in enforcement.dataplane().maps().sweep_expired(boot_time_ns())? {
                 eprintln!("mldefender capture: deny entry {prefix} expired and was removed");
             }
             last_sweep = Instant::now();
         }
+        enforcement.tick();
         if let Some(interval) = config.capture.counters_interval {
             if last_counters.elapsed() >= interval {
-                let counters = dataplane.maps().counters()?;
+                let counters = enforcement.dataplane().maps().counters()?;
                 eprintln!("mldefender capture: {}", counters_line(&counters, records, table.stats().active_flows));
                 last_counters = Instant::now();
             }
@@ -126,16 +127,43 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
     })? as u64;
     table.flush(&mut finished);
     let write_result = write_batch(&mut writer, &mut finished);
-    let counters = dataplane.maps().counters()?;
-    dataplane.shutdown();
+    let counters = enforcement.dataplane().maps().counters()?;
+    let detached = enforcement.shutdown();
     eprintln!(
-        "mldefender capture: stopped after {:.1} s; {}; XDP program detached",
+        "mldefender capture: stopped after {:.1} s; {}; {}",
         started.elapsed().as_secs_f64(),
-        counters_line(&counters, records, 0)
+        counters_line(&counters, records, 0),
+        if detached {
+            "XDP program detached".to_string()
+        } else {
+            format!("XDP program left enforcing, pinned under {} (`mldefender capture detach` removes it)", config.capture.bpffs_dir.display())
+        }
     );
     match write_result {
         Err(error) if error.kind() != io::ErrorKind::BrokenPipe => Err(error).context("failed to write flow records"),
         _ => Ok(Exit::Success),
+    }
+}
+
+/// `mldefender capture detach`: removes the program and its pins.
+pub fn run_detach(config_path: &Path) -> anyhow::Result<Exit> {
+    let config = match load_config(Some(config_path)) {
+        Ok(config) => config,
+        Err(exit) => return Ok(exit),
+    };
+    match Dataplane::detach(&config.capture) {
+        Ok(detached) if detached.is_empty() => {
+            eprintln!("mldefender capture: nothing attached under {}", config.capture.bpffs_dir.display());
+            Ok(Exit::Success)
+        }
+        Ok(detached) => {
+            eprintln!("mldefender capture: XDP program detached from {}; pins under {} removed", detached.join(", "), config.capture.bpffs_dir.display());
+            Ok(Exit::Success)
+        }
+        Err(error) => {
+            eprintln!("mldefender: error: {}", error_chain(&error));
+            Ok(startup_exit(&error))
+        }
     }
 }
 
@@ -146,11 +174,12 @@ fn counters_line(counters: &Counters, records: u64, active_flows: u64) -> String
         .map(|reason| format!("{} {}", reason.as_str(), counters.dropped_for(*reason)))
         .collect();
     format!(
-        "passed {} (allowlisted {}), dropped {}{}, malformed {}, not-ip {}, ring-full {}, expired-deny {}, records {}, active flows {}",
+        "passed {} (allowlisted {}), dropped {}{}, spoofed {}, malformed {}, not-ip {}, ring-full {}, expired-deny {}, records {}, active flows {}",
         counters.passed,
         counters.allowed,
         counters.dropped,
         if reasons.is_empty() { String::new() } else { format!(" [{}]", reasons.join(", ")) },
+        counters.spoofed,
         counters.malformed,
         counters.not_ip,
         counters.ring_full,

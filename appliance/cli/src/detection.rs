@@ -2,7 +2,6 @@
 //! signed models, or none when `detect.models = "off"`), and its events as signed-log
 //! records.
 
-use std::net::IpAddr;
 
 use anyhow::Context;
 use mld_config::{Config, ModelsMode};
@@ -23,7 +22,7 @@ pub struct Detection {
 impl Detection {
     /// Loads the models as configured: with `detect.models = "required"`, a missing file,
     /// a bad signature or a feature mismatch is an error naming the cause (fail closed).
-    pub fn new(config: &Config, config_sha256: &str, own_addresses: Vec<IpAddr>) -> anyhow::Result<Detection> {
+    pub fn new(config: &Config, config_sha256: &str, protected: mld_hostnet::Protected) -> anyhow::Result<Detection> {
         let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
         let (scorer, model_sha256, model_description): (Option<Box<dyn Scorer>>, Option<String>, String) = match config.detect.models {
             ModelsMode::Required => {
@@ -35,7 +34,7 @@ impl Detection {
             }
             ModelsMode::Off => (None, None, "models off (detect.models = \"off\": heuristics only)".to_string()),
         };
-        let responder = Responder::new(config.response.clone(), config.allowlist.clone(), own_addresses);
+        let responder = Responder::new(config.response.clone(), protected);
         Ok(Detection {
             detector: Detector::new(config.detect.clone(), responder, scorer),
             model_sha256,
@@ -71,22 +70,4 @@ impl Detection {
         };
         build_event(&event.flow, &verdict, &context)
     }
-}
-
-/// The machine's own addresses (never blocked).
-pub fn own_addresses() -> Vec<IpAddr> {
-    let mut addresses = Vec::new();
-    if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
-        for interface in interfaces {
-            let Some(address) = interface.address else { continue };
-            if let Some(v4) = address.as_sockaddr_in() {
-                addresses.push(IpAddr::V4(v4.ip()));
-            } else if let Some(v6) = address.as_sockaddr_in6() {
-                addresses.push(IpAddr::V6(v6.ip()));
-            }
-        }
-    }
-    addresses.sort();
-    addresses.dedup();
-    addresses
 }

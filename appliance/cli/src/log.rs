@@ -60,7 +60,7 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     // The same detection as the detect task (models as configured, fail closed), on the
     // packets' clock; the gateway's own addresses are unknown offline.
-    let mut detection = match Detection::new(&config, &config_sha256, Vec::new()) {
+    let mut detection = match Detection::new(&config, &config_sha256, mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::default())) {
         Ok(detection) => detection,
         Err(error) => {
             eprintln!("mldefender: error: {error:#}");

@@ -6,6 +6,7 @@
 
 mod capture;
 mod detection;
+mod enforcement;
 mod exit;
 mod log;
 mod logging;
@@ -35,6 +36,18 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum CaptureCommand {
+    /// Remove the XDP program from every interface and its pinned maps (the only way,
+    /// besides capture.detach-on-exit, to open the gate). Refused while a supervisor or
+    /// capture holds the directory.
+    Detach {
+        /// Configuration file (capture.bpffs-dir, capture.runtime-dir).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Extract bidirectional flows and CIC-IDS2017 features from pcap/pcapng files.
     ///
@@ -47,12 +60,16 @@ enum Command {
     /// Attach the XDP program to the configured interfaces and stream live flows.
     ///
     /// Finished flows go to stdout (JSONL by default), live counters to stderr, until
-    /// SIGINT or SIGTERM; then every open flow is written and the program is detached.
-    /// Needs CAP_BPF and CAP_NET_ADMIN (root).
+    /// SIGINT or SIGTERM; then every open flow is written. The program keeps enforcing
+    /// the blocks after exit (pinned) unless capture.detach-on-exit is set; `mldefender
+    /// capture detach` removes it. Needs CAP_BPF and CAP_NET_ADMIN (root).
+    #[command(args_conflicts_with_subcommands = true)]
     Capture {
+        #[command(subcommand)]
+        action: Option<CaptureCommand>,
         /// Configuration file ([capture] interfaces, bpffs directory, allowlist, flows).
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Record format.
         #[arg(long, value_enum)]
         format: Option<FormatArg>,
@@ -340,7 +357,12 @@ fn main() -> ExitCode {
             print!("{}", mld_config::EXAMPLE);
             Ok(Exit::Success)
         }
-        Command::Capture { config, format } => capture::run_capture(&config, format.map(output_format)),
+        Command::Capture { action: Some(CaptureCommand::Detach { config }), .. } => capture::run_detach(&config),
+        Command::Capture { action: None, config: Some(config), format } => capture::run_capture(&config, format.map(output_format)),
+        Command::Capture { action: None, config: None, .. } => {
+            eprintln!("mldefender: error: capture needs --config FILE");
+            Ok(Exit::Config)
+        }
         Command::Block { action, maps } => with_maps_dir(maps, |dir| {
             let action = match action {
                 BlockCommand::Add { prefix, ttl, permanent: _, reason } => {

@@ -11,7 +11,6 @@
 
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mld_capture::Dataplane;
+use crate::enforcement::Enforcement;
 use mld_config::{Config, TaskConfig, TaskKind};
 use mld_ipc::{ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus};
 use mld_supervisor::memory::{resident_bytes, TaskCgroup};
 use mld_supervisor::policy::{Decision, RestartHistory};
+use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
 use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
 use mld_supervisor::{init, notify};
 use nix::sys::signal::{kill, Signal};
@@ -66,7 +66,7 @@ struct Supervisor {
     config: Config,
     config_toml: String,
     exe: PathBuf,
-    dataplane: Dataplane,
+    dataplane: Enforcement,
     flows_listener: UnixListener,
     events_listener: UnixListener,
     query_listener: UnixListener,
@@ -100,6 +100,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
 }
 
 fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
+    // Whatever the supervisor creates is private unless a mode is given on purpose.
+    set_umask(SUPERVISOR_UMASK);
     let config_toml = std::fs::read_to_string(config_path)
         .with_context(|| format!("failed to read configuration `{}`", config_path.display()))?;
     let origin = config_path.display().to_string();
@@ -134,9 +136,10 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         }
     }
     let runtime = config.capture.runtime_dir.clone();
-    std::fs::create_dir_all(&runtime).with_context(|| format!("failed to create runtime directory `{}`", runtime.display()))?;
+    // Tasks pass through it to their sockets and directories.
+    create_dirs(&runtime, PASS_THROUGH_MODE).with_context(|| format!("failed to create runtime directory `{}`", runtime.display()))?;
 
-    let dataplane = match Dataplane::start(&config.capture, &config.allowlist) {
+    let dataplane = match Enforcement::start(&config.capture, &config.allowlist) {
         Ok(dataplane) => dataplane,
         Err(error) => {
             error!(error = %crate::capture::error_chain(&error), "failed to start the XDP data plane");
@@ -146,9 +149,6 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             });
         }
     };
-    for interface in dataplane.attached() {
-        info!(interface = %interface.name, mode = interface.mode, "XDP program attached");
-    }
     let status_listener = bind(&runtime.join(STATUS_SOCKET), 0o600)?;
     let flows_listener = bind(&runtime.join(FLOWS_SOCKET), 0o666)?;
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
@@ -156,7 +156,8 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     events_listener.set_nonblocking(true).context("failed to configure the event socket")?;
     // Queries: the operator (root) and the detect task (its group, set below), checked
     // again by peer credentials in the ingest task, which answers them on this fd.
-    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), 0o600)?;
+    let detect_enabled = config.tasks.iter().any(|task| task.kind == TaskKind::Detect && task.enabled);
+    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), if detect_enabled { 0o660 } else { 0o600 })?;
     query_listener.set_nonblocking(true).context("failed to configure the query socket")?;
     let log_key = match open_log_key(&config) {
         Ok(file) => file,
@@ -187,10 +188,9 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             None
         };
         let runtime_dir = runtime.join("tasks").join(task_config.kind.name());
-        std::fs::create_dir_all(&runtime_dir).with_context(|| format!("failed to create `{}`", runtime_dir.display()))?;
-        nix::unistd::chown(&runtime_dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+        create_dirs(&runtime_dir, 0o700)
+            .and_then(|()| give_dir(&runtime_dir, uid, gid, 0o700))
             .with_context(|| format!("failed to give `{}` to its task", runtime_dir.display()))?;
-        std::fs::set_permissions(&runtime_dir, std::fs::Permissions::from_mode(0o700))?;
         tasks.push(Task {
             config: task_config.clone(),
             uid,
@@ -214,10 +214,9 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         });
     }
     if let Some(detect) = tasks.iter().find(|task| task.config.kind == TaskKind::Detect) {
+        // Bound 0660 above.
         let path = runtime.join(crate::query::QUERY_SOCKET);
-        nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(detect.gid)))
-            .with_context(|| format!("failed to give `{}` to the detect task's group", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        give_socket_to_group(&path, detect.gid).with_context(|| format!("failed to give `{}` to the detect task's group", path.display()))?;
     }
     let mut supervisor = Supervisor {
         exe: std::env::current_exe().context("failed to find the mldefender executable")?,
@@ -243,49 +242,55 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// Opens the log key (creating it, 0600, when missing and allowed) and gives the log
-/// directory to the log task's user.
+/// Opens the log key once (creating it, 0600, when missing and allowed), checked on the
+/// open fd (`LogKey::open`: no link, owner root, no group or other access, a key's
+/// length), and gives the log and ingest state directories to their tasks. The returned
+/// file is the one handed to the tasks.
 fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
     let path = &config.log.key_file;
-    if !path.exists() && config.log.create_key {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
+    let key_file = match mld_eventlog::LogKey::open(path) {
+        Err(error) if config.log.create_key && is_not_found(&error) => {
+            if let Some(parent) = path.parent() {
+                create_dirs(parent, 0o700).with_context(|| format!("failed to create `{}`", parent.display()))?;
+            }
+            mld_eventlog::LogKey::create(path)?;
+            info!(path = %path.display(), "log key created");
+            mld_eventlog::LogKey::open(path)?
         }
-        mld_eventlog::LogKey::create(path)?;
-        info!(path = %path.display(), "log key created");
-    }
-    // Checks mode and links, then hands over a plain read-only fd.
-    mld_eventlog::LogKey::load(path)?;
+        opened => opened?,
+    };
+    let uid_gid = |task: &TaskConfig| mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user));
     if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Log && task.enabled) {
-        let (uid, gid) = mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user))?;
-        std::fs::create_dir_all(&config.log.dir).with_context(|| format!("failed to create `{}`", config.log.dir.display()))?;
+        let (uid, gid) = uid_gid(task)?;
         // The ingest task reads the log through the directory's group; nobody else can.
         let reader = config.tasks.iter().find(|task| task.kind == TaskKind::Ingest && task.enabled).and_then(|task| mld_config::ids::resolve_user(&task.user));
         let (group, mode) = match reader {
             Some((_, reader_gid)) => (reader_gid, 0o750),
             None => (gid, 0o700),
         };
-        nix::unistd::chown(&config.log.dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(group)))
+        create_dirs(&config.log.dir, mode)
+            .and_then(|()| give_dir(&config.log.dir, uid, group, mode))
             .with_context(|| format!("failed to give `{}` to the log task", config.log.dir.display()))?;
-        std::fs::set_permissions(&config.log.dir, std::fs::Permissions::from_mode(mode))?;
     }
     if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Ingest && task.enabled) {
-        let (uid, gid) = mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user))?;
+        let (uid, gid) = uid_gid(task)?;
         let dir = &config.ingest.state_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
-        nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+        create_dirs(dir, 0o700)
+            .and_then(|()| give_dir(dir, uid, gid, 0o700))
             .with_context(|| format!("failed to give `{}` to the ingest task", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    std::fs::File::open(path).with_context(|| format!("failed to open `{}`", path.display()))
+    Ok(key_file)
 }
 
+fn is_not_found(error: &mld_eventlog::KeyError) -> bool {
+    matches!(error, mld_eventlog::KeyError::File(mld_eventlog::SecretFileError::Io { source, .. }) if source.kind() == ErrorKind::NotFound)
+}
+
+/// Binds a socket with exactly `mode` (set by `bind` through the umask: no chmod of a
+/// path afterwards).
 fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("failed to bind `{}`", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("failed to set the mode of `{}`", path.display()))?;
-    Ok(listener)
+    with_umask(mode, || UnixListener::bind(path)).with_context(|| format!("failed to bind `{}`", path.display()))
 }
 
 impl Supervisor {
@@ -302,6 +307,7 @@ impl Supervisor {
             self.escalate_kills();
             self.start_due();
             self.announce_readiness();
+            self.dataplane.tick();
             std::thread::sleep(LOOP_TICK);
         }
     }
@@ -638,7 +644,7 @@ impl Supervisor {
             std::thread::sleep(LOOP_TICK);
         }
         self.dataplane.shutdown();
-        info!("XDP program detached; supervisor stopped");
+        info!("supervisor stopped");
         println!("mldefender: stopped");
     }
 }

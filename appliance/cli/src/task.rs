@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use mld_eventlog::{Delivery, LogKey, LogWriter, WriterError};
 
-use crate::detection::{own_addresses, Detection};
+use crate::detection::Detection;
 use crate::pipeline::{CaptureSide, Emitted};
 use mld_ipc::{is_new, AckWindow, EventAck, EventMessage};
 
@@ -266,6 +266,8 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
     let mut last_counters = Instant::now();
     let mut last_sweep = Instant::now();
     let mut last_tick = Instant::now();
+    let mut protected = mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::read());
+    let mut last_network_refresh = Instant::now();
     control.ready();
     info!("capture task ready");
 
@@ -293,7 +295,7 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
         })? as u64;
         // Blocks before anything else.
         sender.receive();
-        apply_responses(&mut sender, &mut maps);
+        apply_responses(&mut sender, &mut maps, &protected, config.response.ttl_max);
         if last_tick.elapsed() >= Duration::from_millis(100) {
             table.advance_to(boot_time_ns() + offset_ns, &mut finished);
             last_tick = Instant::now();
@@ -302,7 +304,11 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
         queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
         // Commands that arrived while pumping: now, not after the next wait.
-        apply_responses(&mut sender, &mut maps);
+        apply_responses(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        if last_network_refresh.elapsed() >= config.capture.network_refresh {
+            protected.refresh(&mld_hostnet::HostNet::read());
+            last_network_refresh = Instant::now();
+        }
         if last_sweep.elapsed() >= config.capture.sweep_interval {
             for prefix in maps.sweep_expired(boot_time_ns())? {
                 info!(prefix = %prefix, "deny entry expired and was removed");
@@ -335,19 +341,17 @@ fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atomi
 }
 
 /// Writes the deny entries the detect task asked for and answers each with its result.
-fn apply_responses(sender: &mut FlowSender, maps: &mut PinnedMaps) {
+fn apply_responses(sender: &mut FlowSender, maps: &mut PinnedMaps, protected: &mld_hostnet::Protected, ttl_max: Duration) {
     // Every map write first, then the logging: a burst of blocks is not slowed by it.
     let mut results = Vec::new();
     for response in std::mem::take(&mut sender.responses) {
         match response {
             ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } => {
-                let result = prefix
-                    .parse::<mld_config::IpPrefix>()
-                    .map_err(|error| format!("bad prefix `{prefix}`: {error}"))
-                    .and_then(|parsed| {
-                        let reason = mld_capture::DenyReason::parse(&reason).unwrap_or(mld_capture::DenyReason::Other);
-                        maps.deny_add(&parsed, Some(Duration::from_secs(ttl_secs)), reason).map_err(|error| format!("{error:#}"))
-                    });
+                // Re-checked here whoever sent it: bounded prefix, nothing protected,
+                // TTL within bounds (the detect task is less trusted than the data plane).
+                let result = mld_capture::check_block_command(&prefix, ttl_secs, &reason, protected, ttl_max)
+                    .map_err(|why| format!("refused: {why}"))
+                    .and_then(|checked| maps.deny_add(&checked.prefix, Some(checked.ttl), checked.reason).map_err(|error| format!("{error:#}")));
                 results.push((id, prefix, ttl_secs, decided_boot_ns, result, boot_time_ns()));
             }
         }
@@ -676,7 +680,12 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
     };
     // Fail closed: without its models (when required) the task does not start.
-    let mut detection = Detection::new(config, &config_sha256, own_addresses())?;
+    let mut detection = Detection::new(
+        config,
+        &config_sha256,
+        mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::read()),
+    )?;
+    let mut last_network_refresh = Instant::now();
     info!(models = %detection.model_description, policy = config.detect.policy.as_str(), mode = ?config.response.mode, "detection loaded");
     let mut connections: Vec<CaptureConnection> = Vec::new();
     let mut counters = PipelineCounters::default();
@@ -774,6 +783,14 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         // At shutdown: once the capture task's streams ended (it stops first), or at the
         // drain deadline, decide on what arrived and stop.
         let drained = !running && (all_closed || connections.is_empty() || drain_deadline.is_some_and(|deadline| Instant::now() >= deadline));
+        if last_network_refresh.elapsed() >= config.capture.network_refresh {
+            // Resolvers, default gateways and own addresses follow the host.
+            last_network_refresh = Instant::now();
+            if detection.detector.responder_mut().protected_mut().refresh(&mld_hostnet::HostNet::read()) {
+                let protected = detection.detector.responder().protected();
+                info!(resolvers = ?protected.resolvers(), default_gateways = ?protected.default_gateways(), "protected infrastructure changed");
+            }
+        }
         if last_tick.elapsed() >= config.detect.tick || drained {
             last_tick = Instant::now();
             detection.detector.advance_to(boot_time_ns() + offset_ns);

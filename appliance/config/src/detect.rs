@@ -137,6 +137,17 @@ pub struct RawResponse {
     pub max_active_blocks: i64,
     /// Never blocked besides the allowlist and the gateway's own addresses.
     pub management_prefixes: Vec<String>,
+    /// Servers the site depends on, never blocked: prefixes or addresses.
+    pub critical_servers: Vec<String>,
+    /// Never block the resolvers in use.
+    pub protect_resolvers: bool,
+    /// The resolvers; empty: those of /etc/resolv.conf, read again as it changes.
+    pub resolvers: Vec<String>,
+    /// Never block the next hops of the default routes.
+    pub protect_default_gateways: bool,
+    /// The share of max-new-blocks-per-minute kept for sources with two-way evidence.
+    /// Percent.
+    pub breaker_reserved_percent: i64,
 }
 
 impl Default for RawResponse {
@@ -153,6 +164,11 @@ impl Default for RawResponse {
             max_new_blocks_per_minute: 120,
             max_active_blocks: 10_000,
             management_prefixes: Vec::new(),
+            critical_servers: Vec::new(),
+            protect_resolvers: true,
+            resolvers: Vec::new(),
+            protect_default_gateways: true,
+            breaker_reserved_percent: 25,
         }
     }
 }
@@ -257,6 +273,13 @@ pub struct ResponseConfig {
     pub max_new_blocks_per_minute: u32,
     pub max_active_blocks: u32,
     pub management_prefixes: Vec<IpPrefix>,
+    pub critical_servers: Vec<IpPrefix>,
+    pub protect_resolvers: bool,
+    /// Configured resolvers; empty: read from /etc/resolv.conf.
+    pub resolvers: Vec<std::net::IpAddr>,
+    pub protect_default_gateways: bool,
+    /// New blocks per minute kept for sources with two-way evidence.
+    pub breaker_reserved_per_minute: u32,
 }
 
 fn unit(value: f64, path: &str, errors: &mut Vec<ConfigError>) -> f64 {
@@ -385,6 +408,22 @@ pub(crate) fn validate_response(raw: &RawResponse, errors: &mut Vec<ConfigError>
             Err(reason) => errors.push(ConfigError::new(format!("response.management-prefixes[{index}]"), reason)),
         }
     }
+    let mut critical_servers = Vec::new();
+    for (index, text) in raw.critical_servers.iter().enumerate() {
+        match text.parse::<IpPrefix>() {
+            Ok(prefix) => critical_servers.push(prefix),
+            Err(reason) => errors.push(ConfigError::new(format!("response.critical-servers[{index}]"), reason)),
+        }
+    }
+    let mut resolvers = Vec::new();
+    for (index, text) in raw.resolvers.iter().enumerate() {
+        match text.parse::<std::net::IpAddr>() {
+            Ok(address) => resolvers.push(address),
+            Err(_) => errors.push(ConfigError::new(format!("response.resolvers[{index}]"), format!("not an IP address: \"{text}\""))),
+        }
+    }
+    let max_new_blocks_per_minute = in_range(raw.max_new_blocks_per_minute, 1, 1_000_000, "response.max-new-blocks-per-minute", errors) as u32;
+    let reserved_percent = in_range(raw.breaker_reserved_percent, 0, 100, "response.breaker-reserved-percent", errors) as u32;
     ResponseConfig {
         mode,
         ttl_flood: secs(raw.ttl_flood_secs, "ttl-flood-secs", errors),
@@ -394,8 +433,13 @@ pub(crate) fn validate_response(raw: &RawResponse, errors: &mut Vec<ConfigError>
         ttl_other: secs(raw.ttl_other_secs, "ttl-other-secs", errors),
         ttl_max,
         repeat_window: secs(raw.repeat_window_secs, "repeat-window-secs", errors),
-        max_new_blocks_per_minute: in_range(raw.max_new_blocks_per_minute, 1, 1_000_000, "response.max-new-blocks-per-minute", errors) as u32,
+        max_new_blocks_per_minute,
         max_active_blocks: in_range(raw.max_active_blocks, 1, 262_144, "response.max-active-blocks", errors) as u32,
         management_prefixes,
+        critical_servers,
+        protect_resolvers: raw.protect_resolvers,
+        resolvers,
+        protect_default_gateways: raw.protect_default_gateways,
+        breaker_reserved_per_minute: (u64::from(max_new_blocks_per_minute) * u64::from(reserved_percent) / 100) as u32,
     }
 }

@@ -20,7 +20,7 @@ pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, Respon
 pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
 pub use validate::{
-    CaptureConfig, Config, FlowConfig, IndexConfig, IngestConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SupervisorConfig, SystemConfig,
+    CaptureConfig, Config, FlowConfig, IndexConfig, IngestConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig,
     TaskConfig, TaskKind, WindowsConfig, XdpMode,
 };
 

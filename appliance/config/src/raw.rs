@@ -147,6 +147,14 @@ pub struct RawCapture {
     pub counters_interval_secs: i64,
     /// Expired deny entries are removed this often. Milliseconds.
     pub sweep_interval_ms: i64,
+    /// Where the blocks in force are kept across reboots (blocks.json).
+    pub state_dir: String,
+    /// Detach the XDP program when the supervisor or capture exits (default: keep it
+    /// enforcing; `mldefender capture detach` removes it).
+    pub detach_on_exit: bool,
+    /// How often the host's routes, addresses and resolvers are read again (source
+    /// checks, protected infrastructure). Seconds.
+    pub network_refresh_secs: i64,
 }
 
 impl Default for RawCapture {
@@ -158,6 +166,9 @@ impl Default for RawCapture {
             ring_size_bytes: 4 << 20,
             counters_interval_secs: 5,
             sweep_interval_ms: 1000,
+            state_dir: "/var/lib/mldefender/capture".to_string(),
+            detach_on_exit: false,
+            network_refresh_secs: 5,
         }
     }
 }
@@ -171,11 +182,22 @@ pub struct RawInterface {
     pub role: String,
     /// "auto", "native" or "generic".
     pub xdp_mode: String,
+    /// "auto" (strict on a LAN, loose on a WAN), "strict", "loose" or "off".
+    pub source_check: String,
+    /// Strict check: the sources that may arrive here; empty: the routes through the
+    /// interface.
+    pub source_prefixes: Vec<String>,
 }
 
 impl Default for RawInterface {
     fn default() -> RawInterface {
-        RawInterface { name: String::new(), role: "lan".to_string(), xdp_mode: "auto".to_string() }
+        RawInterface {
+            name: String::new(),
+            role: "lan".to_string(),
+            xdp_mode: "auto".to_string(),
+            source_check: "auto".to_string(),
+            source_prefixes: Vec::new(),
+        }
     }
 }
 
@@ -288,9 +310,11 @@ pub struct RawTasks {
 pub struct RawTask {
     /// Run the task.
     pub enabled: bool,
-    /// Unprivileged user (name or number) the task runs as; empty: `mld-<task>`.
+    /// Unprivileged user (name or number) the task runs as; empty: `mld-<task>`. Never
+    /// root (uid 0, by any name or number) and never another task's user.
     pub user: String,
-    /// Its group (name or number); empty: the user's primary group.
+    /// Its group (name or number); empty: the user's primary group. Never gid 0 and
+    /// never another task's group.
     pub group: String,
     /// Soft memory limit (cgroup memory.high). MiB.
     pub memory_high_mib: i64,

@@ -180,6 +180,11 @@ pub struct CaptureConfig {
     /// `None`: no periodic counters.
     pub counters_interval: Option<Duration>,
     pub sweep_interval: Duration,
+    /// blocks.json: the blocks in force, kept across reboots.
+    pub state_dir: PathBuf,
+    /// Detach the program at exit (false: it keeps enforcing until `capture detach`).
+    pub detach_on_exit: bool,
+    pub network_refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +192,19 @@ pub struct InterfaceConfig {
     pub name: String,
     pub role: InterfaceRole,
     pub xdp_mode: XdpMode,
+    pub source_check: SourceCheck,
+    /// Strict check: the permitted sources; empty: derived from the routes.
+    pub source_prefixes: Vec<IpPrefix>,
+}
+
+/// Which sources may arrive on an interface (reverse-path filtering in XDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCheck {
+    /// Only the interface's source prefixes (and link-local/unspecified sources).
+    Strict,
+    /// Anything but the LAN interfaces' prefixes and the gateway's own addresses.
+    Loose,
+    Off,
 }
 
 /// Which side of the gateway an interface faces.
@@ -415,7 +433,34 @@ fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureC
                 XdpMode::Auto
             }
         };
-        interfaces.push(InterfaceConfig { name, role, xdp_mode });
+        let source_check = match interface.source_check.as_str() {
+            "auto" if role == InterfaceRole::Lan => SourceCheck::Strict,
+            "auto" => SourceCheck::Loose,
+            "strict" => SourceCheck::Strict,
+            "loose" => SourceCheck::Loose,
+            "off" => SourceCheck::Off,
+            other => {
+                errors.push(ConfigError::new(
+                    format!("{path}.source-check"),
+                    format!("must be \"auto\", \"strict\", \"loose\" or \"off\", got \"{other}\""),
+                ));
+                SourceCheck::Off
+            }
+        };
+        let mut source_prefixes = Vec::new();
+        for (prefix_index, text) in interface.source_prefixes.iter().enumerate() {
+            match text.parse::<IpPrefix>() {
+                Ok(prefix) => source_prefixes.push(prefix),
+                Err(reason) => errors.push(ConfigError::new(format!("{path}.source-prefixes[{prefix_index}]"), reason)),
+            }
+        }
+        if !source_prefixes.is_empty() && source_check != SourceCheck::Strict {
+            errors.push(ConfigError::new(
+                format!("{path}.source-prefixes"),
+                "only a strict source check uses source prefixes (set source-check = \"strict\", or \"auto\" on a LAN)",
+            ));
+        }
+        interfaces.push(InterfaceConfig { name, role, xdp_mode, source_check, source_prefixes });
     }
     let ring = raw.ring_size_bytes;
     if !(4096..=1 << 30).contains(&ring) || (ring as u64).count_ones() != 1 {
@@ -424,7 +469,7 @@ fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureC
             format!("must be a power of two between 4096 and 1073741824, got {ring}"),
         ));
     }
-    for (key, value) in [("capture.bpffs-dir", &raw.bpffs_dir), ("capture.runtime-dir", &raw.runtime_dir)] {
+    for (key, value) in [("capture.bpffs-dir", &raw.bpffs_dir), ("capture.runtime-dir", &raw.runtime_dir), ("capture.state-dir", &raw.state_dir)] {
         if !value.starts_with('/') {
             errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
         }
@@ -437,6 +482,9 @@ fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureC
         ring_size_bytes: ring.clamp(4096, 1 << 30) as u32,
         counters_interval: (counters > 0).then(|| Duration::from_secs(counters)),
         sweep_interval: Duration::from_millis(in_range(raw.sweep_interval_ms, 10, 60_000, "capture.sweep-interval-ms", errors)),
+        state_dir: PathBuf::from(&raw.state_dir),
+        detach_on_exit: raw.detach_on_exit,
+        network_refresh: Duration::from_secs(in_range(raw.network_refresh_secs, 1, 3600, "capture.network-refresh-secs", errors)),
     }
 }
 
@@ -477,8 +525,11 @@ fn validate_supervisor(raw: &RawSupervisor, errors: &mut Vec<ConfigError>) -> Su
 fn validate_task(kind: TaskKind, raw: &RawTask, errors: &mut Vec<ConfigError>) -> TaskConfig {
     let path = |key: &str| format!("tasks.{}.{key}", kind.name());
     let user = if raw.user.is_empty() { format!("mld-{}", kind.name()) } else { raw.user.clone() };
-    if user == "root" || user == "0" {
-        errors.push(ConfigError::new(path("user"), "must not be root: tasks run unprivileged"));
+    if crate::ids::names_root(&user) {
+        errors.push(ConfigError::new(path("user"), format!("must not be root: tasks run unprivileged (got \"{user}\", which is uid 0)")));
+    }
+    if crate::ids::names_root(&raw.group) {
+        errors.push(ConfigError::new(path("group"), format!("must not be root's group: tasks run unprivileged (got \"{}\", which is gid 0)", raw.group)));
     }
     let mib = 1024 * 1024;
     let high = in_range(raw.memory_high_mib, 1, 1 << 20, &path("memory-high-mib"), errors);
@@ -522,19 +573,54 @@ fn validate_task(kind: TaskKind, raw: &RawTask, errors: &mut Vec<ConfigError>) -
 
 impl Config {
     /// Checks what depends on the machine rather than the file: that task users and
-    /// groups exist. `config check` and `supervise` run it; offline commands do not.
+    /// groups exist, that none of them is root (a name or number that resolves to uid or
+    /// gid 0), and that no two enabled tasks share a user or a group (every peer check
+    /// tells the tasks apart by uid). `config check` and `supervise` run it; offline
+    /// commands do not.
     pub fn check_environment(&self, origin: &str) -> Result<(), crate::ConfigErrors> {
         let mut errors = Vec::new();
+        // (task, uid, gid) of the enabled tasks whose identity resolved, in start order.
+        let mut identities: Vec<(TaskKind, u32, u32)> = Vec::new();
         for task in self.tasks.iter().filter(|task| task.enabled) {
             let path = format!("tasks.{}", task.kind.name());
-            if crate::ids::resolve_user(&task.user).is_none() {
+            let Some((uid, primary_gid)) = crate::ids::resolve_user(&task.user) else {
                 errors.push(ConfigError::new(format!("{path}.user"), format!("user `{}` does not exist (scripts/setup creates the default users)", task.user)));
+                continue;
+            };
+            let gid = match &task.group {
+                Some(group) => match crate::ids::resolve_group(group) {
+                    Some(gid) => gid,
+                    None => {
+                        errors.push(ConfigError::new(format!("{path}.group"), format!("group `{group}` does not exist")));
+                        continue;
+                    }
+                },
+                None => primary_gid,
+            };
+            let group_name = || match &task.group {
+                Some(group) => format!("group `{group}`"),
+                None => format!("the primary group of user `{}`", task.user),
+            };
+            if uid == 0 {
+                errors.push(ConfigError::new(format!("{path}.user"), format!("must not be root: user `{}` is uid 0; tasks run unprivileged", task.user)));
             }
-            if let Some(group) = &task.group {
-                if crate::ids::resolve_group(group).is_none() {
-                    errors.push(ConfigError::new(format!("{path}.group"), format!("group `{group}` does not exist")));
+            if gid == 0 {
+                errors.push(ConfigError::new(format!("{path}.group"), format!("must not be root's group: {} is gid 0; tasks run unprivileged", group_name())));
+            }
+            for (other, other_uid, other_gid) in &identities {
+                if uid == *other_uid {
+                    errors.push(ConfigError::new(
+                        format!("{path}.user"),
+                        format!("user `{}` (uid {uid}) is also the user of task {}; every task needs its own user (peers are told apart by uid)", task.user, other.name()),
+                    ));
+                } else if gid == *other_gid {
+                    errors.push(ConfigError::new(
+                        format!("{path}.group"),
+                        format!("{} (gid {gid}) is also the group of task {}; every task needs its own group", group_name(), other.name()),
+                    ));
                 }
             }
+            identities.push((task.kind, uid, gid));
         }
         if errors.is_empty() {
             Ok(())

@@ -161,6 +161,10 @@ impl Detector {
         &self.responder
     }
 
+    pub fn responder_mut(&mut self) -> &mut Responder {
+        &mut self.responder
+    }
+
     pub fn now_ns(&self) -> u64 {
         self.now_ns
     }
@@ -611,7 +615,7 @@ mod tests {
     fn detector(configure: impl FnOnce(&mut Config)) -> Detector {
         let mut config = Config::default();
         configure(&mut config);
-        let responder = Responder::new(config.response.clone(), vec!["10.66.1.0/24".parse().expect("prefix")], Vec::new());
+        let responder = Responder::new(config.response.clone(), crate::response::Protected::new(&config.response, &["10.66.1.0/24".parse().expect("prefix")]));
         let scorer = ByPort(HashMap::from([(2222, 0.95), (4444, 0.99), (8080, 0.05)]));
         Detector::new(config.detect, responder, Some(Box::new(scorer)))
     }

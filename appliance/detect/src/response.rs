@@ -7,30 +7,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use mld_config::{IpPrefix, ResponseConfig, ResponseMode};
+use mld_config::{ResponseConfig, ResponseMode};
 
 use crate::heuristics::Category;
 
-/// Why a source may never be blocked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Protection {
-    /// Unspecified, multicast or broadcast: not an address a sender can be blocked by.
-    NotUnicast,
-    Allowlisted(IpPrefix),
-    Management(IpPrefix),
-    GatewayAddress,
-}
-
-impl Protection {
-    pub fn describe(&self) -> String {
-        match self {
-            Protection::NotUnicast => "not a unicast address (unspecified, multicast or broadcast)".to_string(),
-            Protection::Allowlisted(prefix) => format!("allowlisted ({prefix})"),
-            Protection::Management(prefix) => format!("management prefix ({prefix})"),
-            Protection::GatewayAddress => "one of the gateway's own addresses".to_string(),
-        }
-    }
-}
+pub use mld_hostnet::{Protected, Protection};
 
 /// The outcome of a block decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +28,7 @@ pub enum Outcome {
     AlreadyBlocked,
 }
 
-/// An address a packet can come from: not unspecified, multicast or broadcast.
-pub fn is_unicast(address: IpAddr) -> bool {
-    match address {
-        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
-        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
-    }
-}
+pub use mld_hostnet::is_unicast;
 
 /// Link-local (fe80::/10, 169.254.0.0/16).
 pub fn is_link_local(address: IpAddr) -> bool {
@@ -75,8 +50,7 @@ const HISTORY_MAX: usize = 65_536;
 #[derive(Debug)]
 pub struct Responder {
     config: ResponseConfig,
-    allowlist: Vec<IpPrefix>,
-    own_addresses: Vec<IpAddr>,
+    protected: Protected,
     /// Blocks in force: source → until (ns, the detect clock).
     active: HashMap<IpAddr, u64>,
     history: HashMap<IpAddr, History>,
@@ -87,8 +61,17 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub fn new(config: ResponseConfig, allowlist: Vec<IpPrefix>, own_addresses: Vec<IpAddr>) -> Responder {
-        Responder { config, allowlist, own_addresses, active: HashMap::new(), history: HashMap::new(), minute: (0, 0), refused: 0, breaker_trips: 0 }
+    pub fn new(config: ResponseConfig, protected: Protected) -> Responder {
+        Responder { config, protected, active: HashMap::new(), history: HashMap::new(), minute: (0, 0), refused: 0, breaker_trips: 0 }
+    }
+
+    pub fn protected(&self) -> &Protected {
+        &self.protected
+    }
+
+    /// The protected sources, to refresh with the host's facts.
+    pub fn protected_mut(&mut self) -> &mut Protected {
+        &mut self.protected
     }
 
     pub fn config(&self) -> &ResponseConfig {
@@ -96,17 +79,7 @@ impl Responder {
     }
 
     pub fn protection(&self, source: IpAddr) -> Option<Protection> {
-        if !is_unicast(source) {
-            return Some(Protection::NotUnicast);
-        }
-        if self.own_addresses.contains(&source) {
-            return Some(Protection::GatewayAddress);
-        }
-        let host = IpPrefix::host(source);
-        if let Some(prefix) = self.allowlist.iter().find(|prefix| prefix.covers(&host)) {
-            return Some(Protection::Allowlisted(*prefix));
-        }
-        self.config.management_prefixes.iter().find(|prefix| prefix.covers(&host)).map(|prefix| Protection::Management(*prefix))
+        self.protected.of_address(source)
     }
 
     pub fn is_blocked(&self, source: IpAddr, now_ns: u64) -> bool {
@@ -186,7 +159,9 @@ mod tests {
         config.mode = mode;
         config.max_new_blocks_per_minute = 3;
         config.management_prefixes = vec!["192.0.2.0/24".parse().expect("prefix")];
-        Responder::new(config, vec!["10.66.1.0/24".parse().expect("prefix")], vec!["10.66.9.1".parse().expect("addr")])
+        let mut protected = Protected::new(&config, &["10.66.1.0/24".parse().expect("prefix")]);
+        protected.set_host_part(vec!["10.66.9.1".parse().expect("addr")], Vec::new(), Vec::new());
+        Responder::new(config, protected)
     }
 
     fn ip(text: &str) -> IpAddr {
