@@ -70,6 +70,32 @@ fn config_check_lists_every_error_and_exits_64() {
     assert!(errors.contains(&file.path().display().to_string()), "the file is named: {errors}");
 }
 
+/// Tasks never run as root, whatever the spelling, and no two share a user (peer checks
+/// compare uids). Every problem is listed with its key, and the exit status is 64.
+#[test]
+fn config_check_refuses_root_task_users_and_shared_users() {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(b"[tasks.capture]\nuser = \"00\"\n[tasks.detect]\nuser = \"root\"\n[tasks.log]\ngroup = \"0\"\n").expect("write");
+    let check = run(mldefender().args(["config", "check"]).arg(file.path()));
+    assert_eq!(check.status.code(), Some(64), "{}", stderr(&check));
+    let errors = stderr(&check);
+    assert!(errors.contains("3 errors"), "{errors}");
+    assert!(errors.contains("`tasks.capture.user`: must not be root: tasks run unprivileged (got \"00\", which is uid 0)"), "{errors}");
+    assert!(errors.contains("`tasks.detect.user`: must not be root: tasks run unprivileged (got \"root\", which is uid 0)"), "{errors}");
+    assert!(errors.contains("`tasks.log.group`: must not be root's group"), "{errors}");
+
+    // Numbers without a passwd entry stand for themselves: no users needed on this machine.
+    let users = "[tasks.capture]\nuser = \"60101\"\n[tasks.detect]\nuser = \"60102\"\n[tasks.log]\nuser = \"60103\"\n[tasks.ingest]\nuser = \"60102\"\n";
+    std::fs::write(file.path(), users).expect("write");
+    let check = run(mldefender().args(["config", "check"]).arg(file.path()));
+    assert_eq!(check.status.code(), Some(64), "{}", stderr(&check));
+    let errors = stderr(&check);
+    assert!(errors.contains("`tasks.ingest.user`: user `60102` (uid 60102) is also the user of task detect; every task needs its own user"), "{errors}");
+    std::fs::write(file.path(), users.replace("[tasks.ingest]\nuser = \"60102\"", "[tasks.ingest]\nuser = \"60104\"")).expect("write");
+    let check = run(mldefender().args(["config", "check"]).arg(file.path()));
+    assert_eq!(check.status.code(), Some(0), "distinct users pass: {}", stderr(&check));
+}
+
 #[test]
 fn flows_csv_and_jsonl_carry_the_same_columns_and_values() {
     let jsonl = flows_jsonl(&[lab_pcap()], &[]);

@@ -143,7 +143,7 @@ fn bad_key_files_are_refused_with_a_message() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let output = replay(&config(dir.path(), &key, false));
     assert_eq!(output.status.code(), Some(64));
-    assert!(stderr(&output).contains("mode 0644; it must be 0600"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("mode 0644; group and others must have no access"), "{}", stderr(&output));
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let link = dir.path().join("link.key");

@@ -187,6 +187,45 @@ fn sigterm_under_traffic_stops_everything_within_the_deadline() {
     assert!(!links.contains(" xdp"), "an XDP program is still attached:\n{links}");
 }
 
+/// What the supervisor makes is private unless given on purpose (umask 077); each task
+/// gets only its own directory; sockets have exactly their modes; the key handed to the
+/// log and ingest tasks is root's, 0600.
+#[test]
+fn the_supervisor_makes_private_files_and_gives_each_task_only_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "");
+    supervisor.wait_ready(Duration::from_secs(20));
+    let runtime = std::path::PathBuf::from(&supervisor.runtime_dir);
+    let stat = |path: &std::path::Path| std::fs::symlink_metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let umask_of = |pid: u64| field(&proc_status(pid), "Umask:").to_string();
+    assert_eq!(umask_of(supervisor.status()["supervisor_pid"].as_u64().expect("pid")), "0077", "the supervisor's umask");
+    let mut ids = std::collections::HashMap::new();
+    for name in ["capture", "detect", "log", "ingest"] {
+        let pid = supervisor.task(name)["pid"].as_u64().expect("pid");
+        let status = proc_status(pid);
+        let uid: u32 = field(&status, "Uid:").split_whitespace().next().and_then(|uid| uid.parse().ok()).expect("uid");
+        let gid: u32 = field(&status, "Gid:").split_whitespace().next().and_then(|gid| gid.parse().ok()).expect("gid");
+        assert_eq!(umask_of(pid), "0022", "{name}: tasks get the usual umask, not the supervisor's");
+        let dir = stat(&runtime.join("tasks").join(name));
+        assert_eq!((dir.uid(), dir.gid(), dir.mode() & 0o7777), (uid, gid, 0o700), "{name}'s runtime directory");
+        ids.insert(name, (uid, gid));
+    }
+    for (socket, mode) in [("supervisor.sock", 0o600), ("flows.sock", 0o666), ("events.sock", 0o666), ("query.sock", 0o660)] {
+        let metadata = stat(&runtime.join(socket));
+        assert_eq!((metadata.uid(), metadata.mode() & 0o7777), (0, mode), "{socket}: owner and mode");
+    }
+    assert_eq!(stat(&runtime.join("query.sock")).gid(), ids["detect"].1, "query.sock belongs to the detect task's group");
+    let log_dir = stat(&runtime.join("log"));
+    assert_eq!((log_dir.uid(), log_dir.gid(), log_dir.mode() & 0o7777), (ids["log"].0, ids["ingest"].1, 0o750), "the log directory");
+    let ingest_dir = stat(&runtime.join("ingest"));
+    assert_eq!((ingest_dir.uid(), ingest_dir.mode() & 0o7777), (ids["ingest"].0, 0o700), "the ingest state directory");
+    let key = stat(&runtime.join("keys/log.key"));
+    assert_eq!((key.uid(), key.mode() & 0o7777), (0, 0o600), "the log key");
+    assert_eq!(stat(&runtime.join("keys")).mode() & 0o077, 0, "the key's directory is private");
+    supervisor.stop();
+}
+
 #[test]
 fn status_is_for_root_only() {
     let Some(lab) = Lab::up() else { return };

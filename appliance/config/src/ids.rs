@@ -13,6 +13,13 @@ pub fn resolve_user(user: &str) -> Option<(u32, u32)> {
     }
 }
 
+/// True when a user or group named in the configuration is root by its name or its
+/// number (`root`, `0`, `00`, `+0`). Names that only resolve to 0 on this machine are
+/// found by resolving them (`Config::check_environment`).
+pub fn names_root(name: &str) -> bool {
+    name == "root" || name.parse::<u32>() == Ok(0)
+}
+
 /// The gid of a group given by name or number.
 pub fn resolve_group(group: &str) -> Option<u32> {
     if let Ok(Some(entry)) = nix::unistd::Group::from_name(group) {

@@ -135,3 +135,51 @@ fn the_similarity_index_settings_are_checked_and_listed_together() {
     let off = Config::from_toml("[ingest]\nindex = false\n", "off.toml").expect("valid");
     assert!(off.ingest.index.is_none());
 }
+
+#[test]
+fn root_aliases_are_refused_by_name_or_number() {
+    for alias in ["root", "0", "00", "+0", "000"] {
+        assert!(ids::names_root(alias), "{alias}");
+    }
+    for other in ["", "mld-log", "10", "rooted", "-0x"] {
+        assert!(!ids::names_root(other), "{other}");
+    }
+    let errors = Config::from_toml("[tasks.detect]\nuser = \"00\"\ngroup = \"0\"\n", "x").expect_err("root");
+    let paths: Vec<&str> = errors.errors.iter().map(|error| error.path.as_str()).collect();
+    assert_eq!(paths, vec!["tasks.detect.user", "tasks.detect.group"]);
+}
+
+/// Numbers with no passwd entry stand for themselves, so these need no users on the machine.
+#[test]
+fn the_environment_check_refuses_uid_0_and_shared_users_and_groups() {
+    let mut config = Config::default();
+    let set = |config: &mut Config, kind: TaskKind, user: &str, group: Option<&str>| {
+        let task = config.tasks.iter_mut().find(|task| task.kind == kind).expect("task");
+        task.user = user.to_string();
+        task.group = group.map(str::to_string);
+    };
+    set(&mut config, TaskKind::Capture, "60001", None);
+    set(&mut config, TaskKind::Detect, "60002", None);
+    set(&mut config, TaskKind::Log, "60003", None);
+    set(&mut config, TaskKind::Ingest, "60004", None);
+    config.check_environment("x").expect("four users, four groups");
+
+    // Whatever the spelling reaches uid 0 (a name the file check cannot know is found here).
+    set(&mut config, TaskKind::Detect, "0", None);
+    let errors = config.check_environment("x").expect_err("uid 0").to_string();
+    assert!(errors.contains("`tasks.detect.user`: must not be root: user `0` is uid 0"), "{errors}");
+    assert!(errors.contains("`tasks.detect.group`: must not be root's group"), "{errors}");
+
+    set(&mut config, TaskKind::Detect, "60002", None);
+    set(&mut config, TaskKind::Ingest, "60002", None);
+    set(&mut config, TaskKind::Log, "60003", Some("60001"));
+    let errors = config.check_environment("x").expect_err("shared");
+    let listed: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed[0].starts_with("`tasks.log.group`: group `60001` (gid 60001) is also the group of task capture"), "{listed:?}");
+    assert!(listed[1].starts_with("`tasks.ingest.user`: user `60002` (uid 60002) is also the user of task detect"), "{listed:?}");
+
+    // A disabled task shares nothing.
+    config.tasks.iter_mut().filter(|task| task.kind == TaskKind::Ingest || task.kind == TaskKind::Log).for_each(|task| task.enabled = false);
+    config.check_environment("x").expect("the others are distinct");
+}

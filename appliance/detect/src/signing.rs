@@ -1,8 +1,9 @@
 //! Model signatures: Ed25519 over the exact bytes of a model's metadata file.
 //!
 //! The metadata holds the SHA-256 of the `.onnx` file, so one signature covers both. Files:
-//! - private key: base64 of the 32-byte Ed25519 seed, one line, mode 0600, never a symbolic link
-//!   (the same rule as the log key);
+//! - private key: base64 of the 32-byte Ed25519 seed, one line, owned by root or its reader,
+//!   no group or other access, never a symbolic link (the log key's rule: the one reader is
+//!   `mld_eventlog::open_secret_file`);
 //! - public key: base64 of the 32-byte Ed25519 public key, one line (the configuration holds the
 //!   same text);
 //! - signature: `<metadata>.sig`, base64 of the 64-byte signature, one line.
@@ -11,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,10 +28,9 @@ const MAX_KEY_FILE_BYTES: u64 = 1024;
 pub enum SigningError {
     #[error("failed to {operation} `{path}`")]
     Io { operation: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("model signing key `{path}` is a symbolic link; refusing it (point at the file itself)")]
-    Symlink { path: PathBuf },
-    #[error("model signing key `{path}` has mode {mode:04o}; it must be 0600 (chmod 600 {path})")]
-    Mode { path: PathBuf, mode: u32 },
+    /// The private key file was refused (a link, another owner, group or other access).
+    #[error(transparent)]
+    KeyFile(#[from] mld_eventlog::SecretFileError),
     #[error("model signing key `{path}` is not the base64 of a {SECRET_KEY_LENGTH}-byte Ed25519 seed")]
     PrivateKeyFormat { path: PathBuf },
     #[error(
@@ -162,23 +162,10 @@ pub fn signature_path(metadata_path: &Path) -> PathBuf {
     append_to_file_name(metadata_path, ".sig")
 }
 
-/// Reads a private key file, refusing symbolic links and any mode but 0600.
+/// Reads a private key file (opened once; see `mld_eventlog::open_secret_file`).
 fn load_signing_key(path: &Path) -> Result<SigningKey, SigningError> {
     let io = |operation, source| SigningError::Io { operation, path: path.to_path_buf(), source };
-    let metadata = std::fs::symlink_metadata(path).map_err(|error| io("read model signing key", error))?;
-    if metadata.file_type().is_symlink() {
-        return Err(SigningError::Symlink { path: path.to_path_buf() });
-    }
-    // O_NOFOLLOW: a link swapped in after the check is refused by the kernel.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|error| io("open model signing key", error))?;
-    let mode = file.metadata().map_err(|error| io("stat model signing key", error))?.mode() & 0o7777;
-    if mode != 0o600 {
-        return Err(SigningError::Mode { path: path.to_path_buf(), mode });
-    }
+    let file = mld_eventlog::open_secret_file(path, "model signing key")?;
     let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_BYTES as usize));
     file.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text).map_err(|error| io("read model signing key", error))?;
     let format_error = || SigningError::PrivateKeyFormat { path: path.to_path_buf() };
@@ -214,7 +201,7 @@ fn append_to_file_name(path: &Path, suffix: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
 
@@ -280,12 +267,14 @@ mod tests {
 
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         let error = sign(&private, &metadata).expect_err("0640");
-        assert!(error.to_string().contains("mode 0640; it must be 0600"), "{error}");
+        assert!(error.to_string().contains("model signing key"), "{error}");
+        assert!(error.to_string().contains("mode 0640; group and others must have no access"), "{error}");
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 
         let link = dir.path().join("link.key");
         std::os::unix::fs::symlink(&private, &link).expect("symlink");
-        assert!(matches!(sign(&link, &metadata), Err(SigningError::Symlink { .. })));
+        let error = sign(&link, &metadata).expect_err("a link");
+        assert!(matches!(error, SigningError::KeyFile(mld_eventlog::SecretFileError::Symlink { .. })), "{error}");
 
         let short = dir.path().join("short.key");
         write_new_file(&short, 0o600, b"AAAA\n", "write").expect("write");

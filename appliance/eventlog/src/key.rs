@@ -1,8 +1,13 @@
-//! The HMAC key: 32 random bytes in a file that must be 0600 and not a symbolic link.
+//! The HMAC key: 32 random bytes in a file that only its owner (root, or the user reading
+//! it) can read, and that is not a symbolic link.
+//!
+//! [`open_secret_file`] is the one way this project opens a secret file (the log key here,
+//! the model signing key in `mld-detect`): opened once with `O_NOFOLLOW`, then checked on
+//! the open fd, so that nothing can be swapped in between the check and the read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -14,12 +19,55 @@ pub const KEY_BYTES: usize = 32;
 pub enum KeyError {
     #[error("failed to {operation} log key `{path}`")]
     Io { operation: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("log key `{path}` is a symbolic link; refusing it (point the configuration at the file itself)")]
-    Symlink { path: PathBuf },
-    #[error("log key `{path}` has mode {mode:04o}; it must be 0600 (chmod 600 {path})")]
-    Mode { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     #[error("log key `{path}` holds {len} bytes; it must hold exactly {KEY_BYTES}")]
     Length { path: PathBuf, len: usize },
+}
+
+/// Why a secret file was refused. `what` names the file's role ("log key").
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("failed to {operation} {what} `{path}`")]
+    Io { what: &'static str, operation: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what} `{path}` is a symbolic link; refusing it (point the configuration at the file itself)")]
+    Symlink { what: &'static str, path: PathBuf },
+    #[error("{what} `{path}` is not a regular file")]
+    NotAFile { what: &'static str, path: PathBuf },
+    #[error("{what} `{path}` is owned by uid {owner}; it must be owned by root or by the user reading it (uid {reader})")]
+    Owner { what: &'static str, path: PathBuf, owner: u32, reader: u32 },
+    #[error("{what} `{path}` has mode {mode:04o}; group and others must have no access (chmod 600 {path})")]
+    Mode { what: &'static str, path: PathBuf, mode: u32 },
+}
+
+/// Opens a secret file for reading, once: `O_NOFOLLOW` (a symbolic link is refused by the
+/// kernel, whenever it was swapped in), then checks the open file itself (fstat): a
+/// regular file, owned by root or by the effective uid, with no group or other access.
+/// Read the returned file with positioned reads (`read_exact_at`) when it is shared.
+pub fn open_secret_file(path: &Path, what: &'static str) -> Result<File, SecretFileError> {
+    let io = |operation, source| SecretFileError::Io { what, operation, path: path.to_path_buf(), source };
+    // O_NONBLOCK: a FIFO put in the key's place cannot hold the open (it is refused below).
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ELOOP) => SecretFileError::Symlink { what, path: path.to_path_buf() },
+            _ => io("open", error),
+        })?;
+    let metadata = file.metadata().map_err(|error| io("stat", error))?;
+    if !metadata.file_type().is_file() {
+        return Err(SecretFileError::NotAFile { what, path: path.to_path_buf() });
+    }
+    let reader = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != 0 && metadata.uid() != reader {
+        return Err(SecretFileError::Owner { what, path: path.to_path_buf(), owner: metadata.uid(), reader });
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(SecretFileError::Mode { what, path: path.to_path_buf(), mode });
+    }
+    Ok(file)
 }
 
 /// An HMAC key with its id (the first 8 bytes of SHA-256 of the key, hex).
@@ -48,45 +96,46 @@ impl LogKey {
         self.bytes.as_slice()
     }
 
-    /// Reads a key file, refusing symbolic links and any mode but 0600.
+    /// Reads a key file (see [`open_secret_file`] for what is refused).
     pub fn load(path: &Path) -> Result<LogKey, KeyError> {
-        let io = |operation, source| KeyError::Io { operation, path: path.to_path_buf(), source };
-        let metadata = std::fs::symlink_metadata(path).map_err(|error| io("read", error))?;
-        if metadata.file_type().is_symlink() {
-            return Err(KeyError::Symlink { path: path.to_path_buf() });
-        }
-        // O_NOFOLLOW: a link swapped in after the check is refused by the kernel.
-        let mut file = OpenOptions::new().read(true).custom_flags(nix_o_nofollow()).open(path).map_err(|error| io("open", error))?;
-        let mode = file.metadata().map_err(|error| io("stat", error))?.mode() & 0o7777;
-        if mode != 0o600 {
-            return Err(KeyError::Mode { path: path.to_path_buf(), mode });
-        }
-        let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_BYTES));
-        file.read_to_end(&mut bytes).map_err(|error| io("read", error))?;
-        if bytes.len() != KEY_BYTES {
-            return Err(KeyError::Length { path: path.to_path_buf(), len: bytes.len() });
-        }
-        let mut key = [0u8; KEY_BYTES];
-        key.copy_from_slice(&bytes);
-        let loaded = LogKey::from_bytes(key);
-        zeroize::Zeroize::zeroize(&mut key);
-        Ok(loaded)
+        let file = LogKey::open(path)?;
+        LogKey::read_from(&file, path)
+    }
+
+    /// Opens a key file as [`load`](LogKey::load) does and checks that it holds a key;
+    /// returns the open file (the supervisor hands it to tasks as an fd).
+    pub fn open(path: &Path) -> Result<File, KeyError> {
+        let file = open_secret_file(path, "log key")?;
+        LogKey::read_from(&file, path)?;
+        Ok(file)
     }
 
     /// Reads a key from an open file (the supervisor hands the log task the key file as
     /// an fd: the task's user cannot open it).
-    pub fn from_file(mut file: File, what: &Path) -> Result<LogKey, KeyError> {
-        use std::io::{Seek, SeekFrom};
-        let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_BYTES));
-        // The fd may have been read before (the same open file serves every restart).
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut bytes))
-            .map_err(|source| KeyError::Io { operation: "read", path: what.to_path_buf(), source })?;
-        if bytes.len() != KEY_BYTES {
-            return Err(KeyError::Length { path: what.to_path_buf(), len: bytes.len() });
+    pub fn from_file(file: File, what: &Path) -> Result<LogKey, KeyError> {
+        LogKey::read_from(&file, what)
+    }
+
+    /// Positioned reads only: the log and ingest tasks (and every restart of them) share
+    /// one open file description, whose offset a `seek` + `read` would race on.
+    fn read_from(file: &File, what: &Path) -> Result<LogKey, KeyError> {
+        // One byte more than a key, to tell a longer file from a key.
+        let mut bytes = Zeroizing::new([0u8; KEY_BYTES + 1]);
+        let mut len = 0;
+        while len < bytes.len() {
+            match file.read_at(&mut bytes[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(KeyError::Io { operation: "read", path: what.to_path_buf(), source }),
+            }
+        }
+        if len != KEY_BYTES {
+            let len = if len > KEY_BYTES { file.metadata().map_or(len, |metadata| metadata.len() as usize) } else { len };
+            return Err(KeyError::Length { path: what.to_path_buf(), len });
         }
         let mut key = [0u8; KEY_BYTES];
-        key.copy_from_slice(&bytes);
+        key.copy_from_slice(&bytes[..KEY_BYTES]);
         let loaded = LogKey::from_bytes(key);
         zeroize::Zeroize::zeroize(&mut key);
         Ok(loaded)
@@ -97,17 +146,18 @@ impl LogKey {
         let io = |operation, source| KeyError::Io { operation, path: path.to_path_buf(), source };
         let mut key = [0u8; KEY_BYTES];
         File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut key)).map_err(|error| io("generate", error))?;
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|error| io("create", error))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|error| io("create", error))?;
         file.write_all(&key).and_then(|()| file.sync_all()).map_err(|error| io("write", error))?;
         let created = LogKey::from_bytes(key);
         zeroize::Zeroize::zeroize(&mut key);
         Ok(created)
     }
-}
-
-fn nix_o_nofollow() -> i32 {
-    // O_NOFOLLOW on Linux (all architectures this project targets).
-    0o400000
 }
 
 #[cfg(test)]
@@ -127,17 +177,72 @@ mod tests {
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let error = LogKey::load(&path).expect_err("0644");
-        assert!(error.to_string().contains("mode 0644; it must be 0600"), "{error}");
+        assert!(error.to_string().contains("mode 0644; group and others must have no access"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert!(matches!(LogKey::load(&path), Err(KeyError::File(SecretFileError::Mode { mode: 0o640, .. }))));
+        // Read-only for its owner is as good as 0600.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert_eq!(LogKey::load(&path).expect("0400").id(), created.id());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 
         let link = dir.path().join("link.key");
         std::os::unix::fs::symlink(&path, &link).expect("symlink");
-        assert!(matches!(LogKey::load(&link), Err(KeyError::Symlink { .. })));
+        let error = LogKey::load(&link).expect_err("a link");
+        assert!(matches!(error, KeyError::File(SecretFileError::Symlink { .. })), "{error}");
+        assert!(error.to_string().contains("is a symbolic link"), "{error}");
 
         let short = dir.path().join("short.key");
         std::fs::write(&short, [1u8; 5]).expect("write");
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(matches!(LogKey::load(&short), Err(KeyError::Length { len: 5, .. })));
+        let long = dir.path().join("long.key");
+        std::fs::write(&long, [1u8; 100]).expect("write");
+        std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(matches!(LogKey::load(&long), Err(KeyError::Length { len: 100, .. })));
+
+        // Neither a directory nor a FIFO (whose open must not hang) is a key.
+        let fifo = dir.path().join("fifo.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        assert!(matches!(LogKey::load(&fifo), Err(KeyError::File(SecretFileError::NotAFile { .. }))));
+        let subdir = dir.path().join("dir.key");
+        std::fs::create_dir(&subdir).expect("mkdir");
+        std::fs::set_permissions(&subdir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(matches!(LogKey::load(&subdir), Err(KeyError::File(SecretFileError::NotAFile { .. }))));
+    }
+
+    /// Owned by another user (not root, not the reader): refused. Needs root to chown.
+    #[test]
+    fn a_key_owned_by_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.key");
+        LogKey::create(&path).expect("create");
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
+        let error = LogKey::load(&path).expect_err("owned by nobody");
+        assert!(matches!(error, KeyError::File(SecretFileError::Owner { owner: 65534, reader: 0, .. })), "{error}");
+        assert!(error.to_string().contains("owned by uid 65534"), "{error}");
+        std::os::unix::fs::chown(&path, Some(0), None).expect("chown");
+        LogKey::load(&path).expect("owned by root");
+    }
+
+    /// The log and ingest tasks share one open file description: a read must not depend
+    /// on, or move, its offset.
+    #[test]
+    fn reading_a_shared_key_fd_ignores_and_keeps_its_offset() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.key");
+        let created = LogKey::create(&path).expect("create");
+        let mut file = LogKey::open(&path).expect("open");
+        file.seek(SeekFrom::Start(7)).expect("seek");
+        let shared = file.try_clone().expect("dup: the same open file description");
+        assert_eq!(LogKey::from_file(shared, &path).expect("read").id(), created.id());
+        assert_eq!(file.stream_position().expect("position"), 7, "the shared offset moved");
+        let again = file.try_clone().expect("dup");
+        assert_eq!(LogKey::from_file(again, &path).expect("read again").id(), created.id());
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! [`verify`].
 //!
 //! Invariant: this crate is the only writer of the security log. The key never leaves
-//! [`LogKey`], which zeroizes it on drop and refuses key files that are not 0600 or
-//! that are symbolic links.
+//! [`LogKey`], which zeroizes it on drop and refuses key files that are symbolic links,
+//! not owned by root or their reader, or open to group or others ([`open_secret_file`]).
 
 mod chain;
 mod community_id;
@@ -24,6 +24,6 @@ mod writer;
 pub use chain::{BodyError, Delivery, Sealer, GENESIS_TAG, SCHEMA};
 pub use community_id::community_id;
 pub use event::{build_event, cic_field_name, event_fields, json_schema, EventContext, EventField, Verdict, EVENT_SCHEMA_VERSION};
-pub use key::{KeyError, LogKey};
+pub use key::{open_secret_file, KeyError, LogKey, SecretFileError};
 pub use verify::{verify_paths, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, VerifySummary};
 pub use writer::{file_name, local_day, LogWriter, WriterConfig, WriterError};

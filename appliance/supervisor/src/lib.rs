@@ -1,5 +1,6 @@
 //! The supervisor's building blocks: how a task process is started with exactly its
-//! privileges ([`spawn`]), how its memory is watched ([`memory`]), when it is restarted
+//! privileges ([`spawn`]), how files are made and given to tasks without following links
+//! ([`files`]), how its memory is watched ([`memory`]), when it is restarted
 //! ([`policy`]), what PID 1 must do ([`init`]), and how readiness is announced
 //! ([`notify`]).
 //!
@@ -11,6 +12,7 @@
 //! capability except CAP_BPF on kernels before 6.5, where map operations through an
 //! open fd still need it.
 
+pub mod files;
 pub mod init;
 pub mod memory;
 pub mod notify;

@@ -1,9 +1,10 @@
 //! Starting a task process with exactly its privileges.
 //!
 //! Between fork and exec (in `pre_exec`), the child: joins its cgroup, moves the fds it
-//! is given to fixed numbers (3, 4, ...; every other fd is close-on-exec), sets
-//! `no_new_privs`, drops supplementary groups, switches to its gid and uid, and keeps
-//! CAP_BPF only where the kernel needs it. The supervisor's event loop is
+//! is given to fixed numbers (3, 4, ...; every other fd is close-on-exec), sets its umask
+//! (022, not the supervisor's 077), sets `no_new_privs`, drops supplementary groups,
+//! switches to its gid and uid, and keeps CAP_BPF only where the kernel needs it. uid 0
+//! and gid 0 are refused before anything is forked. The supervisor's event loop is
 //! single-threaded, so nothing in the child can inherit a held lock; the closure still
 //! only makes system calls on values prepared before the fork.
 
@@ -16,6 +17,11 @@ use std::process::{Child, Command, Stdio};
 
 /// First fd number given to a task (0, 1, 2 are stdio).
 pub const FIRST_TASK_FD: RawFd = 3;
+
+/// A task's umask. The supervisor's own (077) would make the log task's files unreadable
+/// to the ingest task, which reads them as "other" through the log directory's group;
+/// the tasks' directories (0700, the log directory 0750) keep everyone else out.
+pub const TASK_UMASK: libc::mode_t = 0o022;
 
 const CAP_BPF: u32 = 39;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -51,6 +57,13 @@ pub fn kernel_needs_cap_bpf_for_map_fds() -> bool {
 /// Starts the task. The child's stdout is discarded; stderr is shared with the
 /// supervisor (its log).
 pub fn spawn(task: TaskSpawn<'_>) -> io::Result<Child> {
+    // The configuration check refuses root already; this is the last line of defence.
+    if task.uid == 0 || task.gid == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("refusing to start a task as uid {} gid {}: tasks never run as root or with group root", task.uid, task.gid),
+        ));
+    }
     let mut command = Command::new(task.exe);
     command.args(&task.args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
     command.current_dir(&task.working_dir);
@@ -68,8 +81,8 @@ pub fn spawn(task: TaskSpawn<'_>) -> io::Result<Child> {
     let (uid, gid, keep_cap_bpf) = (task.uid, task.gid, task.keep_cap_bpf);
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec. It calls only
-    // async-signal-safe system calls (write, fcntl, dup, dup2, prctl, setgroups, setresgid,
-    // setresuid, capset) on integers captured by copy, and allocates nothing.
+    // async-signal-safe system calls (write, fcntl, dup, dup2, umask, prctl, setgroups,
+    // setresgid, setresuid, capset) on integers captured by copy, and allocates nothing.
     unsafe {
         command.pre_exec(move || child_setup(&sources, cgroup_procs, uid, gid, keep_cap_bpf));
     }
@@ -105,6 +118,7 @@ fn child_setup(sources: &[RawFd], cgroup_procs: Option<RawFd>, uid: u32, gid: u3
             // dup2 clears close-on-exec on the new fd: these, and stdio, are all the child keeps.
             check(libc::dup2(*high, FIRST_TASK_FD + index as RawFd))?;
         }
+        libc::umask(TASK_UMASK);
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         if keep_cap_bpf {
             check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
