@@ -15,10 +15,12 @@ mod prefix;
 pub mod raw;
 mod schema;
 mod validate;
+mod warnings;
 
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
+pub use warnings::FALLBACK_NODE;
 pub use validate::{
     CaptureConfig, Config, FlowConfig, IndexConfig, IngestConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig,
     TaskConfig, TaskKind, WindowsConfig, XdpMode,

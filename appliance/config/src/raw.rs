@@ -70,7 +70,9 @@ impl Default for RawIngest {
 pub struct RawLog {
     /// Directory of the signed event log.
     pub dir: String,
-    /// This appliance's node id, in every record's tag; empty: the host name.
+    /// This appliance's node id, in every record's tag; empty: the host name
+    /// (`mldefender` where the host name is not a usable id). Set a unique id on every
+    /// appliance that shares a log key: `config check` warns while it is left as the default.
     pub node: String,
     /// The 32-byte HMAC key file (0600, not a symbolic link).
     pub key_file: String,
@@ -84,6 +86,13 @@ pub struct RawLog {
     pub sync_every_records: i64,
     /// ...or when the oldest unsynced record is this old. Milliseconds.
     pub sync_interval_ms: i64,
+    /// Retention: the node's log files may use at most this much disk. At every new file
+    /// the oldest files are removed until the others and a full file being written fit.
+    /// At least two files (`max-file-bytes`). MiB.
+    pub max_disk_mib: i64,
+    /// Retention: files last written longer ago than this are removed at the next new
+    /// file; 0: no age limit. Days.
+    pub max_age_days: i64,
 }
 
 impl Default for RawLog {
@@ -97,6 +106,8 @@ impl Default for RawLog {
             rotate_daily: true,
             sync_every_records: 64,
             sync_interval_ms: 200,
+            max_disk_mib: 1024,
+            max_age_days: 90,
         }
     }
 }

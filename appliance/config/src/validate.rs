@@ -90,12 +90,18 @@ fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) ->
 pub struct LogConfig {
     pub dir: PathBuf,
     pub node: String,
+    /// False when `log.node` was left empty (the node id is the host name, or `mldefender`).
+    pub node_configured: bool,
     pub key_file: PathBuf,
     pub create_key: bool,
     pub max_file_bytes: u64,
     pub rotate_daily: bool,
     pub sync_every_records: u32,
     pub sync_interval: Duration,
+    /// Retention: the disk budget of the node's log files, bytes.
+    pub max_disk_bytes: u64,
+    /// Retention: the age limit of a file (since it was last written); `None`: none.
+    pub max_age: Option<Duration>,
 }
 
 /// What the supervisor sets up on the machine before the data plane (init duties).
@@ -660,21 +666,35 @@ fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
             .map(|name| name.to_string_lossy().into_owned())
             .ok()
             .filter(|name| valid(name))
-            .unwrap_or_else(|| "mldefender".to_string())
+            .unwrap_or_else(|| crate::FALLBACK_NODE.to_string())
     } else {
         raw.node.clone()
     };
     if !valid(&node) {
         errors.push(ConfigError::new("log.node", format!("must be 1 to 64 letters, digits, `-`, `_` or `.`, got \"{node}\"")));
     }
+    let max_file_bytes = in_range(raw.max_file_bytes, 4096, 1 << 40, "log.max-file-bytes", errors);
+    let errors_before = errors.len();
+    let max_disk_bytes = in_range(raw.max_disk_mib, 1, 1 << 20, "log.max-disk-mib", errors) << 20;
+    // The file being written is never removed: the budget must hold it and one more.
+    if errors.len() == errors_before && max_disk_bytes < 2 * max_file_bytes {
+        errors.push(ConfigError::new(
+            "log.max-disk-mib",
+            format!("must hold at least two files of log.max-file-bytes ({max_file_bytes} bytes), got {} MiB", max_disk_bytes >> 20),
+        ));
+    }
+    let max_age_days = in_range(raw.max_age_days, 0, 36_500, "log.max-age-days", errors);
     LogConfig {
         dir: PathBuf::from(&raw.dir),
         node,
+        node_configured: !raw.node.is_empty(),
         key_file: PathBuf::from(&raw.key_file),
         create_key: raw.create_key,
-        max_file_bytes: in_range(raw.max_file_bytes, 4096, 1 << 40, "log.max-file-bytes", errors),
+        max_file_bytes,
         rotate_daily: raw.rotate_daily,
         sync_every_records: in_range(raw.sync_every_records, 1, 1_000_000, "log.sync-every-records", errors) as u32,
         sync_interval: Duration::from_millis(in_range(raw.sync_interval_ms, 1, 60_000, "log.sync-interval-ms", errors)),
+        max_disk_bytes,
+        max_age: (max_age_days > 0).then(|| Duration::from_secs(max_age_days * 86_400)),
     }
 }

@@ -73,7 +73,7 @@ fn main() {
             let started = Instant::now();
             for _ in 0..count {
                 line.clear();
-                sealer.seal(std::hint::black_box(&record), &mut line);
+                sealer.seal(std::hint::black_box(&record), &mut line).expect("seal");
             }
             let sealed = count as f64 / started.elapsed().as_secs_f64();
             let config = WriterConfig { max_file_bytes: 1 << 30, sync_every_records: sync_every, sync_interval: Duration::from_secs(3600), ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string()) };

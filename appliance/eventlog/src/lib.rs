@@ -21,7 +21,7 @@ mod key;
 mod verify;
 mod writer;
 
-pub use chain::{BodyError, Delivery, Sealer, GENESIS_TAG, SCHEMA};
+pub use chain::{BodyError, Delivery, SealError, Sealer, EVENT_TYPE, GENESIS_TAG, RESERVED_FIELDS, SCHEMA};
 pub use community_id::community_id;
 pub use event::{build_event, cic_field_name, event_fields, json_schema, EventContext, EventField, Verdict, EVENT_SCHEMA_VERSION};
 pub use key::{open_secret_file, KeyError, LogKey, SecretFileError};

@@ -18,6 +18,9 @@ pub struct VerifySummary {
     /// False when the first file given is not the node's first (older files not given):
     /// the chain is verified from there on.
     pub from_genesis: bool,
+    /// The highest file index a verified `retention` record says was removed: the files
+    /// before the first one verified are accounted for up to there.
+    pub removed_through_index: Option<u64>,
 }
 
 /// Why verification failed.
@@ -95,11 +98,18 @@ struct LogFile {
 
 /// Verifies one node's log: files and directories (their `events-*.jsonl`), checked in
 /// file-index order against `keys`.
+///
+/// Given a directory, the whole log is expected: when its first file is not file 0, the
+/// files before it must have been removed by retention, which a verified `retention`
+/// record says (`removed_through_index`); otherwise the first missing index is reported
+/// as [`FailureReason::FileMissing`]. Given files, verification starts at the first.
 pub fn verify_paths(paths: &[PathBuf], keys: &[LogKey]) -> Result<VerifySummary, Failure> {
     let fail = |path: &Path, line: usize, reason: FailureReason| Failure { path: path.to_path_buf(), line, reason };
     let mut files = Vec::new();
+    let mut whole_log = false;
     for path in paths {
         if path.is_dir() {
+            whole_log = true;
             let entries = std::fs::read_dir(path).map_err(|error| fail(path, 0, FailureReason::Unreadable(error.to_string())))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -133,9 +143,14 @@ pub fn verify_paths(paths: &[PathBuf], keys: &[LogKey]) -> Result<VerifySummary,
         }
     }
     let mut chain = Chain { node: Some(node.clone()), last: None };
-    let mut counts = Counts { records: 0, first_seq: 0 };
+    let mut counts = Counts { records: 0, first_seq: 0, removed_through_index: None };
     for log in &logs {
         verify_file(log, keys, &mut chain, &mut counts)?;
+    }
+    let first_index = logs[0].index;
+    if whole_log && first_index > 0 && counts.removed_through_index.is_none_or(|through| through < first_index - 1) {
+        // Older files are gone and no retention record says why.
+        return Err(fail(&logs[0].path, 0, FailureReason::FileMissing { index: first_index - 1 }));
     }
     Ok(VerifySummary {
         node,
@@ -143,7 +158,8 @@ pub fn verify_paths(paths: &[PathBuf], keys: &[LogKey]) -> Result<VerifySummary,
         records: counts.records,
         first_seq: counts.first_seq,
         last_seq: chain.last.map_or(0, |last| last.seq),
-        from_genesis: logs[0].index == 0,
+        from_genesis: first_index == 0,
+        removed_through_index: counts.removed_through_index,
     })
 }
 
@@ -373,6 +389,92 @@ impl Chain {
 struct Counts {
     records: u64,
     first_seq: u64,
+    /// The highest `removed_through_index` of a verified `retention` record.
+    removed_through_index: Option<u64>,
+}
+
+/// What the writer found in a node's newest file before continuing its chain
+/// ([`check_newest_file`]).
+#[derive(Debug, Default)]
+pub(crate) struct NewestFile {
+    /// The last record that continued the chain from the file's header, if any.
+    pub last_verified: Option<(u64, String)>,
+    /// The authentic record (HMAC under the writer's key, with its node) with the highest
+    /// seq, if any: no record the writer ever wrote has a higher one.
+    pub highest_authentic: Option<(u64, String)>,
+    /// The highest `seq` on any complete line, authentic or not.
+    pub highest_written_seq: Option<u64>,
+    /// The first line that did not verify, and why (`None`: the whole file verified).
+    pub failure: Option<Failure>,
+}
+
+/// Verifies a node's newest file (index `file_index`) line by line under `key`, from its
+/// header to its last complete line, as `log verify` would (the first failure is kept),
+/// and notes the last record on the chain and the highest seq written: the writer
+/// continues the chain from the last line only when the whole file verified.
+pub(crate) fn check_newest_file(path: &Path, file_index: u64, node: &str, key: &LogKey) -> std::io::Result<NewestFile> {
+    let keys = std::slice::from_ref(key);
+    let mut chain = Chain { node: Some(node.to_string()), last: None };
+    let mut found = NewestFile::default();
+    let mut reader = BufReader::new(std::fs::File::open(path)?);
+    let mut bytes = Vec::new();
+    let mut number = 0;
+    loop {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes)? == 0 {
+            break;
+        }
+        number += 1;
+        let line = match bytes.strip_suffix(b"\n").map(std::str::from_utf8) {
+            Some(Ok(line)) => line,
+            Some(Err(_)) => {
+                found.fail(path, number, FailureReason::NotARecord("not UTF-8".to_string()));
+                continue;
+            }
+            None => {
+                found.fail(path, number, FailureReason::TruncatedLine);
+                break;
+            }
+        };
+        if let Ok(head) = serde_json::from_str::<RecordHead>(line) {
+            found.highest_written_seq = found.highest_written_seq.max(head.seq);
+        }
+        let record = match chain.authenticate(keys, line) {
+            Ok(record) => record,
+            Err(reason) => {
+                found.fail(path, number, reason);
+                continue;
+            }
+        };
+        if found.highest_authentic.as_ref().is_none_or(|(seq, _)| record.seq > *seq) {
+            found.highest_authentic = Some((record.seq, record.tag.clone()));
+        }
+        // As in the ingest task, a rejected line leaves the chain where it was: genuine
+        // lines after an inserted one still verify.
+        match chain.continue_chain(file_index, &record) {
+            Ok(()) => found.last_verified = Some((record.seq, record.tag.clone())),
+            Err(reason) => found.fail(path, number, reason),
+        }
+    }
+    if number == 0 {
+        found.fail(path, 0, FailureReason::MissingHeader);
+    }
+    Ok(found)
+}
+
+impl NewestFile {
+    /// Keeps the first failure only.
+    fn fail(&mut self, path: &Path, line: usize, reason: FailureReason) {
+        if self.failure.is_none() {
+            self.failure = Some(Failure { path: path.to_path_buf(), line, reason });
+        }
+    }
+}
+
+/// True when `line` is an authentic record of `node` under `key` (HMAC only).
+pub(crate) fn is_authentic(line: &str, node: &str, key: &LogKey) -> bool {
+    let chain = Chain { node: Some(node.to_string()), last: None };
+    chain.authenticate(std::slice::from_ref(key), line).is_ok()
 }
 
 
@@ -412,6 +514,10 @@ fn verify_file(log: &LogFile, keys: &[LogKey], chain: &mut Chain, counts: &mut C
             counts.first_seq = record.seq;
         }
         counts.records += 1;
+        if record.head.kind.as_deref() == Some("retention") {
+            let removed = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|value| value["removed_through_index"].as_u64());
+            counts.removed_through_index = counts.removed_through_index.max(removed);
+        }
     }
     Ok(())
 }
@@ -431,11 +537,11 @@ mod tests {
         header.insert("prev_file_last_seq".to_string(), sealer.last_seq().into());
         header.insert("prev_file_last_tag".to_string(), sealer.last_tag().into());
         let mut out = Vec::new();
-        sealer.seal(&header, &mut out);
+        sealer.seal_record(&header, &mut out).expect("seal");
         let mut event = serde_json::Map::new();
         event.insert("type".to_string(), "event".into());
         for _ in 0..events {
-            sealer.seal(&event, &mut out);
+            sealer.seal(&event, &mut out).expect("seal");
         }
         String::from_utf8(out).expect("UTF-8").lines().map(str::to_string).collect()
     }

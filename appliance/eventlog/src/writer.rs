@@ -1,15 +1,17 @@
 //! Writing: one file at a time, a header first, rotation by size and by local day,
-//! group-commit fsync on a background thread, and recovery of a partial last line after
-//! a crash.
+//! group-commit fsync on a background thread, recovery of a partial last line after a
+//! crash, verification of the newest file before its chain is continued, and retention
+//! (a disk budget and an age limit, oldest files first, each removal on record).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::chain::{BodyError, Delivery, Sealer, DELIVERY_SEQ_FIELD, DELIVERY_STREAM_FIELD, GENESIS_TAG, SCHEMA};
+use crate::chain::{BodyError, Delivery, SealError, Sealer, DELIVERY_SEQ_FIELD, DELIVERY_STREAM_FIELD, GENESIS_TAG, SCHEMA};
 use crate::key::LogKey;
+use crate::verify::{check_newest_file, is_authentic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -19,6 +21,17 @@ pub enum WriterError {
     Corrupt { path: PathBuf, line: usize, detail: String },
     #[error(transparent)]
     Body(#[from] BodyError),
+    #[error("the log's sequence number is exhausted (the last record has seq {}): start a new log with another node id", u64::MAX)]
+    SequenceExhausted,
+}
+
+impl From<SealError> for WriterError {
+    fn from(error: SealError) -> WriterError {
+        match error {
+            SealError::Body(error) => WriterError::Body(error),
+            SealError::SequenceExhausted => WriterError::SequenceExhausted,
+        }
+    }
 }
 
 /// Where and how the log is written.
@@ -35,7 +48,14 @@ pub struct WriterConfig {
     pub sync_every_records: u32,
     /// ...or once the oldest record not yet handed to an fsync is this old.
     pub sync_interval: Duration,
-    /// The wall clock, for daily rotation (tests replace it).
+    /// Retention: at every new file, the oldest files are removed until the others and a
+    /// full file being written (`max_file_bytes`) fit in this many bytes. `u64::MAX`: no
+    /// budget.
+    pub max_disk_bytes: u64,
+    /// Retention: at every new file, files last written longer ago than this are removed
+    /// (oldest first). `None`: no age limit.
+    pub max_age: Option<Duration>,
+    /// The wall clock, for daily rotation and the age limit (tests replace it).
     pub clock: fn() -> SystemTime,
 }
 
@@ -49,6 +69,8 @@ impl WriterConfig {
             rotate_daily: true,
             sync_every_records: 64,
             sync_interval: Duration::from_millis(200),
+            max_disk_bytes: 1024 << 20,
+            max_age: Some(Duration::from_secs(90 * 86_400)),
             clock: SystemTime::now,
         }
     }
@@ -90,46 +112,74 @@ pub fn file_name(node: &str, index: u64) -> String {
 }
 
 impl LogWriter {
-    /// Opens the node's log in `config.dir`: continues the chain of the newest file
-    /// (after moving a partial last line, left by a crash, to `quarantine-<node>.jsonl`)
-    /// and starts a new file with a header.
+    /// Opens the node's log in `config.dir` and starts a new file with a header.
+    ///
+    /// The newest file is checked first: a partial last line (a crash mid-write) is moved
+    /// to `quarantine-<node>.jsonl`; an empty file (a crash before its header) is removed;
+    /// then the file is verified from its header to its last line (HMAC under this key
+    /// and node, chain). Only a file that verifies is continued. Otherwise the file is
+    /// left as it is (the damage stays visible to `log verify` and the ingest task) and:
+    /// - if no line in it claims a seq beyond its last verified record (what failed is
+    ///   garbage or an old line copied in), the chain continues from that record;
+    /// - else (a genuine record altered, removed or moved, or a forged line claiming a
+    ///   later seq) the chain is not continued: the new file's header starts a new anchor
+    ///   (`prev_tag` and `prev_file_last_tag` the genesis tag) at a seq above every seq in
+    ///   the damaged file, so no seq is written twice and readers (the ingest task's nonce
+    ///   store) find the new records fresh.
+    ///
+    /// Either way a `recovery` record after the header says what was found.
     pub fn open(config: WriterConfig, key: LogKey) -> Result<LogWriter, WriterError> {
         std::fs::create_dir_all(&config.dir).map_err(|source| WriterError::Io { operation: "create directory", path: config.dir.clone(), source })?;
-        let files = node_files(&config.dir, &config.node)?;
-        let (next_index, last_seq, last_tag, recovered) = match files.last() {
-            None => (0, 0, GENESIS_TAG.to_string(), None),
-            Some((index, path)) => {
-                let recovered = quarantine_partial_line(path, &config.dir.join(format!("quarantine-{}.jsonl", config.node)))?;
-                let (seq, tag) = last_record(path)?;
-                (index + 1, seq, tag, recovered)
+        let quarantine = config.dir.join(format!("quarantine-{}.jsonl", config.node));
+        let mut files = node_files(&config.dir, &config.node)?;
+        let mut recovered_bytes = None;
+        let mut start = Start { next_index: 0, last_seq: 0, last_tag: GENESIS_TAG.to_string(), damage: None };
+        while let Some((index, path)) = files.last().cloned() {
+            if let Some(bytes) = quarantine_partial_line(&path, &quarantine)? {
+                recovered_bytes = Some(recovered_bytes.unwrap_or(0) + bytes);
             }
-        };
-        let last_delivery = last_delivery(&files)?;
-        let sealer = Sealer::new(&config.node, key, last_seq, &last_tag);
+            let io = |operation, source| WriterError::Io { operation, path: path.clone(), source };
+            if std::fs::metadata(&path).map_err(|error| io("stat", error))?.len() == 0 {
+                // Nothing was ever written to it (or its only line was partial): the file
+                // before it is the newest. Its index is used again.
+                std::fs::remove_file(&path).map_err(|error| io("remove empty log file", error))?;
+                files.pop();
+                continue;
+            }
+            let found = check_newest_file(&path, index, &config.node, &key).map_err(|error| io("read", error))?;
+            start = Start::after(index, found);
+            break;
+        }
+        let last_delivery = last_delivery(&files, &config.node, &key)?;
+        let sealer = Sealer::new(&config.node, key, start.last_seq, &start.last_tag);
         let now = (config.clock)();
         let mut writer = LogWriter {
             sealer,
             file: None,
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES + 16 * 1024),
-            file_index: next_index,
+            file_index: start.next_index,
             file_bytes: 0,
             file_day: local_day(now),
             next_day_check: now + DAY_CHECK_INTERVAL,
             uncommitted: 0,
             uncommitted_since: None,
             last_delivery,
-            syncer: Syncer::start(last_seq),
+            syncer: Syncer::start(start.last_seq),
             config,
         };
         writer.start_file()?;
-        if let Some(bytes) = recovered {
+        if let Some(bytes) = recovered_bytes {
             let mut record = serde_json::Map::new();
             record.insert("type".to_string(), "recovery".into());
             record.insert("reason".to_string(), "partial last line after a crash moved to quarantine".into());
             record.insert("quarantined_bytes".to_string(), bytes.into());
-            writer.append(&record)?;
-            writer.sync()?;
+            writer.append_record(&record)?;
         }
+        if let Some(damage) = start.damage {
+            writer.append_record(&damage)?;
+        }
+        writer.enforce_retention()?;
+        writer.sync()?;
         Ok(writer)
     }
 
@@ -145,20 +195,55 @@ impl LogWriter {
 
     /// Appends one record; returns its sequence number. Durable once
     /// [`LogWriter::durable_seq`] reaches it (see the type's documentation).
+    /// Refused (nothing written, [`WriterError::Body`]) when the record is not an event
+    /// or carries a field the log writes itself (see [`Sealer::seal`]).
     pub fn append(&mut self, record: &serde_json::Map<String, serde_json::Value>) -> Result<u64, WriterError> {
         self.before_append()?;
-        let seq = self.sealer.seal(record, &mut self.buffer);
+        let seq = self.sealer.seal(record, &mut self.buffer)?;
         self.after_append(seq)
     }
 
     /// Appends one record given as JSON text (one object on one line), as the log task
-    /// receives it from the pipeline, with where it came from.
+    /// receives it from the pipeline, with where it came from. A body the sealer refuses
+    /// ([`WriterError::Body`]) leaves no trace; the caller decides what to put on record
+    /// ([`LogWriter::append_rejected`]).
     pub fn append_json(&mut self, record: &str, delivery: Option<Delivery>) -> Result<u64, WriterError> {
         self.before_append()?;
         let seq = self.sealer.seal_json(record, delivery, &mut self.buffer)?;
         if delivery.is_some() {
             self.last_delivery = delivery;
         }
+        self.after_append(seq)
+    }
+
+    /// Puts a refused event body on record without writing it: a `rejected_event` record
+    /// with the reason, the offending key, the body's length and SHA-256 (so that the body,
+    /// if kept elsewhere, can be matched), and the delivery, so that a restarted log task
+    /// knows the event was handled. Nothing of the body itself goes into the log.
+    pub fn append_rejected(&mut self, body: &str, error: &BodyError, delivery: Option<Delivery>) -> Result<u64, WriterError> {
+        use sha2::Digest;
+        let mut record = serde_json::Map::new();
+        record.insert("type".to_string(), "rejected_event".into());
+        record.insert("reason".to_string(), error.to_string().chars().take(256).collect::<String>().into());
+        if let Some(key) = error.key() {
+            record.insert("key".to_string(), key.chars().take(64).collect::<String>().into());
+        }
+        record.insert("body_bytes".to_string(), body.len().into());
+        record.insert("body_sha256".to_string(), hex::encode(sha2::Sha256::digest(body.as_bytes())).into());
+        if let Some(Delivery { stream, seq }) = delivery {
+            record.insert(DELIVERY_STREAM_FIELD.to_string(), format!("{stream:016x}").into());
+            record.insert(DELIVERY_SEQ_FIELD.to_string(), seq.into());
+            self.last_delivery = delivery;
+        }
+        self.before_append()?;
+        let seq = self.sealer.seal_record(&record, &mut self.buffer)?;
+        self.after_append(seq)
+    }
+
+    /// Appends one of the writer's own records (no rotation check: called right after a
+    /// new file was started, or for a record that must follow the one before it).
+    fn append_record(&mut self, record: &serde_json::Map<String, serde_json::Value>) -> Result<u64, WriterError> {
+        let seq = self.sealer.seal_record(record, &mut self.buffer)?;
         self.after_append(seq)
     }
 
@@ -186,6 +271,7 @@ impl LogWriter {
             self.file = None;
             self.file_index += 1;
             self.start_file()?;
+            self.enforce_retention()?;
         }
         Ok(())
     }
@@ -246,7 +332,7 @@ impl LogWriter {
         header.insert("file_index".to_string(), self.file_index.into());
         header.insert("prev_file_last_seq".to_string(), self.sealer.last_seq().into());
         header.insert("prev_file_last_tag".to_string(), self.sealer.last_tag().into());
-        self.sealer.seal(&header, &mut self.buffer);
+        self.sealer.seal_record(&header, &mut self.buffer)?;
         // The new file's directory entry must be durable too, or a crash could lose the
         // whole file while its records were acknowledged.
         if let Ok(dir) = File::open(&self.config.dir) {
@@ -254,6 +340,113 @@ impl LogWriter {
         }
         self.sync()
     }
+}
+
+impl LogWriter {
+    /// Retention, run at every new file: removes the oldest closed files while the closed
+    /// files and a full file being written do not fit in `max_disk_bytes`, or while the
+    /// oldest was last written longer than `max_age` ago. Never the file being written;
+    /// always oldest first, so what is left is a contiguous run of files.
+    ///
+    /// The removal is put on record *before* any file is removed: a `retention` record
+    /// (the files, their bytes and seq ranges, `removed_through_index`) is appended and
+    /// fsynced first, so no file is ever gone without a record, even after a crash in
+    /// between. A file that cannot be removed is put on record by a second `retention`
+    /// record (`failed`), and retention stops there until the next new file.
+    fn enforce_retention(&mut self) -> Result<(), WriterError> {
+        if self.config.max_disk_bytes == u64::MAX && self.config.max_age.is_none() {
+            return Ok(());
+        }
+        let dir = self.config.dir.clone();
+        let io = |operation, source| WriterError::Io { operation, path: dir.clone(), source };
+        let mut closed = Vec::new();
+        for (index, path) in node_files(&dir, &self.config.node)? {
+            if index >= self.file_index {
+                continue;
+            }
+            let metadata = std::fs::metadata(&path).map_err(|error| io("stat a log file in", error))?;
+            closed.push((index, path, metadata.len(), metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+        }
+        let now = (self.config.clock)();
+        let mut kept_bytes: u64 = closed.iter().map(|(_, _, bytes, _)| *bytes).sum();
+        let reserve = self.config.max_file_bytes;
+        let mut removed = Vec::new();
+        let mut reasons = Vec::new();
+        for (position, (index, path, bytes, modified)) in closed.iter().enumerate() {
+            let over_budget = kept_bytes.saturating_add(reserve) > self.config.max_disk_bytes;
+            let too_old = self.config.max_age.is_some_and(|max_age| now.duration_since(*modified).is_ok_and(|age| age > max_age));
+            if !over_budget && !too_old {
+                break;
+            }
+            for (reason, applies) in [("max-disk-mib", over_budget), ("max-age-days", too_old)] {
+                if applies && !reasons.contains(&reason) {
+                    reasons.push(reason);
+                }
+            }
+            kept_bytes -= bytes;
+            // The file's seq range from its header and the next file's header (unverified:
+            // informative only; `log verify` checks the files that are left).
+            let next = closed.get(position + 1).map_or_else(|| self.current_path(), |(_, next, _, _)| next.clone());
+            let first_seq = first_line_field(path, "seq");
+            let last_seq = first_line_field(&next, "prev_file_last_seq");
+            let mut entry = serde_json::Map::new();
+            entry.insert("file".to_string(), file_name(&self.config.node, *index).into());
+            entry.insert("file_index".to_string(), (*index).into());
+            entry.insert("bytes".to_string(), (*bytes).into());
+            entry.insert("first_seq".to_string(), first_seq.into());
+            entry.insert("last_seq".to_string(), last_seq.into());
+            removed.push((path.clone(), serde_json::Value::Object(entry)));
+        }
+        let Some(through) = removed.len().checked_sub(1).map(|last| closed[last].0) else {
+            return Ok(());
+        };
+        let mut record = serde_json::Map::new();
+        record.insert("type".to_string(), "retention".into());
+        record.insert("reason".to_string(), reasons.join(", ").into());
+        record.insert("max_disk_bytes".to_string(), self.config.max_disk_bytes.into());
+        record.insert("max_age_days".to_string(), self.config.max_age.map(|age| age.as_secs() / 86_400).into());
+        record.insert("removed".to_string(), removed.iter().map(|(_, entry)| entry.clone()).collect::<Vec<_>>().into());
+        record.insert("removed_files".to_string(), removed.len().into());
+        record.insert("removed_bytes".to_string(), closed.iter().take(removed.len()).map(|(_, _, bytes, _)| *bytes).sum::<u64>().into());
+        record.insert("removed_through_index".to_string(), through.into());
+        record.insert("written_at_us".to_string(), unix_us(now).into());
+        self.append_record(&record)?;
+        self.sync()?;
+        for (path, entry) in &removed {
+            if let Err(error) = std::fs::remove_file(path) {
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    continue;
+                }
+                let mut failed = serde_json::Map::new();
+                failed.insert("type".to_string(), "retention".into());
+                failed.insert("reason".to_string(), "a file could not be removed; retention stopped until the next file".into());
+                failed.insert("failed".to_string(), entry.clone());
+                failed.insert("error".to_string(), error.to_string().into());
+                self.append_record(&failed)?;
+                break;
+            }
+        }
+        if let Ok(dir) = File::open(&self.config.dir) {
+            let _ = dir.sync_all();
+        }
+        self.sync()
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.config.dir.join(file_name(&self.config.node, self.file_index))
+    }
+}
+
+/// µs since the Unix epoch (0 before it).
+fn unix_us(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// An integer field of a file's first line (its header), if readable.
+fn first_line_field(path: &Path, field: &str) -> Option<u64> {
+    let mut first = String::new();
+    BufReader::new(File::open(path).ok()?.take(64 * 1024)).read_line(&mut first).ok()?;
+    serde_json::from_str::<serde_json::Value>(&first).ok()?.get(field)?.as_u64()
 }
 
 /// How often the clock is read for daily rotation.
@@ -388,13 +581,15 @@ fn node_files(dir: &Path, node: &str) -> Result<Vec<(u64, PathBuf)>, WriterError
     Ok(files)
 }
 
-/// The newest record's delivery, searching files from the newest back (files after it
-/// hold only headers and recovery records, written by restarts without events).
-fn last_delivery(files: &[(u64, PathBuf)]) -> Result<Option<Delivery>, WriterError> {
+/// The newest authentic record's delivery, searching files from the newest back (files
+/// after it hold only headers and recovery records, written by restarts without events).
+/// A line the key did not sign is never believed: a forged delivery position would make
+/// the log task drop real events as already written.
+fn last_delivery(files: &[(u64, PathBuf)], node: &str, key: &LogKey) -> Result<Option<Delivery>, WriterError> {
     let marker = format!("\"{DELIVERY_STREAM_FIELD}\":\"");
     for (_, path) in files.iter().rev() {
         for line in tail_lines(path)?.iter().rev() {
-            if !line.contains(&marker) {
+            if !line.contains(&marker) || !is_authentic(line, node, key) {
                 continue;
             }
             let corrupt = || WriterError::Corrupt { path: path.clone(), line: 0, detail: "unreadable delivery fields".to_string() };
@@ -405,6 +600,54 @@ fn last_delivery(files: &[(u64, PathBuf)]) -> Result<Option<Delivery>, WriterErr
         }
     }
     Ok(None)
+}
+
+/// Where the new file's chain starts, from what [`check_newest_file`] found.
+struct Start {
+    next_index: u64,
+    last_seq: u64,
+    last_tag: String,
+    /// The `recovery` record to write after the header when the newest file did not verify.
+    damage: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Start {
+    fn after(index: u64, found: crate::verify::NewestFile) -> Start {
+        let next_index = index + 1;
+        let Some(failure) = found.failure else {
+            let (last_seq, last_tag) = found.last_verified.expect("a file that verified has a record");
+            return Start { next_index, last_seq, last_tag, damage: None };
+        };
+        let verified_seq = found.last_verified.as_ref().map(|(seq, _)| *seq);
+        let authentic_seq = found.highest_authentic.as_ref().map(|(seq, _)| *seq);
+        let mut record = serde_json::Map::new();
+        record.insert("type".to_string(), "recovery".into());
+        let file_name = failure.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        record.insert("damaged_file".to_string(), file_name.into());
+        record.insert("damaged_line".to_string(), failure.line.into());
+        record.insert("failure".to_string(), failure.reason.to_string().into());
+        record.insert("last_verified_seq".to_string(), verified_seq.into());
+        record.insert("highest_authentic_seq".to_string(), authentic_seq.into());
+        let highest_seq = authentic_seq.max(found.highest_written_seq);
+        let (last_seq, last_tag) = match found.last_verified {
+            Some((seq, tag)) if highest_seq <= Some(seq) => {
+                // What failed claims no seq beyond the verified chain (garbage, a replayed
+                // old line): continuing gives no seq twice.
+                record.insert("reason".to_string(), "the newest file did not verify: lines that do not belong follow its chain; the chain continues from its last verified record".into());
+                (seq, tag)
+            }
+            _ => {
+                // A line the chain cannot account for claims a later seq (a genuine record
+                // altered, removed or moved, or a forged one): nothing in the file is
+                // continued. The new anchor's seq is above every seq written there (a
+                // lower bound for readers' freshness checks, not a link: the tag is the
+                // genesis tag), so no seq appears twice.
+                record.insert("reason".to_string(), "the newest file did not verify; the chain is not continued from it and starts a new anchor here".into());
+                (highest_seq.unwrap_or(0), GENESIS_TAG.to_string())
+            }
+        };
+        Start { next_index, last_seq, last_tag, damage: Some(record) }
+    }
 }
 
 /// The complete lines in the last MiB of a file (records are far smaller).
@@ -448,24 +691,49 @@ fn quarantine_partial_line(path: &Path, quarantine: &Path) -> Result<Option<u64>
     Ok(Some(partial.len() as u64))
 }
 
-/// The seq and tag of a file's last record.
-fn last_record(path: &Path) -> Result<(u64, String), WriterError> {
-    let lines = tail_lines(path)?;
-    let Some(line) = lines.last() else {
-        return Err(WriterError::Corrupt { path: path.to_path_buf(), line: 0, detail: "empty file".to_string() });
-    };
-    let corrupt = |detail: &str| WriterError::Corrupt { path: path.to_path_buf(), line: 0, detail: format!("last line: {detail}") };
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|_| corrupt("not JSON"))?;
-    let seq = value["seq"].as_u64().ok_or_else(|| corrupt("no seq"))?;
-    let tag = value["hmac"].as_str().ok_or_else(|| corrupt("no hmac"))?.to_string();
-    Ok((seq, tag))
-}
-
 impl Drop for LogWriter {
     fn drop(&mut self) {
         // Best effort: an orderly owner calls `sync` and sees its errors.
         if self.file.is_some() {
             let _ = self.sync();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sequence_number_at_its_maximum_is_an_error_not_a_wrap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = || LogKey::from_bytes([3; 32]);
+        // A newest file whose header has seq u64::MAX - 1 (older files removed).
+        let mut sealer = Sealer::new("n", key(), u64::MAX - 2, GENESIS_TAG);
+        let mut header = serde_json::Map::new();
+        header.insert("type".to_string(), "header".into());
+        header.insert("schema".to_string(), SCHEMA.into());
+        header.insert("node".to_string(), "n".into());
+        header.insert("file_index".to_string(), 3.into());
+        header.insert("prev_file_last_seq".to_string(), (u64::MAX - 2).into());
+        header.insert("prev_file_last_tag".to_string(), GENESIS_TAG.into());
+        let mut line = Vec::new();
+        sealer.seal_record(&header, &mut line).expect("seal");
+        std::fs::write(dir.path().join(file_name("n", 3)), &line).expect("write");
+
+        let config = WriterConfig { rotate_daily: false, ..WriterConfig::new(dir.path().to_path_buf(), "n".to_string()) };
+        let mut writer = LogWriter::open(config, key()).expect("the next file's header takes the last seq");
+        assert_eq!(writer.last_seq(), u64::MAX);
+        let mut event = serde_json::Map::new();
+        event.insert("type".to_string(), "event".into());
+        assert!(matches!(writer.append(&event), Err(WriterError::SequenceExhausted)));
+        assert!(matches!(writer.append_json(r#"{"type":"event"}"#, None), Err(WriterError::SequenceExhausted)));
+        assert_eq!(writer.last_seq(), u64::MAX, "nothing wrapped");
+        writer.sync().expect("sync");
+        drop(writer);
+        let written = std::fs::read_to_string(dir.path().join(file_name("n", 4))).expect("read");
+        assert_eq!(written.lines().count(), 1, "only the header at u64::MAX");
+        let config = WriterConfig { rotate_daily: false, ..WriterConfig::new(dir.path().to_path_buf(), "n".to_string()) };
+        assert!(matches!(LogWriter::open(config, key()), Err(WriterError::SequenceExhausted)), "no header can follow u64::MAX");
     }
 }
