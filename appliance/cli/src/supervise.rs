@@ -23,6 +23,7 @@ use mld_config::{Config, TaskConfig, TaskKind};
 use mld_ipc::{ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus};
 use mld_supervisor::memory::{resident_bytes, TaskCgroup};
 use mld_supervisor::policy::{Decision, RestartHistory};
+use mld_supervisor::control::{self, ControlMeter};
 use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
 use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
 use mld_supervisor::{init, notify};
@@ -60,6 +61,10 @@ struct Task {
     oom_kills_seen: u64,
     memory_bytes: u64,
     counters: PipelineCounters,
+    /// What the task sent on its control channel this second (see `read_control`).
+    control_meter: ControlMeter,
+    /// Times it was killed for flooding its control channel.
+    control_floods: u64,
 }
 
 struct Supervisor {
@@ -211,6 +216,8 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             oom_kills_seen: 0,
             memory_bytes: 0,
             counters: PipelineCounters::default(),
+            control_meter: ControlMeter::new(Instant::now()),
+            control_floods: 0,
         });
     }
     if let Some(detect) = tasks.iter().find(|task| task.config.kind == TaskKind::Detect) {
@@ -361,7 +368,10 @@ impl Supervisor {
                 ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
                 ("MLD_DETECT_UID".to_string(), sink_uid.to_string()),
                 ("MLD_EVENTS_SOCKET".to_string(), self.config.capture.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(crate::task::test_hook_env())
+            .collect(),
             uid: task.uid,
             gid: task.gid,
             keep_cap_bpf: kind == TaskKind::Capture && self.keep_cap_bpf,
@@ -380,6 +390,7 @@ impl Supervisor {
         task.pid = Some(child.id());
         task.control = Some(control);
         task.decoder = FrameDecoder::default();
+        task.control_meter = ControlMeter::new(Instant::now());
         task.started_at = Instant::now();
         task.state = TaskState::Starting;
         task.kill_reason = None;
@@ -444,38 +455,71 @@ impl Supervisor {
         }
     }
 
+    /// Reads each task's control channel within its budget (`mld_supervisor::control`):
+    /// at most 64 KiB and 64 frames a turn, and nothing more while a whole frame waits to
+    /// be decoded, so no task can hold the loop or grow the supervisor's memory. A task
+    /// that floods its channel, or sends a frame that is not a message, is killed (and
+    /// restarted under its policy) with the reason logged.
     fn read_control(&mut self) {
+        let now = Instant::now();
         for task in &mut self.tasks {
-            let Some(control) = task.control.as_mut() else { continue };
+            let Some(control_stream) = task.control.as_mut() else { continue };
             let mut buffer = [0u8; 8192];
-            loop {
-                match control.read(&mut buffer) {
+            let mut read = 0;
+            while read < control::READ_BYTES_PER_TURN && task.decoder.buffered_bytes() < control::MAX_BUFFERED_BYTES {
+                let want = buffer.len().min(control::READ_BYTES_PER_TURN - read);
+                match control_stream.read(&mut buffer[..want]) {
                     Ok(0) => break,
-                    Ok(n) => task.decoder.push(&buffer[..n]),
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Ok(n) => {
+                        task.decoder.push(&buffer[..n]);
+                        read += n;
+                    }
+                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
-            loop {
+            let mut frames = 0;
+            let mut bad_frame = None;
+            while frames < control::FRAMES_PER_TURN {
                 match task.decoder.next_message::<TaskMessage>() {
-                    Ok(Some(TaskMessage::Ready)) => {
-                        task.state = TaskState::Ready;
-                        info!(task = task.config.kind.name(), after_ms = task.started_at.elapsed().as_millis() as u64, "task ready");
-                    }
-                    Ok(Some(TaskMessage::Counters(counters))) => task.counters = counters,
-                    Ok(Some(TaskMessage::Stopping { reason })) => {
-                        info!(task = task.config.kind.name(), reason = %reason, "task stopping");
-                        if task.stop_requested {
-                            task.state = TaskState::Stopping;
+                    Ok(Some(message)) => {
+                        frames += 1;
+                        match message {
+                            TaskMessage::Ready => {
+                                task.state = TaskState::Ready;
+                                info!(task = task.config.kind.name(), after_ms = task.started_at.elapsed().as_millis() as u64, "task ready");
+                            }
+                            TaskMessage::Counters(counters) => task.counters = counters,
+                            TaskMessage::Stopping { reason } => {
+                                info!(task = task.config.kind.name(), reason = %reason, "task stopping");
+                                if task.stop_requested {
+                                    task.state = TaskState::Stopping;
+                                }
+                            }
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
-                        warn!(task = task.config.kind.name(), error = %error, "bad message on the control channel");
-                        task.decoder = FrameDecoder::default();
+                        bad_frame = Some(error);
                         break;
                     }
                 }
+            }
+            // A bad frame loses the framing of everything after it: start the task afresh.
+            let kill_reason = match (bad_frame, task.control_meter.record(now, read, frames)) {
+                (Some(error), _) => Some(format!("bad frame on the control channel: {error}")),
+                (None, Some(flood)) => {
+                    task.control_floods += 1;
+                    Some(flood.to_string())
+                }
+                (None, None) => None,
+            };
+            if let (Some(reason), Some(pid)) = (kill_reason, task.pid) {
+                warn!(task = task.config.kind.name(), pid, reason = %reason, "killing task: it misused its control channel");
+                task.kill_reason = Some(reason);
+                task.kill_deadline = Some(now + KILL_GRACE);
+                task.control = None;
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }
     }
@@ -597,6 +641,7 @@ impl Supervisor {
                     memory_budget_bytes: task.config.memory_max_bytes,
                     memory_enforcement: if task.cgroup.is_some() { "cgroup+rss" } else { "rss" }.to_string(),
                     user: task.config.user.clone(),
+                    control_floods: task.control_floods,
                 })
                 .collect(),
             pipeline,
@@ -675,15 +720,16 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         if report.ready { "ready" } else { "NOT READY" },
         report.supervisor_memory_bytes as f64 / 1048576.0
     );
-    println!("{:<10} {:<11} {:>8} {:>9} {:>8} {:>18} {:<11} last exit", "task", "state", "pid", "uptime", "restarts", "memory / budget", "user");
+    println!("{:<10} {:<11} {:>8} {:>9} {:>8} {:>6} {:>18} {:<11} last exit", "task", "state", "pid", "uptime", "restarts", "floods", "memory / budget", "user");
     for task in &report.tasks {
         println!(
-            "{:<10} {:<11} {:>8} {:>8.0}s {:>8} {:>8.1}/{:<5} MiB {:<11} {}",
+            "{:<10} {:<11} {:>8} {:>8.0}s {:>8} {:>6} {:>8.1}/{:<5} MiB {:<11} {}",
             task.name,
             format!("{:?}", task.state).to_lowercase(),
             task.pid.map_or("-".to_string(), |pid| pid.to_string()),
             task.uptime_secs,
             task.restarts,
+            task.control_floods,
             task.memory_bytes as f64 / 1048576.0,
             task.memory_budget_bytes >> 20,
             task.user,

@@ -99,6 +99,34 @@ impl Control {
     }
 }
 
+/// Test builds only (debug assertions on, as `cargo test` builds the binary): the task
+/// named by this variable floods its control channel instead of working, for the lab test
+/// of the supervisor's control-channel budget. Release builds neither pass it to tasks
+/// nor honour it.
+const TEST_FLOOD_CONTROL: &str = "MLD_TEST_FLOOD_CONTROL";
+
+/// The test hooks' variables the supervisor passes on to its tasks (none in release builds).
+pub fn test_hook_env() -> Vec<(String, String)> {
+    if cfg!(debug_assertions) {
+        std::env::var(TEST_FLOOD_CONTROL).ok().map(|task| (TEST_FLOOD_CONTROL.to_string(), task)).into_iter().collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Test builds only: says ready, then writes counters frames as fast as the supervisor
+/// takes them, until it is killed.
+fn flood_control(name: &str, mut stream: UnixStream) -> ! {
+    warn!(task = name, "MLD_TEST_FLOOD_CONTROL is set: flooding the control channel");
+    let _ = mld_ipc::write_frame(&mut stream, &TaskMessage::Ready);
+    let counters = TaskMessage::Counters(PipelineCounters::default());
+    loop {
+        if mld_ipc::write_frame(&mut stream, &counters).is_err() {
+            std::process::exit(4);
+        }
+    }
+}
+
 pub fn run(name: &str) -> anyhow::Result<Exit> {
     crate::logging::init("mldefender-task");
     let kind = TaskKind::parse(name).with_context(|| format!("unknown task `{name}`"))?;
@@ -113,6 +141,9 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     if task.test_exit_at_start {
         warn!(task = name, "test-exit-at-start is set: exiting with status 3");
         std::process::exit(3);
+    }
+    if cfg!(debug_assertions) && std::env::var(TEST_FLOOD_CONTROL).is_ok_and(|task| task == name) {
+        flood_control(name, stream);
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -162,6 +162,42 @@ fn a_task_that_crashes_at_start_is_held_and_the_supervisor_stays_up() {
     supervisor.stop();
 }
 
+/// A task that floods its control channel (the test hook MLD_TEST_FLOOD_CONTROL, honoured
+/// by test builds only) cannot hold the supervisor's loop: it is killed and restarted,
+/// counted and logged, while the other tasks run on untouched and `status` answers.
+#[test]
+fn a_task_flooding_its_control_channel_is_restarted_while_the_others_run_on() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the flood hook exists in test (debug) builds only");
+        return;
+    }
+    let Some(lab) = Lab::up() else { return };
+    let extra = "[tasks.detect]\nhold-after-restarts = 1000\nbackoff-initial-ms = 10\nbackoff-max-ms = 50\n";
+    let supervisor = Supervisor::start_with_env(&lab, extra, &[("MLD_TEST_FLOOD_CONTROL", "detect")]);
+    let others = ["capture", "log", "ingest"];
+    let ready = eventually(Duration::from_secs(20), || others.iter().all(|name| supervisor.task(name)["state"] == "ready"));
+    assert!(ready, "the other tasks did not start: {}\n{}", supervisor.status(), supervisor.log());
+    let pids: Vec<u64> = others.iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
+    let started = Instant::now();
+    let restarted = eventually(Duration::from_secs(20), || {
+        let detect = supervisor.task("detect");
+        detect["control_floods"].as_u64().unwrap_or(0) >= 2 && detect["restarts"].as_u64().unwrap_or(0) >= 2
+    });
+    let detect = supervisor.task("detect");
+    assert!(restarted, "the flooding task was not killed and restarted: {detect}\n{}", supervisor.log());
+    // Three seconds over the limit, twice, plus the restarts: well under 20 s.
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(detect["last_exit"].as_str().unwrap_or("").contains("control channel flood"), "{detect}");
+    for (name, pid) in others.iter().zip(&pids) {
+        let task = supervisor.task(name);
+        assert_eq!((task["state"].as_str(), task["pid"].as_u64(), task["restarts"].as_u64()), (Some("ready"), Some(*pid), Some(0)), "{name} was disturbed: {task}");
+    }
+    let table = stdout(&run(mldefender().args(["status", "--runtime-dir", &supervisor.runtime_dir])));
+    assert!(table.lines().any(|line| line.starts_with("task") && line.contains("floods")), "{table}");
+    let log = supervisor.stop_with_log().1;
+    assert!(log.contains("killing task: it misused its control channel") && log.contains("control channel flood"), "{log}");
+}
+
 #[test]
 fn sigterm_under_traffic_stops_everything_within_the_deadline() {
     let Some(lab) = Lab::up() else { return };

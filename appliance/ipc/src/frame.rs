@@ -49,30 +49,47 @@ pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T
 }
 
 /// Decodes frames from bytes as they arrive on a non-blocking socket.
+///
+/// The decoder holds what was pushed and not yet decoded; a reader that must stay
+/// bounded checks [`buffered_bytes`](FrameDecoder::buffered_bytes) before pushing more
+/// (a complete frame is at most `4 + MAX_FRAME_BYTES`). Decoding many small frames costs
+/// time linear in their bytes: consumed bytes are dropped at the next push, not per frame.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
+    /// Bytes at the front of `buffer` already decoded.
+    consumed: usize,
 }
 
 impl FrameDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.consumed > 0 {
+            self.buffer.drain(..self.consumed);
+            self.consumed = 0;
+        }
         self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Bytes pushed and not yet decoded.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.len() - self.consumed
     }
 
     /// The next complete message, if one has arrived.
     pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        if self.buffer.len() < 4 {
+        let pending = &self.buffer[self.consumed..];
+        if pending.len() < 4 {
             return Ok(None);
         }
-        let length = u32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]) as usize;
+        let length = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
         if length > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge(length));
         }
-        if self.buffer.len() < 4 + length {
+        if pending.len() < 4 + length {
             return Ok(None);
         }
-        let message = serde_json::from_slice(&self.buffer[4..4 + length]).map_err(FrameError::Decode);
-        self.buffer.drain(..4 + length);
+        let message = serde_json::from_slice(&pending[4..4 + length]).map_err(FrameError::Decode);
+        self.consumed += 4 + length;
         message.map(Some)
     }
 }
@@ -101,6 +118,25 @@ mod tests {
             }
         }
         assert_eq!(decoded.len(), 2);
+    }
+
+    #[test]
+    fn buffered_bytes_count_what_is_not_yet_decoded() {
+        let mut one = Vec::new();
+        write_frame(&mut one, &TaskMessage::Ready).expect("write");
+        let mut decoder = FrameDecoder::default();
+        for _ in 0..3 {
+            decoder.push(&one);
+        }
+        decoder.push(&one[..2]);
+        assert_eq!(decoder.buffered_bytes(), 3 * one.len() + 2);
+        assert_eq!(decoder.next_message::<TaskMessage>().expect("decode"), Some(TaskMessage::Ready));
+        assert_eq!(decoder.buffered_bytes(), 2 * one.len() + 2);
+        while decoder.next_message::<TaskMessage>().expect("decode").is_some() {}
+        assert_eq!(decoder.buffered_bytes(), 2);
+        decoder.push(&one[2..]);
+        assert_eq!(decoder.next_message::<TaskMessage>().expect("decode"), Some(TaskMessage::Ready));
+        assert_eq!(decoder.buffered_bytes(), 0);
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct TaskStatus {
     /// "cgroup+rss" or "rss".
     pub memory_enforcement: String,
     pub user: String,
+    /// Times the task was killed for flooding its control channel.
+    #[serde(default)]
+    pub control_floods: u64,
 }
 
 /// The answer to a status request on the supervisor's control socket.

@@ -23,8 +23,8 @@ pub const PASS_THROUGH_MODE: u32 = 0o755;
 
 /// Sets the process umask; returns the previous one.
 pub fn set_umask(mask: u32) -> u32 {
-    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask as libc::mode_t));
-    u32::from(previous.bits())
+    // mode_t is u32 on Linux, the only target.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask)).bits()
 }
 
 /// Creates `path` and its missing parents. Each directory made here gets an explicit mode

@@ -1,6 +1,7 @@
 //! The supervisor's building blocks: how a task process is started with exactly its
 //! privileges ([`spawn`]), how files are made and given to tasks without following links
-//! ([`files`]), how its memory is watched ([`memory`]), when it is restarted
+//! ([`files`]), how much of a task's control channel one loop turn reads and when a task
+//! floods it ([`control`]), how its memory is watched ([`memory`]), when it is restarted
 //! ([`policy`]), what PID 1 must do ([`init`]), and how readiness is announced
 //! ([`notify`]).
 //!
@@ -12,6 +13,7 @@
 //! capability except CAP_BPF on kernels before 6.5, where map operations through an
 //! open fd still need it.
 
+pub mod control;
 pub mod files;
 pub mod init;
 pub mod memory;
