@@ -41,6 +41,8 @@ down() {
         fi
     done
     rm -rf "$state_dir"
+    # The program's pins (links and maps) outlive the processes by design: remove them.
+    rm -f "/sys/fs/bpf/mld-lab-$id"/* 2>/dev/null
     rmdir "/sys/fs/bpf/mld-lab-$id" 2>/dev/null
     return 0
 }
@@ -138,6 +140,7 @@ config() {
 [capture]
 bpffs-dir = "/sys/fs/bpf/mld-lab-$id"
 runtime-dir = "$state_dir"
+state-dir = "$state_dir/capture"
 counters-interval-secs = ${MLD_LAB_COUNTERS_SECS:-2}
 sweep-interval-ms = 200
 

@@ -309,6 +309,7 @@ pub fn counters(dir: &Path, json: bool) -> anyhow::Result<Exit> {
             "allowed": counters.allowed,
             "dropped": counters.dropped,
             "dropped_by_reason": reasons,
+            "spoofed": counters.spoofed,
             "malformed": counters.malformed,
             "not_ip": counters.not_ip,
             "ring_full": counters.ring_full,

@@ -452,3 +452,59 @@ fn the_ingest_task_verifies_the_live_log_and_quarantines_a_forged_line() {
     let entry: Value = serde_json::from_str(quarantine.lines().next().expect("an entry")).expect("JSON");
     assert_eq!(entry["reason"], "bad_hmac", "{entry}\n{log}");
 }
+
+/// Seconds left on the deny entry for `prefix`, from `mldefender block list`.
+fn seconds_left(lab: &Lab, prefix: &str) -> Option<u64> {
+    let listed = stdout(&lab.mldefender(&["block", "list"]));
+    listed.lines().find(|line| line.starts_with(prefix)).and_then(|line| line.split_whitespace().rev().nth(1)).and_then(|secs| secs.parse().ok())
+}
+
+#[test]
+fn a_killed_supervisor_leaves_blocks_enforced_and_the_next_one_adopts_them_also_after_a_reboot() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "");
+    supervisor.wait_ready(Duration::from_secs(30));
+    assert!(lab.mldefender(&["block", "add", "10.66.2.2", "--ttl", "600", "--reason", "scan"]).status.success());
+    assert!(!lab.ping("a", "10.66.9.2"), "the block does not drop");
+    let task_pids: Vec<u64> =
+        ["capture", "detect", "log", "ingest"].iter().filter_map(|name| supervisor.task(name)["pid"].as_u64()).collect();
+    assert_eq!(task_pids.len(), 4, "every task runs");
+    let blocks_file = format!("/run/mldefender-lab-{}/capture/blocks.json", lab.id);
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&blocks_file).is_ok_and(|text| text.contains("10.66.2.2/32"))),
+        "the blocks in force were not saved to {blocks_file}"
+    );
+
+    // SIGKILL (an OOM kill, a crash): the gate stays shut, and no task outlives it.
+    supervisor.kill();
+    assert!(!lab.ping("a", "10.66.9.2"), "the attacker passes once the supervisor is dead");
+    assert!(lab.ping("c", "10.66.9.2"), "the client is cut off");
+    assert!(
+        eventually(Duration::from_secs(5), || task_pids.iter().all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())),
+        "tasks outlived their supervisor"
+    );
+
+    // The next supervisor adopts the running data plane: the block and its TTL are intact.
+    let mut supervisor = Supervisor::start(&lab, "");
+    supervisor.wait_ready(Duration::from_secs(30));
+    assert!(supervisor.log().contains("adopted the running data plane"), "{}", supervisor.log());
+    let left = seconds_left(&lab, "10.66.2.2/32").expect("the block is gone after the restart");
+    assert!((560..=600).contains(&left), "TTL not intact: {left} s left");
+    assert!(!lab.ping("a", "10.66.9.2"), "the attacker passes after the restart");
+    supervisor.stop();
+
+    // A reboot empties bpffs: stand in for it by removing the pins (and the program).
+    let detached = run(mldefender().args(["capture", "detach", "--config"]).arg(lab.config("").path()));
+    assert!(detached.status.success(), "{}", stderr(&detached));
+    assert!(lab.ping("a", "10.66.9.2"), "still enforcing after the detach");
+    let supervisor = Supervisor::start(&lab, "");
+    assert!(
+        eventually(Duration::from_secs(20), || supervisor.log().contains("restored the blocks in force")),
+        "the saved blocks were not restored:\n{}",
+        supervisor.log()
+    );
+    let left = seconds_left(&lab, "10.66.2.2/32").expect("the block is gone after the reboot");
+    assert!((540..=600).contains(&left), "TTL not intact after the reboot: {left} s left");
+    assert!(!lab.ping("a", "10.66.9.2"), "the attacker passes after the reboot");
+    supervisor.stop();
+}

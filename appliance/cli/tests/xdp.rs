@@ -89,11 +89,19 @@ fn deny_allow_expiry_del_and_ipv6_on_live_traffic() {
     assert!(lab.ping("a", "10.66.9.2"), "the attacker's IPv4 address is not in the IPv6 prefix");
     assert!(dropped_for(&lab, "flood") >= 1);
 
-    // Detach on SIGTERM leaves no XDP program attached, and no pins behind.
+    // SIGTERM leaves the program enforcing (fail static): the IPv6 block still drops.
     let (_, log) = capture.stop();
-    assert!(log.contains("XDP program detached"), "{log}");
+    assert!(log.contains("XDP program left enforcing"), "{log}");
+    assert!(xdp_attached(&lab), "the program was detached at exit");
+    assert!(!lab.ping("a", "fd66:9::2"), "the block lapsed with the capture process");
+    assert!(stdout(&lab.mldefender(&["block", "list"])).contains("fd66:2::/64"), "the deny entry is gone");
+    // `capture detach` is the way to remove it: no program, no pins, traffic passes.
+    let detached = run(mldefender().args(["capture", "detach", "--config"]).arg(config.path()));
+    assert!(detached.status.success(), "{}", stderr(&detached));
+    assert!(stderr(&detached).contains("XDP program detached"), "{}", stderr(&detached));
     assert!(!xdp_attached(&lab), "ip link still shows an XDP program");
     assert!(!std::path::Path::new(&lab.bpffs_dir()).join("mld_deny").exists(), "pins removed");
+    assert!(lab.ping("a", "fd66:9::2"), "traffic passes once detached");
     let after = lab.mldefender(&["block", "list"]);
     assert!(!after.status.success() && stderr(&after).contains("no capture is running"), "{}", stderr(&after));
 }
@@ -233,7 +241,7 @@ fn malformed_traffic_is_counted_and_passed() {
     );
     assert!(lab.ping("a", "10.66.9.2"), "well-formed traffic still passes");
     let (_, log) = capture.stop();
-    assert!(log.contains("XDP program detached"), "the capture did not crash: {log}");
+    assert!(log.contains("stopped after"), "the capture did not crash: {log}");
 }
 
 #[test]
@@ -259,4 +267,113 @@ fn unknown_interface_and_missing_privilege_are_named() {
         .arg(config.path()));
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("needs CAP_NET_ADMIN"), "{}", stderr(&output));
+}
+
+/// tcpdump on the server's side of the lab, writing what matches `filter` to a file.
+struct ServerCapture {
+    child: std::process::Child,
+    file: tempfile::NamedTempFile,
+}
+
+impl ServerCapture {
+    fn start(lab: &Lab, filter: &str) -> ServerCapture {
+        let file = tempfile::NamedTempFile::new().expect("temp pcap");
+        let netns = format!("--net=/var/run/netns/mld{}s", lab.id);
+        let mut child = std::process::Command::new("nsenter")
+            .args([netns.as_str(), "tcpdump", "-i", &format!("mld{}s0", lab.id), "-Q", "in", "-U", "-nn", "-s", "128", "-w"])
+            .arg(file.path())
+            .arg(filter)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start tcpdump on the server");
+        let err = child.stderr.take().expect("stderr");
+        let listening = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(err).lines().map_while(Result::ok).any(|line| line.contains("listening on"))
+        });
+        assert!(eventually(Duration::from_secs(10), || listening.is_finished()), "tcpdump did not start on the server");
+        ServerCapture { child, file }
+    }
+
+    /// Packets written so far.
+    fn count(&self) -> usize {
+        let output = run(std::process::Command::new("tcpdump").args(["-nn", "-r"]).arg(self.file.path()));
+        stdout(&output).lines().count()
+    }
+
+    fn stop(mut self) -> usize {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT);
+        let _ = self.child.wait();
+        self.count()
+    }
+}
+
+fn send_evasion(lab: &Lab) -> u64 {
+    let script = repo().join("tests/lab/evasion.py");
+    let mac = lab.gateway_mac("a");
+    let sent = lab.exec("a", &["/usr/bin/python3", script.to_str().expect("path"), &format!("mld{}a0", lab.id), &mac, "10.66.2.2", "fd66:2::2"]);
+    assert!(sent.status.success(), "scapy failed: {}", stderr(&sent));
+    stdout(&sent).trim().parse().expect("the script prints how many packets it sent")
+}
+
+#[test]
+fn a_denied_source_never_passes_whatever_it_sends() {
+    let Some(lab) = Lab::up() else { return };
+    let config = lab.config("");
+    let capture = lab.capture(&config);
+    let filter = "src host 10.66.2.2 or src host fd66:2::2";
+
+    // Not denied: the crafted packets reach the server (they are worth stopping).
+    let server = ServerCapture::start(&lab, filter);
+    let sent = send_evasion(&lab);
+    assert!(eventually(Duration::from_secs(5), || server.count() >= 4), "only {} of {sent} crafted packets reached the server before any block", server.count());
+    server.stop();
+
+    // Denied: none of them, whatever they are, reaches the server.
+    for prefix in ["10.66.2.2", "fd66:2::2"] {
+        let added = lab.mldefender(&["block", "add", prefix, "--ttl", "600", "--reason", "scan"]);
+        assert!(added.status.success(), "{}", stderr(&added));
+    }
+    let server = ServerCapture::start(&lab, filter);
+    let dropped_before = dropped_for(&lab, "scan");
+    let sent = send_evasion(&lab);
+    assert!(
+        eventually(Duration::from_secs(5), || dropped_for(&lab, "scan") - dropped_before >= sent),
+        "{} of {sent} crafted packets from the denied source were dropped",
+        dropped_for(&lab, "scan") - dropped_before
+    );
+    assert!(!lab.ping("a", "10.66.9.2"), "the denied source's pings pass");
+    assert_eq!(server.stop(), 0, "packets of a denied source reached the server");
+    assert!(lab.ping("c", "10.66.9.2"), "the client still passes");
+    drop(capture);
+}
+
+#[test]
+fn spoofed_sources_are_dropped_and_counted_on_lan_and_wan() {
+    let Some(lab) = Lab::up() else { return };
+    let config = lab.config("");
+    let capture = lab.capture(&config);
+    let script = repo().join("tests/lab/spoof.py");
+    let server = ServerCapture::start(&lab, "udp port 7007 and not src host 10.66.2.2");
+    let before = counter(&lab, "spoofed");
+    // From the attacker's LAN: the client's address, a server-side address, the
+    // gateway's own address, the client's IPv6 address.
+    let mac = lab.gateway_mac("a");
+    let sent = lab.exec(
+        "a",
+        &["/usr/bin/python3", script.to_str().expect("path"), &format!("mld{}a0", lab.id), &mac, "10.66.9.2", "10.66.1.2", "10.66.9.77", "10.66.2.1", "fd66:1::2"],
+    );
+    assert!(sent.status.success(), "scapy failed: {}", stderr(&sent));
+    // From the WAN side, to the client: sources inside the LAN's prefixes.
+    let mac = lab.gateway_mac("s");
+    let sent_wan =
+        lab.exec("s", &["/usr/bin/python3", script.to_str().expect("path"), &format!("mld{}s0", lab.id), &mac, "10.66.1.2", "10.66.2.77", "10.66.1.3"]);
+    assert!(sent_wan.status.success(), "scapy failed: {}", stderr(&sent_wan));
+    assert!(eventually(Duration::from_secs(5), || counter(&lab, "spoofed") - before >= 6), "spoofed counter rose by {}", counter(&lab, "spoofed") - before);
+    // The attacker's own address is not spoofed on its own link.
+    assert!(lab.ping("a", "10.66.9.2"), "a real source on its own link is dropped");
+    // (The client's first IPv6 ping also waits for neighbour discovery on two links.)
+    assert!(eventually(Duration::from_secs(3), || lab.ping("c", "fd66:9::2")), "the client's IPv6 is dropped");
+    assert_eq!(server.stop(), 0, "spoofed packets reached the server");
+    drop(capture);
 }

@@ -74,6 +74,15 @@ impl Supervisor {
         self.status()["tasks"].as_array().expect("tasks").iter().find(|task| task["name"] == name).cloned().expect("task")
     }
 
+    /// SIGKILL, as an OOM kill or a crash would; returns its pid.
+    pub fn kill(mut self) -> u32 {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id();
+        child.kill().expect("SIGKILL the supervisor");
+        child.wait().expect("reap the supervisor");
+        pid
+    }
+
     /// SIGTERM; returns how long the supervisor took to exit.
     pub fn stop(self) -> Duration {
         self.stop_with_log().0
