@@ -71,7 +71,8 @@ pub fn check_count(count: usize, name: &str) -> Result<usize, String> {
 }
 
 /// `2026-11-25T10:00:00Z`, `2026-11-25T10:00:00.5Z`, `2026-11-25` (midnight UTC), or
-/// µs since the epoch. Dates outside 1970..=9999 are refused (no overflow).
+/// µs since the epoch. Dates outside 1970..=9999, days a month does not have, and
+/// fields that are not plain digits are refused.
 pub fn parse_time_us(text: &str) -> Option<i64> {
     if let Ok(micros) = text.parse::<i64>() {
         return Some(micros);
@@ -81,22 +82,19 @@ pub fn parse_time_us(text: &str) -> Option<i64> {
         None => (text, None),
     };
     let mut parts = date.split('-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: i64 = parts.next()?.parse().ok()?;
-    let day: i64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    if !(1970..=9999).contains(&year) {
+    let year = digits(parts.next()?)?;
+    let month = digits(parts.next()?)?;
+    let day = digits(parts.next()?)?;
+    if parts.next().is_some() || !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) {
         return None;
     }
     let mut micros = days_from_civil(year, month, day) * 86_400_000_000;
     if let Some(time) = time {
         let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
         let mut fields = clock.split(':');
-        let hours: i64 = fields.next()?.parse().ok()?;
-        let minutes: i64 = fields.next()?.parse().ok()?;
-        let seconds: i64 = fields.next()?.parse().ok()?;
+        let hours = digits(fields.next()?)?;
+        let minutes = digits(fields.next()?)?;
+        let seconds = digits(fields.next()?)?;
         if fields.next().is_some() || hours > 23 || minutes > 59 || seconds > 60 || fraction.len() > 9 || !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
             return None;
         }
@@ -104,6 +102,24 @@ pub fn parse_time_us(text: &str) -> Option<i64> {
         micros += ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + fraction_us;
     }
     Some(micros)
+}
+
+/// A field of a date or time: ASCII digits only (`str::parse` would take a sign, so
+/// `T-1:00:00Z` was an hour before midnight), at most 4 of them.
+fn digits(text: &str) -> Option<i64> {
+    if text.is_empty() || text.len() > 4 || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

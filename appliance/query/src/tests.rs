@@ -16,6 +16,16 @@ fn times_parse_as_utc_microseconds() {
 }
 
 #[test]
+fn signed_fields_and_days_a_month_does_not_have_are_refused() {
+    // `str::parse` takes a sign: these were an hour before the date, and 2 March.
+    for bad in ["2026-11-25T-1:00:00Z", "2026-11-25T10:-5:00Z", "2026-11-25T10:00:+7Z", "+2026-11-25", "2026-+11-25", "2026-02-30", "2026-04-31", "2100-02-29"] {
+        assert_eq!(parse_time_us(bad), None, "{bad}");
+    }
+    assert_eq!(parse_time_us("2024-02-29"), Some(1_709_164_800_000_000));
+    assert_eq!(parse_time_us("2000-02-29T00:00:00Z"), Some(951_782_400_000_000));
+}
+
+#[test]
 fn queries_parse_from_the_json_the_cli_sends() {
     let query: Query = serde_json::from_str(r#"{"query":"ip","ip":"10.0.0.1","limit":5,"filter":{"actions":["block"]}}"#).expect("ip query");
     assert_eq!(query, Query::Ip { ip: "10.0.0.1".parse().expect("ip"), limit: 5, filter: Filter { actions: vec!["block".to_string()], ..Filter::default() } });
@@ -51,12 +61,19 @@ fn days_since_epoch_by_counting(year: i64, month: i64, day: i64) -> i64 {
 
 proptest! {
     /// Every valid RFC 3339 UTC time the CLI accepts parses to the microseconds counted
-    /// independently; the date alone is its midnight, and the `+00:00` form is the same as `Z`.
+    /// independently; the date alone is its midnight, and the `+00:00` form is the same as
+    /// `Z`. A day the month does not have is refused.
     #[test]
     fn rfc3339_times_parse_to_the_counted_microseconds(
-        year in 1970i64..=9999, month in 1i64..=12, day in 1i64..=28,
+        year in 1970i64..=9999, month in 1i64..=12, day in 1i64..=31,
         hours in 0i64..24, minutes in 0i64..60, seconds in 0i64..60, micros in 0i64..1_000_000,
     ) {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][(month - 1) as usize];
+        if day > month_days {
+            prop_assert_eq!(parse_time_us(&format!("{year:04}-{month:02}-{day:02}")), None);
+            return Ok(());
+        }
         let midnight = days_since_epoch_by_counting(year, month, day) * 86_400_000_000;
         let expected = midnight + ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros;
         let clock = format!("{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{micros:06}");
