@@ -3,13 +3,14 @@
 //! response. Deterministic: time is the packets' time as the messages carry it, so a
 //! replay of the same capture makes the same decisions.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use mld_config::{BlockPolicy, DetectConfig, ModelsMode};
 use mld_flow::{EndReason, FlowRecord, SourceReport};
 
+use crate::evidence::two_way_evidence;
 use crate::heuristics::{assess_window, Category, FastVerdict, SlowTracker};
 use crate::response::{Outcome, Responder};
 
@@ -110,6 +111,33 @@ struct SourceState {
     last_alert_ns: Option<u64>,
     /// The last refusal or breaker-open event (once per evidence period, apart from alerts).
     last_refusal_ns: Option<u64>,
+    /// The last time a flow of the source showed two-way evidence
+    /// ([`crate::evidence::two_way_evidence`]).
+    two_way_ns: Option<u64>,
+}
+
+impl SourceState {
+    fn two_way(&self, now: u64, evidence_ns: u64) -> bool {
+        self.two_way_ns.is_some_and(|at| now.saturating_sub(at) <= evidence_ns)
+    }
+
+    fn saw(&mut self, flow: &FlowRecord, now: u64) {
+        if two_way_evidence(flow) {
+            self.two_way_ns = Some(now);
+        }
+    }
+}
+
+enum Assessment {
+    Alert(Event),
+    Block(Candidate),
+}
+
+/// A block the policy wants, waiting for the breaker (see [`Detector::tick`]).
+struct Candidate {
+    event: Event,
+    two_way: bool,
+    both: bool,
 }
 
 /// Model scores kept per source at most.
@@ -122,6 +150,9 @@ pub struct Detector {
     responder: Responder,
     scorer: Option<Box<dyn Scorer>>,
     sources: HashMap<IpAddr, SourceState>,
+    /// The sources by last activity, least recent first: (last_seen_ns, source). Kept
+    /// in step with `sources`, so forgetting the least recently active is O(log n).
+    by_last_seen: BTreeSet<(u64, IpAddr)>,
     touched: HashSet<IpAddr>,
     queue: VecDeque<FlowRecord>,
     now_ns: u64,
@@ -147,6 +178,7 @@ impl Detector {
             responder,
             scorer,
             sources: HashMap::new(),
+            by_last_seen: BTreeSet::new(),
             touched: HashSet::new(),
             queue: VecDeque::new(),
             now_ns: 0,
@@ -169,13 +201,25 @@ impl Detector {
         self.now_ns
     }
 
-    fn state(&mut self, source: IpAddr) -> Option<&mut SourceState> {
-        if !self.sources.contains_key(&source) && self.sources.len() >= self.config.max_sources {
-            self.counters.sources_forgotten += 1;
-            return None;
+    /// The state of `source`, active at `now`: a new source when full forgets the least
+    /// recently active one (counted in `sources_forgotten`), so a flood of new (spoofed)
+    /// sources cannot keep a real attacker from being tracked.
+    fn state(&mut self, source: IpAddr, now: u64) -> &mut SourceState {
+        if !self.sources.contains_key(&source) && self.sources.len() >= self.config.max_sources.max(1) {
+            if let Some((_, oldest)) = self.by_last_seen.pop_first() {
+                self.sources.remove(&oldest);
+                self.counters.sources_forgotten += 1;
+            }
         }
         self.touched.insert(source);
-        Some(self.sources.entry(source).or_default())
+        let state = self.sources.entry(source).or_default();
+        let last_seen_ns = state.last_seen_ns.max(now);
+        if !self.by_last_seen.contains(&(last_seen_ns, source)) {
+            self.by_last_seen.remove(&(state.last_seen_ns, source));
+            self.by_last_seen.insert((last_seen_ns, source));
+            state.last_seen_ns = last_seen_ns;
+        }
+        state
     }
 
     /// An active-source report from the capture task.
@@ -187,12 +231,12 @@ impl Detector {
             Some(window) => assess_window(window, &self.config.heuristics),
             None => FastVerdict::none(),
         };
-        let Some(state) = self.state(report.src_ip) else { return };
-        state.last_seen_ns = now;
+        let state = self.state(report.src_ip, now);
         if fast.score > 0.0 {
             state.fast = Some((fast, now));
         }
         if let Some(flow) = report.latest_flow {
+            state.saw(&flow, now);
             state.latest_flow = Some(flow);
         }
     }
@@ -249,14 +293,32 @@ impl Detector {
             touched.sort();
             touched
         };
+        // Assess every source first, then offer the blocks to the responder strongest
+        // evidence first, so that when the circuit breaker must choose, a flood of weak
+        // (e.g. spoofed) candidates cannot take the budget from a real attacker.
+        let mut candidates = Vec::new();
+        let mut alerts = Vec::new();
         for source in touched {
-            if let Some(event) = self.decide(source) {
-                if matches!(event.action, Action::Alert | Action::Refused | Action::BreakerOpen) && !self.alert_budget() {
-                    self.counters.alert_events_suppressed += 1;
-                    continue;
-                }
-                events.push(event);
+            match self.assess(source) {
+                Some(Assessment::Alert(event)) => alerts.push(event),
+                Some(Assessment::Block(candidate)) => candidates.push(candidate),
+                None => {}
             }
+        }
+        candidates.sort_by(|a, b| {
+            (b.two_way, b.both)
+                .cmp(&(a.two_way, a.both))
+                .then(b.event.score_final.total_cmp(&a.event.score_final))
+                .then(a.event.source.cmp(&b.event.source))
+        });
+        let mut decided: Vec<Event> = candidates.into_iter().filter_map(|candidate| self.respond(candidate)).collect();
+        decided.extend(alerts);
+        for event in decided {
+            if matches!(event.action, Action::Alert | Action::Refused | Action::BreakerOpen) && !self.alert_budget() {
+                self.counters.alert_events_suppressed += 1;
+                continue;
+            }
+            events.push(event);
         }
         self.cleanup();
         let observations = self.observations(observed);
@@ -302,8 +364,8 @@ impl Detector {
             };
             let now = self.now_ns;
             let source = flow.src_ip;
-            let Some(state) = self.state(source) else { continue };
-            state.last_seen_ns = now;
+            let state = self.state(source, now);
+            state.saw(&flow, now);
             if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
                 state.slow_verdict = Some((verdict, now));
             }
@@ -376,12 +438,18 @@ impl Detector {
         events
     }
 
-    fn decide(&mut self, source: IpAddr) -> Option<Event> {
+    /// What the policy makes of a source now: nothing, an alert (once per evidence
+    /// period), or a block candidate for [`Detector::respond`].
+    fn assess(&mut self, source: IpAddr) -> Option<Assessment> {
         let now = self.now_ns;
         let evidence_ns = self.config.evidence.as_nanos() as u64;
         let models_on = self.config.models == ModelsMode::Required && self.scorer.is_some();
         let state = self.sources.get_mut(&source)?;
         let fast = current_fast(state, now, evidence_ns);
+        let two_way = state.two_way(now, evidence_ns);
+        // A scan or flood is what a spoofer fakes most cheaply (a few SYNs from a forged
+        // address): the fast path alone blocks it only with two-way evidence.
+        let spoofable = matches!(fast.category, Category::Scan | Category::Flood);
         state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
         let model_max = state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
         let strong = state.model.iter().filter(|(_, score, _, decisive)| *decisive && *score >= self.config.model_alone_threshold).count() as u32;
@@ -393,8 +461,11 @@ impl Detector {
         let (block, why) = match self.config.policy {
             BlockPolicy::Agree => (fires_fast && fires_model, "agree: both engines fired"),
             BlockPolicy::Tiered if fires_fast && fires_model => (true, "tiered: both engines fired"),
-            BlockPolicy::Tiered if fast_alone => (true, "tiered: the fast path alone is overwhelming"),
+            BlockPolicy::Tiered if fast_alone && (two_way || !spoofable) => (true, "tiered: the fast path alone is overwhelming"),
             BlockPolicy::Tiered if model_alone => (true, "tiered: the model alone is overwhelming (several flows)"),
+            BlockPolicy::Tiered if fast_alone => {
+                (false, "tiered: the fast path alone is overwhelming, but a scan or flood blocks on it alone only with two-way evidence, and there is none: a spoofed source cannot be told from a real one")
+            }
             BlockPolicy::Tiered => (false, "tiered"),
             BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
             BlockPolicy::Fast => (fires_fast, "the fast path decides"),
@@ -433,6 +504,11 @@ impl Detector {
             )),
             (true, None) => provenance.push_str("; model: no flows scored yet"),
         }
+        provenance.push_str(if two_way {
+            "; two-way evidence: yes (the destination sent data on a TCP connection of the source: a completed handshake)"
+        } else {
+            "; two-way evidence: none"
+        });
         if let Some(scorer) = self.scorer.as_ref() {
             provenance.push_str(&format!("; features: {}", scorer.explain(&flow)));
         }
@@ -468,9 +544,21 @@ impl Detector {
             }
             state.last_alert_ns = Some(now);
             self.counters.alerts += 1;
-            return Some(event);
+            return Some(Assessment::Alert(event));
         }
-        match self.responder.decide(source, category, now) {
+        event.action = Action::Block;
+        Some(Assessment::Block(Candidate { event, two_way, both: authoritative == "both" }))
+    }
+
+    /// Offers a block candidate to the responder (protection, TTL, circuit breaker).
+    fn respond(&mut self, candidate: Candidate) -> Option<Event> {
+        let Candidate { mut event, two_way, .. } = candidate;
+        let now = self.now_ns;
+        let evidence_ns = self.config.evidence.as_nanos() as u64;
+        let source = event.source;
+        let category = event.category;
+        let state = self.sources.get_mut(&source)?;
+        match self.responder.decide(source, category, now, two_way) {
             Outcome::AlreadyBlocked => return None,
             Outcome::Block { ttl, step } => {
                 self.counters.blocks += 1;
@@ -514,9 +602,14 @@ impl Detector {
         self.last_cleanup_ns = self.now_ns;
         let horizon = 2 * self.config.evidence.as_nanos() as u64;
         let now = self.now_ns;
-        let before = self.sources.len();
-        self.sources.retain(|_, state| now.saturating_sub(state.last_seen_ns) <= horizon);
-        self.counters.sources_forgotten += (before - self.sources.len()) as u64;
+        while let Some(&(last_seen_ns, source)) = self.by_last_seen.first() {
+            if now.saturating_sub(last_seen_ns) <= horizon {
+                break;
+            }
+            self.by_last_seen.pop_first();
+            self.sources.remove(&source);
+            self.counters.sources_forgotten += 1;
+        }
     }
 }
 
@@ -558,7 +651,7 @@ fn dominant_category(model: &VecDeque<ModelEvidence>) -> Option<Category> {
 mod tests {
     use super::*;
     use mld_config::{Config, ResponseMode};
-    use mld_flow::features::{FlowFeatures, FEATURE_COUNT};
+    use mld_flow::features::{Feature, FlowFeatures, FEATURE_COUNT};
     use mld_flow::window::WindowSnapshot;
 
     const SECOND: u64 = 1_000_000_000;
@@ -578,7 +671,10 @@ mod tests {
         }
     }
 
+    /// A TCP flow on which the destination answered with data (two-way evidence).
     fn flow(src: &str, dst_port: u16, at: u64) -> FlowRecord {
+        let mut features = [0.0; FEATURE_COUNT];
+        features[Feature::TotalLengthBwdPackets as usize] = 60.0;
         FlowRecord {
             src_ip: src.parse().expect("ip"),
             src_port: 40000,
@@ -592,9 +688,18 @@ mod tests {
             fwd_ip_bytes: 100,
             bwd_ip_bytes: 100,
             ifindex: 0,
-            features: FlowFeatures([0.0; FEATURE_COUNT]),
+            features: FlowFeatures(features),
             source_windows: Vec::new(),
         }
+    }
+
+    /// A SYN the destination answered with a SYN-ACK, nothing after: what a spoofed
+    /// source (or a SYN scanner) leaves.
+    fn one_way(src: &str, dst_port: u16, at: u64) -> FlowRecord {
+        let mut flow = flow(src, dst_port, at);
+        flow.features = FlowFeatures([0.0; FEATURE_COUNT]);
+        flow.end_reason = EndReason::Active;
+        flow
     }
 
     fn report(src: &str, at: u64, ports: u32, new_flows: f64, packets: f64) -> SourceReport {
@@ -760,5 +865,94 @@ mod tests {
             detector.on_flow(attack);
         }
         assert_eq!(decisions(&detector.tick()), vec![(Action::Block, "10.66.2.3".to_string())]);
+    }
+
+    fn report_one_way(src: &str, at: u64, ports: u32, new_flows: f64, packets: f64) -> SourceReport {
+        SourceReport { latest_flow: Some(one_way(src, 8080, at)), ..report(src, at, ports, new_flows, packets) }
+    }
+
+    #[test]
+    fn a_scan_or_flood_on_the_fast_path_alone_without_two_way_evidence_is_an_alert() {
+        let mut detector = detector(|_| {});
+        detector.on_report(report_one_way("203.0.113.9", SECOND, 900, 900.0, 900.0));
+        detector.on_report(report_one_way("203.0.113.10", SECOND, 1, 5000.0, 5000.0));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Alert, "203.0.113.9".to_string()), (Action::Alert, "203.0.113.10".to_string())]);
+        for event in &events {
+            assert!(event.provenance.contains("two-way evidence: none") && event.provenance.contains("a spoofed source cannot be told from a real one"), "{}", event.provenance);
+        }
+        assert_eq!(detector.responder().active_blocks(), 0);
+        // The same scan from a source that completed a handshake is blocked.
+        detector.on_report(report("203.0.113.11", 2 * SECOND, 900, 900.0, 900.0));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, "203.0.113.11".to_string())]);
+        assert!(events[0].provenance.contains("two-way evidence: yes"), "{}", events[0].provenance);
+    }
+
+    #[test]
+    fn spoofed_scanners_cannot_starve_the_breaker_of_a_real_scanner() {
+        // Both engines fire on 150 spoofed one-way scanners (fast: 900 ports; the model
+        // flags their flows), in the same tick as one real scanner that completed a
+        // handshake, whose address sorts after all of them.
+        let mut detector = detector(|_| {});
+        let spoofed: Vec<String> = (0..150).map(|index| format!("10.200.{}.{}", index / 200, index % 200 + 1)).collect();
+        for source in &spoofed {
+            detector.on_report(report_one_way(source, SECOND, 900, 900.0, 900.0));
+            detector.on_flow(one_way(source, 4444, SECOND));
+        }
+        detector.on_report(report("203.0.113.250", SECOND, 900, 900.0, 900.0));
+        let events = detector.tick();
+        let blocked: Vec<String> = events.iter().filter(|event| event.action == Action::Block).map(|event| event.source.to_string()).collect();
+        assert_eq!(blocked.first().map(String::as_str), Some("203.0.113.250"), "two-way evidence first");
+        assert_eq!(blocked.len(), 1 + 90, "one-way sources use at most max - reserved (120 - 30)");
+        let passed_over: Vec<&Event> = events.iter().filter(|event| event.action == Action::BreakerOpen).collect();
+        assert_eq!(passed_over.len(), 60, "every candidate passed over is recorded");
+        assert!(passed_over.iter().all(|event| event.provenance.contains("no two-way evidence and the unreserved share is spent")), "{}", passed_over[0].provenance);
+        // Later in the same minute, another real scanner still finds the reserved share.
+        detector.on_report(report("203.0.113.251", 2 * SECOND, 900, 900.0, 900.0));
+        detector.on_report(report_one_way("10.201.0.1", 2 * SECOND, 900, 900.0, 900.0));
+        detector.on_flow(one_way("10.201.0.1", 4444, 2 * SECOND));
+        let decided = decisions(&detector.tick());
+        assert_eq!(decided, vec![(Action::Block, "203.0.113.251".to_string()), (Action::BreakerOpen, "10.201.0.1".to_string())]);
+    }
+
+    #[test]
+    fn when_the_breaker_must_choose_the_strongest_evidence_wins() {
+        let mut detector = detector(|config| {
+            config.response.max_new_blocks_per_minute = 2;
+            config.response.breaker_reserved_per_minute = 0;
+        });
+        // Three scanners with handshakes; the weakest (fast only, 0.95) sorts first by address.
+        detector.on_report(report("10.0.0.1", SECOND, 38, 38.0, 38.0));
+        for source in ["10.0.0.2", "10.0.0.3"] {
+            detector.on_report(report(source, SECOND, 900, 900.0, 900.0));
+        }
+        detector.on_flow(flow("10.0.0.3", 4444, SECOND));
+        let events = detector.tick();
+        let decided = decisions(&events);
+        assert_eq!(
+            decided,
+            vec![(Action::Block, "10.0.0.3".to_string()), (Action::Block, "10.0.0.2".to_string()), (Action::BreakerOpen, "10.0.0.1".to_string())],
+            "both engines, then the higher score; address last"
+        );
+        let passed = events.iter().find(|event| event.action == Action::BreakerOpen).expect("passed over");
+        assert!(passed.provenance.contains("lower evidence than the 2 sources blocked this minute"), "{}", passed.provenance);
+    }
+
+    #[test]
+    fn a_full_detector_forgets_the_least_recently_active_source() {
+        let mut detector = detector(|config| config.detect.max_sources = 16);
+        for index in 0..16u64 {
+            detector.on_report(report(&format!("10.9.0.{index}"), SECOND + index, 1, 1.0, 1.0));
+        }
+        // 10.9.0.0 is active again: 10.9.0.1 is now the least recently active.
+        detector.on_report(report("10.9.0.0", 2 * SECOND, 1, 1.0, 1.0));
+        detector.on_report(report("10.9.1.1", 2 * SECOND + 1, 1, 1.0, 1.0));
+        assert_eq!(detector.sources.len(), 16);
+        assert!(detector.sources.contains_key(&"10.9.1.1".parse().expect("ip")), "the new source is tracked");
+        assert!(detector.sources.contains_key(&"10.9.0.0".parse().expect("ip")));
+        assert!(!detector.sources.contains_key(&"10.9.0.1".parse().expect("ip")), "the least recently active is forgotten");
+        assert_eq!(detector.counters.sources_forgotten, 1);
+        assert_eq!(detector.by_last_seen.len(), detector.sources.len(), "the index follows the sources");
     }
 }

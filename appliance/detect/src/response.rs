@@ -44,6 +44,16 @@ struct History {
     step: u32,
 }
 
+/// New blocks in the current minute of the circuit breaker.
+#[derive(Debug, Clone, Copy, Default)]
+struct Minute {
+    start_ns: u64,
+    /// All new blocks.
+    blocks: u32,
+    /// New blocks of sources without two-way evidence (at most max - reserved).
+    one_way_blocks: u32,
+}
+
 /// Sources remembered for escalation at most (oldest forgotten first).
 const HISTORY_MAX: usize = 65_536;
 
@@ -54,15 +64,15 @@ pub struct Responder {
     /// Blocks in force: source → until (ns, the detect clock).
     active: HashMap<IpAddr, u64>,
     history: HashMap<IpAddr, History>,
-    /// New blocks in the current minute: (minute start ns, count).
-    minute: (u64, u32),
+    /// New blocks in the current minute.
+    minute: Minute,
     pub refused: u64,
     pub breaker_trips: u64,
 }
 
 impl Responder {
     pub fn new(config: ResponseConfig, protected: Protected) -> Responder {
-        Responder { config, protected, active: HashMap::new(), history: HashMap::new(), minute: (0, 0), refused: 0, breaker_trips: 0 }
+        Responder { config, protected, active: HashMap::new(), history: HashMap::new(), minute: Minute::default(), refused: 0, breaker_trips: 0 }
     }
 
     pub fn protected(&self) -> &Protected {
@@ -100,8 +110,12 @@ impl Responder {
         }
     }
 
-    /// Decides what blocking `source` for `category` means now.
-    pub fn decide(&mut self, source: IpAddr, category: Category, now_ns: u64) -> Outcome {
+    /// Decides what blocking `source` for `category` means now. `two_way`: the source
+    /// showed two-way evidence (`engine::two_way_evidence`), so it may use the share of
+    /// the breaker reserved for such sources; a source without it may use at most
+    /// `max - reserved` new blocks a minute. The caller offers candidates strongest
+    /// first (the breaker takes them in the order offered).
+    pub fn decide(&mut self, source: IpAddr, category: Category, now_ns: u64, two_way: bool) -> Outcome {
         if let Some(protection) = self.protection(source) {
             self.refused += 1;
             return Outcome::Refused(protection);
@@ -113,12 +127,24 @@ impl Responder {
         let dry_run = self.config.mode == ResponseMode::DryRun;
         if !dry_run {
             const MINUTE_NS: u64 = 60_000_000_000;
-            if now_ns.saturating_sub(self.minute.0) >= MINUTE_NS {
-                self.minute = (now_ns, 0);
+            if now_ns.saturating_sub(self.minute.start_ns) >= MINUTE_NS {
+                self.minute = Minute { start_ns: now_ns, ..Minute::default() };
             }
-            if self.minute.1 >= self.config.max_new_blocks_per_minute {
+            let max = self.config.max_new_blocks_per_minute;
+            if self.minute.blocks >= max {
                 self.breaker_trips += 1;
-                return Outcome::BreakerOpen(format!("{} new blocks this minute (response.max-new-blocks-per-minute)", self.minute.1));
+                return Outcome::BreakerOpen(format!(
+                    "lower evidence than the {} sources blocked this minute (response.max-new-blocks-per-minute {max}; within a tick the strongest evidence is served first)",
+                    self.minute.blocks
+                ));
+            }
+            let unreserved = max.saturating_sub(self.config.breaker_reserved_per_minute);
+            if !two_way && self.minute.one_way_blocks >= unreserved {
+                self.breaker_trips += 1;
+                return Outcome::BreakerOpen(format!(
+                    "no two-way evidence and the unreserved share is spent ({} of {unreserved} new blocks this minute; {} kept for sources with two-way evidence, response.breaker-reserved-percent)",
+                    self.minute.one_way_blocks, self.config.breaker_reserved_per_minute
+                ));
             }
             if self.active.len() >= self.config.max_active_blocks as usize {
                 self.breaker_trips += 1;
@@ -138,7 +164,10 @@ impl Responder {
         }
         self.history.insert(source, History { last_block_ns: now_ns, step });
         self.active.insert(source, now_ns.saturating_add(ttl.as_nanos() as u64));
-        self.minute.1 += 1;
+        self.minute.blocks += 1;
+        if !two_way {
+            self.minute.one_way_blocks += 1;
+        }
         Outcome::Block { ttl, step }
     }
 
@@ -171,11 +200,11 @@ mod tests {
     #[test]
     fn protected_sources_are_refused_with_the_reason() {
         let mut responder = responder(ResponseMode::Block);
-        assert!(matches!(responder.decide(ip("10.66.1.2"), Category::Scan, 0), Outcome::Refused(Protection::Allowlisted(_))));
-        assert!(matches!(responder.decide(ip("192.0.2.9"), Category::Scan, 0), Outcome::Refused(Protection::Management(_))));
-        assert_eq!(responder.decide(ip("10.66.9.1"), Category::Scan, 0), Outcome::Refused(Protection::GatewayAddress));
+        assert!(matches!(responder.decide(ip("10.66.1.2"), Category::Scan, 0, true), Outcome::Refused(Protection::Allowlisted(_))));
+        assert!(matches!(responder.decide(ip("192.0.2.9"), Category::Scan, 0, true), Outcome::Refused(Protection::Management(_))));
+        assert_eq!(responder.decide(ip("10.66.9.1"), Category::Scan, 0, true), Outcome::Refused(Protection::GatewayAddress));
         for source in ["::", "0.0.0.0", "ff02::1", "224.0.0.251", "255.255.255.255"] {
-            assert_eq!(responder.decide(ip(source), Category::Flood, 0), Outcome::Refused(Protection::NotUnicast), "{source}");
+            assert_eq!(responder.decide(ip(source), Category::Flood, 0, true), Outcome::Refused(Protection::NotUnicast), "{source}");
         }
         assert_eq!(responder.refused, 8);
         assert_eq!(responder.active_blocks(), 0);
@@ -185,22 +214,22 @@ mod tests {
     fn repeat_offenders_get_doubled_ttls_up_to_the_maximum() {
         let mut responder = responder(ResponseMode::Block);
         let attacker = ip("10.66.2.2");
-        assert_eq!(responder.decide(attacker, Category::Flood, 0), Outcome::Block { ttl: Duration::from_secs(600), step: 0 });
-        assert_eq!(responder.decide(attacker, Category::Flood, SECOND), Outcome::AlreadyBlocked);
+        assert_eq!(responder.decide(attacker, Category::Flood, 0, true), Outcome::Block { ttl: Duration::from_secs(600), step: 0 });
+        assert_eq!(responder.decide(attacker, Category::Flood, SECOND, true), Outcome::AlreadyBlocked);
         responder.expired(attacker);
         let later = 700 * SECOND;
-        assert_eq!(responder.decide(attacker, Category::Flood, later), Outcome::Block { ttl: Duration::from_secs(1200), step: 1 });
+        assert_eq!(responder.decide(attacker, Category::Flood, later, true), Outcome::Block { ttl: Duration::from_secs(1200), step: 1 });
         responder.expired(attacker);
         let mut now = later;
         for _ in 0..10 {
             now += 120 * SECOND;
-            responder.minute = (now, 0);
-            responder.decide(attacker, Category::Flood, now);
+            responder.minute = Minute { start_ns: now, ..Minute::default() };
+            responder.decide(attacker, Category::Flood, now, true);
             responder.expired(attacker);
         }
         now += 120 * SECOND;
-        responder.minute = (now, 0);
-        match responder.decide(attacker, Category::Flood, now) {
+        responder.minute = Minute { start_ns: now, ..Minute::default() };
+        match responder.decide(attacker, Category::Flood, now, true) {
             Outcome::Block { ttl, step } => assert_eq!((ttl, step), (Duration::from_secs(86_400), 12)),
             other => panic!("{other:?}"),
         }
@@ -209,17 +238,37 @@ mod tests {
     #[test]
     fn the_circuit_breaker_caps_new_blocks_per_minute() {
         let mut responder = responder(ResponseMode::Block);
-        let outcomes: Vec<Outcome> = (0..10).map(|i| responder.decide(ip(&format!("203.0.113.{i}")), Category::Flood, i * SECOND)).collect();
+        let outcomes: Vec<Outcome> = (0..10).map(|i| responder.decide(ip(&format!("203.0.113.{i}")), Category::Flood, i * SECOND, true)).collect();
         assert_eq!(outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Block { .. })).count(), 3);
         assert!(matches!(outcomes[3], Outcome::BreakerOpen(_)));
         assert_eq!(responder.active_blocks(), 3);
-        assert!(matches!(responder.decide(ip("203.0.113.77"), Category::Flood, 61 * SECOND), Outcome::Block { .. }), "a new minute closes the breaker");
+        assert!(matches!(responder.decide(ip("203.0.113.77"), Category::Flood, 61 * SECOND, true), Outcome::Block { .. }), "a new minute closes the breaker");
+    }
+
+    #[test]
+    fn sources_without_two_way_evidence_cannot_use_the_reserved_share() {
+        let mut config = mld_config::Config::default().response;
+        config.max_new_blocks_per_minute = 10;
+        config.breaker_reserved_per_minute = 4;
+        let mut responder = Responder::new(config.clone(), Protected::new(&config, &[]));
+        let one_way: Vec<Outcome> = (0..8).map(|i| responder.decide(ip(&format!("203.0.113.{i}")), Category::Scan, SECOND, false)).collect();
+        assert_eq!(one_way.iter().filter(|outcome| matches!(outcome, Outcome::Block { .. })).count(), 6, "at most max - reserved");
+        match &one_way[6] {
+            Outcome::BreakerOpen(reason) => assert!(reason.starts_with("no two-way evidence and the unreserved share is spent"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let two_way: Vec<Outcome> = (0..6).map(|i| responder.decide(ip(&format!("198.51.100.{i}")), Category::Scan, SECOND, true)).collect();
+        assert_eq!(two_way.iter().filter(|outcome| matches!(outcome, Outcome::Block { .. })).count(), 4, "the reserved share, up to the whole budget");
+        match &two_way[4] {
+            Outcome::BreakerOpen(reason) => assert!(reason.starts_with("lower evidence than the 10 sources blocked this minute"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn dry_run_blocks_nothing() {
         let mut responder = responder(ResponseMode::DryRun);
-        assert_eq!(responder.decide(ip("10.66.2.2"), Category::Scan, 0), Outcome::WouldBlock { ttl: Duration::from_secs(3600), step: 0 });
+        assert_eq!(responder.decide(ip("10.66.2.2"), Category::Scan, 0, true), Outcome::WouldBlock { ttl: Duration::from_secs(3600), step: 0 });
         assert_eq!(responder.active_blocks(), 0);
         assert!(!responder.is_blocked(ip("10.66.2.2"), 1));
     }
