@@ -198,6 +198,36 @@ fn a_task_flooding_its_control_channel_is_restarted_while_the_others_run_on() {
     assert!(log.contains("killing task: it misused its control channel") && log.contains("control channel flood"), "{log}");
 }
 
+/// Alive: not gone and not a zombie (a zombie holds no fds, sockets or keys).
+fn alive(pid: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
+/// A SIGKILLed supervisor (an OOM kill, a crash) takes every task with it
+/// (PR_SET_PDEATHSIG): even tasks that are stuck and would never notice their control
+/// channel close (here stopped with SIGSTOP) are gone at once, holding no socket or key.
+#[test]
+fn no_task_outlives_a_killed_supervisor_even_a_stuck_one() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "");
+    supervisor.wait_ready(Duration::from_secs(20));
+    let supervisor_pid = supervisor.status()["supervisor_pid"].as_u64().expect("supervisor pid");
+    let pids: Vec<u64> = ["capture", "detect", "log", "ingest"].iter().map(|name| supervisor.task(name)["pid"].as_u64().expect("pid")).collect();
+    for pid in &pids {
+        kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP).expect("SIGSTOP a task");
+    }
+    kill(Pid::from_raw(supervisor_pid as i32), Signal::SIGKILL).expect("SIGKILL the supervisor");
+    let gone = eventually(Duration::from_secs(5), || !pids.iter().any(|pid| alive(*pid)));
+    let survivors: Vec<String> = pids.iter().filter(|pid| alive(**pid)).map(|pid| format!("{pid}: {}", field(&proc_status(*pid), "Name:"))).collect();
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    assert!(gone, "tasks outlived their supervisor: {survivors:?}\n{}", supervisor.log());
+}
+
 #[test]
 fn sigterm_under_traffic_stops_everything_within_the_deadline() {
     let Some(lab) = Lab::up() else { return };

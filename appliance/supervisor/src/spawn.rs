@@ -3,8 +3,10 @@
 //! Between fork and exec (in `pre_exec`), the child: joins its cgroup, moves the fds it
 //! is given to fixed numbers (3, 4, ...; every other fd is close-on-exec), sets its umask
 //! (022, not the supervisor's 077), sets `no_new_privs`, drops supplementary groups,
-//! switches to its gid and uid, and keeps CAP_BPF only where the kernel needs it. uid 0
-//! and gid 0 are refused before anything is forked. The supervisor's event loop is
+//! switches to its gid and uid, keeps CAP_BPF only where the kernel needs it, and last
+//! asks for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), then checks that its
+//! parent is still the supervisor that forked it: a task never outlives its supervisor
+//! holding sockets or keys. uid 0 and gid 0 are refused before anything is forked. The supervisor's event loop is
 //! single-threaded, so nothing in the child can inherit a held lock; the closure still
 //! only makes system calls on values prepared before the fork.
 
@@ -79,12 +81,15 @@ pub fn spawn(task: TaskSpawn<'_>) -> io::Result<Child> {
     let sources: Vec<RawFd> = task.fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let cgroup_procs: Option<RawFd> = task.cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
     let (uid, gid, keep_cap_bpf) = (task.uid, task.gid, task.keep_cap_bpf);
+    // The supervisor's pid, read before the fork: the child compares its parent with it.
+    let supervisor_pid = std::process::id() as libc::pid_t;
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec. It calls only
     // async-signal-safe system calls (write, fcntl, dup, dup2, umask, prctl, setgroups,
-    // setresgid, setresuid, capset) on integers captured by copy, and allocates nothing.
+    // setresgid, setresuid, capset, getppid, _exit) on integers captured by copy, and
+    // allocates nothing.
     unsafe {
-        command.pre_exec(move || child_setup(&sources, cgroup_procs, uid, gid, keep_cap_bpf));
+        command.pre_exec(move || child_setup(&sources, cgroup_procs, uid, gid, keep_cap_bpf, supervisor_pid));
     }
     let child = command.spawn();
     drop(task.cgroup_procs);
@@ -92,7 +97,7 @@ pub fn spawn(task: TaskSpawn<'_>) -> io::Result<Child> {
 }
 
 /// The child side; see [`spawn`]. Runs between fork and exec.
-fn child_setup(sources: &[RawFd], cgroup_procs: Option<RawFd>, uid: u32, gid: u32, keep_cap_bpf: bool) -> io::Result<()> {
+fn child_setup(sources: &[RawFd], cgroup_procs: Option<RawFd>, uid: u32, gid: u32, keep_cap_bpf: bool, supervisor_pid: libc::pid_t) -> io::Result<()> {
     let check = |result: libc::c_int| if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
     #[allow(unsafe_code)]
     // SAFETY: plain system calls on integers; buffers are stack arrays that outlive the calls.
@@ -145,6 +150,14 @@ fn child_setup(sources: &[RawFd], cgroup_procs: Option<RawFd>, uid: u32, gid: u3
             check(libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int)?;
             // Ambient: survives exec of a binary without file capabilities.
             check(libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, libc::c_ulong::from(CAP_BPF), 0, 0))?;
+        }
+        // Die with the supervisor. Set after the uid and gid change, which clears it; it
+        // survives the exec (no set-id bit, no file capabilities).
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+        // A supervisor that died before the line above sent no signal: the child has been
+        // given to another parent already. Nobody is left to report to: leave at once.
+        if libc::getppid() != supervisor_pid {
+            libc::_exit(1);
         }
     }
     Ok(())
