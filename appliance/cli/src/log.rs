@@ -34,6 +34,8 @@ pub(crate) fn writer_config(config: &Config) -> WriterConfig {
         rotate_daily: config.log.rotate_daily,
         sync_every_records: config.log.sync_every_records,
         sync_interval: config.log.sync_interval,
+        max_disk_bytes: config.log.max_disk_bytes,
+        max_age: config.log.max_age,
         ..WriterConfig::new(config.log.dir.clone(), config.log.node.clone())
     }
 }
@@ -157,7 +159,11 @@ pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> 
                 summary.records,
                 summary.first_seq,
                 summary.last_seq,
-                if summary.from_genesis { "" } else { " (from a later file: earlier files not given)" }
+                match (summary.from_genesis, summary.removed_through_index) {
+                    (true, _) => String::new(),
+                    (false, Some(index)) => format!(" (files up to index {index} removed by retention, on record)"),
+                    (false, None) => " (from a later file: earlier files not given)".to_string(),
+                }
             );
             Ok(Exit::Success)
         }

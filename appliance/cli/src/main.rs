@@ -435,8 +435,15 @@ fn with_maps_dir(maps: MapsArgs, action: impl FnOnce(&std::path::Path) -> anyhow
 fn config_check(files: &[PathBuf]) -> anyhow::Result<Exit> {
     let mut exit = Exit::Success;
     for file in files {
-        match mld_config::Config::from_file(file).and_then(|config| config.check_environment(&file.display().to_string())) {
-            Ok(()) => println!("{}: ok", file.display()),
+        let checked = mld_config::Config::from_file(file).and_then(|config| config.check_environment(&file.display().to_string()).map(|()| config));
+        match checked {
+            Ok(config) => {
+                // Warnings do not fail the check: valid, but probably not what is wanted.
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
+                println!("{}: ok", file.display());
+            }
             Err(errors) => {
                 eprintln!("{errors}");
                 exit = Exit::Config;

@@ -614,7 +614,10 @@ impl Supervisor {
                     pipeline.block_latency_p99_us = counters.block_latency_p99_us;
                     pipeline.events_acked = counters.events_acked;
                 }
-                TaskKind::Log => pipeline.events_logged = counters.events_logged,
+                TaskKind::Log => {
+                    pipeline.events_logged = counters.events_logged;
+                    pipeline.events_refused = counters.events_refused;
+                }
                 TaskKind::Ingest => {
                     pipeline.events_verified = counters.events_verified;
                     pipeline.events_quarantined = counters.events_quarantined;
@@ -738,7 +741,7 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     let p = &report.pipeline;
     println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} verified {} quarantined {} indexed {}",
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} verified {} quarantined {} indexed {}",
         p.xdp_passed,
         p.xdp_dropped,
         p.xdp_malformed,
@@ -750,6 +753,7 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         p.flows_received,
         p.events_acked,
         p.events_logged,
+        p.events_refused,
         p.events_verified,
         p.events_quarantined,
         p.events_indexed

@@ -933,6 +933,9 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
     let producer_uid: u32 = std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_DETECT_UID is not set")?;
     let mut writer = LogWriter::open(crate::log::writer_config(config), key).context("failed to open the event log")?;
+    for warning in config.warnings().iter().filter(|warning| warning.path.starts_with("log.")) {
+        warn!(key = %warning.path, warning = %warning.message, "configuration warning");
+    }
     let mut connection: Option<EventConnection> = None;
     // Where the log ends in the producer's stream, read back from the log itself, so a
     // restart of this task neither duplicates nor loses what the sink sends again.
@@ -1019,9 +1022,16 @@ fn serve_events(
                 if !is_new(&mut delivered.seq, seq) {
                     continue;
                 }
-                match writer.append_json(&record, Some(Delivery { stream: delivered.stream, seq })) {
+                let delivery = Some(Delivery { stream: delivered.stream, seq });
+                match writer.append_json(&record, delivery) {
                     Ok(_) => counters.events_logged += 1,
-                    Err(WriterError::Body(error)) => warn!(seq, error = %error, "an event was dropped"),
+                    Err(WriterError::Body(error)) => {
+                        // Never sealed as it is (a `seq` in a body would make the rest of
+                        // the file unreadable): counted, and put on record without its body.
+                        counters.events_refused += 1;
+                        warn!(seq, key = %error.key().unwrap_or("-"), error = %error, "refused an event body; writing a rejected_event record instead");
+                        writer.append_rejected(&record, &error, delivery).context("failed to write the event log")?;
+                    }
                     Err(error) => return Err(error).context("failed to write the event log"),
                 }
             }

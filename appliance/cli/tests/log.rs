@@ -228,3 +228,203 @@ fn replay_of_captured_attacks_makes_the_same_decisions_every_run() {
     assert_eq!(blocked, vec!["10.66.2.2"], "{first:?}");
     assert!(first.iter().all(|d| d.1 != "10.66.1.2" || d.0 == "alert"), "the busy benign client is at most alerted on: {first:?}");
 }
+
+fn log_config_text(dir: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "[log]\ndir = \"{}\"\nnode = \"replay-node\"\nkey-file = \"{}\"\nmax-file-bytes = 65536\nrotate-daily = false\n{extra}{}",
+        dir.join("log").display(),
+        key.display(),
+        detect_section()
+    )
+}
+
+#[test]
+fn retention_removes_the_oldest_files_on_record_and_what_is_left_verifies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    let config = dir.path().join("mldefender.toml");
+    // 1 MiB for 64 KiB files: each replay writes more than half of that.
+    std::fs::write(&config, log_config_text(dir.path(), &key, "max-disk-mib = 1\n")).expect("write config");
+    let log = dir.path().join("log");
+    for _ in 0..3 {
+        let output = replay(&config);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&log).expect("list").map(|entry| entry.expect("entry").path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
+    files.sort();
+    assert!(!files[0].to_string_lossy().ends_with("-000000.jsonl"), "the oldest files were removed: {files:?}");
+    // The rule: the closed files and a full file being written fit in the budget.
+    let closed: u64 = files[..files.len() - 1].iter().map(|file| std::fs::metadata(file).expect("stat").len()).sum();
+    assert!(closed + 65536 <= 1 << 20, "the closed files use {closed} bytes: no room left for a full file in the 1 MiB budget");
+
+    let retention: Vec<serde_json::Map<String, Value>> = files
+        .iter()
+        .flat_map(|file| std::fs::read_to_string(file).expect("read").lines().map(|line| serde_json::from_str(line).expect("JSON")).collect::<Vec<_>>())
+        .filter_map(|record: Value| record.as_object().filter(|record| record["type"] == "retention").cloned())
+        .collect();
+    assert!(!retention.is_empty(), "the removals are on record");
+    let removed = retention.last().expect("a record")["removed"].as_array().expect("removed").clone();
+    assert!(removed.iter().all(|entry| entry["bytes"].as_u64().is_some_and(|bytes| bytes > 0) && entry["first_seq"].is_u64() && entry["last_seq"].is_u64()), "{removed:?}");
+
+    let verified = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(stdout(&verified).contains("removed by retention, on record"), "{}", stdout(&verified));
+
+    // A file removed by someone else is still caught, at the start and in the middle.
+    std::fs::remove_file(&files[1]).expect("remove a file in the middle");
+    let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
+    assert_eq!(tampered.status.code(), Some(1), "{}", stdout(&tampered));
+    assert!(stdout(&tampered).contains("is missing"), "{}", stdout(&tampered));
+    std::fs::remove_file(&files[0]).expect("remove the first file left");
+    let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
+    assert_eq!(tampered.status.code(), Some(1), "{}", stdout(&tampered));
+    assert!(stdout(&tampered).contains("is missing"), "{}", stdout(&tampered));
+}
+
+#[test]
+fn config_check_warns_when_the_node_is_left_as_the_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, "").expect("write config");
+    let output = run(mldefender().args(["config", "check"]).arg(&default));
+    assert_eq!(output.status.code(), Some(0), "a warning is not an error: {}", stderr(&output));
+    assert!(stderr(&output).contains("warning: `log.node`: not set") && stderr(&output).contains("unique id"), "{}", stderr(&output));
+    let named = dir.path().join("named.toml");
+    std::fs::write(&named, "[log]\nnode = \"gw-1\"\n").expect("write config");
+    let output = run(mldefender().args(["config", "check"]).arg(&named));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("warning"), "{}", stderr(&output));
+}
+
+/// The log task alone, started as the supervisor starts it (fds 3 control, 4 events
+/// listener, 5 key), with this test as its supervisor and its event sender.
+struct LogTask {
+    child: std::process::Child,
+    control: std::os::unix::net::UnixStream,
+    events: PathBuf,
+}
+
+impl LogTask {
+    fn start(dir: &Path, config_toml: &str, key: &Path) -> LogTask {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::os::unix::process::CommandExt;
+        let (control, task_control) = UnixStream::pair().expect("socketpair");
+        let events = dir.join(format!("events-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&events);
+        let listener = UnixListener::bind(&events).expect("bind the events socket");
+        let key_file = std::fs::File::open(key).expect("open key");
+        let sources = [task_control.as_raw_fd(), listener.as_raw_fd(), key_file.as_raw_fd()];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mldefender"));
+        command
+            .args(["task", "log"])
+            .env("MLD_TASK_FDS", "control,events,key")
+            .env("MLD_DETECT_UID", nix::unistd::getuid().as_raw().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        #[allow(unsafe_code)]
+        // SAFETY: runs in the forked child before exec; only fcntl and dup2 on integers
+        // copied into the closure (async-signal-safe, no allocation).
+        unsafe {
+            command.pre_exec(move || {
+                let mut moved = [0; 3];
+                for (index, source) in sources.iter().enumerate() {
+                    moved[index] = nix::libc::fcntl(*source, nix::libc::F_DUPFD_CLOEXEC, 64);
+                    if moved[index] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (index, high) in moved.iter().enumerate() {
+                    if nix::libc::dup2(*high, 3 + index as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start the log task");
+        drop((task_control, listener, key_file));
+        let mut control = control;
+        control.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+        mld_ipc::write_frame(&mut control, &mld_ipc::SupervisorMessage::Configure { config_toml: config_toml.to_string() }).expect("configure");
+        let ready: Option<mld_ipc::TaskMessage> = mld_ipc::read_frame(&mut control).expect("read the task's first message");
+        assert_eq!(ready, Some(mld_ipc::TaskMessage::Ready));
+        LogTask { child, control, events }
+    }
+
+    /// Sends `records` as one stream and waits until the last is acknowledged.
+    fn send(&self, stream: u64, records: &[String]) {
+        let mut connection = std::os::unix::net::UnixStream::connect(&self.events).expect("connect to the log task");
+        connection.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+        mld_ipc::write_frame(&mut connection, &mld_ipc::EventMessage::Hello { stream }).expect("hello");
+        for (index, record) in records.iter().enumerate() {
+            mld_ipc::write_frame(&mut connection, &mld_ipc::EventMessage::Event { seq: index as u64 + 1, record: record.clone() }).expect("event");
+        }
+        let last = records.len() as u64;
+        loop {
+            let ack: Option<mld_ipc::EventAck> = mld_ipc::read_frame(&mut connection).expect("an acknowledgement within the timeout");
+            match ack {
+                Some(ack) if ack.seq >= last => return,
+                Some(_) => continue,
+                None => panic!("the log task closed the connection before acknowledging seq {last}"),
+            }
+        }
+    }
+
+    /// Shuts the task down; returns its last counters and its log output.
+    fn stop(mut self) -> (mld_ipc::PipelineCounters, String) {
+        mld_ipc::write_frame(&mut self.control, &mld_ipc::SupervisorMessage::Shutdown).expect("shutdown");
+        let mut counters = None;
+        while let Ok(Some(message)) = mld_ipc::read_frame::<mld_ipc::TaskMessage>(&mut self.control) {
+            if let mld_ipc::TaskMessage::Counters(last) = message {
+                counters = Some(last);
+            }
+        }
+        let output = self.child.wait_with_output().expect("the task exits");
+        assert!(output.status.success(), "the log task failed: {}", stderr(&output));
+        (counters.expect("counters at shutdown"), stderr(&output))
+    }
+}
+
+#[test]
+fn the_log_task_refuses_reserved_keys_counts_them_and_keeps_the_log_verifiable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    std::fs::write(&key, [5u8; 32]).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config_toml = log_config_text(dir.path(), &key, "");
+    let task = LogTask::start(dir.path(), &config_toml, &key);
+    let event = |n: u64, extra: &str| format!("{{\"type\":\"event\",\"event_id\":\"ev-{n}\",\"src_ip\":\"10.66.2.2\"{extra}}}");
+    let records = vec![
+        event(1, ""),
+        event(2, ",\"seq\":3"),
+        event(3, ""),
+        event(4, ",\"hmac\":\"00\""),
+        "{\"type\":\"header\",\"schema\":\"mldefender-log/1\",\"node\":\"replay-node\",\"file_index\":0}".to_string(),
+        event(6, ",\"delivery_seq\":1"),
+        event(7, ""),
+    ];
+    task.send(0x5eed, &records);
+    let (counters, log) = task.stop();
+    assert_eq!((counters.events_logged, counters.events_refused), (3, 4), "{counters:?}");
+    // (Where journald runs, the task logs there instead of to stderr.)
+    if !Path::new("/run/systemd/journal/socket").exists() {
+        assert!(log.contains("refused an event body") && log.contains("key=seq") && log.contains("key=hmac"), "warnings name the key:\n{log}");
+    }
+
+    let log_dir = dir.path().join("log");
+    let verified = run(mldefender().args(["log", "verify"]).arg(&log_dir).arg("--key").arg(&key));
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    let lines: Vec<Value> = std::fs::read_dir(&log_dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.to_string_lossy().contains("events-"))
+        .flat_map(|file| std::fs::read_to_string(file).expect("read").lines().map(|line| serde_json::from_str(line).expect("JSON")).collect::<Vec<Value>>())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|record| record["type"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|kind| **kind == "header").count(), 1, "no header from a body: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "rejected_event").count(), 4, "{kinds:?}");
+    let delivered: Vec<u64> = lines.iter().filter_map(|record| record["delivery_seq"].as_u64()).collect();
+    assert_eq!(delivered, (1..=7).collect::<Vec<_>>(), "every delivery once, refused ones on record");
+    assert!(!lines.iter().any(|record| record["event_id"] == "ev-2"), "a refused body is not written");
+}

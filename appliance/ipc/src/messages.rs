@@ -112,6 +112,10 @@ pub struct PipelineCounters {
     pub events_acked: u64,
     /// Events written to the signed log (log task).
     pub events_logged: u64,
+    /// Events the log task refused to seal (a field the log writes itself, such as `seq`,
+    /// or not an event): each is put on record as a `rejected_event` record instead.
+    #[serde(default)]
+    pub events_refused: u64,
     /// Records of the signed log verified, and lines quarantined (ingest task).
     pub events_verified: u64,
     pub events_quarantined: u64,
