@@ -3,7 +3,10 @@
 SOURCES addresses in 198.18.0.0/15 (RFC 2544 benchmarking space) sends SYNs to PORTS
 distinct ports of the lab server, so each source on its own looks like a port scan.
 
-usage: spoofed-scan.py IFACE GATEWAY_MAC SOURCES PORTS     (Debian python3-scapy: /usr/bin/python3)
+usage: spoofed-scan.py IFACE GATEWAY_MAC SOURCES PORTS [SOURCE_ADDRESS [DEST]]   (Debian python3-scapy: /usr/bin/python3)
+
+With SOURCE_ADDRESS, every source is that address (give SOURCES = 1), and DEST
+(default 10.66.9.2) is the target.
 
 Prints how many packets it sent. Run it in the attacker node.
 """
@@ -12,9 +15,11 @@ import sys
 from scapy.all import IP, TCP, Ether, conf, sendp
 
 iface, mac, sources, ports = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+fixed = sys.argv[5] if len(sys.argv) > 5 else None
+dest = sys.argv[6] if len(sys.argv) > 6 else "10.66.9.2"
 conf.verb = 0
 packets = [
-    Ether(dst=mac) / IP(src=f"198.18.{index // 250}.{index % 250 + 1}", dst="10.66.9.2") / TCP(sport=40000 + index, dport=1000 + port, flags="S", seq=index * 1000 + port)
+    Ether(dst=mac) / IP(src=fixed or f"198.18.{index // 250}.{index % 250 + 1}", dst=dest) / TCP(sport=40000 + index, dport=1000 + port, flags="S", seq=index * 1000 + port)
     for index in range(sources)
     for port in range(ports)
 ]

@@ -151,7 +151,8 @@ fn the_supervisor_boots_as_pid1_attaches_xdp_and_powers_off_cleanly() {
     assert!(text.contains("XDP program attached interface=eth0"), "XDP on the guest's virtio NIC:\n{text}");
     assert!(text.contains("task ready task=\"capture\"") && text.contains("task ready task=\"detect\""), "{text}");
     let text = vm.shut_down();
-    assert!(text.contains("XDP program detached"), "{text}");
+    assert!(text.contains("XDP program left enforcing"), "{text}");
+    assert!(text.contains("supervisor stopped"), "{text}");
     assert!(!text.contains("Kernel panic"), "{text}");
 }
 

@@ -219,12 +219,16 @@ pub fn merge_toml(base: &str, extra: &str) -> String {
         // Arrays of tables are always appended.
         match merged.iter_mut().find(|(existing, _)| *existing == header && !header.starts_with("[[")) {
             Some((_, existing)) => {
+                let mut replaced_arrays = Vec::new();
                 for line in lines {
                     if let Some(name) = key(&line) {
                         existing.retain(|old| key(old).as_deref() != Some(name.as_str()));
+                        // `key = [...]` replaces the base's `[[table.key]]` entries too.
+                        replaced_arrays.push(format!("[[{}.{name}]]", header.trim_matches(['[', ']'])));
                     }
                     existing.push(line);
                 }
+                merged.retain(|(existing_header, _)| !replaced_arrays.contains(existing_header));
             }
             None => merged.push((header, lines)),
         }
