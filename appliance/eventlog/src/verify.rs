@@ -284,7 +284,7 @@ impl ChainVerifier {
         }
         if let Some(last) = &self.chain.last {
             if file_index <= last.file_index || record.seq <= last.seq {
-                return Err(FailureReason::SequenceBack { expected: last.seq + 1, found: record.seq });
+                return Err(FailureReason::SequenceBack { expected: last.seq.saturating_add(1), found: record.seq });
             }
         }
         self.chain.node.get_or_insert_with(|| record.node.clone());
@@ -359,11 +359,14 @@ impl Chain {
                 }
             }
             Some(last) => {
+                // Saturating: after an authentic record with seq u64::MAX (only a key holder
+                // can write one) nothing continues the chain (an overflow, found with fuzz/).
+                let expected = last.seq.saturating_add(1);
                 if record.seq <= last.seq {
-                    return Err(FailureReason::SequenceBack { expected: last.seq + 1, found: record.seq });
+                    return Err(FailureReason::SequenceBack { expected, found: record.seq });
                 }
-                if record.seq > last.seq + 1 {
-                    return Err(FailureReason::SequenceGap { expected: last.seq + 1, found: record.seq });
+                if record.seq > expected {
+                    return Err(FailureReason::SequenceGap { expected, found: record.seq });
                 }
                 if record.prev_tag != last.tag {
                     return Err(FailureReason::ChainBroken);
