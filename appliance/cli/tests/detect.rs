@@ -109,7 +109,9 @@ fn spoofed_scanners_cannot_starve_the_breaker_and_the_real_scanner_is_blocked() 
     let iface = format!("mld{}a0", lab.id);
     let spoofed = lab.exec("a", &["/usr/bin/python3", &repo().join("tests/lab/spoofed-scan.py").display().to_string(), &iface, &mac, "150", "40"]);
     assert!(spoofed.status.success(), "{}", stderr(&spoofed));
-    let scan = lab.exec("a", &["nmap", "-n", "-Pn", "-sS", "-T4", "--top-ports", "200", "10.66.9.2"]);
+    // A connect scan with version probes: the services' answers are two-way evidence
+    // (docs/detection.md), which the spoofed sources cannot make.
+    let scan = lab.exec("a", &["nmap", "-n", "-Pn", "-sT", "-sV", "--version-light", "-T4", "--top-ports", "200", "10.66.9.2"]);
     assert!(scan.status.success(), "{}", stderr(&scan));
     let blocked = eventually(Duration::from_secs(10), || stdout(&lab.mldefender(&["block", "list"])).contains("10.66.2.2/32"));
     let entries = stdout(&lab.mldefender(&["block", "list"]));
