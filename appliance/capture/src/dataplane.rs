@@ -264,7 +264,9 @@ impl Dataplane {
         maps::reconcile_sources(sources, &plan.rules)
     }
 
-    /// The maps a capture task needs, as fds to hand to its process.
+    /// The maps a capture task needs, as fds to hand to its process: the ring buffer and
+    /// the deny map read-write; the allow and counters maps read-only (the kernel
+    /// refuses writes through those fds).
     pub fn task_fds(&self) -> Result<TaskFds<'_>, CaptureError> {
         let ebpf = self.ebpf.as_ref().ok_or_else(|| CaptureError::Load("the program was shut down".into()))?;
         let fd = |name: &'static str| -> Result<BorrowedFd<'_>, CaptureError> {
@@ -278,7 +280,11 @@ impl Dataplane {
             };
             Ok(data.fd().as_fd())
         };
-        Ok(TaskFds { ring: fd(EVENTS_MAP)?, allow: fd(maps::ALLOW_MAP)?, deny: fd(maps::DENY_MAP)?, counters: fd(maps::COUNTERS_MAP)? })
+        let read_only = |name: &'static str| {
+            let pin = self.bpffs_dir.join(name);
+            maps::open_pin_read_only(&pin).map_err(|error| CaptureError::io("open read-only", pin, error))
+        };
+        Ok(TaskFds { ring: fd(EVENTS_MAP)?, allow: read_only(maps::ALLOW_MAP)?, deny: fd(maps::DENY_MAP)?, counters: read_only(COUNTERS_MAP)? })
     }
 
     /// Takes the ring buffer (once).
@@ -349,13 +355,14 @@ fn adoptable_link(pin: &Path, ifindex: u32) -> Option<aya::programs::xdp::XdpLin
     aya::programs::xdp::XdpLink::try_from(link).ok()
 }
 
-/// Borrowed fds of the maps a capture task uses.
-#[derive(Debug, Clone, Copy)]
+/// Fds of the maps a capture task uses: read-write where it writes (ring consumer
+/// position, deny), read-only where it only reads (allow, counters).
+#[derive(Debug)]
 pub struct TaskFds<'a> {
     pub ring: BorrowedFd<'a>,
-    pub allow: BorrowedFd<'a>,
+    pub allow: OwnedFd,
     pub deny: BorrowedFd<'a>,
-    pub counters: BorrowedFd<'a>,
+    pub counters: OwnedFd,
 }
 
 /// Reads packet records from the XDP program's ring buffer.

@@ -438,6 +438,33 @@ pub(crate) fn interface_direction(map: &mut Map, ifindex: u32) -> Result<u32, Ca
     }
 }
 
+/// Opens a pinned map read-only (`BPF_OBJ_GET` with `BPF_F_RDONLY`): an fd through which
+/// lookups work and updates are refused by the kernel. For tasks that only read a map.
+pub(crate) fn open_pin_read_only(pin: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: nix::libc::c_long = 7;
+    const BPF_F_RDONLY: u32 = 1 << 3;
+    #[repr(C)]
+    struct GetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let get = GetAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: BPF_F_RDONLY };
+    // SAFETY: BPF_OBJ_GET reads the NUL-terminated path, alive for the call, and returns
+    // a new fd (or -1), which is owned below.
+    #[allow(unsafe_code)]
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_bpf, BPF_OBJ_GET, std::ptr::addr_of!(get), std::mem::size_of::<GetAttr>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    #[allow(unsafe_code)]
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// The interface the XDP link pinned at `pin` is attached to; `None` when there is no
 /// such pin, it is not an XDP link, or it is detached (its interface was removed: the
 /// kernel reports ifindex 0).

@@ -339,7 +339,7 @@ impl Supervisor {
         let kind = self.tasks[index].config.kind;
         let fds = self.dataplane.task_fds()?;
         let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
-            TaskKind::Capture => (vec![fds.ring, fds.allow, fds.deny, fds.counters], "control,ring,allow,deny,counters"),
+            TaskKind::Capture => (vec![fds.ring, fds.allow.as_fd(), fds.deny, fds.counters.as_fd()], "control,ring,allow,deny,counters"),
             TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
             TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd()], "control,events,key"),
             TaskKind::Ingest => (vec![self.log_key.as_fd(), self.query_listener.as_fd()], "control,key,query"),

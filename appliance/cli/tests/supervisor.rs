@@ -41,6 +41,16 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
         assert_eq!(field(&status, "CapEff:"), expected_caps, "{name}: capabilities");
         assert_eq!(field(&status, "Groups:"), "", "{name}: no supplementary groups");
     }
+    // The capture task reads the allow and counters maps through read-only fds (the
+    // kernel refuses writes through them); only the ring and the deny map are writable.
+    let capture_pid = supervisor.task("capture")["pid"].as_u64().expect("pid");
+    let access_mode = |fd: u32| {
+        let info = std::fs::read_to_string(format!("/proc/{capture_pid}/fdinfo/{fd}")).expect("fdinfo");
+        let flags = info.lines().find_map(|line| line.strip_prefix("flags:")).expect("flags").trim().to_string();
+        u32::from_str_radix(&flags, 8).expect("octal flags") & 0o3
+    };
+    assert_eq!((access_mode(5), access_mode(7)), (0, 0), "allow (fd 5) and counters (fd 7) must be read-only");
+    assert_eq!((access_mode(4), access_mode(6)), (2, 2), "ring (fd 4) and deny (fd 6) are read-write");
 
     // Flows reach the sink over IPC.
     for _ in 0..3 {
