@@ -10,6 +10,9 @@ use mld_detect::response::Responder;
 use mld_detect::scorer::OnnxScorer;
 use mld_eventlog::{build_event, EventContext, Verdict};
 
+/// The `action` of a gap record.
+pub const GAP_ACTION: &str = "gap";
+
 pub struct Detection {
     pub detector: Detector,
     model_sha256: Option<String>,
@@ -43,6 +46,65 @@ impl Detection {
             windows_secs,
             model_description,
         })
+    }
+
+    /// The record of a gap: events the detect task could not keep while the log task was
+    /// away or behind (its bounded queue was full). A valid `event` record (the log seals
+    /// nothing else) with `action` "gap": no flow (addresses unspecified, protocol 0,
+    /// features 0), the span of the lost events in `flow_first_seen_us` ..
+    /// `flow_last_seen_us`, and the counts by action in `provenance`
+    /// (docs/event-log.md, "Gaps").
+    pub fn gap_record(&self, gap: &mld_ipc::Gap, queue_max_events: usize, queue_max_bytes: usize) -> serde_json::Map<String, serde_json::Value> {
+        let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        let flow = mld_flow::FlowRecord {
+            src_ip: unspecified,
+            src_port: 0,
+            dst_ip: unspecified,
+            dst_port: 0,
+            protocol: 0,
+            ip_version: 4,
+            first_seen_ns: gap.first_us.saturating_mul(1000),
+            last_seen_ns: gap.last_us.saturating_mul(1000),
+            end_reason: mld_flow::EndReason::EndOfInput,
+            fwd_ip_bytes: 0,
+            bwd_ip_bytes: 0,
+            ifindex: 0,
+            features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
+            source_windows: Vec::new(),
+        };
+        let by_action: Vec<String> = gap.lost_by_kind.iter().map(|(action, count)| format!("{action} {count}")).collect();
+        let provenance = format!(
+            "gap: {} events lost ({}) from {} to {}: the log task was away or behind and the detect task's queue ({queue_max_events} events, {} MiB) was full; decisions were applied all the same",
+            gap.lost(),
+            by_action.join(", "),
+            mld_flow::time::rfc3339_utc(flow.first_seen_ns),
+            mld_flow::time::rfc3339_utc(flow.last_seen_ns),
+            queue_max_bytes >> 20
+        );
+        let event = Event {
+            action: mld_detect::engine::Action::Observe,
+            source: unspecified,
+            flow,
+            category: mld_detect::heuristics::Category::Other,
+            score_fast: 0.0,
+            score_model: None,
+            score_final: 0.0,
+            score_divergence: None,
+            authoritative: "none",
+            provenance,
+            ttl: None,
+            escalation_step: 0,
+            protected: false,
+        };
+        let mut record = self.record(&event, "standalone");
+        record.insert("action".to_string(), GAP_ACTION.into());
+        // The id of a decision-like record: the span and the action, not the (empty) flow.
+        let digest = {
+            use sha2::Digest;
+            sha2::Sha256::digest(format!("gap|{}|{}|{}", self.node, gap.first_us, gap.last_us).as_bytes())
+        };
+        record.insert("event_id".to_string(), format!("ev-{}", hex::encode(&digest[..12])).into());
+        record
     }
 
     /// The event's signed-log record.

@@ -22,7 +22,7 @@ use mld_eventlog::{Delivery, LogKey, LogWriter, WriterError};
 
 use crate::detection::Detection;
 use crate::pipeline::{CaptureSide, Emitted};
-use mld_ipc::{is_new, AckWindow, EventAck, EventMessage};
+use mld_ipc::{is_new, AckWindow, EventAck, EventMessage, GapQueue, Queued};
 
 use crate::exit::Exit;
 
@@ -33,6 +33,12 @@ const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 const DRAIN_DEADLINE: Duration = Duration::from_millis(1500);
 /// Events in flight between the sink and the log task.
 const EVENT_WINDOW: usize = 4096;
+/// Events waiting for room in the window (the log task away, behind, or its disk full),
+/// at most this many and this many bytes (records are ~4 KiB): beyond, the newest are
+/// dropped, counted by action into one gap record written once the log is back. Blocks
+/// never wait for the log (docs/event-log.md, "Gaps").
+const EVENT_QUEUE_MAX_EVENTS: usize = 65_536;
+const EVENT_QUEUE_MAX_BYTES: usize = 64 << 20;
 
 /// The fds the supervisor handed over, by name.
 struct HandedFds {
@@ -104,11 +110,14 @@ impl Control {
 /// of the supervisor's control-channel budget. Release builds neither pass it to tasks
 /// nor honour it.
 const TEST_FLOOD_CONTROL: &str = "MLD_TEST_FLOOD_CONTROL";
+/// Test builds only: the detect task's event window and queue hold this many events
+/// (instead of 4,096 and 65,536), so a lab test can overflow them in seconds.
+const TEST_EVENT_QUEUE_MAX: &str = "MLD_TEST_EVENT_QUEUE_MAX";
 
 /// The test hooks' variables the supervisor passes on to its tasks (none in release builds).
 pub fn test_hook_env() -> Vec<(String, String)> {
     if cfg!(debug_assertions) {
-        std::env::var(TEST_FLOOD_CONTROL).ok().map(|task| (TEST_FLOOD_CONTROL.to_string(), task)).into_iter().collect()
+        [TEST_FLOOD_CONTROL, TEST_EVENT_QUEUE_MAX].into_iter().filter_map(|name| std::env::var(name).ok().map(|value| (name.to_string(), value))).collect()
     } else {
         Vec::new()
     }
@@ -420,8 +429,13 @@ struct EventSender {
     acked: u64,
     /// This run's id: the log task keeps sequence numbers per stream.
     stream_id: u64,
-    /// Events dropped because the window was full (the log task away or behind).
-    dropped: u64,
+    /// Events waiting for room in the window; what it cannot hold becomes a gap record.
+    queue: GapQueue<String>,
+}
+
+/// Test builds only: [`TEST_EVENT_QUEUE_MAX`].
+fn test_event_queue_max() -> Option<usize> {
+    cfg!(debug_assertions).then(|| std::env::var(TEST_EVENT_QUEUE_MAX).ok().and_then(|max| max.parse().ok())).flatten()
 }
 
 /// A random id for this process's event stream.
@@ -435,16 +449,41 @@ fn new_stream_id() -> u64 {
 }
 
 impl EventSender {
-    fn send(&mut self, record: String) {
-        match self.window.send(record) {
-            Some((seq, record)) => {
+    /// Queues an event record for the log task; never waits (a full queue counts it
+    /// into the gap record).
+    fn send(&mut self, record: serde_json::Map<String, serde_json::Value>) {
+        let action = record.get("action").and_then(|action| action.as_str()).unwrap_or("unknown").to_string();
+        let ts_us = record.get("ts_us").and_then(|ts| ts.as_u64()).unwrap_or(0);
+        let text = serde_json::Value::Object(record).to_string();
+        let bytes = text.len();
+        self.queue.push(text, bytes, &action, ts_us);
+    }
+
+    /// Events lost to a full queue (each counted in a gap record).
+    fn lost(&self) -> u64 {
+        self.queue.lost()
+    }
+
+    /// Moves queued events (and gap records, built by `detection`) into the window while
+    /// it has room.
+    fn fill_window(&mut self, detection: &Detection) {
+        while self.window.can_send() {
+            let record = match self.queue.pop() {
+                Some(Queued::Item(record)) => record,
+                Some(Queued::Gap(gap)) => {
+                    warn!(lost = gap.lost(), first_us = gap.first_us, last_us = gap.last_us, "events were lost while the log was away; writing a gap record");
+                    serde_json::Value::Object(detection.gap_record(&gap, EVENT_QUEUE_MAX_EVENTS, EVENT_QUEUE_MAX_BYTES)).to_string()
+                }
+                None => break,
+            };
+            if let Some((seq, record)) = self.window.send(record) {
                 let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq, record });
             }
-            None => self.dropped += 1,
         }
     }
 
-    fn pump(&mut self) {
+    fn pump(&mut self, detection: &Detection) {
+        self.fill_window(detection);
         if self.stream.is_none() && Instant::now() >= self.next_attempt {
             match UnixStream::connect(&self.path) {
                 Ok(stream) => {
@@ -491,7 +530,7 @@ impl EventSender {
     }
 
     fn idle(&self) -> bool {
-        self.window.unacknowledged().next().is_none()
+        self.window.unacknowledged().next().is_none() && self.queue.is_empty()
     }
 }
 
@@ -727,11 +766,11 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         stream: None,
         decoder: FrameDecoder::default(),
         next_attempt: Instant::now(),
-        window: AckWindow::new(EVENT_WINDOW),
+        window: AckWindow::new(test_event_queue_max().unwrap_or(EVENT_WINDOW)),
         buffer: Vec::new(),
         acked: 0,
         stream_id: new_stream_id(),
-        dropped: 0,
+        queue: GapQueue::new(test_event_queue_max().unwrap_or(EVENT_QUEUE_MAX_EVENTS), EVENT_QUEUE_MAX_BYTES),
     };
     let mut neighbours = match config.detect.nearest_past_events {
         0 => None,
@@ -769,15 +808,11 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
                 Err(error) => warn!(error = %error, "refused a flow connection without peer credentials"),
             }
         }
-        // Read while the log task keeps up; otherwise leave flows in the socket (the
-        // capture task's bounded queue drops and counts).
-        let room = events.window.can_send();
+        // Always read and decide, whatever the log task's state: blocking never waits
+        // for the log (events wait in a bounded queue; what it cannot hold is counted
+        // into a gap record).
         let mut all_closed = !connections.is_empty();
         connections.retain_mut(|connection| {
-            if !room {
-                all_closed = false;
-                return true;
-            }
             let (read, open) = read_available(&mut connection.stream, &mut connection.decoder, &mut buffer);
             busy |= read;
             loop {
@@ -795,7 +830,7 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
                     Ok(Some(FlowMessage::BlockExpired { prefix })) => {
                         if let Ok(prefix) = prefix.parse::<mld_config::IpPrefix>() {
                             if let Some(event) = detection.detector.on_expired(prefix.addr()) {
-                                events.send(serde_json::Value::Object(detection.record(&event, "standalone")).to_string());
+                                events.send(detection.record(&event, "standalone"));
                             }
                         }
                     }
@@ -873,7 +908,7 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
                     _ => Some(record),
                 };
                 if let Some(record) = record {
-                    events.send(serde_json::Value::Object(record).to_string());
+                    events.send(record);
                 }
             }
             if drained {
@@ -882,14 +917,14 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         }
         if let Some(neighbours) = neighbours.as_mut() {
             for record in neighbours.ready() {
-                events.send(serde_json::Value::Object(record).to_string());
+                events.send(record);
             }
         }
-        events.pump();
+        events.pump(&detection);
         let d = detection.detector.counters;
         counters.flows_received = d.flows_received;
         counters.flows_scored = d.flows_scored;
-        counters.flows_dropped_detect = d.flows_dropped + events.dropped;
+        counters.flows_dropped_detect = d.flows_dropped + events.lost();
         counters.reports_received = d.reports_received;
         counters.blocks = d.blocks;
         counters.alerts = d.alerts;
@@ -910,12 +945,12 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
     // event to the log task and wait for its acknowledgement (bounded).
     if let Some(neighbours) = neighbours.take() {
         for record in neighbours.finish() {
-            events.send(serde_json::Value::Object(record).to_string());
+            events.send(record);
         }
     }
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while !events.idle() && Instant::now() < deadline {
-        events.pump();
+        events.pump(&detection);
         std::thread::sleep(Duration::from_millis(2));
     }
     counters.events_acked = events.acked;

@@ -7,7 +7,8 @@
 //! Queues between tasks are bounded and say what happens when full ([`Outbox`]:
 //! the newest message is dropped and counted). Messages that must not be lost travel
 //! with a sequence number and are re-sent until acknowledged ([`AckWindow`]); the
-//! receiver drops duplicates by sequence number.
+//! receiver drops duplicates by sequence number. What waits for such a window is held in
+//! a [`GapQueue`]: bounded, and what it cannot hold becomes one [`Gap`] in its place.
 //!
 //! This crate does no IO of its own beyond encoding into and decoding from byte
 //! buffers and `std::io` streams handed to it.
@@ -20,4 +21,4 @@ pub use frame::{read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYT
 pub use messages::{
     ControlRequest, EventAck, EventMessage, FlowMessage, ResponseMessage, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus,
 };
-pub use queue::{is_new, AckWindow, Outbox};
+pub use queue::{is_new, AckWindow, Gap, GapQueue, Outbox, Queued};
