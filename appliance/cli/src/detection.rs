@@ -133,3 +133,17 @@ impl Detection {
         build_event(&event.flow, &verdict, &context)
     }
 }
+
+/// The interfaces whose strict source check vouches for the addresses arriving there (a
+/// strict check with prefixes to check against), by ifindex: the detect task lets a scan
+/// or flood from them block on the fast path alone.
+pub fn anchored_interfaces(config: &Config, net: &mld_hostnet::HostNet) -> Vec<u32> {
+    config
+        .capture
+        .interfaces
+        .iter()
+        .filter(|interface| interface.source_check == mld_config::SourceCheck::Strict)
+        .filter(|interface| !interface.source_prefixes.is_empty() || !net.prefixes_behind(&interface.name).is_empty())
+        .filter_map(|interface| nix::net::if_::if_nametoindex(interface.name.as_str()).ok())
+        .collect()
+}

@@ -750,11 +750,9 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
     };
     // Fail closed: without its models (when required) the task does not start.
-    let mut detection = Detection::new(
-        config,
-        &config_sha256,
-        mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::read()),
-    )?;
+    let net = mld_hostnet::HostNet::read();
+    let mut detection = Detection::new(config, &config_sha256, mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &net))?;
+    detection.detector.set_anchored_interfaces(crate::detection::anchored_interfaces(config, &net));
     let mut last_network_refresh = Instant::now();
     info!(models = %detection.model_description, policy = config.detect.policy.as_str(), mode = ?config.response.mode, "detection loaded");
     let mut connections: Vec<CaptureConnection> = Vec::new();
@@ -852,7 +850,9 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         if last_network_refresh.elapsed() >= config.capture.network_refresh {
             // Resolvers, default gateways and own addresses follow the host.
             last_network_refresh = Instant::now();
-            if detection.detector.responder_mut().protected_mut().refresh(&mld_hostnet::HostNet::read()) {
+            let net = mld_hostnet::HostNet::read();
+            detection.detector.set_anchored_interfaces(crate::detection::anchored_interfaces(config, &net));
+            if detection.detector.responder_mut().protected_mut().refresh(&net) {
                 let protected = detection.detector.responder().protected();
                 info!(resolvers = ?protected.resolvers(), default_gateways = ?protected.default_gateways(), "protected infrastructure changed");
             }

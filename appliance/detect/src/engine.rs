@@ -114,6 +114,9 @@ struct SourceState {
     /// The last time a flow of the source showed two-way evidence
     /// ([`crate::evidence::two_way_evidence`]).
     two_way_ns: Option<u64>,
+    /// The last time a flow of the source arrived on an interface whose strict source
+    /// check vouches for its address (see [`Detector::set_anchored_interfaces`]).
+    anchored_ns: Option<u64>,
 }
 
 impl SourceState {
@@ -121,9 +124,16 @@ impl SourceState {
         self.two_way_ns.is_some_and(|at| now.saturating_sub(at) <= evidence_ns)
     }
 
-    fn saw(&mut self, flow: &FlowRecord, now: u64) {
+    fn anchored(&self, now: u64, evidence_ns: u64) -> bool {
+        self.anchored_ns.is_some_and(|at| now.saturating_sub(at) <= evidence_ns)
+    }
+
+    fn saw(&mut self, flow: &FlowRecord, now: u64, anchored: bool) {
         if two_way_evidence(flow) {
             self.two_way_ns = Some(now);
+        }
+        if anchored {
+            self.anchored_ns = Some(now);
         }
     }
 }
@@ -150,6 +160,10 @@ pub struct Detector {
     responder: Responder,
     scorer: Option<Box<dyn Scorer>>,
     sources: HashMap<IpAddr, SourceState>,
+    /// Interfaces (ifindex) with a strict source check: a flow that arrived there comes
+    /// from an address that is behind that interface, so a spoofer can only use the
+    /// addresses of its own link (see [`Detector::set_anchored_interfaces`]).
+    anchored_interfaces: Vec<u32>,
     /// The sources by last activity, least recent first: (last_seen_ns, source). Kept
     /// in step with `sources`, so forgetting the least recently active is O(log n).
     by_last_seen: BTreeSet<(u64, IpAddr)>,
@@ -178,6 +192,7 @@ impl Detector {
             responder,
             scorer,
             sources: HashMap::new(),
+            anchored_interfaces: Vec::new(),
             by_last_seen: BTreeSet::new(),
             touched: HashSet::new(),
             queue: VecDeque::new(),
@@ -191,6 +206,13 @@ impl Detector {
 
     pub fn responder(&self) -> &Responder {
         &self.responder
+    }
+
+    /// The interfaces (ifindex) whose strict source check vouches for the addresses that
+    /// arrive there. A scan or flood from such a source may block on the fast path alone:
+    /// a spoofer there can only use addresses of its own link.
+    pub fn set_anchored_interfaces(&mut self, ifindexes: Vec<u32>) {
+        self.anchored_interfaces = ifindexes;
     }
 
     pub fn responder_mut(&mut self) -> &mut Responder {
@@ -236,7 +258,9 @@ impl Detector {
             state.fast = Some((fast, now));
         }
         if let Some(flow) = report.latest_flow {
-            state.saw(&flow, now);
+            let anchored = flow.src_ip == report.src_ip && self.anchored_interfaces.contains(&flow.ifindex);
+            let state = self.state(report.src_ip, now);
+            state.saw(&flow, now, anchored);
             state.latest_flow = Some(flow);
         }
     }
@@ -364,8 +388,9 @@ impl Detector {
             };
             let now = self.now_ns;
             let source = flow.src_ip;
+            let anchored = self.anchored_interfaces.contains(&flow.ifindex);
             let state = self.state(source, now);
-            state.saw(&flow, now);
+            state.saw(&flow, now, anchored);
             if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
                 state.slow_verdict = Some((verdict, now));
             }
@@ -447,9 +472,11 @@ impl Detector {
         let state = self.sources.get_mut(&source)?;
         let fast = current_fast(state, now, evidence_ns);
         let two_way = state.two_way(now, evidence_ns);
+        let anchored = state.anchored(now, evidence_ns);
         // A scan or flood is what a spoofer fakes most cheaply (a few SYNs from a forged
-        // address): the fast path alone blocks it only with two-way evidence.
-        let spoofable = matches!(fast.category, Category::Scan | Category::Flood);
+        // address): the fast path alone blocks it only with two-way evidence, or when the
+        // source arrived where a strict source check vouches for its address.
+        let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !anchored;
         state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
         let model_max = state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
         let strong = state.model.iter().filter(|(_, score, _, decisive)| *decisive && *score >= self.config.model_alone_threshold).count() as u32;
@@ -509,6 +536,9 @@ impl Detector {
         } else {
             "; two-way evidence: none"
         });
+        if anchored {
+            provenance.push_str("; source address vouched for by a strict source check on its interface");
+        }
         if let Some(scorer) = self.scorer.as_ref() {
             provenance.push_str(&format!("; features: {}", scorer.explain(&flow)));
         }
@@ -887,6 +917,25 @@ mod tests {
         let events = detector.tick();
         assert_eq!(decisions(&events), vec![(Action::Block, "203.0.113.11".to_string())]);
         assert!(events[0].provenance.contains("two-way evidence: yes"), "{}", events[0].provenance);
+    }
+
+    #[test]
+    fn a_one_way_scan_or_flood_from_an_interface_with_a_strict_source_check_blocks_alone() {
+        let mut detector = detector(|_| {});
+        detector.set_anchored_interfaces(vec![7]);
+        let mut scan = report_one_way("10.66.2.2", SECOND, 900, 900.0, 900.0);
+        if let Some(flow) = scan.latest_flow.as_mut() {
+            flow.ifindex = 7;
+        }
+        let mut elsewhere = report_one_way("10.66.2.3", SECOND, 900, 900.0, 900.0);
+        if let Some(flow) = elsewhere.latest_flow.as_mut() {
+            flow.ifindex = 8;
+        }
+        detector.on_report(scan);
+        detector.on_report(elsewhere);
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string()), (Action::Alert, "10.66.2.3".to_string())]);
+        assert!(events[0].provenance.contains("vouched for by a strict source check"), "{}", events[0].provenance);
     }
 
     #[test]
