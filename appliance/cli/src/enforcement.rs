@@ -129,7 +129,13 @@ fn restore_saved_blocks(dataplane: &mut Dataplane, config: &CaptureConfig) -> Re
     let mut restored = 0;
     for entry in saved {
         match dataplane.maps().deny_add(&entry.prefix, entry.ttl, entry.reason) {
-            Ok(()) => restored += 1,
+            Ok(()) => {
+                restored += 1;
+                // The first few by name, with the time they have left.
+                if restored <= 10 {
+                    info!(prefix = %entry.prefix, reason = entry.reason.as_str(), ttl_secs = entry.ttl.map_or(0, |ttl| ttl.as_secs()), permanent = entry.ttl.is_none(), "restored a saved block");
+                }
+            }
             Err(CaptureError::Refused(why)) => warn!(prefix = %entry.prefix, why = %why, "a saved block was not restored"),
             Err(error) => return Err(error),
         }

@@ -134,6 +134,15 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             return Ok(Exit::Failure);
         }
     }
+    if let Some(data) = &config.system.data {
+        // Before anything is written under it (keys, saved blocks, the log); without it
+        // the appliance still runs, from whatever holds the path (RAM in the image).
+        match init::mount_data(&data.device, &data.fstype, &data.mount, data.wait) {
+            Ok(true) => info!(device = %data.device.display(), mount = %data.mount.display(), "persistent storage mounted"),
+            Ok(false) => warn!(device = %data.device.display(), "no persistent storage: the log, keys and saved blocks live in RAM until the next boot"),
+            Err(error) => error!(error = %error, "persistent storage did not mount: the log, keys and saved blocks live in RAM until the next boot"),
+        }
+    }
     for interface in &config.system.interfaces_up {
         if let Err(error) = init::set_link_up("lo").and_then(|()| init::set_link_up(interface)) {
             error!(error = %error, "failed to bring an interface up");

@@ -52,6 +52,11 @@ struct Vm {
 
 impl Vm {
     fn boot(image: &std::path::Path, config: &str) -> Vm {
+        Vm::boot_with_disk(image, config, None)
+    }
+
+    /// Boots with `disk` (a raw image) as the guest's /dev/vda.
+    fn boot_with_disk(image: &std::path::Path, config: &str, disk: Option<&std::path::Path>) -> Vm {
         let dir = tempfile::tempdir().expect("temp dir");
         let monitor = dir.path().join("monitor.sock");
         let booted = Instant::now();
@@ -64,6 +69,7 @@ impl Vm {
             .arg("-append")
             .arg(format!("console=ttyS0 panic=-1 quiet -- supervise --config {config}"))
             .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .args(disk.map(|disk| vec!["-drive".to_string(), format!("file={},format=raw,if=virtio", disk.display())]).unwrap_or_default())
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
             .stdin(Stdio::null())
@@ -170,3 +176,50 @@ fn in_the_vm_the_cgroup_limit_kills_a_task_over_budget() {
     assert!(!text.contains("task exited task=\"capture\""), "the capture task was not affected:\n{text}");
 }
 
+/// The number after `key=` in the console line that contains `needle`.
+fn console_number(text: &str, needle: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.contains(needle))?;
+    let rest = line.split(&format!("{key}=")).nth(1)?;
+    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+}
+
+#[test]
+fn blocks_and_the_log_persist_on_the_image_disk_across_a_reboot() {
+    let Some(image) = image() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A data disk whose saved blocks hold one block with 10 minutes left (as a running
+    // appliance leaves it).
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(seed.join("capture")).expect("seed dir");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let blocks = serde_json::json!({
+        "format": 1,
+        "saved_unix_ms": now_ms,
+        "blocks": [{ "prefix": "203.0.113.7/32", "reason": "scan", "expires_unix_ms": now_ms + 600_000 }],
+    });
+    std::fs::write(seed.join("capture/blocks.json"), blocks.to_string()).expect("write blocks.json");
+    let disk = dir.path().join("data.img");
+    assert!(run(Command::new("truncate").args(["-s", "64M"]).arg(&disk)).status.success());
+    let mkfs = run(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&seed).arg(&disk));
+    assert!(mkfs.status.success(), "mkfs.ext4: {}", stderr(&mkfs));
+
+    let mut ttls = Vec::new();
+    for boot in 1..=2 {
+        let mut vm = Vm::boot_with_disk(image, "/etc/mldefender/mldefender.toml", Some(&disk));
+        let ready = vm.wait_for("mldefender: ready", Duration::from_secs(120));
+        assert!(ready.is_some(), "boot {boot}: no `mldefender: ready`:\n{}", vm.text());
+        let text = vm.text();
+        assert!(text.contains("persistent storage mounted"), "boot {boot}:\n{text}");
+        let ttl = console_number(&text, "restored a saved block prefix=203.0.113.7/32", "ttl_secs")
+            .unwrap_or_else(|| panic!("boot {boot}: the block was not restored from the disk:\n{text}"));
+        ttls.push(ttl);
+        vm.shut_down();
+    }
+    // The second boot restored what the first one saved at its shutdown, with the time
+    // that had passed taken off (two boots take well under two minutes).
+    assert!(ttls[0] <= 600 && ttls[0] > 480, "first boot: {ttls:?}");
+    assert!(ttls[1] <= ttls[0] && ttls[1] + 120 > ttls[0], "TTL not carried across the reboot: {ttls:?}");
+    // The signed log of both boots is on the disk, not in RAM.
+    let listing = run(Command::new("debugfs").args(["-R", "ls -p /log"]).arg(&disk));
+    assert!(stdout(&listing).contains("events-vm-"), "no log on the disk: {}", stdout(&listing));
+}

@@ -22,7 +22,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
 pub use warnings::FALLBACK_NODE;
 pub use validate::{
-    CaptureConfig, Config, FlowConfig, IndexConfig, IngestConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig,
+    CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig,
     TaskConfig, TaskKind, WindowsConfig, XdpMode,
 };
 

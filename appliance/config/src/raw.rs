@@ -121,11 +121,27 @@ pub struct RawSystem {
     pub modules: Vec<String>,
     /// Interfaces the supervisor brings up at start.
     pub interfaces_up: Vec<String>,
+    /// Block device of the persistent data (state, keys, log); empty: none.
+    pub data_device: String,
+    /// Its file system type.
+    pub data_fstype: String,
+    /// Where it is mounted.
+    pub data_mount: String,
+    /// How long to wait for the device to appear. Milliseconds.
+    pub data_wait_ms: i64,
 }
 
 impl Default for RawSystem {
     fn default() -> RawSystem {
-        RawSystem { modules_dir: "/lib/modules/mldefender".to_string(), modules: Vec::new(), interfaces_up: Vec::new() }
+        RawSystem {
+            modules_dir: "/lib/modules/mldefender".to_string(),
+            modules: Vec::new(),
+            interfaces_up: Vec::new(),
+            data_device: String::new(),
+            data_fstype: "ext4".to_string(),
+            data_mount: "/var/lib/mldefender".to_string(),
+            data_wait_ms: 5000,
+        }
     }
 }
 

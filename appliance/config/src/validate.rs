@@ -110,6 +110,18 @@ pub struct SystemConfig {
     pub modules_dir: PathBuf,
     pub modules: Vec<String>,
     pub interfaces_up: Vec<String>,
+    /// The persistent data device (mounted before anything else); `None`: everything
+    /// stays where the root file system keeps it.
+    pub data: Option<DataMount>,
+}
+
+/// A block device the supervisor mounts at start for persistent state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMount {
+    pub device: PathBuf,
+    pub fstype: String,
+    pub mount: PathBuf,
+    pub wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -650,7 +662,21 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
             errors.push(ConfigError::new(format!("system.interfaces-up[{index}]"), format!("must be an interface name, got \"{name}\"")));
         }
     }
-    SystemConfig { modules_dir: PathBuf::from(&raw.modules_dir), modules: raw.modules.clone(), interfaces_up: raw.interfaces_up.clone() }
+    let wait = Duration::from_millis(in_range(raw.data_wait_ms, 0, 60_000, "system.data-wait-ms", errors));
+    let data = if raw.data_device.is_empty() {
+        None
+    } else {
+        for (key, value) in [("system.data-device", &raw.data_device), ("system.data-mount", &raw.data_mount)] {
+            if !value.starts_with('/') {
+                errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
+            }
+        }
+        if !["ext4", "ext2", "ext3", "xfs", "btrfs", "vfat"].contains(&raw.data_fstype.as_str()) {
+            errors.push(ConfigError::new("system.data-fstype", format!("must be ext4, ext2, ext3, xfs, btrfs or vfat, got \"{}\"", raw.data_fstype)));
+        }
+        Some(DataMount { device: PathBuf::from(&raw.data_device), fstype: raw.data_fstype.clone(), mount: PathBuf::from(&raw.data_mount), wait })
+    };
+    SystemConfig { modules_dir: PathBuf::from(&raw.modules_dir), modules: raw.modules.clone(), interfaces_up: raw.interfaces_up.clone(), data }
 }
 
 fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {

@@ -40,6 +40,27 @@ fn is_mountpoint(path: &str) -> bool {
     std::fs::metadata(parent).map(|parent| parent.dev() != metadata.dev()).unwrap_or(false)
 }
 
+/// Mounts the persistent data device at `target` once it appears (its driver probes
+/// after the modules are loaded), waiting at most `wait`. `Ok(false)`: the device never
+/// appeared (no persistent storage); an error names the device and the mount point.
+/// Already mounted there: `Ok(true)`.
+pub fn mount_data(device: &Path, fstype: &str, target: &Path, wait: std::time::Duration) -> Result<bool, String> {
+    let deadline = std::time::Instant::now() + wait;
+    while !device.exists() {
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if target.to_str().is_some_and(is_mountpoint) {
+        return Ok(true);
+    }
+    std::fs::create_dir_all(target).map_err(|error| format!("failed to create mount point `{}`: {error}", target.display()))?;
+    mount(Some(device), target, Some(fstype), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
+        .map_err(|error| format!("failed to mount {fstype} `{}` on `{}`: {error}", device.display(), target.display()))?;
+    Ok(true)
+}
+
 /// Flushes file systems and powers the machine off. Only returns on failure.
 pub fn power_off() -> String {
     nix::unistd::sync();
