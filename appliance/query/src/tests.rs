@@ -89,3 +89,13 @@ proptest! {
         prop_assert_eq!(parse_time_us(&number.to_string()), Some(number));
     }
 }
+
+/// Found by the `query` fuzz target (fuzz/regressions/query/): minutes and seconds with a
+/// sign made a time before 1970 out of a 2026 date.
+#[test]
+fn fuzz_regression_negative_time_fields() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/query/negative-minutes-and-seconds");
+    let text = std::fs::read_to_string(&path).expect("the regression input");
+    assert_eq!(text, "2026-05-26T9:-33333339:-333333Z");
+    assert_eq!(parse_time_us(&text), None);
+}
