@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use mld_config::Config;
 use mld_detect::engine::Action;
-use mld_eventlog::{verify_paths, LogKey, LogWriter, WriterConfig};
+use mld_eventlog::{verify_paths, verify_paths_signed, CheckpointPublicKey, CheckpointSigningKey, LogKey, LogWriter, WriterConfig};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_packet::{decode_frame, DecodeOutcome, PcapReader};
 use sha2::{Digest, Sha256};
@@ -27,6 +27,19 @@ fn log_key(config: &Config) -> anyhow::Result<LogKey> {
     Ok(LogKey::load(path)?)
 }
 
+/// Loads the checkpoint signing key, creating it (0600) when missing and allowed.
+fn signing_key(config: &Config) -> anyhow::Result<CheckpointSigningKey> {
+    let path = &config.log.signing_key_file;
+    if !path.exists() && config.log.create_key {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
+        }
+        eprintln!("mldefender: creating log signing key `{}` (0600)", path.display());
+        return Ok(CheckpointSigningKey::create(path)?);
+    }
+    Ok(CheckpointSigningKey::load(path)?)
+}
+
 /// The writer settings of `[log]`.
 pub(crate) fn writer_config(config: &Config) -> WriterConfig {
     WriterConfig {
@@ -36,6 +49,8 @@ pub(crate) fn writer_config(config: &Config) -> WriterConfig {
         sync_interval: config.log.sync_interval,
         max_disk_bytes: config.log.max_disk_bytes,
         max_age: config.log.max_age,
+        checkpoint_every_records: config.log.checkpoint_every_records,
+        checkpoint_interval: config.log.checkpoint_interval,
         ..WriterConfig::new(config.log.dir.clone(), config.log.node.clone())
     }
 }
@@ -52,8 +67,8 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
             return Ok(Exit::Config);
         }
     };
-    let key = match log_key(&config) {
-        Ok(key) => key,
+    let (key, signer) = match log_key(&config).and_then(|key| Ok((key, signing_key(&config)?))) {
+        Ok(keys) => keys,
         Err(error) => {
             eprintln!("mldefender: error: {error:#}");
             return Ok(Exit::Config);
@@ -69,7 +84,10 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
             return Ok(Exit::Config);
         }
     };
-    let mut writer = LogWriter::open(writer_config(&config), key).context("failed to open the event log")?;
+    // Checkpoints by count only: replay is deterministic (the same input, keys and
+    // configuration give the same bytes), so nothing may depend on how long it runs.
+    let writer_config = WriterConfig { checkpoint_interval: std::time::Duration::MAX, ..writer_config(&config) };
+    let mut writer = LogWriter::open_signed(writer_config, key, signer).context("failed to open the event log")?;
     let first_seq = writer.last_seq() + 1;
     let mut table = FlowTable::new(config.flow_table());
     let mut side = CaptureSide::new(&config, &mut table);
@@ -124,7 +142,7 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     if let Some(error) = write_error {
         return Err(error).context("failed to write the event log");
     }
-    writer.sync().context("failed to fsync the event log")?;
+    writer.checkpoint().and_then(|()| writer.sync()).context("failed to fsync the event log")?;
     let counters = detection.detector.counters;
     eprintln!(
         "mldefender replay: {events} events written to {} (seq {first_seq}..{}, node {}); {decisions} decisions ({} blocks, {} alerts, {} refused); {}",
@@ -137,6 +155,57 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
         detection.model_description
     );
     Ok(exit)
+}
+
+/// `log verify --public-key`: by the signed checkpoints only.
+pub fn verify_signed(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {
+    let mut keys = Vec::new();
+    for path in key_files {
+        match CheckpointPublicKey::load(path) {
+            Ok(key) => keys.push(key),
+            Err(error) => {
+                eprintln!("mldefender: error: {error}");
+                return Ok(Exit::Config);
+            }
+        }
+    }
+    match verify_paths_signed(paths, &keys) {
+        Ok(summary) => {
+            println!(
+                "ok: node {}, {} files, {} records covered by {} signed checkpoints, seq {}..{}",
+                summary.node, summary.files, summary.records, summary.checkpoints, summary.first_seq, summary.last_seq
+            );
+            Ok(Exit::Success)
+        }
+        Err(failure) => {
+            println!("FAILED: {failure}");
+            Ok(Exit::Failure)
+        }
+    }
+}
+
+/// `log public-key`: the checkpoint public key, base64.
+pub fn public_key(config_path: Option<&Path>, signing_key_path: Option<&Path>) -> anyhow::Result<Exit> {
+    let path = match (signing_key_path, config_path) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, config_path) => {
+            let config = match crate::capture::load_config(config_path) {
+                Ok(config) => config,
+                Err(exit) => return Ok(exit),
+            };
+            config.log.signing_key_file.clone()
+        }
+    };
+    match CheckpointSigningKey::load(&path) {
+        Ok(key) => {
+            println!("{}", key.public_key().to_base64());
+            Ok(Exit::Success)
+        }
+        Err(error) => {
+            eprintln!("mldefender: error: {error}");
+            Ok(Exit::Config)
+        }
+    }
 }
 
 pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {

@@ -239,15 +239,29 @@ impl QueryArgs {
 
 #[derive(Debug, Subcommand)]
 enum LogCommand {
-    /// Check headers, chain, sequence and HMACs of a node's log files (or directory).
+    /// Check headers, chain, sequence and HMACs of a node's log files (or directory), or,
+    /// with --public-key, the signed checkpoints (no secret needed).
     ///
     /// Prints a summary; on failure the file, line and reason, and exits 1.
     Verify {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Key file(s): the current key and any earlier epoch's.
-        #[arg(long = "key", value_name = "FILE", required = true)]
+        /// HMAC key file(s): the current key and any earlier epoch's.
+        #[arg(long = "key", value_name = "FILE", required_unless_present = "public_keys", conflicts_with = "public_keys")]
         keys: Vec<PathBuf>,
+        /// Checkpoint public key file(s) (base64, one line; `mldefender log public-key`
+        /// prints it): every record must be covered by a validly signed checkpoint.
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
+    },
+    /// Print the public key of the checkpoint signing key (log.signing-key-file), base64:
+    /// what `log verify --public-key` takes.
+    PublicKey {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The signing key file itself, instead of the configuration's.
+        #[arg(long = "signing-key", value_name = "FILE", conflicts_with = "config")]
+        signing_key: Option<PathBuf>,
     },
     /// Print the event record's JSON Schema (with the configured windows).
     Schema {
@@ -394,7 +408,9 @@ fn main() -> ExitCode {
         },
         Command::Task { name } => task::run(&name),
         Command::Replay { config, files } => log::replay(&config, &files),
-        Command::Log(LogCommand::Verify { paths, keys }) => log::verify(&paths, &keys),
+        Command::Log(LogCommand::Verify { paths, public_keys, .. }) if !public_keys.is_empty() => log::verify_signed(&paths, &public_keys),
+        Command::Log(LogCommand::Verify { paths, keys, .. }) => log::verify(&paths, &keys),
+        Command::Log(LogCommand::PublicKey { config, signing_key }) => log::public_key(config.as_deref(), signing_key.as_deref()),
         Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
         Command::Model(ModelCommand::Keygen { private_key, public_key }) => model::keygen(&private_key, &public_key),
         Command::Model(ModelCommand::Sign { private_key, metadata }) => model::sign(&private_key, &metadata),

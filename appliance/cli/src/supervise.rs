@@ -78,6 +78,10 @@ struct Supervisor {
     status_listener: UnixListener,
     /// The log key, opened by the supervisor (root) and handed to the log task as an fd.
     log_key: std::fs::File,
+    /// The checkpoint signing key, the same way, to the log task only; the ingest task
+    /// gets its public key (ADR 0007).
+    signing_key: std::fs::File,
+    log_public_key: String,
     tasks: Vec<Task>,
     started: Instant,
     announced_ready: bool,
@@ -180,6 +184,13 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             return Ok(Exit::Config);
         }
     };
+    let (signing_key, log_public_key) = match open_signing_key(&config) {
+        Ok(opened) => opened,
+        Err(error) => {
+            error!(error = %format!("{error:#}"), "failed to open the log signing key");
+            return Ok(Exit::Config);
+        }
+    };
     status_listener.set_nonblocking(true).context("failed to configure the status socket")?;
 
     let mut tasks = Vec::new();
@@ -244,6 +255,8 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         query_listener,
         status_listener,
         log_key,
+        signing_key,
+        log_public_key,
         tasks,
         started: Instant::now(),
         announced_ready: false,
@@ -298,6 +311,27 @@ fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
     Ok(key_file)
 }
 
+/// Opens the checkpoint signing key once (creating it, 0600, when missing and
+/// `log.create-key` allows), checked on the open fd as the log key is; returns the file
+/// (for the log task) and its public key, base64 (for the ingest task).
+fn open_signing_key(config: &Config) -> anyhow::Result<(std::fs::File, String)> {
+    use mld_eventlog::{CheckpointSigningKey, SecretFileError, SigningKeyError};
+    let path = &config.log.signing_key_file;
+    let file = match CheckpointSigningKey::open(path) {
+        Err(SigningKeyError::File(SecretFileError::Io { source, .. })) if config.log.create_key && source.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                create_dirs(parent, 0o700).with_context(|| format!("failed to create `{}`", parent.display()))?;
+            }
+            CheckpointSigningKey::create(path)?;
+            info!(path = %path.display(), "log signing key created");
+            CheckpointSigningKey::open(path)?
+        }
+        opened => opened?,
+    };
+    let public_key = CheckpointSigningKey::from_file(file.try_clone().context("failed to duplicate the signing key fd")?, path)?.public_key().to_base64();
+    Ok((file, public_key))
+}
+
 fn is_not_found(error: &mld_eventlog::KeyError) -> bool {
     matches!(error, mld_eventlog::KeyError::File(mld_eventlog::SecretFileError::Io { source, .. }) if source.kind() == ErrorKind::NotFound)
 }
@@ -350,8 +384,9 @@ impl Supervisor {
         let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
             TaskKind::Capture => (vec![fds.ring, fds.allow.as_fd(), fds.deny, fds.counters.as_fd()], "control,ring,allow,deny,counters"),
             TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
-            TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd()], "control,events,key"),
-            TaskKind::Ingest => (vec![self.log_key.as_fd(), self.query_listener.as_fd()], "control,key,query"),
+            TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd(), self.signing_key.as_fd()], "control,events,key,signing-key"),
+            // No key fd at all: the checkpoint public key comes in the environment.
+            TaskKind::Ingest => (vec![self.query_listener.as_fd()], "control,query"),
         };
         handed.insert(0, task_end.as_fd());
         let task = &self.tasks[index];
@@ -377,6 +412,7 @@ impl Supervisor {
                 ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
                 ("MLD_DETECT_UID".to_string(), sink_uid.to_string()),
                 ("MLD_EVENTS_SOCKET".to_string(), self.config.capture.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
+                (crate::task::LOG_PUBLIC_KEY_ENV.to_string(), if kind == TaskKind::Ingest { self.log_public_key.clone() } else { String::new() }),
             ]
             .into_iter()
             .chain(crate::task::test_hook_env())

@@ -40,6 +40,11 @@ const EVENT_WINDOW: usize = 4096;
 const EVENT_QUEUE_MAX_EVENTS: usize = 65_536;
 const EVENT_QUEUE_MAX_BYTES: usize = 64 << 20;
 
+/// The environment variable that carries the checkpoint public key (base64) to the
+/// ingest task: public, so no fd is needed; the supervisor derives it from the signing
+/// key file it checked.
+pub(crate) const LOG_PUBLIC_KEY_ENV: &str = "MLD_LOG_PUBLIC_KEY";
+
 /// The fds the supervisor handed over, by name.
 struct HandedFds {
     names: Vec<String>,
@@ -534,18 +539,22 @@ impl EventSender {
     }
 }
 
-/// The ingest task: follows the signed log and verifies every record (read-only access to
-/// the log directory through its group; the key as a read-only fd); quarantines what
+/// The ingest task: follows the signed log and verifies every record by its signed
+/// checkpoint (read-only access to the log directory through its group; the checkpoint
+/// public key from the supervisor, never the HMAC key: ADR 0007); quarantines what
 /// fails; embeds every verified event into the similarity index and answers queries on the
 /// socket the supervisor handed over (`[ingest] index = false`: verify only).
 fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
-    let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
+    let public_key = std::env::var(LOG_PUBLIC_KEY_ENV)
+        .ok()
+        .and_then(|text| mld_eventlog::CheckpointPublicKey::from_base64(&text).ok())
+        .with_context(|| format!("{LOG_PUBLIC_KEY_ENV} is not set to a checkpoint public key: the supervisor hands it over"))?;
     let listener = UnixListener::from(fds.take("query")?);
     listener.set_nonblocking(true).context("failed to configure the query socket")?;
     // Root (the operator's `mldefender query`) and the detect task (nearest past events).
     let mut askers = vec![0u32];
     askers.extend(std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse::<u32>().ok()));
-    let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![key]);
+    let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![public_key]);
     ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
     ingest_config.recent_seqs = config.ingest.recent_seqs;
     ingest_config.max_quarantine_bytes = config.ingest.max_quarantine_bytes;
@@ -966,8 +975,9 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     let listener = UnixListener::from(fds.take("events")?);
     listener.set_nonblocking(true)?;
     let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
+    let signer = mld_eventlog::CheckpointSigningKey::from_file(std::fs::File::from(fds.take("signing-key")?), &config.log.signing_key_file)?;
     let producer_uid: u32 = std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_DETECT_UID is not set")?;
-    let mut writer = LogWriter::open(crate::log::writer_config(config), key).context("failed to open the event log")?;
+    let mut writer = LogWriter::open_signed(crate::log::writer_config(config), key, signer).context("failed to open the event log")?;
     for warning in config.warnings().iter().filter(|warning| warning.path.starts_with("log.")) {
         warn!(key = %warning.path, warning = %warning.message, "configuration warning");
     }
@@ -982,6 +992,9 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     let mut buffer = [0u8; 65536];
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         let mut busy = serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut delivered, &mut counters, &mut buffer)?;
+        // Records wait at most log.checkpoint-interval-ms for their signed checkpoint,
+        // which is what the ingest task waits for.
+        busy |= writer.tick().context("failed to write a checkpoint")?;
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
@@ -995,7 +1008,8 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     // Take what is still in the socket.
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut delivered, &mut counters, &mut buffer)? {}
-    writer.sync().context("failed to fsync the event log")?;
+    // Nothing is left without a checkpoint at shutdown.
+    writer.checkpoint().and_then(|()| writer.sync()).context("failed to fsync the event log")?;
     control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
     control.send(&TaskMessage::Counters(counters));
     info!(events = counters.events_logged, last_seq = writer.last_seq(), "log task stopped");

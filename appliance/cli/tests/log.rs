@@ -42,6 +42,22 @@ fn events(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
     events
 }
 
+fn records_of_type(dir: &Path, kind: &str) -> Vec<serde_json::Map<String, Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("log dir").map(|entry| entry.expect("entry").path()).collect();
+    files.sort();
+    let mut records = Vec::new();
+    for file in files {
+        for line in std::fs::read_to_string(&file).expect("read").lines() {
+            if let Ok(Value::Object(record)) = serde_json::from_str(line) {
+                if record["type"] == kind {
+                    records.push(record);
+                }
+            }
+        }
+    }
+    records
+}
+
 #[test]
 fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -65,6 +81,23 @@ fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
     let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
     assert_eq!(tampered.status.code(), Some(1));
     assert!(stdout(&tampered).contains(&format!("FAILED: {}:{line}: HMAC mismatch", file.display())), "{}", stdout(&tampered));
+
+    // The public key alone (no secret) catches the same change: its signed checkpoint
+    // no longer matches the bytes it covers. One byte: "observe" → "observf".
+    std::fs::write(&file, &text).expect("restore");
+    let public_key = run(mldefender().args(["log", "public-key", "--signing-key"]).arg(dir.path().join("keys/log-signing.key")));
+    assert!(public_key.status.success(), "{}", stderr(&public_key));
+    let public_key_file = dir.path().join("log-signing.pub");
+    std::fs::write(&public_key_file, stdout(&public_key)).expect("write the public key");
+    let by_checkpoints = run(mldefender().args(["log", "verify"]).arg(&log).arg("--public-key").arg(&public_key_file));
+    assert!(by_checkpoints.status.success(), "{}", stdout(&by_checkpoints));
+    assert!(stdout(&by_checkpoints).starts_with("ok: node replay-node,") && stdout(&by_checkpoints).contains("signed checkpoints"), "{}", stdout(&by_checkpoints));
+    std::fs::write(&file, text.replacen("\"action\":\"observe\"", "\"action\":\"observf\"", 1)).expect("tamper one byte");
+    let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--public-key").arg(&public_key_file));
+    assert_eq!(tampered.status.code(), Some(1), "{}", stdout(&tampered));
+    // Named at the signed checkpoint whose digest the change broke (the first after it).
+    let checkpoint_line = text.lines().enumerate().skip(line).find(|(_, record)| record.contains("\"type\":\"checkpoint\"")).expect("a checkpoint after it").0 + 1;
+    assert!(stdout(&tampered).contains(&format!("FAILED: {}:{checkpoint_line}: the covered lines do not match the signed checkpoint", file.display())), "{}", stdout(&tampered));
 }
 
 #[test]
@@ -94,7 +127,10 @@ fn every_event_validates_against_the_documented_schema() {
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("docs/event-schema.json")).expect("docs/event-schema.json")).expect("JSON");
     let generated = run(mldefender().args(["log", "schema"]));
     assert_eq!(serde_json::from_str::<Value>(&stdout(&generated)).expect("schema JSON"), schema, "docs/event-schema.json is stale: regenerate with `mldefender log schema`");
-    let properties = schema["properties"].as_object().expect("properties");
+    // Events are $defs/event; the other record type the schema accepts is the signed
+    // checkpoint (ADR 0007), checked below against the real ones replay writes.
+    let event_schema = &schema["$defs"]["event"];
+    let properties = event_schema["properties"].as_object().expect("properties");
     assert!(properties.len() >= 83, "{} fields", properties.len());
     let dir = tempfile::tempdir().expect("temp dir");
     let key = dir.path().join("log.key");
@@ -107,7 +143,31 @@ fn every_event_validates_against_the_documented_schema() {
     let provenance = blocks[0]["provenance"].as_str().unwrap_or_default();
     assert!(provenance.contains("distinct destination ports") && provenance.contains("policy tiered"), "the block explains itself: {provenance}");
     assert!(blocks[0]["model_sha256"].as_str().is_some_and(|sha| sha.len() == 64), "the model in force is named");
-    let mut required: Vec<&str> = schema["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
+    let checkpoint_schema = &schema["$defs"]["checkpoint"];
+    let mut checkpoint_required: Vec<&str> = checkpoint_schema["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
+    checkpoint_required.sort_unstable();
+    let checkpoints = records_of_type(&dir.path().join("log"), "checkpoint");
+    assert!(!checkpoints.is_empty(), "replay writes signed checkpoints");
+    for checkpoint in &checkpoints {
+        let mut keys: Vec<&str> = checkpoint.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, checkpoint_required, "a checkpoint has exactly the schema's fields");
+        for (name, value) in checkpoint {
+            let property = &checkpoint_schema["properties"][name];
+            match property["type"].as_str() {
+                Some("integer") => assert!(value.is_u64(), "{name}"),
+                Some("string") => {
+                    let pattern = property["pattern"].as_str().unwrap_or("");
+                    let text = value.as_str().expect("a string");
+                    if let Some(digits) = pattern.strip_prefix("^[0-9a-f]{").and_then(|rest| rest.strip_suffix("}$")) {
+                        assert!(text.len() == digits.parse::<usize>().expect("count") && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{name}: {text}");
+                    }
+                }
+                _ => assert_eq!(property["const"], *value, "{name}"),
+            }
+        }
+    }
+    let mut required: Vec<&str> = event_schema["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
     required.sort_unstable();
     assert!(required.len() >= 83, "{} required fields", required.len());
     for event in &events {
@@ -314,11 +374,17 @@ impl LogTask {
         let _ = std::fs::remove_file(&events);
         let listener = UnixListener::bind(&events).expect("bind the events socket");
         let key_file = std::fs::File::open(key).expect("open key");
-        let sources = [task_control.as_raw_fd(), listener.as_raw_fd(), key_file.as_raw_fd()];
+        // The checkpoint signing key, where the configuration puts it by default.
+        let signing_key = key.with_file_name("log-signing.key");
+        if !signing_key.exists() {
+            mld_eventlog::CheckpointSigningKey::create(&signing_key).expect("create the signing key");
+        }
+        let signing_key_file = std::fs::File::open(&signing_key).expect("open the signing key");
+        let sources = [task_control.as_raw_fd(), listener.as_raw_fd(), key_file.as_raw_fd(), signing_key_file.as_raw_fd()];
         let mut command = Command::new(env!("CARGO_BIN_EXE_mldefender"));
         command
             .args(["task", "log"])
-            .env("MLD_TASK_FDS", "control,events,key")
+            .env("MLD_TASK_FDS", "control,events,key,signing-key")
             .env("MLD_DETECT_UID", nix::unistd::getuid().as_raw().to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -327,7 +393,7 @@ impl LogTask {
         // copied into the closure (async-signal-safe, no allocation).
         unsafe {
             command.pre_exec(move || {
-                let mut moved = [0; 3];
+                let mut moved = [0; 4];
                 for (index, source) in sources.iter().enumerate() {
                     moved[index] = nix::libc::fcntl(*source, nix::libc::F_DUPFD_CLOEXEC, 64);
                     if moved[index] < 0 {
@@ -343,7 +409,7 @@ impl LogTask {
             });
         }
         let child = command.spawn().expect("start the log task");
-        drop((task_control, listener, key_file));
+        drop((task_control, listener, key_file, signing_key_file));
         let mut control = control;
         control.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
         mld_ipc::write_frame(&mut control, &mld_ipc::SupervisorMessage::Configure { config_toml: config_toml.to_string() }).expect("configure");
@@ -403,10 +469,13 @@ fn the_log_task_refuses_reserved_keys_counts_them_and_keeps_the_log_verifiable()
         "{\"type\":\"header\",\"schema\":\"mldefender-log/1\",\"node\":\"replay-node\",\"file_index\":0}".to_string(),
         event(6, ",\"delivery_seq\":1"),
         event(7, ""),
+        // The checkpoint's fields are the log's own too (ADR 0007).
+        event(8, ",\"covered_sha256\":\"00\""),
+        "{\"type\":\"checkpoint\",\"covered_first_seq\":1}".to_string(),
     ];
     task.send(0x5eed, &records);
     let (counters, log) = task.stop();
-    assert_eq!((counters.events_logged, counters.events_refused), (3, 4), "{counters:?}");
+    assert_eq!((counters.events_logged, counters.events_refused), (3, 6), "{counters:?}");
     // (Where journald runs, the task logs there instead of to stderr.)
     if !Path::new("/run/systemd/journal/socket").exists() {
         assert!(log.contains("refused an event body") && log.contains("key=seq") && log.contains("key=hmac"), "warnings name the key:\n{log}");
@@ -423,8 +492,14 @@ fn the_log_task_refuses_reserved_keys_counts_them_and_keeps_the_log_verifiable()
         .collect();
     let kinds: Vec<&str> = lines.iter().filter_map(|record| record["type"].as_str()).collect();
     assert_eq!(kinds.iter().filter(|kind| **kind == "header").count(), 1, "no header from a body: {kinds:?}");
-    assert_eq!(kinds.iter().filter(|kind| **kind == "rejected_event").count(), 4, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "rejected_event").count(), 6, "{kinds:?}");
     let delivered: Vec<u64> = lines.iter().filter_map(|record| record["delivery_seq"].as_u64()).collect();
-    assert_eq!(delivered, (1..=7).collect::<Vec<_>>(), "every delivery once, refused ones on record");
+    assert_eq!(delivered, (1..=9).collect::<Vec<_>>(), "every delivery once, refused ones on record");
+    // The only checkpoints are the log's own, and they verify with the public key alone.
+    assert!(lines.iter().filter(|record| record["type"] == "checkpoint").all(|record| record["covered_sha256"].as_str().is_some_and(|digest| digest.len() == 64)));
+    let public_key = dir.path().join("log-signing.pub");
+    std::fs::write(&public_key, mld_eventlog::CheckpointSigningKey::load(&key.with_file_name("log-signing.key")).expect("signing key").public_key().to_base64()).expect("write");
+    let by_checkpoints = run(mldefender().args(["log", "verify"]).arg(&log_dir).arg("--public-key").arg(&public_key));
+    assert!(by_checkpoints.status.success(), "the log task checkpoints at shutdown: {}", stdout(&by_checkpoints));
     assert!(!lines.iter().any(|record| record["event_id"] == "ev-2"), "a refused body is not written");
 }

@@ -197,7 +197,7 @@ fn flow_from_event(event: &Value) -> Value {
     let flows = common::flows_jsonl(&[repo().join("tests/pcap/lab-attacks.pcap")], &[]);
     let columns: Vec<String> = flows[0].keys().cloned().collect();
     let schema = run(mldefender().args(["log", "schema"]));
-    let properties = serde_json::from_str::<Value>(&stdout(&schema)).expect("schema")["properties"].as_object().expect("properties").clone();
+    let properties = serde_json::from_str::<Value>(&stdout(&schema)).expect("schema")["$defs"]["event"]["properties"].as_object().expect("properties").clone();
     let mut flow = serde_json::Map::new();
     for column in columns {
         // The event's name for a CIC column is `cic_` + its lowercase words; windows keep theirs.

@@ -473,6 +473,30 @@ fn the_ingest_task_verifies_the_live_log_and_quarantines_a_forged_line() {
             assert!(lab.exec("c", &["curl", "-sf", "-o", "/dev/null", "http://10.66.9.2:8080/index.html"]).status.success());
         }
     };
+    // The ingest task holds no key it could forge records with (ADR 0007): it is handed
+    // no key fd (tasks read a key fd once and close it, so the handed list says it), has
+    // none open, and gets the checkpoint public key in its environment; the log task is
+    // handed both keys.
+    let keys_held = |task: &str| -> Vec<String> {
+        let pid = supervisor.task(task)["pid"].as_u64().expect("the task runs");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("the task's fds")
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .map(|target| target.display().to_string())
+            .filter(|target| target.ends_with("/keys/log.key") || target.ends_with("/keys/log-signing.key"))
+            .collect()
+    };
+    assert_eq!(keys_held("ingest"), Vec::<String>::new(), "the ingest task has an fd to a log key");
+    let environ = |task: &str| {
+        let pid = supervisor.task(task)["pid"].as_u64().expect("the task runs");
+        let bytes = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        String::from_utf8_lossy(&bytes).split('\0').map(str::to_string).collect::<Vec<String>>()
+    };
+    assert!(environ("ingest").iter().any(|entry| entry == "MLD_TASK_FDS=control,query"), "{:?}", environ("ingest"));
+    assert!(environ("ingest").iter().any(|entry| entry.starts_with("MLD_LOG_PUBLIC_KEY=") && entry.len() > 30), "{:?}", environ("ingest"));
+    assert!(environ("log").iter().any(|entry| entry == "MLD_TASK_FDS=control,events,key,signing-key"), "{:?}", environ("log"));
+    assert!(environ("log").iter().any(|entry| entry == "MLD_LOG_PUBLIC_KEY="), "the public key goes to the ingest task only");
     requests(10);
     let verified = |supervisor: &Supervisor| supervisor.status()["pipeline"]["events_verified"].as_u64().unwrap_or(0);
     assert!(eventually(Duration::from_secs(15), || verified(&supervisor) >= 10), "events are not verified: {}", supervisor.status());
@@ -491,7 +515,9 @@ fn the_ingest_task_verifies_the_live_log_and_quarantines_a_forged_line() {
     let (_, log) = supervisor.stop_with_log();
     let quarantine = std::fs::read_to_string(format!("/run/mldefender-lab-{}/ingest/quarantine.jsonl", lab.id)).expect("the quarantine file");
     let entry: Value = serde_json::from_str(quarantine.lines().next().expect("an entry")).expect("JSON");
-    assert_eq!(entry["reason"], "bad_hmac", "{entry}\n{log}");
+    // No signed checkpoint covers it (the ingest task cannot tell a forged line by its
+    // HMAC any more: it has no HMAC key).
+    assert_eq!(entry["reason"], "unsigned", "{entry}\n{log}");
 }
 
 /// Seconds left on the deny entry for `prefix`, from `mldefender block list`.

@@ -76,8 +76,15 @@ pub struct RawLog {
     pub node: String,
     /// The 32-byte HMAC key file (0600, not a symbolic link).
     pub key_file: String,
-    /// Create the key file if it is missing.
+    /// Create the key file if it is missing (and the signing key file).
     pub create_key: bool,
+    /// The Ed25519 checkpoint signing key (base64 of a 32-byte seed, 0600, not a symbolic
+    /// link); empty: `log-signing.key` in the directory of `key-file`.
+    pub signing_key_file: String,
+    /// A signed checkpoint after this many records since the last one...
+    pub checkpoint_every_records: i64,
+    /// ...or once the oldest record not yet covered is this old. Milliseconds.
+    pub checkpoint_interval_ms: i64,
     /// Rotate when a file reaches this size. Bytes.
     pub max_file_bytes: i64,
     /// Also rotate when the local calendar day changes.
@@ -102,6 +109,9 @@ impl Default for RawLog {
             node: String::new(),
             key_file: "/var/lib/mldefender/keys/log.key".to_string(),
             create_key: true,
+            signing_key_file: String::new(),
+            checkpoint_every_records: 256,
+            checkpoint_interval_ms: 1000,
             max_file_bytes: 64 << 20,
             rotate_daily: true,
             sync_every_records: 64,

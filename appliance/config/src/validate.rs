@@ -94,6 +94,11 @@ pub struct LogConfig {
     pub node_configured: bool,
     pub key_file: PathBuf,
     pub create_key: bool,
+    /// The checkpoint signing key (ADR 0007): `log.signing-key-file`, or
+    /// `log-signing.key` next to `key_file`.
+    pub signing_key_file: PathBuf,
+    pub checkpoint_every_records: u32,
+    pub checkpoint_interval: Duration,
     pub max_file_bytes: u64,
     pub rotate_daily: bool,
     pub sync_every_records: u32,
@@ -680,8 +685,8 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
 }
 
 fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
-    for (key, value) in [("log.dir", &raw.dir), ("log.key-file", &raw.key_file)] {
-        if !value.starts_with('/') {
+    for (key, value) in [("log.dir", &raw.dir), ("log.key-file", &raw.key_file), ("log.signing-key-file", &raw.signing_key_file)] {
+        if !value.starts_with('/') && !(key == "log.signing-key-file" && value.is_empty()) {
             errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
         }
     }
@@ -716,6 +721,13 @@ fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
         node_configured: !raw.node.is_empty(),
         key_file: PathBuf::from(&raw.key_file),
         create_key: raw.create_key,
+        signing_key_file: if raw.signing_key_file.is_empty() {
+            PathBuf::from(&raw.key_file).with_file_name("log-signing.key")
+        } else {
+            PathBuf::from(&raw.signing_key_file)
+        },
+        checkpoint_every_records: in_range(raw.checkpoint_every_records, 1, 1_000_000, "log.checkpoint-every-records", errors) as u32,
+        checkpoint_interval: Duration::from_millis(in_range(raw.checkpoint_interval_ms, 10, 3_600_000, "log.checkpoint-interval-ms", errors)),
         max_file_bytes,
         rotate_daily: raw.rotate_daily,
         sync_every_records: in_range(raw.sync_every_records, 1, 1_000_000, "log.sync-every-records", errors) as u32,

@@ -50,10 +50,12 @@ pub(crate) const DELIVERY_STREAM_FIELD: &str = "delivery_stream";
 pub(crate) const DELIVERY_SEQ_FIELD: &str = "delivery_seq";
 
 /// Fields the sealer and the writer write themselves: the integrity fields, the
-/// delivery fields and the header's fields. A body that carries one is refused: a `seq`
-/// in a body would give its line two sequence numbers (a duplicate JSON key, which
-/// verification refuses), so one bad event would make the rest of its file unreadable.
-pub const RESERVED_FIELDS: [&str; 10] = [
+/// delivery fields, the header's fields and the checkpoint's. A body that carries one is
+/// refused: a `seq` in a body would give its line two sequence numbers (a duplicate JSON
+/// key, which verification refuses), so one bad event would make the rest of its file
+/// unreadable; a `signature` or `covered_sha256` would put the writer's names on
+/// producer-chosen values.
+pub const RESERVED_FIELDS: [&str; 17] = [
     "seq",
     "prev_tag",
     "key_id",
@@ -64,10 +66,17 @@ pub const RESERVED_FIELDS: [&str; 10] = [
     "file_index",
     "prev_file_last_seq",
     "prev_file_last_tag",
+    crate::checkpoint::CHECKPOINT_FIELDS[0],
+    crate::checkpoint::CHECKPOINT_FIELDS[1],
+    crate::checkpoint::CHECKPOINT_FIELDS[2],
+    crate::checkpoint::CHECKPOINT_FIELDS[3],
+    crate::checkpoint::CHECKPOINT_FIELDS[4],
+    crate::checkpoint::CHECKPOINT_FIELDS[5],
+    crate::checkpoint::CHECKPOINT_FIELDS[6],
 ];
 
 /// The one record type a body handed to the sealer may have. Headers, `recovery`,
-/// `retention` and `rejected_event` records are the writer's own.
+/// `retention`, `rejected_event` and `checkpoint` records are the writer's own.
 pub const EVENT_TYPE: &str = "event";
 
 /// Why a record body was refused (nothing was written).
@@ -339,6 +348,9 @@ mod tests {
             (r#"{"type":"event","delivery_stream":"1"}"#, BodyError::ReservedKey("delivery_stream".to_string())),
             (r#"{"type":"event","file_index":1}"#, BodyError::ReservedKey("file_index".to_string())),
             (r#"{"type":"event","s\u0065q":7}"#, BodyError::ReservedKey("seq".to_string())),
+            (r#"{"type":"event","signature":"00"}"#, BodyError::ReservedKey("signature".to_string())),
+            (r#"{"type":"event","covered_sha256":"00"}"#, BodyError::ReservedKey("covered_sha256".to_string())),
+            (r#"{"type":"checkpoint"}"#, BodyError::NotAnEvent("\"checkpoint\"".to_string())),
             (r#"{"type":"event","a":1,"a":2}"#, BodyError::DuplicateKey("a".to_string())),
             (r#"{"type":"event","type":"header"}"#, BodyError::DuplicateKey("type".to_string())),
             (r#"{"type":"header","schema_version":1}"#, BodyError::NotAnEvent("\"header\"".to_string())),

@@ -295,13 +295,42 @@ pub fn json_schema(windows_secs: &[u64]) -> Value {
             }
         }),
     );
-    serde_json::json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "ml-defender event record",
-        "description": "One line of the signed event log (type \"event\"). Header and recovery records share the four integrity fields.",
+    let event = serde_json::json!({
         "type": "object",
         "additionalProperties": false,
         "required": required,
         "properties": properties,
+    });
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ml-defender event log record",
+        "description": "One line of the signed event log: an event (type \"event\", $defs/event) or a signed checkpoint (type \"checkpoint\", $defs/checkpoint). Header, recovery, retention and rejected_event records share the four integrity fields.",
+        "oneOf": [{ "$ref": "#/$defs/event" }, { "$ref": "#/$defs/checkpoint" }],
+        "$defs": { "event": event, "checkpoint": checkpoint_schema() },
+    })
+}
+
+/// The JSON Schema of a `checkpoint` record (ADR 0007, docs/event-log.md).
+fn checkpoint_schema() -> Value {
+    let hex = |digits: usize, description: &str| serde_json::json!({ "type": "string", "pattern": format!("^[0-9a-f]{{{digits}}}$"), "description": description });
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["type", "node", "covered_first_seq", "covered_last_seq", "covered_last_tag", "prev_checkpoint_sha256", "covered_sha256", "signing_key_id", "signature", "seq", "prev_tag", "key_id", "hmac"],
+        "properties": {
+            "type": { "const": "checkpoint" },
+            "node": { "type": "string", "description": "The node whose records it covers (in the signed message)." },
+            "covered_first_seq": { "type": "integer", "description": "The first record covered: the one after the previous checkpoint." },
+            "covered_last_seq": { "type": "integer", "description": "The last record covered: the one right before this checkpoint (seq = covered_last_seq + 1)." },
+            "covered_last_tag": hex(64, "The hmac of the last record covered (this record's prev_tag)."),
+            "prev_checkpoint_sha256": hex(64, "covered_sha256 of the previous checkpoint; 64 zeros for the node's first (or the first after a new anchor)."),
+            "covered_sha256": hex(64, "SHA-256 of prev_checkpoint_sha256 (32 bytes) followed by the exact bytes of every covered line, each with its newline, in seq order."),
+            "signing_key_id": hex(16, "Id of the Ed25519 signing key: first 8 bytes of SHA-256 of the public key, hex."),
+            "signature": hex(128, "Ed25519 signature over \"mld-log-checkpoint-v1\\0\", node, NUL, covered_first_seq and covered_last_seq (8 bytes big-endian each), covered_last_tag (ASCII), prev_checkpoint_sha256 and covered_sha256 (32 bytes each), signing_key_id (ASCII)."),
+            "seq": { "type": "integer", "description": "Sequence number: strictly increasing per node, across files." },
+            "prev_tag": hex(64, "The previous record's hmac."),
+            "key_id": hex(16, "Id of the HMAC key."),
+            "hmac": hex(64, "HMAC-SHA256(key, node, NUL, the line up to ,\"hmac\":), hex.")
+        }
     })
 }

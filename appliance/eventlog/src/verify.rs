@@ -41,6 +41,10 @@ pub enum FailureReason {
     SequenceGap { expected: u64, found: u64 },
     SequenceBack { expected: u64, found: u64 },
     ChainBroken,
+    /// Verification by checkpoints (public key): the line or its checkpoint was refused.
+    Checkpoint(crate::checkpoint::WindowReason),
+    /// Verification by checkpoints: records `from..=to` are covered by no valid checkpoint.
+    Uncovered { from: u64, to: u64 },
 }
 
 impl fmt::Display for FailureReason {
@@ -67,6 +71,8 @@ impl fmt::Display for FailureReason {
                 write!(f, "sequence goes back: expected {expected}, found {found} (reordered, duplicated or replayed)")
             }
             FailureReason::ChainBroken => write!(f, "chain broken: prev_tag is not the previous record's tag"),
+            FailureReason::Checkpoint(reason) => write!(f, "{reason}"),
+            FailureReason::Uncovered { from, to } => write!(f, "records {from}..={to} are covered by no valid checkpoint (deleted or never signed)"),
         }
     }
 }
@@ -161,6 +167,121 @@ pub fn verify_paths(paths: &[PathBuf], keys: &[LogKey]) -> Result<VerifySummary,
         from_genesis: first_index == 0,
         removed_through_index: counts.removed_through_index,
     })
+}
+
+/// What a log verified by its checkpoints holds ([`verify_paths_signed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedSummary {
+    pub node: String,
+    pub files: usize,
+    /// Records covered by valid checkpoints (checkpoints not counted).
+    pub records: u64,
+    pub checkpoints: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// Verifies one node's log with checkpoint public keys only (no HMAC key): every line
+/// must be covered by a checkpoint whose Ed25519 signature verifies (its seq, tag and
+/// exact bytes), the checkpoints must follow one another without a gap, and nothing may
+/// follow the last checkpoint. Files are taken as [`verify_paths`] takes them (in
+/// file-index order, one node); the first failure is reported, at its file and line.
+pub fn verify_paths_signed(paths: &[PathBuf], keys: &[crate::checkpoint::CheckpointPublicKey]) -> Result<SignedSummary, Failure> {
+    use crate::checkpoint::WindowVerifier;
+    let logs = collect_files(paths)?;
+    let node = logs[0].node.clone();
+    let mut verifier: WindowVerifier<(usize, usize)> = WindowVerifier::new(keys.to_vec(), node.clone(), None, usize::MAX, usize::MAX);
+    let mut summary = SignedSummary { node: node.clone(), files: logs.len(), records: 0, checkpoints: 0, first_seq: 0, last_seq: 0 };
+    let fail_at = |logs: &[LogFile], (file, line): (usize, usize), reason| Failure { path: logs[file].path.clone(), line, reason };
+    for (file, log) in logs.iter().enumerate() {
+        let mut bytes = Vec::new();
+        std::fs::File::open(&log.path)
+            .and_then(|mut opened| opened.read_to_end(&mut bytes))
+            .map_err(|error| fail_at(&logs, (file, 0), FailureReason::Unreadable(error.to_string())))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail_at(&logs, (file, 0), FailureReason::NotARecord("not UTF-8".to_string())))?;
+        let mut rest = text.as_str();
+        let mut number = 0;
+        while !rest.is_empty() {
+            number += 1;
+            let Some(end) = rest.find('\n') else {
+                return Err(fail_at(&logs, (file, number), FailureReason::TruncatedLine));
+            };
+            let pushed = verifier.push(log.index, (file, number), &rest[..end]);
+            rest = &rest[end + 1..];
+            if let Some(gap) = pushed.gap {
+                let at = pushed.decided.last().map_or((file, number), |decided| decided.token);
+                return Err(fail_at(&logs, at, FailureReason::Uncovered { from: gap.from, to: gap.to }));
+            }
+            // A refused checkpoint is named at its own line (which of the lines it covers
+            // changed, the digest cannot say).
+            if let Some(refused) = pushed.decided.iter().find(|decided| decided.token == (file, number) && decided.verdict.is_err()) {
+                let reason = refused.verdict.clone().expect_err("refused");
+                return Err(fail_at(&logs, refused.token, FailureReason::Checkpoint(reason)));
+            }
+            for decided in pushed.decided {
+                match decided.verdict {
+                    Err(reason) => return Err(fail_at(&logs, decided.token, FailureReason::Checkpoint(reason))),
+                    Ok(covered) if covered.is_checkpoint => summary.checkpoints += 1,
+                    Ok(covered) => {
+                        if summary.records == 0 {
+                            summary.first_seq = covered.seq;
+                        }
+                        summary.records += 1;
+                        summary.last_seq = covered.seq;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(decided) = verifier.take_pending().into_iter().next() {
+        return Err(fail_at(&logs, decided.token, FailureReason::Checkpoint(crate::checkpoint::WindowReason::Unsigned)));
+    }
+    if summary.checkpoints == 0 {
+        return Err(fail_at(&logs, (0, 0), FailureReason::Checkpoint(crate::checkpoint::WindowReason::Unsigned)));
+    }
+    Ok(summary)
+}
+
+/// The log files given (directories: their `events-*.jsonl`), by index, of one node,
+/// with no index missing or twice.
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<LogFile>, Failure> {
+    let fail = |path: &Path, line: usize, reason: FailureReason| Failure { path: path.to_path_buf(), line, reason };
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|error| fail(path, 0, FailureReason::Unreadable(error.to_string())))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("events-") && name.ends_with(".jsonl") {
+                    files.push(entry.path());
+                }
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(fail(paths.first().map_or(Path::new("."), |path| path.as_path()), 0, FailureReason::NoFiles));
+    }
+    let mut logs = Vec::new();
+    for path in files {
+        let (node, index) = read_header_identity(&path)?;
+        logs.push(LogFile { path, node, index });
+    }
+    logs.sort_by_key(|log| log.index);
+    let node = logs[0].node.clone();
+    for pair in logs.windows(2) {
+        if pair[1].node != node {
+            return Err(fail(&pair[1].path, 1, FailureReason::NodeMismatch { expected: node.clone(), found: pair[1].node.clone() }));
+        }
+        if pair[1].index == pair[0].index {
+            return Err(fail(&pair[1].path, 0, FailureReason::DuplicateFile { index: pair[1].index }));
+        }
+        if pair[1].index != pair[0].index + 1 {
+            return Err(fail(&pair[1].path, 0, FailureReason::FileMissing { index: pair[0].index + 1 }));
+        }
+    }
+    Ok(logs)
 }
 
 /// The last verified record of a node's chain: where a [`ChainVerifier`] resumes.

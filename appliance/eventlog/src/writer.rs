@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::chain::{BodyError, Delivery, SealError, Sealer, DELIVERY_SEQ_FIELD, DELIVERY_STREAM_FIELD, GENESIS_TAG, SCHEMA};
+use crate::checkpoint::{checkpoint_body, CheckpointClaim, CheckpointSigningKey, Window, CHECKPOINT_TYPE, GENESIS_DIGEST};
 use crate::key::LogKey;
 use crate::verify::{check_newest_file, is_authentic};
 
@@ -57,6 +58,12 @@ pub struct WriterConfig {
     pub max_age: Option<Duration>,
     /// The wall clock, for daily rotation and the age limit (tests replace it).
     pub clock: fn() -> SystemTime,
+    /// Signed checkpoints (with a signing key, [`LogWriter::open_signed`]): one after this
+    /// many records since the last...
+    pub checkpoint_every_records: u32,
+    /// ...or once the oldest record not yet covered is this old (checked at every append
+    /// and at [`LogWriter::tick`]); always before a file is closed and at shutdown.
+    pub checkpoint_interval: Duration,
 }
 
 impl WriterConfig {
@@ -72,6 +79,8 @@ impl WriterConfig {
             max_disk_bytes: 1024 << 20,
             max_age: Some(Duration::from_secs(90 * 86_400)),
             clock: SystemTime::now,
+            checkpoint_every_records: 256,
+            checkpoint_interval: Duration::from_millis(1000),
         }
     }
 }
@@ -104,6 +113,13 @@ pub struct LogWriter {
     uncommitted_since: Option<Instant>,
     last_delivery: Option<Delivery>,
     syncer: Syncer,
+    /// The checkpoint signing key (`None`: no checkpoints, as before ADR 0007).
+    signer: Option<CheckpointSigningKey>,
+    /// The records sealed since the last checkpoint (`None`: none yet).
+    window: Option<Window>,
+    /// The last checkpoint's digest (the genesis digest before the first, or after a new
+    /// anchor).
+    prev_digest: [u8; 32],
 }
 
 /// File name of a node's file `index`.
@@ -128,7 +144,23 @@ impl LogWriter {
     ///   store) find the new records fresh.
     ///
     /// Either way a `recovery` record after the header says what was found.
+    ///
+    /// Without a signing key no checkpoints are written ([`LogWriter::open_signed`]).
     pub fn open(config: WriterConfig, key: LogKey) -> Result<LogWriter, WriterError> {
+        LogWriter::open_with(config, key, None)
+    }
+
+    /// [`LogWriter::open`] with signed checkpoints (ADR 0007): every
+    /// `checkpoint_every_records` records or `checkpoint_interval`, before a file is
+    /// closed and at shutdown, a `checkpoint` record covers the records since the last one
+    /// with an Ed25519 signature. At open, the records the last run wrote after its last
+    /// checkpoint (a crash) are read back, so the first checkpoint of this run covers them
+    /// too and the checkpoints stay one chain.
+    pub fn open_signed(config: WriterConfig, key: LogKey, signer: CheckpointSigningKey) -> Result<LogWriter, WriterError> {
+        LogWriter::open_with(config, key, Some(signer))
+    }
+
+    fn open_with(config: WriterConfig, key: LogKey, signer: Option<CheckpointSigningKey>) -> Result<LogWriter, WriterError> {
         std::fs::create_dir_all(&config.dir).map_err(|source| WriterError::Io { operation: "create directory", path: config.dir.clone(), source })?;
         let quarantine = config.dir.join(format!("quarantine-{}.jsonl", config.node));
         let mut files = node_files(&config.dir, &config.node)?;
@@ -151,6 +183,12 @@ impl LogWriter {
             break;
         }
         let last_delivery = last_delivery(&files, &config.node, &key)?;
+        // Where the checkpoints stand: after the last one, with the records since (a
+        // crash) to be covered by this run's first. A new anchor starts a new chain.
+        let (prev_digest, window) = match (&signer, start.damage.is_some() && start.last_tag == GENESIS_TAG) {
+            (Some(_), false) if start.last_seq > 0 => uncovered_tail(&files, &config.node, &key, start.last_seq)?,
+            _ => (GENESIS_DIGEST, None),
+        };
         let sealer = Sealer::new(&config.node, key, start.last_seq, &start.last_tag);
         let now = (config.clock)();
         let mut writer = LogWriter {
@@ -166,6 +204,9 @@ impl LogWriter {
             last_delivery,
             syncer: Syncer::start(start.last_seq),
             config,
+            signer,
+            window,
+            prev_digest,
         };
         writer.start_file()?;
         if let Some(bytes) = recovered_bytes {
@@ -199,7 +240,9 @@ impl LogWriter {
     /// or carries a field the log writes itself (see [`Sealer::seal`]).
     pub fn append(&mut self, record: &serde_json::Map<String, serde_json::Value>) -> Result<u64, WriterError> {
         self.before_append()?;
+        let start = self.buffer.len();
         let seq = self.sealer.seal(record, &mut self.buffer)?;
+        self.cover(start, seq);
         self.after_append(seq)
     }
 
@@ -209,7 +252,9 @@ impl LogWriter {
     /// ([`LogWriter::append_rejected`]).
     pub fn append_json(&mut self, record: &str, delivery: Option<Delivery>) -> Result<u64, WriterError> {
         self.before_append()?;
+        let start = self.buffer.len();
         let seq = self.sealer.seal_json(record, delivery, &mut self.buffer)?;
+        self.cover(start, seq);
         if delivery.is_some() {
             self.last_delivery = delivery;
         }
@@ -236,15 +281,76 @@ impl LogWriter {
             self.last_delivery = delivery;
         }
         self.before_append()?;
+        let start = self.buffer.len();
         let seq = self.sealer.seal_record(&record, &mut self.buffer)?;
+        self.cover(start, seq);
         self.after_append(seq)
     }
 
     /// Appends one of the writer's own records (no rotation check: called right after a
     /// new file was started, or for a record that must follow the one before it).
     fn append_record(&mut self, record: &serde_json::Map<String, serde_json::Value>) -> Result<u64, WriterError> {
+        let start = self.buffer.len();
         let seq = self.sealer.seal_record(record, &mut self.buffer)?;
+        self.cover(start, seq);
         self.after_append(seq)
+    }
+
+    /// A record was sealed into the buffer from `start`: the next checkpoint covers it.
+    fn cover(&mut self, start: usize, seq: u64) {
+        if self.signer.is_none() {
+            return;
+        }
+        let prev_digest = self.prev_digest;
+        self.window.get_or_insert_with(|| Window::new(&prev_digest, seq)).add(&self.buffer[start..]);
+    }
+
+    /// Appends a checkpoint covering the records since the last one, if there are any.
+    /// The checkpoint is sealed into the HMAC chain like every record but is not covered
+    /// itself: the next checkpoint chains to its digest.
+    fn append_checkpoint(&mut self) -> Result<bool, WriterError> {
+        let (Some(signer), Some(window)) = (&self.signer, &self.window) else {
+            return Ok(false);
+        };
+        let claim = CheckpointClaim {
+            node: self.config.node.clone(),
+            seq: self.sealer.last_seq().checked_add(1).ok_or(WriterError::SequenceExhausted)?,
+            hmac_key_id: self.sealer.key_id().to_string(),
+            first_seq: window.first_seq,
+            last_seq: self.sealer.last_seq(),
+            last_tag: self.sealer.last_tag().to_string(),
+            prev_digest: self.prev_digest,
+            digest: window.digest(),
+            signing_key_id: signer.id().to_string(),
+        };
+        let body = checkpoint_body(&claim, signer);
+        self.sealer.seal_record(&body, &mut self.buffer)?;
+        self.window = None;
+        self.prev_digest = claim.digest;
+        self.uncommitted += 1;
+        self.uncommitted_since.get_or_insert_with(Instant::now);
+        Ok(true)
+    }
+
+    /// Writes a checkpoint if the oldest record not yet covered is `checkpoint_interval`
+    /// old, and hands it to the file at once (the log task calls this when idle, so
+    /// readers never wait longer than the interval). Returns whether it wrote one.
+    pub fn tick(&mut self) -> Result<bool, WriterError> {
+        if !self.window.as_ref().is_some_and(|window| window.since.elapsed() >= self.config.checkpoint_interval) {
+            return Ok(false);
+        }
+        self.checkpoint()?;
+        Ok(true)
+    }
+
+    /// Writes a checkpoint now if any record is not covered yet, and commits (call before
+    /// stopping: [`LogWriter::sync`] does not checkpoint).
+    pub fn checkpoint(&mut self) -> Result<(), WriterError> {
+        self.syncer.check()?;
+        if self.append_checkpoint()? {
+            self.commit()?;
+        }
+        Ok(())
     }
 
     /// The delivery of the newest record that has one (read back from the log at open).
@@ -267,6 +373,8 @@ impl LogWriter {
             }
         }
         if rotate {
+            // A file is never closed with records no checkpoint covers.
+            self.append_checkpoint()?;
             self.sync()?;
             self.file = None;
             self.file_index += 1;
@@ -278,6 +386,9 @@ impl LogWriter {
 
     fn after_append(&mut self, seq: u64) -> Result<u64, WriterError> {
         self.uncommitted += 1;
+        if self.window.as_ref().is_some_and(|window| window.records >= self.config.checkpoint_every_records || window.since.elapsed() >= self.config.checkpoint_interval) {
+            self.append_checkpoint()?;
+        }
         let since = *self.uncommitted_since.get_or_insert_with(Instant::now);
         if self.uncommitted >= self.config.sync_every_records || since.elapsed() >= self.config.sync_interval {
             self.commit()?;
@@ -332,7 +443,9 @@ impl LogWriter {
         header.insert("file_index".to_string(), self.file_index.into());
         header.insert("prev_file_last_seq".to_string(), self.sealer.last_seq().into());
         header.insert("prev_file_last_tag".to_string(), self.sealer.last_tag().into());
-        self.sealer.seal_record(&header, &mut self.buffer)?;
+        let start = self.buffer.len();
+        let seq = self.sealer.seal_record(&header, &mut self.buffer)?;
+        self.cover(start, seq);
         // The new file's directory entry must be durable too, or a crash could lose the
         // whole file while its records were acknowledged.
         if let Ok(dir) = File::open(&self.config.dir) {
@@ -602,6 +715,59 @@ fn last_delivery(files: &[(u64, PathBuf)], node: &str, key: &LogKey) -> Result<O
     Ok(None)
 }
 
+/// How many of the newest files are searched for the last checkpoint at open. Every file
+/// a writer closed ends with one, so only files cut by crashes lack one; a log written
+/// before checkpoints existed has none, and its records stay verifiable by HMAC only.
+const CHECKPOINT_SEARCH_FILES: usize = 3;
+
+/// The last checkpoint's digest and the records after it (up to `last_seq`, the record
+/// the chain continues from), as a window the next checkpoint covers. Only authentic
+/// records (HMAC) that continue the chain from the checkpoint count; anything else is
+/// left uncovered (readers quarantine it). When no checkpoint is found in the newest
+/// files, or the records after it do not reach `last_seq`, checkpoints start a new chain
+/// at this run's first record.
+fn uncovered_tail(files: &[(u64, PathBuf)], node: &str, key: &LogKey, last_seq: u64) -> Result<([u8; 32], Option<Window>), WriterError> {
+    let fresh = Ok((GENESIS_DIGEST, None));
+    // Lines of the searched files, oldest file first, from the newest file back.
+    let mut lines: Vec<String> = Vec::new();
+    for (_, path) in files.iter().rev().take(CHECKPOINT_SEARCH_FILES) {
+        let text = std::fs::read(path).map_err(|source| WriterError::Io { operation: "read", path: path.clone(), source })?;
+        let mut file_lines: Vec<String> = text.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).filter_map(|line| String::from_utf8(line.to_vec()).ok()).collect();
+        let checkpoint = file_lines.iter().rposition(|line| {
+            line.contains(CHECKPOINT_TYPE)
+                && serde_json::from_str::<crate::verify::RecordHead>(line).is_ok_and(|head| head.kind.as_deref() == Some(CHECKPOINT_TYPE) && head.seq <= Some(last_seq))
+                && is_authentic(line, node, key)
+        });
+        file_lines.append(&mut lines);
+        lines = file_lines;
+        let Some(at) = checkpoint else { continue };
+        let value: serde_json::Value = serde_json::from_str(&lines[at]).unwrap_or_default();
+        let (Some(mut seq), Some(mut tag), Some(digest)) =
+            (value["seq"].as_u64(), value["hmac"].as_str().map(str::to_string), value["covered_sha256"].as_str().and_then(|hex| hex::decode(hex).ok()))
+        else {
+            return fresh;
+        };
+        let Ok(digest) = <[u8; 32]>::try_from(digest.as_slice()) else { return fresh };
+        let mut window: Option<Window> = None;
+        for line in &lines[at + 1..] {
+            if seq == last_seq {
+                break;
+            }
+            let Ok(head) = serde_json::from_str::<crate::verify::RecordHead>(line) else { continue };
+            if head.seq != Some(seq + 1) || head.prev_tag.as_deref() != Some(tag.as_str()) || !is_authentic(line, node, key) {
+                continue;
+            }
+            seq += 1;
+            tag = line[line.len() - 66..line.len() - 2].to_string();
+            let window = window.get_or_insert_with(|| Window::new(&digest, seq));
+            window.add(line.as_bytes());
+            window.add_newline();
+        }
+        return if seq == last_seq { Ok((digest, window)) } else { fresh };
+    }
+    fresh
+}
+
 /// Where the new file's chain starts, from what [`check_newest_file`] found.
 struct Start {
     next_index: u64,
@@ -693,8 +859,9 @@ fn quarantine_partial_line(path: &Path, quarantine: &Path) -> Result<Option<u64>
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        // Best effort: an orderly owner calls `sync` and sees its errors.
+        // Best effort: an orderly owner calls `checkpoint` and `sync` and sees its errors.
         if self.file.is_some() {
+            let _ = self.append_checkpoint();
             let _ = self.sync();
         }
     }

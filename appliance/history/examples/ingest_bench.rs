@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mld_eventlog::{LogKey, LogWriter, WriterConfig};
+use mld_eventlog::{CheckpointSigningKey, LogKey, LogWriter, WriterConfig};
 use mld_history::{Embedder, History, IndexSettings};
 use mld_index::EventIndex;
 use mld_ingest::{Ingest, IngestConfig};
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
     }
     // verify
     let config = |state: &Path| {
-        let mut config = IngestConfig::new(log.clone(), state.to_path_buf(), NODE.to_string(), vec![LogKey::from_bytes(KEY)]);
+        let mut config = IngestConfig::new(log.clone(), state.to_path_buf(), NODE.to_string(), vec![CheckpointSigningKey::from_seed([6; 32]).public_key()]);
         config.max_age_us = u64::MAX / 2;
         config
     };
@@ -163,7 +163,7 @@ fn read_templates(path: &str) -> Result<Vec<Map<String, Value>>> {
 
 fn write_log(dir: &Path, templates: &[Map<String, Value>], n: usize) -> Result<()> {
     let config = WriterConfig { rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), NODE.to_string()) };
-    let mut writer = LogWriter::open(config, LogKey::from_bytes(KEY))?;
+    let mut writer = LogWriter::open_signed(config, LogKey::from_bytes(KEY), CheckpointSigningKey::from_seed([6; 32]))?;
     for i in 0..n {
         writer.append(&templates[i % templates.len()])?;
     }

@@ -1,17 +1,20 @@
 //! Ingest, first part: follows a node's signed event log, verifies every record and hands
 //! on only verified ones, in order, once; everything else goes to a quarantine file.
 //!
-//! Each line passes, in this order: the line cap and UTF-8; the HMAC (known key by
-//! `key_id`, the node inside the tag); the nonce store (the seq must be above the node's
-//! high-water mark: replays and reorderings are refused, also across restarts); the chain
-//! ([`ChainVerifier`]: seq = previous + 1, `prev_tag` = previous tag, headers where files
-//! start and continuing the previous file); the age window. The rules after a rejection,
-//! and why, are in `docs/event-log.md` ("Ingest (verification and tailing)").
+//! Verify-only (ADR 0007): this crate holds the log's checkpoint **public** keys, never
+//! the HMAC key, so nothing it runs can write a record that verifies. Each line passes,
+//! in this order: the line cap and UTF-8; it waits ([`WindowVerifier`]) until a signed
+//! checkpoint covers it: the checkpoint's Ed25519 signature (known key by
+//! `signing_key_id`, the node in the signed message), the covered seq range and tags,
+//! the SHA-256 over the covered lines' exact bytes, each header first in its own file;
+//! then the nonce store (the seq must be above the node's high-water mark: replays and
+//! reorderings are refused, also across restarts) and the age window. The rules after a
+//! rejection, and why, are in `docs/event-log.md` ("Ingest (verification and tailing)").
 //!
 //! Invariant: this crate never writes to the log directory (the ingest task may only
 //! read it); its checkpoint, nonce store and quarantine live in its own state directory.
-//! Invariant: a record is handed on only after every check passed; a rejected line never
-//! moves the chain.
+//! Invariant: a record is handed on only after a valid signed checkpoint covered it and
+//! every check passed; a rejected line or checkpoint never moves the anchor.
 
 mod quarantine;
 mod state;
@@ -20,7 +23,7 @@ mod tail;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use mld_eventlog::{ChainVerifier, FailureReason, LogKey};
+use mld_eventlog::{CheckpointPublicKey, FailureReason, WindowReason, WindowVerifier};
 
 pub use quarantine::{QuarantineEntry, QUARANTINE_FILE, QUARANTINE_PREVIOUS_FILE};
 pub use state::{Checkpoint, NonceRejection, NonceStore, STATE_FILE};
@@ -55,10 +58,15 @@ pub struct IngestConfig {
     pub log_dir: PathBuf,
     /// The ingest task's own directory: state file and quarantine.
     pub state_dir: PathBuf,
-    /// The node whose log is followed (in every tag: another node's lines fail the HMAC).
+    /// The node whose log is followed (in every signed checkpoint).
     pub node: String,
-    /// The keys whose records are accepted (several during a key change), by `key_id`.
-    pub keys: Vec<LogKey>,
+    /// The checkpoint public keys whose signatures are accepted (several during a key
+    /// change), by `signing_key_id`. Never the HMAC key (ADR 0007).
+    pub public_keys: Vec<CheckpointPublicKey>,
+    /// At most this many lines (and bytes) wait for their checkpoint; beyond, the oldest
+    /// is quarantined as `unsigned` (the writer signs every few hundred records).
+    pub max_pending_lines: usize,
+    pub max_pending_bytes: usize,
     /// Longest line accepted, bytes (records are a few KiB); longer lines are quarantined.
     pub max_line_bytes: usize,
     /// At most this many lines are read per [`Ingest::poll`]; the state is saved after each.
@@ -76,12 +84,14 @@ pub struct IngestConfig {
 
 impl IngestConfig {
     /// Defaults for everything but the directories, node and keys.
-    pub fn new(log_dir: PathBuf, state_dir: PathBuf, node: String, keys: Vec<LogKey>) -> IngestConfig {
+    pub fn new(log_dir: PathBuf, state_dir: PathBuf, node: String, public_keys: Vec<CheckpointPublicKey>) -> IngestConfig {
         IngestConfig {
             log_dir,
             state_dir,
             node,
-            keys,
+            public_keys,
+            max_pending_lines: 65_536,
+            max_pending_bytes: 64 << 20,
             max_line_bytes: 1 << 20,
             max_batch_lines: 4096,
             recent_seqs: 4096,
@@ -124,15 +134,23 @@ pub struct PollStats {
     /// Verified headers (they start files and carry no event: not delivered).
     pub headers: u64,
     pub quarantined: u64,
-    /// Times the chain was re-anchored on a later file's header after a break.
+    /// Signed checkpoints accepted (each hands on the records it covers).
+    pub checkpoints: u64,
+    /// Times an accepted checkpoint did not continue the previous one (records between
+    /// were lost or never signed: put on record as `uncovered`).
     pub reanchored: u64,
 }
 
 /// Why a line was quarantined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
-    /// A check of the log format and chain ([`ChainVerifier`]).
+    /// A check of the log format (a cut line).
     Log(FailureReason),
+    /// No valid signed checkpoint covers the line, or the checkpoint was refused.
+    Window(WindowReason),
+    /// An accepted checkpoint does not continue the previous one: records `from..=to`
+    /// were never verified (no line: a record of the gap).
+    Uncovered { from: u64, to: u64 },
     /// Refused by the nonce store.
     Nonce(NonceRejection),
     /// Older than the age window: `ts_us` is more than `max_age_us` before `newest_ts_us`.
@@ -165,7 +183,11 @@ impl RejectReason {
                 FailureReason::SequenceGap { .. } => "sequence_gap",
                 FailureReason::SequenceBack { .. } => "sequence_back",
                 FailureReason::ChainBroken => "chain_broken",
+                FailureReason::Checkpoint(reason) => reason.label(),
+                FailureReason::Uncovered { .. } => "uncovered",
             },
+            RejectReason::Window(reason) => reason.label(),
+            RejectReason::Uncovered { .. } => "uncovered",
             RejectReason::Nonce(NonceRejection::Replay { .. }) => "replay",
             RejectReason::Nonce(NonceRejection::Stale { .. }) => "stale",
             RejectReason::TooOld { .. } => "too_old",
@@ -180,6 +202,8 @@ impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RejectReason::Log(reason) => write!(f, "{reason}"),
+            RejectReason::Window(reason) => write!(f, "{reason}"),
+            RejectReason::Uncovered { from, to } => write!(f, "records {from}..={to} are covered by no accepted checkpoint (lost, or the writer started a new anchor)"),
             RejectReason::Nonce(NonceRejection::Replay { seq }) => write!(f, "replay: seq {seq} was already accepted"),
             RejectReason::Nonce(NonceRejection::Stale { seq, high_water }) => {
                 write!(f, "seq {seq} is not above the high-water mark {high_water} (replayed or reordered)")
@@ -194,6 +218,14 @@ impl std::fmt::Display for RejectReason {
     }
 }
 
+/// Where a line waiting for its checkpoint was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LineRef {
+    file_index: u64,
+    path: PathBuf,
+    offset: u64,
+}
+
 /// The ingest foundation for one node's log: tail, verify, checkpoint, quarantine.
 ///
 /// Delivery: records reach the callback in seq order, each once while the process runs;
@@ -204,7 +236,7 @@ impl std::fmt::Display for RejectReason {
 #[derive(Debug)]
 pub struct Ingest {
     config: IngestConfig,
-    verifier: ChainVerifier,
+    verifier: WindowVerifier<LineRef>,
     tail: Tail,
     state: State,
     state_path: PathBuf,
@@ -218,8 +250,8 @@ impl Ingest {
     /// Opens the state directory (created if missing) and resumes from its checkpoint,
     /// or starts at the node's lowest-numbered log file.
     pub fn open(mut config: IngestConfig) -> Result<Ingest, IngestError> {
-        if config.keys.is_empty() {
-            return Err(IngestError::Config("no log keys"));
+        if config.public_keys.is_empty() {
+            return Err(IngestError::Config("no checkpoint public keys"));
         }
         if config.max_line_bytes == 0 || config.max_batch_lines == 0 || config.recent_seqs == 0 {
             return Err(IngestError::Config("max_line_bytes, max_batch_lines and recent_seqs must be above 0"));
@@ -228,20 +260,17 @@ impl Ingest {
         let state_path = config.state_dir.join(STATE_FILE);
         let mut state = State::load(&state_path)?.unwrap_or_else(|| State::new(config.recent_seqs));
         state.nonces.set_capacity(config.recent_seqs);
-        let keys = std::mem::take(&mut config.keys);
-        let (verifier, position) = match &state.checkpoint {
+        let keys = std::mem::take(&mut config.public_keys);
+        let (anchor, position) = match &state.checkpoint {
             Some(checkpoint) => {
                 if checkpoint.node != config.node {
                     return Err(IngestError::WrongNode { path: state_path, expected: config.node.clone(), found: checkpoint.node.clone() });
                 }
-                let verifier = match checkpoint.chain_position() {
-                    Some(position) => ChainVerifier::resume(keys, config.node.clone(), position),
-                    None => ChainVerifier::new(keys, Some(config.node.clone())),
-                };
-                (verifier, Some((checkpoint.read_file_index, checkpoint.offset)))
+                (checkpoint.anchor.clone(), Some((checkpoint.read_file_index, checkpoint.offset)))
             }
-            None => (ChainVerifier::new(keys, Some(config.node.clone())), None),
+            None => (None, None),
         };
+        let verifier = WindowVerifier::new(keys, config.node.clone(), anchor, config.max_pending_lines, config.max_pending_bytes);
         let tail = Tail::new(config.log_dir.clone(), &config.node, position, config.max_line_bytes);
         let quarantine = Quarantine::new(config.state_dir.join(QUARANTINE_FILE), config.quarantine_line_bytes, config.max_quarantine_bytes);
         Ok(Ingest { config, verifier, tail, state, state_path, quarantine, counters: BTreeMap::new(), dirty: false })
@@ -286,16 +315,14 @@ impl Ingest {
         }
         // The quarantine is durable before the checkpoint moves past its lines.
         self.quarantine.sync()?;
-        self.state.checkpoint = self.tail.position().map(|(read_file_index, offset)| {
-            let chain = self.verifier.position();
-            Checkpoint {
-                node: self.config.node.clone(),
-                read_file_index,
-                offset,
-                chain_file_index: chain.map(|position| position.file_index),
-                last_seq: chain.map(|position| position.seq),
-                last_tag: chain.map(|position| position.tag.clone()),
-            }
+        // Lines still waiting for their checkpoint are read again after a restart.
+        let position = match self.verifier.oldest_pending() {
+            Some(oldest) => Some((oldest.file_index, oldest.offset)),
+            None => self.tail.position(),
+        };
+        self.state.checkpoint = position.map(|(read_file_index, offset)| {
+            let anchor = self.verifier.anchor().cloned();
+            Checkpoint { node: self.config.node.clone(), read_file_index, offset, last_seq: anchor.as_ref().map(|anchor| anchor.seq), anchor }
         });
         self.state.save(&self.state_path)?;
         self.dirty = false;
@@ -329,9 +356,15 @@ impl Ingest {
         self.config.max_batch_lines
     }
 
-    /// The seq of the last record accepted into the chain (read, maybe not committed).
+    /// The seq of the last checkpoint accepted (read, maybe not committed): every record
+    /// up to it was delivered or quarantined.
     pub fn last_seq(&self) -> Option<u64> {
-        self.verifier.position().map(|position| position.seq)
+        self.verifier.anchor().map(|anchor| anchor.seq)
+    }
+
+    /// Lines read that wait for their signed checkpoint.
+    pub fn pending_lines(&self) -> usize {
+        self.verifier.pending_lines()
     }
 
     /// The nonce store.
@@ -347,40 +380,48 @@ impl Ingest {
             LineContent::Truncated(text) => return self.reject(&line, text, RejectReason::Log(FailureReason::TruncatedLine), stats),
             LineContent::Gone(what) => return self.reject(&line, "", RejectReason::FileGone(what.clone()), stats),
         };
-        let record = match self.verifier.authenticate(text) {
-            Ok(record) => record,
-            Err(reason) => return self.reject(&line, text, RejectReason::Log(reason), stats),
-        };
-        if let Err(rejection) = self.state.nonces.check(&record.node, record.seq) {
-            return self.reject(&line, text, RejectReason::Nonce(rejection), stats);
+        // Nothing is decided before a signed checkpoint covers it.
+        let token = LineRef { file_index: line.file_index, path: line.path.clone(), offset: line.offset };
+        let pushed = self.verifier.push(line.file_index, token, text);
+        if let Some(gap) = pushed.gap {
+            stats.reanchored += 1;
+            self.reject(&line, "", RejectReason::Uncovered { from: gap.from, to: gap.to }, stats)?;
         }
-        let ts_us = record.head.ts_us;
-        if let Err(reason) = self.verifier.continue_chain(line.file_index, &record) {
-            self.reject(&line, text, RejectReason::Log(reason), stats)?;
-            // An authentic, fresh header of a later file is where the chain starts again
-            // (the header itself carries no event, so quarantining it loses nothing).
-            if record.is_header && self.verifier.reanchor(line.file_index, &record).is_ok() {
-                self.state.nonces.accept(&record.node, record.seq, None);
-                stats.reanchored += 1;
+        for decided in pushed.decided {
+            let at = Line { file_index: decided.file_index, path: decided.token.path, offset: decided.token.offset, content: LineContent::Text(String::new()) };
+            let covered = match decided.verdict {
+                Ok(covered) => covered,
+                Err(reason) => {
+                    self.reject(&at, &decided.line, RejectReason::Window(reason), stats)?;
+                    continue;
+                }
+            };
+            // Authentic and in place; the nonce store and the age window still apply.
+            if let Err(rejection) = self.state.nonces.check(&self.config.node, covered.seq) {
+                self.reject(&at, &decided.line, RejectReason::Nonce(rejection), stats)?;
+                continue;
             }
-            return Ok(());
-        }
-        // From here the record is authentic and in place: the chain has moved, and its
-        // seq is spent whether or not it is delivered.
-        let newest_ts_us = self.state.nonces.newest_ts_us(&record.node);
-        self.state.nonces.accept(&record.node, record.seq, ts_us);
-        if let (Some(ts_us), Some(newest_ts_us)) = (ts_us, newest_ts_us) {
-            if ts_us.saturating_add(self.config.max_age_us) < newest_ts_us {
-                return self.reject(&line, text, RejectReason::TooOld { ts_us, newest_ts_us }, stats);
+            let ts_us = covered.head.ts_us;
+            let newest_ts_us = self.state.nonces.newest_ts_us(&self.config.node);
+            self.state.nonces.accept(&self.config.node, covered.seq, ts_us);
+            if covered.is_checkpoint {
+                stats.checkpoints += 1;
+                continue;
             }
+            if covered.is_header {
+                stats.headers += 1;
+                continue;
+            }
+            if let (Some(ts_us), Some(newest_ts_us)) = (ts_us, newest_ts_us) {
+                if ts_us.saturating_add(self.config.max_age_us) < newest_ts_us {
+                    self.reject(&at, &decided.line, RejectReason::TooOld { ts_us, newest_ts_us }, stats)?;
+                    continue;
+                }
+            }
+            stats.delivered += 1;
+            let kind = covered.head.kind.unwrap_or_default();
+            deliver(VerifiedRecord { node: self.config.node.clone(), seq: covered.seq, file: at.path, offset: at.offset, kind, ts_us, line: decided.line });
         }
-        if record.is_header {
-            stats.headers += 1;
-            return Ok(());
-        }
-        stats.delivered += 1;
-        let kind = record.head.kind.unwrap_or_default();
-        deliver(VerifiedRecord { node: record.node, seq: record.seq, file: line.path, offset: line.offset, kind, ts_us, line: text.to_string() });
         Ok(())
     }
 

@@ -7,21 +7,23 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use mld_eventlog::ChainPosition;
+use mld_eventlog::CheckpointAnchor;
 use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
 
 /// The state file's name in the ingest state directory.
 pub const STATE_FILE: &str = "state.json";
-const STATE_VERSION: u32 = 1;
+/// 2: verification by signed checkpoints (ADR 0007). A version 1 state (HMAC-verified
+/// chain position) is not carried over: the log is verified again from its first file.
+const STATE_VERSION: u32 = 2;
 
 /// Where ingest stands in a node's log.
 ///
 /// Invariant: every line before (`read_file_index`, `offset`) has been either delivered
-/// or quarantined, and nothing after it has; the chain position is the last accepted
-/// record, which may lie in an earlier file than the reading position (when every line
-/// read since was rejected).
+/// or quarantined, and nothing after it has been delivered: lines still waiting for
+/// their signed checkpoint are read again after a restart (the position is the oldest
+/// of them). The anchor is the last accepted log checkpoint record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
@@ -29,20 +31,10 @@ pub struct Checkpoint {
     /// The file being read and the byte offset of the next line to read in it.
     pub read_file_index: u64,
     pub offset: u64,
-    /// The last accepted record: its file, seq and tag (`None` before the first).
-    pub chain_file_index: Option<u64>,
+    /// The last log checkpoint record accepted (`None` before the first).
+    pub anchor: Option<CheckpointAnchor>,
+    /// Its seq: every record up to it has been delivered or quarantined.
     pub last_seq: Option<u64>,
-    pub last_tag: Option<String>,
-}
-
-impl Checkpoint {
-    /// The chain position to resume the verifier from.
-    pub fn chain_position(&self) -> Option<ChainPosition> {
-        match (self.chain_file_index, self.last_seq, &self.last_tag) {
-            (Some(file_index), Some(seq), Some(tag)) => Some(ChainPosition { file_index, seq, tag: tag.clone() }),
-            _ => None,
-        }
-    }
 }
 
 /// Why the nonce store refused a sequence number.
@@ -153,6 +145,11 @@ impl State {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(IngestError::Io { operation: "read state file", path: path.to_path_buf(), source }),
         };
+        if serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|value| value["version"] == 1) {
+            // Written before checkpoints (HMAC chain position): start again from the first
+            // file, as after `Ingest::forget_state`.
+            return Ok(None);
+        }
         let state: State = serde_json::from_str(&text).map_err(|error| IngestError::State { path: path.to_path_buf(), detail: error.to_string() })?;
         if state.version != STATE_VERSION {
             return Err(IngestError::State { path: path.to_path_buf(), detail: format!("version {} (this build reads {STATE_VERSION})", state.version) });
@@ -214,7 +211,8 @@ mod tests {
         assert_eq!(State::load(&path).expect("load"), None);
         let mut state = State::new(8);
         state.nonces.accept("a", 7, None);
-        state.checkpoint = Some(Checkpoint { node: "a".to_string(), read_file_index: 2, offset: 99, chain_file_index: Some(2), last_seq: Some(7), last_tag: Some("ab".to_string()) });
+        let anchor = CheckpointAnchor { file_index: 2, seq: 7, digest: "cd".to_string(), tag: "ab".to_string() };
+        state.checkpoint = Some(Checkpoint { node: "a".to_string(), read_file_index: 2, offset: 99, anchor: Some(anchor), last_seq: Some(7) });
         std::fs::write(temporary_path(&path), b"{half a write").expect("write");
         state.save(&path).expect("save");
         assert_eq!(State::load(&path).expect("load"), Some(state));

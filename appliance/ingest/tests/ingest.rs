@@ -1,13 +1,16 @@
 //! The ingest foundation against real logs written by `LogWriter`: following a live log
 //! across rotations, resuming from the checkpoint, and every kind of tampering refused,
-//! quarantined with its reason and counted.
+//! quarantined with its reason and counted. Ingest holds the checkpoint public key only
+//! (ADR 0007): nothing here gives it the HMAC key.
 
 use std::path::{Path, PathBuf};
 
-use mld_eventlog::{file_name, LogKey, LogWriter, WriterConfig};
+use mld_eventlog::{file_name, CheckpointSigningKey, LogKey, LogWriter, Sealer, WriterConfig};
 use mld_ingest::{Ingest, IngestConfig, QuarantineEntry, VerifiedRecord, QUARANTINE_FILE};
 
 const KEY: [u8; 32] = [9; 32];
+/// The writer's checkpoint signing key (seed).
+const SIGNING_SEED: [u8; 32] = [6; 32];
 const NODE: &str = "node-a";
 /// Event times start here (µs): a plausible present.
 const BASE_TS_US: u64 = 1_700_000_000_000_000;
@@ -23,7 +26,7 @@ fn event(n: u64) -> serde_json::Map<String, serde_json::Value> {
 
 fn writer(dir: &Path, key: [u8; 32]) -> LogWriter {
     let config = WriterConfig { max_file_bytes: 2048, sync_every_records: 4, rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), NODE.to_string()) };
-    LogWriter::open(config, LogKey::from_bytes(key)).expect("open writer")
+    LogWriter::open_signed(config, LogKey::from_bytes(key), CheckpointSigningKey::from_seed(SIGNING_SEED)).expect("open writer")
 }
 
 /// A log of events `from..to` in `dir`, rotated every ~2 KiB.
@@ -36,7 +39,7 @@ fn write_events(dir: &Path, from: u64, to: u64) {
 }
 
 fn config(log: &Path, state: &Path) -> IngestConfig {
-    IngestConfig::new(log.to_path_buf(), state.to_path_buf(), NODE.to_string(), vec![LogKey::from_bytes(KEY)])
+    IngestConfig::new(log.to_path_buf(), state.to_path_buf(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()])
 }
 
 fn open(log: &Path, state: &Path) -> Ingest {
@@ -121,6 +124,7 @@ fn a_log_written_while_followed_is_delivered_completely_in_order_once() {
             ingest.poll(&mut |record| records.push(record)).expect("poll");
         }
     }
+    writer.checkpoint().expect("checkpoint");
     writer.sync().expect("sync");
     records.extend(drain(&mut ingest));
     assert!(log_files(&log).len() >= 5, "the log rotated by size");
@@ -160,74 +164,146 @@ fn a_restart_resumes_from_the_checkpoint_with_no_gap_and_no_duplicate() {
 }
 
 #[test]
-fn a_forged_line_is_quarantined_and_the_chain_restarts_at_the_next_file() {
+fn a_changed_line_is_quarantined_with_its_window_and_the_next_checkpoint_goes_on() {
     let (_root, log, state, files) = fresh();
     let mut content = lines(&files[1]);
     let forged_id = serde_json::from_str::<serde_json::Value>(&content[2]).expect("JSON")["event_id"].as_str().expect("id").to_string();
     content[2] = content[2].replace("10.66.2.2", "10.66.2.3");
     write_lines(&files[1], &content);
-    let rest_of_file = content.len() as u64 - 3;
 
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
     let ids = event_ids(&records);
     assert!(!ids.contains(&forged_id));
-    assert_eq!(count(&ingest, "bad_hmac"), 1);
-    // The genuine lines after it cannot chain to the last verified record: the rest of
-    // that file is quarantined, and the next file's header re-anchors the chain.
-    assert_eq!(count(&ingest, "sequence_gap"), rest_of_file + 1, "rest of the file and the next header");
+    // The signed checkpoint that closes file 1 no longer matches its lines: it is refused
+    // and every line it covers is quarantined with it; the next checkpoint goes on, and
+    // the gap is on record.
+    assert_eq!(count(&ingest, "digest_mismatch"), content.len() as u64, "the file's records and its checkpoint");
+    assert_eq!(count(&ingest, "uncovered"), 1);
     assert!(ids.contains(&"ev-59".to_string()), "the files after it are delivered");
     assert_strictly_increasing(&records);
     let entries = quarantined(&state);
-    let forged = entries.iter().find(|entry| entry.reason == "bad_hmac").expect("quarantined");
-    assert!(forged.line.contains("10.66.2.3") && forged.file.ends_with(&file_name(NODE, 1)), "{forged:?}");
-    assert!(forged.detail.contains("HMAC mismatch"), "{}", forged.detail);
+    let forged = entries.iter().find(|entry| entry.line.contains("10.66.2.3")).expect("quarantined");
+    assert!(forged.reason == "digest_mismatch" && forged.file.ends_with(&file_name(NODE, 1)), "{forged:?}");
+    assert!(forged.detail.contains("do not match the signed checkpoint"), "{}", forged.detail);
 }
 
 #[test]
 fn an_inserted_line_is_dropped_and_the_lines_after_it_still_verify() {
     let (_root, log, state, files) = fresh();
     let mut content = lines(&files[1]);
+    // The same seq and tag as the genuine line, another body.
     let forged = content[2].replace("10.66.2.2", "10.66.2.9");
     content.insert(2, forged);
     write_lines(&files[1], &content);
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
     assert_eq!(event_ids(&records), expected_ids(0..60), "every genuine record, the inserted one not");
-    assert_eq!(ingest.rejected_by_reason().iter().map(|(reason, n)| (*reason, *n)).collect::<Vec<_>>(), vec![("bad_hmac", 1)]);
+    assert_eq!(ingest.rejected_by_reason().iter().map(|(reason, n)| (*reason, *n)).collect::<Vec<_>>(), vec![("unsigned", 1)]);
+}
+
+/// What a compromised ingest task could do before ADR 0007: seal a record with the HMAC
+/// key. The line verifies under the HMAC key and continues the chain, but no signed
+/// checkpoint covers it: it is quarantined and the genuine line is delivered.
+#[test]
+fn a_line_forged_with_the_hmac_key_is_quarantined() {
+    let (_root, log, state, files) = fresh();
+    let mut content = lines(&files[1]);
+    let before: serde_json::Value = serde_json::from_str(&content[1]).expect("JSON");
+    let mut sealer = Sealer::new(NODE, LogKey::from_bytes(KEY), before["seq"].as_u64().expect("seq"), before["hmac"].as_str().expect("hmac"));
+    let mut forged = Vec::new();
+    let mut body = event(999);
+    body.insert("src_ip".to_string(), "10.66.6.6".into());
+    sealer.seal(&body, &mut forged).expect("seal");
+    let forged = String::from_utf8(forged).expect("UTF-8").trim_end().to_string();
+    mld_eventlog::verify_paths(&[files[0].clone()], &[LogKey::from_bytes(KEY)]).expect("the HMAC key verifies the log");
+    content.insert(2, forged.clone());
+    write_lines(&files[1], &content);
+    let mut ingest = open(&log, &state);
+    let records = drain(&mut ingest);
+    assert_eq!(event_ids(&records), expected_ids(0..60), "the forged record is not handed on, every genuine one is");
+    assert_eq!(count(&ingest, "unsigned"), 1);
+    let entry = quarantined(&state).into_iter().find(|entry| entry.line == forged).expect("the forged line is quarantined");
+    assert!(entry.detail.contains("no valid signed checkpoint"), "{}", entry.detail);
 }
 
 #[test]
-fn a_replayed_line_is_refused_by_the_nonce_store() {
+fn records_are_handed_on_only_after_their_signed_checkpoint() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (log, state) = (root.path().join("log"), root.path().join("state"));
+    let config = WriterConfig {
+        max_file_bytes: 1 << 20,
+        rotate_daily: false,
+        checkpoint_every_records: 10_000,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..WriterConfig::new(log.clone(), NODE.to_string())
+    };
+    let mut writer = LogWriter::open_signed(config, LogKey::from_bytes(KEY), CheckpointSigningKey::from_seed(SIGNING_SEED)).expect("open");
+    let mut ingest = open(&log, &state);
+    for n in 0..5 {
+        writer.append(&event(n)).expect("append");
+    }
+    writer.sync().expect("sync");
+    assert!(drain(&mut ingest).is_empty(), "written and durable, not yet covered by a checkpoint");
+    assert_eq!(ingest.pending_lines(), 6, "the header and five events wait");
+    // A restart in between loses nothing: the waiting lines are read again.
+    drop(ingest);
+    let mut ingest = open(&log, &state);
+    assert!(drain(&mut ingest).is_empty());
+    writer.checkpoint().expect("checkpoint");
+    assert_eq!(event_ids(&drain(&mut ingest)), expected_ids(0..5), "handed on once the checkpoint verifies");
+    assert!(ingest.rejected_by_reason().is_empty(), "{:?}", ingest.rejected_by_reason());
+
+    // A checkpoint whose signature does not verify (another key claiming this key's id):
+    // refused, and what it claims to cover is never handed on.
+    for n in 5..8 {
+        writer.append(&event(n)).expect("append");
+    }
+    writer.checkpoint().expect("checkpoint");
+    writer.sync().expect("sync");
+    drop(writer);
+    let path = log.join(file_name(NODE, 0));
+    let mut content = lines(&path);
+    let last = content.pop().expect("the checkpoint");
+    let at = last.find("\"signature\":\"").expect("signature") + 13;
+    let mut bad = last.clone();
+    bad.replace_range(at..at + 2, if &last[at..at + 2] == "00" { "11" } else { "00" });
+    content.push(bad);
+    write_lines(&path, &content);
+    assert!(drain(&mut ingest).is_empty(), "nothing after a bad signature");
+    assert_eq!(count(&ingest, "bad_checkpoint_signature"), 1);
+}
+
+#[test]
+fn a_replayed_window_is_refused_as_stale() {
     let (_root, log, state, files) = fresh();
-    let old = lines(&files[0])[2].clone();
+    let old = lines(&files[0]);
     let last = files.last().expect("files");
     let mut content = lines(last);
-    content.push(old.clone());
+    // The first file again, signed checkpoint and all, at the end of the log.
+    content.extend(old.iter().cloned());
     write_lines(last, &content);
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
     assert_eq!(event_ids(&records), expected_ids(0..60), "the copy is not delivered again");
-    assert_eq!(count(&ingest, "replay"), 1);
+    assert_eq!(count(&ingest, "stale_checkpoint"), old.len() as u64, "{:?}", ingest.rejected_by_reason());
     let entries = quarantined(&state);
-    assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].line, old);
-    assert!(entries[0].detail.contains("already accepted"), "{}", entries[0].detail);
+    assert_eq!(entries.len(), old.len());
+    assert_eq!(entries[0].line, old[0]);
+    assert!(entries[0].detail.contains("replayed"), "{}", entries[0].detail);
 }
 
 #[test]
-fn reordered_lines_are_not_delivered_out_of_order() {
+fn reordered_lines_are_delivered_in_seq_order() {
     let (_root, log, state, files) = fresh();
     let mut content = lines(&files[1]);
     content.swap(2, 3);
-    let moved_up = serde_json::from_str::<serde_json::Value>(&content[2]).expect("JSON")["event_id"].as_str().expect("id").to_string();
     write_lines(&files[1], &content);
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
+    // The bytes are the writer's (the digest is over seq order): delivered, in order.
     assert_strictly_increasing(&records);
-    assert!(!event_ids(&records).contains(&moved_up), "the line moved ahead of its place is refused");
-    assert!(count(&ingest, "sequence_gap") >= 1);
-    assert!(quarantined(&state).iter().any(|entry| entry.reason == "sequence_gap" && entry.line == content[2]));
+    assert_eq!(event_ids(&records), expected_ids(0..60));
 }
 
 #[test]
@@ -237,16 +313,20 @@ fn a_partial_last_line_is_waited_for_and_never_consumed() {
     let whole = std::fs::read(last).expect("read");
     let cut = whole.len() - 30;
     std::fs::write(last, &whole[..cut]).expect("truncate");
+    // The cut line is the file's closing checkpoint: its records wait for it.
+    let in_last: Vec<String> = lines(last).iter().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["event_id"].as_str().map(str::to_string)).collect();
+    assert!(!in_last.is_empty());
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
-    assert_eq!(event_ids(&records), expected_ids(0..59));
+    let before: Vec<String> = expected_ids(0..60).into_iter().filter(|id| !in_last.contains(id)).collect();
+    assert_eq!(event_ids(&records), before);
     assert!(ingest.rejected_by_reason().is_empty(), "a partial line is not an error yet");
-    let offset = ingest.checkpoint().expect("checkpoint").offset;
-    assert!(offset < cut as u64 && whole[offset as usize - 1] == b'\n', "the checkpoint stays before the partial line");
+    let checkpoint = ingest.checkpoint().expect("checkpoint");
+    assert_eq!((checkpoint.read_file_index, checkpoint.offset), (files.len() as u64 - 1, 0), "the checkpoint stays before the waiting lines");
     // The rest of the line arrives (after a restart of the ingest task, even).
     std::fs::write(last, &whole).expect("complete");
     let mut ingest = open(&log, &state);
-    assert_eq!(event_ids(&drain(&mut ingest)), expected_ids(59..60));
+    assert_eq!(event_ids(&drain(&mut ingest)), in_last);
 }
 
 #[test]
@@ -255,11 +335,14 @@ fn truncation_at_the_end_of_a_rotated_file_is_caught_by_the_next_header() {
     let (_root, log, state, files) = fresh();
     let whole = std::fs::read(&files[0]).expect("read");
     std::fs::write(&files[0], &whole[..whole.len() - 20]).expect("truncate");
+    let first_file_lines = lines(&files[0]).len() as u64;
+    let first_file_events = first_file_lines - 2;
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
-    assert_eq!(records.len(), 59);
+    // The cut line is file 0's checkpoint: its records are never covered.
+    assert_eq!(records.len() as u64, 60 - first_file_events);
     assert_eq!(count(&ingest, "truncated_line"), 1);
-    assert_eq!(count(&ingest, "sequence_gap"), 1, "the next header does not follow");
+    assert_eq!(count(&ingest, "unsigned"), first_file_lines - 1, "the header and events of file 0");
     assert_strictly_increasing(&records);
 
     // Cut at a line boundary: only the next file's header can tell.
@@ -267,15 +350,13 @@ fn truncation_at_the_end_of_a_rotated_file_is_caught_by_the_next_header() {
     let mut content = lines(&files[0]);
     let dropped = content.pop().expect("a line");
     write_lines(&files[0], &content);
+    assert!(dropped.contains("\"type\":\"checkpoint\""), "the writer closed the file with a checkpoint");
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
-    let dropped_id = serde_json::from_str::<serde_json::Value>(&dropped).expect("JSON")["event_id"].as_str().expect("id").to_string();
-    assert_eq!(records.len(), 59);
-    assert!(!event_ids(&records).contains(&dropped_id));
+    assert_eq!(records.len() as u64, 60 - (content.len() as u64 - 1));
     let entries = quarantined(&state);
-    assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].reason, "sequence_gap");
-    assert!(entries[0].file.ends_with(&file_name(NODE, 1)) && entries[0].offset == 0, "the header of the next file: {:?}", entries[0]);
+    assert_eq!(entries.len(), content.len());
+    assert!(entries.iter().all(|entry| entry.reason == "unsigned" && entry.file.ends_with(&file_name(NODE, 0))), "{entries:?}");
 }
 
 #[test]
@@ -293,8 +374,8 @@ fn a_line_signed_with_another_key_is_refused() {
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);
     assert_eq!(event_ids(&records), expected_ids(0..60));
-    assert_eq!(count(&ingest, "unknown_key"), 1);
-    assert!(quarantined(&state)[0].detail.contains("unknown key id"));
+    assert_eq!(count(&ingest, "unsigned"), 1);
+    assert!(quarantined(&state)[0].detail.contains("no valid signed checkpoint"));
 }
 
 #[test]
@@ -330,9 +411,8 @@ fn an_old_file_copied_in_as_a_new_index_is_refused_after_a_restart() {
     let small = IngestConfig { recent_seqs: 4, ..config(&log, &state) };
     let mut ingest = Ingest::open(small).expect("open");
     assert!(drain(&mut ingest).is_empty(), "nothing of the copy is delivered");
-    let by_nonce = count(&ingest, "replay") + count(&ingest, "stale");
-    assert_eq!(by_nonce, copied_lines, "every line refused by the nonce store: {:?}", ingest.rejected_by_reason());
-    assert_eq!(count(&ingest, "stale"), copied_lines, "far below the high-water mark, out of the recent set");
+    // Its signed checkpoint covers records at or below the last one accepted.
+    assert_eq!(count(&ingest, "stale_checkpoint"), copied_lines, "every line refused: {:?}", ingest.rejected_by_reason());
     assert_eq!(ingest.nonces().high_water(NODE), ingest.checkpoint().and_then(|checkpoint| checkpoint.last_seq));
 }
 
@@ -375,7 +455,7 @@ fn the_quarantine_is_bounded_and_keeps_the_newest_entries() {
     write_lines(last, &content);
     let mut ingest = Ingest::open(IngestConfig { max_quarantine_bytes: 4096, ..config(&log, &state) }).expect("open");
     drain(&mut ingest);
-    assert_eq!(count(&ingest, "bad_hmac"), 40);
+    assert_eq!(count(&ingest, "unsigned"), 40);
     let current = std::fs::metadata(state.join(QUARANTINE_FILE)).expect("current").len();
     let previous = std::fs::metadata(state.join(mld_ingest::QUARANTINE_PREVIOUS_FILE)).expect("previous").len();
     assert!(current <= 4096 && previous <= 4096, "{current} and {previous} bytes");
