@@ -299,6 +299,8 @@ fn the_supervisor_makes_private_files_and_gives_each_task_only_its_own() {
     assert_eq!((ingest_dir.uid(), ingest_dir.mode() & 0o7777), (ids["ingest"].0, 0o700), "the ingest state directory");
     let key = stat(&runtime.join("keys/log.key"));
     assert_eq!((key.uid(), key.mode() & 0o7777), (0, 0o600), "the log key");
+    let signing_key = stat(&runtime.join("keys/log-signing.key"));
+    assert_eq!((signing_key.uid(), signing_key.mode() & 0o7777), (0, 0o600), "the checkpoint signing key, created next to the log key");
     assert_eq!(stat(&runtime.join("keys")).mode() & 0o077, 0, "the key's directory is private");
     supervisor.stop();
 }
@@ -450,6 +452,14 @@ fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
     let (_, log) = supervisor.stop_with_log();
     let (ok, report) = verify_lab_log(&lab);
     assert!(ok, "the log does not verify after a killed log task: {report}\n{log}");
+    // And with the checkpoint public key alone: what the killed run left without a
+    // checkpoint was covered by the next run's first (ADR 0007).
+    let dir = format!("/run/mldefender-lab-{}", lab.id);
+    let public_key = run(mldefender().args(["log", "public-key", "--signing-key", &format!("{dir}/keys/log-signing.key")]));
+    assert!(public_key.status.success(), "{}", stderr(&public_key));
+    std::fs::write(format!("{dir}/log-signing.pub"), stdout(&public_key)).expect("write the public key");
+    let by_checkpoints = run(mldefender().args(["log", "verify", &format!("{dir}/log"), "--public-key", &format!("{dir}/log-signing.pub")]));
+    assert!(by_checkpoints.status.success(), "the log does not verify by its checkpoints after a killed log task: {}\n{log}", stdout(&by_checkpoints));
     let ids = event_ids(&lab);
     let mut unique = ids.clone();
     unique.sort();
