@@ -2,7 +2,7 @@
 //! use it: the whole file, then every frame through the decoder. Input: the file's bytes.
 //!
 //! The reader reads files (a path is what errors name), so each input is written to a
-//! per-process file on tmpfs first; that costs a few microseconds an input.
+//! per-process scratch file on tmpfs first (unlinked, reached through `/proc/self/fd`).
 //!
 //! Checks beyond "never panics": the count returned is the number of frames handed on,
 //! frames come in file order (strictly increasing offsets inside the file), and every
@@ -10,24 +10,38 @@
 
 #![no_main]
 
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use mld_packet::{decode_frame, PcapReader};
 
-fn scratch_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
+/// The scratch file: created on tmpfs and unlinked at once (nothing is left behind,
+/// however the process ends), reached again through `/proc/self/fd`.
+fn scratch() -> &'static (Mutex<File>, PathBuf) {
+    static SCRATCH: OnceLock<(Mutex<File>, PathBuf)> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
         let shm = PathBuf::from("/dev/shm");
         let dir = if shm.is_dir() { shm } else { std::env::temp_dir() };
-        dir.join(format!("mld-fuzz-pcap-{}.pcap", std::process::id()))
+        let named = dir.join(format!("mld-fuzz-pcap-{}.pcap", std::process::id()));
+        let file = File::options().read(true).write(true).create(true).truncate(true).open(&named).expect("create the scratch file");
+        std::fs::remove_file(&named).expect("unlink the scratch file");
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        (Mutex::new(file), path)
     })
 }
 
 fuzz_target!(|input: &[u8]| {
-    let path = scratch_path();
-    std::fs::write(path, input).expect("write the scratch capture file");
+    let (file, path) = scratch();
+    {
+        let mut file = file.lock().expect("one input at a time");
+        file.set_len(0).expect("truncate the scratch file");
+        file.rewind().expect("rewind the scratch file");
+        file.write_all(input).expect("write the scratch file");
+    }
     let mut handed_on = 0u64;
     let mut last_offset = None;
     let result = PcapReader::read_file(path, |frame| {
