@@ -43,7 +43,7 @@ for library in $(ldd "$binary" | grep -oE '/[^ ]+'); do
     mkdir -p "$root$(dirname "$library")"
     cp -L "$library" "$root$library"
 done
-modules=$(grep '^modules = ' image/vm.toml | grep -oE '"[a-z_]+"' | tr -d '"')
+modules=$(grep '^modules = ' image/vm.toml | grep -oE '"[a-z0-9_]+"' | tr -d '"')
 for module in $modules; do
     file=$(find "$work/kernel/lib/modules/$version" -name "$module.ko" | head -1)
     [[ -n "$file" ]] || { say "module $module not in $package"; exit 1; }

@@ -55,9 +55,21 @@ pub fn mount_data(device: &Path, fstype: &str, target: &Path, wait: std::time::D
     if target.to_str().is_some_and(is_mountpoint) {
         return Ok(true);
     }
-    std::fs::create_dir_all(target).map_err(|error| format!("failed to create mount point `{}`: {error}", target.display()))?;
+    // Missing parents get the pass-through mode whatever the umask (077 here).
+    crate::files::create_dirs(target, 0o755).map_err(|error| format!("failed to create mount point `{}`: {error}", target.display()))?;
     mount(Some(device), target, Some(fstype), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
         .map_err(|error| format!("failed to mount {fstype} `{}` on `{}`: {error}", device.display(), target.display()))?;
+    // The tasks pass through the data root to their own directories: root's, 0755,
+    // whatever mode the file system was made with (set through an O_NOFOLLOW fd).
+    let root = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW).open(target)
+    }
+    .map_err(|error| format!("failed to open `{}`: {error}", target.display()))?;
+    nix::unistd::fchown(&root, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0)))
+        .map_err(|error| format!("failed to change the owner of `{}`: {error}", target.display()))?;
+    root.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|error| format!("failed to set the mode of `{}`: {error}", target.display()))?;
     Ok(true)
 }
 
