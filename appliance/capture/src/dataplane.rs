@@ -535,8 +535,16 @@ fn prepare_bpffs(dir: &Path) -> Result<(), CaptureError> {
     if !on_bpffs(dir) {
         mount_bpffs(dir)?;
     }
-    // Only root may reach the pins (the maps are the enforcement).
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(|error| CaptureError::io("restrict the mode of", dir, error))?;
+    // Only root may reach the pins (the maps are the enforcement); set through an
+    // O_NOFOLLOW fd, never through a link.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+            .open(dir)
+            .and_then(|handle| handle.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)))
+            .map_err(|error| CaptureError::io("restrict the mode of", dir, error))?;
+    }
     Ok(())
 }

@@ -585,3 +585,84 @@ fn a_killed_supervisor_leaves_blocks_enforced_and_the_next_one_adopts_them_also_
     assert!(!lab.ping("a", "10.66.9.2"), "the attacker passes after the reboot");
     supervisor.stop();
 }
+
+/// A duplicate of `fd` of process `pid` (pidfd_getfd; root may take any process's fds).
+fn take_fd(pid: u64, fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls with integer arguments; each returned fd is checked and owned.
+    #[allow(unsafe_code)]
+    unsafe {
+        let pidfd = nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0);
+        assert!(pidfd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let taken = nix::libc::syscall(nix::libc::SYS_pidfd_getfd, std::os::fd::AsRawFd::as_raw_fd(&pidfd), fd, 0);
+        assert!(taken >= 0, "pidfd_getfd({pid}, {fd}): {}", std::io::Error::last_os_error());
+        std::os::fd::OwnedFd::from_raw_fd(taken as i32)
+    }
+}
+
+#[test]
+fn the_capture_task_refuses_block_commands_no_detect_task_should_send() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "");
+    supervisor.wait_ready(Duration::from_secs(30));
+    // Stand in for the detect task: stop it, take its flow listener (fd 4), and let a
+    // restarted capture task connect to us.
+    let detect_pid = supervisor.task("detect")["pid"].as_u64().expect("detect pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(detect_pid as i32), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP detect");
+    let listener = std::os::unix::net::UnixListener::from(take_fd(detect_pid, 4));
+    let capture_pid = supervisor.task("capture")["pid"].as_u64().expect("capture pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL capture");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut connection = None;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            connection = listener.accept().ok().map(|(stream, _)| stream);
+            connection.is_some()
+        }),
+        "the restarted capture task did not connect:\n{}",
+        supervisor.log()
+    );
+    let mut connection = connection.expect("connection");
+    connection.set_nonblocking(false).expect("blocking");
+    let commands = [
+        (1, "0.0.0.0/0", 600, "scan"),
+        (2, "10.0.0.0/8", 600, "flood"),
+        (3, "10.66.2.2/32", u64::MAX, "scan"),
+        (4, "10.66.9.1/32", 600, "scan"),
+        (5, "10.66.2.2/32", 60, "scan"),
+    ];
+    let mut frames = Vec::new();
+    for (id, prefix, ttl_secs, reason) in commands {
+        let command = mld_ipc::ResponseMessage::Block { id, prefix: prefix.to_string(), ttl_secs, reason: reason.to_string(), decided_boot_ns: 0 };
+        mld_ipc::write_frame(&mut frames, &command).expect("frame");
+    }
+    std::io::Write::write_all(&mut connection, &frames).expect("send the commands");
+    connection.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut decoder = mld_ipc::FrameDecoder::default();
+    let mut results = std::collections::BTreeMap::new();
+    let mut chunk = [0u8; 65536];
+    while results.len() < commands.len() {
+        let read = std::io::Read::read(&mut connection, &mut chunk).expect("read from the capture task");
+        assert!(read > 0, "the capture task closed the connection: {results:?}");
+        decoder.push(&chunk[..read]);
+        while let Some(message) = decoder.next_message::<mld_ipc::FlowMessage>().expect("frame from the capture task") {
+            if let mld_ipc::FlowMessage::BlockResult { id, error, .. } = message {
+                results.insert(id, error);
+            }
+        }
+    }
+    for id in 1..=4 {
+        let error = results[&id].as_deref().unwrap_or_else(|| panic!("command {id} {:?} was applied", commands[id as usize - 1]));
+        assert!(error.contains("refused"), "command {id}: {error}");
+    }
+    assert_eq!(results[&5], None, "a sound block command was refused");
+    let listed = stdout(&lab.mldefender(&["block", "list"]));
+    assert!(!listed.contains("0.0.0.0/0") && !listed.contains("10.0.0.0/8") && !listed.contains("10.66.9.1"), "{listed}");
+    let left = listed.lines().find(|line| line.starts_with("10.66.2.2/32")).and_then(|line| line.split_whitespace().rev().nth(1)).and_then(|secs| secs.parse::<u64>().ok());
+    assert!(left.is_some_and(|left| left <= 60), "the sound block is not in force with its TTL: {listed}");
+    assert!(lab.ping("c", "10.66.9.2"), "the client is cut off");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(detect_pid as i32), nix::sys::signal::Signal::SIGCONT).expect("SIGCONT detect");
+    drop(connection);
+    supervisor.stop();
+}
