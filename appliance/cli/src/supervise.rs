@@ -662,6 +662,7 @@ impl Supervisor {
                 TaskKind::Log => {
                     pipeline.events_logged = counters.events_logged;
                     pipeline.events_refused = counters.events_refused;
+                    pipeline.log_write_failures = counters.log_write_failures;
                 }
                 TaskKind::Ingest => {
                     pipeline.events_verified = counters.events_verified;
@@ -786,7 +787,7 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     let p = &report.pipeline;
     println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} verified {} quarantined {} indexed {}",
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
         p.xdp_passed,
         p.xdp_dropped,
         p.xdp_malformed,
@@ -799,6 +800,7 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         p.events_acked,
         p.events_logged,
         p.events_refused,
+        p.log_write_failures,
         p.events_verified,
         p.events_quarantined,
         p.events_indexed

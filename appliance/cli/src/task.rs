@@ -16,7 +16,7 @@ use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, PinnedMaps, RingRead
 use mld_config::{Config, TaskKind};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, ResponseMessage, SupervisorMessage, TaskMessage};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use mld_eventlog::{Delivery, LogKey, LogWriter, WriterError};
 
@@ -974,27 +974,77 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
 fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
     let listener = UnixListener::from(fds.take("events")?);
     listener.set_nonblocking(true)?;
-    let key = LogKey::from_file(std::fs::File::from(fds.take("key")?), &config.log.key_file)?;
-    let signer = mld_eventlog::CheckpointSigningKey::from_file(std::fs::File::from(fds.take("signing-key")?), &config.log.signing_key_file)?;
+    let key_file = std::fs::File::from(fds.take("key")?);
+    let signing_key_file = std::fs::File::from(fds.take("signing-key")?);
+    // Keys are read with read_at from dups of the handed fds, so the writer can be
+    // opened again after the storage failed.
+    let open_writer = || -> anyhow::Result<LogWriter> {
+        let key = LogKey::from_file(key_file.try_clone().context("failed to dup the log key fd")?, &config.log.key_file)?;
+        let signer = mld_eventlog::CheckpointSigningKey::from_file(
+            signing_key_file.try_clone().context("failed to dup the signing key fd")?,
+            &config.log.signing_key_file,
+        )?;
+        LogWriter::open_signed(crate::log::writer_config(config), key, signer).context("failed to open the event log")
+    };
     let producer_uid: u32 = std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_DETECT_UID is not set")?;
-    let mut writer = LogWriter::open_signed(crate::log::writer_config(config), key, signer).context("failed to open the event log")?;
+    let mut writer = Some(open_writer()?);
     for warning in config.warnings().iter().filter(|warning| warning.path.starts_with("log.")) {
         warn!(key = %warning.path, warning = %warning.message, "configuration warning");
     }
     let mut connection: Option<EventConnection> = None;
     // Where the log ends in the producer's stream, read back from the log itself, so a
     // restart of this task neither duplicates nor loses what the sink sends again.
-    let mut delivered = writer.last_delivery().unwrap_or(Delivery { stream: 0, seq: 0 });
+    let mut delivered = writer.as_ref().and_then(LogWriter::last_delivery).unwrap_or(Delivery { stream: 0, seq: 0 });
     let mut counters = PipelineCounters::default();
     let mut last_counters = Instant::now();
     control.ready();
     info!(dir = %config.log.dir.display(), "log task ready");
     let mut buffer = [0u8; 65536];
+    // When the log cannot be written (a full disk, an IO error), the task does not exit
+    // (the supervisor would hold it after a few restarts, and the log would never come
+    // back): it drops the connection, so that the detect task keeps what was not
+    // acknowledged (and records what overflows as a gap), and opens the log again every
+    // STORAGE_RETRY until it can write; the writer's recovery puts a cut line on record.
+    const STORAGE_RETRY: Duration = Duration::from_secs(1);
+    let mut last_attempt = Instant::now();
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
-        let mut busy = serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut delivered, &mut counters, &mut buffer)?;
+        let Some(current) = writer.as_mut() else {
+            if last_attempt.elapsed() >= STORAGE_RETRY {
+                last_attempt = Instant::now();
+                match open_writer() {
+                    Ok(reopened) => {
+                        info!(dir = %config.log.dir.display(), "the event log can be written again");
+                        delivered = reopened.last_delivery().unwrap_or(delivered);
+                        writer = Some(reopened);
+                        continue;
+                    }
+                    Err(error) => warn!(error = %format!("{error:#}"), "the event log still cannot be written"),
+                }
+            }
+            if last_counters.elapsed() >= COUNTERS_INTERVAL {
+                control.send(&TaskMessage::Counters(counters));
+                last_counters = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
         // Records wait at most log.checkpoint-interval-ms for their signed checkpoint,
         // which is what the ingest task waits for.
-        busy |= writer.tick().context("failed to write a checkpoint")?;
+        let pass = serve_events(&listener, producer_uid, &mut connection, current, &mut delivered, &mut counters, &mut buffer)
+            .and_then(|busy| Ok(busy | current.tick().context("failed to write a checkpoint")?));
+        let mut busy = match pass {
+            Ok(busy) => busy,
+            Err(error) => {
+                error!(error = %format!("{error:#}"), "the event log cannot be written; blocking goes on, events wait in the detect task; retrying every second");
+                counters.log_write_failures += 1;
+                connection = None;
+                if let Some(failed) = writer.take() {
+                    failed.abandon();
+                }
+                last_attempt = Instant::now();
+                true
+            }
+        };
         if last_counters.elapsed() >= COUNTERS_INTERVAL {
             control.send(&TaskMessage::Counters(counters));
             last_counters = Instant::now();
@@ -1007,12 +1057,14 @@ fn log_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &Atom
     // Shutdown order is capture, sink, log: the sink has handed over everything it had.
     // Take what is still in the socket.
     let deadline = Instant::now() + DRAIN_DEADLINE;
-    while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, &mut writer, &mut delivered, &mut counters, &mut buffer)? {}
-    // Nothing is left without a checkpoint at shutdown.
-    writer.checkpoint().and_then(|()| writer.sync()).context("failed to fsync the event log")?;
+    if let Some(writer) = writer.as_mut() {
+        while Instant::now() < deadline && serve_events(&listener, producer_uid, &mut connection, writer, &mut delivered, &mut counters, &mut buffer)? {}
+        // Nothing is left without a checkpoint at shutdown.
+        writer.checkpoint().and_then(|()| writer.sync()).context("failed to fsync the event log")?;
+    }
     control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
     control.send(&TaskMessage::Counters(counters));
-    info!(events = counters.events_logged, last_seq = writer.last_seq(), "log task stopped");
+    info!(events = counters.events_logged, last_seq = writer.as_ref().map(LogWriter::last_seq), "log task stopped");
     Ok(Exit::Success)
 }
 

@@ -74,3 +74,49 @@ fn blocking_continues_while_the_log_is_stopped_and_the_gap_is_recorded_once_it_i
     let verified = run(mldefender().args(["log", "verify"]).arg(lab_log_dir(&lab)).arg("--key").arg(&key));
     assert!(verified.status.success(), "log verify failed: {}{}", stdout(&verified), stderr(&verified));
 }
+
+/// Unmounts the lab's log tmpfs when the test ends, also when it fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn a_full_log_disk_stops_neither_blocking_nor_the_log_task_and_the_log_comes_back_with_room() {
+    let Some(lab) = Lab::up() else { return };
+    // The log directory on a 256 KiB tmpfs: a disk that fills after a few dozen events.
+    let dir = lab_log_dir(&lab);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let mounted = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k,mode=0750", "tmpfs"]).arg(&dir));
+    assert!(mounted.status.success(), "mount tmpfs: {}", stderr(&mounted));
+    let _unmount = Unmount(dir.clone());
+    let mut supervisor = Supervisor::start_with_env(&lab, "", &[("MLD_TEST_EVENT_QUEUE_MAX", "16")]);
+    supervisor.wait_ready(Duration::from_secs(30));
+    let log_pid = supervisor.task("log")["pid"].as_u64();
+    scenario(&lab, "benign-http-burst", "5");
+    let full = eventually(Duration::from_secs(30), || supervisor.status()["pipeline"]["log_write_failures"].as_u64().unwrap_or(0) > 0);
+    assert!(full, "the log never filled its disk: {}", supervisor.status());
+    // The disk is full: the attack is blocked all the same, and the log task lives on.
+    scenario(&lab, "nmap-syn", "3");
+    let blocked = eventually(Duration::from_secs(10), || stdout(&lab.mldefender(&["block", "list"])).contains("10.66.2.2/32"));
+    assert!(blocked, "nothing was blocked while the log's disk was full:\n{}", supervisor.log());
+    assert_eq!(supervisor.task("log")["pid"].as_u64(), log_pid, "the log task was restarted (and would be held): {}", supervisor.status());
+    // Room again: the log comes back by itself, with the gap on record.
+    let grown = run(Command::new("mount").args(["-o", "remount,size=64m"]).arg(&dir));
+    assert!(grown.status.success(), "remount: {}", stderr(&grown));
+    let back = eventually(Duration::from_secs(20), || supervisor.log().contains("the event log can be written again"));
+    assert!(back, "the log did not come back:\n{}", supervisor.log());
+    let recorded = eventually(Duration::from_secs(20), || lab_events(&lab).iter().any(|event| event["action"] == "gap"));
+    assert!(recorded, "no gap record once the log was back");
+    let key = lab.config("");
+    let key = std::fs::read_to_string(key.path())
+        .ok()
+        .and_then(|text| text.lines().find(|line| line.trim_start().starts_with("key-file")).and_then(|line| line.split('"').nth(1).map(str::to_string)))
+        .expect("the lab's key-file");
+    supervisor.stop();
+    let verified = run(mldefender().args(["log", "verify"]).arg(&dir).arg("--key").arg(&key));
+    assert!(verified.status.success(), "log verify failed: {}{}", stdout(&verified), stderr(&verified));
+}

@@ -857,6 +857,17 @@ fn quarantine_partial_line(path: &Path, quarantine: &Path) -> Result<Option<u64>
     Ok(Some(partial.len() as u64))
 }
 
+impl LogWriter {
+    /// Lets go of the log without writing anything more (no checkpoint, no flush of what
+    /// is buffered): for an owner whose writes failed, which opens the log again with a
+    /// new writer (whose recovery puts a cut line on record). What was not synced is not
+    /// acknowledged, so its producer sends it again.
+    pub fn abandon(mut self) {
+        self.file = None;
+        self.buffer.clear();
+    }
+}
+
 impl Drop for LogWriter {
     fn drop(&mut self) {
         // Best effort: an orderly owner calls `checkpoint` and `sync` and sees its errors.

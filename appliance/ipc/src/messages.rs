@@ -116,6 +116,10 @@ pub struct PipelineCounters {
     /// or not an event): each is put on record as a `rejected_event` record instead.
     #[serde(default)]
     pub events_refused: u64,
+    /// Times the log task could not write the log (a full disk, an IO error) and went on
+    /// retrying (log task).
+    #[serde(default)]
+    pub log_write_failures: u64,
     /// Records of the signed log verified, and lines quarantined (ingest task).
     pub events_verified: u64,
     pub events_quarantined: u64,
