@@ -111,43 +111,10 @@ struct LogFile {
 /// as [`FailureReason::FileMissing`]. Given files, verification starts at the first.
 pub fn verify_paths(paths: &[PathBuf], keys: &[LogKey]) -> Result<VerifySummary, Failure> {
     let fail = |path: &Path, line: usize, reason: FailureReason| Failure { path: path.to_path_buf(), line, reason };
-    let mut files = Vec::new();
-    let mut whole_log = false;
-    for path in paths {
-        if path.is_dir() {
-            whole_log = true;
-            let entries = std::fs::read_dir(path).map_err(|error| fail(path, 0, FailureReason::Unreadable(error.to_string())))?;
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("events-") && name.ends_with(".jsonl") {
-                    files.push(entry.path());
-                }
-            }
-        } else {
-            files.push(path.clone());
-        }
-    }
-    if files.is_empty() {
-        return Err(fail(paths.first().map_or(Path::new("."), |path| path.as_path()), 0, FailureReason::NoFiles));
-    }
-    let mut logs = Vec::new();
-    for path in files {
-        let (node, index) = read_header_identity(&path)?;
-        logs.push(LogFile { path, node, index });
-    }
-    logs.sort_by_key(|log| log.index);
+    // A directory is the whole log: files missing before its first need a retention record.
+    let whole_log = paths.iter().any(|path| path.is_dir());
+    let logs = collect_files(paths)?;
     let node = logs[0].node.clone();
-    for pair in logs.windows(2) {
-        if pair[1].node != node {
-            return Err(fail(&pair[1].path, 1, FailureReason::NodeMismatch { expected: node.clone(), found: pair[1].node.clone() }));
-        }
-        if pair[1].index == pair[0].index {
-            return Err(fail(&pair[1].path, 0, FailureReason::DuplicateFile { index: pair[1].index }));
-        }
-        if pair[1].index != pair[0].index + 1 {
-            return Err(fail(&pair[1].path, 0, FailureReason::FileMissing { index: pair[0].index + 1 }));
-        }
-    }
     let mut chain = Chain { node: Some(node.clone()), last: None };
     let mut counts = Counts { records: 0, first_seq: 0, removed_through_index: None };
     for log in &logs {
