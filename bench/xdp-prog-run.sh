@@ -62,11 +62,25 @@ echo "machine: $(nproc) cores, $(uname -r), $(date -u +%F); repeat $repeat"
 echo
 echo "| case | ml-defender ns/packet (verdict) | xdp-filter ns/packet (verdict) | ratio | records lost (ring full) |"
 echo "|---|---|---|---|---|"
-for case in deny-udp4 allow-udp4 pass-udp4 pass-udp6 pass-vlan-udp4; do
+# The source check (reverse-path filtering) of the interface the test run arrives on:
+# BPF_PROG_TEST_RUN hands XDP packets in on the loopback device (ifindex 1). Strict,
+# with 10.0.0.0/8 permitted: 10.0.0.99 passes the check, fd00::99 is spoofed.
+strict_check() {
+    bpftool map update pinned "$pins/maps/mld_ifaces" key hex 01 00 00 00 value hex 01 00 00 00 01 00 00 00
+    bpftool map update pinned "$pins/maps/mld_sources" key hex 88 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 00 value hex 01 00 00 00
+}
+for case in deny-udp4 allow-udp4 pass-udp4 pass-udp6 pass-vlan-udp4 checked:pass-udp4 checked:pass-udp6; do
     load_ours
-    read -r our_ret our_ns < <(run "pinned $pins/prog/mld_xdp" "$work/pkt/$case")
+    file=$case
+    if [[ $case == checked:* ]]; then
+        strict_check
+        file=${case#checked:}
+    fi
+    read -r our_ret our_ns < <(run "pinned $pins/prog/mld_xdp" "$work/pkt/$file")
     lost=$(ring_full)
-    read -r their_ret their_ns < <(run "id $filter_id" "$work/pkt/$case")
+    read -r their_ret their_ns < <(run "id $filter_id" "$work/pkt/$file")
     ratio=$(awk -v a="$our_ns" -v b="$their_ns" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     echo "| $case | $our_ns ($(name_of "$our_ret")) | $their_ns ($(name_of "$their_ret")) | $ratio | $lost |"
 done
+echo
+echo "checked: the interface has a strict source check permitting 10.0.0.0/8 (pass-udp6's fd00::99 is spoofed there)."

@@ -23,7 +23,7 @@ pub use command::{check_block_command, CheckedBlock, MIN_BLOCK_PREFIX_V4, MIN_BL
 pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
 pub use dataplane::{AttachedInterface, Dataplane, RingReader, SourcePlan, StartReport, TaskFds};
 pub use error::CaptureError;
-pub use sources::source_plan;
+pub use sources::{plan_sources, source_plan};
 pub use maps::{Counters, DenyEntry, DenyReason, PinnedMaps};
 
 /// The compiled XDP program.

@@ -20,10 +20,20 @@ use crate::maps::{source_check, source_verdict, SourceRule};
 ///
 /// Interfaces that do not exist are left out (starting the data plane names them).
 pub fn source_plan(config: &CaptureConfig, net: &HostNet) -> (SourcePlan, Vec<String>) {
+    let ifindexes: Vec<(String, u32)> = config
+        .interfaces
+        .iter()
+        .filter_map(|interface| nix::net::if_::if_nametoindex(interface.name.as_str()).ok().map(|index| (interface.name.clone(), index)))
+        .collect();
+    plan_sources(config, &ifindexes, net)
+}
+
+/// [`source_plan`] with the interfaces' indexes given (pure).
+pub fn plan_sources(config: &CaptureConfig, ifindexes: &[(String, u32)], net: &HostNet) -> (SourcePlan, Vec<String>) {
     let mut notes = Vec::new();
     let mut resolved = Vec::new();
     for interface in &config.interfaces {
-        let Ok(ifindex) = nix::net::if_::if_nametoindex(interface.name.as_str()) else { continue };
+        let Some(ifindex) = ifindexes.iter().find(|(name, _)| *name == interface.name).map(|(_, index)| *index) else { continue };
         let mut mode = interface.source_check;
         let mut permitted = Vec::new();
         if mode == SourceCheck::Strict {
@@ -80,5 +90,72 @@ fn is_link_scoped(addr: &IpAddr) -> bool {
     match addr {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mld_hostnet::{parse_ipv4_routes, parse_ipv6_routes};
+
+    fn config(extra: &str) -> CaptureConfig {
+        let text = format!(
+            "[[capture.interfaces]]\nname = \"lan0\"\nrole = \"lan\"\n[[capture.interfaces]]\nname = \"lan1\"\nrole = \"lan\"\n{extra}\n[[capture.interfaces]]\nname = \"wan0\"\nrole = \"wan\"\n"
+        );
+        mld_config::Config::from_toml(&text, "test").expect("config").capture
+    }
+
+    fn net() -> HostNet {
+        let v4 = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+                  lan0\t0002420A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                  wan0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                  wan0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let v6 = "fd660002000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     lan0\n";
+        let mut routes = parse_ipv4_routes(v4);
+        routes.extend(parse_ipv6_routes(v6));
+        HostNet { addresses: vec![("lan0".to_string(), "10.66.2.1".parse().expect("addr")), ("lan0".to_string(), "fe80::1".parse().expect("addr"))], routes, resolvers: Vec::new() }
+    }
+
+    fn verdict(plan: &SourcePlan, ifindex: u32, prefix: &str) -> Option<u32> {
+        let prefix: IpPrefix = prefix.parse().expect("prefix");
+        plan.rules.iter().find(|rule| rule.ifindex == ifindex && rule.prefix == prefix).map(|rule| rule.verdict)
+    }
+
+    const INDEXES: [(&str, u32); 3] = [("lan0", 2), ("lan1", 3), ("wan0", 4)];
+
+    fn indexes() -> Vec<(String, u32)> {
+        INDEXES.iter().map(|(name, index)| ((*name).to_string(), *index)).collect()
+    }
+
+    #[test]
+    fn a_lan_permits_its_routes_and_link_local_sources_and_a_wan_forbids_them() {
+        let (plan, notes) = plan_sources(&config(""), &indexes(), &net());
+        assert_eq!(plan.mode_of(2), source_check::STRICT);
+        assert_eq!(verdict(&plan, 2, "10.66.2.0/24"), Some(source_verdict::PERMIT));
+        assert_eq!(verdict(&plan, 2, "fd66:2::/64"), Some(source_verdict::PERMIT));
+        assert_eq!(verdict(&plan, 2, "0.0.0.0/32"), Some(source_verdict::PERMIT), "DHCP");
+        assert_eq!(verdict(&plan, 2, "fe80::/10"), Some(source_verdict::PERMIT), "neighbour discovery");
+        assert_eq!(verdict(&plan, 2, "10.66.2.1/32"), Some(source_verdict::FORBID), "the gateway's own address");
+        assert_eq!(plan.mode_of(4), source_check::LOOSE);
+        assert_eq!(verdict(&plan, 4, "10.66.2.0/24"), Some(source_verdict::FORBID), "the LAN's prefix on the WAN");
+        assert_eq!(verdict(&plan, 4, "fe80::/10"), None, "link-local is every link's");
+        assert_eq!(verdict(&plan, 4, "fe80::1/128"), None, "an own link-local address is not forbidden elsewhere");
+        assert_eq!(verdict(&plan, 4, "0.0.0.0/0"), None, "the default route is never a source prefix");
+        // lan1 has no route yet: checked loosely until it has one, and said so.
+        assert_eq!(plan.mode_of(3), source_check::LOOSE);
+        assert!(notes.iter().any(|note| note.contains("lan1")), "{notes:?}");
+    }
+
+    #[test]
+    fn configured_prefixes_replace_the_routes_and_off_means_no_rules() {
+        let capture = config("source-prefixes = [\"192.0.2.0/24\"]\n");
+        let (plan, notes) = plan_sources(&capture, &indexes(), &net());
+        assert_eq!(plan.mode_of(3), source_check::STRICT);
+        assert_eq!(verdict(&plan, 3, "192.0.2.0/24"), Some(source_verdict::PERMIT));
+        assert!(notes.is_empty(), "{notes:?}");
+        let off = config("source-check = \"off\"\n");
+        let (plan, _) = plan_sources(&off, &indexes(), &net());
+        assert_eq!(plan.mode_of(3), source_check::OFF);
+        assert!(plan.rules.iter().all(|rule| rule.ifindex != 3));
     }
 }
