@@ -33,6 +33,48 @@ fn main() {
     ipc_seeds(&seeds.join("ipc_frame"), &frames);
     event_line_seeds(&seeds.join("event_line"), &root.join("appliance/eventlog/tests/golden/events-golden-000000.jsonl"));
     query_seeds(&seeds.join("query"));
+    window_verifier_seeds(&seeds.join("window_verifier"));
+}
+
+/// A log written by the real writer with checkpoints (signing seed `[4; 32]`, node
+/// `node-a`, a checkpoint every 8 records, small files so that it rotates), as the
+/// ingest task reads it: lines in file order, `\x01` before each next file.
+fn window_verifier_seeds(dir: &Path) {
+    let dir = fresh_dir(dir);
+    let scratch = std::env::temp_dir().join(format!("mld-window-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let config = mld_eventlog::WriterConfig {
+        max_file_bytes: 4096,
+        rotate_daily: false,
+        checkpoint_every_records: 8,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..mld_eventlog::WriterConfig::new(scratch.clone(), "node-a".to_string())
+    };
+    let mut writer = mld_eventlog::LogWriter::open_signed(config, mld_eventlog::LogKey::from_bytes([9; 32]), mld_eventlog::CheckpointSigningKey::from_seed([4; 32]))
+        .expect("open the scratch log");
+    for n in 0..30 {
+        writer.append_json(&format!("{{\"type\":\"event\",\"event_id\":\"ev-{n}\",\"action\":\"observe\"}}"), None).expect("append");
+    }
+    writer.checkpoint().expect("checkpoint");
+    writer.sync().expect("sync");
+    drop(writer);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&scratch).expect("list").flatten().map(|entry| entry.path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
+    files.sort();
+    let mut input = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let text = std::fs::read(file).expect("read a log file");
+        if index > 0 {
+            input.push(1u8);
+        }
+        input.extend_from_slice(text.strip_suffix(b"\n").unwrap_or(&text));
+        input.push(b'\n');
+    }
+    write(&dir, "signed-log", &input);
+    // The first file alone: its last window waits for a checkpoint that never comes.
+    let first = std::fs::read(&files[0]).expect("read the first file");
+    write(&dir, "first-file", &first);
+    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 fn fresh_dir(dir: &Path) -> PathBuf {
@@ -230,6 +272,7 @@ fn ipc_seeds(dir: &Path, frames: &[(Vec<u8>, u32, u64)]) {
         memory_budget_bytes: 64 << 20,
         memory_enforcement: "cgroup+rss".to_string(),
         user: "mld-capture".to_string(),
+        control_floods: 0,
     };
     let status = StatusReport { supervisor_pid: 1, uptime_secs: 13.0, ready: true, supervisor_memory_bytes: 4 << 20, tasks: vec![task], pipeline: PipelineCounters::default() };
     write(&dir, "status", &ipc_input(7, 0, &[status]));
