@@ -229,18 +229,6 @@ fn a_bad_model_stops_the_detect_task_with_the_cause_and_the_supervisor_holds_it(
     assert!(log.contains("feature count mismatch") && log.contains("takes 92 features") && log.contains("lists 91"), "the error does not name both counts:\n{log}");
 }
 
-/// Events of the lab's signed log, in order.
-fn lab_events(lab: &Lab) -> Vec<Value> {
-    let dir = std::path::PathBuf::from(format!("/run/mldefender-lab-{}/log", lab.id));
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("log dir").flatten().map(|entry| entry.path()).collect();
-    files.sort();
-    files
-        .iter()
-        .filter(|file| file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
-        .flat_map(|file| std::fs::read_to_string(file).expect("read log").lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect::<Vec<_>>())
-        .filter(|record| record["type"] == "event")
-        .collect()
-}
 
 #[test]
 fn a_block_lapses_after_its_ttl_and_the_expiry_is_logged() {
@@ -256,8 +244,8 @@ fn a_block_lapses_after_its_ttl_and_the_expiry_is_logged() {
     assert!(blocked, "the scan was not blocked: {}", supervisor.status());
     let lapsed = eventually(Duration::from_secs(15), || stdout(&lab.mldefender(&["block", "list"])).lines().skip(1).all(|line| line.trim().is_empty()));
     assert!(lapsed, "the deny entry is still there after its TTL:\n{}", stdout(&lab.mldefender(&["block", "list"])));
-    let logged = eventually(Duration::from_secs(10), || lab_events(&lab).iter().any(|event| event["action"] == "expire" && event["src_ip"] == "10.66.2.2"));
-    let events = lab_events(&lab);
+    let logged = eventually(Duration::from_secs(10), || lab.events().iter().any(|event| event["action"] == "expire" && event["src_ip"] == "10.66.2.2"));
+    let events = lab.events();
     let block = events.iter().position(|event| event["action"] == "block").expect("a block event");
     assert_eq!(events[block]["block_ttl_secs"], 2);
     assert!(logged, "no expire event: {:?}", events.iter().filter(|event| event["action"] != "observe").collect::<Vec<_>>());

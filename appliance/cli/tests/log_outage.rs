@@ -14,21 +14,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-fn lab_log_dir(lab: &Lab) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/run/mldefender-lab-{}/log", lab.id))
-}
-
-fn lab_events(lab: &Lab) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(lab_log_dir(lab)).expect("log dir").flatten().map(|entry| entry.path()).collect();
-    files.sort();
-    files
-        .iter()
-        .filter(|file| file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
-        .flat_map(|file| std::fs::read_to_string(file).expect("read log").lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).collect::<Vec<_>>())
-        .filter(|record| record["type"] == "event")
-        .collect()
-}
-
 fn scenario(lab: &Lab, name: &str, seconds: &str) {
     let output = run(Command::new("bash").arg(repo().join("tests/lab/scenario.sh")).args([lab.id.as_str(), name, seconds]).env("MLD_SCENARIO_ALLOW_BLOCKED", "1"));
     assert!(output.status.success(), "{name}: {}", stderr(&output));
@@ -55,8 +40,8 @@ fn blocking_continues_while_the_log_is_stopped_and_the_gap_is_recorded_once_it_i
     assert!(still_stopped, "the log task was restarted meanwhile: {}", supervisor.status());
     assert!(blocked, "nothing was blocked while the log was stopped:\n{}\n{}", stdout(&lab.mldefender(&["block", "list"])), supervisor.log());
     // The log is back: one gap record, in its place, saying what was lost.
-    let recorded = eventually(Duration::from_secs(20), || lab_events(&lab).iter().any(|event| event["action"] == "gap"));
-    let events = lab_events(&lab);
+    let recorded = eventually(Duration::from_secs(20), || lab.events().iter().any(|event| event["action"] == "gap"));
+    let events = lab.events();
     let gaps: Vec<&Value> = events.iter().filter(|event| event["action"] == "gap").collect();
     assert!(recorded, "no gap record: {:?}", events.iter().filter(|event| event["action"] != "observe").collect::<Vec<_>>());
     assert_eq!(gaps.len(), 1, "one gap record for one outage: {gaps:?}");
@@ -71,7 +56,7 @@ fn blocking_continues_while_the_log_is_stopped_and_the_gap_is_recorded_once_it_i
         text.lines().find(|line| line.trim_start().starts_with("key-file")).and_then(|line| line.split('"').nth(1).map(str::to_string))
     }).unwrap_or(key);
     supervisor.stop();
-    let verified = run(mldefender().args(["log", "verify"]).arg(lab_log_dir(&lab)).arg("--key").arg(&key));
+    let verified = run(mldefender().args(["log", "verify"]).arg(lab.log_dir()).arg("--key").arg(&key));
     assert!(verified.status.success(), "log verify failed: {}{}", stdout(&verified), stderr(&verified));
 }
 
@@ -88,7 +73,7 @@ impl Drop for Unmount {
 fn a_full_log_disk_stops_neither_blocking_nor_the_log_task_and_the_log_comes_back_with_room() {
     let Some(lab) = Lab::up() else { return };
     // The log directory on a 256 KiB tmpfs: a disk that fills after a few dozen events.
-    let dir = lab_log_dir(&lab);
+    let dir = lab.log_dir();
     std::fs::create_dir_all(&dir).expect("log dir");
     let mounted = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k,mode=0750", "tmpfs"]).arg(&dir));
     assert!(mounted.status.success(), "mount tmpfs: {}", stderr(&mounted));
@@ -109,7 +94,7 @@ fn a_full_log_disk_stops_neither_blocking_nor_the_log_task_and_the_log_comes_bac
     assert!(grown.status.success(), "remount: {}", stderr(&grown));
     let back = eventually(Duration::from_secs(20), || supervisor.log().contains("the event log can be written again"));
     assert!(back, "the log did not come back:\n{}", supervisor.log());
-    let recorded = eventually(Duration::from_secs(20), || lab_events(&lab).iter().any(|event| event["action"] == "gap"));
+    let recorded = eventually(Duration::from_secs(20), || lab.events().iter().any(|event| event["action"] == "gap"));
     assert!(recorded, "no gap record once the log was back");
     let key = lab.config("");
     let key = std::fs::read_to_string(key.path())

@@ -65,6 +65,26 @@ impl Lab {
         file
     }
 
+    /// The directory of the lab's signed log.
+    pub fn log_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/mldefender-lab-{}/log", self.id))
+    }
+
+    /// The event records of the lab's signed log, in file order (other record types
+    /// and unreadable lines left out).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.log_dir()).expect("log dir").flatten().map(|entry| entry.path()).collect();
+        files.sort();
+        files
+            .iter()
+            .filter(|file| file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
+            .flat_map(|file| {
+                std::fs::read_to_string(file).expect("read log").lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).collect::<Vec<_>>()
+            })
+            .filter(|record| record["type"] == "event")
+            .collect()
+    }
+
     pub fn bpffs_dir(&self) -> String {
         format!("/sys/fs/bpf/mld-lab-{}", self.id)
     }
