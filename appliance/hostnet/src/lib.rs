@@ -28,7 +28,7 @@ pub struct Route {
 
 impl Route {
     pub fn is_default(&self) -> bool {
-        self.prefix.len() == 0
+        self.prefix.is_empty()
     }
 }
 
