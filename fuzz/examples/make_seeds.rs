@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use mld_flow::{FlowRecord, FlowTable, FlowTableConfig};
 use mld_ipc::{
-    write_frame, ControlRequest, EventAck, EventMessage, FlowMessage, PipelineCounters, ResponseMessage, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus,
+    write_frame, ControlRequest, EventAck, EventMessage, FlowMessage, PipelineCounters, ResponseMessage, StatusReport, SupervisorMessage, TaskMessage,
+    TaskState, TaskStatus,
 };
 use mld_packet::{decode_frame, DecodeOutcome, LinkType, PcapReader};
 use mld_query::{EventRef, Filter, Query};
@@ -51,15 +52,17 @@ fn window_verifier_seeds(dir: &Path) {
         checkpoint_interval: std::time::Duration::from_secs(3600),
         ..mld_eventlog::WriterConfig::new(scratch.clone(), "node-a".to_string())
     };
-    let mut writer = mld_eventlog::LogWriter::open_signed(config, mld_eventlog::LogKey::from_bytes([9; 32]), mld_eventlog::CheckpointSigningKey::from_seed([4; 32]))
-        .expect("open the scratch log");
+    let mut writer =
+        mld_eventlog::LogWriter::open_signed(config, mld_eventlog::LogKey::from_bytes([9; 32]), mld_eventlog::CheckpointSigningKey::from_seed([4; 32]))
+            .expect("open the scratch log");
     for n in 0..30 {
         writer.append_json(&format!("{{\"type\":\"event\",\"event_id\":\"ev-{n}\",\"action\":\"observe\"}}"), None).expect("append");
     }
     writer.checkpoint().expect("checkpoint");
     writer.sync().expect("sync");
     drop(writer);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&scratch).expect("list").flatten().map(|entry| entry.path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&scratch).expect("list").flatten().map(|entry| entry.path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
     files.sort();
     let mut input = Vec::new();
     for (index, file) in files.iter().enumerate() {
@@ -247,7 +250,19 @@ fn ipc_seeds(dir: &Path, frames: &[(Vec<u8>, u32, u64)]) {
     }
     table.flush(&mut finished);
     let flows: Vec<FlowMessage> = finished.iter().take(2).map(|flow| FlowMessage::Flow { flow: Box::new(flow.clone()) }).collect();
-    write(&dir, "task", &ipc_input(0, 0, &[TaskMessage::Ready, TaskMessage::Counters(PipelineCounters { flows_sent: 7, ..Default::default() }), TaskMessage::Stopping { reason: "shutdown".to_string() }]));
+    write(
+        &dir,
+        "task",
+        &ipc_input(
+            0,
+            0,
+            &[
+                TaskMessage::Ready,
+                TaskMessage::Counters(PipelineCounters { flows_sent: 7, ..Default::default() }),
+                TaskMessage::Stopping { reason: "shutdown".to_string() },
+            ],
+        ),
+    );
     let config = SupervisorMessage::Configure { config_toml: "[capture]\ninterfaces = []\n".to_string() };
     write(&dir, "supervisor", &ipc_input(1, 3, &[config, SupervisorMessage::Shutdown]));
     write(&dir, "control", &ipc_input(2, 0, &[ControlRequest::Status]));
@@ -274,7 +289,14 @@ fn ipc_seeds(dir: &Path, frames: &[(Vec<u8>, u32, u64)]) {
         user: "mld-capture".to_string(),
         control_floods: 0,
     };
-    let status = StatusReport { supervisor_pid: 1, uptime_secs: 13.0, ready: true, supervisor_memory_bytes: 4 << 20, tasks: vec![task], pipeline: PipelineCounters::default() };
+    let status = StatusReport {
+        supervisor_pid: 1,
+        uptime_secs: 13.0,
+        ready: true,
+        supervisor_memory_bytes: 4 << 20,
+        tasks: vec![task],
+        pipeline: PipelineCounters::default(),
+    };
     write(&dir, "status", &ipc_input(7, 0, &[status]));
 }
 
@@ -323,7 +345,12 @@ fn query_seeds(dir: &Path) {
     for (name, query) in queries {
         write(&dir, name, &serde_json::to_vec(&query).expect("encode a query"));
     }
-    for (name, text) in [("time-rfc3339", "2026-11-25T10:00:00.25Z"), ("time-offset", "2000-03-01T00:00:00+00:00"), ("time-date", "2026-11-25"), ("time-micros", "1795600800000000")] {
+    for (name, text) in [
+        ("time-rfc3339", "2026-11-25T10:00:00.25Z"),
+        ("time-offset", "2000-03-01T00:00:00+00:00"),
+        ("time-date", "2026-11-25"),
+        ("time-micros", "1795600800000000"),
+    ] {
         write(&dir, name, text.as_bytes());
     }
 }

@@ -17,7 +17,8 @@ use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
 use mld_ipc::{
-    read_frame, write_frame, ControlRequest, EventAck, EventMessage, FlowMessage, FrameDecoder, FrameError, ResponseMessage, StatusReport, SupervisorMessage, TaskMessage,
+    read_frame, write_frame, ControlRequest, EventAck, EventMessage, FlowMessage, FrameDecoder, FrameError, ResponseMessage, StatusReport, SupervisorMessage,
+    TaskMessage,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

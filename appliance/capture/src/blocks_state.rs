@@ -62,13 +62,7 @@ pub fn save_blocks(dir: &Path, entries: &[DenyEntry], boot_to_realtime_ns: u64, 
     let temporary = dir.join(format!(".{BLOCKS_FILE}.tmp"));
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&temporary)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).custom_flags(nix::libc::O_NOFOLLOW).open(&temporary)?;
         file.write_all(&text)?;
         file.sync_all()?;
         std::fs::rename(&temporary, &path)?;

@@ -272,10 +272,7 @@ impl Dataplane {
         let fd = |name: &'static str| -> Result<BorrowedFd<'_>, CaptureError> {
             let map = ebpf.map(name).ok_or_else(|| CaptureError::Load(format!("map `{name}` missing").into()))?;
             let data = match map {
-                aya::maps::Map::RingBuf(data)
-                | aya::maps::Map::LpmTrie(data)
-                | aya::maps::Map::PerCpuArray(data)
-                | aya::maps::Map::HashMap(data) => data,
+                aya::maps::Map::RingBuf(data) | aya::maps::Map::LpmTrie(data) | aya::maps::Map::PerCpuArray(data) | aya::maps::Map::HashMap(data) => data,
                 _ => return Err(CaptureError::Load(format!("map `{name}` has an unexpected type").into())),
             };
             Ok(data.fd().as_fd())
@@ -456,9 +453,7 @@ fn attach(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<(aya::pro
 fn effective_capabilities() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| line.strip_prefix("CapEff:").and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok()))
-        })
+        .and_then(|status| status.lines().find_map(|line| line.strip_prefix("CapEff:").and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())))
         .unwrap_or(0)
 }
 
@@ -495,8 +490,7 @@ fn resolve_interfaces(config: &CaptureConfig) -> Result<Vec<(mld_config::Interfa
 
 fn lock_runtime(config: &CaptureConfig) -> Result<Flock<File>, CaptureError> {
     std::fs::create_dir_all(&config.runtime_dir).map_err(|error| CaptureError::io("create directory", &config.runtime_dir, error))?;
-    let name: String =
-        config.bpffs_dir.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name: String = config.bpffs_dir.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let path = config.runtime_dir.join(format!("capture{name}.lock"));
     let file = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -510,16 +504,13 @@ fn lock_runtime(config: &CaptureConfig) -> Result<Flock<File>, CaptureError> {
             .open(&path)
     }
     .map_err(|error| CaptureError::io("open lock file", &path, error))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock)
-        .map_err(|_| CaptureError::AlreadyRunning { bpffs_dir: config.bpffs_dir.clone(), lock: path })
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| CaptureError::AlreadyRunning { bpffs_dir: config.bpffs_dir.clone(), lock: path })
 }
 
 /// Makes `dir` a directory on a bpffs, mounting one there if needed. Pins found there
 /// were left by an earlier run (the lock is held): they are adopted, not removed.
 fn prepare_bpffs(dir: &Path) -> Result<(), CaptureError> {
-    let on_bpffs = |path: &Path| {
-        nix::sys::statfs::statfs(path).map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
-    };
+    let on_bpffs = |path: &Path| nix::sys::statfs::statfs(path).map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false);
     let mount_bpffs = |path: &Path| {
         nix::mount::mount(Some("bpf"), path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
             .map_err(|error| CaptureError::io("mount bpffs on", path, error.into()))

@@ -19,12 +19,12 @@ pub mod maps;
 mod sources;
 
 pub use blocks_state::{load_blocks, save_blocks, SavedEntry, BLOCKS_FILE};
-pub use command::{check_block_command, CheckedBlock, MIN_BLOCK_PREFIX_V4, MIN_BLOCK_PREFIX_V6};
 pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
+pub use command::{check_block_command, CheckedBlock, MIN_BLOCK_PREFIX_V4, MIN_BLOCK_PREFIX_V6};
 pub use dataplane::{AttachedInterface, Dataplane, RingReader, SourcePlan, StartReport, TaskFds};
 pub use error::CaptureError;
-pub use sources::{plan_sources, source_plan};
 pub use maps::{Counters, DenyEntry, DenyReason, PinnedMaps};
+pub use sources::{plan_sources, source_plan};
 
 /// The compiled XDP program.
 pub(crate) const XDP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mld_xdp.bpf.o"));

@@ -125,8 +125,7 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 6] =
-        [DenyReason::Manual, DenyReason::Scan, DenyReason::Flood, DenyReason::BruteForce, DenyReason::Slow, DenyReason::Other];
+    pub const ALL: [DenyReason; 6] = [DenyReason::Manual, DenyReason::Scan, DenyReason::Flood, DenyReason::BruteForce, DenyReason::Slow, DenyReason::Other];
 
     pub fn code(self) -> u32 {
         match self {
@@ -236,8 +235,7 @@ impl PinnedMaps {
         };
         let allow = LpmTrie::try_from(Map::LpmTrie(open(ALLOW_MAP)?)).map_err(|error| CaptureError::map("use", ALLOW_MAP, error))?;
         let deny = LpmTrie::try_from(Map::LpmTrie(open(DENY_MAP)?)).map_err(|error| CaptureError::map("use", DENY_MAP, error))?;
-        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(COUNTERS_MAP)?))
-            .map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
+        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(COUNTERS_MAP)?)).map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
         Ok(PinnedMaps { dir: dir.to_path_buf(), allow, deny, counters })
     }
 
@@ -246,8 +244,7 @@ impl PinnedMaps {
         let open = |fd, name: &'static str| MapData::from_fd(fd).map_err(|error| CaptureError::map("open", name, error));
         let allow = LpmTrie::try_from(Map::LpmTrie(open(allow, ALLOW_MAP)?)).map_err(|error| CaptureError::map("use", ALLOW_MAP, error))?;
         let deny = LpmTrie::try_from(Map::LpmTrie(open(deny, DENY_MAP)?)).map_err(|error| CaptureError::map("use", DENY_MAP, error))?;
-        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(counters, COUNTERS_MAP)?))
-            .map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
+        let counters = PerCpuArray::try_from(Map::PerCpuArray(open(counters, COUNTERS_MAP)?)).map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
         Ok(PinnedMaps { dir: PathBuf::from("(fds from the supervisor)"), allow, deny, counters })
     }
 
@@ -355,8 +352,7 @@ fn remove_exact<V: aya::Pod>(trie: &mut LpmTrie<MapData, [u8; 16], V>, prefix: &
 /// Writes an interface's role: the direction the XDP program stamps on its packets, and
 /// its source check.
 pub(crate) fn set_interface(map: &mut Map, ifindex: u32, value: IfaceValue) -> Result<(), CaptureError> {
-    let mut ifaces: BpfHashMap<&mut MapData, u32, IfaceValue> =
-        BpfHashMap::try_from(map).map_err(|error| CaptureError::map("use", IFACES_MAP, error))?;
+    let mut ifaces: BpfHashMap<&mut MapData, u32, IfaceValue> = BpfHashMap::try_from(map).map_err(|error| CaptureError::map("use", IFACES_MAP, error))?;
     ifaces.insert(ifindex, value, 0).map_err(|error| CaptureError::map("insert into", IFACES_MAP, error))
 }
 
@@ -364,8 +360,7 @@ pub(crate) fn set_interface(map: &mut Map, ifindex: u32, value: IfaceValue) -> R
 /// not in `rules` are removed, missing or changed ones written). Returns how many
 /// entries changed.
 pub(crate) fn reconcile_sources(map: &mut Map, rules: &[SourceRule]) -> Result<usize, CaptureError> {
-    let mut trie: LpmTrie<&mut MapData, SourceKeyData, u32> =
-        LpmTrie::try_from(map).map_err(|error| CaptureError::map("use", SOURCES_MAP, error))?;
+    let mut trie: LpmTrie<&mut MapData, SourceKeyData, u32> = LpmTrie::try_from(map).map_err(|error| CaptureError::map("use", SOURCES_MAP, error))?;
     let mut present = Vec::new();
     for entry in trie.iter() {
         let (key, value) = entry.map_err(|error| CaptureError::map("read", SOURCES_MAP, error))?;
@@ -409,11 +404,7 @@ pub(crate) fn check_pinned_layout(path: &Path, name: &'static str) -> Result<(),
     };
     let found = (info.map_type().ok(), info.key_size(), info.value_size(), info.max_entries());
     if info.name_as_str() != Some(name) || found != (Some(map_type), key_size, value_size, max_entries) {
-        return Err(format!(
-            "layout {found:?} named {:?}, this program needs {:?}",
-            info.name_as_str(),
-            (Some(map_type), key_size, value_size, max_entries)
-        ));
+        return Err(format!("layout {found:?} named {:?}, this program needs {:?}", info.name_as_str(), (Some(map_type), key_size, value_size, max_entries)));
     }
     Ok(())
 }
@@ -429,8 +420,7 @@ pub(crate) fn allow_insert(map: &mut Map, prefix: &IpPrefix) -> Result<(), Captu
 
 /// The direction an interface's packets are stamped with (0 when it has no entry).
 pub(crate) fn interface_direction(map: &mut Map, ifindex: u32) -> Result<u32, CaptureError> {
-    let ifaces: BpfHashMap<&mut MapData, u32, IfaceValue> =
-        BpfHashMap::try_from(map).map_err(|error| CaptureError::map("use", IFACES_MAP, error))?;
+    let ifaces: BpfHashMap<&mut MapData, u32, IfaceValue> = BpfHashMap::try_from(map).map_err(|error| CaptureError::map("use", IFACES_MAP, error))?;
     match ifaces.get(&ifindex, 0) {
         Ok(value) => Ok(value.direction),
         Err(aya::maps::MapError::KeyNotFound) => Ok(0),
@@ -513,9 +503,7 @@ pub(crate) fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
     // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`, which
     // lives until the call returns; `attr` is a valid bpf_attr prefix for this command.
     #[allow(unsafe_code)]
-    let result = unsafe {
-        nix::libc::syscall(nix::libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, std::ptr::addr_of!(attr), std::mem::size_of::<InfoAttr>())
-    };
+    let result = unsafe { nix::libc::syscall(nix::libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, std::ptr::addr_of!(attr), std::mem::size_of::<InfoAttr>()) };
     if result != 0 || info.link_type != BPF_LINK_TYPE_XDP {
         return None;
     }

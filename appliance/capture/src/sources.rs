@@ -113,7 +113,11 @@ mod tests {
         let v6 = "fd660002000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     lan0\n";
         let mut routes = parse_ipv4_routes(v4);
         routes.extend(parse_ipv6_routes(v6));
-        HostNet { addresses: vec![("lan0".to_string(), "10.66.2.1".parse().expect("addr")), ("lan0".to_string(), "fe80::1".parse().expect("addr"))], routes, resolvers: Vec::new() }
+        HostNet {
+            addresses: vec![("lan0".to_string(), "10.66.2.1".parse().expect("addr")), ("lan0".to_string(), "fe80::1".parse().expect("addr"))],
+            routes,
+            resolvers: Vec::new(),
+        }
     }
 
     fn verdict(plan: &SourcePlan, ifindex: u32, prefix: &str) -> Option<u32> {

@@ -56,11 +56,7 @@ fn main() {
     let log_dir = work.path().join("log");
     let key_path = work.path().join("log.key");
     drop(mld_eventlog::LogKey::create(&key_path).expect("create the log key"));
-    let config_toml = format!(
-        "[log]\ndir = \"{}\"\nnode = \"bench\"\nkey-file = \"{}\"\n",
-        log_dir.display(),
-        key_path.display()
-    );
+    let config_toml = format!("[log]\ndir = \"{}\"\nnode = \"bench\"\nkey-file = \"{}\"\n", log_dir.display(), key_path.display());
     let socket = work.path().join("events.sock");
     let listener = UnixListener::bind(&socket).expect("bind the events socket");
     let key = std::fs::File::open(&key_path).expect("open the key");

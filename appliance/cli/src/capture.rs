@@ -55,8 +55,7 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
             return Ok(startup_exit(&error));
         }
     };
-    let attached: Vec<String> =
-        enforcement.dataplane().attached().iter().map(|interface| format!("{} ({})", interface.name, interface.mode)).collect();
+    let attached: Vec<String> = enforcement.dataplane().attached().iter().map(|interface| format!("{} ({})", interface.name, interface.mode)).collect();
     eprintln!(
         "mldefender capture: attached to {}; maps pinned under {}; {} allowlist entries",
         attached.join(", "),
@@ -67,11 +66,7 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
     let offset_ns = boot_to_realtime_offset_ns();
     let mut table = FlowTable::new(config.flow_table());
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
-    let mut writer = FlowWriter::new(
-        BufWriter::with_capacity(1 << 16, io::stdout().lock()),
-        format.unwrap_or(OutputFormat::Jsonl),
-        &windows_secs,
-    );
+    let mut writer = FlowWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()), format.unwrap_or(OutputFormat::Jsonl), &windows_secs);
     let mut finished: Vec<FlowRecord> = Vec::with_capacity(1024);
     let mut records = 0u64;
     let started = Instant::now();
@@ -232,8 +227,7 @@ pub fn block(dir: &Path, action: ListAction) -> anyhow::Result<Exit> {
                 eprintln!("mldefender: error: {}", error_chain(&error));
                 return Ok(if matches!(error, CaptureError::Refused(_)) { Exit::Config } else { Exit::Failure });
             }
-            let inside: Vec<String> =
-                maps.allow_list()?.iter().filter(|allowed| prefix.covers(allowed)).map(ToString::to_string).collect();
+            let inside: Vec<String> = maps.allow_list()?.iter().filter(|allowed| prefix.covers(allowed)).map(ToString::to_string).collect();
             match ttl {
                 Some(ttl) => println!("blocked {prefix} for {} s ({})", ttl.as_secs(), reason.as_str()),
                 None => println!("blocked {prefix} permanently ({})", reason.as_str()),

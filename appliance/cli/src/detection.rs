@@ -2,7 +2,6 @@
 //! signed models, or none when `detect.models = "off"`), and its events as signed-log
 //! records.
 
-
 use anyhow::Context;
 use mld_config::{Config, ModelsMode};
 use mld_detect::engine::{Detector, Event, Scorer};

@@ -54,9 +54,7 @@ pub fn run(options: FlowsOptions) -> anyhow::Result<Exit> {
     let format = options.format.unwrap_or(config.output.format);
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
     let out: Box<dyn Write> = match &options.output {
-        Some(path) => Box::new(
-            File::create(path).with_context(|| format!("failed to create output file `{}`", path.display()))?,
-        ),
+        Some(path) => Box::new(File::create(path).with_context(|| format!("failed to create output file `{}`", path.display()))?),
         None => Box::new(io::stdout().lock()),
     };
     let mut sink = if options.summary {

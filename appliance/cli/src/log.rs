@@ -77,13 +77,15 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     // The same detection as the detect task (models as configured, fail closed), on the
     // packets' clock; the gateway's own addresses are unknown offline.
-    let mut detection = match Detection::new(&config, &config_sha256, mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::default())) {
-        Ok(detection) => detection,
-        Err(error) => {
-            eprintln!("mldefender: error: {error:#}");
-            return Ok(Exit::Config);
-        }
-    };
+    let mut detection =
+        match Detection::new(&config, &config_sha256, mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::default()))
+        {
+            Ok(detection) => detection,
+            Err(error) => {
+                eprintln!("mldefender: error: {error:#}");
+                return Ok(Exit::Config);
+            }
+        };
     // Checkpoints by count only: replay is deterministic (the same input, keys and
     // configuration give the same bytes), so nothing may depend on how long it runs.
     let writer_config = WriterConfig { checkpoint_interval: std::time::Duration::MAX, ..writer_config(&config) };

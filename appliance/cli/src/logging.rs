@@ -12,8 +12,6 @@ pub fn init(process: &'static str) {
     // initramfs): fall back to stderr instead of failing.
     match tracing_journald::layer() {
         Ok(journald) => registry.with(journald.with_syslog_identifier(process.to_string())).init(),
-        Err(_) => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(false))
-            .init(),
+        Err(_) => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(false)).init(),
     }
 }

@@ -8,17 +8,17 @@ mod capture;
 mod detection;
 mod enforcement;
 mod exit;
+mod flows;
 mod log;
 mod logging;
 mod model;
 mod neighbours;
-mod supervise;
-mod task;
-mod flows;
 mod output;
 mod pipeline;
 mod query;
 mod summary;
+mod supervise;
+mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -389,9 +389,7 @@ fn main() -> ExitCode {
         }),
         Command::Allow { action, maps } => with_maps_dir(maps, |dir| {
             let action = match action {
-                AllowCommand::Add { prefix } => {
-                    capture::ListAction::Add { prefix, ttl: None, reason: mld_capture::DenyReason::Manual }
-                }
+                AllowCommand::Add { prefix } => capture::ListAction::Add { prefix, ttl: None, reason: mld_capture::DenyReason::Manual },
                 AllowCommand::Del { prefix } => capture::ListAction::Del { prefix },
                 AllowCommand::List => capture::ListAction::List,
             };

@@ -8,9 +8,9 @@
 //! full queue means the record goes on at once with status `busy`. So a record reaches
 //! the log late by at most the budget, possibly after records of later flows.
 
+use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 

@@ -14,18 +14,9 @@ use mld_flow::time::rfc3339_utc;
 use mld_flow::FlowRecord;
 
 const IDENTITY: [&str; 7] = ["Flow ID", "Src IP", "Src Port", "Dst IP", "Dst Port", "Protocol", "Timestamp"];
-const OURS: [&str; 7] =
-    ["ip_version", "first_seen_us", "last_seen_us", "end_reason", "fwd_ip_bytes", "bwd_ip_bytes", "ifindex"];
-const WINDOW: [&str; 8] = [
-    "distinct_dst_addrs",
-    "distinct_dst_ports",
-    "new_flows_per_sec",
-    "packets_per_sec",
-    "bytes_per_sec",
-    "syn_without_ack_ratio",
-    "rst_ratio",
-    "saturated",
-];
+const OURS: [&str; 7] = ["ip_version", "first_seen_us", "last_seen_us", "end_reason", "fwd_ip_bytes", "bwd_ip_bytes", "ifindex"];
+const WINDOW: [&str; 8] =
+    ["distinct_dst_addrs", "distinct_dst_ports", "new_flows_per_sec", "packets_per_sec", "bytes_per_sec", "syn_without_ack_ratio", "rst_ratio", "saturated"];
 
 /// Writes flow records in one format.
 pub struct FlowWriter<W: Write> {

@@ -120,7 +120,9 @@ fn offline(dir: &Path, config: Option<&Path>, query: &Query) -> anyhow::Result<R
     let index = loop {
         match EventIndex::open_read_only(dir) {
             Ok(index) => break index,
-            Err(mld_index::IndexError::Missing { .. } | mld_index::IndexError::Corrupt { .. }) if attempt < 3 && dir.join(mld_index::MANIFEST_FILE).exists() => {
+            Err(mld_index::IndexError::Missing { .. } | mld_index::IndexError::Corrupt { .. })
+                if attempt < 3 && dir.join(mld_index::MANIFEST_FILE).exists() =>
+            {
                 attempt += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -199,7 +201,9 @@ fn read_object(path: &Path) -> Result<Map<String, Value>, String> {
 
 fn parse_filter(args: &FilterArgs) -> Result<Filter, String> {
     let time = |text: &Option<String>, name: &str| -> Result<Option<i64>, String> {
-        text.as_deref().map(|text| parse_time_us(text).ok_or_else(|| format!("--{name} `{text}`: give RFC 3339 UTC (2026-11-25T10:00:00Z) or µs since the epoch"))).transpose()
+        text.as_deref()
+            .map(|text| parse_time_us(text).ok_or_else(|| format!("--{name} `{text}`: give RFC 3339 UTC (2026-11-25T10:00:00Z) or µs since the epoch")))
+            .transpose()
     };
     Ok(Filter { from_ts_us: time(&args.from, "from")?, to_ts_us: time(&args.to, "to")?, actions: args.actions.clone(), categories: args.categories.clone() })
 }
@@ -246,7 +250,10 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
         match mld_ipc::write_frame(&mut stream, &reply) {
             Ok(()) => {}
             Err(mld_ipc::FrameError::TooLarge(bytes)) => {
-                let too_large = Reply::Error(format!("the answer takes {bytes} bytes, more than one frame holds ({} bytes): ask for fewer events", mld_ipc::MAX_FRAME_BYTES));
+                let too_large = Reply::Error(format!(
+                    "the answer takes {bytes} bytes, more than one frame holds ({} bytes): ask for fewer events",
+                    mld_ipc::MAX_FRAME_BYTES
+                ));
                 let _ = mld_ipc::write_frame(&mut stream, &too_large);
             }
             // The asker gave up (the detect task's budget ran out): nothing to report.

@@ -33,12 +33,10 @@ struct SourceTotals {
 
 impl Summary {
     pub fn add(&mut self, flow: &FlowRecord) {
-        let packets =
-            (flow.features.get(Feature::TotalFwdPackets) + flow.features.get(Feature::TotalBwdPackets)) as u64;
+        let packets = (flow.features.get(Feature::TotalFwdPackets) + flow.features.get(Feature::TotalBwdPackets)) as u64;
         self.flows += 1;
         self.packets += packets;
-        self.payload_bytes +=
-            flow.features.get(Feature::TotalLengthFwdPackets) + flow.features.get(Feature::TotalLengthBwdPackets);
+        self.payload_bytes += flow.features.get(Feature::TotalLengthFwdPackets) + flow.features.get(Feature::TotalLengthBwdPackets);
         self.first_ns = Some(self.first_ns.map_or(flow.first_seen_ns, |first| first.min(flow.first_seen_ns)));
         self.last_ns = self.last_ns.max(flow.last_seen_ns);
         let protocol = self.by_protocol.entry(flow.protocol).or_default();

@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use crate::enforcement::Enforcement;
+use anyhow::Context;
 use mld_config::{Config, TaskConfig, TaskKind};
 use mld_ipc::{ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus};
-use mld_supervisor::memory::{resident_bytes, TaskCgroup};
-use mld_supervisor::policy::{Decision, RestartHistory};
 use mld_supervisor::control::{self, ControlMeter};
 use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
+use mld_supervisor::memory::{resident_bytes, TaskCgroup};
+use mld_supervisor::policy::{Decision, RestartHistory};
 use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
 use mld_supervisor::{init, notify};
 use nix::sys::signal::{kill, Signal};
@@ -111,8 +111,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
 fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     // Whatever the supervisor creates is private unless a mode is given on purpose.
     set_umask(SUPERVISOR_UMASK);
-    let config_toml = std::fs::read_to_string(config_path)
-        .with_context(|| format!("failed to read configuration `{}`", config_path.display()))?;
+    let config_toml = std::fs::read_to_string(config_path).with_context(|| format!("failed to read configuration `{}`", config_path.display()))?;
     let origin = config_path.display().to_string();
     let config = match Config::from_toml(&config_toml, &origin).and_then(|config| config.check_environment(&origin).map(|()| config)) {
         Ok(config) => config,
@@ -427,8 +426,7 @@ impl Supervisor {
         .with_context(|| format!("failed to start task {}", kind.name()))?;
         drop(task_end);
         let mut control = supervisor_end;
-        mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml: self.config_toml.clone() })
-            .context("failed to configure the task")?;
+        mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml: self.config_toml.clone() }).context("failed to configure the task")?;
         control.set_nonblocking(true).context("failed to configure the control channel")?;
         let task = &mut self.tasks[index];
         task.oom_kills_seen = task.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
@@ -577,11 +575,8 @@ impl Supervisor {
             };
             task.memory_bytes = resident_bytes(pid).unwrap_or(0);
             if task.memory_bytes > task.config.memory_max_bytes && task.kill_deadline.is_none() {
-                let reason = format!(
-                    "memory: resident {} MiB over the {} MiB budget (RSS watchdog)",
-                    task.memory_bytes >> 20,
-                    task.config.memory_max_bytes >> 20
-                );
+                let reason =
+                    format!("memory: resident {} MiB over the {} MiB budget (RSS watchdog)", task.memory_bytes >> 20, task.config.memory_max_bytes >> 20);
                 warn!(task = task.config.kind.name(), reason = %reason, "killing task");
                 task.kill_reason = Some(reason);
                 task.kill_deadline = Some(Instant::now() + KILL_GRACE);
@@ -755,9 +750,8 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     };
     stream.set_read_timeout(Some(Duration::from_secs(3)))?;
     mld_ipc::write_frame(&mut stream, &ControlRequest::Status).context("failed to ask the supervisor")?;
-    let report: StatusReport = mld_ipc::read_frame(&mut stream)
-        .context("failed to read the supervisor's answer")?
-        .context("the supervisor closed the connection")?;
+    let report: StatusReport =
+        mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
     if json {
         println!("{}", serde_json::to_string(&report).context("failed to encode the status")?);
         return Ok(Exit::Success);
@@ -769,7 +763,10 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         if report.ready { "ready" } else { "NOT READY" },
         report.supervisor_memory_bytes as f64 / 1048576.0
     );
-    println!("{:<10} {:<11} {:>8} {:>9} {:>8} {:>6} {:>18} {:<11} last exit", "task", "state", "pid", "uptime", "restarts", "floods", "memory / budget", "user");
+    println!(
+        "{:<10} {:<11} {:>8} {:>9} {:>8} {:>6} {:>18} {:<11} last exit",
+        "task", "state", "pid", "uptime", "restarts", "floods", "memory / budget", "user"
+    );
     for task in &report.tasks {
         println!(
             "{:<10} {:<11} {:>8} {:>8.0}s {:>8} {:>6} {:>8.1}/{:<5} MiB {:<11} {}",
@@ -811,4 +808,3 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     );
     Ok(Exit::Success)
 }
-

@@ -607,7 +607,11 @@ fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &A
 }
 
 /// The history (verify, embed, index), opened from the configuration.
-fn open_history(index: &mld_config::IndexConfig, ingest_config: mld_ingest::IngestConfig, embedder: mld_history::Embedder) -> Result<mld_history::History, Box<mld_history::OpenFailure>> {
+fn open_history(
+    index: &mld_config::IndexConfig,
+    ingest_config: mld_ingest::IngestConfig,
+    embedder: mld_history::Embedder,
+) -> Result<mld_history::History, Box<mld_history::OpenFailure>> {
     let settings = mld_history::IndexSettings {
         dir: index.dir.clone(),
         factory: index.factory.clone(),
@@ -650,7 +654,11 @@ impl Verified {
                         warn!(min_seq, "the similarity index was full (ingest.index-max-events): kept the newest half");
                     }
                     if stats.unreadable > 0 {
-                        warn!(events = stats.unreadable, last = history.last_unreadable().unwrap_or_default(), "verified events left out of the similarity index: their fields cannot be read");
+                        warn!(
+                            events = stats.unreadable,
+                            last = history.last_unreadable().unwrap_or_default(),
+                            "verified events left out of the similarity index: their fields cannot be read"
+                        );
                     }
                     (stats.lines, stats.verified, stats.quarantined, stats.indexed)
                 }
@@ -783,7 +791,10 @@ fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Con
         0 => None,
         k => {
             let socket = config.capture.runtime_dir.join(crate::query::QUERY_SOCKET);
-            Some(crate::neighbours::Neighbours::start(socket, k, config.detect.nearest_past_events_budget).context("failed to start the nearest-past-events thread")?)
+            Some(
+                crate::neighbours::Neighbours::start(socket, k, config.detect.nearest_past_events_budget)
+                    .context("failed to start the nearest-past-events thread")?,
+            )
         }
     };
     let mut latencies = Latencies::default();

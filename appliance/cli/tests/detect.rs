@@ -36,8 +36,18 @@ fn eval(scenarios: &[&str], extra: &str) -> Option<Vec<Value>> {
     Some(rows)
 }
 
-const ATTACKS: [&str; 10] =
-    ["nmap-syn", "nmap-connect", "nmap-udp", "nmap-version", "hping-syn-flood", "hping-udp-flood", "hping-icmp-flood", "http-flood", "brute-force", "slow-http"];
+const ATTACKS: [&str; 10] = [
+    "nmap-syn",
+    "nmap-connect",
+    "nmap-udp",
+    "nmap-version",
+    "hping-syn-flood",
+    "hping-udp-flood",
+    "hping-icmp-flood",
+    "http-flood",
+    "brute-force",
+    "slow-http",
+];
 const BENIGN: [&str; 6] = ["benign-iperf", "benign-browse", "benign-dns", "benign-ping", "benign-http-burst", "benign-idle"];
 
 #[test]
@@ -216,7 +226,8 @@ fn a_bad_model_stops_the_detect_task_with_the_cause_and_the_supervisor_holds_it(
         metadata["features"].as_array_mut().expect("features").pop();
         std::fs::write(&path, serde_json::to_string_pretty(&metadata).expect("encode")).expect("write metadata");
     });
-    let signed = run(mldefender().args(["model", "sign", "--key"]).arg(&private).arg(models.path().join("attack.json")).arg(models.path().join("category.json")));
+    let signed =
+        run(mldefender().args(["model", "sign", "--key"]).arg(&private).arg(models.path().join("attack.json")).arg(models.path().join("category.json")));
     assert!(signed.status.success(), "{}", stderr(&signed));
     let extra = format!(
         "[detect]\nmodels-dir = \"{}\"\nmodel-public-key = \"{public_key}\"\n\n[tasks.detect]\nhold-after-restarts = 2\nbackoff-initial-ms = 50\n",
@@ -226,19 +237,19 @@ fn a_bad_model_stops_the_detect_task_with_the_cause_and_the_supervisor_holds_it(
     let held = eventually(Duration::from_secs(20), || supervisor.task("detect")["state"] == "held");
     assert!(held, "feature count: the detect task is not held: {}\n{}", supervisor.status(), supervisor.log());
     let log = supervisor.log();
-    assert!(log.contains("feature count mismatch") && log.contains("takes 92 features") && log.contains("lists 91"), "the error does not name both counts:\n{log}");
+    assert!(
+        log.contains("feature count mismatch") && log.contains("takes 92 features") && log.contains("lists 91"),
+        "the error does not name both counts:\n{log}"
+    );
 }
-
 
 #[test]
 fn a_block_lapses_after_its_ttl_and_the_expiry_is_logged() {
     let Some(lab) = Lab::up() else { return };
     let mut supervisor = Supervisor::start(&lab, "[response]\nttl-scan-secs = 2\nttl-flood-secs = 2\n");
     supervisor.wait_ready(Duration::from_secs(30));
-    let scan = run(Command::new("bash")
-        .arg(repo().join("tests/lab/scenario.sh"))
-        .args([lab.id.as_str(), "nmap-syn", "3"])
-        .env("MLD_SCENARIO_ALLOW_BLOCKED", "1"));
+    let scan =
+        run(Command::new("bash").arg(repo().join("tests/lab/scenario.sh")).args([lab.id.as_str(), "nmap-syn", "3"]).env("MLD_SCENARIO_ALLOW_BLOCKED", "1"));
     assert!(scan.status.success(), "{}", stderr(&scan));
     let blocked = eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["blocks"].as_u64().unwrap_or(0) >= 1);
     assert!(blocked, "the scan was not blocked: {}", supervisor.status());

@@ -91,13 +91,22 @@ fn replay_writes_a_log_that_verifies_and_tampering_is_caught() {
     std::fs::write(&public_key_file, stdout(&public_key)).expect("write the public key");
     let by_checkpoints = run(mldefender().args(["log", "verify"]).arg(&log).arg("--public-key").arg(&public_key_file));
     assert!(by_checkpoints.status.success(), "{}", stdout(&by_checkpoints));
-    assert!(stdout(&by_checkpoints).starts_with("ok: node replay-node,") && stdout(&by_checkpoints).contains("signed checkpoints"), "{}", stdout(&by_checkpoints));
+    assert!(
+        stdout(&by_checkpoints).starts_with("ok: node replay-node,") && stdout(&by_checkpoints).contains("signed checkpoints"),
+        "{}",
+        stdout(&by_checkpoints)
+    );
     std::fs::write(&file, text.replacen("\"action\":\"observe\"", "\"action\":\"observf\"", 1)).expect("tamper one byte");
     let tampered = run(mldefender().args(["log", "verify"]).arg(&log).arg("--public-key").arg(&public_key_file));
     assert_eq!(tampered.status.code(), Some(1), "{}", stdout(&tampered));
     // Named at the signed checkpoint whose digest the change broke (the first after it).
-    let checkpoint_line = text.lines().enumerate().skip(line).find(|(_, record)| record.contains("\"type\":\"checkpoint\"")).expect("a checkpoint after it").0 + 1;
-    assert!(stdout(&tampered).contains(&format!("FAILED: {}:{checkpoint_line}: the covered lines do not match the signed checkpoint", file.display())), "{}", stdout(&tampered));
+    let checkpoint_line =
+        text.lines().enumerate().skip(line).find(|(_, record)| record.contains("\"type\":\"checkpoint\"")).expect("a checkpoint after it").0 + 1;
+    assert!(
+        stdout(&tampered).contains(&format!("FAILED: {}:{checkpoint_line}: the covered lines do not match the signed checkpoint", file.display())),
+        "{}",
+        stdout(&tampered)
+    );
 }
 
 #[test]
@@ -126,7 +135,11 @@ fn replay_is_byte_identical_for_the_same_input_and_key() {
 fn every_event_validates_against_the_documented_schema() {
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("docs/event-schema.json")).expect("docs/event-schema.json")).expect("JSON");
     let generated = run(mldefender().args(["log", "schema"]));
-    assert_eq!(serde_json::from_str::<Value>(&stdout(&generated)).expect("schema JSON"), schema, "docs/event-schema.json is stale: regenerate with `mldefender log schema`");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&generated)).expect("schema JSON"),
+        schema,
+        "docs/event-schema.json is stale: regenerate with `mldefender log schema`"
+    );
     // Events are $defs/event; the other record type the schema accepts is the signed
     // checkpoint (ADR 0007), checked below against the real ones replay writes.
     let event_schema = &schema["$defs"]["event"];
@@ -139,7 +152,10 @@ fn every_event_validates_against_the_documented_schema() {
     assert_eq!(events.iter().filter(|event| event["action"] == "observe").count(), 222, "every flow is observed once");
     let blocks: Vec<_> = events.iter().filter(|event| event["action"] == "block").collect();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
-    assert_eq!((blocks[0]["src_ip"].as_str(), blocks[0]["category"].as_str(), blocks[0]["block_ttl_secs"].as_u64()), (Some("10.77.0.1"), Some("scan"), Some(3600)));
+    assert_eq!(
+        (blocks[0]["src_ip"].as_str(), blocks[0]["category"].as_str(), blocks[0]["block_ttl_secs"].as_u64()),
+        (Some("10.77.0.1"), Some("scan"), Some(3600))
+    );
     let provenance = blocks[0]["provenance"].as_str().unwrap_or_default();
     assert!(provenance.contains("distinct destination ports") && provenance.contains("policy tiered"), "the block explains itself: {provenance}");
     assert!(blocks[0]["model_sha256"].as_str().is_some_and(|sha| sha.len() == 64), "the model in force is named");
@@ -160,7 +176,10 @@ fn every_event_validates_against_the_documented_schema() {
                     let pattern = property["pattern"].as_str().unwrap_or("");
                     let text = value.as_str().expect("a string");
                     if let Some(digits) = pattern.strip_prefix("^[0-9a-f]{").and_then(|rest| rest.strip_suffix("}$")) {
-                        assert!(text.len() == digits.parse::<usize>().expect("count") && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{name}: {text}");
+                        assert!(
+                            text.len() == digits.parse::<usize>().expect("count") && text.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                            "{name}: {text}"
+                        );
                     }
                 }
                 _ => assert_eq!(property["const"], *value, "{name}"),
@@ -231,12 +250,8 @@ fn community_ids_match_the_reference_package() {
             serde_json::json!({"src_ip": event["src_ip"], "src_port": event["src_port"], "dst_ip": event["dst_ip"], "dst_port": event["dst_port"], "protocol": event["protocol"]}).to_string() + "\n"
         })
         .collect();
-    let child = Command::new(&python)
-        .arg(repo().join("tests/reference/community_ids.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
+    let child =
+        Command::new(&python).arg(repo().join("tests/reference/community_ids.py")).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let mut child = match child {
         Ok(child) => child,
         Err(error) => {
@@ -254,7 +269,16 @@ fn community_ids_match_the_reference_package() {
     let reference: Vec<String> = stdout(&output).lines().map(str::to_string).collect();
     assert_eq!(reference.len(), flows.len());
     for (event, expected) in flows.iter().zip(&reference) {
-        assert_eq!(event["community_id"].as_str(), Some(expected.as_str()), "{} {}:{} -> {}:{}", event["protocol"], event["src_ip"], event["src_port"], event["dst_ip"], event["dst_port"]);
+        assert_eq!(
+            event["community_id"].as_str(),
+            Some(expected.as_str()),
+            "{} {}:{} -> {}:{}",
+            event["protocol"],
+            event["src_ip"],
+            event["src_port"],
+            event["dst_ip"],
+            event["dst_port"]
+        );
     }
 }
 
@@ -310,7 +334,8 @@ fn retention_removes_the_oldest_files_on_record_and_what_is_left_verifies() {
         let output = replay(&config);
         assert!(output.status.success(), "{}", stderr(&output));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&log).expect("list").map(|entry| entry.expect("entry").path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&log).expect("list").map(|entry| entry.expect("entry").path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
     files.sort();
     assert!(!files[0].to_string_lossy().ends_with("-000000.jsonl"), "the oldest files were removed: {files:?}");
     // The rule: the closed files and a full file being written fit in the budget.
@@ -324,7 +349,10 @@ fn retention_removes_the_oldest_files_on_record_and_what_is_left_verifies() {
         .collect();
     assert!(!retention.is_empty(), "the removals are on record");
     let removed = retention.last().expect("a record")["removed"].as_array().expect("removed").clone();
-    assert!(removed.iter().all(|entry| entry["bytes"].as_u64().is_some_and(|bytes| bytes > 0) && entry["first_seq"].is_u64() && entry["last_seq"].is_u64()), "{removed:?}");
+    assert!(
+        removed.iter().all(|entry| entry["bytes"].as_u64().is_some_and(|bytes| bytes > 0) && entry["first_seq"].is_u64() && entry["last_seq"].is_u64()),
+        "{removed:?}"
+    );
 
     let verified = run(mldefender().args(["log", "verify"]).arg(&log).arg("--key").arg(&key));
     assert!(verified.status.success(), "{}", stdout(&verified));
@@ -496,9 +524,16 @@ fn the_log_task_refuses_reserved_keys_counts_them_and_keeps_the_log_verifiable()
     let delivered: Vec<u64> = lines.iter().filter_map(|record| record["delivery_seq"].as_u64()).collect();
     assert_eq!(delivered, (1..=9).collect::<Vec<_>>(), "every delivery once, refused ones on record");
     // The only checkpoints are the log's own, and they verify with the public key alone.
-    assert!(lines.iter().filter(|record| record["type"] == "checkpoint").all(|record| record["covered_sha256"].as_str().is_some_and(|digest| digest.len() == 64)));
+    assert!(lines
+        .iter()
+        .filter(|record| record["type"] == "checkpoint")
+        .all(|record| record["covered_sha256"].as_str().is_some_and(|digest| digest.len() == 64)));
     let public_key = dir.path().join("log-signing.pub");
-    std::fs::write(&public_key, mld_eventlog::CheckpointSigningKey::load(&key.with_file_name("log-signing.key")).expect("signing key").public_key().to_base64()).expect("write");
+    std::fs::write(
+        &public_key,
+        mld_eventlog::CheckpointSigningKey::load(&key.with_file_name("log-signing.key")).expect("signing key").public_key().to_base64(),
+    )
+    .expect("write");
     let by_checkpoints = run(mldefender().args(["log", "verify"]).arg(&log_dir).arg("--public-key").arg(&public_key));
     assert!(by_checkpoints.status.success(), "the log task checkpoints at shutdown: {}", stdout(&by_checkpoints));
     assert!(!lines.iter().any(|record| record["event_id"] == "ev-2"), "a refused body is not written");

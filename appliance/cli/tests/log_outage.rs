@@ -15,7 +15,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 fn scenario(lab: &Lab, name: &str, seconds: &str) {
-    let output = run(Command::new("bash").arg(repo().join("tests/lab/scenario.sh")).args([lab.id.as_str(), name, seconds]).env("MLD_SCENARIO_ALLOW_BLOCKED", "1"));
+    let output =
+        run(Command::new("bash").arg(repo().join("tests/lab/scenario.sh")).args([lab.id.as_str(), name, seconds]).env("MLD_SCENARIO_ALLOW_BLOCKED", "1"));
     assert!(output.status.success(), "{name}: {}", stderr(&output));
 }
 
@@ -52,9 +53,10 @@ fn blocking_continues_while_the_log_is_stopped_and_the_gap_is_recorded_once_it_i
     assert!(block_logged || provenance.contains("block "), "the block is in the log, or counted in the gap: {provenance}");
     let key = format!("/run/mldefender-lab-{}/log.key", lab.id);
     let config = lab.config("");
-    let key = std::fs::read_to_string(config.path()).ok().and_then(|text| {
-        text.lines().find(|line| line.trim_start().starts_with("key-file")).and_then(|line| line.split('"').nth(1).map(str::to_string))
-    }).unwrap_or(key);
+    let key = std::fs::read_to_string(config.path())
+        .ok()
+        .and_then(|text| text.lines().find(|line| line.trim_start().starts_with("key-file")).and_then(|line| line.split('"').nth(1).map(str::to_string)))
+        .unwrap_or(key);
     supervisor.stop();
     let verified = run(mldefender().args(["log", "verify"]).arg(lab.log_dir()).arg("--key").arg(&key));
     assert!(verified.status.success(), "log verify failed: {}{}", stdout(&verified), stderr(&verified));

@@ -84,11 +84,7 @@ fn text(record: &Record, key: &str) -> String {
 fn compare(capture: &Path) -> usize {
     let Some(reference) = reference_flows(capture) else { return 0 };
     let config = tempfile::NamedTempFile::new().expect("temp config");
-    std::fs::write(
-        config.path(),
-        format!("[flow]\nidle-timeout-secs = {IDLE_SECS}\nactive-timeout-secs = {ACTIVE_SECS}\n"),
-    )
-    .expect("write config");
+    std::fs::write(config.path(), format!("[flow]\nidle-timeout-secs = {IDLE_SECS}\nactive-timeout-secs = {ACTIVE_SECS}\n")).expect("write config");
     let ours = flows_jsonl(&[capture.to_path_buf()], &["--config", config.path().to_str().expect("utf-8 path")]);
 
     let key_of_ours = |flow: &Record| {

@@ -18,7 +18,8 @@ const ATTACKER: &str = "10.66.2.2";
 const CLIENT: &str = "10.66.1.2";
 /// Dry run (every decision is logged, nothing is blocked, so each scenario runs to its
 /// end), and an index saved every second.
-const EXTRA: &str = "[response]\nmode = \"dry-run\"\n\n[ingest]\nsave-interval-secs = 1\n\n[detect]\nnearest-past-events = 5\nnearest-past-events-budget-ms = 200\n";
+const EXTRA: &str =
+    "[response]\nmode = \"dry-run\"\n\n[ingest]\nsave-interval-secs = 1\n\n[detect]\nnearest-past-events = 5\nnearest-past-events-budget-ms = 200\n";
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_micros() as i64
@@ -179,7 +180,10 @@ fn lab_events_are_searchable_at_once_and_similar_to_their_own_scenario() {
 
     // Nobody else may ask: the socket is root's and the detect task's group's.
     let socket = format!("{}/query.sock", supervisor.runtime_dir);
-    let output = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(env!("CARGO_BIN_EXE_mldefender")).args(["query", "ip", CLIENT, "--socket", &socket]));
+    let output = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_mldefender"))
+        .args(["query", "ip", CLIENT, "--socket", &socket]));
     assert!(!output.status.success() && stderr(&output).contains("Permission denied"), "{}", stderr(&output));
     supervisor.stop();
 }
@@ -223,7 +227,11 @@ fn a_killed_ingest_task_and_a_deleted_index_both_end_in_the_index_a_fresh_build_
     // Kill the ingest task while events stream in.
     let traffic = std::thread::scope(|scope| {
         let busy = scope.spawn(|| scenario(&lab, "benign-http-burst", 6));
-        assert!(eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["events_indexed"].as_u64().unwrap_or(0) > 20), "nothing indexed:\n{}", supervisor.log());
+        assert!(
+            eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["events_indexed"].as_u64().unwrap_or(0) > 20),
+            "nothing indexed:\n{}",
+            supervisor.log()
+        );
         let pid = before["pid"].as_i64().expect("pid") as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the ingest task");
         busy.join().expect("traffic")
@@ -265,12 +273,12 @@ fn offline_answers(lab: &Lab, seqs: &[u64], until_us: i64) -> Vec<Vec<(u64, Stri
     let index = index_dir(lab);
     seqs.iter()
         .map(|seq| {
-            let output = run(mldefender()
-                .args(["query", "similar", "--event", &seq.to_string(), "-k", "10", "--to", &until_us.to_string(), "--index"])
-                .arg(&index));
+            let output =
+                run(mldefender().args(["query", "similar", "--event", &seq.to_string(), "-k", "10", "--to", &until_us.to_string(), "--index"]).arg(&index));
             assert!(output.status.success(), "offline query: {}", stderr(&output));
             let answer: Value = serde_json::from_str(stdout(&output).trim()).expect("JSON");
-            let hits: Vec<(u64, String)> = answer["hits"].as_array().expect("hits").iter().map(|hit| (hit["seq"].as_u64().expect("seq"), hit["distance"].to_string())).collect();
+            let hits: Vec<(u64, String)> =
+                answer["hits"].as_array().expect("hits").iter().map(|hit| (hit["seq"].as_u64().expect("seq"), hit["distance"].to_string())).collect();
             assert_eq!(hits.len(), 10);
             hits
         })

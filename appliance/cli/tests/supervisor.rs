@@ -200,7 +200,11 @@ fn a_task_flooding_its_control_channel_is_restarted_while_the_others_run_on() {
     assert!(detect["last_exit"].as_str().unwrap_or("").contains("control channel flood"), "{detect}");
     for (name, pid) in others.iter().zip(&pids) {
         let task = supervisor.task(name);
-        assert_eq!((task["state"].as_str(), task["pid"].as_u64(), task["restarts"].as_u64()), (Some("ready"), Some(*pid), Some(0)), "{name} was disturbed: {task}");
+        assert_eq!(
+            (task["state"].as_str(), task["pid"].as_u64(), task["restarts"].as_u64()),
+            (Some("ready"), Some(*pid), Some(0)),
+            "{name} was disturbed: {task}"
+        );
     }
     let table = stdout(&run(mldefender().args(["status", "--runtime-dir", &supervisor.runtime_dir])));
     assert!(table.lines().any(|line| line.starts_with("task") && line.contains("floods")), "{table}");
@@ -310,10 +314,11 @@ fn status_is_for_root_only() {
     let Some(lab) = Lab::up() else { return };
     let mut supervisor = Supervisor::start(&lab, "");
     supervisor.wait_ready(Duration::from_secs(20));
-    let output = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_mldefender"))
-        .args(["status", "--runtime-dir", &supervisor.runtime_dir]));
+    let output = run(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(env!("CARGO_BIN_EXE_mldefender")).args([
+        "status",
+        "--runtime-dir",
+        &supervisor.runtime_dir,
+    ]));
     assert!(!output.status.success());
     assert!(stderr(&output).contains("no supervisor answers"), "{}", stderr(&output));
     supervisor.stop();
@@ -465,7 +470,11 @@ fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "an event was written twice");
-    let finished = log.lines().filter(|line| line.contains("capture task stopped flows=")).filter_map(|line| line.split("flows=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok()).sum::<usize>();
+    let finished = log
+        .lines()
+        .filter(|line| line.contains("capture task stopped flows="))
+        .filter_map(|line| line.split("flows=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+        .sum::<usize>();
     assert!(ids.len() >= 400, "{} events for 300 + 100 requests:\n{log}", ids.len());
     assert!(ids.len() <= finished, "more events ({}) than flows ({finished})", ids.len());
 }
@@ -513,15 +522,33 @@ fn the_ingest_task_verifies_the_live_log_and_quarantines_a_forged_line() {
     // Forge: a copy of the newest event with one field changed, appended to the file the
     // log task is writing.
     let dir = std::path::PathBuf::from(format!("/run/mldefender-lab-{}/log", lab.id));
-    let newest = std::fs::read_dir(&dir).expect("log dir").flatten().map(|entry| entry.path()).filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-"))).max().expect("a log file");
+    let newest = std::fs::read_dir(&dir)
+        .expect("log dir")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
+        .max()
+        .expect("a log file");
     let text = std::fs::read_to_string(&newest).expect("read log");
-    let forged = text.lines().rev().find(|line| line.contains("\"action\":\"observe\"")).expect("an event").replacen("\"action\":\"observe\"", "\"action\":\"ignore\"", 1);
-    std::fs::OpenOptions::new().append(true).open(&newest).and_then(|mut file| std::io::Write::write_all(&mut file, format!("{forged}\n").as_bytes())).expect("append the forged line");
+    let forged = text.lines().rev().find(|line| line.contains("\"action\":\"observe\"")).expect("an event").replacen(
+        "\"action\":\"observe\"",
+        "\"action\":\"ignore\"",
+        1,
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{forged}\n").as_bytes()))
+        .expect("append the forged line");
     let before = verified(&supervisor);
     requests(5);
     let quarantined = eventually(Duration::from_secs(15), || supervisor.status()["pipeline"]["events_quarantined"].as_u64().unwrap_or(0) >= 1);
     assert!(quarantined, "the forged line was not quarantined: {}", supervisor.status());
-    assert!(eventually(Duration::from_secs(15), || verified(&supervisor) >= before + 5), "genuine records after the forged line are not verified: {}", supervisor.status());
+    assert!(
+        eventually(Duration::from_secs(15), || verified(&supervisor) >= before + 5),
+        "genuine records after the forged line are not verified: {}",
+        supervisor.status()
+    );
     let (_, log) = supervisor.stop_with_log();
     let quarantine = std::fs::read_to_string(format!("/run/mldefender-lab-{}/ingest/quarantine.jsonl", lab.id)).expect("the quarantine file");
     let entry: Value = serde_json::from_str(quarantine.lines().next().expect("an entry")).expect("JSON");
@@ -543,8 +570,7 @@ fn a_killed_supervisor_leaves_blocks_enforced_and_the_next_one_adopts_them_also_
     supervisor.wait_ready(Duration::from_secs(30));
     assert!(lab.mldefender(&["block", "add", "10.66.2.2", "--ttl", "600", "--reason", "scan"]).status.success());
     assert!(!lab.ping("a", "10.66.9.2"), "the block does not drop");
-    let task_pids: Vec<u64> =
-        ["capture", "detect", "log", "ingest"].iter().filter_map(|name| supervisor.task(name)["pid"].as_u64()).collect();
+    let task_pids: Vec<u64> = ["capture", "detect", "log", "ingest"].iter().filter_map(|name| supervisor.task(name)["pid"].as_u64()).collect();
     assert_eq!(task_pids.len(), 4, "every task runs");
     let blocks_file = format!("/run/mldefender-lab-{}/capture/blocks.json", lab.id);
     assert!(
@@ -659,7 +685,11 @@ fn the_capture_task_refuses_block_commands_no_detect_task_should_send() {
     assert_eq!(results[&5], None, "a sound block command was refused");
     let listed = stdout(&lab.mldefender(&["block", "list"]));
     assert!(!listed.contains("0.0.0.0/0") && !listed.contains("10.0.0.0/8") && !listed.contains("10.66.9.1"), "{listed}");
-    let left = listed.lines().find(|line| line.starts_with("10.66.2.2/32")).and_then(|line| line.split_whitespace().rev().nth(1)).and_then(|secs| secs.parse::<u64>().ok());
+    let left = listed
+        .lines()
+        .find(|line| line.starts_with("10.66.2.2/32"))
+        .and_then(|line| line.split_whitespace().rev().nth(1))
+        .and_then(|secs| secs.parse::<u64>().ok());
     assert!(left.is_some_and(|left| left <= 60), "the sound block is not in force with its TTL: {listed}");
     assert!(lab.ping("c", "10.66.9.2"), "the client is cut off");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(detect_pid as i32), nix::sys::signal::Signal::SIGCONT).expect("SIGCONT detect");

@@ -134,10 +134,8 @@ fn live_flows_match_the_exchange_that_was_sent() {
     let (stdout, log) = capture.stop();
     let flows = flows_from(&stdout);
 
-    let ping_flow = flows
-        .iter()
-        .find(|flow| flow["Src IP"] == "10.66.1.2" && flow["Protocol"] == 1)
-        .unwrap_or_else(|| panic!("no ping flow in {stdout}\n{log}"));
+    let ping_flow =
+        flows.iter().find(|flow| flow["Src IP"] == "10.66.1.2" && flow["Protocol"] == 1).unwrap_or_else(|| panic!("no ping flow in {stdout}\n{log}"));
     assert_eq!(number(ping_flow, "Total Fwd Packets"), pings, "echo requests");
     assert_eq!(number(ping_flow, "Total Backward Packets"), pings, "echo replies");
     // 20 (IP) + 8 (ICMP) + 100 (payload) per packet, each way.
@@ -145,10 +143,7 @@ fn live_flows_match_the_exchange_that_was_sent() {
     assert_eq!(number(ping_flow, "bwd_ip_bytes"), pings * 128);
     assert_eq!(number(ping_flow, "Total Length of Fwd Packets"), pings * 100);
 
-    let http = flows
-        .iter()
-        .find(|flow| flow["Src IP"] == "10.66.1.2" && flow["Dst Port"] == 8080)
-        .unwrap_or_else(|| panic!("no HTTP flow in {stdout}"));
+    let http = flows.iter().find(|flow| flow["Src IP"] == "10.66.1.2" && flow["Dst Port"] == 8080).unwrap_or_else(|| panic!("no HTTP flow in {stdout}"));
     assert_eq!(number(http, "Total Length of Fwd Packets"), sizes[0], "request bytes curl sent");
     assert_eq!(number(http, "Total Length of Bwd Packets"), sizes[1] + sizes[2], "header + body bytes curl received");
     assert_eq!(number(http, "SYN Flag Count"), 2, "SYN and SYN-ACK");
@@ -191,9 +186,8 @@ fn live_capture_and_replay_of_a_tcpdump_capture_give_the_same_flows() {
 
     let replay = run(mldefender().arg("flows").arg(&pcap).args(["--format", "jsonl"]));
     assert!(replay.status.success(), "{}", stderr(&replay));
-    let key = |flow: &serde_json::Map<String, Value>| {
-        format!("{} {} {} {} {}", flow["Src IP"], flow["Src Port"], flow["Dst IP"], flow["Dst Port"], flow["Protocol"])
-    };
+    let key =
+        |flow: &serde_json::Map<String, Value>| format!("{} {} {} {} {}", flow["Src IP"], flow["Src Port"], flow["Dst IP"], flow["Dst Port"], flow["Protocol"]);
     // Only the client's conversations with the server: the gateway's own packets
     // (neighbour discovery) leave through the capture point but never arrive at XDP.
     let keep = |flow: &serde_json::Map<String, Value>| {
@@ -212,10 +206,23 @@ fn live_capture_and_replay_of_a_tcpdump_capture_give_the_same_flows() {
     for (key, flow) in &live {
         let other = &replayed[key];
         for column in [
-            "Total Fwd Packets", "Total Backward Packets", "Total Length of Fwd Packets", "Total Length of Bwd Packets",
-            "fwd_ip_bytes", "bwd_ip_bytes", "Fwd Header Length", "Bwd Header Length", "SYN Flag Count", "FIN Flag Count",
-            "ACK Flag Count", "PSH Flag Count", "RST Flag Count", "Init_Win_bytes_forward", "Init_Win_bytes_backward",
-            "Max Packet Length", "min_seg_size_forward",
+            "Total Fwd Packets",
+            "Total Backward Packets",
+            "Total Length of Fwd Packets",
+            "Total Length of Bwd Packets",
+            "fwd_ip_bytes",
+            "bwd_ip_bytes",
+            "Fwd Header Length",
+            "Bwd Header Length",
+            "SYN Flag Count",
+            "FIN Flag Count",
+            "ACK Flag Count",
+            "PSH Flag Count",
+            "RST Flag Count",
+            "Init_Win_bytes_forward",
+            "Init_Win_bytes_backward",
+            "Max Packet Length",
+            "min_seg_size_forward",
         ] {
             assert_eq!(flow[column], other[column], "{key}: {column} live vs replay");
         }
@@ -249,11 +256,7 @@ fn unknown_interface_and_missing_privilege_are_named() {
     let Some(lab) = Lab::up() else { return };
     let config = lab.config("[[capture.interfaces]]\nname = \"nosuchif0\"\nrole = \"wan\"\n");
     let netns = format!("--net=/var/run/netns/mld{}g", lab.id);
-    let output = run(std::process::Command::new("nsenter")
-        .arg(&netns)
-        .arg(env!("CARGO_BIN_EXE_mldefender"))
-        .args(["capture", "--config"])
-        .arg(config.path()));
+    let output = run(std::process::Command::new("nsenter").arg(&netns).arg(env!("CARGO_BIN_EXE_mldefender")).args(["capture", "--config"]).arg(config.path()));
     assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
     assert!(stderr(&output).contains("interface `nosuchif0` does not exist"), "{}", stderr(&output));
 
@@ -331,10 +334,7 @@ fn a_denied_source_never_passes_whatever_it_sends() {
 
     // Neighbour caches warm first: a packet the gateway holds while it resolves the
     // server's address would arrive late, after the block (seen in CI as a false alarm).
-    assert!(
-        eventually(Duration::from_secs(5), || lab.ping("a", "10.66.9.2") && lab.ping("a", "fd66:9::2")),
-        "the lab does not route"
-    );
+    assert!(eventually(Duration::from_secs(5), || lab.ping("a", "10.66.9.2") && lab.ping("a", "fd66:9::2")), "the lab does not route");
     // Not denied: every crafted packet reaches the server (they are worth stopping).
     let server = ServerCapture::start(&lab, filter);
     let sent = send_evasion(&lab) as usize;
@@ -379,7 +379,17 @@ fn spoofed_sources_are_dropped_and_counted_on_lan_and_wan() {
     let mac = lab.gateway_mac("a");
     let sent = lab.exec(
         "a",
-        &["/usr/bin/python3", script.to_str().expect("path"), &format!("mld{}a0", lab.id), &mac, "10.66.9.2", "10.66.1.2", "10.66.9.77", "10.66.2.1", "fd66:1::2"],
+        &[
+            "/usr/bin/python3",
+            script.to_str().expect("path"),
+            &format!("mld{}a0", lab.id),
+            &mac,
+            "10.66.9.2",
+            "10.66.1.2",
+            "10.66.9.77",
+            "10.66.2.1",
+            "fd66:1::2",
+        ],
     );
     assert!(sent.status.success(), "scapy failed: {}", stderr(&sent));
     // From the WAN side, to the client: sources inside the LAN's prefixes.

@@ -321,10 +321,16 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
     let fast_alone_threshold = unit(raw.fast_alone_threshold, "detect.fast-alone-threshold", errors);
     let model_alone_threshold = unit(raw.model_alone_threshold, "detect.model-alone-threshold", errors);
     if fast_alone_threshold < fast_threshold {
-        errors.push(ConfigError::new("detect.fast-alone-threshold", format!("must be at least detect.fast-threshold ({fast_threshold}), got {fast_alone_threshold}")));
+        errors.push(ConfigError::new(
+            "detect.fast-alone-threshold",
+            format!("must be at least detect.fast-threshold ({fast_threshold}), got {fast_alone_threshold}"),
+        ));
     }
     if model_alone_threshold < model_threshold {
-        errors.push(ConfigError::new("detect.model-alone-threshold", format!("must be at least detect.model-threshold ({model_threshold}), got {model_alone_threshold}")));
+        errors.push(ConfigError::new(
+            "detect.model-alone-threshold",
+            format!("must be at least detect.model-threshold ({model_threshold}), got {model_alone_threshold}"),
+        ));
     }
     let h = &raw.heuristics;
     let window_index = windows_secs.iter().position(|secs| i64::try_from(*secs) == Ok(h.window_secs));

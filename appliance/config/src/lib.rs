@@ -20,11 +20,11 @@ mod warnings;
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
 pub use prefix::IpPrefix;
-pub use warnings::FALLBACK_NODE;
 pub use validate::{
-    CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, LogConfig, InterfaceConfig, InterfaceRole, OutputConfig, OutputFormat, RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig,
-    TaskConfig, TaskKind, WindowsConfig, XdpMode,
+    CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,
+    RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig, TaskConfig, TaskKind, WindowsConfig, XdpMode,
 };
+pub use warnings::FALLBACK_NODE;
 
 /// The complete default configuration, with a comment on every key.
 pub const EXAMPLE: &str = include_str!("../../../config/mldefender.toml");
@@ -32,25 +32,21 @@ pub const EXAMPLE: &str = include_str!("../../../config/mldefender.toml");
 impl Config {
     /// Parses and validates a configuration file's text. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-        let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-            ConfigErrors::single(origin, ConfigError::syntax(text, &error))
-        })?;
+        let table: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigErrors::single(origin, ConfigError::syntax(text, &error)))?;
         let shape_errors = schema::check_shape(&table);
         if !shape_errors.is_empty() {
             return Err(ConfigErrors::new(origin, shape_errors));
         }
-        let raw: raw::RawConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|error: toml::de::Error| ConfigErrors::single(origin, ConfigError::new("", error.message())))?;
+        let raw: raw::RawConfig =
+            toml::Value::Table(table).try_into().map_err(|error: toml::de::Error| ConfigErrors::single(origin, ConfigError::new("", error.message())))?;
         Config::try_from(raw).map_err(|errors| ConfigErrors::new(origin, errors))
     }
 
     /// Reads, parses and validates a configuration file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigErrors::single(&origin, ConfigError::new("", format!("failed to read the file: {error}")))
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ConfigErrors::single(&origin, ConfigError::new("", format!("failed to read the file: {error}"))))?;
         Config::from_toml(&text, &origin)
     }
 }

@@ -341,7 +341,6 @@ pub struct RawTasks {
     pub ingest: RawTask,
 }
 
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTask {

@@ -19,14 +19,9 @@ fn check_table(input: &Table, schema: &Table, prefix: &str, errors: &mut Vec<Con
         let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match schema.get(key) {
             None => {
-                let hint = closest(key, schema.keys().map(String::as_str))
-                    .map(|known| format!(" (did you mean `{known}`?)"))
-                    .unwrap_or_default();
+                let hint = closest(key, schema.keys().map(String::as_str)).map(|known| format!(" (did you mean `{known}`?)")).unwrap_or_default();
                 let known: Vec<&str> = schema.keys().map(String::as_str).collect();
-                errors.push(ConfigError::new(
-                    path,
-                    format!("unknown key{hint}; known keys here: {}", known.join(", ")),
-                ));
+                errors.push(ConfigError::new(path, format!("unknown key{hint}; known keys here: {}", known.join(", "))));
             }
             Some(Value::Table(inner_schema)) => match value {
                 Value::Table(inner) => check_table(inner, inner_schema, &path, errors),
@@ -38,12 +33,8 @@ fn check_table(input: &Table, schema: &Table, prefix: &str, errors: &mut Vec<Con
                         for (index, item) in items.iter().enumerate() {
                             let item_path = format!("{path}[{index}]");
                             match (item, item_schema) {
-                                (Value::Table(item), Value::Table(item_schema)) => {
-                                    check_table(item, item_schema, &item_path, errors)
-                                }
-                                _ if !same_kind(item, item_schema) => {
-                                    errors.push(kind_error(item_path, kind_name(item_schema), item))
-                                }
+                                (Value::Table(item), Value::Table(item_schema)) => check_table(item, item_schema, &item_path, errors),
+                                _ if !same_kind(item, item_schema) => errors.push(kind_error(item_path, kind_name(item_schema), item)),
                                 _ => {}
                             }
                         }

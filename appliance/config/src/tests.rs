@@ -50,16 +50,7 @@ fn range_and_consistency_errors_are_all_reported() {
                 [windows]\nlengths-secs = [10, 10, 0]\n[output]\nformat = \"xml\"\n";
     let errors = Config::from_toml(text, "bad.toml").expect_err("invalid");
     let paths: Vec<&str> = errors.errors.iter().map(|error| error.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        vec![
-            "flow.active-timeout-secs",
-            "flow.max-flows",
-            "windows.lengths-secs[1]",
-            "windows.lengths-secs[2]",
-            "output.format"
-        ]
-    );
+    assert_eq!(paths, vec!["flow.active-timeout-secs", "flow.max-flows", "windows.lengths-secs[1]", "windows.lengths-secs[2]", "output.format"]);
 }
 
 #[test]

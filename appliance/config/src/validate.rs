@@ -60,10 +60,14 @@ fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) ->
     let save_interval = Duration::from_secs(in_range(raw.save_interval_secs, 1, 3600, "ingest.save-interval-secs", errors));
     let factory = raw.index_factory.trim();
     if factory.is_empty() || factory.contains("IDMap") || factory.contains('"') {
-        errors.push(ConfigError::new("ingest.index-factory", format!("must be a FAISS index-factory string without IDMap (ids are always mapped), e.g. \"Flat\" or \"HNSW32\"; got \"{}\"", raw.index_factory)));
+        errors.push(ConfigError::new(
+            "ingest.index-factory",
+            format!("must be a FAISS index-factory string without IDMap (ids are always mapped), e.g. \"Flat\" or \"HNSW32\"; got \"{}\"", raw.index_factory),
+        ));
     }
     if raw.embedder.is_empty() || raw.embedder.starts_with('.') || raw.embedder.contains('/') {
-        errors.push(ConfigError::new("ingest.embedder", format!("must be a model name in detect.models-dir (no `/`, no leading `.`), got \"{}\"", raw.embedder)));
+        errors
+            .push(ConfigError::new("ingest.embedder", format!("must be a model name in detect.models-dir (no `/`, no leading `.`), got \"{}\"", raw.embedder)));
     }
     let mut search_parameters = Vec::new();
     for item in raw.index_search_parameters.split(',').map(str::trim).filter(|item| !item.is_empty()) {
@@ -359,18 +363,13 @@ pub(crate) fn in_range(value: i64, min: i64, max: i64, path: &str, errors: &mut 
 
 fn validate_flow(raw: &RawFlow, errors: &mut Vec<ConfigError>) -> FlowConfig {
     let secs = |value, path, errors: &mut Vec<ConfigError>| Duration::from_secs(in_range(value, 1, 86_400, path, errors));
-    let millis = |value, min, path, errors: &mut Vec<ConfigError>| {
-        Duration::from_millis(in_range(value, min, 3_600_000, path, errors))
-    };
+    let millis = |value, min, path, errors: &mut Vec<ConfigError>| Duration::from_millis(in_range(value, min, 3_600_000, path, errors));
     let idle_timeout = secs(raw.idle_timeout_secs, "flow.idle-timeout-secs", errors);
     let active_timeout = secs(raw.active_timeout_secs, "flow.active-timeout-secs", errors);
     if raw.active_timeout_secs < raw.idle_timeout_secs {
         errors.push(ConfigError::new(
             "flow.active-timeout-secs",
-            format!(
-                "must be at least flow.idle-timeout-secs ({}), got {}",
-                raw.idle_timeout_secs, raw.active_timeout_secs
-            ),
+            format!("must be at least flow.idle-timeout-secs ({}), got {}", raw.idle_timeout_secs, raw.active_timeout_secs),
         ));
     }
     let tcp_close_linger = Duration::from_millis(in_range(raw.tcp_close_linger_ms, 0, 60_000, "flow.tcp-close-linger-ms", errors));
@@ -388,10 +387,7 @@ fn validate_flow(raw: &RawFlow, errors: &mut Vec<ConfigError>) -> FlowConfig {
 
 fn validate_windows(raw: &RawWindows, errors: &mut Vec<ConfigError>) -> WindowsConfig {
     if raw.lengths_secs.len() > 4 {
-        errors.push(ConfigError::new(
-            "windows.lengths-secs",
-            format!("at most 4 windows, got {}", raw.lengths_secs.len()),
-        ));
+        errors.push(ConfigError::new("windows.lengths-secs", format!("at most 4 windows, got {}", raw.lengths_secs.len())));
     }
     let mut lengths = Vec::new();
     for (index, length) in raw.lengths_secs.iter().enumerate() {
@@ -449,10 +445,7 @@ fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureC
             "native" => XdpMode::Native,
             "generic" => XdpMode::Generic,
             other => {
-                errors.push(ConfigError::new(
-                    format!("{path}.xdp-mode"),
-                    format!("must be \"auto\", \"native\" or \"generic\", got \"{other}\""),
-                ));
+                errors.push(ConfigError::new(format!("{path}.xdp-mode"), format!("must be \"auto\", \"native\" or \"generic\", got \"{other}\"")));
                 XdpMode::Auto
             }
         };
@@ -463,10 +456,7 @@ fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureC
             "loose" => SourceCheck::Loose,
             "off" => SourceCheck::Off,
             other => {
-                errors.push(ConfigError::new(
-                    format!("{path}.source-check"),
-                    format!("must be \"auto\", \"strict\", \"loose\" or \"off\", got \"{other}\""),
-                ));
+                errors.push(ConfigError::new(format!("{path}.source-check"), format!("must be \"auto\", \"strict\", \"loose\" or \"off\", got \"{other}\"")));
                 SourceCheck::Off
             }
         };
@@ -487,10 +477,7 @@ fn validate_capture(raw: &RawCapture, errors: &mut Vec<ConfigError>) -> CaptureC
     }
     let ring = raw.ring_size_bytes;
     if !(4096..=1 << 30).contains(&ring) || (ring as u64).count_ones() != 1 {
-        errors.push(ConfigError::new(
-            "capture.ring-size-bytes",
-            format!("must be a power of two between 4096 and 1073741824, got {ring}"),
-        ));
+        errors.push(ConfigError::new("capture.ring-size-bytes", format!("must be a power of two between 4096 and 1073741824, got {ring}")));
     }
     for (key, value) in [("capture.bpffs-dir", &raw.bpffs_dir), ("capture.runtime-dir", &raw.runtime_dir), ("capture.state-dir", &raw.state_dir)] {
         if !value.starts_with('/') {
@@ -527,10 +514,7 @@ fn validate_supervisor(raw: &RawSupervisor, errors: &mut Vec<ConfigError>) -> Su
         "auto" => true,
         "rss" => false,
         other => {
-            errors.push(ConfigError::new(
-                "supervisor.memory-enforcement",
-                format!("must be \"auto\" or \"rss\", got \"{other}\""),
-            ));
+            errors.push(ConfigError::new("supervisor.memory-enforcement", format!("must be \"auto\" or \"rss\", got \"{other}\"")));
             true
         }
     };
@@ -558,10 +542,7 @@ fn validate_task(kind: TaskKind, raw: &RawTask, errors: &mut Vec<ConfigError>) -
     let high = in_range(raw.memory_high_mib, 1, 1 << 20, &path("memory-high-mib"), errors);
     let max = in_range(raw.memory_max_mib, 1, 1 << 20, &path("memory-max-mib"), errors);
     if raw.memory_high_mib > raw.memory_max_mib {
-        errors.push(ConfigError::new(
-            path("memory-high-mib"),
-            format!("must not exceed memory-max-mib ({}), got {}", raw.memory_max_mib, raw.memory_high_mib),
-        ));
+        errors.push(ConfigError::new(path("memory-high-mib"), format!("must not exceed memory-max-mib ({}), got {}", raw.memory_max_mib, raw.memory_high_mib)));
     }
     let restart = match raw.restart.as_str() {
         "on-failure" => RestartPolicy::OnFailure,
@@ -634,7 +615,11 @@ impl Config {
                 if uid == *other_uid {
                     errors.push(ConfigError::new(
                         format!("{path}.user"),
-                        format!("user `{}` (uid {uid}) is also the user of task {}; every task needs its own user (peers are told apart by uid)", task.user, other.name()),
+                        format!(
+                            "user `{}` (uid {uid}) is also the user of task {}; every task needs its own user (peers are told apart by uid)",
+                            task.user,
+                            other.name()
+                        ),
                     ));
                 } else if gid == *other_gid {
                     errors.push(ConfigError::new(

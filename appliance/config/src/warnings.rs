@@ -19,7 +19,11 @@ impl Config {
                 "log.node",
                 format!(
                     "not set, so the node id is {}; set a unique id on every appliance that shares a log key, or one appliance's log verifies as another's",
-                    if self.log.node == FALLBACK_NODE { format!("the fallback `{FALLBACK_NODE}` (the host name is not a usable id)") } else { format!("the host name `{}`", self.log.node) }
+                    if self.log.node == FALLBACK_NODE {
+                        format!("the fallback `{FALLBACK_NODE}` (the host name is not a usable id)")
+                    } else {
+                        format!("the host name `{}`", self.log.node)
+                    }
                 ),
             ));
         } else if self.log.node == FALLBACK_NODE {

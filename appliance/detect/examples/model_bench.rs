@@ -29,8 +29,7 @@ fn main() -> Result<()> {
     if arguments.len() > 2 {
         bail!("usage: model_bench [MODEL.onnx [METADATA.json]]");
     }
-    let library = std::env::var_os("MLD_ONNXRUNTIME")
-        .map_or_else(|| PathBuf::from("/usr/local/lib/mldefender/libonnxruntime.so.1.31.1"), PathBuf::from);
+    let library = std::env::var_os("MLD_ONNXRUNTIME").map_or_else(|| PathBuf::from("/usr/local/lib/mldefender/libonnxruntime.so.1.31.1"), PathBuf::from);
     init_runtime(&library).context("load ONNX Runtime (run scripts/setup, or set MLD_ONNXRUNTIME)")?;
 
     let dir = tempfile::tempdir().context("create a temp dir")?;

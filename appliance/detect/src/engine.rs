@@ -180,7 +180,11 @@ pub struct Detector {
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detector").field("sources", &self.sources.len()).field("queued", &self.queue.len()).field("counters", &self.counters).finish_non_exhaustive()
+        f.debug_struct("Detector")
+            .field("sources", &self.sources.len())
+            .field("queued", &self.queue.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
     }
 }
 
@@ -330,10 +334,7 @@ impl Detector {
             }
         }
         candidates.sort_by(|a, b| {
-            (b.two_way, b.both)
-                .cmp(&(a.two_way, a.both))
-                .then(b.event.score_final.total_cmp(&a.event.score_final))
-                .then(a.event.source.cmp(&b.event.source))
+            (b.two_way, b.both).cmp(&(a.two_way, a.both)).then(b.event.score_final.total_cmp(&a.event.score_final)).then(a.event.source.cmp(&b.event.source))
         });
         let mut decided: Vec<Event> = candidates.into_iter().filter_map(|candidate| self.respond(candidate)).collect();
         decided.extend(alerts);
@@ -361,7 +362,8 @@ impl Detector {
                 match scorer.attack(&refs) {
                     Ok(scores) => {
                         self.counters.flows_scored += refs.len() as u64;
-                        let flagged: Vec<&FlowRecord> = refs.iter().zip(&scores).filter(|(_, score)| **score >= self.config.model_threshold).map(|(flow, _)| *flow).collect();
+                        let flagged: Vec<&FlowRecord> =
+                            refs.iter().zip(&scores).filter(|(_, score)| **score >= self.config.model_threshold).map(|(flow, _)| *flow).collect();
                         let categories = if flagged.is_empty() { Ok(Vec::new()) } else { scorer.category(&flagged) };
                         let categories = categories.unwrap_or_else(|_| {
                             self.counters.model_errors += 1;
@@ -478,7 +480,8 @@ impl Detector {
         // source arrived where a strict source check vouches for its address.
         let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !anchored;
         state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
-        let model_max = state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
+        let model_max =
+            state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
         let strong = state.model.iter().filter(|(_, score, _, decisive)| *decisive && *score >= self.config.model_alone_threshold).count() as u32;
         let model_category = dominant_category(&state.model);
         let fires_fast = fast.score >= self.config.fast_threshold;
@@ -522,7 +525,9 @@ impl Detector {
             provenance.push_str("fast 0.00");
         }
         match (models_on, model_max) {
-            (false, _) => provenance.push_str(if self.config.models == ModelsMode::Off { "; model off (detect.models = \"off\")" } else { "; model unavailable" }),
+            (false, _) => {
+                provenance.push_str(if self.config.models == ModelsMode::Off { "; model off (detect.models = \"off\")" } else { "; model unavailable" })
+            }
             (true, Some(score)) => provenance.push_str(&format!(
                 "; model {score:.3} max of {} flows, {strong} at or above {} (category {})",
                 state.model.len(),
@@ -652,7 +657,8 @@ fn model_applies(flow: &FlowRecord) -> bool {
 /// The fast path's current verdict for a source: window rules and the slow rule, while
 /// fresh.
 fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
-    let fresh = |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
+    let fresh =
+        |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
     match (fresh(&state.fast), fresh(&state.slow_verdict)) {
         (Some(a), Some(b)) => {
             if a.score >= b.score {
@@ -909,7 +915,11 @@ mod tests {
         let events = detector.tick();
         assert_eq!(decisions(&events), vec![(Action::Alert, "203.0.113.9".to_string()), (Action::Alert, "203.0.113.10".to_string())]);
         for event in &events {
-            assert!(event.provenance.contains("two-way evidence: none") && event.provenance.contains("a spoofed source cannot be told from a real one"), "{}", event.provenance);
+            assert!(
+                event.provenance.contains("two-way evidence: none") && event.provenance.contains("a spoofed source cannot be told from a real one"),
+                "{}",
+                event.provenance
+            );
         }
         assert_eq!(detector.responder().active_blocks(), 0);
         // The same scan from a source that completed a handshake is blocked.
@@ -956,7 +966,11 @@ mod tests {
         assert_eq!(blocked.len(), 1 + 90, "one-way sources use at most max - reserved (120 - 30)");
         let passed_over: Vec<&Event> = events.iter().filter(|event| event.action == Action::BreakerOpen).collect();
         assert_eq!(passed_over.len(), 60, "every candidate passed over is recorded");
-        assert!(passed_over.iter().all(|event| event.provenance.contains("no two-way evidence and the unreserved share is spent")), "{}", passed_over[0].provenance);
+        assert!(
+            passed_over.iter().all(|event| event.provenance.contains("no two-way evidence and the unreserved share is spent")),
+            "{}",
+            passed_over[0].provenance
+        );
         // Later in the same minute, another real scanner still finds the reserved share.
         detector.on_report(report("203.0.113.251", 2 * SECOND, 900, 900.0, 900.0));
         detector.on_report(report_one_way("10.201.0.1", 2 * SECOND, 900, 900.0, 900.0));

@@ -106,7 +106,11 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
         );
     }
     if packets >= f64::from(config.rst_min_packets) {
-        rule(rule_score(window.rst_ratio, config.rst_ratio), Category::Scan, format!("RST share {:.2} of {packets:.0} packets (limit {})", window.rst_ratio, config.rst_ratio));
+        rule(
+            rule_score(window.rst_ratio, config.rst_ratio),
+            Category::Scan,
+            format!("RST share {:.2} of {packets:.0} packets (limit {})", window.rst_ratio, config.rst_ratio),
+        );
     }
     if window.distinct_dst_ports <= 2 {
         rule(

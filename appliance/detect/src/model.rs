@@ -57,9 +57,7 @@ pub enum ModelError {
     Signature { signature: PathBuf, metadata: PathBuf, source: SigningError },
     #[error("invalid model metadata `{path}`: {reason}")]
     Metadata { path: PathBuf, reason: String },
-    #[error(
-        "model `{onnx}` was changed after signing: its SHA-256 is {actual}, metadata `{metadata}` says {expected}"
-    )]
+    #[error("model `{onnx}` was changed after signing: its SHA-256 is {actual}, metadata `{metadata}` says {expected}")]
     Sha256Mismatch { onnx: PathBuf, metadata: PathBuf, expected: String, actual: String },
     #[error("model metadata `{path}` lists no features")]
     NoFeatures { path: PathBuf },
@@ -92,9 +90,7 @@ pub fn init_runtime(dylib: &Path) -> Result<(), ModelError> {
     let library = match std::fs::canonicalize(dylib) {
         Ok(library) if library.is_file() => library,
         Ok(_) => return Err(ModelError::RuntimeLoad { path: dylib.to_path_buf(), message: "not a file".to_string() }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ModelError::RuntimeMissing { path: dylib.to_path_buf() })
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(ModelError::RuntimeMissing { path: dylib.to_path_buf() }),
         Err(error) => return Err(ModelError::RuntimeLoad { path: dylib.to_path_buf(), message: error.to_string() }),
     };
     if let Some(loaded) = runtime.as_ref() {
@@ -135,11 +131,7 @@ impl ModelFiles {
             return Err(ModelError::InvalidName { name: name.to_string() });
         }
         let metadata = dir.join(format!("{name}.json"));
-        Ok(ModelFiles {
-            onnx: dir.join(format!("{name}.onnx")),
-            signature: signing::signature_path(&metadata),
-            metadata,
-        })
+        Ok(ModelFiles { onnx: dir.join(format!("{name}.onnx")), signature: signing::signature_path(&metadata), metadata })
     }
 }
 
@@ -188,9 +180,7 @@ impl ModelMetadata {
         match (raw.kind, raw.classes.len()) {
             (ModelKind::Binary, 2) => {}
             (ModelKind::Binary, n) => return Err(format!("`kind` is binary but `classes` lists {n} classes")),
-            (ModelKind::Multiclass, n) if n < 2 => {
-                return Err(format!("`kind` is multiclass but `classes` lists {n} classes"))
-            }
+            (ModelKind::Multiclass, n) if n < 2 => return Err(format!("`kind` is multiclass but `classes` lists {n} classes")),
             (ModelKind::Multiclass, _) => {}
             (ModelKind::Embedding, 0) => {}
             (ModelKind::Embedding, n) => return Err(format!("`kind` is embedding but `classes` lists {n} classes")),
@@ -286,36 +276,22 @@ impl LoadedModel {
     /// metadata states; the features are listed, distinct and all known (`is_known_feature`);
     /// the ONNX graph takes `input` f32 [N, features] and gives `probabilities` f32 [N, classes].
     /// The session is built from the bytes that were hashed, never from a second read.
-    pub fn load(
-        files: ModelFiles,
-        public_key: &ModelPublicKey,
-        is_known_feature: impl Fn(&str) -> bool,
-    ) -> Result<LoadedModel, ModelError> {
+    pub fn load(files: ModelFiles, public_key: &ModelPublicKey, is_known_feature: impl Fn(&str) -> bool) -> Result<LoadedModel, ModelError> {
         let onnx_bytes = read_file("file", &files.onnx, None)?;
         let metadata_bytes = read_file("metadata", &files.metadata, Some(MAX_METADATA_BYTES))?;
         let signature_bytes = read_file("signature", &files.signature, Some(MAX_SIGNATURE_BYTES))?;
 
-        let signature_error = |source| ModelError::Signature {
-            signature: files.signature.clone(),
-            metadata: files.metadata.clone(),
-            source,
-        };
-        let signature_text = std::str::from_utf8(&signature_bytes)
-            .map_err(|_| signature_error(SigningError::SignatureFormat { reason: "not UTF-8 text".to_string() }))?;
+        let signature_error = |source| ModelError::Signature { signature: files.signature.clone(), metadata: files.metadata.clone(), source };
+        let signature_text =
+            std::str::from_utf8(&signature_bytes).map_err(|_| signature_error(SigningError::SignatureFormat { reason: "not UTF-8 text".to_string() }))?;
         signing::verify(public_key, &metadata_bytes, signature_text).map_err(signature_error)?;
 
         // Parsed only once authenticated.
-        let metadata = ModelMetadata::from_json(&metadata_bytes)
-            .map_err(|reason| ModelError::Metadata { path: files.metadata.clone(), reason })?;
+        let metadata = ModelMetadata::from_json(&metadata_bytes).map_err(|reason| ModelError::Metadata { path: files.metadata.clone(), reason })?;
 
         let actual = hex::encode(Sha256::digest(&onnx_bytes));
         if actual != metadata.sha256 {
-            return Err(ModelError::Sha256Mismatch {
-                onnx: files.onnx.clone(),
-                metadata: files.metadata.clone(),
-                expected: metadata.sha256.clone(),
-                actual,
-            });
+            return Err(ModelError::Sha256Mismatch { onnx: files.onnx.clone(), metadata: files.metadata.clone(), expected: metadata.sha256.clone(), actual });
         }
 
         check_features(&metadata, &files.metadata, is_known_feature)?;
@@ -378,9 +354,7 @@ impl LoadedModel {
         let output_error = |reason: String| ModelError::Output { model: self.metadata.name.clone(), reason };
         let name = output_name(self.metadata.kind);
         let probabilities = outputs.get(name).ok_or_else(|| output_error(format!("no `{name}` output")))?;
-        let (shape, values) = probabilities
-            .try_extract_tensor::<f32>()
-            .map_err(|error| output_error(format!("`{name}` that is not f32: {error}")))?;
+        let (shape, values) = probabilities.try_extract_tensor::<f32>().map_err(|error| output_error(format!("`{name}` that is not f32: {error}")))?;
         let expected_shape = [n as i64, self.n_classes as i64];
         if **shape != expected_shape {
             return Err(output_error(format!("`{name}` of shape {:?} for a batch of {n}; expected {expected_shape:?}", &**shape)));
@@ -472,11 +446,7 @@ fn read_file(what: &'static str, path: &Path, limit: Option<u64>) -> Result<Vec<
     Ok(bytes)
 }
 
-fn check_features(
-    metadata: &ModelMetadata,
-    path: &Path,
-    is_known_feature: impl Fn(&str) -> bool,
-) -> Result<(), ModelError> {
+fn check_features(metadata: &ModelMetadata, path: &Path, is_known_feature: impl Fn(&str) -> bool) -> Result<(), ModelError> {
     if metadata.features.is_empty() {
         return Err(ModelError::NoFeatures { path: path.to_path_buf() });
     }
@@ -501,8 +471,7 @@ fn build_session(path: &Path, onnx_bytes: &[u8]) -> Result<Session, ModelError> 
         .ok_or_else(|| ModelError::RuntimeNotLoaded { path: path.to_path_buf() })?;
     let session_error = |source| ModelError::Session { path: path.to_path_buf(), source };
     // Builder errors carry the builder back for recovery; only the message is kept.
-    let builder_error =
-        |error: ort::Error<ort::session::builder::SessionBuilder>| session_error(ort::Error::new(error.message()));
+    let builder_error = |error: ort::Error<ort::session::builder::SessionBuilder>| session_error(ort::Error::new(error.message()));
     Session::builder(&environment)
         .map_err(session_error)?
         .with_intra_threads(1)
@@ -523,13 +492,9 @@ fn check_input(session: &Session, files: &ModelFiles, n_metadata_features: usize
     if input.name() != INPUT_NAME {
         return Err(contract_error(format!("its input is `{}`, not `{INPUT_NAME}`", input.name())));
     }
-    let shape =
-        f32_matrix_shape(input.dtype()).map_err(|reason| contract_error(format!("input `{INPUT_NAME}` {reason}")))?;
+    let shape = f32_matrix_shape(input.dtype()).map_err(|reason| contract_error(format!("input `{INPUT_NAME}` {reason}")))?;
     if shape[0] >= 0 {
-        return Err(contract_error(format!(
-            "input `{INPUT_NAME}` has a fixed batch size {}; the first dimension must be dynamic",
-            shape[0]
-        )));
+        return Err(contract_error(format!("input `{INPUT_NAME}` has a fixed batch size {}; the first dimension must be dynamic", shape[0])));
     }
     if shape[1] < 0 || shape[1] as u64 != n_metadata_features as u64 {
         return Err(ModelError::FeatureCountMismatch {
@@ -609,8 +574,7 @@ mod tests {
         assert_eq!(metadata.document()["extra"][1], 2);
         assert_eq!(ModelMetadata::from_json(with("version", "3").as_bytes()).expect("number").version(), "3");
 
-        let error =
-            |field: &str, value: &str| ModelMetadata::from_json(with(field, value).as_bytes()).expect_err(field);
+        let error = |field: &str, value: &str| ModelMetadata::from_json(with(field, value).as_bytes()).expect_err(field);
         assert!(error("version", "-1").contains("expected a string or a whole number"));
         assert!(error("kind", "\"regression\"").contains("unknown variant `regression`"));
         assert!(error("classes", r#"["a","b","c"]"#).contains("binary but `classes` lists 3"));

@@ -33,9 +33,7 @@ pub enum SigningError {
     KeyFile(#[from] mld_eventlog::SecretFileError),
     #[error("model signing key `{path}` is not the base64 of a {SECRET_KEY_LENGTH}-byte Ed25519 seed")]
     PrivateKeyFormat { path: PathBuf },
-    #[error(
-        "model public key {origin} is not the base64 of a valid {PUBLIC_KEY_LENGTH}-byte Ed25519 public key: {reason}"
-    )]
+    #[error("model public key {origin} is not the base64 of a valid {PUBLIC_KEY_LENGTH}-byte Ed25519 public key: {reason}")]
     PublicKeyFormat { origin: String, reason: String },
     #[error("model signature is not the base64 of a {SIGNATURE_LENGTH}-byte Ed25519 signature: {reason}")]
     SignatureFormat { reason: String },
@@ -81,8 +79,7 @@ impl ModelPublicKey {
     fn parse(text: &str, origin: &str) -> Result<ModelPublicKey, SigningError> {
         let format_error = |reason: String| SigningError::PublicKeyFormat { origin: origin.to_string(), reason };
         let bytes = BASE64.decode(text.trim()).map_err(|error| format_error(error.to_string()))?;
-        let bytes: [u8; PUBLIC_KEY_LENGTH] =
-            bytes.as_slice().try_into().map_err(|_| format_error(format!("it decodes to {} bytes", bytes.len())))?;
+        let bytes: [u8; PUBLIC_KEY_LENGTH] = bytes.as_slice().try_into().map_err(|_| format_error(format!("it decodes to {} bytes", bytes.len())))?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| format_error("not a point on the curve".to_string()))?;
         if key.is_weak() {
             return Err(format_error("a weak (small-order) key".to_string()));
@@ -101,8 +98,10 @@ impl ModelPublicKey {
 /// created, the private key file just made is removed again, so no half pair is left.
 pub fn generate_key_pair(private_key_path: &Path, public_key_path: &Path) -> Result<ModelPublicKey, SigningError> {
     let mut seed = Zeroizing::new([0u8; SECRET_KEY_LENGTH]);
-    File::open("/dev/urandom").and_then(|mut random| random.read_exact(seed.as_mut_slice())).map_err(|source| {
-        SigningError::Io { operation: "generate model signing key", path: PathBuf::from("/dev/urandom"), source }
+    File::open("/dev/urandom").and_then(|mut random| random.read_exact(seed.as_mut_slice())).map_err(|source| SigningError::Io {
+        operation: "generate model signing key",
+        path: PathBuf::from("/dev/urandom"),
+        source,
     })?;
     let signing_key = SigningKey::from_bytes(&seed);
     let public_key = ModelPublicKey::from_verifying_key(signing_key.verifying_key());
@@ -121,11 +120,8 @@ pub fn generate_key_pair(private_key_path: &Path, public_key_path: &Path) -> Res
 /// to `<metadata_path>.sig` (replacing an older one). Returns the signature's path.
 pub fn sign(private_key_path: &Path, metadata_path: &Path) -> Result<PathBuf, SigningError> {
     let signing_key = load_signing_key(private_key_path)?;
-    let metadata = std::fs::read(metadata_path).map_err(|source| SigningError::Io {
-        operation: "read model metadata",
-        path: metadata_path.to_path_buf(),
-        source,
-    })?;
+    let metadata =
+        std::fs::read(metadata_path).map_err(|source| SigningError::Io { operation: "read model metadata", path: metadata_path.to_path_buf(), source })?;
     let signature = ed25519_dalek::Signer::sign(&signing_key, &metadata);
 
     let signature_path = signature_path(metadata_path);
@@ -143,18 +139,11 @@ pub fn sign(private_key_path: &Path, metadata_path: &Path) -> Result<PathBuf, Si
 
 /// Checks a signature (the base64 text of a `.sig` file) over the exact metadata bytes.
 pub fn verify(public_key: &ModelPublicKey, metadata_bytes: &[u8], signature_text: &str) -> Result<(), SigningError> {
-    let bytes = BASE64
-        .decode(signature_text.trim())
-        .map_err(|error| SigningError::SignatureFormat { reason: error.to_string() })?;
-    let bytes: [u8; SIGNATURE_LENGTH] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| SigningError::SignatureFormat { reason: format!("it decodes to {} bytes", bytes.len()) })?;
+    let bytes = BASE64.decode(signature_text.trim()).map_err(|error| SigningError::SignatureFormat { reason: error.to_string() })?;
+    let bytes: [u8; SIGNATURE_LENGTH] =
+        bytes.as_slice().try_into().map_err(|_| SigningError::SignatureFormat { reason: format!("it decodes to {} bytes", bytes.len()) })?;
     let signature = Signature::from_bytes(&bytes);
-    public_key
-        .key
-        .verify_strict(metadata_bytes, &signature)
-        .map_err(|_| SigningError::BadSignature { key_id: public_key.id.clone() })
+    public_key.key.verify_strict(metadata_bytes, &signature).map_err(|_| SigningError::BadSignature { key_id: public_key.id.clone() })
 }
 
 /// The signature file of a metadata file: `<metadata>.sig`.

@@ -16,8 +16,7 @@ struct Expected {
 
 fn expected() -> Expected {
     let path = fixtures_dir().join(format!("{FIXTURE_NAME}.expected.json"));
-    let document: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).expect("read expected")).expect("parse expected");
+    let document: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("read expected")).expect("parse expected");
     let field = |name: &str| document[name].clone();
     Expected {
         rows: serde_json::from_value(field("rows")).expect("rows"),
@@ -87,10 +86,7 @@ fn a_loaded_model_scores_on_a_thread_of_its_own() {
     let mut model = load(&signed).expect("load");
     let expected = expected();
     let row = expected.rows[0].clone();
-    let scored = std::thread::spawn(move || model.predict(&row, 1).map(<[f32]>::to_vec))
-        .join()
-        .expect("thread")
-        .expect("predict");
+    let scored = std::thread::spawn(move || model.predict(&row, 1).map(<[f32]>::to_vec)).join().expect("thread").expect("predict");
     assert_close(&scored, &expected.probabilities[0], "on another thread");
 }
 
@@ -156,10 +152,7 @@ fn a_wrong_feature_count_is_refused_naming_both_counts() {
         document["features"].as_array_mut().expect("features").pop();
     });
     let error = load(&signed).expect_err("5 features for a 6-feature model");
-    assert!(
-        matches!(error, ModelError::FeatureCountMismatch { model_features: 6, metadata_features: 5, .. }),
-        "{error}"
-    );
+    assert!(matches!(error, ModelError::FeatureCountMismatch { model_features: 6, metadata_features: 5, .. }), "{error}");
     let message = error.to_string();
     assert!(message.starts_with("feature count mismatch"), "{message}");
     assert!(message.contains("takes 6 features") && message.contains("lists 5"), "{message}");
@@ -225,8 +218,8 @@ fn the_repository_models_load_under_the_release_key_and_the_embedder_embeds() {
         let model = LoadedModel::load(ModelFiles::in_dir(&dir, name).expect("files"), &key, |feature| is_known_feature(feature, &windows));
         assert!(model.is_ok(), "{name}: {:?}", model.err());
     }
-    let mut embedder =
-        LoadedModel::load(ModelFiles::in_dir(&dir, "embedder").expect("files"), &key, |feature| is_known_feature(feature, &windows)).expect("the signed embedder");
+    let mut embedder = LoadedModel::load(ModelFiles::in_dir(&dir, "embedder").expect("files"), &key, |feature| is_known_feature(feature, &windows))
+        .expect("the signed embedder");
     assert_eq!((embedder.metadata().kind(), embedder.width(), embedder.classes().len()), (ModelKind::Embedding, 16, 0));
     let features = embedder.features().len();
     let mut rows = vec![0.0f32; features];

@@ -18,9 +18,23 @@ use mld_packet::PacketRecord;
 fn sample_flow() -> FlowRecord {
     let mut table = FlowTable::new(FlowTableConfig::default());
     let mut finished = Vec::new();
-    for (index, (from_client, payload, flags)) in [(true, 0u16, 0x02u8), (false, 0, 0x12), (true, 0, 0x10), (true, 120, 0x18), (false, 1400, 0x18), (false, 600, 0x18), (true, 0, 0x11), (false, 0, 0x11), (true, 0, 0x10)].iter().enumerate() {
+    for (index, (from_client, payload, flags)) in [
+        (true, 0u16, 0x02u8),
+        (false, 0, 0x12),
+        (true, 0, 0x10),
+        (true, 120, 0x18),
+        (false, 1400, 0x18),
+        (false, 600, 0x18),
+        (true, 0, 0x11),
+        (false, 0, 0x11),
+        (true, 0, 0x10),
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut packet: PacketRecord = bytemuck::Zeroable::zeroed();
-        let (src, dst, sport, dport) = if *from_client { ([10, 66, 1, 2], [10, 66, 9, 2], 40312u16, 8080u16) } else { ([10, 66, 9, 2], [10, 66, 1, 2], 8080, 40312) };
+        let (src, dst, sport, dport) =
+            if *from_client { ([10, 66, 1, 2], [10, 66, 9, 2], 40312u16, 8080u16) } else { ([10, 66, 9, 2], [10, 66, 1, 2], 8080, 40312) };
         packet.ts_ns = 1_790_000_000_000_000_000 + index as u64 * 350_000;
         packet.src_addr[..4].copy_from_slice(&src);
         packet.dst_addr[..4].copy_from_slice(&dst);
@@ -53,7 +67,8 @@ fn main() {
     let wait = args.get(4).is_some_and(|mode| mode == "wait");
     let flow = sample_flow();
     let windows = [10u64, 60];
-    let context = EventContext { node: "bench", deployment: "bench", software_version: "0.1.0", config_sha256: "00", model_sha256: None, windows_secs: &windows };
+    let context =
+        EventContext { node: "bench", deployment: "bench", software_version: "0.1.0", config_sha256: "00", model_sha256: None, windows_secs: &windows };
     let verdict = Verdict::placeholder();
     let record = build_event(&flow, &verdict, &context);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -76,7 +91,12 @@ fn main() {
                 sealer.seal(std::hint::black_box(&record), &mut line).expect("seal");
             }
             let sealed = count as f64 / started.elapsed().as_secs_f64();
-            let config = WriterConfig { max_file_bytes: 1 << 30, sync_every_records: sync_every, sync_interval: Duration::from_secs(3600), ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string()) };
+            let config = WriterConfig {
+                max_file_bytes: 1 << 30,
+                sync_every_records: sync_every,
+                sync_interval: Duration::from_secs(3600),
+                ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string())
+            };
             let mut writer = LogWriter::open(config, LogKey::from_bytes([5; 32])).expect("writer");
             let started = Instant::now();
             for index in 1..=count {
@@ -94,7 +114,8 @@ fn main() {
             println!("+ write, {how} fsync every {sync_every} records: {written:.0} records/s");
         }
         "memory" => {
-            let config = WriterConfig { max_file_bytes: 256 << 20, sync_every_records: 1024, ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string()) };
+            let config =
+                WriterConfig { max_file_bytes: 256 << 20, sync_every_records: 1024, ..WriterConfig::new(dir.path().to_path_buf(), "bench".to_string()) };
             let mut writer = LogWriter::open(config, LogKey::from_bytes([5; 32])).expect("writer");
             let step = (count / 20).max(1);
             println!("records,resident_mib");

@@ -137,13 +137,8 @@ impl CheckpointSigningKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut *seed)).map_err(|error| io("generate", error))?;
         let text = Zeroizing::new(format!("{}\n", BASE64.encode(*seed)));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|error| io("create", error))?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|error| io("create", error))?;
         file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|error| io("write", error))?;
         Ok(CheckpointSigningKey::from_seed(*seed))
     }
@@ -181,9 +176,11 @@ impl CheckpointPublicKey {
     /// Reads a public key file (base64, one line).
     pub fn load(path: &Path) -> Result<CheckpointPublicKey, SigningKeyError> {
         let mut text = String::new();
-        File::open(path)
-            .and_then(|file| file.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text))
-            .map_err(|source| SigningKeyError::Io { operation: "read", path: path.to_path_buf(), source })?;
+        File::open(path).and_then(|file| file.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text)).map_err(|source| SigningKeyError::Io {
+            operation: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
         CheckpointPublicKey::from_base64(&text).map_err(|_| SigningKeyError::PublicFormat { origin: format!("`{}`", path.display()) })
     }
 
@@ -458,7 +455,13 @@ impl<T: Clone> WindowVerifier<T> {
     /// A verifier for `node`'s records, resuming after `anchor` (`None`: the first valid
     /// checkpoint is the start). At most `max_pending_lines` / `max_pending_bytes` wait
     /// for their checkpoint; beyond, the oldest is rejected as unsigned.
-    pub fn new(keys: Vec<CheckpointPublicKey>, node: String, anchor: Option<CheckpointAnchor>, max_pending_lines: usize, max_pending_bytes: usize) -> WindowVerifier<T> {
+    pub fn new(
+        keys: Vec<CheckpointPublicKey>,
+        node: String,
+        anchor: Option<CheckpointAnchor>,
+        max_pending_lines: usize,
+        max_pending_bytes: usize,
+    ) -> WindowVerifier<T> {
         WindowVerifier { keys, node, anchor, pending: VecDeque::new(), pending_bytes: 0, max_pending_lines: max_pending_lines.max(1), max_pending_bytes }
     }
 
@@ -496,7 +499,15 @@ impl<T: Clone> WindowVerifier<T> {
             return pushed;
         }
         self.pending_bytes += line.len();
-        self.pending.push_back(Pending { token, file_index, line: line.to_string(), seq: parsed.seq, prev_tag: parsed.prev_tag, tag: parsed.tag, refused: None });
+        self.pending.push_back(Pending {
+            token,
+            file_index,
+            line: line.to_string(),
+            seq: parsed.seq,
+            prev_tag: parsed.prev_tag,
+            tag: parsed.tag,
+            refused: None,
+        });
         while self.pending.len() > self.max_pending_lines || (self.pending_bytes > self.max_pending_bytes && self.pending.len() > 1) {
             let oldest = self.pending.pop_front().expect("not empty");
             self.pending_bytes -= oldest.line.len();
@@ -541,7 +552,8 @@ impl<T: Clone> WindowVerifier<T> {
                 return pushed.decided.push(refuse(reason));
             }
         };
-        let continuous = self.anchor.as_ref().is_some_and(|anchor| claim.first_seq == anchor.seq.saturating_add(1) && hex::encode(claim.prev_digest) == anchor.digest);
+        let continuous =
+            self.anchor.as_ref().is_some_and(|anchor| claim.first_seq == anchor.seq.saturating_add(1) && hex::encode(claim.prev_digest) == anchor.digest);
         if let Some(anchor) = &self.anchor {
             if !continuous {
                 pushed.gap = Some(Gap { from: anchor.seq.saturating_add(1), to: claim.first_seq.saturating_sub(1) });
@@ -566,10 +578,20 @@ impl<T: Clone> WindowVerifier<T> {
         for pending in covered {
             let head: RecordHead = serde_json::from_str(&pending.line).unwrap_or_default();
             let is_header = head.kind.as_deref() == Some("header");
-            pushed.decided.push(Decided { token: pending.token, file_index: pending.file_index, line: pending.line, verdict: Ok(Covered { seq: pending.seq, head, is_header, is_checkpoint: false }) });
+            pushed.decided.push(Decided {
+                token: pending.token,
+                file_index: pending.file_index,
+                line: pending.line,
+                verdict: Ok(Covered { seq: pending.seq, head, is_header, is_checkpoint: false }),
+            });
         }
         self.anchor = Some(CheckpointAnchor { file_index, seq: parsed.seq, digest: hex::encode(claim.digest), tag: parsed.tag });
-        pushed.decided.push(Decided { token, file_index, line: line.to_string(), verdict: Ok(Covered { seq: parsed.seq, head: parsed.head, is_header: false, is_checkpoint: true }) });
+        pushed.decided.push(Decided {
+            token,
+            file_index,
+            line: line.to_string(),
+            verdict: Ok(Covered { seq: parsed.seq, head: parsed.head, is_header: false, is_checkpoint: true }),
+        });
     }
 
     /// The pending lines (indices) a signed checkpoint covers, checked.
@@ -613,7 +635,10 @@ impl<T: Clone> WindowVerifier<T> {
             let is_header = head.kind.as_deref() == Some("header");
             if is_header {
                 if head.file_index != Some(pending.file_index) || head.node.as_deref() != Some(self.node.as_str()) {
-                    return Err(WindowReason::HeaderMismatch(format!("seq {} is the header of another file or node than file index {}", pending.seq, pending.file_index)));
+                    return Err(WindowReason::HeaderMismatch(format!(
+                        "seq {} is the header of another file or node than file index {}",
+                        pending.seq, pending.file_index
+                    )));
                 }
                 if previous_file.is_some_and(|previous| pending.file_index <= previous) {
                     return Err(WindowReason::HeaderMismatch(format!("a header (seq {}) in the middle of file index {}", pending.seq, pending.file_index)));

@@ -96,7 +96,13 @@ pub fn cic_field_name(feature: Feature) -> String {
 pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
     let mut fields = vec![
         field("type", "string", "", None, "Always \"event\"."),
-        field("event_id", "string", "", None, "Deterministic id of the event: derived from the flow's Community ID and times (and, for a decision, its action)."),
+        field(
+            "event_id",
+            "string",
+            "",
+            None,
+            "Deterministic id of the event: derived from the flow's Community ID and times (and, for a decision, its action).",
+        ),
         field("schema_version", "integer", "", None, "Version of this field set."),
         field("node", "string", "", None, "The appliance that made the decision."),
         field("deployment", "string", "", None, "Deployment or fleet name."),
@@ -113,7 +119,13 @@ pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
         field("ip_version", "integer", "", None, "4 or 6."),
         field("community_id", "string", "", None, "Community ID v1 (seed 0); ICMP flows hash without type/code."),
         field("ifindex", "integer", "", None, "Interface of the flow's first packet; 0 for replay."),
-        field("flow_end_reason", "string", "", None, "idle-timeout, active-timeout, tcp-fin, tcp-rst, evicted, end-of-input, or active (an interim record of a flow still open)."),
+        field(
+            "flow_end_reason",
+            "string",
+            "",
+            None,
+            "idle-timeout, active-timeout, tcp-fin, tcp-rst, evicted, end-of-input, or active (an interim record of a flow still open).",
+        ),
         field("fwd_ip_bytes", "integer", "bytes", None, "IP bytes sent by the initiator."),
         field("bwd_ip_bytes", "integer", "bytes", None, "IP bytes sent by the responder."),
     ];
@@ -122,12 +134,42 @@ pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
     }
     for secs in windows_secs {
         let missing = Some("the source was dropped from the window aggregator (bounded)");
-        fields.push(field(format!("src_{secs}s_distinct_dst_addrs"), "integer", "addresses", missing, format!("Distinct destinations of flows the source started in the last {secs} s.")));
-        fields.push(field(format!("src_{secs}s_distinct_dst_ports"), "integer", "ports", missing, format!("Distinct destination ports of those flows ({secs} s).")));
+        fields.push(field(
+            format!("src_{secs}s_distinct_dst_addrs"),
+            "integer",
+            "addresses",
+            missing,
+            format!("Distinct destinations of flows the source started in the last {secs} s."),
+        ));
+        fields.push(field(
+            format!("src_{secs}s_distinct_dst_ports"),
+            "integer",
+            "ports",
+            missing,
+            format!("Distinct destination ports of those flows ({secs} s)."),
+        ));
         fields.push(field(format!("src_{secs}s_new_flows_per_sec"), "number", "flows/s", missing, format!("Flows the source started per second ({secs} s).")));
-        fields.push(field(format!("src_{secs}s_packets_per_sec"), "number", "packets/s", missing, format!("Packets of those flows, both directions, per second ({secs} s).")));
-        fields.push(field(format!("src_{secs}s_bytes_per_sec"), "number", "bytes/s", missing, format!("IP bytes of those flows, both directions, per second ({secs} s).")));
-        fields.push(field(format!("src_{secs}s_syn_without_ack_ratio"), "number", "ratio", missing, format!("Share of TCP packets with SYN and not ACK in those flows ({secs} s).")));
+        fields.push(field(
+            format!("src_{secs}s_packets_per_sec"),
+            "number",
+            "packets/s",
+            missing,
+            format!("Packets of those flows, both directions, per second ({secs} s)."),
+        ));
+        fields.push(field(
+            format!("src_{secs}s_bytes_per_sec"),
+            "number",
+            "bytes/s",
+            missing,
+            format!("IP bytes of those flows, both directions, per second ({secs} s)."),
+        ));
+        fields.push(field(
+            format!("src_{secs}s_syn_without_ack_ratio"),
+            "number",
+            "ratio",
+            missing,
+            format!("Share of TCP packets with SYN and not ACK in those flows ({secs} s)."),
+        ));
         fields.push(field(format!("src_{secs}s_rst_ratio"), "number", "ratio", missing, format!("Share of TCP packets with RST in those flows ({secs} s).")));
         fields.push(field(format!("src_{secs}s_saturated"), "boolean", "", missing, format!("A distinct count hit its bound ({secs} s).")));
     }
@@ -312,7 +354,8 @@ pub fn json_schema(windows_secs: &[u64]) -> Value {
 
 /// The JSON Schema of a `checkpoint` record (ADR 0007, docs/event-log.md).
 fn checkpoint_schema() -> Value {
-    let hex = |digits: usize, description: &str| serde_json::json!({ "type": "string", "pattern": format!("^[0-9a-f]{{{digits}}}$"), "description": description });
+    let hex =
+        |digits: usize, description: &str| serde_json::json!({ "type": "string", "pattern": format!("^[0-9a-f]{{{digits}}}$"), "description": description });
     serde_json::json!({
         "type": "object",
         "additionalProperties": false,

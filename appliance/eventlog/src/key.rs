@@ -47,14 +47,12 @@ pub enum SecretFileError {
 pub fn open_secret_file(path: &Path, what: &'static str) -> Result<File, SecretFileError> {
     let io = |operation, source| SecretFileError::Io { what, operation, path: path.to_path_buf(), source };
     // O_NONBLOCK: a FIFO put in the key's place cannot hold the open (it is refused below).
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|error| match error.raw_os_error() {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|error| {
+        match error.raw_os_error() {
             Some(libc::ELOOP) => SecretFileError::Symlink { what, path: path.to_path_buf() },
             _ => io("open", error),
-        })?;
+        }
+    })?;
     let metadata = file.metadata().map_err(|error| io("stat", error))?;
     if !metadata.file_type().is_file() {
         return Err(SecretFileError::NotAFile { what, path: path.to_path_buf() });
@@ -146,13 +144,8 @@ impl LogKey {
         let io = |operation, source| KeyError::Io { operation, path: path.to_path_buf(), source };
         let mut key = [0u8; KEY_BYTES];
         File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut key)).map_err(|error| io("generate", error))?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|error| io("create", error))?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|error| io("create", error))?;
         file.write_all(&key).and_then(|()| file.sync_all()).map_err(|error| io("write", error))?;
         let created = LogKey::from_bytes(key);
         zeroize::Zeroize::zeroize(&mut key);

@@ -24,11 +24,13 @@ mod writer;
 
 pub use chain::{BodyError, Delivery, SealError, Sealer, EVENT_TYPE, GENESIS_TAG, RESERVED_FIELDS, SCHEMA};
 pub use checkpoint::{
-    signed_message, CheckpointAnchor, CheckpointClaim, CheckpointPublicKey, CheckpointSigningKey, Covered, Decided, Gap, Pushed, SigningKeyError, WindowReason, WindowVerifier,
-    CHECKPOINT_DOMAIN, CHECKPOINT_FIELDS, CHECKPOINT_TYPE, GENESIS_DIGEST,
+    signed_message, CheckpointAnchor, CheckpointClaim, CheckpointPublicKey, CheckpointSigningKey, Covered, Decided, Gap, Pushed, SigningKeyError, WindowReason,
+    WindowVerifier, CHECKPOINT_DOMAIN, CHECKPOINT_FIELDS, CHECKPOINT_TYPE, GENESIS_DIGEST,
 };
 pub use community_id::community_id;
 pub use event::{build_event, cic_field_name, event_fields, json_schema, EventContext, EventField, Verdict, EVENT_SCHEMA_VERSION};
 pub use key::{open_secret_file, KeyError, LogKey, SecretFileError};
-pub use verify::{verify_paths, verify_paths_signed, SignedSummary, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, VerifySummary};
+pub use verify::{
+    verify_paths, verify_paths_signed, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, SignedSummary, VerifySummary,
+};
 pub use writer::{file_name, local_day, LogWriter, WriterConfig, WriterError};

@@ -32,19 +32,35 @@ pub enum FailureReason {
     TruncatedLine,
     MissingHeader,
     UnexpectedHeader,
-    NodeMismatch { expected: String, found: String },
-    FileMissing { index: u64 },
-    DuplicateFile { index: u64 },
+    NodeMismatch {
+        expected: String,
+        found: String,
+    },
+    FileMissing {
+        index: u64,
+    },
+    DuplicateFile {
+        index: u64,
+    },
     HeaderMismatch(String),
     UnknownKey(String),
     BadHmac,
-    SequenceGap { expected: u64, found: u64 },
-    SequenceBack { expected: u64, found: u64 },
+    SequenceGap {
+        expected: u64,
+        found: u64,
+    },
+    SequenceBack {
+        expected: u64,
+        found: u64,
+    },
     ChainBroken,
     /// Verification by checkpoints (public key): the line or its checkpoint was refused.
     Checkpoint(crate::checkpoint::WindowReason),
     /// Verification by checkpoints: records `from..=to` are covered by no valid checkpoint.
-    Uncovered { from: u64, to: u64 },
+    Uncovered {
+        from: u64,
+        to: u64,
+    },
 }
 
 impl fmt::Display for FailureReason {
@@ -568,7 +584,6 @@ pub(crate) fn is_authentic(line: &str, node: &str, key: &LogKey) -> bool {
     chain.authenticate(std::slice::from_ref(key), line).is_ok()
 }
 
-
 fn read_header_identity(path: &Path) -> Result<(String, u64), Failure> {
     let fail = |line, reason| Failure { path: path.to_path_buf(), line, reason };
     let file = std::fs::File::open(path).map_err(|error| fail(0, FailureReason::Unreadable(error.to_string())))?;
@@ -586,9 +601,7 @@ fn read_header_identity(path: &Path) -> Result<(String, u64), Failure> {
 fn verify_file(log: &LogFile, keys: &[LogKey], chain: &mut Chain, counts: &mut Counts) -> Result<(), Failure> {
     let fail = |line, reason| Failure { path: log.path.clone(), line, reason };
     let mut bytes = Vec::new();
-    std::fs::File::open(&log.path)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
-        .map_err(|error| fail(0, FailureReason::Unreadable(error.to_string())))?;
+    std::fs::File::open(&log.path).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(|error| fail(0, FailureReason::Unreadable(error.to_string())))?;
     let text = String::from_utf8(bytes).map_err(|_| fail(0, FailureReason::NotARecord("not UTF-8".to_string())))?;
     let mut rest = text.as_str();
     let mut number = 0;

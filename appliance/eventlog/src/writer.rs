@@ -386,7 +386,11 @@ impl LogWriter {
 
     fn after_append(&mut self, seq: u64) -> Result<u64, WriterError> {
         self.uncommitted += 1;
-        if self.window.as_ref().is_some_and(|window| window.records >= self.config.checkpoint_every_records || window.since.elapsed() >= self.config.checkpoint_interval) {
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|window| window.records >= self.config.checkpoint_every_records || window.since.elapsed() >= self.config.checkpoint_interval)
+        {
             self.append_checkpoint()?;
         }
         let since = *self.uncommitted_since.get_or_insert_with(Instant::now);
@@ -429,11 +433,11 @@ impl LogWriter {
 
     fn start_file(&mut self) -> Result<(), WriterError> {
         let path = self.config.dir.join(file_name(&self.config.node, self.file_index));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| WriterError::Io { operation: "create log file", path: path.clone(), source })?;
+        let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|source| WriterError::Io {
+            operation: "create log file",
+            path: path.clone(),
+            source,
+        })?;
         self.file = Some((Arc::new(file), path));
         self.file_bytes = 0;
         let mut header = serde_json::Map::new();
@@ -732,10 +736,12 @@ fn uncovered_tail(files: &[(u64, PathBuf)], node: &str, key: &LogKey, last_seq: 
     let mut lines: Vec<String> = Vec::new();
     for (_, path) in files.iter().rev().take(CHECKPOINT_SEARCH_FILES) {
         let text = std::fs::read(path).map_err(|source| WriterError::Io { operation: "read", path: path.clone(), source })?;
-        let mut file_lines: Vec<String> = text.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).filter_map(|line| String::from_utf8(line.to_vec()).ok()).collect();
+        let mut file_lines: Vec<String> =
+            text.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).filter_map(|line| String::from_utf8(line.to_vec()).ok()).collect();
         let checkpoint = file_lines.iter().rposition(|line| {
             line.contains(CHECKPOINT_TYPE)
-                && serde_json::from_str::<crate::verify::RecordHead>(line).is_ok_and(|head| head.kind.as_deref() == Some(CHECKPOINT_TYPE) && head.seq <= Some(last_seq))
+                && serde_json::from_str::<crate::verify::RecordHead>(line)
+                    .is_ok_and(|head| head.kind.as_deref() == Some(CHECKPOINT_TYPE) && head.seq <= Some(last_seq))
                 && is_authentic(line, node, key)
         });
         file_lines.append(&mut lines);
@@ -799,7 +805,10 @@ impl Start {
             Some((seq, tag)) if highest_seq <= Some(seq) => {
                 // What failed claims no seq beyond the verified chain (garbage, a replayed
                 // old line): continuing gives no seq twice.
-                record.insert("reason".to_string(), "the newest file did not verify: lines that do not belong follow its chain; the chain continues from its last verified record".into());
+                record.insert(
+                    "reason".to_string(),
+                    "the newest file did not verify: lines that do not belong follow its chain; the chain continues from its last verified record".into(),
+                );
                 (seq, tag)
             }
             _ => {

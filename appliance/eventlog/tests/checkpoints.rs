@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mld_eventlog::{
-    file_name, verify_paths, verify_paths_signed, CheckpointPublicKey, CheckpointSigningKey, FailureReason, LogKey, LogWriter, WindowReason, WindowVerifier, WriterConfig,
+    file_name, verify_paths, verify_paths_signed, CheckpointPublicKey, CheckpointSigningKey, FailureReason, LogKey, LogWriter, WindowReason, WindowVerifier,
+    WriterConfig,
 };
 
 const NODE: &str = "node-a";
@@ -20,7 +21,13 @@ fn public() -> Vec<CheckpointPublicKey> {
 }
 
 fn config(dir: &Path) -> WriterConfig {
-    WriterConfig { max_file_bytes: 4096, rotate_daily: false, checkpoint_every_records: 8, checkpoint_interval: Duration::from_secs(3600), ..WriterConfig::new(dir.to_path_buf(), NODE.to_string()) }
+    WriterConfig {
+        max_file_bytes: 4096,
+        rotate_daily: false,
+        checkpoint_every_records: 8,
+        checkpoint_interval: Duration::from_secs(3600),
+        ..WriterConfig::new(dir.to_path_buf(), NODE.to_string())
+    }
 }
 
 fn event(n: u64) -> serde_json::Map<String, serde_json::Value> {
@@ -31,9 +38,13 @@ fn event(n: u64) -> serde_json::Map<String, serde_json::Value> {
 }
 
 fn all_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").path()).filter(|path| path.to_string_lossy().contains("events-")).collect();
     files.sort();
-    files.iter().flat_map(|path| std::fs::read_to_string(path).expect("read").lines().map(|line| serde_json::from_str(line).expect("JSON")).collect::<Vec<_>>()).collect()
+    files
+        .iter()
+        .flat_map(|path| std::fs::read_to_string(path).expect("read").lines().map(|line| serde_json::from_str(line).expect("JSON")).collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -86,11 +97,20 @@ fn a_one_byte_change_anywhere_is_caught_by_the_public_key() {
     let path = dir.path().join(file_name(NODE, 0));
     let original = std::fs::read(&path).expect("read");
     // Every byte of the first lines (records, and the first checkpoint), one at a time.
-    let first_checkpoint_end = String::from_utf8_lossy(&original).find("\"type\":\"checkpoint\"").map(|at| original[at..].iter().position(|b| *b == b'\n').expect("newline") + at).expect("a checkpoint");
+    let first_checkpoint_end = String::from_utf8_lossy(&original)
+        .find("\"type\":\"checkpoint\"")
+        .map(|at| original[at..].iter().position(|b| *b == b'\n').expect("newline") + at)
+        .expect("a checkpoint");
     for at in (0..first_checkpoint_end).step_by(7) {
         let mut changed = original.clone();
         // A byte changed (the structure kept, so the line still parses where it can).
-        changed[at] = if changed[at] == b'1' { b'2' } else if changed[at] == b'"' || changed[at] == b'\n' { continue } else { b'1' };
+        changed[at] = if changed[at] == b'1' {
+            b'2'
+        } else if changed[at] == b'"' || changed[at] == b'\n' {
+            continue;
+        } else {
+            b'1'
+        };
         if changed[at] == original[at] {
             continue;
         }

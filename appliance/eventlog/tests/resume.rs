@@ -166,7 +166,9 @@ fn a_tampered_last_line_is_not_resumed_from() {
 /// A line signed with another key (as a forger would sign it), `seq` set to `seq`.
 fn forged_line(seq: u64) -> String {
     let other = tempfile::tempdir().expect("temp dir");
-    let mut writer = LogWriter::open(WriterConfig { rotate_daily: false, ..WriterConfig::new(other.path().to_path_buf(), NODE.to_string()) }, LogKey::from_bytes([1; 32])).expect("writer");
+    let mut writer =
+        LogWriter::open(WriterConfig { rotate_daily: false, ..WriterConfig::new(other.path().to_path_buf(), NODE.to_string()) }, LogKey::from_bytes([1; 32]))
+            .expect("writer");
     writer.append(&event(99)).expect("append");
     writer.sync().expect("sync");
     let line = lines(&files(other.path())[0])[1].clone();
@@ -223,7 +225,8 @@ fn an_empty_newest_file_left_by_a_crash_is_removed_and_the_one_before_continued(
     let dir = tempfile::tempdir().expect("temp dir");
     write_events(dir.path(), 0..10);
     let newest = files(dir.path()).pop().expect("a file");
-    let index: u64 = newest.to_string_lossy().rsplit('-').next().and_then(|rest| rest.strip_suffix(".jsonl")).and_then(|index| index.parse().ok()).expect("index");
+    let index: u64 =
+        newest.to_string_lossy().rsplit('-').next().and_then(|rest| rest.strip_suffix(".jsonl")).and_then(|index| index.parse().ok()).expect("index");
     let empty = dir.path().join(mld_eventlog::file_name(NODE, index + 1));
     std::fs::write(&empty, b"").expect("a crash right after creating the next file");
     write_events(dir.path(), 10..12);

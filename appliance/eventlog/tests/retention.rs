@@ -49,7 +49,12 @@ fn index_of(path: &Path) -> u64 {
 fn the_disk_budget_removes_the_oldest_files_on_record_and_the_rest_verifies() {
     let dir = tempfile::tempdir().expect("temp dir");
     let budget = 5 * FILE_BYTES;
-    let config = WriterConfig { max_file_bytes: FILE_BYTES, max_disk_bytes: budget, rotate_daily: false, ..WriterConfig::new(dir.path().to_path_buf(), NODE.to_string()) };
+    let config = WriterConfig {
+        max_file_bytes: FILE_BYTES,
+        max_disk_bytes: budget,
+        rotate_daily: false,
+        ..WriterConfig::new(dir.path().to_path_buf(), NODE.to_string())
+    };
     let mut writer = LogWriter::open(config, LogKey::from_bytes(KEY)).expect("open writer");
     for n in 0..200 {
         writer.append(&event(n)).expect("append");
@@ -90,7 +95,12 @@ fn records_of(file: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn a_file_removed_without_a_retention_record_is_still_caught() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = WriterConfig { max_file_bytes: FILE_BYTES, max_disk_bytes: 5 * FILE_BYTES, rotate_daily: false, ..WriterConfig::new(dir.path().to_path_buf(), NODE.to_string()) };
+    let config = WriterConfig {
+        max_file_bytes: FILE_BYTES,
+        max_disk_bytes: 5 * FILE_BYTES,
+        rotate_daily: false,
+        ..WriterConfig::new(dir.path().to_path_buf(), NODE.to_string())
+    };
     let mut writer = LogWriter::open(config, LogKey::from_bytes(KEY)).expect("open writer");
     for n in 0..200 {
         writer.append(&event(n)).expect("append");

@@ -27,7 +27,11 @@ fn write_log(dir: &Path, node: &str, events: u64, key: [u8; 32]) {
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").path()).filter(|path| path.extension().is_some_and(|ext| ext == "jsonl") && path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-"))).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl") && path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
+        .collect();
     files.sort();
     files
 }
@@ -249,7 +253,10 @@ fn a_new_local_day_starts_a_new_file_and_the_chain_runs_across_it() {
 fn json_text_seals_like_the_same_map_and_non_objects_are_refused() {
     let from_map = tempfile::tempdir().expect("temp dir");
     let from_text = tempfile::tempdir().expect("temp dir");
-    let open = |dir: &Path| LogWriter::open(WriterConfig { rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), "node-a".to_string()) }, LogKey::from_bytes(KEY)).expect("open writer");
+    let open = |dir: &Path| {
+        LogWriter::open(WriterConfig { rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), "node-a".to_string()) }, LogKey::from_bytes(KEY))
+            .expect("open writer")
+    };
     let mut a = open(from_map.path());
     let mut b = open(from_text.path());
     for n in 0..3 {
@@ -286,6 +293,9 @@ fn the_last_delivery_is_read_back_from_the_log_across_restarts() {
     drop(reopened);
     let first = lines(&files(dir.path())[1]);
     let record: serde_json::Value = serde_json::from_str(&first[1]).expect("JSON");
-    assert_eq!((record["delivery_stream"].as_str(), record["delivery_seq"].as_u64()), (Some("0000000000000abc"), Some(record["event_id"].as_str().and_then(|id| id.strip_prefix("ev-")).and_then(|n| n.parse().ok()).expect("id"))));
+    assert_eq!(
+        (record["delivery_stream"].as_str(), record["delivery_seq"].as_u64()),
+        (Some("0000000000000abc"), Some(record["event_id"].as_str().and_then(|id| id.strip_prefix("ev-")).and_then(|n| n.parse().ok()).expect("id")))
+    );
     verify_dir(dir.path()).expect("delivery fields are signed like the rest");
 }

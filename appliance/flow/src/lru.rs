@@ -38,14 +38,7 @@ pub(crate) struct LruMap<K, V> {
 impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
     pub fn new(capacity: usize) -> LruMap<K, V> {
         assert!(capacity > 0 && capacity < NIL as usize, "LruMap capacity must be in 1..u32::MAX");
-        LruMap {
-            index: HashMap::with_hasher(ahash::RandomState::new()),
-            slots: Vec::new(),
-            free: Vec::new(),
-            newest: NIL,
-            oldest: NIL,
-            capacity,
-        }
+        LruMap { index: HashMap::with_hasher(ahash::RandomState::new()), slots: Vec::new(), free: Vec::new(), newest: NIL, oldest: NIL, capacity }
     }
 
     pub fn len(&self) -> usize {
@@ -141,8 +134,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
 
     /// The least recently used entry.
     pub fn oldest(&self) -> Option<Handle> {
-        (self.oldest != NIL)
-            .then(|| Handle { index: self.oldest, generation: self.slots[self.oldest as usize].generation })
+        (self.oldest != NIL).then(|| Handle { index: self.oldest, generation: self.slots[self.oldest as usize].generation })
     }
 
     fn unlink(&mut self, index: u32) {

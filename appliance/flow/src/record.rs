@@ -26,15 +26,8 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 7] = [
-        EndReason::IdleTimeout,
-        EndReason::ActiveTimeout,
-        EndReason::TcpFin,
-        EndReason::TcpRst,
-        EndReason::Evicted,
-        EndReason::EndOfInput,
-        EndReason::Active,
-    ];
+    pub const ALL: [EndReason; 7] =
+        [EndReason::IdleTimeout, EndReason::ActiveTimeout, EndReason::TcpFin, EndReason::TcpRst, EndReason::Evicted, EndReason::EndOfInput, EndReason::Active];
 
     pub fn as_str(self) -> &'static str {
         match self {

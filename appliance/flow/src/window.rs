@@ -149,11 +149,8 @@ impl SourceWindow {
     fn snapshot(&self, now_ns: u64) -> WindowSnapshot {
         // Buckets that have fallen out of the window are zeroed by `advance`; a snapshot
         // taken later than the last packet must not count them either.
-        let stale = if now_ns >= self.current_start_ns + self.bucket_ns {
-            ((now_ns - self.current_start_ns) / self.bucket_ns).min(BUCKETS as u64) as usize
-        } else {
-            0
-        };
+        let stale =
+            if now_ns >= self.current_start_ns + self.bucket_ns { ((now_ns - self.current_start_ns) / self.bucket_ns).min(BUCKETS as u64) as usize } else { 0 };
         let mut total = Bucket::default();
         for age in 0..BUCKETS.saturating_sub(stale) {
             let bucket = &self.buckets[(self.current + BUCKETS - age) % BUCKETS];

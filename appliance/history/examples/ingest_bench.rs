@@ -41,7 +41,12 @@ fn main() -> Result<()> {
     let log = work.path().join("log");
     write_log(&log, &templates, n)?;
     let log_bytes: u64 = std::fs::read_dir(&log)?.flatten().map(|entry| entry.metadata().map_or(0, |meta| meta.len())).sum();
-    println!("records: {n} events cycled from {} real lab events, log {:.0} MiB ({:.0} bytes/record)", templates.len(), log_bytes as f64 / 1048576.0, log_bytes as f64 / n as f64);
+    println!(
+        "records: {n} events cycled from {} real lab events, log {:.0} MiB ({:.0} bytes/record)",
+        templates.len(),
+        log_bytes as f64 / 1048576.0,
+        log_bytes as f64 / n as f64
+    );
 
     // MLD_BENCH_ONLY=history: the history phase alone (for a profiler).
     let only = std::env::var("MLD_BENCH_ONLY").unwrap_or_default();
@@ -79,7 +84,13 @@ fn main() -> Result<()> {
     let state = work.path().join("history");
     let embedder = Embedder::load(&runtime, &models, "embedder", RELEASE_KEY, &WINDOWS)?;
     let started = Instant::now();
-    let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(10), max_events: 100_000_000 };
+    let settings = IndexSettings {
+        dir: state.join("index"),
+        factory: "Flat".to_string(),
+        search_parameters: Vec::new(),
+        save_interval: Duration::from_secs(10),
+        max_events: 100_000_000,
+    };
     let mut history = History::open(config(&state), settings, embedder)?;
     let mut indexed = 0u64;
     loop {
@@ -92,7 +103,12 @@ fn main() -> Result<()> {
     history.save()?;
     report("history", indexed, started.elapsed());
     let memory = history.index().memory_report();
-    println!("index: {} events, {:.1} bytes/event on disk, {:.1} bytes/event in memory (estimate)", memory.events, memory.disk_bytes_per_event(), memory.ram_bytes_per_event());
+    println!(
+        "index: {} events, {:.1} bytes/event on disk, {:.1} bytes/event in memory (estimate)",
+        memory.events,
+        memory.disk_bytes_per_event(),
+        memory.ram_bytes_per_event()
+    );
     drop(history);
     if only_history {
         return Ok(());

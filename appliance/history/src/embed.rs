@@ -68,11 +68,7 @@ impl Embedder {
         if model.metadata().kind() != ModelKind::Embedding {
             return Err(HistoryError::NotAnEmbedder { path: metadata_path, kind: format!("{:?}", model.metadata().kind()).to_lowercase() });
         }
-        let columns: Vec<Column> = model
-            .features()
-            .iter()
-            .map(|name| Column { name: name.clone(), event_field: event_field_name(name) })
-            .collect();
+        let columns: Vec<Column> = model.features().iter().map(|name| Column { name: name.clone(), event_field: event_field_name(name) }).collect();
         let missing = model.metadata().missing();
         let mut by_name = HashMap::with_hasher(ahash::RandomState::new());
         for (index, column) in columns.iter().enumerate() {

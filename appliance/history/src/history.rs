@@ -148,11 +148,27 @@ impl History {
         };
         let state_dir = ingest_config.state_dir.clone();
         let ingest = Ingest::open(ingest_config).map_err(|error| Box::new(OpenFailure { error: error.into(), ingest_config: None }))?;
-        Ok(History { ingest, index, embedder, settings, state_dir, last_save: Instant::now(), unsaved: 0, rebuilt, last_unreadable: None, min_seq, caught_up: false })
+        Ok(History {
+            ingest,
+            index,
+            embedder,
+            settings,
+            state_dir,
+            last_save: Instant::now(),
+            unsaved: 0,
+            rebuilt,
+            last_unreadable: None,
+            min_seq,
+            caught_up: false,
+        })
     }
 
     /// Opens (or rebuilds: forgetting the ingest state) the index for `open`.
-    fn open_index(ingest_config: &IngestConfig, settings: &IndexSettings, embedder: &Embedder) -> Result<(EventIndex, Option<Rebuild>, Option<u64>), HistoryError> {
+    fn open_index(
+        ingest_config: &IngestConfig,
+        settings: &IndexSettings,
+        embedder: &Embedder,
+    ) -> Result<(EventIndex, Option<Rebuild>, Option<u64>), HistoryError> {
         let state_dir = ingest_config.state_dir.clone();
         let source = embedder.source();
         let dims = embedder.dims() as u32;

@@ -57,10 +57,13 @@ pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query
                 EventRef::EventId(id) => index.find_event_id(id)?.ok_or_else(|| HistoryError::NotFound(format!("no indexed event has event_id `{id}`")))?,
             };
             let newest = index.last_id().map_or_else(|| "none".to_string(), |last| last.to_string());
-            let stored = index.get(seq)?.ok_or_else(|| HistoryError::NotFound(format!("event seq {seq} is not in the index ({} events indexed, the newest seq {newest})", index.len())))?;
+            let stored = index.get(seq)?.ok_or_else(|| {
+                HistoryError::NotFound(format!("event seq {seq} is not in the index ({} events indexed, the newest seq {newest})", index.len()))
+            })?;
             // One more, to leave the event itself out.
             let hits = index.search(&stored.vector, (k + 1).min(MAX_CANDIDATES), &to_search(filter))?;
-            answer.hits = hits.into_iter().filter(|hit| hit.id != seq).take(k).map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
+            answer.hits =
+                hits.into_iter().filter(|hit| hit.id != seq).take(k).map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
             answer.query_event = Some(stored.fields);
         }
         Query::SimilarToObject { object, k, filter } => {

@@ -80,7 +80,8 @@ fn event(n: u64) -> Map<String, Value> {
 }
 
 fn write_events(dir: &Path, from: u64, to: u64) {
-    let config = WriterConfig { max_file_bytes: 64 * 1024, sync_every_records: 64, rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), NODE.to_string()) };
+    let config =
+        WriterConfig { max_file_bytes: 64 * 1024, sync_every_records: 64, rotate_daily: false, ..WriterConfig::new(dir.to_path_buf(), NODE.to_string()) };
     let mut writer = LogWriter::open_signed(config, LogKey::from_bytes(KEY), CheckpointSigningKey::from_seed(SIGNING_SEED)).expect("open writer");
     for n in from..to {
         writer.append(&event(n)).expect("append");
@@ -111,8 +112,10 @@ impl Paths {
     }
 
     fn open_in(&self, state: &Path, save_interval: Duration) -> History {
-        let ingest = IngestConfig::new(self.log.clone(), state.to_path_buf(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]);
-        let settings = IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval, max_events: 1_000_000 };
+        let ingest =
+            IngestConfig::new(self.log.clone(), state.to_path_buf(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]);
+        let settings =
+            IndexSettings { dir: state.join("index"), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval, max_events: 1_000_000 };
         History::open(ingest, settings, embedder()).expect("open history")
     }
 }
@@ -215,7 +218,8 @@ fn forged_replayed_reordered_truncated_and_foreign_lines_are_never_indexed() {
     // Each kind of tampering on a fresh log: the line is quarantined with its reason, and
     // the index holds exactly the genuine events the signed checkpoints let through (a
     // reordering keeps the writer's bytes: they are delivered in seq order).
-    let cases: [(&str, &str); 5] = [("forge", "digest_mismatch"), ("replay", "unsigned"), ("reorder", ""), ("truncate", "truncated_line"), ("wrong-key", "unsigned")];
+    let cases: [(&str, &str); 5] =
+        [("forge", "digest_mismatch"), ("replay", "unsigned"), ("reorder", ""), ("truncate", "truncated_line"), ("wrong-key", "unsigned")];
     for (case, reason) in cases {
         let paths = Paths::new();
         write_events(&paths.log, 0, 300);
@@ -277,7 +281,11 @@ fn forged_replayed_reordered_truncated_and_foreign_lines_are_never_indexed() {
                 assert!(!fields.contains(text.as_str()), "{case}: {fields}");
             }
         }
-        assert!(indexed.len() < 300 || case == "replay" || case == "wrong-key" || case == "reorder", "{case}: a genuine event was lost with its window, not {}", indexed.len());
+        assert!(
+            indexed.len() < 300 || case == "replay" || case == "wrong-key" || case == "reorder",
+            "{case}: a genuine event was lost with its window, not {}",
+            indexed.len()
+        );
         assert!(indexed.len() <= 300);
         assert!(indexed.len() >= 250, "{case}: the rest of the log is still indexed ({})", indexed.len());
     }
@@ -294,8 +302,12 @@ fn a_history_killed_at_any_point_resumes_to_the_index_a_fresh_build_makes() {
     loop {
         runs += 1;
         let save_every = if runs % 2 == 0 { Duration::ZERO } else { Duration::from_secs(3600) };
-        let ingest = IngestConfig { max_batch_lines: 97, ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]) };
-        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: save_every, max_events: 1_000_000 };
+        let ingest = IngestConfig {
+            max_batch_lines: 97,
+            ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()])
+        };
+        let settings =
+            IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: save_every, max_events: 1_000_000 };
         let mut history = History::open(ingest, settings, embedder()).expect("open");
         if runs > 1 {
             assert_eq!(history.rebuilt(), None, "run {runs}: a kill never forces a rebuild");
@@ -414,7 +426,13 @@ fn a_bad_index_setting_fails_the_open_and_hands_back_the_ingest_configuration_un
     drop(history);
     let checkpoint = mld_ingest::read_checkpoint(&paths.state).expect("state").expect("saved");
     let ingest = IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]);
-    let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: vec![("nprobe".to_string(), 8.0)], save_interval: Duration::from_secs(1), max_events: 1_000_000 };
+    let settings = IndexSettings {
+        dir: paths.index(),
+        factory: "Flat".to_string(),
+        search_parameters: vec![("nprobe".to_string(), 8.0)],
+        save_interval: Duration::from_secs(1),
+        max_events: 1_000_000,
+    };
     let failure = History::open(ingest, settings, embedder()).expect_err("Flat has no nprobe");
     assert!(failure.to_string().contains("nprobe"), "{failure}");
     assert!(failure.ingest_config.is_some(), "given back");
@@ -450,8 +468,15 @@ fn a_full_index_keeps_the_newest_events_and_stays_within_its_bound() {
     let paths = Paths::new();
     write_events(&paths.log, 0, 400);
     let open = |max_events: usize| {
-        let ingest = IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]);
-        let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(3600), max_events };
+        let ingest =
+            IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]);
+        let settings = IndexSettings {
+            dir: paths.index(),
+            factory: "Flat".to_string(),
+            search_parameters: Vec::new(),
+            save_interval: Duration::from_secs(3600),
+            max_events,
+        };
         History::open(ingest, settings, embedder()).expect("open")
     };
     let mut history = open(100);
@@ -509,8 +534,17 @@ fn a_full_index_keeps_the_newest_events_and_stays_within_its_bound() {
 fn answers_say_whether_the_history_has_caught_up_with_the_log() {
     let paths = Paths::new();
     write_events(&paths.log, 0, 300);
-    let ingest = IngestConfig { max_batch_lines: 50, ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]) };
-    let settings = IndexSettings { dir: paths.index(), factory: "Flat".to_string(), search_parameters: Vec::new(), save_interval: Duration::from_secs(3600), max_events: 1_000_000 };
+    let ingest = IngestConfig {
+        max_batch_lines: 50,
+        ..IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()])
+    };
+    let settings = IndexSettings {
+        dir: paths.index(),
+        factory: "Flat".to_string(),
+        search_parameters: Vec::new(),
+        save_interval: Duration::from_secs(3600),
+        max_events: 1_000_000,
+    };
     let mut history = History::open(ingest, settings, embedder()).expect("open");
     history.step().expect("step");
     assert!(!history.caught_up(), "50 of 300 lines read");

@@ -87,8 +87,7 @@ impl HostNet {
     /// default routes left out: the sources that may arrive there under strict reverse
     /// path filtering.
     pub fn prefixes_behind(&self, iface: &str) -> Vec<IpPrefix> {
-        let mut prefixes: Vec<IpPrefix> =
-            self.routes.iter().filter(|route| route.iface == iface && !route.is_default()).map(|route| route.prefix).collect();
+        let mut prefixes: Vec<IpPrefix> = self.routes.iter().filter(|route| route.iface == iface && !route.is_default()).map(|route| route.prefix).collect();
         prefixes.sort();
         prefixes.dedup();
         prefixes

@@ -63,27 +63,13 @@ fn fields_for(id: u64) -> HitFields {
 
 fn rss_bytes() -> u64 {
     let statm = fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
-fn run(
-    file: &str,
-    n: usize,
-    queries: usize,
-    factory: &str,
-    parameter: &str,
-    truth: Option<&String>,
-) -> Result<()> {
+fn run(file: &str, n: usize, queries: usize, factory: &str, parameter: &str, truth: Option<&String>) -> Result<()> {
     let bytes = fs::read(file).with_context(|| format!("read {file}"))?;
-    let floats: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let total = floats.len() / DIMS - queries;
     if n > total {
         bail!("{file} has {total} base vectors, {n} asked");
@@ -128,10 +114,7 @@ fn run(
         distances.extend(std::iter::repeat_n(f32::INFINITY, K - hits.len()));
     }
     // A filtered query too (one event in ten passes), to show the over-fetch cost.
-    let blocked = SearchFilter {
-        actions: vec!["block".to_owned()],
-        ..SearchFilter::default()
-    };
+    let blocked = SearchFilter { actions: vec!["block".to_owned()], ..SearchFilter::default() };
     let mut filtered_us = Vec::with_capacity(queries);
     for query in query_vectors.chunks(DIMS) {
         let t = Instant::now();
@@ -142,10 +125,7 @@ fn run(
     // (lab histories hold many identical flows, so ids alone would undercount).
     let recall = match truth {
         Some(path) => {
-            let kth: Vec<f32> = fs::read(path)?
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let kth: Vec<f32> = fs::read(path)?.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             let mut found = 0usize;
             // float32 distances of (near-)duplicates differ by rounding, about eps |q|^2.
             for ((got, limit), query) in distances.chunks(K).zip(&kth).zip(query_vectors.chunks(DIMS)) {

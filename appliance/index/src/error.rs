@@ -36,30 +36,18 @@ pub enum IndexError {
 
 impl IndexError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        IndexError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        IndexError::Io { op, path: path.into(), source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        IndexError::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        IndexError::Corrupt { path: path.into(), reason: reason.into() }
     }
 
     pub(crate) fn faiss(op: impl Into<String>, source: faiss::error::Error) -> Self {
-        IndexError::Faiss {
-            op: op.into(),
-            source,
-        }
+        IndexError::Faiss { op: op.into(), source }
     }
 
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
-        IndexError::InvalidInput {
-            reason: reason.into(),
-        }
+        IndexError::InvalidInput { reason: reason.into() }
     }
 }

@@ -58,9 +58,6 @@ pub struct SearchFilter {
 impl SearchFilter {
     /// True when the filter keeps everything (then no over-fetch is needed).
     pub fn is_empty(&self) -> bool {
-        self.from_ts_us.is_none()
-            && self.to_ts_us.is_none()
-            && self.actions.is_empty()
-            && self.categories.is_empty()
+        self.from_ts_us.is_none() && self.to_ts_us.is_none() && self.actions.is_empty() && self.categories.is_empty()
     }
 }

@@ -118,20 +118,16 @@ impl EventIndex {
             return Err(IndexError::invalid("dimensions must be at least 1"));
         }
         if factory.trim().is_empty() || factory.contains("IDMap") {
-            return Err(IndexError::invalid(format!(
-                "index factory `{factory}`: give the index without an IDMap (ids are always mapped)"
-            )));
+            return Err(IndexError::invalid(format!("index factory `{factory}`: give the index without an IDMap (ids are always mapped)")));
         }
         fs::create_dir_all(&dir).map_err(|err| IndexError::io("create directory", &dir, err))?;
         if dir.join(MANIFEST_FILE).exists() {
             return Err(IndexError::AlreadyExists { path: dir });
         }
         remove_our_files(&dir, None)?;
-        let inner = faiss::index_factory(dims, factory, MetricType::L2)
-            .map_err(|err| IndexError::faiss(format!("build index `{factory}`"), err))?;
+        let inner = faiss::index_factory(dims, factory, MetricType::L2).map_err(|err| IndexError::faiss(format!("build index `{factory}`"), err))?;
         let train_size = if inner.is_trained() { 0 } else { training_size(factory) };
-        let index =
-            IdMap::new(inner).map_err(|err| IndexError::faiss("wrap index in an ID map", err))?;
+        let index = IdMap::new(inner).map_err(|err| IndexError::faiss("wrap index in an ID map", err))?;
         let store = SideStore::create(&dir)?;
         let mut event_index = EventIndex {
             dir,
@@ -177,32 +173,17 @@ impl EventIndex {
         let index_path = manifest.verify_index_file(&dir)?;
         let index_path_str = utf8_path(&index_path)?;
         let index = faiss::read_index(index_path_str)
-            .map_err(|err| {
-                IndexError::corrupt(&index_path, format!("faiss cannot read it: {err}"))
-            })?
+            .map_err(|err| IndexError::corrupt(&index_path, format!("faiss cannot read it: {err}")))?
             .into_id_map()
             .map_err(|_| IndexError::corrupt(&index_path, "not an ID-mapped index"))?;
         if index.d() != manifest.dims {
-            return Err(IndexError::corrupt(
-                &index_path,
-                format!(
-                    "{} dimensions, the manifest records {}",
-                    index.d(),
-                    manifest.dims
-                ),
-            ));
+            return Err(IndexError::corrupt(&index_path, format!("{} dimensions, the manifest records {}", index.d(), manifest.dims)));
         }
         // An index still waiting for its training holds no vectors: they are all pending.
         let trained = index.is_trained();
         let expected = if trained { manifest.count } else { 0 };
         if index.ntotal() != expected {
-            return Err(IndexError::corrupt(
-                &index_path,
-                format!(
-                    "{} vectors, the manifest records {expected}",
-                    index.ntotal()
-                ),
-            ));
+            return Err(IndexError::corrupt(&index_path, format!("{} vectors, the manifest records {expected}", index.ntotal())));
         }
         let fields_path = dir.join(FIELDS_FILE);
         let mut labels = Labels::default();
@@ -229,14 +210,7 @@ impl EventIndex {
             Ok(())
         })?;
         if entries.len() as u64 != manifest.count {
-            return Err(IndexError::corrupt(
-                &fields_path,
-                format!(
-                    "{} committed records, the manifest records {} events",
-                    entries.len(),
-                    manifest.count
-                ),
-            ));
+            return Err(IndexError::corrupt(&fields_path, format!("{} committed records, the manifest records {} events", entries.len(), manifest.count)));
         }
         // faiss-rs builds the id slice from FAISS's pointer, which is null while the
         // index is empty (a debug build aborts on that): only look when there are ids.
@@ -244,10 +218,7 @@ impl EventIndex {
         for id in id_map {
             let known = id.get().is_some_and(|id| entries.contains_key(&id));
             if !known {
-                return Err(IndexError::corrupt(
-                    &index_path,
-                    format!("id {id} has no fields in {}", fields_path.display()),
-                ));
+                return Err(IndexError::corrupt(&index_path, format!("id {id} has no fields in {}", fields_path.display())));
             }
         }
         let mut pending = Vec::new();
@@ -257,10 +228,7 @@ impl EventIndex {
             for id in ids {
                 let stored = store.read_event(entries[&id].offset)?;
                 if stored.vector.len() != manifest.dims as usize {
-                    return Err(IndexError::corrupt(
-                        &fields_path,
-                        format!("event {id} has a vector of {} values, not {}", stored.vector.len(), manifest.dims),
-                    ));
+                    return Err(IndexError::corrupt(&fields_path, format!("event {id} has a vector of {} values, not {}", stored.vector.len(), manifest.dims)));
                 }
                 pending.push((id, stored.vector));
             }
@@ -268,13 +236,7 @@ impl EventIndex {
         let train_size = if trained { 0 } else { training_size(&manifest.factory) };
         let last_id = entries.keys().copied().max();
         if last_id != manifest.last_id {
-            return Err(IndexError::corrupt(
-                dir.join(MANIFEST_FILE),
-                format!(
-                    "last id {:?}, the snapshot's is {last_id:?}",
-                    manifest.last_id
-                ),
-            ));
+            return Err(IndexError::corrupt(dir.join(MANIFEST_FILE), format!("last id {:?}, the snapshot's is {last_id:?}", manifest.last_id)));
         }
         Ok(EventIndex {
             dir,
@@ -299,13 +261,7 @@ impl EventIndex {
     /// Builds a fresh index in `dir` from `(id, vector, fields)` items (for example the
     /// verified log, re-embedded), replacing whatever snapshot was there, then saves it.
     /// Items are added in batches of `batch` (at least 1).
-    pub fn rebuild_from<I>(
-        dir: impl AsRef<Path>,
-        dims: u32,
-        factory: &str,
-        items: I,
-        batch: usize,
-    ) -> Result<EventIndex>
+    pub fn rebuild_from<I>(dir: impl AsRef<Path>, dims: u32, factory: &str, items: I, batch: usize) -> Result<EventIndex>
     where
         I: IntoIterator<Item = (u64, Vec<f32>, HitFields)>,
     {
@@ -349,23 +305,13 @@ impl EventIndex {
         self.refuse_if_read_only("add")?;
         let dims = self.dims as usize;
         if vectors.len() != ids.len() * dims || fields.len() != ids.len() {
-            return Err(IndexError::invalid(format!(
-                "{} ids, {} floats ({dims} per vector), {} fields",
-                ids.len(),
-                vectors.len(),
-                fields.len()
-            )));
+            return Err(IndexError::invalid(format!("{} ids, {} floats ({dims} per vector), {} fields", ids.len(), vectors.len(), fields.len())));
         }
         if let Some(at) = vectors.iter().position(|value| !value.is_finite()) {
-            return Err(IndexError::invalid(format!(
-                "vector of event {} is not finite",
-                ids[at / dims]
-            )));
+            return Err(IndexError::invalid(format!("vector of event {} is not finite", ids[at / dims])));
         }
         if ids.iter().any(|&id| id > i64::MAX as u64) {
-            return Err(IndexError::invalid(
-                "an id does not fit FAISS's signed 64-bit ids",
-            ));
+            return Err(IndexError::invalid("an id does not fit FAISS's signed 64-bit ids"));
         }
         let mut seen = std::collections::HashSet::new();
         let mut new_ids = Vec::with_capacity(ids.len());
@@ -386,9 +332,7 @@ impl EventIndex {
             return Ok(0);
         }
         if self.train_size == 0 {
-            self.lock_index()
-                .add_with_ids(&new_vectors, &new_ids)
-                .map_err(|err| IndexError::faiss("add vectors", err))?;
+            self.lock_index().add_with_ids(&new_vectors, &new_ids).map_err(|err| IndexError::faiss("add vectors", err))?;
         } else {
             for (id, vector) in new_ids.iter().zip(new_vectors.chunks(dims)) {
                 self.pending.push((id.get().unwrap_or_default(), vector.to_vec()));
@@ -422,11 +366,7 @@ impl EventIndex {
     /// narrow the time range in the caller if that matters.
     pub fn search(&self, vector: &[f32], k: usize, filter: &SearchFilter) -> Result<Vec<Hit>> {
         if vector.len() != self.dims as usize {
-            return Err(IndexError::invalid(format!(
-                "query has {} values, the index {} dimensions",
-                vector.len(),
-                self.dims
-            )));
+            return Err(IndexError::invalid(format!("query has {} values, the index {} dimensions", vector.len(), self.dims)));
         }
         let total = self.entries.len();
         let k = k.min(MAX_CANDIDATES);
@@ -437,18 +377,11 @@ impl EventIndex {
         if self.train_size > 0 {
             return self.search_pending(vector, k, filter.as_ref());
         }
-        let mut fetch = if filter.is_none() {
-            k
-        } else {
-            k * OVERFETCH_FACTOR
-        };
+        let mut fetch = if filter.is_none() { k } else { k * OVERFETCH_FACTOR };
         fetch = fetch.min(MAX_CANDIDATES).min(total);
         let mut chosen: Vec<(u64, f32, u64)> = Vec::with_capacity(k);
         loop {
-            let result = self
-                .lock_index()
-                .search(vector, fetch)
-                .map_err(|err| IndexError::faiss("search", err))?;
+            let result = self.lock_index().search(vector, fetch).map_err(|err| IndexError::faiss("search", err))?;
             chosen.clear();
             for (label, &distance) in result.labels.iter().zip(&result.distances) {
                 let Some(id) = label.get() else { continue };
@@ -467,16 +400,7 @@ impl EventIndex {
             }
             fetch = (fetch * OVERFETCH_FACTOR).min(MAX_CANDIDATES).min(total);
         }
-        chosen
-            .into_iter()
-            .map(|(id, distance, offset)| {
-                Ok(Hit {
-                    id,
-                    distance,
-                    fields: self.store.read(offset)?,
-                })
-            })
-            .collect()
+        chosen.into_iter().map(|(id, distance, offset)| Ok(Hit { id, distance, fields: self.store.read(offset)? })).collect()
     }
 
     /// Writes a snapshot atomically: the side store is fsynced, the index goes to a new
@@ -492,13 +416,10 @@ impl EventIndex {
         let temp_path = self.dir.join(format!("{index_file}.tmp"));
         {
             let index = self.lock_index();
-            faiss::write_index(&*index, utf8_path(&temp_path)?).map_err(|err| {
-                IndexError::faiss(format!("write `{}`", temp_path.display()), err)
-            })?;
+            faiss::write_index(&*index, utf8_path(&temp_path)?).map_err(|err| IndexError::faiss(format!("write `{}`", temp_path.display()), err))?;
         }
         manifest::sync_file(&temp_path)?;
-        fs::rename(&temp_path, &final_path)
-            .map_err(|err| IndexError::io("rename into", &final_path, err))?;
+        fs::rename(&temp_path, &final_path).map_err(|err| IndexError::io("rename into", &final_path, err))?;
         manifest::sync_dir(&self.dir)?;
         let (index_bytes, index_sha256) = manifest::file_sha256(&final_path)?;
         let manifest = Manifest {
@@ -525,12 +446,9 @@ impl EventIndex {
     /// `ParameterSpace`; it reaches through the ID map). HNSW's `efSearch` is saved with
     /// the index.
     pub fn set_search_parameter(&mut self, name: &str, value: f64) -> Result<()> {
-        let space = ParameterSpace::new()
-            .map_err(|err| IndexError::faiss("create a parameter space", err))?;
+        let space = ParameterSpace::new().map_err(|err| IndexError::faiss("create a parameter space", err))?;
         let index = self.lock_index();
-        space
-            .set_index_parameter(&*index, name, value)
-            .map_err(|err| IndexError::faiss(format!("set `{name}` = {value}"), err))
+        space.set_index_parameter(&*index, name, value).map_err(|err| IndexError::faiss(format!("set `{name}` = {value}"), err))
     }
 
     /// Events in the index (saved or not).
@@ -665,12 +583,8 @@ impl EventIndex {
         }
         {
             let mut index = self.lock_index();
-            index
-                .train(&vectors)
-                .map_err(|err| IndexError::faiss(format!("train `{}` on {} events", self.factory, ids.len()), err))?;
-            index
-                .add_with_ids(&vectors, &ids)
-                .map_err(|err| IndexError::faiss("add vectors", err))?;
+            index.train(&vectors).map_err(|err| IndexError::faiss(format!("train `{}` on {} events", self.factory, ids.len()), err))?;
+            index.add_with_ids(&vectors, &ids).map_err(|err| IndexError::faiss("add vectors", err))?;
         }
         self.pending = Vec::new();
         self.train_size = 0;
@@ -692,28 +606,19 @@ impl EventIndex {
             })
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        scored
-            .into_iter()
-            .take(k)
-            .map(|(distance, id, offset)| Ok(Hit { id, distance, fields: self.store.read(offset)? }))
-            .collect()
+        scored.into_iter().take(k).map(|(distance, id, offset)| Ok(Hit { id, distance, fields: self.store.read(offset)? })).collect()
     }
 
     fn refuse_if_read_only(&self, operation: &str) -> Result<()> {
         if self.read_only {
-            return Err(IndexError::invalid(format!(
-                "cannot {operation}: index `{}` was opened read-only",
-                self.dir.display()
-            )));
+            return Err(IndexError::invalid(format!("cannot {operation}: index `{}` was opened read-only", self.dir.display())));
         }
         Ok(())
     }
 
     fn lock_index(&self) -> MutexGuard<'_, IdMap<IndexImpl>> {
         // A panic while holding the lock cannot leave FAISS half-updated from Rust's side.
-        self.index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn compile(&self, filter: &SearchFilter) -> Option<CompiledFilter> {
@@ -721,12 +626,7 @@ impl EventIndex {
             return None;
         }
         let codes = |names: &[String]| -> Option<Vec<u16>> {
-            (!names.is_empty()).then(|| {
-                names
-                    .iter()
-                    .filter_map(|name| self.labels.codes.get(name).copied())
-                    .collect()
-            })
+            (!names.is_empty()).then(|| names.iter().filter_map(|name| self.labels.codes.get(name).copied()).collect())
         };
         Some(CompiledFilter {
             from_ts_us: filter.from_ts_us,
@@ -749,14 +649,8 @@ impl CompiledFilter {
     fn keeps(&self, entry: &Entry) -> bool {
         self.from_ts_us.is_none_or(|from| entry.ts_us >= from)
             && self.to_ts_us.is_none_or(|to| entry.ts_us < to)
-            && self
-                .actions
-                .as_ref()
-                .is_none_or(|codes| codes.contains(&entry.action))
-            && self
-                .categories
-                .as_ref()
-                .is_none_or(|codes| codes.contains(&entry.category))
+            && self.actions.as_ref().is_none_or(|codes| codes.contains(&entry.action))
+            && self.categories.as_ref().is_none_or(|codes| codes.contains(&entry.category))
     }
 }
 
@@ -781,12 +675,7 @@ pub type BatchSink<'a> = dyn FnMut(&[u64], &[f32], &[HitFields]) -> Result<()> +
 
 /// Reads back the events at `locations` (from [`EventIndex::locations_from`]) from the
 /// side store in `dir`, without opening the index, in batches of at most `batch`.
-pub fn read_stored_events(
-    dir: impl AsRef<Path>,
-    locations: &[(u64, u64)],
-    batch: usize,
-    on_batch: &mut BatchSink<'_>,
-) -> Result<()> {
+pub fn read_stored_events(dir: impl AsRef<Path>, locations: &[(u64, u64)], batch: usize, on_batch: &mut BatchSink<'_>) -> Result<()> {
     let store = SideStore::open_for_reading(dir.as_ref())?;
     for chunk in locations.chunks(batch.max(1)) {
         let mut ids = Vec::with_capacity(chunk.len());
@@ -849,11 +738,8 @@ fn remove_our_files(dir: &Path, keep: Option<&str>) -> Result<()> {
         let entry = entry.map_err(|err| IndexError::io("list", dir, err))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let is_index = name.starts_with("index.")
-            && (name.ends_with(".faiss") || name.ends_with(".faiss.tmp"));
-        let ours = is_index
-            || name == format!("{MANIFEST_FILE}.tmp")
-            || (keep.is_none() && name == FIELDS_FILE);
+        let is_index = name.starts_with("index.") && (name.ends_with(".faiss") || name.ends_with(".faiss.tmp"));
+        let ours = is_index || name == format!("{MANIFEST_FILE}.tmp") || (keep.is_none() && name == FIELDS_FILE);
         if ours && Some(name) != keep {
             let path = entry.path();
             fs::remove_file(&path).map_err(|err| IndexError::io("remove", &path, err))?;
@@ -863,10 +749,5 @@ fn remove_our_files(dir: &Path, keep: Option<&str>) -> Result<()> {
 }
 
 fn utf8_path(path: &Path) -> Result<&str> {
-    path.to_str().ok_or_else(|| {
-        IndexError::invalid(format!(
-            "path `{}` is not UTF-8 (FAISS needs it)",
-            path.display()
-        ))
-    })
+    path.to_str().ok_or_else(|| IndexError::invalid(format!("path `{}` is not UTF-8 (FAISS needs it)", path.display())))
 }

@@ -56,22 +56,12 @@ impl Manifest {
             }
             Err(err) => return Err(IndexError::io("read", &path, err)),
         };
-        let manifest: Manifest = serde_json::from_slice(&text)
-            .map_err(|err| IndexError::corrupt(&path, format!("not a valid manifest: {err}")))?;
+        let manifest: Manifest = serde_json::from_slice(&text).map_err(|err| IndexError::corrupt(&path, format!("not a valid manifest: {err}")))?;
         if manifest.format != FORMAT_VERSION {
-            return Err(IndexError::corrupt(
-                &path,
-                format!(
-                    "format {} (this build reads {FORMAT_VERSION})",
-                    manifest.format
-                ),
-            ));
+            return Err(IndexError::corrupt(&path, format!("format {} (this build reads {FORMAT_VERSION})", manifest.format)));
         }
         if manifest.index_file.contains('/') || manifest.index_file.starts_with('.') {
-            return Err(IndexError::corrupt(
-                &path,
-                "index file name is not a plain file name",
-            ));
+            return Err(IndexError::corrupt(&path, "index file name is not a plain file name"));
         }
         Ok(manifest)
     }
@@ -87,32 +77,23 @@ impl Manifest {
             Err(err) => return Err(err),
         };
         if bytes != self.index_bytes {
-            return Err(IndexError::corrupt(
-                &path,
-                format!("{bytes} bytes, the manifest records {}", self.index_bytes),
-            ));
+            return Err(IndexError::corrupt(&path, format!("{bytes} bytes, the manifest records {}", self.index_bytes)));
         }
         if sha256 != self.index_sha256 {
-            return Err(IndexError::corrupt(
-                &path,
-                "SHA-256 differs from the manifest's",
-            ));
+            return Err(IndexError::corrupt(&path, "SHA-256 differs from the manifest's"));
         }
         Ok(path)
     }
 
     /// Writes the manifest atomically (temp file, fsync, rename, fsync the directory).
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let mut text = serde_json::to_vec_pretty(self)
-            .map_err(|err| IndexError::invalid(format!("manifest: {err}")))?;
+        let mut text = serde_json::to_vec_pretty(self).map_err(|err| IndexError::invalid(format!("manifest: {err}")))?;
         text.push(b'\n');
         let path = dir.join(MANIFEST_FILE);
         let temp = dir.join(format!("{MANIFEST_FILE}.tmp"));
         let mut file = File::create(&temp).map_err(|err| IndexError::io("create", &temp, err))?;
-        file.write_all(&text)
-            .map_err(|err| IndexError::io("write", &temp, err))?;
-        file.sync_all()
-            .map_err(|err| IndexError::io("fsync", &temp, err))?;
+        file.write_all(&text).map_err(|err| IndexError::io("write", &temp, err))?;
+        file.sync_all().map_err(|err| IndexError::io("fsync", &temp, err))?;
         drop(file);
         fs::rename(&temp, &path).map_err(|err| IndexError::io("rename into", &path, err))?;
         sync_dir(dir)
@@ -126,9 +107,7 @@ pub(crate) fn file_sha256(path: &Path) -> Result<(u64, String)> {
     let mut buffer = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(|err| IndexError::io("read", path, err))?;
+        let n = file.read(&mut buffer).map_err(|err| IndexError::io("read", path, err))?;
         if n == 0 {
             break;
         }
@@ -140,16 +119,10 @@ pub(crate) fn file_sha256(path: &Path) -> Result<(u64, String)> {
 
 /// Makes a file durable by path (FAISS writes its files itself).
 pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    OpenOptions::new()
-        .read(true)
-        .open(path)
-        .and_then(|file| file.sync_all())
-        .map_err(|err| IndexError::io("fsync", path, err))
+    OpenOptions::new().read(true).open(path).and_then(|file| file.sync_all()).map_err(|err| IndexError::io("fsync", path, err))
 }
 
 /// Makes renames and creations in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(|err| IndexError::io("fsync directory", dir, err))
+    File::open(dir).and_then(|file| file.sync_all()).map_err(|err| IndexError::io("fsync directory", dir, err))
 }

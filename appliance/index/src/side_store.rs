@@ -64,17 +64,8 @@ impl SideStore {
     /// Creates an empty side store (the file must not exist).
     pub fn create(dir: &Path) -> Result<SideStore> {
         let path = dir.join(FIELDS_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|err| IndexError::io("create", &path, err))?;
-        Ok(SideStore {
-            path,
-            file,
-            len_bytes: 0,
-        })
+        let file = OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(|err| IndexError::io("create", &path, err))?;
+        Ok(SideStore { path, file, len_bytes: 0 })
     }
 
     /// Opens an existing side store and cuts it back to `committed_bytes`, the length the
@@ -84,46 +75,27 @@ impl SideStore {
     /// reader beside the running writer must not touch its file).
     pub fn open(dir: &Path, committed_bytes: u64, read_only: bool, on_record: &mut dyn FnMut(ScannedRecord) -> Result<()>) -> Result<SideStore> {
         let path = dir.join(FIELDS_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(!read_only)
-            .open(&path)
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::NotFound => IndexError::Missing { path: path.clone() },
-                _ => IndexError::io("open", &path, err),
-            })?;
+        let file = OpenOptions::new().read(true).append(!read_only).open(&path).map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => IndexError::Missing { path: path.clone() },
+            _ => IndexError::io("open", &path, err),
+        })?;
         // Only the committed prefix is read (a record at a time): what follows belongs to
         // vectors that were never saved.
         let scan = scan(&path, &file, committed_bytes, on_record)?;
         if scan.valid_bytes < committed_bytes {
             let reason = match scan.stopped {
-                Some(why) => format!(
-                    "valid records end at byte {} but the manifest commits {committed_bytes} bytes ({why})",
-                    scan.valid_bytes
-                ),
-                None => format!(
-                    "the file has {} bytes but the manifest commits {committed_bytes}",
-                    scan.valid_bytes
-                ),
+                Some(why) => format!("valid records end at byte {} but the manifest commits {committed_bytes} bytes ({why})", scan.valid_bytes),
+                None => format!("the file has {} bytes but the manifest commits {committed_bytes}", scan.valid_bytes),
             };
             return Err(IndexError::corrupt(&path, reason));
         }
-        let file_len = file
-            .metadata()
-            .map_err(|err| IndexError::io("stat", &path, err))?
-            .len();
+        let file_len = file.metadata().map_err(|err| IndexError::io("stat", &path, err))?.len();
         if file_len != committed_bytes && !read_only {
             // Drop what came after the snapshot (unsaved entries, a torn record).
-            file.set_len(committed_bytes)
-                .map_err(|err| IndexError::io("truncate", &path, err))?;
-            file.sync_all()
-                .map_err(|err| IndexError::io("fsync", &path, err))?;
+            file.set_len(committed_bytes).map_err(|err| IndexError::io("truncate", &path, err))?;
+            file.sync_all().map_err(|err| IndexError::io("fsync", &path, err))?;
         }
-        Ok(SideStore {
-            path,
-            file,
-            len_bytes: committed_bytes,
-        })
+        Ok(SideStore { path, file, len_bytes: committed_bytes })
     }
 
     /// Opens the side store of `dir` to read records by offset only (no scan, no changes).
@@ -145,20 +117,12 @@ impl SideStore {
     /// Encodes one record; refuses fields larger than [`MAX_FIELDS_BYTES`] and vectors
     /// longer than [`MAX_STORED_DIMS`].
     pub fn encode(id: u64, vector: &[f32], fields: &HitFields, out: &mut Vec<u8>) -> Result<()> {
-        let json = serde_json::to_vec(fields)
-            .map_err(|err| IndexError::invalid(format!("fields of event {id}: {err}")))?;
+        let json = serde_json::to_vec(fields).map_err(|err| IndexError::invalid(format!("fields of event {id}: {err}")))?;
         if json.len() > MAX_FIELDS_BYTES {
-            return Err(IndexError::FieldsTooLarge {
-                id,
-                bytes: json.len(),
-                max: MAX_FIELDS_BYTES,
-            });
+            return Err(IndexError::FieldsTooLarge { id, bytes: json.len(), max: MAX_FIELDS_BYTES });
         }
         if vector.len() > MAX_STORED_DIMS {
-            return Err(IndexError::invalid(format!(
-                "vector of event {id} has {} values (at most {MAX_STORED_DIMS})",
-                vector.len()
-            )));
+            return Err(IndexError::invalid(format!("vector of event {id} has {} values (at most {MAX_STORED_DIMS})", vector.len())));
         }
         let start = out.len();
         out.extend_from_slice(&[0u8; HEADER_BYTES]);
@@ -181,18 +145,14 @@ impl SideStore {
     /// Appends already-encoded records (one write); returns the offset they start at.
     pub fn append(&mut self, encoded: &[u8]) -> Result<u64> {
         let start = self.len_bytes;
-        self.file
-            .write_all(encoded)
-            .map_err(|err| IndexError::io("append to", &self.path, err))?;
+        self.file.write_all(encoded).map_err(|err| IndexError::io("append to", &self.path, err))?;
         self.len_bytes += encoded.len() as u64;
         Ok(start)
     }
 
     /// Makes every appended record durable.
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|err| IndexError::io("fsync", &self.path, err))
+        self.file.sync_data().map_err(|err| IndexError::io("fsync", &self.path, err))
     }
 
     /// Reads and checks the record at `offset`: its fields.
@@ -203,25 +163,14 @@ impl SideStore {
     /// Reads and checks the record at `offset`: its fields and vector.
     pub fn read_event(&self, offset: u64) -> Result<StoredEvent> {
         let mut header = [0u8; HEADER_BYTES];
-        self.file
-            .read_exact_at(&mut header, offset)
-            .map_err(|err| IndexError::io("read", &self.path, err))?;
+        self.file.read_exact_at(&mut header, offset).map_err(|err| IndexError::io("read", &self.path, err))?;
         let (payload_len, crc) = parse_header(&header);
         if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_len) {
-            return Err(IndexError::corrupt(
-                &self.path,
-                format!("bad record length at byte {offset}"),
-            ));
+            return Err(IndexError::corrupt(&self.path, format!("bad record length at byte {offset}")));
         }
         let mut payload = vec![0u8; payload_len];
-        self.file
-            .read_exact_at(&mut payload, offset + HEADER_BYTES as u64)
-            .map_err(|err| IndexError::io("read", &self.path, err))?;
-        decode_payload(&payload, crc)
-            .map(|(_, event)| event)
-            .map_err(|why| {
-                IndexError::corrupt(&self.path, format!("record at byte {offset}: {why}"))
-            })
+        self.file.read_exact_at(&mut payload, offset + HEADER_BYTES as u64).map_err(|err| IndexError::io("read", &self.path, err))?;
+        decode_payload(&payload, crc).map(|(_, event)| event).map_err(|why| IndexError::corrupt(&self.path, format!("record at byte {offset}: {why}")))
     }
 
     pub fn len_bytes(&self) -> u64 {
@@ -278,10 +227,7 @@ fn parse_header(header: &[u8]) -> (usize, u32) {
     (u32::from_le_bytes(len) as usize, u32::from_le_bytes(crc))
 }
 
-fn decode_payload(
-    payload: &[u8],
-    expected_crc: u32,
-) -> std::result::Result<(u64, StoredEvent), String> {
+fn decode_payload(payload: &[u8], expected_crc: u32) -> std::result::Result<(u64, StoredEvent), String> {
     let mut crc = Crc32::new();
     crc.update(payload);
     if crc.finish() != expected_crc {
@@ -296,12 +242,8 @@ fn decode_payload(
     if count > MAX_STORED_DIMS || vector_end > payload.len() {
         return Err(format!("vector of {count} values does not fit the record"));
     }
-    let vector = payload[MIN_PAYLOAD_BYTES..vector_end]
-        .chunks_exact(4)
-        .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-        .collect();
-    let fields = serde_json::from_slice(&payload[vector_end..])
-        .map_err(|err| format!("bad fields JSON: {err}"))?;
+    let vector = payload[MIN_PAYLOAD_BYTES..vector_end].chunks_exact(4).map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])).collect();
+    let fields = serde_json::from_slice(&payload[vector_end..]).map_err(|err| format!("bad fields JSON: {err}"))?;
     Ok((u64::from_le_bytes(id), StoredEvent { fields, vector }))
 }
 
@@ -321,11 +263,7 @@ const fn crc_table() -> [u32; 256] {
         let mut value = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            value = if value & 1 == 1 {
-                (value >> 1) ^ 0xEDB8_8320
-            } else {
-                value >> 1
-            };
+            value = if value & 1 == 1 { (value >> 1) ^ 0xEDB8_8320 } else { value >> 1 };
             bit += 1;
         }
         table[i] = value;
@@ -341,8 +279,7 @@ impl Crc32 {
 
     fn update(&mut self, bytes: &[u8]) {
         for &byte in bytes {
-            self.state =
-                CRC_TABLE[((self.state ^ u32::from(byte)) & 0xFF) as usize] ^ (self.state >> 8);
+            self.state = CRC_TABLE[((self.state ^ u32::from(byte)) & 0xFF) as usize] ^ (self.state >> 8);
         }
     }
 

@@ -61,36 +61,21 @@ fn filled(dir: &Path, factory: &str, n: usize, seed: u64) -> (EventIndex, Vec<u6
     let fields: Vec<HitFields> = ids.iter().map(|&id| fields_for(id)).collect();
     for start in (0..n).step_by(500) {
         let end = (start + 500).min(n);
-        let added = index
-            .add(
-                &ids[start..end],
-                &vectors[start * DIMS..end * DIMS],
-                &fields[start..end],
-            )
-            .expect("add");
+        let added = index.add(&ids[start..end], &vectors[start * DIMS..end * DIMS], &fields[start..end]).expect("add");
         assert_eq!(added, end - start);
     }
     (index, ids, vectors)
 }
 
 /// The `k` nearest (squared L2) among the events the filter keeps, by brute force.
-fn brute_force(
-    ids: &[u64],
-    vectors: &[f32],
-    query: &[f32],
-    k: usize,
-    keep: impl Fn(&HitFields) -> bool,
-) -> Vec<(u64, f32)> {
+fn brute_force(ids: &[u64], vectors: &[f32], query: &[f32], k: usize, keep: impl Fn(&HitFields) -> bool) -> Vec<(u64, f32)> {
     let mut all: Vec<(u64, f32)> = ids
         .iter()
         .enumerate()
         .filter(|(_, &id)| keep(&fields_for(id)))
         .map(|(i, &id)| {
             let row = &vectors[i * DIMS..(i + 1) * DIMS];
-            (
-                id,
-                row.iter().zip(query).map(|(a, b)| (a - b) * (a - b)).sum(),
-            )
+            (id, row.iter().zip(query).map(|(a, b)| (a - b) * (a - b)).sum())
         })
         .collect();
     all.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -103,11 +88,7 @@ fn assert_same_as_brute_force(hits: &[mld_index::Hit], expected: &[(u64, f32)]) 
     let want: Vec<u64> = expected.iter().map(|(id, _)| *id).collect();
     assert_eq!(got, want, "ids in order");
     for (hit, (_, distance)) in hits.iter().zip(expected) {
-        assert!(
-            (hit.distance - distance).abs() <= 1e-4 * distance.max(1.0),
-            "{} vs {distance}",
-            hit.distance
-        );
+        assert!((hit.distance - distance).abs() <= 1e-4 * distance.max(1.0), "{} vs {distance}", hit.distance);
         assert_eq!(hit.fields, fields_for(hit.id), "fields of event {}", hit.id);
     }
 }
@@ -119,15 +100,11 @@ fn flat_search_returns_the_exact_nearest_neighbours_in_order_with_their_fields()
     assert_eq!(index.len(), 3000);
     let queries = Rng(99).vectors(25);
     for query in queries.chunks(DIMS) {
-        let hits = index
-            .search(query, 10, &SearchFilter::default())
-            .expect("search");
+        let hits = index.search(query, 10, &SearchFilter::default()).expect("search");
         assert_same_as_brute_force(&hits, &brute_force(&ids, &vectors, query, 10, |_| true));
     }
     // A stored vector's nearest neighbour is itself, at distance 0.
-    let hits = index
-        .search(&vectors[42 * DIMS..43 * DIMS], 1, &SearchFilter::default())
-        .expect("search");
+    let hits = index.search(&vectors[42 * DIMS..43 * DIMS], 1, &SearchFilter::default()).expect("search");
     assert_eq!(hits[0].id, ids[42]);
     assert_eq!(hits[0].distance, 0.0);
 }
@@ -141,37 +118,17 @@ fn filters_keep_only_matching_events_and_still_return_the_nearest_of_them() {
     type Keep = Box<dyn Fn(&HitFields) -> bool>;
     let filters: Vec<(SearchFilter, Keep)> = vec![
         (
-            SearchFilter {
-                from_ts_us: Some(start),
-                to_ts_us: Some(end),
-                ..SearchFilter::default()
-            },
+            SearchFilter { from_ts_us: Some(start), to_ts_us: Some(end), ..SearchFilter::default() },
             Box::new(move |f: &HitFields| f.ts_us >= start && f.ts_us < end),
         ),
+        (SearchFilter { actions: vec!["block".into()], ..SearchFilter::default() }, Box::new(|f: &HitFields| f.action == "block")),
         (
-            SearchFilter {
-                actions: vec!["block".into()],
-                ..SearchFilter::default()
-            },
-            Box::new(|f: &HitFields| f.action == "block"),
-        ),
-        (
-            SearchFilter {
-                categories: vec!["scan".into(), "flood".into()],
-                ..SearchFilter::default()
-            },
+            SearchFilter { categories: vec!["scan".into(), "flood".into()], ..SearchFilter::default() },
             Box::new(|f: &HitFields| f.category == "scan" || f.category == "flood"),
         ),
         (
-            SearchFilter {
-                from_ts_us: Some(start),
-                actions: vec!["would-block".into()],
-                categories: vec!["brute-force".into()],
-                ..SearchFilter::default()
-            },
-            Box::new(move |f: &HitFields| {
-                f.ts_us >= start && f.action == "would-block" && f.category == "brute-force"
-            }),
+            SearchFilter { from_ts_us: Some(start), actions: vec!["would-block".into()], categories: vec!["brute-force".into()], ..SearchFilter::default() },
+            Box::new(move |f: &HitFields| f.ts_us >= start && f.action == "would-block" && f.category == "brute-force"),
         ),
     ];
     let queries = Rng(5).vectors(10);
@@ -182,14 +139,8 @@ fn filters_keep_only_matching_events_and_still_return_the_nearest_of_them() {
         }
     }
     // A name never indexed matches nothing.
-    let none = SearchFilter {
-        categories: vec!["no-such".into()],
-        ..SearchFilter::default()
-    };
-    assert!(index
-        .search(&queries[..DIMS], 10, &none)
-        .expect("search")
-        .is_empty());
+    let none = SearchFilter { categories: vec!["no-such".into()], ..SearchFilter::default() };
+    assert!(index.search(&queries[..DIMS], 10, &none).expect("search").is_empty());
 }
 
 #[test]
@@ -198,37 +149,19 @@ fn a_saved_index_opens_and_answers_the_same() {
     let (mut index, ids, _) = filled(dir.path(), "Flat", 2000, 3);
     index.save().expect("save");
     let queries = Rng(8).vectors(10);
-    let filter = SearchFilter {
-        actions: vec!["block".into()],
-        ..SearchFilter::default()
-    };
-    let before: Vec<_> = queries
-        .chunks(DIMS)
-        .map(|q| index.search(q, 10, &filter).expect("search"))
-        .collect();
+    let filter = SearchFilter { actions: vec!["block".into()], ..SearchFilter::default() };
+    let before: Vec<_> = queries.chunks(DIMS).map(|q| index.search(q, 10, &filter).expect("search")).collect();
     drop(index);
 
     let reopened = EventIndex::open(dir.path()).expect("open");
     assert_eq!(reopened.len(), 2000);
     assert_eq!(reopened.last_id(), ids.last().copied());
     assert_eq!(reopened.factory(), "Flat");
-    let after: Vec<_> = queries
-        .chunks(DIMS)
-        .map(|q| reopened.search(q, 10, &filter).expect("search"))
-        .collect();
+    let after: Vec<_> = queries.chunks(DIMS).map(|q| reopened.search(q, 10, &filter).expect("search")).collect();
     assert_eq!(before, after);
     // One index file: the previous generation was removed.
-    let index_files = fs::read_dir(dir.path())
-        .expect("list")
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".faiss")
-        })
-        .count();
+    let index_files =
+        fs::read_dir(dir.path()).expect("list").filter(|entry| entry.as_ref().expect("entry").file_name().to_string_lossy().ends_with(".faiss")).count();
     assert_eq!(index_files, 1);
 }
 
@@ -250,25 +183,16 @@ fn open_refuses_a_corrupt_or_missing_index_file_naming_it() {
     flipped[middle] ^= 0x01;
     fs::write(&index_file, &flipped).expect("write");
     let err = EventIndex::open(dir.path()).expect_err("a flipped byte is refused");
-    assert!(
-        matches!(&err, IndexError::Corrupt { path, .. } if *path == index_file),
-        "{err:?}"
-    );
+    assert!(matches!(&err, IndexError::Corrupt { path, .. } if *path == index_file), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains(&index_file.display().to_string()) && message.contains("SHA-256"),
-        "{message}"
-    );
+    assert!(message.contains(&index_file.display().to_string()) && message.contains("SHA-256"), "{message}");
 
     fs::write(&index_file, &original).expect("restore");
     EventIndex::open(dir.path()).expect("the restored file opens");
 
     fs::remove_file(&index_file).expect("remove");
     let err = EventIndex::open(dir.path()).expect_err("a missing file is refused");
-    assert!(
-        matches!(&err, IndexError::Missing { path } if *path == index_file),
-        "{err:?}"
-    );
+    assert!(matches!(&err, IndexError::Missing { path } if *path == index_file), "{err:?}");
 
     fs::remove_file(dir.path().join(MANIFEST_FILE)).expect("remove manifest");
     let err = EventIndex::open(dir.path()).expect_err("no manifest is refused");
@@ -281,62 +205,34 @@ fn a_torn_last_side_store_record_is_dropped_on_open_and_adding_resumes() {
     let (mut index, ids, vectors) = filled(dir.path(), "Flat", 600, 6);
     index.save().expect("save");
     let query = &vectors[..DIMS];
-    let saved_answer = index
-        .search(query, 10, &SearchFilter::default())
-        .expect("search");
+    let saved_answer = index.search(query, 10, &SearchFilter::default()).expect("search");
     // More events after the snapshot, then a crash in the middle of writing a record.
     let later: Vec<u64> = (0..5).map(|i| 9_000_000 + i).collect();
     let later_vectors = Rng(77).vectors(5);
     let later_fields: Vec<HitFields> = later.iter().map(|&id| fields_for(id)).collect();
-    index
-        .add(&later, &later_vectors, &later_fields)
-        .expect("add");
+    index.add(&later, &later_vectors, &later_fields).expect("add");
     drop(index);
     let fields_path = dir.path().join(FIELDS_FILE);
     let committed = fs::metadata(&fields_path).expect("stat").len();
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(&fields_path)
-        .expect("open");
-    file.write_all(&[0x90, 0x00, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02])
-        .expect("torn write");
+    let mut file = OpenOptions::new().append(true).open(&fields_path).expect("open");
+    file.write_all(&[0x90, 0x00, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]).expect("torn write");
     drop(file);
 
     let mut reopened = EventIndex::open(dir.path()).expect("open drops the torn record");
     assert_eq!(reopened.len(), 600, "only the snapshot's events");
     assert_eq!(reopened.last_id(), ids.last().copied());
     assert!(!reopened.contains(later[0]));
-    assert!(
-        fs::metadata(&fields_path).expect("stat").len() < committed,
-        "cut back to the snapshot"
-    );
-    assert_eq!(
-        reopened
-            .search(query, 10, &SearchFilter::default())
-            .expect("search"),
-        saved_answer
-    );
+    assert!(fs::metadata(&fields_path).expect("stat").len() < committed, "cut back to the snapshot");
+    assert_eq!(reopened.search(query, 10, &SearchFilter::default()).expect("search"), saved_answer);
 
     // The caller re-adds what came after last_id; re-adding known ids is a no-op.
-    assert_eq!(
-        reopened
-            .add(&later, &later_vectors, &later_fields)
-            .expect("add"),
-        5
-    );
-    assert_eq!(
-        reopened
-            .add(&later, &later_vectors, &later_fields)
-            .expect("add again"),
-        0
-    );
+    assert_eq!(reopened.add(&later, &later_vectors, &later_fields).expect("add"), 5);
+    assert_eq!(reopened.add(&later, &later_vectors, &later_fields).expect("add again"), 0);
     reopened.save().expect("save");
     drop(reopened);
     let again = EventIndex::open(dir.path()).expect("open");
     assert_eq!(again.len(), 605);
-    let hit = &again
-        .search(&later_vectors[..DIMS], 1, &SearchFilter::default())
-        .expect("search")[0];
+    let hit = &again.search(&later_vectors[..DIMS], 1, &SearchFilter::default()).expect("search")[0];
     assert_eq!((hit.id, &hit.fields), (later[0], &fields_for(later[0])));
 }
 
@@ -348,17 +244,9 @@ fn a_side_store_shorter_than_its_snapshot_is_refused() {
     drop(index);
     let fields_path = dir.path().join(FIELDS_FILE);
     let len = fs::metadata(&fields_path).expect("stat").len();
-    OpenOptions::new()
-        .write(true)
-        .open(&fields_path)
-        .expect("open")
-        .set_len(len - 3)
-        .expect("truncate");
+    OpenOptions::new().write(true).open(&fields_path).expect("open").set_len(len - 3).expect("truncate");
     let err = EventIndex::open(dir.path()).expect_err("refused");
-    assert!(
-        matches!(&err, IndexError::Corrupt { path, .. } if *path == fields_path),
-        "{err:?}"
-    );
+    assert!(matches!(&err, IndexError::Corrupt { path, .. } if *path == fields_path), "{err:?}");
 }
 
 #[test]
@@ -367,31 +255,14 @@ fn rebuild_replaces_a_damaged_index_and_answers_the_same() {
     let (mut index, ids, vectors) = filled(dir.path(), "Flat", 800, 12);
     index.save().expect("save");
     let query = Rng(1).vectors(1);
-    let before = index
-        .search(&query, 10, &SearchFilter::default())
-        .expect("search");
+    let before = index.search(&query, 10, &SearchFilter::default()).expect("search");
     drop(index);
     fs::write(dir.path().join(MANIFEST_FILE), b"{").expect("damage");
-    assert!(matches!(
-        EventIndex::open(dir.path()),
-        Err(IndexError::Corrupt { .. })
-    ));
+    assert!(matches!(EventIndex::open(dir.path()), Err(IndexError::Corrupt { .. })));
 
-    let items = ids.iter().enumerate().map(|(i, &id)| {
-        (
-            id,
-            vectors[i * DIMS..(i + 1) * DIMS].to_vec(),
-            fields_for(id),
-        )
-    });
-    let rebuilt =
-        EventIndex::rebuild_from(dir.path(), DIMS as u32, "Flat", items, 128).expect("rebuild");
-    assert_eq!(
-        rebuilt
-            .search(&query, 10, &SearchFilter::default())
-            .expect("search"),
-        before
-    );
+    let items = ids.iter().enumerate().map(|(i, &id)| (id, vectors[i * DIMS..(i + 1) * DIMS].to_vec(), fields_for(id)));
+    let rebuilt = EventIndex::rebuild_from(dir.path(), DIMS as u32, "Flat", items, 128).expect("rebuild");
+    assert_eq!(rebuilt.search(&query, 10, &SearchFilter::default()).expect("search"), before);
     drop(rebuilt);
     assert_eq!(EventIndex::open(dir.path()).expect("open").len(), 800);
 }
@@ -401,30 +272,16 @@ fn bad_input_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut index = EventIndex::create(dir.path(), DIMS as u32, "Flat").expect("create");
     let vector = vec![0.5f32; DIMS];
-    assert!(matches!(
-        index.add(&[1, 2], &vector, &[fields_for(1)]),
-        Err(IndexError::InvalidInput { .. })
-    ));
+    assert!(matches!(index.add(&[1, 2], &vector, &[fields_for(1)]), Err(IndexError::InvalidInput { .. })));
     let mut nan = vector.clone();
     nan[3] = f32::NAN;
-    assert!(matches!(
-        index.add(&[1], &nan, &[fields_for(1)]),
-        Err(IndexError::InvalidInput { .. })
-    ));
+    assert!(matches!(index.add(&[1], &nan, &[fields_for(1)]), Err(IndexError::InvalidInput { .. })));
     let mut big = fields_for(1);
     big.event_id = "x".repeat(5000);
-    assert!(matches!(
-        index.add(&[1], &vector, &[big]),
-        Err(IndexError::FieldsTooLarge { id: 1, .. })
-    ));
-    assert!(index
-        .search(&vector[..3], 1, &SearchFilter::default())
-        .is_err());
+    assert!(matches!(index.add(&[1], &vector, &[big]), Err(IndexError::FieldsTooLarge { id: 1, .. })));
+    assert!(index.search(&vector[..3], 1, &SearchFilter::default()).is_err());
     assert!(index.is_empty());
-    assert!(matches!(
-        EventIndex::create(dir.path(), DIMS as u32, "Flat"),
-        Err(IndexError::AlreadyExists { .. })
-    ));
+    assert!(matches!(EventIndex::create(dir.path(), DIMS as u32, "Flat"), Err(IndexError::AlreadyExists { .. })));
     assert!(EventIndex::create(dir.path().join("other"), DIMS as u32, "NoSuchIndex").is_err());
 }
 
@@ -435,25 +292,14 @@ fn hnsw_recall_at_10_against_flat_is_at_least_0_95() {
     let n = 10_000;
     let (flat, _, _) = filled(flat_dir.path(), "Flat", n, 21);
     let (mut hnsw, _, _) = filled(hnsw_dir.path(), "HNSW32", n, 21);
-    hnsw.set_search_parameter("efSearch", 64.0)
-        .expect("efSearch");
+    hnsw.set_search_parameter("efSearch", 64.0).expect("efSearch");
     let queries = Rng(22).vectors(200);
     let mut found = 0usize;
     for query in queries.chunks(DIMS) {
-        let exact: HashSet<u64> = flat
-            .search(query, 10, &SearchFilter::default())
-            .expect("flat")
-            .iter()
-            .map(|h| h.id)
-            .collect();
-        let approximate = hnsw
-            .search(query, 10, &SearchFilter::default())
-            .expect("hnsw");
+        let exact: HashSet<u64> = flat.search(query, 10, &SearchFilter::default()).expect("flat").iter().map(|h| h.id).collect();
+        let approximate = hnsw.search(query, 10, &SearchFilter::default()).expect("hnsw");
         assert_eq!(approximate.len(), 10);
-        found += approximate
-            .iter()
-            .filter(|hit| exact.contains(&hit.id))
-            .count();
+        found += approximate.iter().filter(|hit| exact.contains(&hit.id)).count();
     }
     let recall = found as f64 / (200.0 * 10.0);
     assert!(recall >= 0.95, "recall@10 = {recall}");
@@ -477,9 +323,7 @@ fn an_event_can_be_read_back_by_id_event_id_and_address() {
     second.event_id = "ev-fedcba987654321001234567".to_owned();
     second.dst_ip = "198.51.100.7".to_owned();
     let extra = Rng(9).vectors(2);
-    index
-        .add(&[5_000, 5_001], &extra, &[first.clone(), second.clone()])
-        .expect("add");
+    index.add(&[5_000, 5_001], &extra, &[first.clone(), second.clone()]).expect("add");
     // An older event added after newer ones still takes its place by id.
     let mut older = fields_for(4_999);
     older.dst_ip = "198.51.100.7".to_owned();
@@ -495,21 +339,12 @@ fn an_event_can_be_read_back_by_id_event_id_and_address() {
 
     assert_eq!(index.find_event_id(&first.event_id).expect("lookup"), Some(5_000));
     assert_eq!(index.find_event_id(&second.event_id).expect("lookup"), Some(5_001));
-    assert_eq!(
-        index.find_event_id("ev-0123456789abcdef99999999").expect("lookup"),
-        None,
-        "same prefix, another event: the stored id is checked"
-    );
+    assert_eq!(index.find_event_id("ev-0123456789abcdef99999999").expect("lookup"), None, "same prefix, another event: the stored id is checked");
 
     let address = "198.51.100.7".parse().expect("address");
-    let found = index
-        .events_with_ip(address, &SearchFilter::default(), 10)
-        .expect("by address");
+    let found = index.events_with_ip(address, &SearchFilter::default(), 10).expect("by address");
     assert_eq!(found, vec![second.clone(), first.clone(), older.clone()], "as source and as destination, newest first");
-    let only_first = SearchFilter {
-        actions: vec![first.action.clone()],
-        ..SearchFilter::default()
-    };
+    let only_first = SearchFilter { actions: vec![first.action.clone()], ..SearchFilter::default() };
     assert_eq!(
         index.events_with_ip(address, &only_first, 10).expect("by address"),
         [second, first, older].into_iter().filter(|fields| fields.action == only_first.actions[0]).collect::<Vec<_>>()
@@ -524,19 +359,13 @@ fn a_read_only_reader_leaves_a_running_writers_files_alone() {
     // The writer goes on adding (not yet saved): a reader opens beside it.
     let later: Vec<u64> = (0..3).map(|i| 8_000_000 + i).collect();
     let later_fields: Vec<HitFields> = later.iter().map(|&id| fields_for(id)).collect();
-    writer
-        .add(&later, &Rng(11).vectors(3), &later_fields)
-        .expect("add");
+    writer.add(&later, &Rng(11).vectors(3), &later_fields).expect("add");
     let fields_path = dir.path().join(FIELDS_FILE);
     let length = fs::metadata(&fields_path).expect("stat").len();
 
     let mut reader = EventIndex::open_read_only(dir.path()).expect("open read-only");
     assert_eq!(reader.len(), 200, "the reader sees the snapshot");
-    assert_eq!(
-        fs::metadata(&fields_path).expect("stat").len(),
-        length,
-        "the writer's unsaved records are not cut"
-    );
+    assert_eq!(fs::metadata(&fields_path).expect("stat").len(), length, "the writer's unsaved records are not cut");
     let error = reader.save().expect_err("a reader cannot save");
     assert!(error.to_string().contains("read-only"), "{error}");
     assert!(reader.add(&[1], &Rng(12).vectors(1), &[fields_for(1)]).is_err());

@@ -150,11 +150,17 @@ pub enum RejectReason {
     Window(WindowReason),
     /// An accepted checkpoint does not continue the previous one: records `from..=to`
     /// were never verified (no line: a record of the gap).
-    Uncovered { from: u64, to: u64 },
+    Uncovered {
+        from: u64,
+        to: u64,
+    },
     /// Refused by the nonce store.
     Nonce(NonceRejection),
     /// Older than the age window: `ts_us` is more than `max_age_us` before `newest_ts_us`.
-    TooOld { ts_us: u64, newest_ts_us: u64 },
+    TooOld {
+        ts_us: u64,
+        newest_ts_us: u64,
+    },
     /// Longer than `max_line_bytes`.
     LineTooLong,
     NotUtf8,
@@ -203,7 +209,9 @@ impl std::fmt::Display for RejectReason {
         match self {
             RejectReason::Log(reason) => write!(f, "{reason}"),
             RejectReason::Window(reason) => write!(f, "{reason}"),
-            RejectReason::Uncovered { from, to } => write!(f, "records {from}..={to} are covered by no accepted checkpoint (lost, or the writer started a new anchor)"),
+            RejectReason::Uncovered { from, to } => {
+                write!(f, "records {from}..={to} are covered by no accepted checkpoint (lost, or the writer started a new anchor)")
+            }
             RejectReason::Nonce(NonceRejection::Replay { seq }) => write!(f, "replay: seq {seq} was already accepted"),
             RejectReason::Nonce(NonceRejection::Stale { seq, high_water }) => {
                 write!(f, "seq {seq} is not above the high-water mark {high_water} (replayed or reordered)")
@@ -256,7 +264,11 @@ impl Ingest {
         if config.max_line_bytes == 0 || config.max_batch_lines == 0 || config.recent_seqs == 0 {
             return Err(IngestError::Config("max_line_bytes, max_batch_lines and recent_seqs must be above 0"));
         }
-        std::fs::create_dir_all(&config.state_dir).map_err(|source| IngestError::Io { operation: "create state directory", path: config.state_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| IngestError::Io {
+            operation: "create state directory",
+            path: config.state_dir.clone(),
+            source,
+        })?;
         let state_path = config.state_dir.join(STATE_FILE);
         let mut state = State::load(&state_path)?.unwrap_or_else(|| State::new(config.recent_seqs));
         state.nonces.set_capacity(config.recent_seqs);

@@ -84,10 +84,18 @@ impl Quarantine {
         let file = match &mut self.file {
             Some(file) => file,
             None => {
-                let opened = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|source| IngestError::Io { operation: "open quarantine", path: self.path.clone(), source })?;
+                let opened = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|source| IngestError::Io {
+                    operation: "open quarantine",
+                    path: self.path.clone(),
+                    source,
+                })?;
                 // The file may be new: its directory entry must be durable too.
                 let dir = self.path.parent().unwrap_or(Path::new("."));
-                File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| IngestError::Io { operation: "fsync directory", path: dir.to_path_buf(), source })?;
+                File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| IngestError::Io {
+                    operation: "fsync directory",
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
                 self.bytes = opened.metadata().map_err(|source| IngestError::Io { operation: "stat quarantine", path: self.path.clone(), source })?.len();
                 self.file.insert(opened)
             }

@@ -120,7 +120,12 @@ impl Tail {
             // The current file is finished: what is left after its last newline was cut.
             let rest = self.read_rest(&path, &mut buffer)?;
             if !rest.is_empty() && !self.skipping {
-                on_line(Line { file_index: index, path: path.clone(), offset: self.offset, content: LineContent::Truncated(lossy_prefix(&rest, self.max_line_bytes)) });
+                on_line(Line {
+                    file_index: index,
+                    path: path.clone(),
+                    offset: self.offset,
+                    content: LineContent::Truncated(lossy_prefix(&rest, self.max_line_bytes)),
+                });
                 count += 1;
             }
             self.file_index = Some(next);
@@ -162,7 +167,12 @@ impl Tail {
         if count < max_lines && unterminated > self.max_line_bytes {
             // No newline within the cap: report the line once and skip to its end.
             if !self.skipping {
-                on_line(Line { file_index: index, path: path.to_path_buf(), offset: self.offset + start as u64, content: LineContent::TooLong(lossy_prefix(&buffer[start..], self.max_line_bytes)) });
+                on_line(Line {
+                    file_index: index,
+                    path: path.to_path_buf(),
+                    offset: self.offset + start as u64,
+                    content: LineContent::TooLong(lossy_prefix(&buffer[start..], self.max_line_bytes)),
+                });
                 count += 1;
             }
             self.skipping = true;
@@ -209,7 +219,12 @@ impl Tail {
         let mut next: Option<u64> = None;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(index) = name.to_str().and_then(|name| name.strip_prefix(&self.prefix)).and_then(|rest| rest.strip_suffix(".jsonl")).and_then(|index| index.parse::<u64>().ok()) else {
+            let Some(index) = name
+                .to_str()
+                .and_then(|name| name.strip_prefix(&self.prefix))
+                .and_then(|rest| rest.strip_suffix(".jsonl"))
+                .and_then(|index| index.parse::<u64>().ok())
+            else {
                 continue;
             };
             if after.is_none_or(|after| index > after) && next.is_none_or(|next| index < next) {

@@ -314,7 +314,8 @@ fn a_partial_last_line_is_waited_for_and_never_consumed() {
     let cut = whole.len() - 30;
     std::fs::write(last, &whole[..cut]).expect("truncate");
     // The cut line is the file's closing checkpoint: its records wait for it.
-    let in_last: Vec<String> = lines(last).iter().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["event_id"].as_str().map(str::to_string)).collect();
+    let in_last: Vec<String> =
+        lines(last).iter().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["event_id"].as_str().map(str::to_string)).collect();
     assert!(!in_last.is_empty());
     let mut ingest = open(&log, &state);
     let records = drain(&mut ingest);

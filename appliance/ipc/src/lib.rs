@@ -19,6 +19,6 @@ mod queue;
 
 pub use frame::{read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYTES};
 pub use messages::{
-    ControlRequest, EventAck, EventMessage, FlowMessage, ResponseMessage, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus,
+    ControlRequest, EventAck, EventMessage, FlowMessage, PipelineCounters, ResponseMessage, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus,
 };
 pub use queue::{is_new, AckWindow, Gap, GapQueue, Outbox, Queued};

@@ -55,17 +55,19 @@ fn finite() -> impl Strategy<Value = f64> {
 }
 
 fn window() -> impl Strategy<Value = WindowSnapshot> {
-    (finite(), any::<u32>(), any::<u32>(), [finite(), finite(), finite(), finite(), finite()], any::<bool>()).prop_map(|(window_secs, addrs, ports, rates, saturated)| WindowSnapshot {
-        window_secs,
-        distinct_dst_addrs: addrs,
-        distinct_dst_ports: ports,
-        new_flows_per_sec: rates[0],
-        packets_per_sec: rates[1],
-        bytes_per_sec: rates[2],
-        syn_without_ack_ratio: rates[3],
-        rst_ratio: rates[4],
-        saturated,
-    })
+    (finite(), any::<u32>(), any::<u32>(), [finite(), finite(), finite(), finite(), finite()], any::<bool>()).prop_map(
+        |(window_secs, addrs, ports, rates, saturated)| WindowSnapshot {
+            window_secs,
+            distinct_dst_addrs: addrs,
+            distinct_dst_ports: ports,
+            new_flows_per_sec: rates[0],
+            packets_per_sec: rates[1],
+            bytes_per_sec: rates[2],
+            syn_without_ack_ratio: rates[3],
+            rst_ratio: rates[4],
+            saturated,
+        },
+    )
 }
 
 fn flow() -> impl Strategy<Value = FlowRecord> {

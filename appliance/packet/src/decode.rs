@@ -60,8 +60,7 @@ pub enum NotIpReason {
 }
 
 impl NotIpReason {
-    pub const ALL: [NotIpReason; 3] =
-        [NotIpReason::OtherProtocol, NotIpReason::LaterFragment, NotIpReason::TooManyVlanTags];
+    pub const ALL: [NotIpReason; 3] = [NotIpReason::OtherProtocol, NotIpReason::LaterFragment, NotIpReason::TooManyVlanTags];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -258,9 +257,7 @@ fn link_header(link: LinkType, frame: &[u8]) -> Result<(u16, usize), DecodeOutco
         LinkType::Null => {
             let family = frame.get(0..4).ok_or(truncated)?;
             // The family is in the capturing host's byte order; accept either.
-            let family = u32::from_le_bytes([family[0], family[1], family[2], family[3]]).min(
-                u32::from_be_bytes([family[0], family[1], family[2], family[3]]),
-            );
+            let family = u32::from_le_bytes([family[0], family[1], family[2], family[3]]).min(u32::from_be_bytes([family[0], family[1], family[2], family[3]]));
             match family {
                 2 => Ok((ETHERTYPE_IPV4, 4)),
                 24 | 28 | 30 => Ok((ETHERTYPE_IPV6, 4)),

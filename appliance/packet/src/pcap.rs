@@ -115,21 +115,12 @@ impl PcapReader {
                             None
                         }
                         PcapBlockOwned::Legacy(packet) => {
-                            let interface = legacy.ok_or_else(|| PcapError::Corrupt {
-                                path: path_buf(),
-                                offset,
-                                detail: "packet before the file header".to_string(),
-                            })?;
+                            let interface =
+                                legacy.ok_or_else(|| PcapError::Corrupt { path: path_buf(), offset, detail: "packet before the file header".to_string() })?;
                             let ts_ns = timestamp_ns(u64::from(packet.ts_sec), u64::from(packet.ts_usec), &interface)
                                 .ok_or_else(|| timestamp_error(path, offset, &interface))?;
                             let captured = (packet.caplen as usize).min(packet.data.len());
-                            Some(PcapFrame {
-                                link: interface.link,
-                                data: &packet.data[..captured],
-                                wire_len: packet.origlen,
-                                ts_ns,
-                                offset,
-                            })
+                            Some(PcapFrame { link: interface.link, data: &packet.data[..captured], wire_len: packet.origlen, ts_ns, offset })
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                             interfaces.clear();
@@ -155,29 +146,13 @@ impl PcapReader {
                             let units = interface.ts_units_per_second;
                             let ts_ns = timestamp_ns(raw / units, raw % units, &interface).ok_or_else(|| timestamp_error(path, offset, &interface))?;
                             let captured = (packet.caplen as usize).min(packet.data.len());
-                            Some(PcapFrame {
-                                link: interface.link,
-                                data: &packet.data[..captured],
-                                wire_len: packet.origlen,
-                                ts_ns,
-                                offset,
-                            })
+                            Some(PcapFrame { link: interface.link, data: &packet.data[..captured], wire_len: packet.origlen, ts_ns, offset })
                         }
                         PcapBlockOwned::NG(Block::SimplePacket(packet)) => {
-                            let interface = *interfaces.first().ok_or(PcapError::UnknownInterface {
-                                path: path_buf(),
-                                interface: 0,
-                                offset,
-                            })?;
+                            let interface = *interfaces.first().ok_or(PcapError::UnknownInterface { path: path_buf(), interface: 0, offset })?;
                             let captured = (packet.origlen as usize).min(packet.data.len());
                             // Simple packet blocks carry no timestamp: keep the previous one.
-                            Some(PcapFrame {
-                                link: interface.link,
-                                data: &packet.data[..captured],
-                                wire_len: packet.origlen,
-                                ts_ns: last_ts_ns,
-                                offset,
-                            })
+                            Some(PcapFrame { link: interface.link, data: &packet.data[..captured], wire_len: packet.origlen, ts_ns: last_ts_ns, offset })
                         }
                         PcapBlockOwned::NG(_) => None,
                     };
@@ -206,11 +181,7 @@ impl PcapReader {
                 Step::Grow => {
                     let grown = reader.data().len().max(INITIAL_BUFFER_BYTES) * 2;
                     if grown > MAX_BUFFER_BYTES || !reader.grow(grown) {
-                        return Err(PcapError::Corrupt {
-                            path: path_buf(),
-                            offset,
-                            detail: format!("block larger than {MAX_BUFFER_BYTES} bytes"),
-                        });
+                        return Err(PcapError::Corrupt { path: path_buf(), offset, detail: format!("block larger than {MAX_BUFFER_BYTES} bytes") });
                     }
                     reader.refill().map_err(|_| PcapError::Read { path: path_buf(), offset })?;
                 }

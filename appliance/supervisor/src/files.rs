@@ -57,11 +57,7 @@ pub fn give_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
 /// a socket (a link or another file in its place is refused). Its mode is set at bind time
 /// (see [`with_umask`]).
 pub fn give_socket_to_group(path: &Path, gid: u32) -> io::Result<()> {
-    let socket = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|error| annotate(error, "open", path))?;
+    let socket = OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_NOFOLLOW).open(path).map_err(|error| annotate(error, "open", path))?;
     let file_type = socket.metadata().map_err(|error| annotate(error, "stat", path))?.file_type();
     if !file_type.is_socket() {
         return Err(annotate(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"), "change the group of", path));
@@ -81,11 +77,7 @@ pub fn with_umask<T>(mode: u32, make: impl FnOnce() -> T) -> T {
 }
 
 fn open_dir(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|error| annotate(error, "open directory", path))
+    OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(path).map_err(|error| annotate(error, "open directory", path))
 }
 
 /// The io::Error with the operation and path in its message (io::Error has no context).

@@ -59,9 +59,7 @@ impl TaskCgroup {
     pub fn oom_kills(&self) -> u64 {
         fs::read_to_string(self.path.join("memory.events"))
             .ok()
-            .and_then(|events| {
-                events.lines().find_map(|line| line.strip_prefix("oom_kill ").and_then(|count| count.trim().parse().ok()))
-            })
+            .and_then(|events| events.lines().find_map(|line| line.strip_prefix("oom_kill ").and_then(|count| count.trim().parse().ok())))
             .unwrap_or(0)
     }
 

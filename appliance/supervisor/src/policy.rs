@@ -74,7 +74,13 @@ mod tests {
 
     #[test]
     fn back_off_doubles_for_short_runs_and_resets_after_a_long_one() {
-        let config = TaskConfig { backoff_initial: Duration::from_millis(100), backoff_max: Duration::from_millis(350), min_run: Duration::from_secs(1), hold_after_restarts: 100, ..task() };
+        let config = TaskConfig {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(350),
+            min_run: Duration::from_secs(1),
+            hold_after_restarts: 100,
+            ..task()
+        };
         let mut history = RestartHistory::new();
         let now = Instant::now();
         let short = Duration::from_millis(10);

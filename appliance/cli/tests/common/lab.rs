@@ -79,7 +79,11 @@ impl Lab {
             .iter()
             .filter(|file| file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")))
             .flat_map(|file| {
-                std::fs::read_to_string(file).expect("read log").lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).collect::<Vec<_>>()
+                std::fs::read_to_string(file)
+                    .expect("read log")
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                    .collect::<Vec<_>>()
             })
             .filter(|record| record["type"] == "event")
             .collect()

@@ -53,8 +53,7 @@ impl SignedModel {
             std::fs::copy(fixtures_dir().join(&name), dir.path().join(&name)).expect("copy fixture");
         }
         let private_key = dir.path().join("model-signing.key");
-        let public_key =
-            signing::generate_key_pair(&private_key, &dir.path().join("model-signing.pub")).expect("generate key pair");
+        let public_key = signing::generate_key_pair(&private_key, &dir.path().join("model-signing.pub")).expect("generate key pair");
         let files = ModelFiles::in_dir(dir.path(), FIXTURE_NAME).expect("model files");
         let model = SignedModel { dir, files, private_key, public_key };
         model.sign();

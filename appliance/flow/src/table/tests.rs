@@ -31,10 +31,7 @@ fn feed_and_flush(table: &mut FlowTable, packets: &[PacketRecord]) -> Vec<FlowRe
 fn both_directions_form_one_flow_with_the_first_sender_as_source() {
     let mut flows = table(FlowTableConfig::default());
     // The capture starts mid-connection: the server speaks first.
-    let finished = feed_and_flush(
-        &mut flows,
-        &[tcp(0, false, 500, PSH | ACK, 20, 1), tcp(10, true, 0, ACK, 20, 1), tcp(20, false, 700, PSH | ACK, 20, 1)],
-    );
+    let finished = feed_and_flush(&mut flows, &[tcp(0, false, 500, PSH | ACK, 20, 1), tcp(10, true, 0, ACK, 20, 1), tcp(20, false, 700, PSH | ACK, 20, 1)]);
     assert_eq!(finished.len(), 1);
     let flow = &finished[0];
     assert_eq!(flow.src_ip.to_string(), "10.0.0.2");
@@ -65,8 +62,7 @@ fn idle_timeout_splits_a_conversation() {
 fn active_timeout_cuts_a_long_flow() {
     let config = FlowTableConfig { active_timeout_ns: 60_000_000_000, ..FlowTableConfig::default() };
     let mut flows = table(config);
-    let packets: Vec<PacketRecord> =
-        (0..10).map(|i| udp(i * 10 * SECOND_US, CLIENT, 1234, SERVER, 9999, 100)).collect();
+    let packets: Vec<PacketRecord> = (0..10).map(|i| udp(i * 10 * SECOND_US, CLIENT, 1234, SERVER, 9999, 100)).collect();
     let finished = feed_and_flush(&mut flows, &packets);
     assert_eq!(finished.len(), 2);
     assert_eq!(finished[0].end_reason, EndReason::ActiveTimeout);
@@ -101,12 +97,8 @@ fn fin_from_both_sides_ends_the_flow_after_the_linger_with_the_last_ack() {
 #[test]
 fn rst_ends_the_flow_and_a_new_syn_starts_another() {
     let mut flows = table(FlowTableConfig::default());
-    let packets = [
-        tcp(0, true, 0, SYN, 40, 1),
-        tcp(100, false, 0, RST | ACK, 20, 0),
-        tcp(300_000, true, 0, SYN, 40, 1),
-        tcp(300_100, false, 0, SYN | ACK, 40, 1),
-    ];
+    let packets =
+        [tcp(0, true, 0, SYN, 40, 1), tcp(100, false, 0, RST | ACK, 20, 0), tcp(300_000, true, 0, SYN, 40, 1), tcp(300_100, false, 0, SYN | ACK, 40, 1)];
     let finished = feed_and_flush(&mut flows, &packets);
     assert_eq!(finished.len(), 2);
     assert_eq!(finished[0].end_reason, EndReason::TcpRst);
@@ -158,8 +150,7 @@ fn ipv6_flows_keep_their_addresses() {
 #[test]
 fn out_of_order_timestamps_are_counted_and_never_negative() {
     let mut flows = table(FlowTableConfig::default());
-    let finished =
-        feed_and_flush(&mut flows, &[tcp(1000, true, 1, ACK, 20, 1), tcp(500, false, 1, ACK, 20, 1)]);
+    let finished = feed_and_flush(&mut flows, &[tcp(1000, true, 1, ACK, 20, 1), tcp(500, false, 1, ACK, 20, 1)]);
     assert_eq!(flows.stats().out_of_order_packets, 1);
     assert_eq!(finished[0].features.get(Feature::FlowIatMin), 0.0);
     assert_eq!(finished[0].features.get(Feature::FlowDuration), 0.0);

@@ -65,10 +65,7 @@ fn ethernet_padding_does_not_count_as_payload() {
 #[test]
 fn two_vlan_tags_are_skipped_and_a_third_is_refused() {
     let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .double_vlan(
-            etherparse::VlanId::try_new(100).expect("vlan id"),
-            etherparse::VlanId::try_new(200).expect("vlan id"),
-        )
+        .double_vlan(etherparse::VlanId::try_new(100).expect("vlan id"), etherparse::VlanId::try_new(200).expect("vlan id"))
         .ipv4([192, 168, 1, 1], [192, 168, 1, 2], 64)
         .udp(5353, 53);
     let mut frame = Vec::new();
@@ -112,25 +109,17 @@ fn ipv6_extension_headers_are_skipped() {
     // The same packet as a later fragment carries no transport header.
     let mut later = l3.clone();
     later[48 + 3] = 0x09; // fragment offset 1 (8 bytes), M=1
-    assert_eq!(
-        decode_frame(LinkType::RawIp, &later, later.len() as u32, 0),
-        DecodeOutcome::NotIp(NotIpReason::LaterFragment)
-    );
+    assert_eq!(decode_frame(LinkType::RawIp, &later, later.len() as u32, 0), DecodeOutcome::NotIp(NotIpReason::LaterFragment));
 
     // A hop-by-hop header whose length runs past the packet is malformed.
     let mut bad = l3.clone();
     bad[41] = 200;
-    assert_eq!(
-        decode_frame(LinkType::RawIp, &bad, bad.len() as u32, 0),
-        DecodeOutcome::Malformed(MalformedReason::BadExtensionHeaders)
-    );
+    assert_eq!(decode_frame(LinkType::RawIp, &bad, bad.len() as u32, 0), DecodeOutcome::Malformed(MalformedReason::BadExtensionHeaders));
 }
 
 #[test]
 fn icmpv6_and_icmp_have_an_8_byte_header_and_no_ports() {
-    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6([0xfe; 16], [0xfd; 16], 64)
-        .icmpv6_echo_request(1, 2);
+    let builder = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6([0xfe; 16], [0xfd; 16], 64).icmpv6_echo_request(1, 2);
     let mut frame = Vec::new();
     builder.write(&mut frame, &[0u8; 56]).expect("write");
     let record = packet(decode_eth(&frame));
@@ -187,11 +176,7 @@ fn malformed_frames_are_classified() {
     }
 
     let mut udp = Vec::new();
-    PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
-        .udp(1, 2)
-        .write(&mut udp, b"abc")
-        .expect("write");
+    PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64).udp(1, 2).write(&mut udp, b"abc").expect("write");
     assert_eq!(decode_eth(&with_u16(&udp, 14 + 20 + 4, 0)), DecodeOutcome::Malformed(MalformedReason::BadUdpLength));
     assert_eq!(decode_eth(&with_u16(&udp, 14 + 20 + 4, 99)), DecodeOutcome::Malformed(MalformedReason::BadUdpLength));
 }
@@ -236,10 +221,7 @@ fn arbitrary_bytes_never_panic_and_records_are_consistent() {
         frame.truncate((next() as usize) % (frame.len() + 1));
         for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Null] {
             if let DecodeOutcome::Packet(record) = decode_frame(link, &frame, frame.len() as u32, 0) {
-                assert_eq!(
-                    usize::from(record.ip_len),
-                    usize::from(record.ip_header_len) + usize::from(record.l4_header_len) + usize::from(record.payload_len)
-                );
+                assert_eq!(usize::from(record.ip_len), usize::from(record.ip_header_len) + usize::from(record.l4_header_len) + usize::from(record.payload_len));
             }
         }
     }
