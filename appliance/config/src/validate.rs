@@ -671,7 +671,9 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
 
 fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {
     for (key, value) in [("log.dir", &raw.dir), ("log.key-file", &raw.key_file), ("log.signing-key-file", &raw.signing_key_file)] {
-        if !value.starts_with('/') && !(key == "log.signing-key-file" && value.is_empty()) {
+        // An empty signing-key-file means "none": the only path allowed to be empty.
+        let optional_and_unset = key == "log.signing-key-file" && value.is_empty();
+        if !value.starts_with('/') && !optional_and_unset {
             errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
         }
     }

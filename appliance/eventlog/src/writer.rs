@@ -336,7 +336,8 @@ impl LogWriter {
     /// old, and hands it to the file at once (the log task calls this when idle, so
     /// readers never wait longer than the interval). Returns whether it wrote one.
     pub fn tick(&mut self) -> Result<bool, WriterError> {
-        if !self.window.as_ref().is_some_and(|window| window.since.elapsed() >= self.config.checkpoint_interval) {
+        let due = self.window.as_ref().is_some_and(|window| window.since.elapsed() >= self.config.checkpoint_interval);
+        if !due {
             return Ok(false);
         }
         self.checkpoint()?;
