@@ -12,8 +12,9 @@ use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, CaptureError, Counte
 use mld_config::{Config, IpPrefix, OutputFormat};
 use mld_flow::{FlowRecord, FlowTable};
 
-use crate::exit::Exit;
 use crate::output::FlowWriter;
+use mld_runtime::error_chain;
+use mld_runtime::Exit;
 
 /// The XDP program wakes the reader only when a batch is waiting; this bounds how long a
 /// lone record can wait.
@@ -48,7 +49,7 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handler")?;
     }
-    let mut enforcement = match crate::enforcement::Enforcement::start(&config.capture, &config.allowlist) {
+    let mut enforcement = match mld_runtime::enforcement::Enforcement::start(&config.capture, &config.allowlist) {
         Ok(dataplane) => dataplane,
         Err(error) => {
             eprintln!("mldefender: error: {}", error_chain(&error));
@@ -182,17 +183,6 @@ fn counters_line(counters: &Counters, records: u64, active_flows: u64) -> String
         records,
         active_flows
     )
-}
-
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Where the running capture's maps are: `--bpffs-dir`, else the configuration's.

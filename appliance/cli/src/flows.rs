@@ -10,9 +10,9 @@ use mld_config::{Config, OutputFormat};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_packet::{decode_frame, DecodeOutcome, DecodeStats, PcapReader};
 
-use crate::exit::Exit;
 use crate::output::FlowWriter;
 use crate::summary::Summary;
+use mld_runtime::Exit;
 
 pub struct FlowsOptions {
     pub files: Vec<PathBuf>,

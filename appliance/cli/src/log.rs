@@ -10,9 +10,9 @@ use mld_flow::{FlowRecord, FlowTable};
 use mld_packet::{decode_frame, DecodeOutcome, PcapReader};
 use sha2::{Digest, Sha256};
 
-use crate::detection::Detection;
-use crate::exit::Exit;
-use crate::pipeline::{CaptureSide, Emitted};
+use mld_runtime::detection::Detection;
+use mld_runtime::pipeline::{CaptureSide, Emitted};
+use mld_runtime::Exit;
 
 /// Loads the log key, creating it (0600) when missing and allowed.
 fn log_key(config: &Config) -> anyhow::Result<LogKey> {
@@ -38,21 +38,6 @@ fn signing_key(config: &Config) -> anyhow::Result<CheckpointSigningKey> {
         return Ok(CheckpointSigningKey::create(path)?);
     }
     Ok(CheckpointSigningKey::load(path)?)
-}
-
-/// The writer settings of `[log]`.
-pub(crate) fn writer_config(config: &Config) -> WriterConfig {
-    WriterConfig {
-        max_file_bytes: config.log.max_file_bytes,
-        rotate_daily: config.log.rotate_daily,
-        sync_every_records: config.log.sync_every_records,
-        sync_interval: config.log.sync_interval,
-        max_disk_bytes: config.log.max_disk_bytes,
-        max_age: config.log.max_age,
-        checkpoint_every_records: config.log.checkpoint_every_records,
-        checkpoint_interval: config.log.checkpoint_interval,
-        ..WriterConfig::new(config.log.dir.clone(), config.log.node.clone())
-    }
 }
 
 /// The offline pipeline in one process: captures → flows and active-source reports →
@@ -88,7 +73,7 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
         };
     // Checkpoints by count only: replay is deterministic (the same input, keys and
     // configuration give the same bytes), so nothing may depend on how long it runs.
-    let writer_config = WriterConfig { checkpoint_interval: std::time::Duration::MAX, ..writer_config(&config) };
+    let writer_config = WriterConfig { checkpoint_interval: std::time::Duration::MAX, ..mld_runtime::keys::writer_config(&config) };
     let mut writer = LogWriter::open_signed(writer_config, key, signer).context("failed to open the event log")?;
     let first_seq = writer.last_seq() + 1;
     let mut table = FlowTable::new(config.flow_table());

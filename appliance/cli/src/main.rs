@@ -5,27 +5,19 @@
 //! decides exit codes.
 
 mod capture;
-mod detection;
-mod enforcement;
-mod exit;
 mod flows;
 mod log;
-mod logging;
 mod model;
-mod neighbours;
 mod output;
-mod pipeline;
 mod query;
 mod summary;
-mod supervise;
-mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::exit::Exit;
+use mld_runtime::Exit;
 
 /// ml-defender: a network-security gateway appliance.
 #[derive(Debug, Parser)]
@@ -396,15 +388,15 @@ fn main() -> ExitCode {
             capture::allow(dir, action)
         }),
         Command::Counters { maps, json } => with_maps_dir(maps, |dir| capture::counters(dir, json)),
-        Command::Supervise { config } => supervise::run(&config),
+        Command::Supervise { config } => mld_runtime::supervise::run(&config),
         Command::Status { json, runtime_dir, config } => match runtime_dir {
-            Some(dir) => supervise::status(&dir, json),
+            Some(dir) => mld_runtime::supervise::status(&dir, json),
             None => match capture::load_config(config.as_deref()) {
-                Ok(config) => supervise::status(&config.capture.runtime_dir, json),
+                Ok(config) => mld_runtime::supervise::status(&config.capture.runtime_dir, json),
                 Err(exit) => Ok(exit),
             },
         },
-        Command::Task { name } => task::run(&name),
+        Command::Task { name } => mld_runtime::task::run(&name),
         Command::Replay { config, files } => log::replay(&config, &files),
         Command::Log(LogCommand::Verify { paths, public_keys, .. }) if !public_keys.is_empty() => log::verify_signed(&paths, &public_keys),
         Command::Log(LogCommand::Verify { paths, keys, .. }) => log::verify(&paths, &keys),

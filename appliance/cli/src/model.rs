@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use mld_detect::scorer::OnnxScorer;
 use mld_detect::signing;
 
-use crate::exit::Exit;
+use mld_runtime::Exit;
 
 pub fn keygen(private_key: &Path, public_key: &Path) -> anyhow::Result<Exit> {
     match signing::generate_key_pair(private_key, public_key) {

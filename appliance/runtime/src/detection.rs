@@ -12,6 +12,7 @@ use mld_eventlog::{build_event, EventContext, Verdict};
 /// The `action` of a gap record.
 pub const GAP_ACTION: &str = "gap";
 
+#[allow(missing_debug_implementations)] // the detector holds ONNX sessions
 pub struct Detection {
     pub detector: Detector,
     model_sha256: Option<String>,

@@ -11,6 +11,7 @@ use mld_config::CaptureConfig;
 use mld_hostnet::HostNet;
 use tracing::{info, warn};
 
+#[derive(Debug)]
 pub struct Enforcement {
     dataplane: Dataplane,
     config: CaptureConfig,
@@ -77,7 +78,7 @@ impl Enforcement {
             match self.dataplane.reconcile_sources(&plan) {
                 Ok(0) => {}
                 Ok(changed) => info!(changed, "source checks follow the host's routes"),
-                Err(error) => warn!(error = %crate::capture::error_chain(&error), "failed to update the source checks"),
+                Err(error) => warn!(error = %crate::error_chain(&error), "failed to update the source checks"),
             }
         }
         if self.last_save.elapsed() >= self.config.sweep_interval.max(Duration::from_secs(1)) {
@@ -91,7 +92,7 @@ impl Enforcement {
         let entries = match self.dataplane.maps().deny_list() {
             Ok(entries) => entries,
             Err(error) => {
-                warn!(error = %crate::capture::error_chain(&error), "failed to read the deny map to save it");
+                warn!(error = %crate::error_chain(&error), "failed to read the deny map to save it");
                 return;
             }
         };
@@ -100,7 +101,7 @@ impl Enforcement {
         }
         match mld_capture::save_blocks(&self.config.state_dir, &entries, boot_to_realtime_offset_ns(), unix_ms()) {
             Ok(_) => self.saved = Some(entries),
-            Err(error) => warn!(error = %crate::capture::error_chain(&error), "failed to save the blocks in force"),
+            Err(error) => warn!(error = %crate::error_chain(&error), "failed to save the blocks in force"),
         }
     }
 
@@ -122,7 +123,7 @@ fn restore_saved_blocks(dataplane: &mut Dataplane, config: &CaptureConfig) -> Re
     let saved = match mld_capture::load_blocks(&config.state_dir, unix_ms()) {
         Ok(saved) => saved,
         Err(error) => {
-            warn!(error = %crate::capture::error_chain(&error), "the saved blocks cannot be read; starting without them");
+            warn!(error = %crate::error_chain(&error), "the saved blocks cannot be read; starting without them");
             return Ok(0);
         }
     };

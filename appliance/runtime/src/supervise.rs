@@ -159,7 +159,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     let dataplane = match Enforcement::start(&config.capture, &config.allowlist) {
         Ok(dataplane) => dataplane,
         Err(error) => {
-            error!(error = %crate::capture::error_chain(&error), "failed to start the XDP data plane");
+            error!(error = %crate::error_chain(&error), "failed to start the XDP data plane");
             return Ok(match error {
                 mld_capture::CaptureError::UnknownInterface { .. } | mld_capture::CaptureError::Refused(_) => Exit::Config,
                 _ => Exit::Failure,
@@ -174,7 +174,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     // Queries: the operator (root) and the detect task (its group, set below), checked
     // again by peer credentials in the ingest task, which answers them on this fd.
     let detect_enabled = config.tasks.iter().any(|task| task.kind == TaskKind::Detect && task.enabled);
-    let query_listener = bind(&runtime.join(crate::query::QUERY_SOCKET), if detect_enabled { 0o660 } else { 0o600 })?;
+    let query_listener = bind(&runtime.join(crate::query_server::QUERY_SOCKET), if detect_enabled { 0o660 } else { 0o600 })?;
     query_listener.set_nonblocking(true).context("failed to configure the query socket")?;
     let log_key = match open_log_key(&config) {
         Ok(file) => file,
@@ -241,7 +241,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     }
     if let Some(detect) = tasks.iter().find(|task| task.config.kind == TaskKind::Detect) {
         // Bound 0660 above.
-        let path = runtime.join(crate::query::QUERY_SOCKET);
+        let path = runtime.join(crate::query_server::QUERY_SOCKET);
         give_socket_to_group(&path, detect.gid).with_context(|| format!("failed to give `{}` to the detect task's group", path.display()))?;
     }
     let mut supervisor = Supervisor {
@@ -266,7 +266,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(FLOWS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(EVENTS_SOCKET));
-    let _ = std::fs::remove_file(runtime.join(crate::query::QUERY_SOCKET));
+    let _ = std::fs::remove_file(runtime.join(crate::query_server::QUERY_SOCKET));
     Ok(Exit::Success)
 }
 

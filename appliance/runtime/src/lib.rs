@@ -1,0 +1,36 @@
+//! The appliance at run time, as a library the binary only starts.
+//!
+//! - [`supervise`]: the supervisor process: system set-up as PID 1, the XDP data plane,
+//!   the sockets and keys the tasks are handed, and the loop that runs them.
+//! - [`task`]: the four task processes in pipeline order (capture, detect, log, ingest).
+//! - [`pipeline`], [`detection`], [`neighbours`]: what the capture and detect tasks (and
+//!   the offline `replay`) share: when sources are reported, how a decision becomes an
+//!   event record, the nearest past events attached to it.
+//! - [`enforcement`]: the data plane with what keeps it true over time (source checks
+//!   refreshed, blocks saved), shared by the supervisor and `mldefender capture`.
+//! - [`query_server`]: the ingest task's answers to `mldefender query`.
+
+pub mod detection;
+pub mod enforcement;
+pub mod exit;
+pub mod keys;
+pub mod logging;
+pub mod neighbours;
+pub mod pipeline;
+pub mod query_server;
+pub mod supervise;
+pub mod task;
+
+pub use exit::Exit;
+
+/// An error and its causes on one line, `: `-separated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

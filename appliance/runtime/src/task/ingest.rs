@@ -1,0 +1,191 @@
+//! The ingest task.
+
+use super::*;
+
+/// The ingest task: follows the signed log and verifies every record by its signed
+/// checkpoint (read-only access to the log directory through its group; the checkpoint
+/// public key from the supervisor, never the HMAC key: ADR 0007); quarantines what
+/// fails; embeds every verified event into the similarity index and answers queries on the
+/// socket the supervisor handed over (`[ingest] index = false`: verify only).
+pub(super) fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
+    let public_key = std::env::var(LOG_PUBLIC_KEY_ENV)
+        .ok()
+        .and_then(|text| mld_eventlog::CheckpointPublicKey::from_base64(&text).ok())
+        .with_context(|| format!("{LOG_PUBLIC_KEY_ENV} is not set to a checkpoint public key: the supervisor hands it over"))?;
+    let listener = UnixListener::from(fds.take("query")?);
+    listener.set_nonblocking(true).context("failed to configure the query socket")?;
+    // Root (the operator's `mldefender query`) and the detect task (nearest past events).
+    let mut askers = vec![0u32];
+    askers.extend(std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse::<u32>().ok()));
+    let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![public_key]);
+    ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
+    ingest_config.recent_seqs = config.ingest.recent_seqs;
+    ingest_config.max_quarantine_bytes = config.ingest.max_quarantine_bytes;
+    let mut counters = PipelineCounters::default();
+    let mut last_counters = Instant::now();
+    // The supervisor made the log directory (group-readable) before any task started;
+    // files appear as the log task writes them.
+    let mut source = match &config.ingest.index {
+        Some(index) => match crate::query_server::load_embedder(config) {
+            Ok(embedder) => match open_history(index, ingest_config, embedder) {
+                Ok(history) => Verified::History(Box::new(history)),
+                Err(failure) => match *failure {
+                    mld_history::OpenFailure { error, ingest_config: Some(ingest_config) } => {
+                        Verified::without_index(*ingest_config, format!("{:#}", anyhow::Error::from(error)))?
+                    }
+                    failure => return Err(anyhow::Error::from(failure).context("failed to open the ingest state")),
+                },
+            },
+            // Without its embedder (missing, unsigned, no ONNX Runtime) the index cannot be
+            // built.
+            Err(error) => Verified::without_index(ingest_config, format!("{error:#}"))?,
+        },
+        None => Verified::Plain(Box::new(mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?), None),
+    };
+    control.ready();
+    info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), index = config.ingest.index.is_some(), "ingest task ready");
+    let idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        let busy = source.step(&mut counters)?;
+        crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query));
+        if last_counters.elapsed() >= COUNTERS_INTERVAL {
+            control.send(&TaskMessage::Counters(counters));
+            last_counters = Instant::now();
+        }
+        if !busy {
+            // Sleep until a query arrives or it is time to look at the log again.
+            let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(idle_wait).unwrap_or(nix::poll::PollTimeout::ZERO));
+        }
+    }
+    // The log task stopped before this one: read what it wrote last (bounded: a rebuild
+    // in progress goes on at the next start), then save.
+    let drain_until = Instant::now() + DRAIN_DEADLINE;
+    while Instant::now() < drain_until && source.step(&mut counters)? {}
+    source.save();
+    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+    control.send(&TaskMessage::Counters(counters));
+    info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
+    Ok(Exit::Success)
+}
+
+/// The history (verify, embed, index), opened from the configuration.
+fn open_history(
+    index: &mld_config::IndexConfig,
+    ingest_config: mld_ingest::IngestConfig,
+    embedder: mld_history::Embedder,
+) -> Result<mld_history::History, Box<mld_history::OpenFailure>> {
+    let settings = mld_history::IndexSettings {
+        dir: index.dir.clone(),
+        factory: index.factory.clone(),
+        search_parameters: index.search_parameters.clone(),
+        save_interval: index.save_interval,
+        max_events: index.max_events,
+    };
+    let history = mld_history::History::open(ingest_config, settings, embedder)?;
+    if let Some(reason) = history.rebuilt() {
+        warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");
+    }
+    Ok(history)
+}
+
+/// What the ingest task runs: the history (verify, embed, index), or verification alone
+/// (with why the index is unavailable, when it was configured).
+enum Verified {
+    History(Box<mld_history::History>),
+    Plain(Box<mld_ingest::Ingest>, Option<String>),
+    /// Only for the instant of switching from `History` to `Plain` after an error.
+    Switching,
+}
+
+impl Verified {
+    /// Verification goes on without the index, which is unavailable for `reason`.
+    /// Verification is the security job; the index is the analyst's tool: its absence is
+    /// loud (here, and in every query's answer), never the end of verification.
+    fn without_index(ingest_config: mld_ingest::IngestConfig, reason: String) -> anyhow::Result<Verified> {
+        tracing::error!(error = %reason, "the similarity index is unavailable; verifying the log without it");
+        let ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
+        Ok(Verified::Plain(Box::new(ingest), Some(reason)))
+    }
+
+    /// One bounded read of the log; true when it read something.
+    fn step(&mut self, counters: &mut PipelineCounters) -> anyhow::Result<bool> {
+        let (lines, verified, quarantined, indexed) = match self {
+            Verified::History(history) => match history.step() {
+                Ok(stats) => {
+                    if let Some(min_seq) = stats.rolled_over {
+                        warn!(min_seq, "the similarity index was full (ingest.index-max-events): kept the newest half");
+                    }
+                    if stats.unreadable > 0 {
+                        warn!(
+                            events = stats.unreadable,
+                            last = history.last_unreadable().unwrap_or_default(),
+                            "verified events left out of the similarity index: their fields cannot be read"
+                        );
+                    }
+                    (stats.lines, stats.verified, stats.quarantined, stats.indexed)
+                }
+                // Reading or verifying the log failed: the task's own job; fail as before
+                // (the supervisor restarts it; the index is intact).
+                Err(mld_history::HistoryError::Ingest(error)) => return Err(anyhow::Error::from(error).context("failed to read the signed log")),
+                Err(error) => {
+                    // The index failed (a full disk, FAISS): go on verifying without it. The
+                    // records of this step were verified but not indexed; at the next start
+                    // the index is found behind the checkpoint and filled in from the log.
+                    let reason = format!("{:#}", anyhow::Error::from(error));
+                    tracing::error!(error = %reason, "the similarity index failed; verifying the log without it");
+                    if let Verified::History(history) = std::mem::replace(self, Verified::Switching) {
+                        *self = Verified::Plain(Box::new(history.into_ingest()), Some(reason));
+                    }
+                    return Ok(true);
+                }
+            },
+            Verified::Plain(ingest, _) => {
+                let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
+                (stats.lines, stats.delivered, stats.quarantined, 0)
+            }
+            Verified::Switching => (0, 0, 0, 0),
+        };
+        counters.events_verified += verified;
+        counters.events_quarantined += quarantined;
+        counters.events_indexed += indexed;
+        if quarantined > 0 {
+            let reasons = match self {
+                Verified::History(history) => history.ingest().rejected_by_reason().clone(),
+                Verified::Plain(ingest, _) => ingest.rejected_by_reason().clone(),
+                Verified::Switching => Default::default(),
+            };
+            warn!(lines = quarantined, reasons = ?reasons, "log lines quarantined");
+        }
+        Ok(lines > 0)
+    }
+
+    /// Saves the index (then the checkpoint). A failure is logged: the next start finds
+    /// the index behind the checkpoint, or the checkpoint where it was, and catches up.
+    fn save(&mut self) {
+        if let Verified::History(history) = self {
+            if let Err(error) = history.save() {
+                tracing::error!(error = %format!("{:#}", anyhow::Error::from(error)), "failed to save the similarity index at shutdown");
+            }
+        }
+    }
+
+    fn answer(&mut self, query: &mld_history::Query) -> mld_history::Reply {
+        match self {
+            Verified::History(history) => {
+                let caught_up = history.caught_up();
+                let (index, embedder) = history.parts();
+                match mld_history::answer(index, Some(embedder), query) {
+                    Ok(mut answer) => {
+                        answer.caught_up = Some(caught_up);
+                        mld_history::Reply::Answer(Box::new(answer))
+                    }
+                    Err(error) => mld_history::Reply::Error(format!("{:#}", anyhow::Error::from(error))),
+                }
+            }
+            Verified::Plain(_, None) => mld_history::Reply::Error("the similarity index is off on this appliance (ingest.index = false)".to_string()),
+            Verified::Plain(_, Some(reason)) => mld_history::Reply::Error(format!("the similarity index is unavailable: {reason}")),
+            Verified::Switching => mld_history::Reply::Error("the similarity index is unavailable".to_string()),
+        }
+    }
+}
