@@ -1,5 +1,5 @@
 //! The log task's memory over millions of events, measured through the task itself:
-//! this program plays the supervisor (control channel, handed fds) and the sink (events
+//! this program plays the supervisor (control channel, handed fds) and the detect task (events
 //! over the events socket with acknowledgement, as `task.rs` sends them), and samples
 //! the log task's resident memory as events are acknowledged.
 //!

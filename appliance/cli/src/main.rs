@@ -80,7 +80,7 @@ enum Command {
         #[command(flatten)]
         maps: MapsArgs,
     },
-    /// Run the appliance: the supervisor and its tasks (capture, sink).
+    /// Run the appliance: the supervisor and its tasks (capture, detect, log, ingest).
     ///
     /// Validates the configuration (exit 64 with every error), loads and attaches XDP (the
     /// only privileged step), starts each task as an unprivileged child process with a

@@ -52,19 +52,19 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     assert_eq!((access_mode(5), access_mode(7)), (0, 0), "allow (fd 5) and counters (fd 7) must be read-only");
     assert_eq!((access_mode(4), access_mode(6)), (2, 2), "ring (fd 4) and deny (fd 6) are read-write");
 
-    // Flows reach the sink over IPC.
+    // Flows reach the detect task over IPC.
     for _ in 0..3 {
         assert!(lab.exec("c", &["curl", "-sf", "-o", "/dev/null", "http://10.66.9.2:8080/index.html"]).status.success());
     }
     assert!(
         eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["flows_received"].as_u64().unwrap_or(0) >= 3),
-        "flows did not reach the sink: {}",
+        "flows did not reach the detect task: {}",
         supervisor.status()
     );
 
     // Block the attacker, then kill the capture task under traffic.
     assert!(lab.mldefender(&["block", "add", "10.66.2.2", "--ttl", "600"]).status.success());
-    let sink_pid = supervisor.task("detect")["pid"].as_u64();
+    let detect_pid = supervisor.task("detect")["pid"].as_u64();
     let capture_pid = supervisor.task("capture")["pid"].as_u64().expect("pid");
     let killed_at = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(capture_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
@@ -81,15 +81,15 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     assert!(capture["last_exit"].as_str().unwrap_or("").contains("SIGKILL"), "{capture}");
     assert!(capture["uptime_secs"].as_f64().unwrap_or(99.0) < elapsed.as_secs_f64());
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
-    let sink = supervisor.task("detect");
-    assert_eq!(sink["pid"].as_u64(), sink_pid, "the sink was not restarted");
-    assert_eq!(sink["restarts"], 0);
+    let detect = supervisor.task("detect");
+    assert_eq!(detect["pid"].as_u64(), detect_pid, "the detect task was not restarted");
+    assert_eq!(detect["restarts"], 0);
     assert!(!lab.ping("a", "10.66.9.2"), "still blocked after the restart");
     let log = supervisor.log();
     let restart_ms = restart_time_ms(&log).expect("restart in the log");
     assert!(restart_ms < 1000.0, "the capture task was ready {restart_ms} ms after its death:\n{log}");
 
-    // The restarted capture task's flows, handed over at shutdown, all reach the sink.
+    // The restarted capture task's flows, handed over at shutdown, all reach the detect task.
     assert!(lab.exec("c", &["curl", "-sf", "-o", "/dev/null", "http://10.66.9.2:8080/index.html"]).status.success());
     let (_, log) = supervisor.stop_with_log();
     let number_after = |needle: &str| -> u64 {
@@ -100,8 +100,8 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     let sent = number_after("capture task stopped flows=");
     let received = number_after("detect task stopped flows=");
     assert!(sent >= 1, "{log}");
-    // The sink also got the 3 (or more) flows of the capture task that was killed.
-    assert!(received >= sent + 3, "the restarted capture task sent {sent} flows, the sink received {received} in all:\n{log}");
+    // The detect task also got the 3 (or more) flows of the capture task that was killed.
+    assert!(received >= sent + 3, "the restarted capture task sent {sent} flows, the detect task received {received} in all:\n{log}");
 }
 
 /// Milliseconds from "task exited" to the next "task ready" of the capture task.
@@ -127,8 +127,8 @@ fn a_task_over_its_memory_budget_is_killed_and_restarted_with_the_reason() {
     let extra = "[supervisor]\nmemory-enforcement = \"rss\"\n[tasks.detect]\nmemory-high-mib = 40\nmemory-max-mib = 64\ntest-allocate-mib = 128\n";
     let supervisor = Supervisor::start(&lab, extra);
     let killed = eventually(Duration::from_secs(10), || {
-        let sink = supervisor.task("detect");
-        sink["restarts"].as_u64().unwrap_or(0) >= 1 && sink["last_exit"].as_str().unwrap_or("").contains("over the 64 MiB budget (RSS watchdog)")
+        let detect = supervisor.task("detect");
+        detect["restarts"].as_u64().unwrap_or(0) >= 1 && detect["last_exit"].as_str().unwrap_or("").contains("over the 64 MiB budget (RSS watchdog)")
     });
     assert!(killed, "{}\n{}", supervisor.status(), supervisor.log());
     assert!(supervisor.log().contains("memory: resident"), "the reason is logged:\n{}", supervisor.log());
@@ -162,9 +162,9 @@ fn a_task_that_crashes_at_start_is_held_and_the_supervisor_stays_up() {
     let supervisor = Supervisor::start(&lab, extra);
     let held = eventually(Duration::from_secs(10), || supervisor.task("detect")["state"] == "held");
     assert!(held, "{}", supervisor.status());
-    let sink = supervisor.task("detect");
-    assert_eq!(sink["restarts"], 3);
-    assert!(sink["last_exit"].as_str().unwrap_or("").contains("exited with status 3"), "{sink}");
+    let detect = supervisor.task("detect");
+    assert_eq!(detect["restarts"], 3);
+    assert!(detect["last_exit"].as_str().unwrap_or("").contains("exited with status 3"), "{detect}");
     assert!(supervisor.log().contains("task held"), "{}", supervisor.log());
     assert_eq!(supervisor.task("capture")["state"], "ready", "the other task runs on");
     let table = stdout(&run(mldefender().args(["status", "--runtime-dir", &supervisor.runtime_dir])));
@@ -409,7 +409,7 @@ fn event_ids(lab: &Lab) -> Vec<String> {
 
 /// Every flow becomes an event that the log task writes into the signed log, and the log
 /// task can be killed under load: after its restart the log verifies (a cut line is
-/// quarantined) and every acknowledged event is there exactly once. Then the sink is
+/// quarantined) and every acknowledged event is there exactly once. Then the detect task is
 /// killed: its next run's events (new sequence numbers) are logged too.
 #[test]
 fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
@@ -436,24 +436,24 @@ fn events_reach_the_signed_log_and_survive_a_killed_log_task() {
     });
     assert!(back, "the log task did not come back: {}", supervisor.status());
     let _ = traffic.wait();
-    // Nothing of the first run may be in flight when the sink dies (its window is memory).
+    // Nothing of the first run may be in flight when the detect task dies (its window is memory).
     let all_logged = eventually(Duration::from_secs(15), || event_ids(&lab).len() >= 300);
     assert!(all_logged, "{} of 300 events logged: {}", event_ids(&lab).len(), supervisor.status());
-    let sink_pid = supervisor.task("detect")["pid"].as_u64().expect("pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sink_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    let detect_pid = supervisor.task("detect")["pid"].as_u64().expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(detect_pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
     let back = eventually(Duration::from_secs(10), || {
         let task = supervisor.task("detect");
-        task["state"] == "ready" && task["pid"].as_u64() != Some(sink_pid)
+        task["state"] == "ready" && task["pid"].as_u64() != Some(detect_pid)
     });
-    assert!(back, "the sink did not come back: {}", supervisor.status());
-    let after_sink_restart = Command::new("bash")
+    assert!(back, "the detect task did not come back: {}", supervisor.status());
+    let after_detect_restart = Command::new("bash")
         .arg(repo().join("tests/lab/lab.sh"))
         .args(["exec", &lab.id, "c", "sh", "-c", "for i in $(seq 100); do curl -s -o /dev/null http://10.66.9.2:8080/index.html; done"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("traffic after the sink's restart");
-    assert!(after_sink_restart.success());
+        .expect("traffic after the detect task's restart");
+    assert!(after_detect_restart.success());
     let (_, log) = supervisor.stop_with_log();
     let (ok, report) = verify_lab_log(&lab);
     assert!(ok, "the log does not verify after a killed log task: {report}\n{log}");
