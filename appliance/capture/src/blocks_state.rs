@@ -6,11 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mld_config::IpPrefix;
+use mld_types::IpPrefix;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CaptureError;
-use crate::maps::{DenyEntry, DenyReason};
+use crate::maps::DenyEntry;
+use mld_types::DenyReason;
 
 /// The file's name in `capture.state-dir`.
 pub const BLOCKS_FILE: &str = "blocks.json";

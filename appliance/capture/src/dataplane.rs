@@ -9,8 +9,9 @@ use aya::maps::{MapData, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode as AyaXdpMode};
 use aya::{Ebpf, EbpfLoader};
-use mld_config::{CaptureConfig, InterfaceRole, IpPrefix, XdpMode};
+use mld_config::{CaptureConfig, InterfaceRole, XdpMode};
 use mld_packet::{Direction, PacketRecord};
+use mld_types::IpPrefix;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::CaptureError;

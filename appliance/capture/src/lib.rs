@@ -23,7 +23,7 @@ pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
 pub use command::{check_block_command, CheckedBlock, MIN_BLOCK_PREFIX_V4, MIN_BLOCK_PREFIX_V6};
 pub use dataplane::{AttachedInterface, Dataplane, RingReader, SourcePlan, StartReport, TaskFds};
 pub use error::CaptureError;
-pub use maps::{Counters, DenyEntry, DenyReason, PinnedMaps};
+pub use maps::{Counters, DenyEntry, PinnedMaps};
 pub use sources::{plan_sources, source_plan};
 
 /// The compiled XDP program.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
-use mld_config::IpPrefix;
+use mld_types::{DenyReason, IpPrefix};
 
 use crate::clock::boot_time_ns;
 use crate::error::CaptureError;
@@ -110,51 +110,6 @@ impl SourceRule {
     fn key(&self) -> Key<SourceKeyData> {
         let (addr, len) = self.prefix.to_mapped_v6();
         Key::new(32 + u32::from(len), SourceKeyData { ifindex: self.ifindex, addr })
-    }
-}
-
-/// Why a source is denied (`MLD_REASON_*`): which drop counter its packets bump.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    Manual,
-    Scan,
-    Flood,
-    BruteForce,
-    Slow,
-    Other,
-}
-
-impl DenyReason {
-    pub const ALL: [DenyReason; 6] = [DenyReason::Manual, DenyReason::Scan, DenyReason::Flood, DenyReason::BruteForce, DenyReason::Slow, DenyReason::Other];
-
-    pub fn code(self) -> u32 {
-        match self {
-            DenyReason::Manual => 0,
-            DenyReason::Scan => 1,
-            DenyReason::Flood => 2,
-            DenyReason::BruteForce => 3,
-            DenyReason::Slow => 4,
-            DenyReason::Other => 5,
-        }
-    }
-
-    pub fn from_code(code: u32) -> DenyReason {
-        DenyReason::ALL.into_iter().find(|reason| reason.code() == code).unwrap_or(DenyReason::Other)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::Manual => "manual",
-            DenyReason::Scan => "scan",
-            DenyReason::Flood => "flood",
-            DenyReason::BruteForce => "brute-force",
-            DenyReason::Slow => "slow",
-            DenyReason::Other => "other",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<DenyReason> {
-        DenyReason::ALL.into_iter().find(|reason| reason.as_str() == text)
     }
 }
 

@@ -3,8 +3,9 @@
 
 use std::net::IpAddr;
 
-use mld_config::{CaptureConfig, IpPrefix, SourceCheck};
+use mld_config::{CaptureConfig, SourceCheck};
 use mld_hostnet::{link_local_sources, HostNet};
+use mld_types::IpPrefix;
 
 use crate::dataplane::SourcePlan;
 use crate::maps::{source_check, source_verdict, SourceRule};

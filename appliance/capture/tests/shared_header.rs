@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use mld_capture::maps::{counter, source_check, source_verdict, DenyValue, IfaceValue, SourceKeyData};
-use mld_capture::DenyReason;
+use mld_types::DenyReason;
 
 #[test]
 fn map_layouts_and_constants_match_the_c_header() {

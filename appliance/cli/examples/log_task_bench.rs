@@ -15,7 +15,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mld_ipc::{AckWindow, EventAck, EventMessage, FrameDecoder, SupervisorMessage, TaskMessage};
+use mld_ipc::{AckWindow, EventAck, EventMessage, FrameDecoder, SupervisorMessage, TaskMessage, TaskSettings};
+use mld_supervisor::layout::{LogFds, TaskFds};
 
 fn resident_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -56,26 +57,43 @@ fn main() {
     let log_dir = work.path().join("log");
     let key_path = work.path().join("log.key");
     drop(mld_eventlog::LogKey::create(&key_path).expect("create the log key"));
-    let config_toml = format!("[log]\ndir = \"{}\"\nnode = \"bench\"\nkey-file = \"{}\"\n", log_dir.display(), key_path.display());
+    let signing_key_path = work.path().join("signing.key");
+    drop(mld_eventlog::CheckpointSigningKey::create(&signing_key_path).expect("create the signing key"));
+    let config_toml = format!(
+        "[log]\ndir = \"{}\"\nnode = \"bench\"\nkey-file = \"{}\"\nsigning-key-file = \"{}\"\n",
+        log_dir.display(),
+        key_path.display(),
+        signing_key_path.display()
+    );
     let socket = work.path().join("events.sock");
     let listener = UnixListener::bind(&socket).expect("bind the events socket");
     let key = std::fs::File::open(&key_path).expect("open the key");
+    let signing_key = std::fs::File::open(&signing_key_path).expect("open the signing key");
     let (mut control, task_control) = UnixStream::pair().expect("control socket pair");
     let uid = nix::unistd::getuid().as_raw();
     let mut child = mld_supervisor::spawn::spawn(mld_supervisor::spawn::TaskSpawn {
         exe: &exe,
         args: vec!["task".into(), "log".into()],
-        env: vec![("MLD_TASK_FDS".to_string(), "control,events,key".to_string()), ("MLD_DETECT_UID".to_string(), uid.to_string())],
+        env: Vec::new(),
         uid,
         gid: nix::unistd::getgid().as_raw(),
         keep_cap_bpf: false,
-        fds: vec![task_control.as_fd(), listener.as_fd(), key.as_fd()],
+        fds: TaskFds::Log(LogFds { control: task_control.as_fd(), events: listener.as_fd(), key: key.as_fd(), signing_key: signing_key.as_fd() }).into_list(),
         cgroup_procs: None,
         working_dir: work.path().to_path_buf(),
     })
     .expect("start the log task");
     drop(task_control);
-    mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml }).expect("configure the log task");
+    let settings = TaskSettings {
+        flows_socket: work.path().join("flows.sock"),
+        events_socket: socket.clone(),
+        query_socket: work.path().join("query.sock"),
+        capture_uid: uid,
+        detect_uid: uid,
+        log_public_key: None,
+        test: Default::default(),
+    };
+    mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml, settings }).expect("configure the log task");
     match mld_ipc::read_frame::<TaskMessage>(&mut control).expect("read from the log task") {
         Some(TaskMessage::Ready) => {}
         other => panic!("the log task did not become ready: {other:?}"),

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, CaptureError, Counters, Dataplane, DenyReason, PinnedMaps};
-use mld_config::{Config, IpPrefix, OutputFormat};
+use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, CaptureError, Counters, Dataplane, PinnedMaps};
+use mld_config::{Config, OutputFormat};
 use mld_flow::{FlowRecord, FlowTable};
+use mld_types::DenyReason;
+use mld_types::IpPrefix;
 
 use crate::output::FlowWriter;
 use mld_runtime::error_chain;

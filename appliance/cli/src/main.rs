@@ -10,6 +10,7 @@ mod log;
 mod model;
 mod output;
 mod query;
+mod status;
 mod summary;
 
 use std::path::PathBuf;
@@ -150,7 +151,7 @@ struct MapsArgs {
 enum BlockCommand {
     /// Drop packets from PREFIX (an address or CIDR prefix, IPv4 or IPv6).
     Add {
-        prefix: mld_config::IpPrefix,
+        prefix: mld_types::IpPrefix,
         /// How long the block lasts, in seconds.
         #[arg(long, value_name = "SECS", required_unless_present = "permanent", value_parser = clap::value_parser!(u64).range(1..))]
         ttl: Option<u64>,
@@ -159,10 +160,10 @@ enum BlockCommand {
         permanent: bool,
         /// Reason, counted separately: manual, scan, flood, brute-force, slow, other.
         #[arg(long, default_value = "manual", value_parser = parse_reason)]
-        reason: mld_capture::DenyReason,
+        reason: mld_types::DenyReason,
     },
     /// Remove the deny entry for exactly PREFIX.
-    Del { prefix: mld_config::IpPrefix },
+    Del { prefix: mld_types::IpPrefix },
     /// List deny entries with reason and time left.
     List,
 }
@@ -294,16 +295,16 @@ enum ModelCommand {
 #[derive(Debug, Subcommand)]
 enum AllowCommand {
     /// Allowlist PREFIX (until the capture stops; persist it in [allowlist]).
-    Add { prefix: mld_config::IpPrefix },
+    Add { prefix: mld_types::IpPrefix },
     /// Remove the allowlist entry for exactly PREFIX.
-    Del { prefix: mld_config::IpPrefix },
+    Del { prefix: mld_types::IpPrefix },
     /// List allowlist entries.
     List,
 }
 
-fn parse_reason(text: &str) -> Result<mld_capture::DenyReason, String> {
-    mld_capture::DenyReason::parse(text).ok_or_else(|| {
-        let names: Vec<&str> = mld_capture::DenyReason::ALL.iter().map(|reason| reason.as_str()).collect();
+fn parse_reason(text: &str) -> Result<mld_types::DenyReason, String> {
+    mld_types::DenyReason::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = mld_types::DenyReason::ALL.iter().map(|reason| reason.as_str()).collect();
         format!("unknown reason `{text}` (one of: {})", names.join(", "))
     })
 }
@@ -381,7 +382,7 @@ fn main() -> ExitCode {
         }),
         Command::Allow { action, maps } => with_maps_dir(maps, |dir| {
             let action = match action {
-                AllowCommand::Add { prefix } => capture::ListAction::Add { prefix, ttl: None, reason: mld_capture::DenyReason::Manual },
+                AllowCommand::Add { prefix } => capture::ListAction::Add { prefix, ttl: None, reason: mld_types::DenyReason::Manual },
                 AllowCommand::Del { prefix } => capture::ListAction::Del { prefix },
                 AllowCommand::List => capture::ListAction::List,
             };
@@ -390,9 +391,9 @@ fn main() -> ExitCode {
         Command::Counters { maps, json } => with_maps_dir(maps, |dir| capture::counters(dir, json)),
         Command::Supervise { config } => mld_runtime::supervise::run(&config),
         Command::Status { json, runtime_dir, config } => match runtime_dir {
-            Some(dir) => mld_runtime::supervise::status(&dir, json),
+            Some(dir) => status::status(&dir, json),
             None => match capture::load_config(config.as_deref()) {
-                Ok(config) => mld_runtime::supervise::status(&config.capture.runtime_dir, json),
+                Ok(config) => status::status(&config.capture.runtime_dir, json),
                 Err(exit) => Ok(exit),
             },
         },

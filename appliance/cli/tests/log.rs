@@ -408,14 +408,15 @@ impl LogTask {
             mld_eventlog::CheckpointSigningKey::create(&signing_key).expect("create the signing key");
         }
         let signing_key_file = std::fs::File::open(&signing_key).expect("open the signing key");
-        let sources = [task_control.as_raw_fd(), listener.as_raw_fd(), key_file.as_raw_fd(), signing_key_file.as_raw_fd()];
+        let handed = mld_supervisor::layout::LogFds {
+            control: task_control.as_raw_fd(),
+            events: listener.as_raw_fd(),
+            key: key_file.as_raw_fd(),
+            signing_key: signing_key_file.as_raw_fd(),
+        };
+        let sources: Vec<i32> = mld_supervisor::layout::TaskFds::Log(handed).into_list();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mldefender"));
-        command
-            .args(["task", "log"])
-            .env("MLD_TASK_FDS", "control,events,key,signing-key")
-            .env("MLD_DETECT_UID", nix::unistd::getuid().as_raw().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.args(["task", "log"]).stdout(Stdio::null()).stderr(Stdio::piped());
         #[allow(unsafe_code)]
         // SAFETY: runs in the forked child before exec; only fcntl and dup2 on integers
         // copied into the closure (async-signal-safe, no allocation).
@@ -440,7 +441,17 @@ impl LogTask {
         drop((task_control, listener, key_file, signing_key_file));
         let mut control = control;
         control.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
-        mld_ipc::write_frame(&mut control, &mld_ipc::SupervisorMessage::Configure { config_toml: config_toml.to_string() }).expect("configure");
+        let uid = nix::unistd::getuid().as_raw();
+        let settings = mld_ipc::TaskSettings {
+            flows_socket: "/nonexistent/flows.sock".into(),
+            events_socket: events.clone(),
+            query_socket: "/nonexistent/query.sock".into(),
+            capture_uid: uid,
+            detect_uid: uid,
+            log_public_key: None,
+            test: Default::default(),
+        };
+        mld_ipc::write_frame(&mut control, &mld_ipc::SupervisorMessage::Configure { config_toml: config_toml.to_string(), settings }).expect("configure");
         let ready: Option<mld_ipc::TaskMessage> = mld_ipc::read_frame(&mut control).expect("read the task's first message");
         assert_eq!(ready, Some(mld_ipc::TaskMessage::Ready));
         LogTask { child, control, events }
@@ -466,11 +477,11 @@ impl LogTask {
     }
 
     /// Shuts the task down; returns its last counters and its log output.
-    fn stop(mut self) -> (mld_ipc::PipelineCounters, String) {
+    fn stop(mut self) -> (mld_ipc::LogCounters, String) {
         mld_ipc::write_frame(&mut self.control, &mld_ipc::SupervisorMessage::Shutdown).expect("shutdown");
         let mut counters = None;
         while let Ok(Some(message)) = mld_ipc::read_frame::<mld_ipc::TaskMessage>(&mut self.control) {
-            if let mld_ipc::TaskMessage::Counters(last) = message {
+            if let mld_ipc::TaskMessage::Counters { counters: mld_ipc::TaskCounters::Log(last) } = message {
                 counters = Some(last);
             }
         }

@@ -660,7 +660,8 @@ fn the_capture_task_refuses_block_commands_no_detect_task_should_send() {
     ];
     let mut frames = Vec::new();
     for (id, prefix, ttl_secs, reason) in commands {
-        let command = mld_ipc::ResponseMessage::Block { id, prefix: prefix.to_string(), ttl_secs, reason: reason.to_string(), decided_boot_ns: 0 };
+        let (prefix, reason) = (prefix.parse().expect("prefix"), mld_types::DenyReason::parse(reason).expect("reason"));
+        let command = mld_ipc::ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns: 0 };
         mld_ipc::write_frame(&mut frames, &command).expect("frame");
     }
     std::io::Write::write_all(&mut connection, &frames).expect("send the commands");

@@ -11,7 +11,6 @@
 mod detect;
 mod error;
 pub mod ids;
-mod prefix;
 pub mod raw;
 mod schema;
 mod validate;
@@ -19,7 +18,6 @@ mod warnings;
 
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
-pub use prefix::IpPrefix;
 pub use validate::{
     CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,
     RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig, TaskConfig, TaskKind, WindowsConfig, XdpMode,

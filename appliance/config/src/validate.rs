@@ -9,8 +9,8 @@ use mld_flow::FlowTableConfig;
 use std::path::PathBuf;
 
 use crate::error::ConfigError;
-use crate::prefix::IpPrefix;
 use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawLog, RawOutput, RawSupervisor, RawSystem, RawTask, RawWindows};
+use mld_types::IpPrefix;
 
 /// A validated configuration: every value is in range and consistent.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ mod protected;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use mld_config::IpPrefix;
+use mld_types::IpPrefix;
 
 pub use protected::{is_unicast, Protected, Protection};
 

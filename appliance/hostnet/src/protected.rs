@@ -6,7 +6,8 @@
 
 use std::net::IpAddr;
 
-use mld_config::{IpPrefix, ResponseConfig};
+use mld_config::ResponseConfig;
+use mld_types::IpPrefix;
 
 use crate::HostNet;
 

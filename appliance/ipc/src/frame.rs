@@ -18,8 +18,8 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// Writes one message as a frame.
-pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
+/// One message as a frame: its 4-byte big-endian length, then its JSON.
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let body = serde_json::to_vec(message).map_err(FrameError::Decode)?;
     if body.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(body.len()));
@@ -27,7 +27,12 @@ pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<()
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
-    out.write_all(&frame)?;
+    Ok(frame)
+}
+
+/// Writes one message as a frame to a blocking stream.
+pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> Result<(), FrameError> {
+    out.write_all(&encode_frame(message)?)?;
     Ok(())
 }
 

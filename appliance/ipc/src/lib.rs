@@ -10,15 +10,19 @@
 //! receiver drops duplicates by sequence number. What waits for such a window is held in
 //! a [`GapQueue`]: bounded, and what it cannot hold becomes one [`Gap`] in its place.
 //!
-//! This crate does no IO of its own beyond encoding into and decoding from byte
-//! buffers and `std::io` streams handed to it.
+//! The transport is here too: a non-blocking [`Connection`] with bounded buffers that never
+//! blocks its caller's loop, and an [`accept`] that admits only peers running as the
+//! expected user (peer credentials), so no task hand-writes either.
 
+mod connection;
 mod frame;
 mod messages;
 mod queue;
 
-pub use frame::{read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYTES};
+pub use connection::{accept, Connection, Peer, Received, Refused, SendError, Unsent};
+pub use frame::{encode_frame, read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYTES};
 pub use messages::{
-    ControlRequest, EventAck, EventMessage, FlowMessage, PipelineCounters, ResponseMessage, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus,
+    CaptureCounters, ControlRequest, DetectCounters, EventAck, EventMessage, FlowMessage, IngestCounters, LogCounters, PipelineCounters, ResponseMessage,
+    StatusReport, SupervisorMessage, TaskCounters, TaskMessage, TaskSettings, TaskState, TaskStatus, TestHooks,
 };
 pub use queue::{is_new, AckWindow, Gap, GapQueue, Outbox, Queued};

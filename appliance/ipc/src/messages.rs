@@ -1,5 +1,8 @@
 //! The messages.
 
+use std::path::PathBuf;
+
+use mld_types::{DenyReason, IpPrefix};
 use serde::{Deserialize, Serialize};
 
 /// Task → supervisor, on the task's control channel.
@@ -9,7 +12,7 @@ pub enum TaskMessage {
     /// The task is ready to do its work.
     Ready,
     /// Periodic counters of the task's part of the pipeline.
-    Counters(PipelineCounters),
+    Counters { counters: TaskCounters },
     /// The task is exiting on purpose (shutdown), so its exit is not a failure.
     Stopping { reason: String },
 }
@@ -19,8 +22,9 @@ pub enum TaskMessage {
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum SupervisorMessage {
     /// The first message: the configuration the supervisor validated (the task cannot
-    /// read the file: it runs as another user).
-    Configure { config_toml: String },
+    /// read the file: it runs as another user) and what the supervisor decided for this
+    /// run (sockets, peers' users, keys): nothing travels in the environment.
+    Configure { config_toml: String, settings: TaskSettings },
     /// Stop intake, drain, flush, exit 0.
     Shutdown,
 }
@@ -32,7 +36,7 @@ pub enum ControlRequest {
     Status,
 }
 
-/// Capture → sink (later: detect). Flow records are best-effort: the sender drops and
+/// Capture → detect. Flow records are best-effort: the sender drops and
 /// counts when the receiver cannot keep up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
@@ -45,19 +49,19 @@ pub enum FlowMessage {
     Source { report: Box<mld_flow::SourceReport> },
     /// The outcome of a [`ResponseMessage::Block`]: the deny entry is in the map (or why
     /// not), with the time it was written (CLOCK_BOOTTIME, ns).
-    BlockResult { id: u64, prefix: String, error: Option<String>, applied_boot_ns: u64 },
+    BlockResult { id: u64, prefix: IpPrefix, error: Option<String>, applied_boot_ns: u64 },
     /// A block's TTL lapsed and the capture task removed the deny entry.
-    BlockExpired { prefix: String },
+    BlockExpired { prefix: IpPrefix },
 }
 
 /// Detect task → capture task, on the same connection as the flows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum ResponseMessage {
-    /// Write a deny entry for `prefix` with a TTL; `reason` is the deny category
-    /// (`scan`, `flood`, `brute-force`, `slow`, `other`); `decided_boot_ns` is when the
+    /// Write a deny entry for `prefix` with a TTL for `reason` (the capture task checks
+    /// both again: `mld_capture::check_block_command`); `decided_boot_ns` is when the
     /// decision was made (CLOCK_BOOTTIME), for the verdict-to-map latency.
-    Block { id: u64, prefix: String, ttl_secs: u64, reason: String, decided_boot_ns: u64 },
+    Block { id: u64, prefix: IpPrefix, ttl_secs: u64, reason: DenyReason, decided_boot_ns: u64 },
 }
 
 /// Detect → log task. Events must not be lost: each carries a sequence
@@ -79,57 +83,154 @@ pub struct EventAck {
     pub seq: u64,
 }
 
-/// Pipeline counters a task reports; each task fills what it knows.
+/// What the supervisor tells every task at start, beside the configuration. The fds it
+/// hands over are listed by `mld_supervisor::layout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSettings {
+    /// The socket the capture task connects to, to send flows to the detect task.
+    pub flows_socket: PathBuf,
+    /// The socket the detect task connects to, to hand events to the log task.
+    pub events_socket: PathBuf,
+    /// The socket the detect task asks its nearest past events on (the ingest task's).
+    pub query_socket: PathBuf,
+    /// The users the receiving tasks admit as peers (peer credentials).
+    pub capture_uid: u32,
+    pub detect_uid: u32,
+    /// The checkpoint public key (base64), for the ingest task: it verifies the log
+    /// without any secret (ADR 0007). `None` for the other tasks.
+    pub log_public_key: Option<String>,
+    /// Test builds only: hooks the lab tests use to misbehave on purpose.
+    #[serde(default)]
+    pub test: TestHooks,
+}
+
+/// Test hooks, set by the supervisor only in debug builds (as `cargo test` builds the
+/// binary) from its own environment; release builds neither set nor honour them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestHooks {
+    /// Flood the control channel instead of working (the supervisor's budget test).
+    pub flood_control: bool,
+    /// The detect task's event window and queue hold this many events.
+    pub event_queue_max: Option<usize>,
+}
+
+/// One task's counters, as it reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskCounters {
+    Capture(CaptureCounters),
+    Detect(DetectCounters),
+    Log(LogCounters),
+    Ingest(IngestCounters),
+}
+
+/// The capture task's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PipelineCounters {
-    /// Packet records read from the ring buffer (capture).
+#[serde(default)]
+pub struct CaptureCounters {
+    /// Packet records read from the ring buffer.
     pub records_read: u64,
-    /// Flows finished (capture).
+    /// Flows finished.
     pub flows_finished: u64,
-    /// Flows sent on (capture).
+    /// Flows sent on to the detect task.
     pub flows_sent: u64,
-    /// Flows dropped because the receiver was absent or slow (capture).
+    /// Flows dropped because the detect task was absent or slow.
     pub flows_dropped: u64,
-    /// Flows received (detect).
-    pub flows_received: u64,
-    /// Flows scored by the model (detect).
-    pub flows_scored: u64,
-    /// Flows dropped because detection fell behind (detect's bounded queue).
-    pub flows_dropped_detect: u64,
-    /// Active-source reports received (detect).
-    pub reports_received: u64,
-    /// Decisions (detect): blocks applied or dry-run, alerts, refusals of protected
-    /// sources, decisions the circuit breaker stopped.
-    pub blocks: u64,
-    pub alerts: u64,
-    pub refused: u64,
-    pub breaker_open: u64,
-    /// Blocks in force (detect's view).
-    pub active_blocks: u64,
-    /// Verdict → deny-map entry written, p99 over the last 1,024 blocks, µs (detect).
-    pub block_latency_p99_us: u64,
-    /// Events handed to the log task and acknowledged (detect).
-    pub events_acked: u64,
-    /// Events written to the signed log (log task).
-    pub events_logged: u64,
-    /// Events the log task refused to seal (a field the log writes itself, such as `seq`,
-    /// or not an event): each is put on record as a `rejected_event` record instead.
-    #[serde(default)]
-    pub events_refused: u64,
-    /// Times the log task could not write the log (a full disk, an IO error) and went on
-    /// retrying (log task).
-    #[serde(default)]
-    pub log_write_failures: u64,
-    /// Records of the signed log verified, and lines quarantined (ingest task).
-    pub events_verified: u64,
-    pub events_quarantined: u64,
-    /// Events added to the similarity index (ingest task).
-    pub events_indexed: u64,
     /// Packets the XDP program passed, dropped, found malformed, lost to a full ring.
     pub xdp_passed: u64,
     pub xdp_dropped: u64,
     pub xdp_malformed: u64,
     pub xdp_ring_full: u64,
+}
+
+/// The detect task's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DetectCounters {
+    /// Flows received.
+    pub flows_received: u64,
+    /// Flows scored by the model.
+    pub flows_scored: u64,
+    /// Flows dropped because detection fell behind (its bounded queue), and events lost
+    /// to a full event queue.
+    pub flows_dropped_detect: u64,
+    /// Active-source reports received.
+    pub reports_received: u64,
+    /// Decisions: blocks applied or dry-run, alerts, refusals of protected sources,
+    /// decisions the circuit breaker stopped.
+    pub blocks: u64,
+    pub alerts: u64,
+    pub refused: u64,
+    pub breaker_open: u64,
+    /// Blocks in force (the detect task's view).
+    pub active_blocks: u64,
+    /// Verdict → deny-map entry written, p99 over the last 1,024 blocks, µs.
+    pub block_latency_p99_us: u64,
+    /// Events handed to the log task and acknowledged.
+    pub events_acked: u64,
+}
+
+/// The log task's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogCounters {
+    /// Events written to the signed log.
+    pub events_logged: u64,
+    /// Events the log task refused to seal (a field the log writes itself, such as `seq`,
+    /// or not an event): each is put on record as a `rejected_event` record instead.
+    pub events_refused: u64,
+    /// Times the log could not be written (a full disk, an IO error) and the task went
+    /// on retrying.
+    pub log_write_failures: u64,
+}
+
+/// The ingest task's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestCounters {
+    /// Records of the signed log verified, and lines quarantined.
+    pub events_verified: u64,
+    pub events_quarantined: u64,
+    /// Events added to the similarity index.
+    pub events_indexed: u64,
+}
+
+/// The whole pipeline's counters, each task's part as it last reported it (flat in JSON,
+/// as `mldefender status --json` has always shown them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineCounters {
+    #[serde(flatten)]
+    pub capture: CaptureCounters,
+    #[serde(flatten)]
+    pub detect: DetectCounters,
+    #[serde(flatten)]
+    pub log: LogCounters,
+    #[serde(flatten)]
+    pub ingest: IngestCounters,
+}
+
+impl TaskCounters {
+    /// The name of the task kind these counters belong to (`capture`, `detect`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskCounters::Capture(_) => "capture",
+            TaskCounters::Detect(_) => "detect",
+            TaskCounters::Log(_) => "log",
+            TaskCounters::Ingest(_) => "ingest",
+        }
+    }
+}
+
+impl PipelineCounters {
+    /// Takes in one task's report.
+    pub fn update(&mut self, counters: TaskCounters) {
+        match counters {
+            TaskCounters::Capture(capture) => self.capture = capture,
+            TaskCounters::Detect(detect) => self.detect = detect,
+            TaskCounters::Log(log) => self.log = log,
+            TaskCounters::Ingest(ingest) => self.ingest = ingest,
+        }
+    }
 }
 
 /// A task's state as the supervisor sees it.
@@ -175,4 +276,36 @@ pub struct StatusReport {
     pub supervisor_memory_bytes: u64,
     pub tasks: Vec<TaskStatus>,
     pub pipeline: PipelineCounters,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pipeline_counters_read_flat_and_each_task_fills_only_its_part() {
+        let mut pipeline = PipelineCounters::default();
+        pipeline.update(TaskCounters::Log(LogCounters { events_logged: 7, ..LogCounters::default() }));
+        pipeline.update(TaskCounters::Capture(CaptureCounters { records_read: 3, ..CaptureCounters::default() }));
+        let json = serde_json::to_value(pipeline).expect("encode");
+        assert_eq!((json["events_logged"].as_u64(), json["records_read"].as_u64(), json["events_indexed"].as_u64()), (Some(7), Some(3), Some(0)));
+        let back: PipelineCounters = serde_json::from_value(json).expect("decode");
+        assert_eq!(back, pipeline);
+    }
+
+    #[test]
+    fn a_block_command_with_a_bad_prefix_or_reason_is_not_a_message() {
+        let good = r#"{"type":"block","id":1,"prefix":"10.66.2.66/32","ttl_secs":60,"reason":"scan","decided_boot_ns":5}"#;
+        assert!(matches!(serde_json::from_str::<ResponseMessage>(good), Ok(ResponseMessage::Block { reason: DenyReason::Scan, .. })));
+        for bad in [good.replace("10.66.2.66/32", "10.66.2.66/24"), good.replace("scan", "everything")] {
+            assert!(serde_json::from_str::<ResponseMessage>(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn counters_travel_tagged_by_task() {
+        let message = TaskMessage::Counters { counters: TaskCounters::Ingest(IngestCounters { events_verified: 2, ..IngestCounters::default() }) };
+        let text = serde_json::to_string(&message).expect("encode");
+        assert_eq!(serde_json::from_str::<TaskMessage>(&text).expect("decode"), message);
+    }
 }

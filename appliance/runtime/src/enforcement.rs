@@ -23,7 +23,7 @@ pub struct Enforcement {
 
 impl Enforcement {
     /// Starts (or adopts) the data plane and says what it did.
-    pub fn start(config: &CaptureConfig, allowlist: &[mld_config::IpPrefix]) -> Result<Enforcement, CaptureError> {
+    pub fn start(config: &CaptureConfig, allowlist: &[mld_types::IpPrefix]) -> Result<Enforcement, CaptureError> {
         let net = HostNet::read();
         let (plan, notes) = mld_capture::source_plan(config, &net);
         for note in &notes {

@@ -13,6 +13,7 @@
 pub mod detection;
 pub mod enforcement;
 pub mod exit;
+pub mod flow_pump;
 pub mod keys;
 pub mod logging;
 pub mod neighbours;

@@ -10,7 +10,7 @@
 //! multi-threaded process may inherit a lock held by another thread.
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 use crate::enforcement::Enforcement;
 use anyhow::Context;
 use mld_config::{Config, TaskConfig, TaskKind};
-use mld_ipc::{ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus};
+use mld_ipc::{
+    ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskCounters, TaskMessage, TaskSettings, TaskState, TaskStatus,
+};
 use mld_supervisor::control::{self, ControlMeter};
 use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
+use mld_supervisor::layout::{CaptureFds, DetectFds, IngestFds, LogFds, TaskFds};
 use mld_supervisor::memory::{resident_bytes, TaskCgroup};
 use mld_supervisor::policy::{Decision, RestartHistory};
 use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
@@ -60,7 +63,7 @@ struct Task {
     stop_requested: bool,
     oom_kills_seen: u64,
     memory_bytes: u64,
-    counters: PipelineCounters,
+    counters: Option<TaskCounters>,
     /// What the task sent on its control channel this second (see `read_control`).
     control_meter: ControlMeter,
     /// Times it was killed for flooding its control channel.
@@ -234,7 +237,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
             stop_requested: false,
             oom_kills_seen: 0,
             memory_bytes: 0,
-            counters: PipelineCounters::default(),
+            counters: None,
             control_meter: ControlMeter::new(Instant::now()),
             control_floods: 0,
         });
@@ -380,14 +383,19 @@ impl Supervisor {
         let (supervisor_end, task_end) = UnixStream::pair().context("failed to create the control channel")?;
         let kind = self.tasks[index].config.kind;
         let fds = self.dataplane.task_fds()?;
-        let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
-            TaskKind::Capture => (vec![fds.ring, fds.allow.as_fd(), fds.deny, fds.counters.as_fd()], "control,ring,allow,deny,counters"),
-            TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
-            TaskKind::Log => (vec![self.events_listener.as_fd(), self.log_key.as_fd(), self.signing_key.as_fd()], "control,events,key,signing-key"),
-            // No key fd at all: the checkpoint public key comes in the environment.
-            TaskKind::Ingest => (vec![self.query_listener.as_fd()], "control,query"),
-        };
-        handed.insert(0, task_end.as_fd());
+        let control = task_end.as_fd();
+        let handed = match kind {
+            TaskKind::Capture => {
+                TaskFds::Capture(CaptureFds { control, ring: fds.ring, allow: fds.allow.as_fd(), deny: fds.deny, counters: fds.counters.as_fd() })
+            }
+            TaskKind::Detect => TaskFds::Detect(DetectFds { control, flows: self.flows_listener.as_fd() }),
+            TaskKind::Log => {
+                TaskFds::Log(LogFds { control, events: self.events_listener.as_fd(), key: self.log_key.as_fd(), signing_key: self.signing_key.as_fd() })
+            }
+            // No key fd at all: the checkpoint public key comes in the settings.
+            TaskKind::Ingest => TaskFds::Ingest(IngestFds { control, query: self.query_listener.as_fd() }),
+        }
+        .into_list();
         let task = &self.tasks[index];
         let cgroup_procs = match &task.cgroup {
             Some(cgroup) => Some(
@@ -400,22 +408,20 @@ impl Supervisor {
             None => None,
         };
         let uid_of = |kind: TaskKind| self.tasks.iter().find(|task| task.config.kind == kind).map_or(u32::MAX, |task| task.uid);
-        let (capture_uid, sink_uid) = (uid_of(TaskKind::Capture), uid_of(TaskKind::Detect));
+        let runtime = &self.config.capture.runtime_dir;
+        let settings = TaskSettings {
+            flows_socket: runtime.join(FLOWS_SOCKET),
+            events_socket: runtime.join(EVENTS_SOCKET),
+            query_socket: runtime.join(crate::query_server::QUERY_SOCKET),
+            capture_uid: uid_of(TaskKind::Capture),
+            detect_uid: uid_of(TaskKind::Detect),
+            log_public_key: (kind == TaskKind::Ingest).then(|| self.log_public_key.clone()),
+            test: crate::task::test_hooks(kind),
+        };
         let child = spawn(TaskSpawn {
             exe: &self.exe,
             args: vec!["task".into(), kind.name().into()],
-            env: vec![
-                ("MLD_TASK_FDS".to_string(), names.to_string()),
-                ("MLD_RUNTIME_DIR".to_string(), task.runtime_dir.display().to_string()),
-                ("MLD_FLOWS_SOCKET".to_string(), self.config.capture.runtime_dir.join(FLOWS_SOCKET).display().to_string()),
-                ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
-                ("MLD_DETECT_UID".to_string(), sink_uid.to_string()),
-                ("MLD_EVENTS_SOCKET".to_string(), self.config.capture.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
-                (crate::task::LOG_PUBLIC_KEY_ENV.to_string(), if kind == TaskKind::Ingest { self.log_public_key.clone() } else { String::new() }),
-            ]
-            .into_iter()
-            .chain(crate::task::test_hook_env())
-            .collect(),
+            env: Vec::new(),
             uid: task.uid,
             gid: task.gid,
             keep_cap_bpf: kind == TaskKind::Capture && self.keep_cap_bpf,
@@ -426,7 +432,8 @@ impl Supervisor {
         .with_context(|| format!("failed to start task {}", kind.name()))?;
         drop(task_end);
         let mut control = supervisor_end;
-        mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml: self.config_toml.clone() }).context("failed to configure the task")?;
+        mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml: self.config_toml.clone(), settings })
+            .context("failed to configure the task")?;
         control.set_nonblocking(true).context("failed to configure the control channel")?;
         let task = &mut self.tasks[index];
         task.oom_kills_seen = task.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
@@ -532,7 +539,12 @@ impl Supervisor {
                                 task.state = TaskState::Ready;
                                 info!(task = task.config.kind.name(), after_ms = task.started_at.elapsed().as_millis() as u64, "task ready");
                             }
-                            TaskMessage::Counters(counters) => task.counters = counters,
+                            TaskMessage::Counters { counters } => {
+                                // Each task reports its own part only.
+                                if counters.kind() == task.config.kind.name() {
+                                    task.counters = Some(counters);
+                                }
+                            }
                             TaskMessage::Stopping { reason } => {
                                 info!(task = task.config.kind.name(), reason = %reason, "task stopping");
                                 if task.stop_requested {
@@ -628,43 +640,8 @@ impl Supervisor {
 
     fn status_report(&self) -> StatusReport {
         let mut pipeline = PipelineCounters::default();
-        for task in &self.tasks {
-            let counters = &task.counters;
-            match task.config.kind {
-                TaskKind::Capture => {
-                    pipeline.records_read = counters.records_read;
-                    pipeline.flows_finished = counters.flows_finished;
-                    pipeline.flows_sent = counters.flows_sent;
-                    pipeline.flows_dropped = counters.flows_dropped;
-                    pipeline.xdp_passed = counters.xdp_passed;
-                    pipeline.xdp_dropped = counters.xdp_dropped;
-                    pipeline.xdp_malformed = counters.xdp_malformed;
-                    pipeline.xdp_ring_full = counters.xdp_ring_full;
-                }
-                TaskKind::Detect => {
-                    pipeline.flows_received = counters.flows_received;
-                    pipeline.flows_scored = counters.flows_scored;
-                    pipeline.flows_dropped_detect = counters.flows_dropped_detect;
-                    pipeline.reports_received = counters.reports_received;
-                    pipeline.blocks = counters.blocks;
-                    pipeline.alerts = counters.alerts;
-                    pipeline.refused = counters.refused;
-                    pipeline.breaker_open = counters.breaker_open;
-                    pipeline.active_blocks = counters.active_blocks;
-                    pipeline.block_latency_p99_us = counters.block_latency_p99_us;
-                    pipeline.events_acked = counters.events_acked;
-                }
-                TaskKind::Log => {
-                    pipeline.events_logged = counters.events_logged;
-                    pipeline.events_refused = counters.events_refused;
-                    pipeline.log_write_failures = counters.log_write_failures;
-                }
-                TaskKind::Ingest => {
-                    pipeline.events_verified = counters.events_verified;
-                    pipeline.events_quarantined = counters.events_quarantined;
-                    pipeline.events_indexed = counters.events_indexed;
-                }
-            }
+        for counters in self.tasks.iter().filter_map(|task| task.counters) {
+            pipeline.update(counters);
         }
         StatusReport {
             supervisor_pid: std::process::id(),
@@ -736,75 +713,4 @@ impl Supervisor {
         info!("supervisor stopped");
         println!("mldefender: stopped");
     }
-}
-
-/// `mldefender status`: asks the running supervisor.
-pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
-    let path = runtime_dir.join(STATUS_SOCKET);
-    let mut stream = match UnixStream::connect(&path) {
-        Ok(stream) => stream,
-        Err(error) => {
-            eprintln!("mldefender: error: no supervisor answers on `{}`: {error}", path.display());
-            return Ok(Exit::Failure);
-        }
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    mld_ipc::write_frame(&mut stream, &ControlRequest::Status).context("failed to ask the supervisor")?;
-    let report: StatusReport =
-        mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
-    if json {
-        println!("{}", serde_json::to_string(&report).context("failed to encode the status")?);
-        return Ok(Exit::Success);
-    }
-    println!(
-        "supervisor pid {}  up {:.0} s  {}  memory {:.1} MiB",
-        report.supervisor_pid,
-        report.uptime_secs,
-        if report.ready { "ready" } else { "NOT READY" },
-        report.supervisor_memory_bytes as f64 / 1048576.0
-    );
-    println!(
-        "{:<10} {:<11} {:>8} {:>9} {:>8} {:>6} {:>18} {:<11} last exit",
-        "task", "state", "pid", "uptime", "restarts", "floods", "memory / budget", "user"
-    );
-    for task in &report.tasks {
-        println!(
-            "{:<10} {:<11} {:>8} {:>8.0}s {:>8} {:>6} {:>8.1}/{:<5} MiB {:<11} {}",
-            task.name,
-            format!("{:?}", task.state).to_lowercase(),
-            task.pid.map_or("-".to_string(), |pid| pid.to_string()),
-            task.uptime_secs,
-            task.restarts,
-            task.control_floods,
-            task.memory_bytes as f64 / 1048576.0,
-            task.memory_budget_bytes >> 20,
-            task.user,
-            task.last_exit.as_deref().unwrap_or("-")
-        );
-    }
-    let p = &report.pipeline;
-    println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
-        p.xdp_passed,
-        p.xdp_dropped,
-        p.xdp_malformed,
-        p.xdp_ring_full,
-        p.records_read,
-        p.flows_finished,
-        p.flows_sent,
-        p.flows_dropped,
-        p.flows_received,
-        p.events_acked,
-        p.events_logged,
-        p.events_refused,
-        p.log_write_failures,
-        p.events_verified,
-        p.events_quarantined,
-        p.events_indexed
-    );
-    println!(
-        "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {}",
-        p.reports_received, p.flows_scored, p.flows_dropped_detect, p.blocks, p.active_blocks, p.block_latency_p99_us, p.alerts, p.refused, p.breaker_open
-    );
-    Ok(Exit::Success)
 }

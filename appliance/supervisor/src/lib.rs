@@ -16,6 +16,7 @@
 pub mod control;
 pub mod files;
 pub mod init;
+pub mod layout;
 pub mod memory;
 pub mod notify;
 pub mod policy;

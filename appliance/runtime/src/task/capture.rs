@@ -1,252 +1,359 @@
-//! The capture task.
+//! The capture task: packet records from the XDP ring become flows and active-source
+//! reports for the detect task; the detect task's block commands come back, are checked
+//! again and written to the deny map; expired blocks are swept.
 
-use super::*;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mld_capture::{boot_time_ns, PinnedMaps, RingReader};
+use mld_flow::FlowTable;
+use mld_hostnet::{HostNet, Protected};
+use mld_ipc::{CaptureCounters, Connection, FlowMessage, Outbox, ResponseMessage, TaskCounters, Unsent};
+use tracing::{info, warn};
+
+use super::{Control, Start, DRAIN_DEADLINE, RECONNECT_INTERVAL};
+use crate::exit::Exit;
+use crate::flow_pump::FlowPump;
+use crate::pipeline::{CaptureSide, Emitted};
+
+/// Flows and reports waiting for the detect task, at most (then the newest are dropped
+/// and counted).
+const OUTBOX_CAPACITY: usize = 65_536;
+/// Encoded frames waiting for the socket, at most.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// How often the table's clock is advanced when no packet arrives.
+const TABLE_TICK: Duration = Duration::from_millis(100);
 
 /// The connection to the detect task, non-blocking, with a bounded queue in front of it:
 /// flows and reports go out, block commands come back.
-struct FlowSender {
-    path: String,
-    stream: Option<UnixStream>,
+#[derive(Debug)]
+pub struct FlowSender {
+    path: PathBuf,
+    connection: Option<Connection>,
     next_attempt: Instant,
     outbox: Outbox<FlowMessage>,
     /// Block results and expiries: never dropped for lack of room (they are few).
-    urgent: std::collections::VecDeque<FlowMessage>,
-    decoder: FrameDecoder,
-    responses: Vec<ResponseMessage>,
-    /// Encoded frames, and how many of their bytes are already written to the stream.
-    buffer: Vec<u8>,
-    written: usize,
-    sent: u64,
-    lost_on_disconnect: u64,
+    urgent: VecDeque<FlowMessage>,
+    /// Frames not yet written when the last connection ended, for the next one.
+    carried: Unsent,
+    /// Block commands received, waiting to be applied.
+    pub commands: Vec<ResponseMessage>,
+    /// Flows handed to the connection.
+    pub sent: u64,
+    /// Frames cut in the middle by a lost connection.
+    pub lost_on_disconnect: u64,
 }
 
 impl FlowSender {
-    /// Reads the block commands the detect task sent (into `responses`); false when the
-    /// connection ended.
-    fn receive(&mut self) -> bool {
-        let Some(stream) = self.stream.as_mut() else { return false };
-        let mut chunk = [0u8; 4096];
-        let (_, open) = read_available(stream, &mut self.decoder, &mut chunk);
+    pub fn new(path: PathBuf, capacity: usize) -> FlowSender {
+        FlowSender {
+            path,
+            connection: None,
+            next_attempt: Instant::now(),
+            outbox: Outbox::new(capacity),
+            urgent: VecDeque::new(),
+            carried: Unsent::default(),
+            commands: Vec::new(),
+            sent: 0,
+            lost_on_disconnect: 0,
+        }
+    }
+
+    /// Queues a flow or report (dropped and counted when the queue is full).
+    pub fn queue(&mut self, message: FlowMessage) {
+        self.outbox.push(message);
+    }
+
+    /// Queues a block result or expiry: never dropped.
+    pub fn queue_urgent(&mut self, message: FlowMessage) {
+        self.urgent.push_back(message);
+    }
+
+    /// Messages lost: dropped from the full queue, cut by a lost connection, or still
+    /// waiting (at shutdown).
+    pub fn dropped(&self) -> u64 {
+        self.outbox.dropped() + self.lost_on_disconnect + self.outbox.len() as u64
+    }
+
+    /// The socket to wake on when a command arrives.
+    pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.connection.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Reads the block commands that arrived (into `commands`).
+    pub fn receive(&mut self) {
+        let Some(connection) = self.connection.as_mut() else { return };
+        connection.receive();
         loop {
-            match self.decoder.next_message::<ResponseMessage>() {
-                Ok(Some(message)) => self.responses.push(message),
+            match connection.next_message::<ResponseMessage>() {
+                Ok(Some(message)) => self.commands.push(message),
                 Ok(None) => break,
                 Err(error) => {
-                    warn!(error = %error, "bad frame from the detect task");
+                    warn!(error = %error, "bad frame from the detect task; dropping the connection");
                     break;
                 }
             }
         }
-        if !open {
-            self.stream = None;
-            self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
-        }
-        open
+        self.drop_if_closed();
     }
 
-    fn pump(&mut self) {
-        if self.stream.is_none() && Instant::now() >= self.next_attempt {
-            match UnixStream::connect(&self.path) {
-                Ok(stream) => {
-                    let _ = stream.set_nonblocking(true);
-                    self.decoder = FrameDecoder::default();
-                    self.stream = Some(stream);
-                }
+    /// Connects when due, reads commands, moves queued messages into the connection while
+    /// it has room (urgent first), and writes what the socket takes.
+    pub fn pump(&mut self) {
+        if self.connection.is_none() && Instant::now() >= self.next_attempt {
+            match std::os::unix::net::UnixStream::connect(&self.path)
+                .and_then(|stream| Connection::resume(stream, WRITE_BUFFER_BYTES, std::mem::take(&mut self.carried)))
+            {
+                Ok(connection) => self.connection = Some(connection),
                 Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
             }
         }
-        if !self.receive() {
-            return;
-        }
-        let Some(stream) = self.stream.as_mut() else { return };
-        while self.buffer.len() < WRITE_BUFFER_BYTES {
-            let message = match self.urgent.pop_front() {
-                Some(message) => message,
-                None => match self.outbox.pop() {
-                    Some(message) => message,
-                    None => break,
-                },
-            };
+        self.receive();
+        let Some(connection) = self.connection.as_mut() else { return };
+        while let Some(message) = self.urgent.front().or_else(|| self.outbox.front()) {
             let flow = matches!(message, FlowMessage::Flow { .. });
-            if mld_ipc::write_frame(&mut self.buffer, &message).is_ok() && flow {
-                self.sent += 1;
-            }
-        }
-        while self.written < self.buffer.len() {
-            match stream.write(&self.buffer[self.written..]) {
-                Ok(0) => break,
-                Ok(n) => self.written += n,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    // The sink went away (it restarts). A frame cut in the middle is lost
-                    // (counted); whole frames not yet written go to the next connection.
-                    if self.written > 0 {
-                        let head = frame_length(&self.buffer);
-                        self.buffer.drain(..head);
-                        self.lost_on_disconnect += 1;
-                        self.written = 0;
+            match connection.queue(message) {
+                Ok(()) => {
+                    if self.urgent.pop_front().is_none() {
+                        self.outbox.pop();
                     }
-                    self.stream = None;
-                    self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
-                    break;
+                    self.sent += u64::from(flow);
+                }
+                Err(mld_ipc::SendError::Full { .. }) => break,
+                Err(error) => {
+                    warn!(error = %error, "a message for the detect task cannot be encoded; dropped");
+                    if self.urgent.pop_front().is_none() {
+                        self.outbox.pop();
+                    }
                 }
             }
+            connection.flush();
         }
-        // Drop the frames written completely; keep a partly written one whole.
-        let mut complete = 0;
-        while complete < self.buffer.len() && complete + frame_length(&self.buffer[complete..]) <= self.written {
-            complete += frame_length(&self.buffer[complete..]);
-        }
-        if complete > 0 {
-            self.buffer.drain(..complete);
-            self.written -= complete;
-        }
+        connection.flush();
+        self.drop_if_closed();
     }
 
-    fn idle(&self) -> bool {
-        self.outbox.is_empty() && self.urgent.is_empty() && self.buffer.is_empty()
+    /// True when everything queued was written.
+    pub fn idle(&self) -> bool {
+        self.outbox.is_empty() && self.urgent.is_empty() && self.connection.as_ref().is_none_or(Connection::is_flushed) && self.carried.frames.is_empty()
+    }
+
+    fn drop_if_closed(&mut self) {
+        if self.connection.as_ref().is_some_and(|connection| !connection.is_open()) {
+            // The detect task went away (it restarts). Frames not started go to the next
+            // connection; a frame cut in the middle is lost (counted).
+            let unsent = self.connection.take().map(Connection::unsent).unwrap_or_default();
+            self.lost_on_disconnect += u64::from(unsent.cut_frame);
+            self.carried = unsent;
+            self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
+        }
     }
 }
 
-/// The length of the frame at the start of `bytes` (its 4-byte big-endian length prefix
-/// and body), as `mld_ipc::write_frame` writes it.
-fn frame_length(bytes: &[u8]) -> usize {
-    let prefix: [u8; 4] = bytes[..4].try_into().expect("a frame starts with its length");
-    4 + u32::from_be_bytes(prefix) as usize
-}
-
-pub(super) fn capture(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
-    let mut reader = RingReader::from_fd(fds.take("ring")?)?;
-    let mut maps = PinnedMaps::from_fds(fds.take("allow")?, fds.take("deny")?, fds.take("counters")?)?;
-    let offset_ns = boot_to_realtime_offset_ns();
+/// Runs the capture task until shutdown.
+pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedFd, [allow, deny, counters]: [OwnedFd; 3]) -> anyhow::Result<Exit> {
+    let config = &start.config;
+    let mut maps = PinnedMaps::from_fds(allow, deny, counters)?;
     let mut table = FlowTable::new(config.flow_table());
     let mut side = CaptureSide::new(config, &mut table);
-    let mut sender = FlowSender {
-        path: std::env::var("MLD_FLOWS_SOCKET").context("MLD_FLOWS_SOCKET is not set")?,
-        stream: None,
-        next_attempt: Instant::now(),
-        outbox: Outbox::new(OUTBOX_CAPACITY),
-        urgent: std::collections::VecDeque::new(),
-        decoder: FrameDecoder::default(),
-        responses: Vec::new(),
-        buffer: Vec::new(),
-        written: 0,
-        sent: 0,
-        lost_on_disconnect: 0,
-    };
-    let mut finished: Vec<FlowRecord> = Vec::with_capacity(1024);
+    let mut pump = FlowPump::new(RingReader::from_fd(ring)?, table, TABLE_TICK);
+    let mut sender = FlowSender::new(start.settings.flows_socket.clone(), OUTBOX_CAPACITY);
     let mut emitted: Vec<Emitted> = Vec::with_capacity(1024);
-    let mut counters = PipelineCounters::default();
-    let mut last_counters = Instant::now();
+    let mut counters = CaptureCounters::default();
     let mut last_sweep = Instant::now();
-    let mut last_tick = Instant::now();
-    let mut protected = mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &mld_hostnet::HostNet::read());
+    let mut protected = Protected::from_host(&config.response, &config.allowlist, &HostNet::read());
     let mut last_network_refresh = Instant::now();
     control.ready();
     info!("capture task ready");
-
-    let queue = |emitted: &mut Vec<Emitted>, sender: &mut FlowSender, counters: &mut PipelineCounters| {
-        for item in emitted.drain(..) {
-            match item {
-                Emitted::Flow(flow) => {
-                    if flow.end_reason != mld_flow::EndReason::Active {
-                        counters.flows_finished += 1;
-                    }
-                    sender.outbox.push(FlowMessage::Flow { flow: Box::new(flow) });
-                }
-                Emitted::Source(report) => {
-                    sender.outbox.push(FlowMessage::Source { report: Box::new(report) });
-                }
-            }
-        }
-    };
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         // Block commands from the detect task wake the loop at once.
-        let wake = sender.stream.as_ref().map(std::os::fd::AsFd::as_fd);
-        counters.records_read += reader.read_or_wake(Duration::from_millis(20), 8192, wake, |mut record| {
-            record.ts_ns += offset_ns;
-            table.process(&record, &mut finished);
-        })? as u64;
+        pump.pump(sender.wake_fd())?;
         // Blocks before anything else.
         sender.receive();
-        apply_responses(&mut sender, &mut maps, &protected, config.response.ttl_max);
-        if last_tick.elapsed() >= Duration::from_millis(100) {
-            table.advance_to(boot_time_ns() + offset_ns, &mut finished);
-            last_tick = Instant::now();
-        }
-        side.poll(&mut table, &mut finished, &mut emitted);
+        apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        side.poll(&mut pump.table, &mut pump.finished, &mut emitted);
         queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
         // Commands that arrived while pumping: now, not after the next wait.
-        apply_responses(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
         if last_network_refresh.elapsed() >= config.capture.network_refresh {
-            protected.refresh(&mld_hostnet::HostNet::read());
+            protected.refresh(&HostNet::read());
             last_network_refresh = Instant::now();
         }
         if last_sweep.elapsed() >= config.capture.sweep_interval {
             for prefix in maps.sweep_expired(boot_time_ns())? {
                 info!(prefix = %prefix, "deny entry expired and was removed");
-                sender.urgent.push_back(FlowMessage::BlockExpired { prefix: prefix.to_string() });
+                sender.queue_urgent(FlowMessage::BlockExpired { prefix });
             }
             last_sweep = Instant::now();
         }
-        if last_counters.elapsed() >= COUNTERS_INTERVAL {
-            report(&mut counters, &maps, &sender, control);
-            last_counters = Instant::now();
-        }
+        control.report_due(|| TaskCounters::Capture(fill(&mut counters, &pump, &maps, &sender)));
     }
     // Shutdown: stop intake, drain the ring, end every flow, hand them on, then exit.
-    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
-    counters.records_read += reader.read(Duration::ZERO, usize::MAX, |mut record| {
-        record.ts_ns += offset_ns;
-        table.process(&record, &mut finished);
-    })? as u64;
-    table.flush(&mut finished);
-    emitted.extend(finished.drain(..).map(Emitted::Flow));
+    pump.drain()?;
+    emitted.extend(pump.finished.drain(..).map(Emitted::Flow));
     queue(&mut emitted, &mut sender, &mut counters);
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while !sender.idle() && Instant::now() < deadline {
         sender.pump();
         std::thread::sleep(Duration::from_millis(5));
     }
-    report(&mut counters, &maps, &sender, control);
+    let counters = fill(&mut counters, &pump, &maps, &sender);
+    control.finish(TaskCounters::Capture(counters));
     info!(flows = counters.flows_finished, sent = counters.flows_sent, dropped = counters.flows_dropped, "capture task stopped");
     Ok(Exit::Success)
 }
 
+/// Hands what the capture side emitted to the sender.
+fn queue(emitted: &mut Vec<Emitted>, sender: &mut FlowSender, counters: &mut CaptureCounters) {
+    for item in emitted.drain(..) {
+        match item {
+            Emitted::Flow(flow) => {
+                if flow.end_reason != mld_flow::EndReason::Active {
+                    counters.flows_finished += 1;
+                }
+                sender.queue(FlowMessage::Flow { flow: Box::new(flow) });
+            }
+            Emitted::Source(report) => sender.queue(FlowMessage::Source { report: Box::new(report) }),
+        }
+    }
+}
+
 /// Writes the deny entries the detect task asked for and answers each with its result.
-fn apply_responses(sender: &mut FlowSender, maps: &mut PinnedMaps, protected: &mld_hostnet::Protected, ttl_max: Duration) {
+fn apply_commands(sender: &mut FlowSender, maps: &mut PinnedMaps, protected: &Protected, ttl_max: Duration) {
     // Every map write first, then the logging: a burst of blocks is not slowed by it.
     let mut results = Vec::new();
-    for response in std::mem::take(&mut sender.responses) {
-        match response {
-            ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } => {
-                // Re-checked here whoever sent it: bounded prefix, nothing protected,
-                // TTL within bounds (the detect task is less trusted than the data plane).
-                let result = mld_capture::check_block_command(&prefix, ttl_secs, &reason, protected, ttl_max)
-                    .map_err(|why| format!("refused: {why}"))
-                    .and_then(|checked| maps.deny_add(&checked.prefix, Some(checked.ttl), checked.reason).map_err(|error| format!("{error:#}")));
-                results.push((id, prefix, ttl_secs, decided_boot_ns, result, boot_time_ns()));
-            }
-        }
+    for command in std::mem::take(&mut sender.commands) {
+        let ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } = command;
+        // Re-checked here whoever sent it: bounded prefix, nothing protected, TTL within
+        // bounds (the detect task is less trusted than the data plane).
+        let result = mld_capture::check_block_command(prefix, ttl_secs, reason, protected, ttl_max)
+            .map_err(|why| format!("refused: {why}"))
+            .and_then(|checked| maps.deny_add(&checked.prefix, Some(checked.ttl), checked.reason).map_err(|error| format!("{error:#}")));
+        results.push((id, prefix, ttl_secs, decided_boot_ns, result, boot_time_ns()));
     }
     for (id, prefix, ttl_secs, decided_boot_ns, result, applied_boot_ns) in results {
         match &result {
             Ok(()) => info!(prefix = %prefix, ttl_secs, latency_us = applied_boot_ns.saturating_sub(decided_boot_ns) / 1000, "blocked"),
             Err(error) => warn!(prefix = %prefix, error = %error, "failed to block"),
         }
-        sender.urgent.push_back(FlowMessage::BlockResult { id, prefix, error: result.err(), applied_boot_ns });
+        sender.queue_urgent(FlowMessage::BlockResult { id, prefix, error: result.err(), applied_boot_ns });
     }
 }
 
-fn report(counters: &mut PipelineCounters, maps: &PinnedMaps, sender: &FlowSender, control: &mut Control) {
+/// The counters as of now.
+fn fill(counters: &mut CaptureCounters, pump: &FlowPump, maps: &PinnedMaps, sender: &FlowSender) -> CaptureCounters {
+    counters.records_read = pump.records;
     counters.flows_sent = sender.sent;
-    counters.flows_dropped = sender.outbox.dropped() + sender.lost_on_disconnect + sender.outbox.len() as u64;
+    counters.flows_dropped = sender.dropped();
     if let Ok(xdp) = maps.counters() {
         counters.xdp_passed = xdp.passed;
         counters.xdp_dropped = xdp.dropped;
         counters.xdp_malformed = xdp.malformed;
         counters.xdp_ring_full = xdp.ring_full;
     }
-    control.send(&TaskMessage::Counters(*counters));
+    *counters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mld_ipc::FrameDecoder;
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+
+    fn expired(prefix: &str) -> FlowMessage {
+        FlowMessage::BlockExpired { prefix: prefix.parse().expect("prefix") }
+    }
+
+    fn read_messages(stream: &mut std::os::unix::net::UnixStream, want: usize) -> Vec<FlowMessage> {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut decoder = FrameDecoder::default();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while out.len() < want {
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "closed after {} messages", out.len());
+            decoder.push(&chunk[..n]);
+            while let Some(message) = decoder.next_message::<FlowMessage>().expect("frame") {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn urgent_messages_overtake_queued_flows_and_a_full_queue_drops_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flows.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let mut sender = FlowSender::new(path, 2);
+        for prefix in ["10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32"] {
+            sender.queue(expired(prefix));
+        }
+        sender.queue_urgent(expired("10.9.9.9/32"));
+        assert_eq!(sender.dropped(), 3, "one dropped, two waiting");
+        sender.pump();
+        let (mut detect, _) = listener.accept().expect("the sender connected");
+        let received = read_messages(&mut detect, 3);
+        assert_eq!(received, vec![expired("10.9.9.9/32"), expired("10.0.0.1/32"), expired("10.0.0.2/32")]);
+        assert!(sender.idle());
+        assert_eq!(sender.dropped(), 1, "only the one the full queue refused");
+    }
+
+    #[test]
+    fn the_sender_reconnects_after_the_detect_task_restarts_and_sends_what_waited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flows.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let mut sender = FlowSender::new(path.clone(), 16);
+        sender.queue(expired("10.0.0.1/32"));
+        sender.pump();
+        let (first, _) = listener.accept().expect("connected");
+        drop(first);
+        // The closed peer is seen on the next pump; the queued message waits for the next one.
+        sender.queue(expired("10.0.0.2/32"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut second = None;
+        listener.set_nonblocking(true).expect("nonblocking");
+        while second.is_none() && Instant::now() < deadline {
+            sender.pump();
+            second = listener.accept().ok().map(|(stream, _)| stream);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut second = second.expect("the sender reconnected within the deadline");
+        second.set_nonblocking(false).expect("blocking");
+        sender.pump();
+        let received = read_messages(&mut second, 1);
+        assert_eq!(received.last(), Some(&expired("10.0.0.2/32")));
+    }
+
+    #[test]
+    fn block_commands_from_the_detect_task_are_collected_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flows.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let mut sender = FlowSender::new(path, 16);
+        sender.pump();
+        let (mut detect, _) = listener.accept().expect("connected");
+        for id in 1..=3 {
+            let block = ResponseMessage::Block {
+                id,
+                prefix: "10.66.2.66/32".parse().expect("prefix"),
+                ttl_secs: 60,
+                reason: mld_types::DenyReason::Scan,
+                decided_boot_ns: 0,
+            };
+            mld_ipc::write_frame(&mut detect, &block).expect("write");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sender.commands.len() < 3 && Instant::now() < deadline {
+            sender.receive();
+        }
+        let ids: Vec<u64> = sender.commands.iter().map(|ResponseMessage::Block { id, .. }| *id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+    }
 }

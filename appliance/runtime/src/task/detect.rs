@@ -1,42 +1,77 @@
-//! The detect task.
+//! The detect task: scores flows and active-source reports from the capture task,
+//! decides, sends blocks back to the capture task (before anything else), and hands every
+//! event to the log task, acknowledged.
 
-use super::*;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-/// The sink's connection to the log task: events stay in the window until acknowledged
-/// and are sent again after a reconnect.
-struct EventSender {
-    path: String,
-    stream: Option<UnixStream>,
-    decoder: FrameDecoder,
+use anyhow::Context;
+use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns};
+use mld_detect::engine::{Action, Event};
+use mld_detect::heuristics::Category;
+use mld_hostnet::{HostNet, Protected};
+use mld_ipc::{AckWindow, Connection, DetectCounters, EventAck, EventMessage, FlowMessage, Gap, GapQueue, Queued, ResponseMessage, TaskCounters};
+use mld_types::{DenyReason, IpPrefix};
+use tracing::{info, warn};
+
+use super::{Control, Start, DRAIN_DEADLINE, RECONNECT_INTERVAL};
+use crate::detection::Detection;
+use crate::exit::Exit;
+
+/// Events in flight between the detect task and the log task.
+const EVENT_WINDOW: usize = 4096;
+/// Events waiting for room in the window (the log task away, behind, or its disk full),
+/// at most this many and this many bytes (records are ~4 KiB): beyond, the newest are
+/// dropped, counted by action into one gap record written once the log is back. Blocks
+/// never wait for the log (docs/event-log.md, "Gaps").
+const EVENT_QUEUE_MAX_EVENTS: usize = 65_536;
+const EVENT_QUEUE_MAX_BYTES: usize = 64 << 20;
+/// Encoded events waiting for the log task's socket, at most.
+const EVENT_WRITE_BYTES: usize = 4 << 20;
+/// Block commands and flow connections: a few frames.
+const FLOW_CONNECTION_OUT_BYTES: usize = 1 << 20;
+/// Blocks in flight whose decision time is remembered (for the latency), at most.
+const DECIDED_MAX: usize = 4096;
+
+/// The connection to the log task: events stay in the window until acknowledged and are
+/// sent again after a reconnect.
+#[derive(Debug)]
+pub struct EventSender {
+    path: PathBuf,
+    connection: Option<Connection>,
     next_attempt: Instant,
     window: AckWindow<String>,
-    buffer: Vec<u8>,
-    acked: u64,
+    /// The lowest sequence number in the window not yet handed to the connection.
+    next_to_write: u64,
+    /// Events acknowledged so far.
+    pub acked: u64,
     /// This run's id: the log task keeps sequence numbers per stream.
     stream_id: u64,
     /// Events waiting for room in the window; what it cannot hold becomes a gap record.
     queue: GapQueue<String>,
 }
 
-/// Test builds only: [`TEST_EVENT_QUEUE_MAX`].
-fn test_event_queue_max() -> Option<usize> {
-    cfg!(debug_assertions).then(|| std::env::var(TEST_EVENT_QUEUE_MAX).ok().and_then(|max| max.parse().ok())).flatten()
-}
-
-/// A random id for this process's event stream.
-fn new_stream_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).is_ok() {
-        return u64::from_le_bytes(bytes);
-    }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
-}
-
 impl EventSender {
+    pub fn new(path: PathBuf, window: usize, queue_events: usize, queue_bytes: usize) -> EventSender {
+        EventSender {
+            path,
+            connection: None,
+            next_attempt: Instant::now(),
+            window: AckWindow::new(window),
+            next_to_write: 0,
+            acked: 0,
+            stream_id: new_stream_id(),
+            queue: GapQueue::new(queue_events, queue_bytes),
+        }
+    }
+
     /// Queues an event record for the log task; never waits (a full queue counts it
     /// into the gap record).
-    fn send(&mut self, record: serde_json::Map<String, serde_json::Value>) {
+    pub fn send(&mut self, record: serde_json::Map<String, serde_json::Value>) {
         let action = record.get("action").and_then(|action| action.as_str()).unwrap_or("unknown").to_string();
         let ts_us = record.get("ts_us").and_then(|ts| ts.as_u64()).unwrap_or(0);
         let text = serde_json::Value::Object(record).to_string();
@@ -45,90 +80,82 @@ impl EventSender {
     }
 
     /// Events lost to a full queue (each counted in a gap record).
-    fn lost(&self) -> u64 {
+    pub fn lost(&self) -> u64 {
         self.queue.lost()
     }
 
-    /// Moves queued events (and gap records, built by `detection`) into the window while
-    /// it has room.
-    fn fill_window(&mut self, detection: &Detection) {
+    /// Connects when due, moves queued events (and gap records, built by `gap_record`)
+    /// into the window while it has room, writes what the socket takes, and takes in
+    /// acknowledgements.
+    pub fn pump(&mut self, gap_record: &dyn Fn(&Gap) -> String) {
         while self.window.can_send() {
             let record = match self.queue.pop() {
                 Some(Queued::Item(record)) => record,
                 Some(Queued::Gap(gap)) => {
                     warn!(lost = gap.lost(), first_us = gap.first_us, last_us = gap.last_us, "events were lost while the log was away; writing a gap record");
-                    serde_json::Value::Object(detection.gap_record(&gap, EVENT_QUEUE_MAX_EVENTS, EVENT_QUEUE_MAX_BYTES)).to_string()
+                    gap_record(&gap)
                 }
                 None => break,
             };
-            if let Some((seq, record)) = self.window.send(record) {
-                let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq, record });
-            }
+            self.window.send(record);
         }
-    }
-
-    fn pump(&mut self, detection: &Detection) {
-        self.fill_window(detection);
-        if self.stream.is_none() && Instant::now() >= self.next_attempt {
-            match UnixStream::connect(&self.path) {
-                Ok(stream) => {
-                    let _ = stream.set_nonblocking(true);
+        if self.connection.is_none() && Instant::now() >= self.next_attempt {
+            match Connection::connect(&self.path, EVENT_WRITE_BYTES) {
+                Ok(mut connection) => {
                     // A new connection: everything not yet acknowledged goes again.
-                    self.buffer.clear();
-                    let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Hello { stream: self.stream_id });
-                    for (seq, record) in self.window.unacknowledged() {
-                        let _ = mld_ipc::write_frame(&mut self.buffer, &EventMessage::Event { seq: *seq, record: record.clone() });
-                    }
-                    self.decoder = FrameDecoder::default();
-                    self.stream = Some(stream);
+                    let _ = connection.queue(&EventMessage::Hello { stream: self.stream_id });
+                    self.next_to_write = 0;
+                    self.connection = Some(connection);
                 }
                 Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
             }
         }
-        let Some(stream) = self.stream.as_mut() else { return };
-        let mut broken = false;
-        while !self.buffer.is_empty() {
-            match stream.write(&self.buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.buffer.drain(..n);
-                }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    broken = true;
-                    break;
+        let Some(connection) = self.connection.as_mut() else { return };
+        let from = self.next_to_write;
+        for (seq, record) in self.window.unacknowledged().filter(|(seq, _)| *seq >= from) {
+            match connection.queue(&EventMessage::Event { seq: *seq, record: record.clone() }) {
+                Ok(()) => self.next_to_write = seq + 1,
+                Err(mld_ipc::SendError::Full { .. }) => break,
+                Err(error) => {
+                    // Larger than a frame (records are bounded far below): never sendable.
+                    warn!(seq, error = %error, "an event cannot be sent to the log task");
+                    self.next_to_write = seq + 1;
                 }
             }
         }
-        let mut chunk = [0u8; 4096];
-        let (_, open) = read_available(stream, &mut self.decoder, &mut chunk);
-        broken |= !open;
-        while let Ok(Some(EventAck { seq })) = self.decoder.next_message::<EventAck>() {
+        connection.flush();
+        connection.receive();
+        while let Ok(Some(EventAck { seq })) = connection.next_message::<EventAck>() {
             let before = self.window.unacknowledged().count();
             self.window.ack(seq);
             self.acked += (before - self.window.unacknowledged().count()) as u64;
         }
-        if broken {
-            self.stream = None;
+        if !connection.is_open() {
+            self.connection = None;
             self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
         }
     }
 
-    fn idle(&self) -> bool {
+    /// True when every event was acknowledged.
+    pub fn idle(&self) -> bool {
         self.window.unacknowledged().next().is_none() && self.queue.is_empty()
     }
 }
 
-/// The capture task's connection to the detect task.
-struct CaptureConnection {
-    stream: UnixStream,
-    decoder: FrameDecoder,
+/// A random id for this process's event stream.
+fn new_stream_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes)).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Verdict → deny-map latencies of the last blocks, µs.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Latencies {
-    recent: std::collections::VecDeque<u64>,
+    recent: VecDeque<u64>,
 }
 
 impl Latencies {
@@ -148,121 +175,173 @@ impl Latencies {
     }
 }
 
-/// The detect task: scores flows and active-source reports from the capture task, decides,
-/// sends blocks back to the capture task, and hands every event to the log task.
-pub(super) fn detect(config: &Config, config_toml: &str, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
-    let listener = UnixListener::from(fds.take("flows")?);
-    listener.set_nonblocking(true)?;
-    let capture_uid: u32 = std::env::var("MLD_CAPTURE_UID").ok().and_then(|uid| uid.parse().ok()).context("MLD_CAPTURE_UID is not set")?;
-    let config_sha256 = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
-    };
-    // Fail closed: without its models (when required) the task does not start.
-    let net = mld_hostnet::HostNet::read();
-    let mut detection = Detection::new(config, &config_sha256, mld_hostnet::Protected::from_host(&config.response, &config.allowlist, &net))?;
-    detection.detector.set_anchored_interfaces(crate::detection::anchored_interfaces(config, &net));
-    let mut last_network_refresh = Instant::now();
-    info!(models = %detection.model_description, policy = config.detect.policy.as_str(), mode = ?config.response.mode, "detection loaded");
-    let mut connections: Vec<CaptureConnection> = Vec::new();
-    let mut counters = PipelineCounters::default();
-    let mut last_counters = Instant::now();
-    let mut last_tick = Instant::now();
-    let mut events = EventSender {
-        path: std::env::var("MLD_EVENTS_SOCKET").context("MLD_EVENTS_SOCKET is not set")?,
-        stream: None,
-        decoder: FrameDecoder::default(),
-        next_attempt: Instant::now(),
-        window: AckWindow::new(test_event_queue_max().unwrap_or(EVENT_WINDOW)),
-        buffer: Vec::new(),
-        acked: 0,
-        stream_id: new_stream_id(),
-        queue: GapQueue::new(test_event_queue_max().unwrap_or(EVENT_QUEUE_MAX_EVENTS), EVENT_QUEUE_MAX_BYTES),
-    };
-    let mut neighbours = match config.detect.nearest_past_events {
-        0 => None,
-        k => {
-            let socket = config.capture.runtime_dir.join(crate::query_server::QUERY_SOCKET);
-            Some(
-                crate::neighbours::Neighbours::start(socket, k, config.detect.nearest_past_events_budget)
-                    .context("failed to start the nearest-past-events thread")?,
-            )
-        }
-    };
-    let mut latencies = Latencies::default();
-    // When each block in flight was decided (CLOCK_BOOTTIME ns), by command id; bounded.
-    let mut decided: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-    let mut next_block_id = 1u64;
-    let offset_ns = boot_to_realtime_offset_ns();
-    control.ready();
-    info!("detect task ready");
-    let mut buffer = vec![0u8; 65536];
-    let mut running = true;
-    let mut drain_deadline = None;
-    loop {
-        if running && (stop.load(Ordering::Relaxed) || control.shutdown_requested()) {
-            running = false;
-            drain_deadline = Some(Instant::now() + DRAIN_DEADLINE);
-            control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
-        }
-        let mut busy = false;
-        while let Ok((stream, _)) = listener.accept() {
-            // Only the capture task may send flows.
-            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
-                Ok(credentials) if credentials.uid() == capture_uid => {
-                    let _ = stream.set_nonblocking(true);
-                    info!(pid = credentials.pid(), "flow connection from the capture task");
-                    connections.push(CaptureConnection { stream, decoder: FrameDecoder::default() });
+/// The deny reason a detection category is blocked for.
+pub fn deny_reason(category: Category) -> DenyReason {
+    match category {
+        Category::Flood => DenyReason::Flood,
+        Category::Scan => DenyReason::Scan,
+        Category::BruteForce => DenyReason::BruteForce,
+        Category::Slow => DenyReason::Slow,
+        Category::Other => DenyReason::Other,
+    }
+}
+
+/// The blocks of one tick's decisions, as commands for the capture task (one batch,
+/// numbered from `next_id`).
+pub fn block_commands(decisions: &[Event], next_id: &mut u64, decided_boot_ns: u64) -> Vec<ResponseMessage> {
+    decisions
+        .iter()
+        .filter(|event| event.action == Action::Block)
+        .filter_map(|event| {
+            let ttl = event.ttl?;
+            let id = *next_id;
+            *next_id += 1;
+            Some(ResponseMessage::Block {
+                id,
+                prefix: IpPrefix::host(event.source),
+                ttl_secs: ttl.as_secs(),
+                reason: deny_reason(event.category),
+                decided_boot_ns,
+            })
+        })
+        .collect()
+}
+
+/// The capture task's connections and what came over them.
+#[derive(Debug)]
+struct Intake {
+    listener: UnixListener,
+    capture_uid: u32,
+    connections: Vec<Connection>,
+    /// When each block in flight was decided (CLOCK_BOOTTIME ns), by command id.
+    decided: HashMap<u64, u64>,
+    latencies: Latencies,
+}
+
+impl Intake {
+    /// Admits the capture task (nobody else), reads every connection, and hands flows,
+    /// reports and expiries to detection. Returns (read anything, every stream ended).
+    fn step(&mut self, detection: &mut Detection, events: &mut EventSender) -> (bool, bool) {
+        while let Some(accepted) = mld_ipc::accept(&self.listener, &[self.capture_uid]) {
+            match accepted.map_err(anyhow::Error::from).and_then(|peer| Ok((peer.pid, Connection::new(peer.stream, FLOW_CONNECTION_OUT_BYTES)?))) {
+                Ok((pid, connection)) => {
+                    info!(pid, "flow connection from the capture task");
+                    self.connections.push(connection);
                 }
-                Ok(credentials) => warn!(uid = credentials.uid(), "refused a flow connection from a process that is not the capture task"),
-                Err(error) => warn!(error = %error, "refused a flow connection without peer credentials"),
+                Err(error) => warn!(error = %error, "refused a flow connection"),
             }
         }
-        // Always read and decide, whatever the log task's state: blocking never waits
-        // for the log (events wait in a bounded queue; what it cannot hold is counted
-        // into a gap record).
-        let mut all_closed = !connections.is_empty();
-        connections.retain_mut(|connection| {
-            let (read, open) = read_available(&mut connection.stream, &mut connection.decoder, &mut buffer);
-            busy |= read;
+        let mut busy = false;
+        let mut all_closed = !self.connections.is_empty();
+        for connection in &mut self.connections {
+            busy |= connection.receive().bytes > 0;
             loop {
-                match connection.decoder.next_message::<FlowMessage>() {
+                match connection.next_message::<FlowMessage>() {
                     Ok(Some(FlowMessage::Flow { flow })) => detection.detector.on_flow(*flow),
                     Ok(Some(FlowMessage::Source { report })) => detection.detector.on_report(*report),
                     Ok(Some(FlowMessage::BlockResult { id, prefix, error, applied_boot_ns })) => match error {
                         None => {
-                            if let Some(at) = decided.remove(&id) {
-                                latencies.add(applied_boot_ns.saturating_sub(at) / 1000);
+                            if let Some(at) = self.decided.remove(&id) {
+                                self.latencies.add(applied_boot_ns.saturating_sub(at) / 1000);
                             }
                         }
                         Some(error) => warn!(prefix = %prefix, error = %error, "the capture task could not block"),
                     },
                     Ok(Some(FlowMessage::BlockExpired { prefix })) => {
-                        if let Ok(prefix) = prefix.parse::<mld_config::IpPrefix>() {
-                            if let Some(event) = detection.detector.on_expired(prefix.addr()) {
-                                events.send(detection.record(&event, "standalone"));
-                            }
+                        if let Some(event) = detection.detector.on_expired(prefix.addr()) {
+                            events.send(detection.record(&event, "standalone"));
                         }
                     }
                     Ok(None) => break,
                     Err(error) => {
                         warn!(error = %error, "bad flow frame; dropping the connection");
-                        return false;
+                        break;
                     }
                 }
             }
-            if open {
-                all_closed = false;
+            all_closed &= !connection.is_open();
+        }
+        self.connections.retain(Connection::is_open);
+        (busy, all_closed)
+    }
+
+    /// Sends one tick's block commands to the newest capture connection, in one write.
+    fn send_blocks(&mut self, commands: &[ResponseMessage]) {
+        if commands.is_empty() {
+            return;
+        }
+        if self.decided.len() + commands.len() > DECIDED_MAX {
+            self.decided.clear();
+        }
+        for ResponseMessage::Block { id, decided_boot_ns, .. } in commands {
+            self.decided.insert(*id, *decided_boot_ns);
+        }
+        let Some(connection) = self.connections.last_mut() else {
+            warn!(blocks = commands.len(), "no capture task connected: blocks cannot be applied now");
+            return;
+        };
+        for command in commands {
+            if let Err(error) = connection.queue(command) {
+                warn!(error = %error, "failed to send a block to the capture task");
             }
-            open
-        });
+        }
+        connection.flush();
+    }
+}
+
+/// Runs the detect task until shutdown.
+pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: OwnedFd) -> anyhow::Result<Exit> {
+    let config = &start.config;
+    let listener = UnixListener::from(flows);
+    listener.set_nonblocking(true).context("failed to configure the flow socket")?;
+    let config_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(start.config_toml.as_bytes()))
+    };
+    // Fail closed: without its models (when required) the task does not start.
+    let net = HostNet::read();
+    let mut detection = Detection::new(config, &config_sha256, Protected::from_host(&config.response, &config.allowlist, &net))?;
+    detection.detector.set_anchored_interfaces(crate::detection::anchored_interfaces(config, &net));
+    let mut last_network_refresh = Instant::now();
+    info!(models = %detection.model_description, policy = config.detect.policy.as_str(), mode = ?config.response.mode, "detection loaded");
+    let mut intake =
+        Intake { listener, capture_uid: start.settings.capture_uid, connections: Vec::new(), decided: HashMap::new(), latencies: Latencies::default() };
+    let queue_max = start.settings.test.event_queue_max.filter(|_| cfg!(debug_assertions));
+    let mut events = EventSender::new(
+        start.settings.events_socket.clone(),
+        queue_max.unwrap_or(EVENT_WINDOW),
+        queue_max.unwrap_or(EVENT_QUEUE_MAX_EVENTS),
+        EVENT_QUEUE_MAX_BYTES,
+    );
+    let mut neighbours = match config.detect.nearest_past_events {
+        0 => None,
+        k => Some(
+            crate::neighbours::Neighbours::start(start.settings.query_socket.clone(), k, config.detect.nearest_past_events_budget)
+                .context("failed to start the nearest-past-events thread")?,
+        ),
+    };
+    let mut next_block_id = 1u64;
+    let mut last_tick = Instant::now();
+    let offset_ns = boot_to_realtime_offset_ns();
+    control.ready();
+    info!("detect task ready");
+    let mut drain_deadline = None;
+    loop {
+        if drain_deadline.is_none() && (stop.load(Ordering::Relaxed) || control.shutdown_requested()) {
+            drain_deadline = Some(Instant::now() + DRAIN_DEADLINE);
+            control.send(&mld_ipc::TaskMessage::Stopping { reason: "shutdown".to_string() });
+        }
+        // Always read and decide, whatever the log task's state: blocking never waits
+        // for the log (events wait in a bounded queue; what it cannot hold is counted
+        // into a gap record).
+        let (busy, all_closed) = intake.step(&mut detection, &mut events);
         // At shutdown: once the capture task's streams ended (it stops first), or at the
         // drain deadline, decide on what arrived and stop.
-        let drained = !running && (all_closed || connections.is_empty() || drain_deadline.is_some_and(|deadline| Instant::now() >= deadline));
+        let drained = drain_deadline.is_some_and(|deadline| all_closed || intake.connections.is_empty() || Instant::now() >= deadline);
         if last_network_refresh.elapsed() >= config.capture.network_refresh {
             // Resolvers, default gateways and own addresses follow the host.
             last_network_refresh = Instant::now();
-            let net = mld_hostnet::HostNet::read();
+            let net = HostNet::read();
             detection.detector.set_anchored_interfaces(crate::detection::anchored_interfaces(config, &net));
             if detection.detector.responder_mut().protected_mut().refresh(&net) {
                 let protected = detection.detector.responder().protected();
@@ -275,48 +354,12 @@ pub(super) fn detect(config: &Config, config_toml: &str, fds: &HandedFds, contro
             let decisions = detection.detector.tick();
             // Blocks first, all in one write, before anything else is done with the
             // events: the verdict-to-map time is what the deny map waits for.
-            let decided_boot_ns = boot_time_ns();
-            let mut commands = Vec::new();
-            for event in decisions.iter().filter(|event| event.action == mld_detect::engine::Action::Block) {
-                let Some(ttl) = event.ttl else { continue };
-                let id = next_block_id;
-                next_block_id += 1;
-                if decided.len() >= 4096 {
-                    decided.clear();
-                }
-                decided.insert(id, decided_boot_ns);
-                let command = ResponseMessage::Block {
-                    id,
-                    prefix: mld_config::IpPrefix::host(event.source).to_string(),
-                    ttl_secs: ttl.as_secs(),
-                    reason: event.category.as_str().to_string(),
-                    decided_boot_ns,
-                };
-                let _ = mld_ipc::write_frame(&mut commands, &command);
-            }
-            if !commands.is_empty() {
-                match connections.last_mut() {
-                    Some(connection) => {
-                        let _ = connection.stream.set_nonblocking(false);
-                        if let Err(error) = std::io::Write::write_all(&mut connection.stream, &commands) {
-                            warn!(error = %error, "failed to send blocks to the capture task");
-                        }
-                        let _ = connection.stream.set_nonblocking(true);
-                    }
-                    None => warn!("no capture task connected: blocks cannot be applied now"),
-                }
-            }
+            intake.send_blocks(&block_commands(&decisions, &mut next_block_id, boot_time_ns()));
             for event in decisions {
-                match event.action {
-                    mld_detect::engine::Action::Block => {
-                        info!(source = %event.source, category = event.category.as_str(), ttl_secs = event.ttl.map_or(0, |ttl| ttl.as_secs()), step = event.escalation_step, "block")
-                    }
-                    mld_detect::engine::Action::Observe => {}
-                    action => info!(source = %event.source, action = action.as_str(), category = event.category.as_str(), "decision"),
-                }
+                log_decision(&event);
                 let record = detection.record(&event, "standalone");
                 let record = match neighbours.as_mut() {
-                    Some(neighbours) if event.action != mld_detect::engine::Action::Observe => neighbours.submit(record),
+                    Some(neighbours) if event.action != Action::Observe => neighbours.submit(record),
                     _ => Some(record),
                 };
                 if let Some(record) = record {
@@ -332,23 +375,8 @@ pub(super) fn detect(config: &Config, config_toml: &str, fds: &HandedFds, contro
                 events.send(record);
             }
         }
-        events.pump(&detection);
-        let d = detection.detector.counters;
-        counters.flows_received = d.flows_received;
-        counters.flows_scored = d.flows_scored;
-        counters.flows_dropped_detect = d.flows_dropped + events.lost();
-        counters.reports_received = d.reports_received;
-        counters.blocks = d.blocks;
-        counters.alerts = d.alerts;
-        counters.refused = d.refused;
-        counters.breaker_open = d.breaker_open;
-        counters.active_blocks = detection.detector.responder().active_blocks() as u64;
-        counters.events_acked = events.acked;
-        if last_counters.elapsed() >= COUNTERS_INTERVAL {
-            counters.block_latency_p99_us = latencies.p99();
-            control.send(&TaskMessage::Counters(counters));
-            last_counters = Instant::now();
-        }
+        events.pump(&|gap| gap_record(&detection, gap));
+        control.report_due(|| TaskCounters::Detect(counters(&detection, &events, &intake)));
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -362,12 +390,230 @@ pub(super) fn detect(config: &Config, config_toml: &str, fds: &HandedFds, contro
     }
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while !events.idle() && Instant::now() < deadline {
-        events.pump(&detection);
+        events.pump(&|gap| gap_record(&detection, gap));
         std::thread::sleep(Duration::from_millis(2));
     }
-    counters.events_acked = events.acked;
-    counters.block_latency_p99_us = latencies.p99();
-    control.send(&TaskMessage::Counters(counters));
+    let counters = counters(&detection, &events, &intake);
+    control.finish(TaskCounters::Detect(counters));
     info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)
+}
+
+fn gap_record(detection: &Detection, gap: &Gap) -> String {
+    serde_json::Value::Object(detection.gap_record(gap, EVENT_QUEUE_MAX_EVENTS, EVENT_QUEUE_MAX_BYTES)).to_string()
+}
+
+fn log_decision(event: &Event) {
+    match event.action {
+        Action::Block => {
+            info!(source = %event.source, category = event.category.as_str(), ttl_secs = event.ttl.map_or(0, |ttl| ttl.as_secs()), step = event.escalation_step, "block")
+        }
+        Action::Observe => {}
+        action => info!(source = %event.source, action = action.as_str(), category = event.category.as_str(), "decision"),
+    }
+}
+
+fn counters(detection: &Detection, events: &EventSender, intake: &Intake) -> DetectCounters {
+    let d = detection.detector.counters;
+    DetectCounters {
+        flows_received: d.flows_received,
+        flows_scored: d.flows_scored,
+        flows_dropped_detect: d.flows_dropped + events.lost(),
+        reports_received: d.reports_received,
+        blocks: d.blocks,
+        alerts: d.alerts,
+        refused: d.refused,
+        breaker_open: d.breaker_open,
+        active_blocks: detection.detector.responder().active_blocks() as u64,
+        block_latency_p99_us: intake.latencies.p99(),
+        events_acked: events.acked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mld_ipc::FrameDecoder;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn record(n: u64) -> serde_json::Map<String, serde_json::Value> {
+        let mut record = serde_json::Map::new();
+        record.insert("action".to_string(), "alert".into());
+        record.insert("ts_us".to_string(), n.into());
+        record.insert("n".to_string(), n.into());
+        record
+    }
+
+    fn no_gap(_: &Gap) -> String {
+        panic!("no gap expected")
+    }
+
+    /// The log task's side: reads until `want` events arrived (or the deadline).
+    fn read_events(stream: &mut UnixStream, decoder: &mut FrameDecoder, sender: &mut EventSender, want: usize) -> Vec<EventMessage> {
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut chunk = [0u8; 65536];
+        while out.iter().filter(|message| matches!(message, EventMessage::Event { .. })).count() < want && Instant::now() < deadline {
+            sender.pump(&no_gap);
+            if let Ok(n) = stream.read(&mut chunk) {
+                decoder.push(&chunk[..n]);
+            }
+            while let Some(message) = decoder.next_message::<EventMessage>().expect("frame") {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    fn seqs(messages: &[EventMessage]) -> Vec<u64> {
+        messages.iter().filter_map(|message| if let EventMessage::Event { seq, .. } = message { Some(*seq) } else { None }).collect()
+    }
+
+    #[test]
+    fn events_stay_in_the_window_until_acknowledged_and_go_again_after_a_reconnect() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let mut sender = EventSender::new(path, 8, 64, 1 << 20);
+        for n in 1..=5 {
+            sender.send(record(n));
+        }
+        sender.pump(&no_gap);
+        let (mut log, _) = listener.accept().expect("connected");
+        let mut decoder = FrameDecoder::default();
+        let first = read_events(&mut log, &mut decoder, &mut sender, 5);
+        assert!(matches!(first.first(), Some(EventMessage::Hello { .. })), "the stream says hello first");
+        assert_eq!(seqs(&first), vec![1, 2, 3, 4, 5]);
+        // The log task acknowledges up to 3, then goes away.
+        log.set_nonblocking(false).expect("blocking");
+        mld_ipc::write_frame(&mut log, &EventAck { seq: 3 }).expect("ack");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sender.acked < 3 && Instant::now() < deadline {
+            sender.pump(&no_gap);
+        }
+        assert_eq!(sender.acked, 3);
+        assert!(!sender.idle(), "4 and 5 are not acknowledged");
+        drop(log);
+        // The next connection gets 4 and 5 again, after a hello with the same stream id.
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut second = None;
+        while second.is_none() && Instant::now() < deadline {
+            sender.pump(&no_gap);
+            second = listener.accept().ok().map(|(stream, _)| stream);
+        }
+        let mut second = second.expect("reconnected within the deadline");
+        let mut decoder = FrameDecoder::default();
+        let again = read_events(&mut second, &mut decoder, &mut sender, 2);
+        assert_eq!(seqs(&again), vec![4, 5]);
+        let hellos: Vec<u64> =
+            first.iter().chain(&again).filter_map(|message| if let EventMessage::Hello { stream } = message { Some(*stream) } else { None }).collect();
+        assert!(hellos.len() == 2 && hellos[0] == hellos[1], "one stream id per run: {hellos:?}");
+        second.set_nonblocking(false).expect("blocking");
+        second.write_all(&mld_ipc::encode_frame(&EventAck { seq: 5 }).expect("frame")).expect("ack");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sender.idle() && Instant::now() < deadline {
+            sender.pump(&no_gap);
+        }
+        assert!(sender.idle(), "everything acknowledged");
+    }
+
+    #[test]
+    fn a_full_window_holds_events_back_and_an_overflowing_queue_becomes_one_gap_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.sock");
+        // No log task listening: nothing is sent; the window (2) and queue (3) fill.
+        let mut sender = EventSender::new(path.clone(), 2, 3, 1 << 20);
+        for n in 1..=10 {
+            sender.send(record(n));
+            sender.pump(&no_gap);
+        }
+        assert_eq!(sender.lost(), 5, "2 in the window, 3 queued, the other 5 lost");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let gap_seen = std::cell::Cell::new(0);
+        let gap = |gap: &Gap| {
+            gap_seen.set(gap.lost());
+            r#"{"action":"gap"}"#.to_string()
+        };
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut log = None;
+        while log.is_none() && Instant::now() < deadline {
+            sender.pump(&gap);
+            log = listener.accept().ok().map(|(stream, _)| stream);
+        }
+        let mut log = log.expect("the sender connected within the deadline");
+        log.set_nonblocking(true).expect("nonblocking");
+        let mut decoder = FrameDecoder::default();
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut chunk = [0u8; 65536];
+        while events.len() < 6 && Instant::now() < deadline {
+            sender.pump(&gap);
+            if let Ok(n) = log.read(&mut chunk) {
+                decoder.push(&chunk[..n]);
+            }
+            while let Some(message) = decoder.next_message::<EventMessage>().expect("frame") {
+                if let EventMessage::Event { seq, record } = message {
+                    events.push((seq, record));
+                    log.set_nonblocking(false).expect("blocking");
+                    mld_ipc::write_frame(&mut log, &EventAck { seq }).expect("ack");
+                    log.set_nonblocking(true).expect("nonblocking");
+                }
+            }
+        }
+        let records: Vec<&str> = events.iter().map(|(_, record)| record.as_str()).collect();
+        assert_eq!(records.len(), 6, "2 + 3 events and one gap record: {records:?}");
+        assert_eq!(records[5], r#"{"action":"gap"}"#, "the gap comes after what was kept");
+        assert_eq!(gap_seen.get(), 5, "the gap counts the 5 lost events");
+    }
+
+    #[test]
+    fn one_ticks_blocks_become_one_numbered_batch_with_the_category_as_reason() {
+        let source: std::net::IpAddr = "10.66.2.66".parse().expect("addr");
+        let flow = mld_flow::FlowRecord {
+            src_ip: source,
+            src_port: 40000,
+            dst_ip: "10.66.9.2".parse().expect("addr"),
+            dst_port: 22,
+            protocol: 6,
+            ip_version: 4,
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+            end_reason: mld_flow::EndReason::TcpFin,
+            fwd_ip_bytes: 0,
+            bwd_ip_bytes: 0,
+            ifindex: 0,
+            features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
+            source_windows: Vec::new(),
+        };
+        let event = |action, category, ttl| Event {
+            action,
+            source,
+            flow: flow.clone(),
+            category,
+            score_fast: 1.0,
+            score_model: None,
+            score_final: 1.0,
+            score_divergence: None,
+            authoritative: "fast",
+            provenance: String::new(),
+            ttl,
+            escalation_step: 0,
+            protected: false,
+        };
+        let decisions = vec![
+            event(Action::Block, Category::Scan, Some(Duration::from_secs(60))),
+            event(Action::Alert, Category::Flood, None),
+            event(Action::Block, Category::BruteForce, Some(Duration::from_secs(600))),
+        ];
+        let mut next_id = 7;
+        let commands = block_commands(&decisions, &mut next_id, 42);
+        let summary: Vec<(u64, String, u64, DenyReason)> =
+            commands.iter().map(|ResponseMessage::Block { id, prefix, ttl_secs, reason, .. }| (*id, prefix.to_string(), *ttl_secs, *reason)).collect();
+        assert_eq!(summary, vec![(7, "10.66.2.66/32".to_string(), 60, DenyReason::Scan), (8, "10.66.2.66/32".to_string(), 600, DenyReason::BruteForce)]);
+        assert_eq!(next_id, 9);
+    }
 }

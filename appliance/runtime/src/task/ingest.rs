@@ -1,28 +1,39 @@
-//! The ingest task.
+//! The ingest task: follows the signed log and verifies every record by its signed
+//! checkpoint (read-only access to the log directory through its group; the checkpoint
+//! public key from the supervisor, never the HMAC key: ADR 0007); quarantines what
+//! fails; embeds every verified event into the similarity index and answers queries on the
+//! socket the supervisor handed over (`[ingest] index = false`: verify only).
 
-use super::*;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-/// The ingest task: follows the signed log and verifies every record by its signed
-/// checkpoint (read-only access to the log directory through its group; the checkpoint
-/// public key from the supervisor, never the HMAC key: ADR 0007); quarantines what
-/// fails; embeds every verified event into the similarity index and answers queries on the
-/// socket the supervisor handed over (`[ingest] index = false`: verify only).
-pub(super) fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Control, stop: &AtomicBool) -> anyhow::Result<Exit> {
-    let public_key = std::env::var(LOG_PUBLIC_KEY_ENV)
-        .ok()
-        .and_then(|text| mld_eventlog::CheckpointPublicKey::from_base64(&text).ok())
-        .with_context(|| format!("{LOG_PUBLIC_KEY_ENV} is not set to a checkpoint public key: the supervisor hands it over"))?;
-    let listener = UnixListener::from(fds.take("query")?);
+use anyhow::Context;
+use mld_ipc::{IngestCounters, TaskCounters};
+use tracing::{info, warn};
+
+use super::{Control, Start, DRAIN_DEADLINE};
+use crate::exit::Exit;
+
+/// Runs the ingest task until shutdown.
+pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: OwnedFd) -> anyhow::Result<Exit> {
+    let config = &start.config;
+    let public_key = start
+        .settings
+        .log_public_key
+        .as_deref()
+        .and_then(|text| mld_eventlog::CheckpointPublicKey::from_base64(text).ok())
+        .context("no checkpoint public key in the task settings: the supervisor hands it over")?;
+    let listener = UnixListener::from(query);
     listener.set_nonblocking(true).context("failed to configure the query socket")?;
     // Root (the operator's `mldefender query`) and the detect task (nearest past events).
-    let mut askers = vec![0u32];
-    askers.extend(std::env::var("MLD_DETECT_UID").ok().and_then(|uid| uid.parse::<u32>().ok()));
+    let askers = [0u32, start.settings.detect_uid];
     let mut ingest_config = mld_ingest::IngestConfig::new(config.log.dir.clone(), config.ingest.state_dir.clone(), config.log.node.clone(), vec![public_key]);
     ingest_config.max_age_us = config.ingest.max_age.as_micros() as u64;
     ingest_config.recent_seqs = config.ingest.recent_seqs;
     ingest_config.max_quarantine_bytes = config.ingest.max_quarantine_bytes;
-    let mut counters = PipelineCounters::default();
-    let mut last_counters = Instant::now();
+    let mut counters = IngestCounters::default();
     // The supervisor made the log directory (group-readable) before any task started;
     // files appear as the log task writes them.
     let mut source = match &config.ingest.index {
@@ -48,10 +59,7 @@ pub(super) fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Contro
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         let busy = source.step(&mut counters)?;
         crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query));
-        if last_counters.elapsed() >= COUNTERS_INTERVAL {
-            control.send(&TaskMessage::Counters(counters));
-            last_counters = Instant::now();
-        }
+        control.report_due(|| TaskCounters::Ingest(counters));
         if !busy {
             // Sleep until a query arrives or it is time to look at the log again.
             let mut fds = [nix::poll::PollFd::new(listener.as_fd(), nix::poll::PollFlags::POLLIN)];
@@ -63,8 +71,7 @@ pub(super) fn ingest_task(config: &Config, fds: &HandedFds, control: &mut Contro
     let drain_until = Instant::now() + DRAIN_DEADLINE;
     while Instant::now() < drain_until && source.step(&mut counters)? {}
     source.save();
-    control.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
-    control.send(&TaskMessage::Counters(counters));
+    control.finish(TaskCounters::Ingest(counters));
     info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
     Ok(Exit::Success)
 }
@@ -109,7 +116,7 @@ impl Verified {
     }
 
     /// One bounded read of the log; true when it read something.
-    fn step(&mut self, counters: &mut PipelineCounters) -> anyhow::Result<bool> {
+    fn step(&mut self, counters: &mut IngestCounters) -> anyhow::Result<bool> {
         let (lines, verified, quarantined, indexed) = match self {
             Verified::History(history) => match history.step() {
                 Ok(stats) => {

@@ -1,94 +1,81 @@
 //! `mldefender task NAME`: the task processes the supervisor starts (not for people).
 //!
-//! A task finds its fds at 3, 4, ... as `MLD_TASK_FDS` names them, reads its
-//! configuration from the control channel (fd 3), says `Ready`, works until told to shut
-//! down (or SIGTERM), drains, says `Stopping`, and exits 0.
+//! A task takes the fds its kind is handed (`mld_supervisor::layout::TaskFds`), reads its
+//! configuration and settings from the control channel (the first fd), says `Ready`,
+//! works until told to shut down (or SIGTERM), drains, says `Stopping`, and exits 0.
+//!
+//! One module per task, in pipeline order. Each keeps its loop short: the parts that
+//! decide (what to send, when to acknowledge, how much to read in a step) are structs
+//! with small step methods that the unit tests drive over in-memory sockets.
 
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, PinnedMaps, RingReader};
-use mld_config::{Config, TaskKind};
-use mld_flow::{FlowRecord, FlowTable};
-use mld_ipc::{FlowMessage, FrameDecoder, Outbox, PipelineCounters, ResponseMessage, SupervisorMessage, TaskMessage};
-use tracing::{error, info, warn};
-
-use mld_eventlog::{Delivery, LogKey, LogWriter, WriterError};
-
-pub(super) use crate::detection::Detection;
-pub(super) use crate::pipeline::{CaptureSide, Emitted};
-use mld_ipc::{is_new, AckWindow, EventAck, EventMessage, GapQueue, Queued};
+use mld_config::{Config, TaskConfig, TaskKind};
+use mld_ipc::{Connection, SupervisorMessage, TaskCounters, TaskMessage, TaskSettings};
+use mld_supervisor::layout::TaskFds;
+use tracing::warn;
 
 use crate::exit::Exit;
 
-mod capture;
-mod detect;
-mod ingest;
-mod log;
+pub mod capture;
+pub mod detect;
+pub mod ingest;
+pub mod log;
 
-use capture::capture;
-use detect::detect;
-use ingest::ingest_task;
-use log::log_task;
+/// How often a task reports its counters to the supervisor.
+pub const COUNTERS_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a task spends draining at shutdown, at most.
+pub const DRAIN_DEADLINE: Duration = Duration::from_millis(1500);
+/// How soon a lost connection to the next task is tried again.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// The control channel's output buffer: a few counters frames.
+const CONTROL_OUT_BYTES: usize = 64 * 1024;
 
-const COUNTERS_INTERVAL: Duration = Duration::from_millis(500);
-const OUTBOX_CAPACITY: usize = 65_536;
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
-const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
-const DRAIN_DEADLINE: Duration = Duration::from_millis(1500);
-/// Events in flight between the sink and the log task.
-const EVENT_WINDOW: usize = 4096;
-/// Events waiting for room in the window (the log task away, behind, or its disk full),
-/// at most this many and this many bytes (records are ~4 KiB): beyond, the newest are
-/// dropped, counted by action into one gap record written once the log is back. Blocks
-/// never wait for the log (docs/event-log.md, "Gaps").
-const EVENT_QUEUE_MAX_EVENTS: usize = 65_536;
-const EVENT_QUEUE_MAX_BYTES: usize = 64 << 20;
-
-/// The environment variable that carries the checkpoint public key (base64) to the
-/// ingest task: public, so no fd is needed; the supervisor derives it from the signing
-/// key file it checked.
-pub(crate) const LOG_PUBLIC_KEY_ENV: &str = "MLD_LOG_PUBLIC_KEY";
-
-/// The fds the supervisor handed over, by name.
-pub(super) struct HandedFds {
-    names: Vec<String>,
+/// What a task learns from the supervisor at start.
+#[derive(Debug)]
+pub struct Start {
+    pub config: Config,
+    /// The configuration's text (its hash goes into every event record).
+    pub config_toml: String,
+    pub settings: TaskSettings,
+    /// This task's own section.
+    pub task: TaskConfig,
 }
 
-impl HandedFds {
-    fn from_env() -> anyhow::Result<HandedFds> {
-        let names = std::env::var("MLD_TASK_FDS").context("MLD_TASK_FDS is not set: tasks are started by `mldefender supervise`")?;
-        Ok(HandedFds { names: names.split(',').map(str::to_string).collect() })
-    }
-
-    fn take(&self, name: &str) -> anyhow::Result<OwnedFd> {
-        let index = self.names.iter().position(|known| known == name).with_context(|| format!("no fd named `{name}` was handed over"))?;
-        let fd = mld_supervisor::spawn::FIRST_TASK_FD + index as RawFd;
-        #[allow(unsafe_code)]
-        // SAFETY: the supervisor placed this fd at this number for this process, and each
-        // name is taken once, so nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-}
-
-/// The control channel to the supervisor.
-pub(super) struct Control {
-    stream: UnixStream,
-    decoder: FrameDecoder,
+/// The control channel to the supervisor, non-blocking.
+#[derive(Debug)]
+pub struct Control {
+    connection: Connection,
     /// Test only: memory to allocate once ready, for the memory-budget tests.
     test_allocate_bytes: u64,
     ballast: Vec<u8>,
+    last_counters: Instant,
 }
 
 impl Control {
+    /// Reads the configuration (the supervisor's first message, waited for) from the
+    /// control channel.
+    pub fn start(fd: OwnedFd, kind: TaskKind) -> anyhow::Result<(Control, Start)> {
+        let mut stream = UnixStream::from(fd);
+        let (config_toml, settings) = match mld_ipc::read_frame::<SupervisorMessage>(&mut stream).context("failed to read the configuration")? {
+            Some(SupervisorMessage::Configure { config_toml, settings }) => (config_toml, settings),
+            other => anyhow::bail!("expected the configuration first, got {other:?}"),
+        };
+        let config = Config::from_toml(&config_toml, "the supervisor's configuration").map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        let task = config.tasks.iter().find(|task| task.kind == kind).context("task missing from the configuration")?.clone();
+        let connection = Connection::new(stream, CONTROL_OUT_BYTES).context("failed to configure the control channel")?;
+        let control = Control { connection, test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new(), last_counters: Instant::now() };
+        Ok((control, Start { config, config_toml, settings, task }))
+    }
+
     /// Tells the supervisor the task is ready; then (test only) grows to the test size,
     /// touching every page so that it is resident.
-    fn ready(&mut self) {
+    pub fn ready(&mut self) {
         self.send(&TaskMessage::Ready);
         if self.test_allocate_bytes > 0 {
             warn!(mib = self.test_allocate_bytes >> 20, "test-allocate-mib is set: allocating");
@@ -97,53 +84,81 @@ impl Control {
         }
     }
 
-    fn send(&mut self, message: &TaskMessage) {
-        let _ = self.stream.set_nonblocking(false);
-        if let Err(error) = mld_ipc::write_frame(&mut self.stream, message) {
+    /// Sends a message if the channel has room (it holds many counters frames; a
+    /// supervisor that reads nothing loses the newest, never the task's loop).
+    pub fn send(&mut self, message: &TaskMessage) {
+        if let Err(error) = self.connection.send(message) {
             warn!(error = %error, "failed to write to the supervisor");
         }
-        let _ = self.stream.set_nonblocking(true);
+    }
+
+    /// Sends `counters` when [`COUNTERS_INTERVAL`] has passed since the last report.
+    pub fn report_due(&mut self, counters: impl FnOnce() -> TaskCounters) -> bool {
+        if self.last_counters.elapsed() < COUNTERS_INTERVAL {
+            self.connection.flush();
+            return false;
+        }
+        self.send(&TaskMessage::Counters { counters: counters() });
+        self.last_counters = Instant::now();
+        true
     }
 
     /// True once the supervisor asked for a shutdown (or went away).
-    fn shutdown_requested(&mut self) -> bool {
-        let mut buffer = [0u8; 1024];
+    pub fn shutdown_requested(&mut self) -> bool {
+        if !self.connection.receive().open {
+            return true;
+        }
         loop {
-            match self.stream.read(&mut buffer) {
-                Ok(0) => return true,
-                Ok(n) => self.decoder.push(&buffer[..n]),
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+            match self.connection.next_message::<SupervisorMessage>() {
+                Ok(Some(SupervisorMessage::Shutdown)) => return true,
+                Ok(Some(other)) => warn!(message = ?other, "unexpected message from the supervisor"),
+                Ok(None) => return false,
                 Err(_) => return true,
             }
         }
-        matches!(self.decoder.next_message::<SupervisorMessage>(), Ok(Some(SupervisorMessage::Shutdown)))
+    }
+
+    /// The last words: `Stopping` and the final counters, written within a short bound.
+    pub fn finish(&mut self, counters: TaskCounters) {
+        self.send(&TaskMessage::Stopping { reason: "shutdown".to_string() });
+        self.send(&TaskMessage::Counters { counters });
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while !self.connection.is_flushed() && self.connection.is_open() && Instant::now() < deadline {
+            let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&self.connection), nix::poll::PollFlags::POLLOUT)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20u8));
+            self.connection.flush();
+        }
     }
 }
 
-/// Test builds only (debug assertions on, as `cargo test` builds the binary): the task
-/// named by this variable floods its control channel instead of working, for the lab test
-/// of the supervisor's control-channel budget. Release builds neither pass it to tasks
-/// nor honour it.
+/// Test builds only (debug assertions on, as `cargo test` builds the binary): the
+/// supervisor names the task whose control channel floods in this variable, for the lab
+/// test of its control-channel budget.
 const TEST_FLOOD_CONTROL: &str = "MLD_TEST_FLOOD_CONTROL";
 /// Test builds only: the detect task's event window and queue hold this many events
 /// (instead of 4,096 and 65,536), so a lab test can overflow them in seconds.
 const TEST_EVENT_QUEUE_MAX: &str = "MLD_TEST_EVENT_QUEUE_MAX";
 
-/// The test hooks' variables the supervisor passes on to its tasks (none in release builds).
-pub fn test_hook_env() -> Vec<(String, String)> {
-    if cfg!(debug_assertions) {
-        [TEST_FLOOD_CONTROL, TEST_EVENT_QUEUE_MAX].into_iter().filter_map(|name| std::env::var(name).ok().map(|value| (name.to_string(), value))).collect()
-    } else {
-        Vec::new()
+/// The test hooks for a task of `kind`, from the supervisor's environment (always off in
+/// release builds).
+pub fn test_hooks(kind: TaskKind) -> mld_ipc::TestHooks {
+    if !cfg!(debug_assertions) {
+        return mld_ipc::TestHooks::default();
+    }
+    mld_ipc::TestHooks {
+        flood_control: std::env::var(TEST_FLOOD_CONTROL).is_ok_and(|task| task == kind.name()),
+        event_queue_max: std::env::var(TEST_EVENT_QUEUE_MAX).ok().and_then(|max| max.parse().ok()),
     }
 }
 
 /// Test builds only: says ready, then writes counters frames as fast as the supervisor
 /// takes them, until it is killed.
-fn flood_control(name: &str, mut stream: UnixStream) -> ! {
-    warn!(task = name, "MLD_TEST_FLOOD_CONTROL is set: flooding the control channel");
+fn flood_control(kind: TaskKind, control: Control) -> ! {
+    warn!(task = kind.name(), "the flood-control test hook is set: flooding the control channel");
+    let mut stream = control.connection.into_stream();
+    let _ = stream.set_nonblocking(false);
     let _ = mld_ipc::write_frame(&mut stream, &TaskMessage::Ready);
-    let counters = TaskMessage::Counters(PipelineCounters::default());
+    let counters = TaskMessage::Counters { counters: TaskCounters::Capture(mld_ipc::CaptureCounters::default()) };
     loop {
         if mld_ipc::write_frame(&mut stream, &counters).is_err() {
             std::process::exit(4);
@@ -151,51 +166,43 @@ fn flood_control(name: &str, mut stream: UnixStream) -> ! {
     }
 }
 
+/// Entry point of `mldefender task NAME`.
 pub fn run(name: &str) -> anyhow::Result<Exit> {
     crate::logging::init("mldefender-task");
     let kind = TaskKind::parse(name).with_context(|| format!("unknown task `{name}`"))?;
-    let fds = HandedFds::from_env()?;
-    let mut stream = UnixStream::from(fds.take("control")?);
-    let config_toml = match mld_ipc::read_frame::<SupervisorMessage>(&mut stream).context("failed to read the configuration")? {
-        Some(SupervisorMessage::Configure { config_toml }) => config_toml,
-        other => anyhow::bail!("expected the configuration first, got {other:?}"),
-    };
-    let config = Config::from_toml(&config_toml, "the supervisor's configuration").map_err(|errors| anyhow::anyhow!("{errors}"))?;
-    let task = config.tasks.iter().find(|task| task.kind == kind).context("task missing from the configuration")?.clone();
-    if task.test_exit_at_start {
-        warn!(task = name, "test-exit-at-start is set: exiting with status 3");
-        std::process::exit(3);
-    }
-    if cfg!(debug_assertions) && std::env::var(TEST_FLOOD_CONTROL).is_ok_and(|task| task == name) {
-        flood_control(name, stream);
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
     }
-    stream.set_nonblocking(true)?;
-    let mut control = Control { stream, decoder: FrameDecoder::default(), test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new() };
-    match kind {
-        TaskKind::Capture => capture(&config, &fds, &mut control, &stop),
-        TaskKind::Detect => detect(&config, &config_toml, &fds, &mut control, &stop),
-        TaskKind::Log => log_task(&config, &fds, &mut control, &stop),
-        TaskKind::Ingest => ingest_task(&config, &fds, &mut control, &stop),
+    match TaskFds::take_handed(kind)? {
+        TaskFds::Capture(fds) => {
+            let (mut control, start) = begin(fds.control, kind)?;
+            capture::run(&start, &mut control, &stop, fds.ring, [fds.allow, fds.deny, fds.counters])
+        }
+        TaskFds::Detect(fds) => {
+            let (mut control, start) = begin(fds.control, kind)?;
+            detect::run(&start, &mut control, &stop, fds.flows)
+        }
+        TaskFds::Log(fds) => {
+            let (mut control, start) = begin(fds.control, kind)?;
+            log::run(&start, &mut control, &stop, fds.events, fds.key, fds.signing_key)
+        }
+        TaskFds::Ingest(fds) => {
+            let (mut control, start) = begin(fds.control, kind)?;
+            ingest::run(&start, &mut control, &stop, fds.query)
+        }
     }
 }
 
-/// Reads everything a non-blocking stream has into `decoder`; returns whether anything
-/// was read and whether the stream is still open (false at its end or on an error).
-pub(super) fn read_available(stream: &mut UnixStream, decoder: &mut FrameDecoder, buffer: &mut [u8]) -> (bool, bool) {
-    let mut read = false;
-    loop {
-        match stream.read(buffer) {
-            Ok(0) => return (read, false),
-            Ok(n) => {
-                read = true;
-                decoder.push(&buffer[..n]);
-            }
-            Err(error) if error.kind() == ErrorKind::WouldBlock => return (read, true),
-            Err(_) => return (read, false),
-        }
+/// Reads the start message, and honours the test hooks that act before any work.
+fn begin(control: OwnedFd, kind: TaskKind) -> anyhow::Result<(Control, Start)> {
+    let (control, start) = Control::start(control, kind)?;
+    if start.task.test_exit_at_start {
+        warn!(task = kind.name(), "test-exit-at-start is set: exiting with status 3");
+        std::process::exit(3);
     }
+    if cfg!(debug_assertions) && start.settings.test.flood_control {
+        flood_control(kind, control);
+    }
+    Ok((control, start))
 }

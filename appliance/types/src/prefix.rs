@@ -115,6 +115,21 @@ impl fmt::Display for IpPrefix {
     }
 }
 
+/// On the wire as its text (`"10.66.2.66/32"`), parsed (and checked: no host bits) when
+/// a frame is decoded.
+impl serde::Serialize for IpPrefix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IpPrefix {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IpPrefix, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|error| serde::de::Error::custom(format!("bad prefix `{text}`: {error}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +157,16 @@ mod tests {
         assert!(wide.covers(&host));
         assert!(!host.covers(&wide));
         assert!(!"2001:db8::/32".parse::<IpPrefix>().expect("v6").covers(&host));
+    }
+
+    #[test]
+    fn a_prefix_travels_as_its_text_and_a_bad_one_is_refused_when_decoded() {
+        let prefix: IpPrefix = "10.66.2.0/24".parse().expect("prefix");
+        let text = serde_json::to_string(&prefix).expect("encode");
+        assert_eq!(text, "\"10.66.2.0/24\"");
+        assert_eq!(serde_json::from_str::<IpPrefix>(&text).expect("decode"), prefix);
+        for bad in ["\"10.66.2.1/24\"", "\"not-an-address\"", "42"] {
+            assert!(serde_json::from_str::<IpPrefix>(bad).is_err(), "{bad}");
+        }
     }
 }

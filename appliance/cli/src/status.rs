@@ -1,0 +1,89 @@
+//! `mldefender status`: asks the running supervisor and prints its report.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use mld_ipc::{ControlRequest, StatusReport};
+use mld_runtime::supervise::STATUS_SOCKET;
+use mld_runtime::Exit;
+
+/// `mldefender status`: asks the running supervisor.
+pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
+    let path = runtime_dir.join(STATUS_SOCKET);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(error) => {
+            eprintln!("mldefender: error: no supervisor answers on `{}`: {error}", path.display());
+            return Ok(Exit::Failure);
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    mld_ipc::write_frame(&mut stream, &ControlRequest::Status).context("failed to ask the supervisor")?;
+    let report: StatusReport =
+        mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
+    if json {
+        println!("{}", serde_json::to_string(&report).context("failed to encode the status")?);
+        return Ok(Exit::Success);
+    }
+    println!(
+        "supervisor pid {}  up {:.0} s  {}  memory {:.1} MiB",
+        report.supervisor_pid,
+        report.uptime_secs,
+        if report.ready { "ready" } else { "NOT READY" },
+        report.supervisor_memory_bytes as f64 / 1048576.0
+    );
+    println!(
+        "{:<10} {:<11} {:>8} {:>9} {:>8} {:>6} {:>18} {:<11} last exit",
+        "task", "state", "pid", "uptime", "restarts", "floods", "memory / budget", "user"
+    );
+    for task in &report.tasks {
+        println!(
+            "{:<10} {:<11} {:>8} {:>8.0}s {:>8} {:>6} {:>8.1}/{:<5} MiB {:<11} {}",
+            task.name,
+            format!("{:?}", task.state).to_lowercase(),
+            task.pid.map_or("-".to_string(), |pid| pid.to_string()),
+            task.uptime_secs,
+            task.restarts,
+            task.control_floods,
+            task.memory_bytes as f64 / 1048576.0,
+            task.memory_budget_bytes >> 20,
+            task.user,
+            task.last_exit.as_deref().unwrap_or("-")
+        );
+    }
+    let p = &report.pipeline;
+    println!(
+        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
+        p.capture.xdp_passed,
+        p.capture.xdp_dropped,
+        p.capture.xdp_malformed,
+        p.capture.xdp_ring_full,
+        p.capture.records_read,
+        p.capture.flows_finished,
+        p.capture.flows_sent,
+        p.capture.flows_dropped,
+        p.detect.flows_received,
+        p.detect.events_acked,
+        p.log.events_logged,
+        p.log.events_refused,
+        p.log.log_write_failures,
+        p.ingest.events_verified,
+        p.ingest.events_quarantined,
+        p.ingest.events_indexed
+    );
+    println!(
+        "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {}",
+        p.detect.reports_received,
+        p.detect.flows_scored,
+        p.detect.flows_dropped_detect,
+        p.detect.blocks,
+        p.detect.active_blocks,
+        p.detect.block_latency_p99_us,
+        p.detect.alerts,
+        p.detect.refused,
+        p.detect.breaker_open
+    );
+    Ok(Exit::Success)
+}
