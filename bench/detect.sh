@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Detection benchmarks (numbers, not tests; docs/benchmarks.md):
 #  1. the model's cost per flow at batch 1..1024 and the single-flow latency
-#     (appliance/detect/examples/model_bench.rs, the signed models in models/);
+#     (appliance/model/examples/model_bench.rs, the signed models in models/);
 #  2. verdict → deny-map entry: the supervisor in a lab, SOURCES spoofed sources each
 #     scanning 40 ports (tests/lab/spoofed-scan.py), the circuit breaker opened wide; the
 #     detect task measures each block from decision to the capture task's map write and
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 sources=${1:-300}
 [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --quiet --bin mldefender
-cargo build --release --quiet -p mld-detect --example model_bench
+cargo build --release --quiet -p mld-model --example model_bench
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%F)"
 for model in attack category; do
     echo "== model_bench models/$model.onnx"

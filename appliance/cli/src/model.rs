@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use mld_detect::scorer::OnnxScorer;
-use mld_detect::signing;
+use mld_model::signing;
 
 use mld_runtime::Exit;
 

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use mld_flow::FlowRecord;
+use mld_model::features::{is_known_feature, FeatureExtractor};
+use mld_model::signing::ModelPublicKey;
+use mld_model::{init_runtime, LoadedModel, ModelError, ModelFiles};
 
 use crate::engine::Scorer;
-use crate::features::{is_known_feature, FeatureExtractor};
 use crate::heuristics::Category;
-use crate::model::{init_runtime, LoadedModel, ModelError, ModelFiles};
-use crate::signing::ModelPublicKey;
 
 /// Why the models could not be used; the detect task stops with this (fail closed).
 #[derive(Debug, thiserror::Error)]

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use mld_secret::{open_secret_file, SecretFileError};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::chain::HMAC_FIELD;
-use crate::key::{open_secret_file, SecretFileError};
 use crate::verify::RecordHead;
 
 /// The record type of a checkpoint.

@@ -1,15 +1,17 @@
 //! The HMAC key: 32 random bytes in a file that only its owner (root, or the user reading
 //! it) can read, and that is not a symbolic link.
 //!
-//! [`open_secret_file`] is the one way this project opens a secret file (the log key here,
-//! the model signing key in `mld-detect`): opened once with `O_NOFOLLOW`, then checked on
-//! the open fd, so that nothing can be swapped in between the check and the read.
+//! The file is opened by `mld_secret::open_secret_file`, the one reader of secret files
+//! (the log key here, the checkpoint signing key, the model signing key in `mld-model`):
+//! opened once with `O_NOFOLLOW`, then checked on the open fd, so that nothing can be
+//! swapped in between the check and the read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use mld_secret::{open_secret_file, SecretFileError};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -23,49 +25,6 @@ pub enum KeyError {
     File(#[from] SecretFileError),
     #[error("log key `{path}` holds {len} bytes; it must hold exactly {KEY_BYTES}")]
     Length { path: PathBuf, len: usize },
-}
-
-/// Why a secret file was refused. `what` names the file's role ("log key").
-#[derive(Debug, thiserror::Error)]
-pub enum SecretFileError {
-    #[error("failed to {operation} {what} `{path}`")]
-    Io { what: &'static str, operation: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("{what} `{path}` is a symbolic link; refusing it (point the configuration at the file itself)")]
-    Symlink { what: &'static str, path: PathBuf },
-    #[error("{what} `{path}` is not a regular file")]
-    NotAFile { what: &'static str, path: PathBuf },
-    #[error("{what} `{path}` is owned by uid {owner}; it must be owned by root or by the user reading it (uid {reader})")]
-    Owner { what: &'static str, path: PathBuf, owner: u32, reader: u32 },
-    #[error("{what} `{path}` has mode {mode:04o}; group and others must have no access (chmod 600 {path})")]
-    Mode { what: &'static str, path: PathBuf, mode: u32 },
-}
-
-/// Opens a secret file for reading, once: `O_NOFOLLOW` (a symbolic link is refused by the
-/// kernel, whenever it was swapped in), then checks the open file itself (fstat): a
-/// regular file, owned by root or by the effective uid, with no group or other access.
-/// Read the returned file with positioned reads (`read_exact_at`) when it is shared.
-pub fn open_secret_file(path: &Path, what: &'static str) -> Result<File, SecretFileError> {
-    let io = |operation, source| SecretFileError::Io { what, operation, path: path.to_path_buf(), source };
-    // O_NONBLOCK: a FIFO put in the key's place cannot hold the open (it is refused below).
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|error| {
-        match error.raw_os_error() {
-            Some(libc::ELOOP) => SecretFileError::Symlink { what, path: path.to_path_buf() },
-            _ => io("open", error),
-        }
-    })?;
-    let metadata = file.metadata().map_err(|error| io("stat", error))?;
-    if !metadata.file_type().is_file() {
-        return Err(SecretFileError::NotAFile { what, path: path.to_path_buf() });
-    }
-    let reader = nix::unistd::geteuid().as_raw();
-    if metadata.uid() != 0 && metadata.uid() != reader {
-        return Err(SecretFileError::Owner { what, path: path.to_path_buf(), owner: metadata.uid(), reader });
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(SecretFileError::Mode { what, path: path.to_path_buf(), mode });
-    }
-    Ok(file)
 }
 
 /// An HMAC key with its id (the first 8 bytes of SHA-256 of the key, hex).
@@ -94,7 +53,7 @@ impl LogKey {
         self.bytes.as_slice()
     }
 
-    /// Reads a key file (see [`open_secret_file`] for what is refused).
+    /// Reads a key file (see `mld_secret::open_secret_file` for what is refused).
     pub fn load(path: &Path) -> Result<LogKey, KeyError> {
         let file = LogKey::open(path)?;
         LogKey::read_from(&file, path)
@@ -155,7 +114,7 @@ impl LogKey {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
 

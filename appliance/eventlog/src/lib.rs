@@ -12,7 +12,8 @@
 //!
 //! Invariant: this crate is the only writer of the security log. The key never leaves
 //! [`LogKey`], which zeroizes it on drop and refuses key files that are symbolic links,
-//! not owned by root or their reader, or open to group or others ([`open_secret_file`]).
+//! not owned by root or their reader, or open to group or others (the one reader of
+//! secret files, `mld_secret::open_secret_file`).
 
 mod chain;
 mod checkpoint;
@@ -29,7 +30,7 @@ pub use checkpoint::{
 };
 pub use community_id::community_id;
 pub use event::{build_event, cic_field_name, event_fields, json_schema, EventContext, EventField, Verdict, EVENT_SCHEMA_VERSION};
-pub use key::{open_secret_file, KeyError, LogKey, SecretFileError};
+pub use key::{KeyError, LogKey};
 pub use verify::{
     verify_paths, verify_paths_signed, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, SignedSummary, VerifySummary,
 };

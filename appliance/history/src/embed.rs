@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use mld_detect::features::is_known_feature;
-use mld_detect::model::{init_runtime, LoadedModel, ModelFiles, ModelKind};
-use mld_detect::signing::ModelPublicKey;
 use mld_flow::features::Feature;
 use mld_index::HitFields;
+use mld_model::features::is_known_feature;
+use mld_model::signing::ModelPublicKey;
+use mld_model::{init_runtime, LoadedModel, ModelFiles, ModelKind};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 

@@ -29,7 +29,7 @@ pub enum HistoryError {
     #[error(transparent)]
     Index(#[from] mld_index::IndexError),
     #[error(transparent)]
-    Model(#[from] mld_detect::model::ModelError),
+    Model(#[from] mld_model::ModelError),
     #[error("detect.model-public-key is not a valid Ed25519 public key: {0}")]
     PublicKey(String),
     #[error("model metadata `{path}` is of kind `{kind}`, not an embedding")]

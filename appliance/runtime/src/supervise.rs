@@ -317,7 +317,8 @@ fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
 /// `log.create-key` allows), checked on the open fd as the log key is; returns the file
 /// (for the log task) and its public key, base64 (for the ingest task).
 fn open_signing_key(config: &Config) -> anyhow::Result<(std::fs::File, String)> {
-    use mld_eventlog::{CheckpointSigningKey, SecretFileError, SigningKeyError};
+    use mld_eventlog::{CheckpointSigningKey, SigningKeyError};
+    use mld_secret::SecretFileError;
     let path = &config.log.signing_key_file;
     let file = match CheckpointSigningKey::open(path) {
         Err(SigningKeyError::File(SecretFileError::Io { source, .. })) if config.log.create_key && source.kind() == ErrorKind::NotFound => {
@@ -335,7 +336,7 @@ fn open_signing_key(config: &Config) -> anyhow::Result<(std::fs::File, String)> 
 }
 
 fn is_not_found(error: &mld_eventlog::KeyError) -> bool {
-    matches!(error, mld_eventlog::KeyError::File(mld_eventlog::SecretFileError::Io { source, .. }) if source.kind() == ErrorKind::NotFound)
+    matches!(error, mld_eventlog::KeyError::File(mld_secret::SecretFileError::Io { source, .. }) if source.kind() == ErrorKind::NotFound)
 }
 
 /// Binds a socket with exactly `mode` (set by `bind` through the umask: no chmod of a

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{fixture_features, fixtures_dir, onnxruntime_library, SignedModel, FIXTURE_NAME};
-use mld_detect::model::{init_runtime, LoadedModel, ModelError, ModelKind};
-use mld_detect::signing::{self, SigningError};
+use mld_model::signing::{self, SigningError};
+use mld_model::{init_runtime, LoadedModel, ModelError, ModelKind};
 
 /// Rows and the probabilities onnxruntime 1.31.1 (Python) gave for them.
 struct Expected {
@@ -208,8 +208,8 @@ fn malformed_metadata_is_refused_even_when_signed() {
 
 #[test]
 fn the_repository_models_load_under_the_release_key_and_the_embedder_embeds() {
-    use mld_detect::features::is_known_feature;
-    use mld_detect::model::ModelFiles;
+    use mld_model::features::is_known_feature;
+    use mld_model::ModelFiles;
     init_runtime(&onnxruntime_library()).expect("load ONNX Runtime");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
     let key = signing::ModelPublicKey::from_base64(&mld_config::Config::default().detect.model_public_key).expect("the release key");

@@ -3,7 +3,7 @@
 //! The metadata holds the SHA-256 of the `.onnx` file, so one signature covers both. Files:
 //! - private key: base64 of the 32-byte Ed25519 seed, one line, owned by root or its reader,
 //!   no group or other access, never a symbolic link (the log key's rule: the one reader is
-//!   `mld_eventlog::open_secret_file`);
+//!   `mld_secret::open_secret_file`);
 //! - public key: base64 of the 32-byte Ed25519 public key, one line (the configuration holds the
 //!   same text);
 //! - signature: `<metadata>.sig`, base64 of the 64-byte signature, one line.
@@ -30,7 +30,7 @@ pub enum SigningError {
     Io { operation: &'static str, path: PathBuf, source: std::io::Error },
     /// The private key file was refused (a link, another owner, group or other access).
     #[error(transparent)]
-    KeyFile(#[from] mld_eventlog::SecretFileError),
+    KeyFile(#[from] mld_secret::SecretFileError),
     #[error("model signing key `{path}` is not the base64 of a {SECRET_KEY_LENGTH}-byte Ed25519 seed")]
     PrivateKeyFormat { path: PathBuf },
     #[error("model public key {origin} is not the base64 of a valid {PUBLIC_KEY_LENGTH}-byte Ed25519 public key: {reason}")]
@@ -151,10 +151,10 @@ pub fn signature_path(metadata_path: &Path) -> PathBuf {
     append_to_file_name(metadata_path, ".sig")
 }
 
-/// Reads a private key file (opened once; see `mld_eventlog::open_secret_file`).
+/// Reads a private key file (opened once; see `mld_secret::open_secret_file`).
 fn load_signing_key(path: &Path) -> Result<SigningKey, SigningError> {
     let io = |operation, source| SigningError::Io { operation, path: path.to_path_buf(), source };
-    let file = mld_eventlog::open_secret_file(path, "model signing key")?;
+    let file = mld_secret::open_secret_file(path, "model signing key")?;
     let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_BYTES as usize));
     file.take(MAX_KEY_FILE_BYTES).read_to_string(&mut text).map_err(|error| io("read model signing key", error))?;
     let format_error = || SigningError::PrivateKeyFormat { path: path.to_path_buf() };
@@ -263,7 +263,7 @@ mod tests {
         let link = dir.path().join("link.key");
         std::os::unix::fs::symlink(&private, &link).expect("symlink");
         let error = sign(&link, &metadata).expect_err("a link");
-        assert!(matches!(error, SigningError::KeyFile(mld_eventlog::SecretFileError::Symlink { .. })), "{error}");
+        assert!(matches!(error, SigningError::KeyFile(mld_secret::SecretFileError::Symlink { .. })), "{error}");
 
         let short = dir.path().join("short.key");
         write_new_file(&short, 0o600, b"AAAA\n", "write").expect("write");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{onnxruntime_library, SignedModel};
-use mld_detect::model::{init_runtime, LoadedModel, ModelError};
+use mld_model::{init_runtime, LoadedModel, ModelError};
 
 #[test]
 fn the_runtime_library_is_checked_before_any_model_is_loaded() {

@@ -2,7 +2,7 @@
 //! of one flow (p50, p99 over 10,000 calls). Each call includes building the input rows (copying
 //! a flow's features into the reused row buffer) and copying the probabilities out.
 //!
-//! usage: cargo run --release -p mld-detect --example model_bench -- [MODEL.onnx [METADATA.json]]
+//! usage: cargo run --release -p mld-model --example model_bench -- [MODEL.onnx [METADATA.json]]
 //!
 //! Without arguments it measures the test fixture. The metadata defaults to the .onnx path with
 //! `.json`. The files are copied to a temp dir and signed there with a throwaway key, so the
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mld_detect::model::{init_runtime, LoadedModel, ModelFiles};
-use mld_detect::signing;
+use mld_model::signing;
+use mld_model::{init_runtime, LoadedModel, ModelFiles};
 
 const BATCH_SIZES: [usize; 4] = [1, 16, 256, 1024];
 const LATENCY_CALLS: usize = 10_000;

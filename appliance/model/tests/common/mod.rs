@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mld_detect::model::ModelFiles;
-use mld_detect::signing::{self, ModelPublicKey};
+use mld_model::signing::{self, ModelPublicKey};
+use mld_model::ModelFiles;
 
 pub const FIXTURE_NAME: &str = "fixture-rf";
 const DEFAULT_ONNXRUNTIME: &str = "/usr/local/lib/mldefender/libonnxruntime.so.1.31.1";
