@@ -6,10 +6,14 @@
 //! memory, exits, restarts → on SIGTERM stop them in order within the deadline, detach
 //! XDP last (PID 1: sync and power off).
 //!
+//! This module is the set-up and the real [`Spawner`] (it owns the data plane's fds, the
+//! listeners and the key files it hands to the tasks); the state machine that watches,
+//! restarts and stops the tasks is [`mld_supervisor::machine`].
+//!
 //! The loop is single-threaded on purpose: tasks are forked from it, and a fork of a
 //! multi-threaded process may inherit a lock held by another thread.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -19,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use crate::enforcement::Enforcement;
 use anyhow::Context;
+use mld_capture::TaskFds;
 use mld_config::{Config, TaskConfig, TaskKind};
-use mld_ipc::{ControlRequest, FrameDecoder, PipelineCounters, StatusReport, SupervisorMessage, TaskMessage, TaskState, TaskStatus};
-use mld_supervisor::control::{self, ControlMeter};
+use mld_ipc::{ControlRequest, StatusReport};
 use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
+use mld_supervisor::machine::{Clock, ExitStatus, Machine, Reaped, Settings, Spawner, SystemClock, TaskSetup, LOOP_TICK};
 use mld_supervisor::memory::{resident_bytes, TaskCgroup};
-use mld_supervisor::policy::{Decision, RestartHistory};
 use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
 use mld_supervisor::{init, notify};
 use nix::sys::signal::{kill, Signal};
@@ -34,57 +38,37 @@ use tracing::{error, info, warn};
 
 use crate::exit::Exit;
 
-const LOOP_TICK: Duration = Duration::from_millis(10);
-const KILL_GRACE: Duration = Duration::from_millis(1000);
 pub const STATUS_SOCKET: &str = "supervisor.sock";
 pub const FLOWS_SOCKET: &str = "flows.sock";
 pub const EVENTS_SOCKET: &str = "events.sock";
 
-struct Task {
-    config: TaskConfig,
+/// What the real spawner needs to start one task: who it runs as, where, in which cgroup.
+struct TaskProcess {
+    kind: TaskKind,
     uid: u32,
     gid: u32,
     cgroup: Option<TaskCgroup>,
     runtime_dir: PathBuf,
-    state: TaskState,
-    pid: Option<u32>,
-    started_at: Instant,
-    control: Option<UnixStream>,
-    decoder: FrameDecoder,
-    history: RestartHistory,
-    next_start: Option<Instant>,
-    last_exit: Option<String>,
-    kill_reason: Option<String>,
-    kill_deadline: Option<Instant>,
-    /// Set when the supervisor asked the task to stop (shutdown): its exit is no failure.
-    stop_requested: bool,
-    oom_kills_seen: u64,
-    memory_bytes: u64,
-    counters: PipelineCounters,
-    /// What the task sent on its control channel this second (see `read_control`).
-    control_meter: ControlMeter,
-    /// Times it was killed for flooding its control channel.
-    control_floods: u64,
 }
 
-struct Supervisor {
-    config: Config,
-    config_toml: String,
+/// Starts task processes for the machine: owns everything they are handed (the data
+/// plane's fds, the listeners, the key files) and starts them through
+/// [`mld_supervisor::spawn`].
+struct RealSpawner {
     exe: PathBuf,
+    /// The configuration's runtime directory (`capture.runtime-dir`).
+    runtime_dir: PathBuf,
     dataplane: Enforcement,
     flows_listener: UnixListener,
     events_listener: UnixListener,
     query_listener: UnixListener,
-    status_listener: UnixListener,
     /// The log key, opened by the supervisor (root) and handed to the log task as an fd.
     log_key: std::fs::File,
     /// The checkpoint signing key, the same way, to the log task only; the ingest task
     /// gets its public key (ADR 0007).
     signing_key: std::fs::File,
     log_public_key: String,
-    tasks: Vec<Task>,
-    started: Instant,
-    announced_ready: bool,
+    tasks: Vec<TaskProcess>,
     keep_cap_bpf: bool,
 }
 
@@ -192,7 +176,8 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
     };
     status_listener.set_nonblocking(true).context("failed to configure the status socket")?;
 
-    let mut tasks = Vec::new();
+    let mut processes = Vec::new();
+    let mut setups = Vec::new();
     for task_config in config.tasks.iter().filter(|task| task.enabled) {
         let (uid, default_gid) = mld_config::ids::resolve_user(&task_config.user)
             .with_context(|| format!("user `{}` of task {} does not exist", task_config.user, task_config.kind.name()))?;
@@ -215,54 +200,34 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         create_dirs(&runtime_dir, 0o700)
             .and_then(|()| give_dir(&runtime_dir, uid, gid, 0o700))
             .with_context(|| format!("failed to give `{}` to its task", runtime_dir.display()))?;
-        tasks.push(Task {
-            config: task_config.clone(),
-            uid,
-            gid,
-            cgroup,
-            runtime_dir,
-            state: TaskState::Starting,
-            pid: None,
-            started_at: Instant::now(),
-            control: None,
-            decoder: FrameDecoder::default(),
-            history: RestartHistory::new(),
-            next_start: Some(Instant::now()),
-            last_exit: None,
-            kill_reason: None,
-            kill_deadline: None,
-            stop_requested: false,
-            oom_kills_seen: 0,
-            memory_bytes: 0,
-            counters: PipelineCounters::default(),
-            control_meter: ControlMeter::new(Instant::now()),
-            control_floods: 0,
-        });
+        setups.push(TaskSetup { config: task_config.clone(), cgroup: cgroup.is_some() });
+        processes.push(TaskProcess { kind: task_config.kind, uid, gid, cgroup, runtime_dir });
     }
-    if let Some(detect) = tasks.iter().find(|task| task.config.kind == TaskKind::Detect) {
+    if let Some(detect) = processes.iter().find(|task| task.kind == TaskKind::Detect) {
         // Bound 0660 above.
         let path = runtime.join(crate::query_server::QUERY_SOCKET);
         give_socket_to_group(&path, detect.gid).with_context(|| format!("failed to give `{}` to the detect task's group", path.display()))?;
     }
-    let mut supervisor = Supervisor {
+    let mut spawner = RealSpawner {
         exe: std::env::current_exe().context("failed to find the mldefender executable")?,
-        config,
-        config_toml,
+        runtime_dir: runtime.clone(),
         dataplane,
         flows_listener,
         events_listener,
         query_listener,
-        status_listener,
         log_key,
         signing_key,
         log_public_key,
-        tasks,
-        started: Instant::now(),
-        announced_ready: false,
+        tasks: processes,
         keep_cap_bpf: kernel_needs_cap_bpf_for_map_fds(),
     };
-    supervisor.run(&stop);
-    supervisor.shutdown();
+    let clock = SystemClock;
+    let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
+    run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock);
+    machine.shutdown(&mut spawner, &clock);
+    spawner.dataplane.shutdown();
+    info!("supervisor stopped");
+    println!("mldefender: stopped");
     let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(FLOWS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(EVENTS_SOCKET));
@@ -342,44 +307,48 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     with_umask(mode, || UnixListener::bind(path)).with_context(|| format!("failed to bind `{}`", path.display()))
 }
 
-impl Supervisor {
-    fn run(&mut self, stop: &AtomicBool) {
-        let mut next_watchdog = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            self.reap();
-            self.read_control();
-            self.serve_status();
-            if Instant::now() >= next_watchdog {
-                self.watchdog();
-                next_watchdog = Instant::now() + self.config.supervisor.watchdog_interval;
-            }
-            self.escalate_kills();
-            self.start_due();
-            self.announce_readiness();
-            self.dataplane.tick();
-            std::thread::sleep(LOOP_TICK);
-        }
-    }
-
-    fn start_due(&mut self) {
-        let now = Instant::now();
-        for index in 0..self.tasks.len() {
-            if self.tasks[index].next_start.is_some_and(|at| at <= now) {
-                self.tasks[index].next_start = None;
-                if let Err(error) = self.start(index) {
-                    let task = &mut self.tasks[index];
-                    error!(task = task.config.kind.name(), error = %format!("{error:#}"), "failed to start task");
-                    task.last_exit = Some(format!("failed to start: {error:#}"));
-                    self.after_exit(index, Duration::ZERO);
-                }
+/// The supervisor's loop until SIGTERM or SIGINT: the machine's step, the status socket,
+/// the data plane's periodic work.
+fn run_loop(machine: &mut Machine, spawner: &mut RealSpawner, status_listener: &UnixListener, stop: &AtomicBool, clock: &dyn Clock) {
+    while !stop.load(Ordering::Relaxed) {
+        let step = machine.step(spawner, clock.now());
+        serve_status(machine, status_listener, clock.now());
+        if step.all_ready {
+            println!("mldefender: ready");
+            if let Err(error) = notify::sd_notify("READY=1") {
+                warn!(error = %error, "failed to notify systemd");
             }
         }
+        spawner.dataplane.tick();
+        clock.sleep(LOOP_TICK);
+    }
+}
+
+fn serve_status(machine: &Machine, status_listener: &UnixListener, now: Instant) {
+    let Ok((mut stream, _)) = status_listener.accept() else { return };
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
+    match mld_ipc::read_frame::<ControlRequest>(&mut stream) {
+        Ok(Some(ControlRequest::Status)) => {
+            let report = machine.status_report(now, std::process::id(), resident_bytes(std::process::id()).unwrap_or(0));
+            if let Err(error) = mld_ipc::write_frame(&mut stream, &report) {
+                warn!(error = %error, "failed to answer a status request");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => warn!(error = %error, "bad request on the status socket"),
+    }
+}
+
+impl RealSpawner {
+    fn process(&self, kind: TaskKind) -> anyhow::Result<&TaskProcess> {
+        self.tasks.iter().find(|task| task.kind == kind).with_context(|| format!("task {} is not enabled", kind.name()))
     }
 
-    fn start(&mut self, index: usize) -> anyhow::Result<()> {
-        let (supervisor_end, task_end) = UnixStream::pair().context("failed to create the control channel")?;
-        let kind = self.tasks[index].config.kind;
-        let fds = self.dataplane.task_fds()?;
+    /// The fds a task of `kind` is handed (its control channel first: fd 3, then 4, ...)
+    /// and its environment. Everything a task is given is decided here.
+    fn handed_fds_and_env<'a>(&'a self, kind: TaskKind, control: BorrowedFd<'a>, fds: &'a TaskFds<'a>) -> (Vec<BorrowedFd<'a>>, Vec<(String, String)>) {
         let (mut handed, names): (Vec<BorrowedFd<'_>>, &str) = match kind {
             TaskKind::Capture => (vec![fds.ring, fds.allow.as_fd(), fds.deny, fds.counters.as_fd()], "control,ring,allow,deny,counters"),
             TaskKind::Detect => (vec![self.flows_listener.as_fd()], "control,flows"),
@@ -387,8 +356,29 @@ impl Supervisor {
             // No key fd at all: the checkpoint public key comes in the environment.
             TaskKind::Ingest => (vec![self.query_listener.as_fd()], "control,query"),
         };
-        handed.insert(0, task_end.as_fd());
-        let task = &self.tasks[index];
+        handed.insert(0, control);
+        let uid_of = |kind: TaskKind| self.tasks.iter().find(|task| task.kind == kind).map_or(u32::MAX, |task| task.uid);
+        let (capture_uid, sink_uid) = (uid_of(TaskKind::Capture), uid_of(TaskKind::Detect));
+        let runtime_dir = self.tasks.iter().find(|task| task.kind == kind).map(|task| task.runtime_dir.display().to_string()).unwrap_or_default();
+        let env = vec![
+            ("MLD_TASK_FDS".to_string(), names.to_string()),
+            ("MLD_RUNTIME_DIR".to_string(), runtime_dir),
+            ("MLD_FLOWS_SOCKET".to_string(), self.runtime_dir.join(FLOWS_SOCKET).display().to_string()),
+            ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
+            ("MLD_DETECT_UID".to_string(), sink_uid.to_string()),
+            ("MLD_EVENTS_SOCKET".to_string(), self.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
+            (crate::task::LOG_PUBLIC_KEY_ENV.to_string(), if kind == TaskKind::Ingest { self.log_public_key.clone() } else { String::new() }),
+        ]
+        .into_iter()
+        .chain(crate::task::test_hook_env())
+        .collect();
+        (handed, env)
+    }
+
+    fn spawn_task(&self, kind: TaskKind, control: UnixStream) -> anyhow::Result<u32> {
+        let task = self.process(kind)?;
+        let fds = self.dataplane.task_fds()?;
+        let (handed, env) = self.handed_fds_and_env(kind, control.as_fd(), &fds);
         let cgroup_procs = match &task.cgroup {
             Some(cgroup) => Some(
                 std::fs::OpenOptions::new()
@@ -399,23 +389,10 @@ impl Supervisor {
             ),
             None => None,
         };
-        let uid_of = |kind: TaskKind| self.tasks.iter().find(|task| task.config.kind == kind).map_or(u32::MAX, |task| task.uid);
-        let (capture_uid, sink_uid) = (uid_of(TaskKind::Capture), uid_of(TaskKind::Detect));
         let child = spawn(TaskSpawn {
             exe: &self.exe,
             args: vec!["task".into(), kind.name().into()],
-            env: vec![
-                ("MLD_TASK_FDS".to_string(), names.to_string()),
-                ("MLD_RUNTIME_DIR".to_string(), task.runtime_dir.display().to_string()),
-                ("MLD_FLOWS_SOCKET".to_string(), self.config.capture.runtime_dir.join(FLOWS_SOCKET).display().to_string()),
-                ("MLD_CAPTURE_UID".to_string(), capture_uid.to_string()),
-                ("MLD_DETECT_UID".to_string(), sink_uid.to_string()),
-                ("MLD_EVENTS_SOCKET".to_string(), self.config.capture.runtime_dir.join(EVENTS_SOCKET).display().to_string()),
-                (crate::task::LOG_PUBLIC_KEY_ENV.to_string(), if kind == TaskKind::Ingest { self.log_public_key.clone() } else { String::new() }),
-            ]
-            .into_iter()
-            .chain(crate::task::test_hook_env())
-            .collect(),
+            env,
             uid: task.uid,
             gid: task.gid,
             keep_cap_bpf: kind == TaskKind::Capture && self.keep_cap_bpf,
@@ -424,317 +401,40 @@ impl Supervisor {
             working_dir: task.runtime_dir.clone(),
         })
         .with_context(|| format!("failed to start task {}", kind.name()))?;
-        drop(task_end);
-        let mut control = supervisor_end;
-        mld_ipc::write_frame(&mut control, &SupervisorMessage::Configure { config_toml: self.config_toml.clone() }).context("failed to configure the task")?;
-        control.set_nonblocking(true).context("failed to configure the control channel")?;
-        let task = &mut self.tasks[index];
-        task.oom_kills_seen = task.cgroup.as_ref().map_or(0, TaskCgroup::oom_kills);
-        task.pid = Some(child.id());
-        task.control = Some(control);
-        task.decoder = FrameDecoder::default();
-        task.control_meter = ControlMeter::new(Instant::now());
-        task.started_at = Instant::now();
-        task.state = TaskState::Starting;
-        task.kill_reason = None;
-        task.kill_deadline = None;
-        info!(task = kind.name(), pid = child.id(), uid = task.uid, "task started");
+        // The task's end of the control channel is the child's now.
+        drop(control);
         // The child is reaped by waitpid(-1) in `reap`, not through `Child`.
-        drop(child);
-        Ok(())
+        Ok(child.id())
+    }
+}
+
+impl Spawner for RealSpawner {
+    fn start(&mut self, kind: TaskKind, control: UnixStream) -> Result<u32, String> {
+        self.spawn_task(kind, control).map_err(|error| format!("{error:#}"))
     }
 
-    /// Reaps every exited child (as PID 1, orphans too).
-    fn reap(&mut self) {
+    fn signal(&mut self, pid: u32, signal: Signal) {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+    }
+
+    /// waitpid(-1, WNOHANG): every child, as PID 1 orphans too.
+    fn reap(&mut self) -> Option<Reaped> {
         loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => status,
+            return match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => None,
+                Ok(WaitStatus::Exited(pid, code)) => Some(Reaped { pid: pid.as_raw() as u32, status: ExitStatus::Exited(code) }),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => Some(Reaped { pid: pid.as_raw() as u32, status: ExitStatus::Killed(signal) }),
+                Ok(_) => continue,
             };
-            let (pid, description) = match status {
-                WaitStatus::Exited(pid, code) => (pid, format!("exited with status {code}")),
-                WaitStatus::Signaled(pid, signal, _) => (pid, format!("killed by {signal:?}")),
-                _ => continue,
-            };
-            let Some(index) = self.tasks.iter().position(|task| task.pid == Some(pid.as_raw() as u32)) else { continue };
-            let ran = self.tasks[index].started_at.elapsed();
-            let task = &mut self.tasks[index];
-            task.pid = None;
-            task.control = None;
-            if task.stop_requested {
-                task.state = TaskState::Stopped;
-                info!(task = task.config.kind.name(), "task stopped");
-                continue;
-            }
-            let oom = task.cgroup.as_ref().is_some_and(|cgroup| cgroup.oom_kills() > task.oom_kills_seen);
-            let reason = match task.kill_reason.take() {
-                Some(reason) => reason,
-                None if oom => format!("memory: killed by the kernel at memory.max ({} MiB, cgroup)", task.config.memory_max_bytes >> 20),
-                None => description,
-            };
-            warn!(task = task.config.kind.name(), reason = %reason, ran_ms = ran.as_millis() as u64, "task exited");
-            task.last_exit = Some(reason);
-            self.after_exit(index, ran);
         }
     }
 
-    fn after_exit(&mut self, index: usize, ran: Duration) {
-        let jitter = f64::from(Instant::now().elapsed().subsec_nanos() % 1000) / 1000.0;
-        let task = &mut self.tasks[index];
-        match task.history.on_exit(&task.config, Instant::now(), ran, jitter) {
-            Decision::RestartAfter(delay) => {
-                task.state = TaskState::Restarting;
-                task.next_start = Some(Instant::now() + delay);
-                info!(task = task.config.kind.name(), delay_ms = delay.as_millis() as u64, "restarting task");
-            }
-            Decision::Hold => {
-                task.state = TaskState::Held;
-                error!(
-                    task = task.config.kind.name(),
-                    restarts = task.history.total_restarts(),
-                    "task held: too many restarts; the supervisor stays up, XDP keeps enforcing"
-                );
-            }
-        }
+    fn resident_bytes(&mut self, pid: u32) -> Option<u64> {
+        resident_bytes(pid)
     }
 
-    /// Reads each task's control channel within its budget (`mld_supervisor::control`):
-    /// at most 64 KiB and 64 frames a turn, and nothing more while a whole frame waits to
-    /// be decoded, so no task can hold the loop or grow the supervisor's memory. A task
-    /// that floods its channel, or sends a frame that is not a message, is killed (and
-    /// restarted under its policy) with the reason logged.
-    fn read_control(&mut self) {
-        let now = Instant::now();
-        for task in &mut self.tasks {
-            let Some(control_stream) = task.control.as_mut() else { continue };
-            let mut buffer = [0u8; 8192];
-            let mut read = 0;
-            while read < control::READ_BYTES_PER_TURN && task.decoder.buffered_bytes() < control::MAX_BUFFERED_BYTES {
-                let want = buffer.len().min(control::READ_BYTES_PER_TURN - read);
-                match control_stream.read(&mut buffer[..want]) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        task.decoder.push(&buffer[..n]);
-                        read += n;
-                    }
-                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let mut frames = 0;
-            let mut bad_frame = None;
-            while frames < control::FRAMES_PER_TURN {
-                match task.decoder.next_message::<TaskMessage>() {
-                    Ok(Some(message)) => {
-                        frames += 1;
-                        match message {
-                            TaskMessage::Ready => {
-                                task.state = TaskState::Ready;
-                                info!(task = task.config.kind.name(), after_ms = task.started_at.elapsed().as_millis() as u64, "task ready");
-                            }
-                            TaskMessage::Counters(counters) => task.counters = counters,
-                            TaskMessage::Stopping { reason } => {
-                                info!(task = task.config.kind.name(), reason = %reason, "task stopping");
-                                if task.stop_requested {
-                                    task.state = TaskState::Stopping;
-                                }
-                            }
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        bad_frame = Some(error);
-                        break;
-                    }
-                }
-            }
-            // A bad frame loses the framing of everything after it: start the task afresh.
-            let kill_reason = match (bad_frame, task.control_meter.record(now, read, frames)) {
-                (Some(error), _) => Some(format!("bad frame on the control channel: {error}")),
-                (None, Some(flood)) => {
-                    task.control_floods += 1;
-                    Some(flood.to_string())
-                }
-                (None, None) => None,
-            };
-            if let (Some(reason), Some(pid)) = (kill_reason, task.pid) {
-                warn!(task = task.config.kind.name(), pid, reason = %reason, "killing task: it misused its control channel");
-                task.kill_reason = Some(reason);
-                task.kill_deadline = Some(now + KILL_GRACE);
-                task.control = None;
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
-    }
-
-    fn watchdog(&mut self) {
-        for task in &mut self.tasks {
-            let Some(pid) = task.pid else {
-                task.memory_bytes = 0;
-                continue;
-            };
-            task.memory_bytes = resident_bytes(pid).unwrap_or(0);
-            if task.memory_bytes > task.config.memory_max_bytes && task.kill_deadline.is_none() {
-                let reason =
-                    format!("memory: resident {} MiB over the {} MiB budget (RSS watchdog)", task.memory_bytes >> 20, task.config.memory_max_bytes >> 20);
-                warn!(task = task.config.kind.name(), reason = %reason, "killing task");
-                task.kill_reason = Some(reason);
-                task.kill_deadline = Some(Instant::now() + KILL_GRACE);
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-        }
-    }
-
-    fn escalate_kills(&mut self) {
-        for task in &mut self.tasks {
-            if let (Some(pid), Some(deadline)) = (task.pid, task.kill_deadline) {
-                if Instant::now() >= deadline {
-                    warn!(task = task.config.kind.name(), "task did not exit after SIGTERM; sending SIGKILL");
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    task.kill_deadline = Some(Instant::now() + KILL_GRACE);
-                }
-            }
-        }
-    }
-
-    fn announce_readiness(&mut self) {
-        if self.announced_ready || !self.tasks.iter().all(|task| task.state == TaskState::Ready) {
-            return;
-        }
-        self.announced_ready = true;
-        info!(after_ms = self.started.elapsed().as_millis() as u64, "all tasks ready");
-        println!("mldefender: ready");
-        if let Err(error) = notify::sd_notify("READY=1") {
-            warn!(error = %error, "failed to notify systemd");
-        }
-    }
-
-    fn serve_status(&mut self) {
-        let Ok((mut stream, _)) = self.status_listener.accept() else { return };
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
-        match mld_ipc::read_frame::<ControlRequest>(&mut stream) {
-            Ok(Some(ControlRequest::Status)) => {
-                let report = self.status_report();
-                if let Err(error) = mld_ipc::write_frame(&mut stream, &report) {
-                    warn!(error = %error, "failed to answer a status request");
-                }
-            }
-            Ok(None) => {}
-            Err(error) => warn!(error = %error, "bad request on the status socket"),
-        }
-    }
-
-    fn status_report(&self) -> StatusReport {
-        let mut pipeline = PipelineCounters::default();
-        for task in &self.tasks {
-            let counters = &task.counters;
-            match task.config.kind {
-                TaskKind::Capture => {
-                    pipeline.records_read = counters.records_read;
-                    pipeline.flows_finished = counters.flows_finished;
-                    pipeline.flows_sent = counters.flows_sent;
-                    pipeline.flows_dropped = counters.flows_dropped;
-                    pipeline.xdp_passed = counters.xdp_passed;
-                    pipeline.xdp_dropped = counters.xdp_dropped;
-                    pipeline.xdp_malformed = counters.xdp_malformed;
-                    pipeline.xdp_ring_full = counters.xdp_ring_full;
-                }
-                TaskKind::Detect => {
-                    pipeline.flows_received = counters.flows_received;
-                    pipeline.flows_scored = counters.flows_scored;
-                    pipeline.flows_dropped_detect = counters.flows_dropped_detect;
-                    pipeline.reports_received = counters.reports_received;
-                    pipeline.blocks = counters.blocks;
-                    pipeline.alerts = counters.alerts;
-                    pipeline.refused = counters.refused;
-                    pipeline.breaker_open = counters.breaker_open;
-                    pipeline.active_blocks = counters.active_blocks;
-                    pipeline.block_latency_p99_us = counters.block_latency_p99_us;
-                    pipeline.events_acked = counters.events_acked;
-                }
-                TaskKind::Log => {
-                    pipeline.events_logged = counters.events_logged;
-                    pipeline.events_refused = counters.events_refused;
-                    pipeline.log_write_failures = counters.log_write_failures;
-                }
-                TaskKind::Ingest => {
-                    pipeline.events_verified = counters.events_verified;
-                    pipeline.events_quarantined = counters.events_quarantined;
-                    pipeline.events_indexed = counters.events_indexed;
-                }
-            }
-        }
-        StatusReport {
-            supervisor_pid: std::process::id(),
-            uptime_secs: self.started.elapsed().as_secs_f64(),
-            ready: self.tasks.iter().all(|task| task.state == TaskState::Ready),
-            supervisor_memory_bytes: resident_bytes(std::process::id()).unwrap_or(0),
-            tasks: self
-                .tasks
-                .iter()
-                .map(|task| TaskStatus {
-                    name: task.config.kind.name().to_string(),
-                    state: task.state,
-                    pid: task.pid,
-                    uptime_secs: if task.pid.is_some() { task.started_at.elapsed().as_secs_f64() } else { 0.0 },
-                    restarts: task.history.total_restarts(),
-                    last_exit: task.last_exit.clone(),
-                    memory_bytes: task.memory_bytes,
-                    memory_budget_bytes: task.config.memory_max_bytes,
-                    memory_enforcement: if task.cgroup.is_some() { "cgroup+rss" } else { "rss" }.to_string(),
-                    user: task.config.user.clone(),
-                    control_floods: task.control_floods,
-                })
-                .collect(),
-            pipeline,
-        }
-    }
-
-    /// Stops the tasks in order (capture first: intake stops, then the consumers
-    /// drain), within the deadline; names and kills any still running; detaches XDP last.
-    fn shutdown(mut self) {
-        let deadline = Instant::now() + self.config.supervisor.shutdown_deadline;
-        info!(deadline_ms = self.config.supervisor.shutdown_deadline.as_millis() as u64, "shutting down");
-        for index in 0..self.tasks.len() {
-            self.tasks[index].next_start = None;
-            let Some(pid) = self.tasks[index].pid else {
-                self.tasks[index].state = TaskState::Stopped;
-                continue;
-            };
-            self.tasks[index].state = TaskState::Stopping;
-            self.tasks[index].stop_requested = true;
-            let asked = self.tasks[index]
-                .control
-                .as_mut()
-                .map(|control| {
-                    let _ = control.set_nonblocking(false);
-                    mld_ipc::write_frame(control, &SupervisorMessage::Shutdown).is_ok()
-                })
-                .unwrap_or(false);
-            if !asked {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-            while self.tasks[index].pid.is_some() && Instant::now() < deadline {
-                self.reap();
-                std::thread::sleep(LOOP_TICK);
-            }
-        }
-        for task in &mut self.tasks {
-            if let Some(pid) = task.pid {
-                error!(task = task.config.kind.name(), pid, "task still running at the shutdown deadline; killing it");
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-        }
-        let kill_deadline = Instant::now() + Duration::from_secs(2);
-        while self.tasks.iter().any(|task| task.pid.is_some()) && Instant::now() < kill_deadline {
-            self.reap();
-            std::thread::sleep(LOOP_TICK);
-        }
-        self.dataplane.shutdown();
-        info!("supervisor stopped");
-        println!("mldefender: stopped");
+    fn oom_kills(&mut self, kind: TaskKind) -> Option<u64> {
+        self.tasks.iter().find(|task| task.kind == kind)?.cgroup.as_ref().map(TaskCgroup::oom_kills)
     }
 }
 
