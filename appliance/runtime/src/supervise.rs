@@ -29,7 +29,7 @@ use mld_ipc::{ControlRequest, StatusReport};
 use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
 use mld_supervisor::machine::{Clock, ExitStatus, Machine, Reaped, Settings, Spawner, SystemClock, TaskSetup, LOOP_TICK};
 use mld_supervisor::memory::{resident_bytes, TaskCgroup};
-use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, TaskSpawn};
+use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, Executable, TaskSpawn};
 use mld_supervisor::{init, notify};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -55,7 +55,8 @@ struct TaskProcess {
 /// plane's fds, the listeners, the key files) and starts them through
 /// [`mld_supervisor::spawn`].
 struct RealSpawner {
-    exe: PathBuf,
+    /// The supervisor's own binary, which every task runs (opened at start).
+    exe: Executable,
     /// The configuration's runtime directory (`capture.runtime-dir`).
     runtime_dir: PathBuf,
     dataplane: Enforcement,
@@ -79,8 +80,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
             eprintln!("mldefender: error: {error}");
         }
     }
+    // Before anything else (as PID 1, once /proc is there): tasks run this very binary,
+    // started from the fd, wherever it lives and whatever replaces the file later.
+    let exe = Executable::open_self();
     crate::logging::init("mldefender");
-    let outcome = supervise(config_path);
+    let outcome = supervise(config_path, exe);
     if pid1 {
         // As init there is nobody to return to: report and power off.
         if let Err(error) = &outcome {
@@ -92,7 +96,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
     outcome
 }
 
-fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
+fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Result<Exit> {
     // Whatever the supervisor creates is private unless a mode is given on purpose.
     set_umask(SUPERVISOR_UMASK);
     let config_toml = std::fs::read_to_string(config_path).with_context(|| format!("failed to read configuration `{}`", config_path.display()))?;
@@ -209,7 +213,7 @@ fn supervise(config_path: &Path) -> anyhow::Result<Exit> {
         give_socket_to_group(&path, detect.gid).with_context(|| format!("failed to give `{}` to the detect task's group", path.display()))?;
     }
     let mut spawner = RealSpawner {
-        exe: std::env::current_exe().context("failed to find the mldefender executable")?,
+        exe: exe.context("failed to open the mldefender executable (/proc/self/exe)")?,
         runtime_dir: runtime.clone(),
         dataplane,
         flows_listener,
