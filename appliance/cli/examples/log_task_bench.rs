@@ -48,7 +48,7 @@ fn main() {
         eprintln!("usage: log_task_bench MLDEFENDER RECORD_JSON EVENTS [SAMPLES]");
         std::process::exit(2);
     };
-    let exe = std::fs::canonicalize(exe).expect("the mldefender binary exists");
+    let exe = mld_supervisor::spawn::Executable::open(Path::new(exe)).expect("open the mldefender binary");
     let events: u64 = events.parse().expect("EVENTS is a number");
     let samples: u64 = rest.first().and_then(|n| n.parse().ok()).unwrap_or(20);
     let record = std::fs::read_to_string(record_file).expect("read RECORD_JSON").trim().to_string();

@@ -34,11 +34,16 @@ impl Supervisor {
     }
 
     pub fn start_with_env(lab: &Lab, extra: &str, env: &[(&str, &str)]) -> Supervisor {
+        Supervisor::start_binary(lab, std::path::Path::new(env!("CARGO_BIN_EXE_mldefender")), extra, env)
+    }
+
+    /// The supervisor from the `mldefender` binary at `binary` (a copy somewhere else).
+    pub fn start_binary(lab: &Lab, binary: &std::path::Path, extra: &str, env: &[(&str, &str)]) -> Supervisor {
         let config = lab.config(extra);
         let path = config.into_temp_path().keep().expect("keep config");
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/mld{}g", lab.id))
-            .arg(env!("CARGO_BIN_EXE_mldefender"))
+            .arg(binary)
             .args(["supervise", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
