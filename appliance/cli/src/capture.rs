@@ -8,20 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, CaptureError, Counters, Dataplane, PinnedMaps};
+use mld_capture::{boot_time_ns, CaptureError, Counters, Dataplane, PinnedMaps};
 use mld_config::{Config, OutputFormat};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_types::DenyReason;
 use mld_types::IpPrefix;
 
-use crate::output::FlowWriter;
 use mld_runtime::error_chain;
+use mld_runtime::flow_output::FlowWriter;
+use mld_runtime::flow_pump::FlowPump;
 use mld_runtime::Exit;
 
-/// The XDP program wakes the reader only when a batch is waiting; this bounds how long a
-/// lone record can wait.
-const POLL_TIMEOUT: Duration = Duration::from_millis(20);
-const MAX_RECORDS_PER_POLL: usize = 8192;
 const TICK: Duration = Duration::from_millis(250);
 
 /// Loads the configuration, or reports every error and says to exit 64.
@@ -65,18 +62,12 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
         config.capture.bpffs_dir.display(),
         config.allowlist.len()
     );
-    let mut reader = enforcement.dataplane().ring_reader()?;
-    let offset_ns = boot_to_realtime_offset_ns();
-    let mut table = FlowTable::new(config.flow_table());
+    let mut pump = FlowPump::new(enforcement.dataplane().ring_reader()?, FlowTable::new(config.flow_table()), TICK);
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
     let mut writer = FlowWriter::new(BufWriter::with_capacity(1 << 16, io::stdout().lock()), format.unwrap_or(OutputFormat::Jsonl), &windows_secs);
-    let mut finished: Vec<FlowRecord> = Vec::with_capacity(1024);
-    let mut records = 0u64;
     let started = Instant::now();
-    let mut last_tick = Instant::now();
     let mut last_sweep = Instant::now();
     let mut last_counters = Instant::now();
-
     let write_batch = |writer: &mut FlowWriter<_>, finished: &mut Vec<FlowRecord>| -> io::Result<()> {
         if finished.is_empty() {
             return Ok(());
@@ -86,17 +77,9 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
         }
         writer.flush()
     };
-
     while !stop.load(Ordering::Relaxed) {
-        records += reader.read(POLL_TIMEOUT, MAX_RECORDS_PER_POLL, |mut record| {
-            record.ts_ns += offset_ns;
-            table.process(&record, &mut finished);
-        })? as u64;
-        if last_tick.elapsed() >= TICK {
-            table.advance_to(boot_time_ns() + offset_ns, &mut finished);
-            last_tick = Instant::now();
-        }
-        if let Err(error) = write_batch(&mut writer, &mut finished) {
+        pump.pump(None)?;
+        if let Err(error) = write_batch(&mut writer, &mut pump.finished) {
             if error.kind() == io::ErrorKind::BrokenPipe {
                 break;
             }
@@ -109,28 +92,21 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
             last_sweep = Instant::now();
         }
         enforcement.tick();
-        if let Some(interval) = config.capture.counters_interval {
-            if last_counters.elapsed() >= interval {
-                let counters = enforcement.dataplane().maps().counters()?;
-                eprintln!("mldefender capture: {}", counters_line(&counters, records, table.stats().active_flows));
-                last_counters = Instant::now();
-            }
+        if config.capture.counters_interval.is_some_and(|interval| last_counters.elapsed() >= interval) {
+            let counters = enforcement.dataplane().maps().counters()?;
+            eprintln!("mldefender capture: {}", counters_line(&counters, pump.records, pump.table.stats().active_flows));
+            last_counters = Instant::now();
         }
     }
-
     // Shutdown: stop intake (drain what the ring holds), end every flow, detach last.
-    records += reader.read(Duration::ZERO, usize::MAX, |mut record| {
-        record.ts_ns += offset_ns;
-        table.process(&record, &mut finished);
-    })? as u64;
-    table.flush(&mut finished);
-    let write_result = write_batch(&mut writer, &mut finished);
+    pump.drain()?;
+    let write_result = write_batch(&mut writer, &mut pump.finished);
     let counters = enforcement.dataplane().maps().counters()?;
     let detached = enforcement.shutdown();
     eprintln!(
         "mldefender capture: stopped after {:.1} s; {}; {}",
         started.elapsed().as_secs_f64(),
-        counters_line(&counters, records, 0),
+        counters_line(&counters, pump.records, 0),
         if detached {
             "XDP program detached".to_string()
         } else {

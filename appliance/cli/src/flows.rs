@@ -10,8 +10,8 @@ use mld_config::{Config, OutputFormat};
 use mld_flow::{FlowRecord, FlowTable};
 use mld_packet::{decode_frame, DecodeOutcome, DecodeStats, PcapReader};
 
-use crate::output::FlowWriter;
-use crate::summary::Summary;
+use mld_runtime::flow_output::FlowWriter;
+use mld_runtime::flow_summary::Summary;
 use mld_runtime::Exit;
 
 pub struct FlowsOptions {

@@ -8,10 +8,8 @@ mod capture;
 mod flows;
 mod log;
 mod model;
-mod output;
 mod query;
 mod status;
-mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,11 +9,16 @@
 //! - [`enforcement`]: the data plane with what keeps it true over time (source checks
 //!   refreshed, blocks saved), shared by the supervisor and `mldefender capture`.
 //! - [`query_server`]: the ingest task's answers to `mldefender query`.
+//! - [`flow_pump`]: the ring buffer → flow table loop of the capture task and
+//!   `mldefender capture`; [`flow_output`] and [`flow_summary`]: flow records as JSONL or
+//!   CSV, and the summary of a run, for `mldefender capture` and `mldefender flows`.
 
 pub mod detection;
 pub mod enforcement;
 pub mod exit;
+pub mod flow_output;
 pub mod flow_pump;
+pub mod flow_summary;
 pub mod keys;
 pub mod logging;
 pub mod neighbours;

@@ -19,6 +19,7 @@ const WINDOW: [&str; 8] =
     ["distinct_dst_addrs", "distinct_dst_ports", "new_flows_per_sec", "packets_per_sec", "bytes_per_sec", "syn_without_ack_ratio", "rst_ratio", "saturated"];
 
 /// Writes flow records in one format.
+#[allow(missing_debug_implementations)] // it holds the output stream, which need not be Debug
 pub struct FlowWriter<W: Write> {
     out: W,
     format: OutputFormat,
