@@ -144,18 +144,25 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
+/// Every key file, or the first error printed and exit 64.
+fn load_keys<K, E: std::fmt::Display>(paths: &[PathBuf], load: impl Fn(&Path) -> Result<K, E>) -> Result<Vec<K>, Exit> {
+    paths
+        .iter()
+        .map(|path| {
+            load(path).map_err(|error| {
+                eprintln!("mldefender: error: {error}");
+                Exit::Config
+            })
+        })
+        .collect()
+}
+
 /// `log verify --public-key`: by the signed checkpoints only.
 pub fn verify_signed(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {
-    let mut keys = Vec::new();
-    for path in key_files {
-        match CheckpointPublicKey::load(path) {
-            Ok(key) => keys.push(key),
-            Err(error) => {
-                eprintln!("mldefender: error: {error}");
-                return Ok(Exit::Config);
-            }
-        }
-    }
+    let keys = match load_keys(key_files, CheckpointPublicKey::load) {
+        Ok(keys) => keys,
+        Err(exit) => return Ok(exit),
+    };
     match verify_paths_signed(paths, &keys) {
         Ok(summary) => {
             println!(
@@ -196,16 +203,10 @@ pub fn public_key(config_path: Option<&Path>, signing_key_path: Option<&Path>) -
 }
 
 pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {
-    let mut keys = Vec::new();
-    for path in key_files {
-        match LogKey::load(path) {
-            Ok(key) => keys.push(key),
-            Err(error) => {
-                eprintln!("mldefender: error: {error}");
-                return Ok(Exit::Config);
-            }
-        }
-    }
+    let keys = match load_keys(key_files, LogKey::load) {
+        Ok(keys) => keys,
+        Err(exit) => return Ok(exit),
+    };
     match verify_paths(paths, &keys) {
         Ok(summary) => {
             println!(
