@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mld_capture::{boot_time_ns, CaptureError, Counters, Dataplane, PinnedMaps};
-use mld_config::{Config, OutputFormat};
+use mld_config::OutputFormat;
 use mld_flow::{FlowRecord, FlowTable};
 use mld_types::DenyReason;
 use mld_types::IpPrefix;
@@ -21,17 +21,6 @@ use mld_runtime::Exit;
 
 const TICK: Duration = Duration::from_millis(250);
 
-/// Loads the configuration, or reports every error and says to exit 64.
-pub fn load_config(path: Option<&Path>) -> Result<Config, Exit> {
-    match path {
-        Some(path) => Config::from_file(path).map_err(|errors| {
-            eprintln!("{errors}");
-            Exit::Config
-        }),
-        None => Ok(Config::default()),
-    }
-}
-
 fn startup_exit(error: &CaptureError) -> Exit {
     match error {
         CaptureError::UnknownInterface { .. } | CaptureError::Refused(_) => Exit::Config,
@@ -40,7 +29,7 @@ fn startup_exit(error: &CaptureError) -> Exit {
 }
 
 pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::Result<Exit> {
-    let config = match load_config(Some(config_path)) {
+    let config = match crate::load::config(Some(config_path)) {
         Ok(config) => config,
         Err(exit) => return Ok(exit),
     };
@@ -121,7 +110,7 @@ pub fn run_capture(config_path: &Path, format: Option<OutputFormat>) -> anyhow::
 
 /// `mldefender capture detach`: removes the program and its pins.
 pub fn run_detach(config_path: &Path) -> anyhow::Result<Exit> {
-    let config = match load_config(Some(config_path)) {
+    let config = match crate::load::config(Some(config_path)) {
         Ok(config) => config,
         Err(exit) => return Ok(exit),
     };
@@ -168,7 +157,7 @@ pub fn maps_dir(bpffs_dir: Option<PathBuf>, config: Option<&Path>) -> Result<Pat
     if let Some(dir) = bpffs_dir {
         return Ok(dir);
     }
-    Ok(load_config(config)?.capture.bpffs_dir)
+    Ok(crate::load::config(config)?.capture.bpffs_dir)
 }
 
 fn open_maps(dir: &Path) -> Result<PinnedMaps, Exit> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use mld_config::{Config, OutputFormat};
+use mld_config::OutputFormat;
 use mld_flow::{FlowRecord, FlowTable};
 use mld_packet::{decode_frame, DecodeOutcome, DecodeStats, PcapReader};
 
@@ -41,15 +41,9 @@ impl Sink {
 }
 
 pub fn run(options: FlowsOptions) -> anyhow::Result<Exit> {
-    let config = match &options.config {
-        Some(path) => match Config::from_file(path) {
-            Ok(config) => config,
-            Err(errors) => {
-                eprintln!("{errors}");
-                return Ok(Exit::Config);
-            }
-        },
-        None => Config::default(),
+    let config = match crate::load::config(options.config.as_deref()) {
+        Ok(config) => config,
+        Err(exit) => return Ok(exit),
     };
     let format = options.format.unwrap_or(config.output.format);
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mld_config::Config;
 use mld_detect::engine::Action;
 use mld_eventlog::{verify_paths, verify_paths_signed, CheckpointPublicKey, CheckpointSigningKey, LogKey, LogWriter, WriterConfig};
 use mld_flow::{FlowRecord, FlowTable};
@@ -14,45 +13,15 @@ use mld_runtime::detection::Detection;
 use mld_runtime::pipeline::{CaptureSide, Emitted};
 use mld_runtime::Exit;
 
-/// Loads the log key, creating it (0600) when missing and allowed.
-fn log_key(config: &Config) -> anyhow::Result<LogKey> {
-    let path = &config.log.key_file;
-    if !path.exists() && config.log.create_key {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
-        }
-        eprintln!("mldefender: creating log key `{}` (0600)", path.display());
-        return Ok(LogKey::create(path)?);
-    }
-    Ok(LogKey::load(path)?)
-}
-
-/// Loads the checkpoint signing key, creating it (0600) when missing and allowed.
-fn signing_key(config: &Config) -> anyhow::Result<CheckpointSigningKey> {
-    let path = &config.log.signing_key_file;
-    if !path.exists() && config.log.create_key {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("failed to create `{}`", parent.display()))?;
-        }
-        eprintln!("mldefender: creating log signing key `{}` (0600)", path.display());
-        return Ok(CheckpointSigningKey::create(path)?);
-    }
-    Ok(CheckpointSigningKey::load(path)?)
-}
-
 /// The offline pipeline in one process: captures → flows and active-source reports →
 /// detection (heuristics, models, policy; nothing is blocked offline) →
 /// signed event log. Deterministic: times come from the packets.
 pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
-    let text = std::fs::read_to_string(config_path).with_context(|| format!("failed to read `{}`", config_path.display()))?;
-    let config = match Config::from_toml(&text, &config_path.display().to_string()) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(Exit::Config);
-        }
+    let (config, text) = match crate::load::config_with_text(config_path) {
+        Ok(loaded) => loaded,
+        Err(exit) => return Ok(exit),
     };
-    let (key, signer) = match log_key(&config).and_then(|key| Ok((key, signing_key(&config)?))) {
+    let (key, signer) = match mld_runtime::keys::load_keys(&config) {
         Ok(keys) => keys,
         Err(error) => {
             eprintln!("mldefender: error: {error:#}");
@@ -183,7 +152,7 @@ pub fn public_key(config_path: Option<&Path>, signing_key_path: Option<&Path>) -
     let path = match (signing_key_path, config_path) {
         (Some(path), _) => path.to_path_buf(),
         (None, config_path) => {
-            let config = match crate::capture::load_config(config_path) {
+            let config = match crate::load::config(config_path) {
                 Ok(config) => config,
                 Err(exit) => return Ok(exit),
             };
@@ -232,7 +201,7 @@ pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> 
 }
 
 pub fn schema(config: Option<&Path>) -> anyhow::Result<Exit> {
-    let config = match crate::capture::load_config(config) {
+    let config = match crate::load::config(config) {
         Ok(config) => config,
         Err(exit) => return Ok(exit),
     };

@@ -6,6 +6,7 @@
 
 mod capture;
 mod flows;
+mod load;
 mod log;
 mod model;
 mod query;
@@ -390,7 +391,7 @@ fn main() -> ExitCode {
         Command::Supervise { config } => mld_runtime::supervise::run(&config),
         Command::Status { json, runtime_dir, config } => match runtime_dir {
             Some(dir) => status::status(&dir, json),
-            None => match capture::load_config(config.as_deref()) {
+            None => match load::config(config.as_deref()) {
                 Ok(config) => status::status(&config.capture.runtime_dir, json),
                 Err(exit) => Ok(exit),
             },

@@ -40,7 +40,7 @@ pub fn sign(private_key: &Path, metadata: &[PathBuf]) -> anyhow::Result<Exit> {
 }
 
 pub fn check(config: Option<&Path>, dir: Option<&Path>) -> anyhow::Result<Exit> {
-    let config = match crate::capture::load_config(config) {
+    let config = match crate::load::config(config) {
         Ok(config) => config,
         Err(exit) => return Ok(exit),
     };

@@ -83,7 +83,7 @@ fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
         None => {
             let socket = match &target.socket {
                 Some(socket) => socket.clone(),
-                None => match crate::capture::load_config(target.config.as_deref()) {
+                None => match crate::load::config(target.config.as_deref()) {
                     Ok(config) => config.capture.runtime_dir.join(mld_runtime::query_server::QUERY_SOCKET),
                     Err(exit) => return Ok(exit),
                 },
@@ -121,7 +121,7 @@ fn offline(dir: &Path, config: Option<&Path>, query: &Query) -> anyhow::Result<R
     };
     let mut embedder = match query {
         Query::SimilarToObject { .. } => {
-            let config = match crate::capture::load_config(config) {
+            let config = match crate::load::config(config) {
                 Ok(config) => config,
                 Err(_) => anyhow::bail!("the configuration is invalid (see above)"),
             };

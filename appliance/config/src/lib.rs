@@ -42,10 +42,16 @@ impl Config {
 
     /// Reads, parses and validates a configuration file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        Config::from_file_with_text(path).map(|(config, _)| config)
+    }
+
+    /// Like [`from_file`](Config::from_file), with the file's text (what a record's
+    /// configuration hash is taken of).
+    pub fn from_file_with_text(path: &std::path::Path) -> Result<(Config, String), ConfigErrors> {
         let origin = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|error| ConfigErrors::single(&origin, ConfigError::new("", format!("failed to read the file: {error}"))))?;
-        Config::from_toml(&text, &origin)
+        Config::from_toml(&text, &origin).map(|config| (config, text))
     }
 }
 

@@ -70,3 +70,67 @@ impl CaptureSide {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mld_packet::PacketRecord;
+
+    /// A UDP packet from 10.0.0.66 to 10.0.0.2:`port` at `ts_us`.
+    fn probe(ts_us: u64, port: u16) -> PacketRecord {
+        let mut packet: PacketRecord = bytemuck::Zeroable::zeroed();
+        packet.ts_ns = ts_us * 1000;
+        packet.src_addr[..4].copy_from_slice(&[10, 0, 0, 66]);
+        packet.dst_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        packet.src_port = 40000;
+        packet.dst_port = port;
+        packet.ip_version = 4;
+        packet.protocol = 17;
+        packet.ip_header_len = 20;
+        packet.l4_header_len = 8;
+        packet.ip_len = 28;
+        packet
+    }
+
+    #[test]
+    fn an_active_source_is_reported_once_per_detection_tick_by_the_packets_clock() {
+        let config = Config::default();
+        let mut table = FlowTable::new(config.flow_table());
+        let mut side = CaptureSide::new(&config, &mut table);
+        let (mut finished, mut out) = (Vec::new(), Vec::new());
+        let mut reported_at = Vec::new();
+        // A scanner: one port every 2 ms for 3 s of packet time.
+        for probe_index in 0..1500u64 {
+            table.process(&probe(1_000_000 + probe_index * 2_000, 1 + probe_index as u16), &mut finished);
+            side.poll(&mut table, &mut finished, &mut out);
+            for emitted in out.drain(..) {
+                if let Emitted::Source(report) = emitted {
+                    assert_eq!(report.src_ip.to_string(), "10.0.0.66");
+                    reported_at.push(table.now_ns());
+                }
+            }
+        }
+        let tick_ns = config.detect.tick.as_nanos() as u64;
+        let expected = 3_000_000_000 / tick_ns;
+        assert!(
+            reported_at.len() as u64 >= expected - 1 && reported_at.len() as u64 <= expected + 1,
+            "{} reports in 3 s at a {tick_ns} ns tick",
+            reported_at.len()
+        );
+        assert!(reported_at.windows(2).all(|pair| pair[1] - pair[0] >= tick_ns), "two reports within one tick: {reported_at:?}");
+    }
+
+    #[test]
+    fn a_quiet_source_is_not_reported() {
+        let config = Config::default();
+        let mut table = FlowTable::new(config.flow_table());
+        let mut side = CaptureSide::new(&config, &mut table);
+        let (mut finished, mut out) = (Vec::new(), Vec::new());
+        // One packet a second to one port: nothing any rule would look at.
+        for second in 0..5u64 {
+            table.process(&probe(1_000_000 + second * 1_000_000, 53), &mut finished);
+            side.poll(&mut table, &mut finished, &mut out);
+        }
+        assert!(!out.iter().any(|emitted| matches!(emitted, Emitted::Source(_))), "{out:?}");
+    }
+}

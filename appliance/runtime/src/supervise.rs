@@ -13,7 +13,6 @@
 //! The loop is single-threaded on purpose: tasks are forked from it, and a fork of a
 //! multi-threaded process may inherit a lock held by another thread.
 
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -100,15 +99,15 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
 fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Result<Exit> {
     // Whatever the supervisor creates is private unless a mode is given on purpose.
     set_umask(SUPERVISOR_UMASK);
-    let config_toml = std::fs::read_to_string(config_path).with_context(|| format!("failed to read configuration `{}`", config_path.display()))?;
     let origin = config_path.display().to_string();
-    let config = match Config::from_toml(&config_toml, &origin).and_then(|config| config.check_environment(&origin).map(|()| config)) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(Exit::Config);
-        }
-    };
+    let (config, config_toml) =
+        match Config::from_file_with_text(config_path).and_then(|(config, text)| config.check_environment(&origin).map(|()| (config, text))) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return Ok(Exit::Config);
+            }
+        };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
@@ -245,18 +244,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
 /// length), and gives the log and ingest state directories to their tasks. The returned
 /// file is the one handed to the tasks.
 fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
-    let path = &config.log.key_file;
-    let key_file = match mld_eventlog::LogKey::open(path) {
-        Err(error) if config.log.create_key && is_not_found(&error) => {
-            if let Some(parent) = path.parent() {
-                create_dirs(parent, 0o700).with_context(|| format!("failed to create `{}`", parent.display()))?;
-            }
-            mld_eventlog::LogKey::create(path)?;
-            info!(path = %path.display(), "log key created");
-            mld_eventlog::LogKey::open(path)?
-        }
-        opened => opened?,
-    };
+    let key_file = crate::keys::open_log_key(config)?;
     let uid_gid = |task: &TaskConfig| mld_config::ids::resolve_user(&task.user).with_context(|| format!("user `{}` does not exist", task.user));
     if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Log && task.enabled) {
         let (uid, gid) = uid_gid(task)?;
@@ -284,26 +272,11 @@ fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
 /// `log.create-key` allows), checked on the open fd as the log key is; returns the file
 /// (for the log task) and its public key, base64 (for the ingest task).
 fn open_signing_key(config: &Config) -> anyhow::Result<(std::fs::File, String)> {
-    use mld_eventlog::{CheckpointSigningKey, SigningKeyError};
-    use mld_secret::SecretFileError;
     let path = &config.log.signing_key_file;
-    let file = match CheckpointSigningKey::open(path) {
-        Err(SigningKeyError::File(SecretFileError::Io { source, .. })) if config.log.create_key && source.kind() == ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                create_dirs(parent, 0o700).with_context(|| format!("failed to create `{}`", parent.display()))?;
-            }
-            CheckpointSigningKey::create(path)?;
-            info!(path = %path.display(), "log signing key created");
-            CheckpointSigningKey::open(path)?
-        }
-        opened => opened?,
-    };
-    let public_key = CheckpointSigningKey::from_file(file.try_clone().context("failed to duplicate the signing key fd")?, path)?.public_key().to_base64();
+    let file = crate::keys::open_signing_key(config)?;
+    let public_key =
+        mld_eventlog::CheckpointSigningKey::from_file(file.try_clone().context("failed to duplicate the signing key fd")?, path)?.public_key().to_base64();
     Ok((file, public_key))
-}
-
-fn is_not_found(error: &mld_eventlog::KeyError) -> bool {
-    matches!(error, mld_eventlog::KeyError::File(mld_secret::SecretFileError::Io { source, .. }) if source.kind() == ErrorKind::NotFound)
 }
 
 /// Binds a socket with exactly `mode` (set by `bind` through the umask: no chmod of a

@@ -57,7 +57,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), index = config.ingest.index.is_some(), "ingest task ready");
     let idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
-        let busy = source.step(&mut counters)?;
+        let busy = source.step(&mut counters)? > 0;
         crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query));
         control.report_due(|| TaskCounters::Ingest(counters));
         if !busy {
@@ -69,7 +69,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     // The log task stopped before this one: read what it wrote last (bounded: a rebuild
     // in progress goes on at the next start), then save.
     let drain_until = Instant::now() + DRAIN_DEADLINE;
-    while Instant::now() < drain_until && source.step(&mut counters)? {}
+    while Instant::now() < drain_until && source.step(&mut counters)? > 0 {}
     source.save();
     control.finish(TaskCounters::Ingest(counters));
     info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
@@ -115,8 +115,8 @@ impl Verified {
         Ok(Verified::Plain(Box::new(ingest), Some(reason)))
     }
 
-    /// One bounded read of the log; true when it read something.
-    fn step(&mut self, counters: &mut IngestCounters) -> anyhow::Result<bool> {
+    /// One bounded read of the log (at most `max_batch_lines` lines); returns the lines read.
+    fn step(&mut self, counters: &mut IngestCounters) -> anyhow::Result<u64> {
         let (lines, verified, quarantined, indexed) = match self {
             Verified::History(history) => match history.step() {
                 Ok(stats) => {
@@ -144,7 +144,7 @@ impl Verified {
                     if let Verified::History(history) = std::mem::replace(self, Verified::Switching) {
                         *self = Verified::Plain(Box::new(history.into_ingest()), Some(reason));
                     }
-                    return Ok(true);
+                    return Ok(1);
                 }
             },
             Verified::Plain(ingest, _) => {
@@ -164,7 +164,7 @@ impl Verified {
             };
             warn!(lines = quarantined, reasons = ?reasons, "log lines quarantined");
         }
-        Ok(lines > 0)
+        Ok(lines as u64)
     }
 
     /// Saves the index (then the checkpoint). A failure is logged: the next start finds
@@ -194,5 +194,45 @@ impl Verified {
             Verified::Plain(_, Some(reason)) => mld_history::Reply::Error(format!("the similarity index is unavailable: {reason}")),
             Verified::Switching => mld_history::Reply::Error("the similarity index is unavailable".to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mld_eventlog::{CheckpointSigningKey, LogKey, LogWriter, WriterConfig};
+
+    #[test]
+    fn one_step_reads_at_most_a_batch_and_the_steps_reach_every_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log_dir, state_dir) = (dir.path().join("log"), dir.path().join("state"));
+        std::fs::create_dir(&log_dir).expect("log dir");
+        std::fs::create_dir(&state_dir).expect("state dir");
+        let key = LogKey::create(&dir.path().join("log.key")).expect("key");
+        let signer = CheckpointSigningKey::create(&dir.path().join("signing.key")).expect("signing key");
+        let public_key = signer.public_key();
+        let config = WriterConfig { rotate_daily: false, checkpoint_every_records: 1000, ..WriterConfig::new(log_dir.clone(), "n".to_string()) };
+        let mut writer = LogWriter::open_signed(config, key, signer).expect("writer");
+        for n in 0..35 {
+            writer.append_json(&format!(r#"{{"type":"event","action":"alert","n":{n}}}"#), None).expect("append");
+        }
+        writer.checkpoint().and_then(|()| writer.sync()).expect("checkpoint");
+        let mut ingest_config = mld_ingest::IngestConfig::new(log_dir, state_dir, "n".to_string(), vec![public_key]);
+        ingest_config.max_batch_lines = 10;
+        let mut source = Verified::Plain(Box::new(mld_ingest::Ingest::open(ingest_config).expect("ingest")), None);
+        let mut counters = IngestCounters::default();
+        let mut steps = 0;
+        loop {
+            let lines = source.step(&mut counters).expect("step");
+            assert!(lines <= 10, "one step read {lines} lines");
+            if lines == 0 {
+                break;
+            }
+            steps += 1;
+            assert!(steps < 100, "the steps never end");
+        }
+        assert_eq!(counters.events_verified, 35, "every record verified");
+        assert!(steps >= 4, "{steps} steps for 35 records and a header and a checkpoint at 10 lines a step");
+        assert_eq!(counters.events_quarantined, 0);
     }
 }
