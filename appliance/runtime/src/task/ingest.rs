@@ -164,7 +164,7 @@ impl Verified {
             };
             warn!(lines = quarantined, reasons = ?reasons, "log lines quarantined");
         }
-        Ok(lines as u64)
+        Ok(lines)
     }
 
     /// Saves the index (then the checkpoint). A failure is logged: the next start finds
