@@ -254,11 +254,12 @@ pub struct Peer {
     pub pid: i32,
 }
 
-/// Why [`accept`] turned a peer away (it is closed at once).
+/// Why [`accept`] turned a peer away. The stream of a peer with the wrong uid comes
+/// back, so that a server may tell it why before closing it; no frame of the peer is read.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
     #[error("refused a connection from uid {uid} (pid {pid}): only uid {expected:?} may connect")]
-    Uid { uid: u32, pid: i32, expected: Vec<u32> },
+    Uid { uid: u32, pid: i32, expected: Vec<u32>, stream: UnixStream },
     #[error("refused a connection without peer credentials: {0}")]
     NoCredentials(io::Error),
 }
@@ -270,7 +271,7 @@ pub fn accept(listener: &UnixListener, uids: &[u32]) -> Option<Result<Peer, Refu
     let (stream, _) = listener.accept().ok()?;
     Some(match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
         Ok(credentials) if uids.contains(&credentials.uid()) => Ok(Peer { stream, uid: credentials.uid(), pid: credentials.pid() }),
-        Ok(credentials) => Err(Refused::Uid { uid: credentials.uid(), pid: credentials.pid(), expected: uids.to_vec() }),
+        Ok(credentials) => Err(Refused::Uid { uid: credentials.uid(), pid: credentials.pid(), expected: uids.to_vec(), stream }),
         Err(error) => Err(Refused::NoCredentials(error.into())),
     })
 }

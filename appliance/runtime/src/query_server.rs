@@ -3,7 +3,6 @@
 //! client cannot stall it.
 
 use std::io::Read;
-use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
@@ -39,28 +38,22 @@ pub fn serve(listener: &UnixListener, uids: &[u32], answer_one: &mut dyn FnMut(&
         if left.is_zero() {
             return;
         }
-        let mut stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(_) => return,
+        let mut stream = match mld_ipc::accept(listener, uids) {
+            None => return,
+            Some(Ok(peer)) => peer.stream,
+            Some(Err(refusal)) => {
+                refused(&refusal.to_string());
+                if let mld_ipc::Refused::Uid { mut stream, .. } = refusal {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_write_timeout(Some(left));
+                    let _ = mld_ipc::write_frame(&mut stream, &Reply::Error("only root and the detect task may query the similarity index".to_string()));
+                }
+                continue;
+            }
         };
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(left));
         let _ = stream.set_write_timeout(Some(left));
-        let allowed = match nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials) {
-            Ok(credentials) if uids.contains(&credentials.uid()) => true,
-            Ok(credentials) => {
-                refused(&format!("uid {}", credentials.uid()));
-                false
-            }
-            Err(error) => {
-                refused(&format!("no peer credentials: {error}"));
-                false
-            }
-        };
-        if !allowed {
-            let _ = mld_ipc::write_frame(&mut stream, &Reply::Error("only root and the detect task may query the similarity index".to_string()));
-            continue;
-        }
         // The deadline holds for the whole query, however the bytes trickle in.
         let reply = match mld_ipc::read_frame::<Query>(&mut Deadline { stream: &stream, deadline }) {
             Ok(Some(query)) => answer_one(&query),

@@ -199,9 +199,18 @@ impl fmt::Debug for Machine {
     }
 }
 
-/// Restart jitter in [0, 1): the nanoseconds of a clock reading (not random, only spread).
-fn clock_jitter() -> f64 {
-    f64::from(Instant::now().elapsed().subsec_nanos() % 1000) / 1000.0
+/// Restart jitter, uniform in [0, 1): a xorshift generator seeded from the wall clock and
+/// the pid (spread, not secrecy: restarts of tasks, and of appliances that booted together,
+/// do not fall on the same instant).
+fn clock_jitter() -> impl FnMut() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64);
+    let mut state = (nanos ^ (u64::from(std::process::id()) << 32)) | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 impl Machine {
@@ -230,7 +239,7 @@ impl Machine {
                 control_floods: 0,
             })
             .collect();
-        Machine { settings, tasks, started: now, next_watchdog: now, announced_ready: false, phase: Phase::Running, jitter: Box::new(clock_jitter) }
+        Machine { settings, tasks, started: now, next_watchdog: now, announced_ready: false, phase: Phase::Running, jitter: Box::new(clock_jitter()) }
     }
 
     /// Replaces the restart jitter (values in [0, 1); tests make it deterministic).
@@ -552,8 +561,10 @@ impl Machine {
             .control
             .as_mut()
             .map(|control| {
-                let _ = control.set_nonblocking(false);
-                mld_ipc::write_frame(control, &SupervisorMessage::Shutdown).is_ok()
+                // Never waits: a task that does not read its channel (stuck, or flooding
+                // it) gets SIGTERM instead of holding the supervisor's shutdown.
+                let frame = mld_ipc::encode_frame(&SupervisorMessage::Shutdown).unwrap_or_default();
+                std::io::Write::write(control, &frame).is_ok_and(|written| written == frame.len())
             })
             .unwrap_or(false);
         if !asked {
@@ -607,4 +618,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_jitter_spreads_over_the_whole_range() {
+        let mut jitter = clock_jitter();
+        let draws: Vec<f64> = (0..1000).map(|_| jitter()).collect();
+        assert!(draws.iter().all(|draw| (0.0..1.0).contains(draw)));
+        // Each tenth of the range gets some of 1,000 uniform draws (a tenth empty by
+        // chance: about 1e-45).
+        for tenth in 0..10 {
+            let low = f64::from(tenth) / 10.0;
+            assert!(draws.iter().any(|draw| (low..low + 0.1).contains(draw)), "nothing in [{low}, {})", low + 0.1);
+        }
+    }
 }
