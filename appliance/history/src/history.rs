@@ -111,7 +111,7 @@ pub struct OpenFailure {
 
 impl std::fmt::Display for OpenFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", error_chain(&self.error))
+        write!(f, "{}", mld_types::error_chain(&self.error))
     }
 }
 
@@ -206,7 +206,7 @@ impl History {
                 (Some(index), behind)
             }
             Err(IndexError::Missing { .. }) => (None, Some(Rebuild::Missing)),
-            Err(error @ (IndexError::Corrupt { .. } | IndexError::Faiss { .. })) => (None, Some(Rebuild::Damaged(error_chain(&error)))),
+            Err(error @ (IndexError::Corrupt { .. } | IndexError::Faiss { .. })) => (None, Some(Rebuild::Damaged(mld_types::error_chain(&error)))),
             // Permissions, EIO, a full disk: not the index's fault; rebuilding would
             // throw away a good index. The caller reports it.
             Err(error) => return Err(error.into()),
@@ -438,16 +438,4 @@ fn write_covered(dir: &Path, covered: &Covered) -> Result<(), HistoryError> {
     }
     fs::rename(&temp, &path).map_err(io("rename into", &path))?;
     fs::File::open(dir).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", dir))
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -28,15 +28,4 @@ pub mod supervise;
 pub mod task;
 
 pub use exit::Exit;
-
-/// An error and its causes on one line, `: `-separated.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use mld_types::error_chain;

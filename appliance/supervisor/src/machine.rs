@@ -358,7 +358,7 @@ impl Machine {
             &mut control,
             &SupervisorMessage::Configure { config_toml: self.settings.config_toml.clone(), settings: spawner.task_settings(kind) },
         )
-        .map_err(|error| format!("failed to configure the task: {}", error_chain(&error)))
+        .map_err(|error| format!("failed to configure the task: {}", mld_types::error_chain(&error)))
         .and_then(|()| control.set_nonblocking(true).map_err(|error| format!("failed to configure the control channel: {error}")));
         if let Err(error) = configured {
             // Started, but not to be kept: it would run unwatched.
@@ -607,17 +607,6 @@ impl Machine {
             }
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
