@@ -148,6 +148,9 @@ pub struct RawResponse {
     /// The share of max-new-blocks-per-minute kept for sources with two-way evidence.
     /// Percent.
     pub breaker_reserved_percent: i64,
+    /// The first block of a source for an unsure category (brute force, slow) lasts this
+    /// long; 0: as long as the category's TTL. Seconds.
+    pub first_block_unsure_secs: i64,
 }
 
 impl Default for RawResponse {
@@ -169,6 +172,7 @@ impl Default for RawResponse {
             resolvers: Vec::new(),
             protect_default_gateways: true,
             breaker_reserved_percent: 25,
+            first_block_unsure_secs: 60,
         }
     }
 }
@@ -270,6 +274,11 @@ pub struct ResponseConfig {
     pub ttl_other: Duration,
     pub ttl_max: Duration,
     pub repeat_window: Duration,
+    /// The first block for brute force or slow (categories whose evidence is fuzzy:
+    /// busy-but-normal hosts can look like them); `None`: the category's TTL. A repeat
+    /// within `repeat_window` (the behaviour went on after the block expired) gets the
+    /// category's TTL, doubling from there.
+    pub first_block_unsure: Option<Duration>,
     pub max_new_blocks_per_minute: u32,
     pub max_active_blocks: u32,
     pub management_prefixes: Vec<IpPrefix>,
@@ -430,6 +439,7 @@ pub(crate) fn validate_response(raw: &RawResponse, errors: &mut Vec<ConfigError>
     }
     let max_new_blocks_per_minute = in_range(raw.max_new_blocks_per_minute, 1, 1_000_000, "response.max-new-blocks-per-minute", errors) as u32;
     let reserved_percent = in_range(raw.breaker_reserved_percent, 0, 100, "response.breaker-reserved-percent", errors) as u32;
+    let first_block_unsure = in_range(raw.first_block_unsure_secs, 0, raw.ttl_max_secs.max(0), "response.first-block-unsure-secs", errors);
     ResponseConfig {
         mode,
         ttl_flood: secs(raw.ttl_flood_secs, "ttl-flood-secs", errors),
@@ -439,6 +449,7 @@ pub(crate) fn validate_response(raw: &RawResponse, errors: &mut Vec<ConfigError>
         ttl_other: secs(raw.ttl_other_secs, "ttl-other-secs", errors),
         ttl_max,
         repeat_window: secs(raw.repeat_window_secs, "repeat-window-secs", errors),
+        first_block_unsure: (first_block_unsure > 0).then(|| Duration::from_secs(first_block_unsure)),
         max_new_blocks_per_minute,
         max_active_blocks: in_range(raw.max_active_blocks, 1, 262_144, "response.max-active-blocks", errors) as u32,
         management_prefixes,

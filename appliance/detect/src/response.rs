@@ -110,6 +110,21 @@ impl Responder {
         }
     }
 
+    /// The TTL of a block for `category` at escalation `step` (0: a first block). An
+    /// unsure category's first block is short (`response.first-block-unsure-secs`); its
+    /// repeats start from the category's TTL. Every other block doubles the category's
+    /// TTL per repeat. Never beyond `ttl-max`.
+    fn ttl(&self, category: Category, step: u32) -> Duration {
+        let base = self.base_ttl(category);
+        let doubled = |times: u32| base.saturating_mul(1u32 << times.min(20));
+        let ttl = match (category, self.config.first_block_unsure) {
+            (Category::BruteForce | Category::Slow, Some(first)) if step == 0 => first.min(base),
+            (Category::BruteForce | Category::Slow, Some(_)) => doubled(step - 1),
+            _ => doubled(step),
+        };
+        ttl.min(self.config.ttl_max)
+    }
+
     /// Decides what blocking `source` for `category` means now. `two_way`: the source
     /// showed two-way evidence (`engine::two_way_evidence`), so it may use the share of
     /// the breaker reserved for such sources; a source without it may use at most
@@ -153,7 +168,7 @@ impl Responder {
         }
         let repeat = self.history.get(&source).filter(|history| now_ns.saturating_sub(history.last_block_ns) <= self.config.repeat_window.as_nanos() as u64);
         let step = repeat.map_or(0, |history| history.step + 1);
-        let ttl = self.base_ttl(category).saturating_mul(1u32 << step.min(20)).min(self.config.ttl_max);
+        let ttl = self.ttl(category, step);
         if dry_run {
             return Outcome::WouldBlock { ttl, step };
         }
@@ -233,6 +248,29 @@ mod tests {
             Outcome::Block { ttl, step } => assert_eq!((ttl, step), (Duration::from_secs(86_400), 12)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unsure_first_block_is_short_and_a_repeat_after_it_gets_the_full_ttl() {
+        let mut responder = responder(ResponseMode::Block);
+        let guesser = ip("10.66.2.3");
+        // Brute force: 60 s first (the default), then the category's 3600 s, then doubled.
+        assert_eq!(responder.decide(guesser, Category::BruteForce, 0, true), Outcome::Block { ttl: Duration::from_secs(60), step: 0 });
+        responder.expired(guesser);
+        assert_eq!(responder.decide(guesser, Category::BruteForce, 90 * SECOND, true), Outcome::Block { ttl: Duration::from_secs(3600), step: 1 });
+        responder.expired(guesser);
+        responder.minute = Minute { start_ns: 4000 * SECOND, ..Minute::default() };
+        assert_eq!(responder.decide(guesser, Category::BruteForce, 4000 * SECOND, true), Outcome::Block { ttl: Duration::from_secs(7200), step: 2 });
+        // Slow is unsure too; a scan is not: its first block is the full TTL.
+        assert_eq!(responder.decide(ip("10.66.2.4"), Category::Slow, 4000 * SECOND, true), Outcome::Block { ttl: Duration::from_secs(60), step: 0 });
+        assert_eq!(responder.decide(ip("10.66.2.5"), Category::Scan, 4000 * SECOND, true), Outcome::Block { ttl: Duration::from_secs(3600), step: 0 });
+    }
+
+    #[test]
+    fn without_a_short_first_block_an_unsure_category_blocks_for_its_ttl_at_once() {
+        let mut responder = responder(ResponseMode::Block);
+        responder.config.first_block_unsure = None;
+        assert_eq!(responder.decide(ip("10.66.2.3"), Category::BruteForce, 0, true), Outcome::Block { ttl: Duration::from_secs(3600), step: 0 });
     }
 
     #[test]
