@@ -112,11 +112,15 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
             format!("RST share {:.2} of {packets:.0} packets (limit {})", window.rst_ratio, config.rst_ratio),
         );
     }
+    // Password guessing is sessions: TCP connections opened, refused or failed, closed,
+    // again. UDP request/response pairs (a burst of DNS queries, NTP, syslog) are flows
+    // too, and a busy host makes many of them: they are not repeated sessions.
+    let new_sessions = window.new_tcp_flows_per_sec * secs;
     if window.distinct_dst_ports <= 2 {
         rule(
-            rule_score(new_flows, f64::from(config.repeat_sessions)).min(NOT_DECISIVE_ALONE),
+            rule_score(new_sessions, f64::from(config.repeat_sessions)).min(NOT_DECISIVE_ALONE),
             Category::BruteForce,
-            format!("repeated sessions {new_flows:.0} to {} port(s) (limit {}; not decisive alone)", window.distinct_dst_ports, config.repeat_sessions),
+            format!("repeated TCP sessions {new_sessions:.0} to {} port(s) (limit {}; not decisive alone)", window.distinct_dst_ports, config.repeat_sessions),
         );
     }
     // A SYN share only means something next to volume: keep the rule that says it, but
@@ -197,6 +201,7 @@ mod tests {
             distinct_dst_addrs: 1,
             distinct_dst_ports: ports,
             new_flows_per_sec: new_flows / 10.0,
+            new_tcp_flows_per_sec: new_flows / 10.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: bytes / 10.0,
             syn_without_ack_ratio: 0.0,
@@ -239,5 +244,19 @@ mod tests {
         let busy_client = assess_window(&window(1, 200.0, 1500.0, 1500.0 * 400.0), &config());
         assert_eq!(busy_client.category, Category::BruteForce);
         assert!(busy_client.score <= NOT_DECISIVE_ALONE && busy_client.score >= 0.5, "{busy_client:?}");
+    }
+
+    #[test]
+    fn a_burst_of_dns_queries_is_not_repeated_sessions() {
+        // 50 queries a second for 10 s to one resolver port: 500 UDP flows, no session.
+        // (The new-flows volume rule still reads it as a flood: issue 14 goes on there.)
+        let dns_burst = WindowSnapshot { new_tcp_flows_per_sec: 0.0, ..window(1, 500.0, 1000.0, 1000.0 * 90.0) };
+        let verdict = assess_window(&dns_burst, &config());
+        assert!(verdict.category != Category::BruteForce, "{verdict:?}");
+        assert!(!verdict.reasons.iter().any(|reason| reason.contains("repeated")), "{verdict:?}");
+        // The same count of TCP sessions to one port is what password guessing looks like.
+        let guessing = assess_window(&window(1, 100.0, 1000.0, 1000.0 * 90.0), &config());
+        assert_eq!(guessing.category, Category::BruteForce, "{guessing:?}");
+        assert!(guessing.reasons[0].contains("repeated TCP sessions 100"), "{guessing:?}");
     }
 }

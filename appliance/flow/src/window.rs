@@ -46,6 +46,10 @@ pub struct WindowSnapshot {
     pub distinct_dst_ports: u32,
     /// Flows the source started, per second of window.
     pub new_flows_per_sec: f64,
+    /// TCP flows the source started, per second of window (sessions, as opposed to UDP
+    /// request/response pairs such as DNS or NTP).
+    #[serde(default)]
+    pub new_tcp_flows_per_sec: f64,
     /// Packets of flows the source started (both directions), per second of window.
     pub packets_per_sec: f64,
     /// IP bytes of flows the source started (both directions), per second of window.
@@ -68,6 +72,7 @@ pub struct WindowStats {
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
     new_flows: u32,
+    new_tcp_flows: u32,
     packets: u32,
     bytes: u64,
     tcp_packets: u32,
@@ -155,6 +160,7 @@ impl SourceWindow {
         for age in 0..BUCKETS.saturating_sub(stale) {
             let bucket = &self.buckets[(self.current + BUCKETS - age) % BUCKETS];
             total.new_flows += bucket.new_flows;
+            total.new_tcp_flows += bucket.new_tcp_flows;
             total.packets += bucket.packets;
             total.bytes += bucket.bytes;
             total.tcp_packets += bucket.tcp_packets;
@@ -168,6 +174,7 @@ impl SourceWindow {
             distinct_dst_addrs: self.dst_addrs.count(now_ns, self.window_ns),
             distinct_dst_ports: self.dst_ports.count(now_ns, self.window_ns),
             new_flows_per_sec: f64::from(total.new_flows) / window_secs,
+            new_tcp_flows_per_sec: f64::from(total.new_tcp_flows) / window_secs,
             packets_per_sec: f64::from(total.packets) / window_secs,
             bytes_per_sec: total.bytes as f64 / window_secs,
             syn_without_ack_ratio: share(total.syn_without_ack),
@@ -262,6 +269,9 @@ impl WindowAggregator {
             let bucket = &mut window.buckets[window.current];
             if new_flow {
                 bucket.new_flows += 1;
+                if packet.protocol == 6 {
+                    bucket.new_tcp_flows += 1;
+                }
             }
             bucket.packets += 1;
             bucket.bytes += u64::from(packet.ip_len);
@@ -358,9 +368,24 @@ mod tests {
         assert_eq!(snapshot.distinct_dst_addrs, 1);
         assert_eq!(snapshot.distinct_dst_ports, 20);
         assert_eq!(snapshot.new_flows_per_sec, 2.0, "20 flows in a 10 s window");
+        assert_eq!(snapshot.new_tcp_flows_per_sec, 2.0, "all of them TCP");
         assert_eq!(snapshot.syn_without_ack_ratio, 0.5);
         assert_eq!(snapshot.rst_ratio, 0.5);
         assert!(!snapshot.saturated);
+    }
+
+    #[test]
+    fn udp_request_response_pairs_are_flows_but_not_tcp_sessions() {
+        let mut windows = aggregator(128);
+        let resolver_client = (addr(7), 4);
+        for query in 0..50u16 {
+            let mut packet = syn(100 * SECOND + u64::from(query) * 20_000_000);
+            packet.protocol = 17;
+            packet.tcp_flags = 0;
+            windows.observe(resolver_client, (addr(53), 53), &packet, true, 0);
+        }
+        let snapshot = windows.snapshot(resolver_client, 101 * SECOND)[0];
+        assert_eq!((snapshot.new_flows_per_sec, snapshot.new_tcp_flows_per_sec), (5.0, 0.0));
     }
 
     #[test]
