@@ -37,6 +37,7 @@ hping-syn-flood      attack flood      a 5  hping3 SYN flood to :8080 (MLD_SCENA
 hping-syn-flood-rand attack flood      a 5  hping3 SYN flood to :8080 from random spoofed sources
 hping-udp-flood      attack flood      a 5  hping3 UDP flood to :53, 100-byte payloads
 hping-icmp-flood     attack flood      a 5  hping3 ICMP echo flood
+hping-icmp-flood-large attack flood    a 5  hping3 ICMP echo flood of 1,400-byte payloads (1,428-byte packets)
 http-flood           attack flood      a 6  ab: 500 short HTTP/1.0 connections per second (rounds of 100, 5 in parallel)
 brute-force          attack bruteforce a 10 repeated login attempts against the fake login service :2222, 40/s
 slow-http            attack slow       a 15 slowhttptest slowloris: 50 connections trickling header bytes every 4 s
@@ -194,6 +195,9 @@ hping-udp-flood)
     ;;
 hping-icmp-flood)
     hping_flood replies --icmp -d 56
+    ;;
+hping-icmp-flood-large)
+    hping_flood replies --icmp -d 1400
     ;;
 http-flood)
     # Sustained: a round of 100 requests (ab, 5 in parallel, as fast as the server answers;

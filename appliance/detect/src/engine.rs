@@ -745,6 +745,7 @@ mod tests {
             distinct_dst_ports: ports,
             new_flows_per_sec: new_flows / 10.0,
             new_tcp_flows_per_sec: new_flows / 10.0,
+            icmp_packets_per_sec: 0.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: packets * 60.0 / 10.0,
             syn_without_ack_ratio: 0.5,

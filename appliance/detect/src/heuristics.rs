@@ -98,6 +98,11 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
             ),
         );
     }
+    // ICMP has no bulk transfers to confuse with a flood: echo requests (or any ICMP) at
+    // volume are one whatever their size, so a flood of large echo requests (which the
+    // small-packet rule above lets pass, for the sake of bulk TCP and UDP) is caught here.
+    let icmp = window.icmp_packets_per_sec * secs;
+    rule(rule_score(icmp, f64::from(config.flood_packets)), Category::Flood, format!("ICMP packets sent {icmp:.0}, any size (limit {})", config.flood_packets));
     if packets >= f64::from(config.syn_min_packets) {
         rule(
             rule_score(window.syn_without_ack_ratio, config.syn_ratio),
@@ -202,6 +207,7 @@ mod tests {
             distinct_dst_ports: ports,
             new_flows_per_sec: new_flows / 10.0,
             new_tcp_flows_per_sec: new_flows / 10.0,
+            icmp_packets_per_sec: 0.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: bytes / 10.0,
             syn_without_ack_ratio: 0.0,
@@ -258,5 +264,20 @@ mod tests {
         let guessing = assess_window(&window(1, 100.0, 1000.0, 1000.0 * 90.0), &config());
         assert_eq!(guessing.category, Category::BruteForce, "{guessing:?}");
         assert!(guessing.reasons[0].contains("repeated TCP sessions 100"), "{guessing:?}");
+    }
+
+    #[test]
+    fn a_flood_of_large_echo_requests_is_a_flood_and_a_bulk_transfer_is_not() {
+        // 1,428-byte echo requests at 68,000 a second (the answers counted too).
+        let large_pings = WindowSnapshot { icmp_packets_per_sec: 68_000.0, ..window(1, 1.0, 1_360_000.0, 1_360_000.0 * 1428.0) };
+        let verdict = assess_window(&large_pings, &config());
+        assert_eq!((verdict.score, verdict.category), (1.0, Category::Flood), "{verdict:?}");
+        assert!(verdict.reasons[0].contains("ICMP packets sent 680000"), "{verdict:?}");
+        // The same bytes as one TCP transfer is not.
+        let iperf = assess_window(&window(1, 1.0, 1_360_000.0, 1_360_000.0 * 1428.0), &config());
+        assert!(iperf.score < 0.25, "{iperf:?}");
+        // Ordinary pings (one a second, or a monitoring probe's five) are not either.
+        let ping = assess_window(&WindowSnapshot { icmp_packets_per_sec: 5.0, ..window(1, 1.0, 100.0, 100.0 * 84.0) }, &config());
+        assert!(ping.score < 0.25, "{ping:?}");
     }
 }

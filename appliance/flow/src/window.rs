@@ -50,6 +50,10 @@ pub struct WindowSnapshot {
     /// request/response pairs such as DNS or NTP).
     #[serde(default)]
     pub new_tcp_flows_per_sec: f64,
+    /// ICMP and ICMPv6 packets the source sent (not the answers it got), per second of
+    /// window, whatever their size.
+    #[serde(default)]
+    pub icmp_packets_per_sec: f64,
     /// Packets of flows the source started (both directions), per second of window.
     pub packets_per_sec: f64,
     /// IP bytes of flows the source started (both directions), per second of window.
@@ -73,6 +77,7 @@ pub struct WindowStats {
 struct Bucket {
     new_flows: u32,
     new_tcp_flows: u32,
+    icmp_sent: u32,
     packets: u32,
     bytes: u64,
     tcp_packets: u32,
@@ -161,6 +166,7 @@ impl SourceWindow {
             let bucket = &self.buckets[(self.current + BUCKETS - age) % BUCKETS];
             total.new_flows += bucket.new_flows;
             total.new_tcp_flows += bucket.new_tcp_flows;
+            total.icmp_sent += bucket.icmp_sent;
             total.packets += bucket.packets;
             total.bytes += bucket.bytes;
             total.tcp_packets += bucket.tcp_packets;
@@ -175,6 +181,7 @@ impl SourceWindow {
             distinct_dst_ports: self.dst_ports.count(now_ns, self.window_ns),
             new_flows_per_sec: f64::from(total.new_flows) / window_secs,
             new_tcp_flows_per_sec: f64::from(total.new_tcp_flows) / window_secs,
+            icmp_packets_per_sec: f64::from(total.icmp_sent) / window_secs,
             packets_per_sec: f64::from(total.packets) / window_secs,
             bytes_per_sec: total.bytes as f64 / window_secs,
             syn_without_ack_ratio: share(total.syn_without_ack),
@@ -275,6 +282,9 @@ impl WindowAggregator {
             }
             bucket.packets += 1;
             bucket.bytes += u64::from(packet.ip_len);
+            if matches!(packet.protocol, 1 | 58) && packet.src_addr == source.0 {
+                bucket.icmp_sent += 1;
+            }
             if packet.protocol == 6 {
                 bucket.tcp_packets += 1;
                 if packet.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
@@ -386,6 +396,23 @@ mod tests {
         }
         let snapshot = windows.snapshot(resolver_client, 101 * SECOND)[0];
         assert_eq!((snapshot.new_flows_per_sec, snapshot.new_tcp_flows_per_sec), (5.0, 0.0));
+    }
+
+    #[test]
+    fn icmp_counts_what_the_source_sent_not_the_answers() {
+        let mut windows = aggregator(128);
+        let pinger = (addr(9), 4);
+        for echo in 0..30u64 {
+            let mut request = syn(100 * SECOND + echo * 100_000_000);
+            (request.protocol, request.tcp_flags, request.ip_len) = (1, 0, 1428);
+            request.src_addr = addr(9);
+            windows.observe(pinger, (addr(1), 0), &request, echo == 0, 0);
+            let mut reply = request;
+            (reply.src_addr, reply.dst_addr) = (addr(1), addr(9));
+            windows.observe(pinger, (addr(1), 0), &reply, false, 0);
+        }
+        let snapshot = windows.snapshot(pinger, 103 * SECOND)[0];
+        assert_eq!((snapshot.icmp_packets_per_sec, snapshot.packets_per_sec), (3.0, 6.0), "30 requests of 60 packets in 10 s");
     }
 
     #[test]

@@ -55,13 +55,14 @@ fn finite() -> impl Strategy<Value = f64> {
 }
 
 fn window() -> impl Strategy<Value = WindowSnapshot> {
-    (finite(), any::<u32>(), any::<u32>(), [finite(), finite(), finite(), finite(), finite(), finite()], any::<bool>()).prop_map(
+    (finite(), any::<u32>(), any::<u32>(), [finite(), finite(), finite(), finite(), finite(), finite(), finite()], any::<bool>()).prop_map(
         |(window_secs, addrs, ports, rates, saturated)| WindowSnapshot {
             window_secs,
             distinct_dst_addrs: addrs,
             distinct_dst_ports: ports,
             new_flows_per_sec: rates[0],
             new_tcp_flows_per_sec: rates[5],
+            icmp_packets_per_sec: rates[6],
             packets_per_sec: rates[1],
             bytes_per_sec: rates[2],
             syn_without_ack_ratio: rates[3],
