@@ -5,6 +5,7 @@
 //! decides exit codes.
 
 mod capture;
+mod explain;
 mod flows;
 mod load;
 mod log;
@@ -165,6 +166,10 @@ enum BlockCommand {
     Del { prefix: mld_types::IpPrefix },
     /// List deny entries with reason and time left.
     List,
+    /// Why ADDRESS is (or was) blocked: the newest block decision about it in the signed
+    /// log (authenticated with the log key), its scores, reasons and windows, its nearest
+    /// past events, and what the data plane holds for it now. Needs --config for the log.
+    Explain { address: std::net::IpAddr },
 }
 
 /// Where a query goes, and which events it keeps.
@@ -369,13 +374,15 @@ fn main() -> ExitCode {
             eprintln!("mldefender: error: capture needs --config FILE");
             Ok(Exit::Config)
         }
+        Command::Block { action: BlockCommand::Explain { address }, maps } => block_explain(&maps, address),
         Command::Block { action, maps } => with_maps_dir(maps, |dir| {
             let action = match action {
                 BlockCommand::Add { prefix, ttl, permanent: _, reason } => {
                     capture::ListAction::Add { prefix, ttl: ttl.map(std::time::Duration::from_secs), reason }
                 }
                 BlockCommand::Del { prefix } => capture::ListAction::Del { prefix },
-                BlockCommand::List => capture::ListAction::List,
+                // (Explain is answered above, from the log.)
+                BlockCommand::List | BlockCommand::Explain { .. } => capture::ListAction::List,
             };
             capture::block(dir, action)
         }),
@@ -429,6 +436,17 @@ fn output_format(format: FormatArg) -> mld_config::OutputFormat {
         FormatArg::Jsonl => mld_config::OutputFormat::Jsonl,
         FormatArg::Text => mld_config::OutputFormat::Text,
     }
+}
+
+/// `block explain`: the log comes from --config, the data plane from --bpffs-dir or the
+/// configuration.
+fn block_explain(maps: &MapsArgs, address: std::net::IpAddr) -> anyhow::Result<Exit> {
+    let config = match load::config(maps.config.as_deref()) {
+        Ok(config) => config,
+        Err(exit) => return Ok(exit),
+    };
+    let dir = maps.bpffs_dir.clone().unwrap_or_else(|| config.capture.bpffs_dir.clone());
+    explain::explain(&config, &dir, address)
 }
 
 fn with_maps_dir(maps: MapsArgs, action: impl FnOnce(&std::path::Path) -> anyhow::Result<Exit>) -> anyhow::Result<Exit> {

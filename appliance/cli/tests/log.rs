@@ -549,3 +549,45 @@ fn the_log_task_refuses_reserved_keys_counts_them_and_keeps_the_log_verifiable()
     assert!(by_checkpoints.status.success(), "the log task checkpoints at shutdown: {}", stdout(&by_checkpoints));
     assert!(!lines.iter().any(|record| record["event_id"] == "ev-2"), "a refused body is not written");
 }
+
+#[test]
+fn block_explain_shows_why_from_an_authenticated_record_and_skips_a_forged_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("log.key");
+    let config = config(dir.path(), &key, true);
+    let output = run(mldefender().args(["replay", "--config"]).arg(&config).arg(repo().join("tests/pcap/lab-attacks.pcap")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = dir.path().join("log");
+    let block = events(&log).into_iter().find(|event| event["action"] == "block").expect("the lab's attacks hold a block decision");
+    let attacker = block["src_ip"].as_str().expect("src_ip").to_string();
+    let explain = || run(mldefender().args(["block", "explain", &attacker, "--bpffs-dir", "/nonexistent", "--config"]).arg(&config));
+    let output = explain();
+    assert_eq!(output.status.code(), Some(0), "{}\n{}", stdout(&output), stderr(&output));
+    let text = stdout(&output);
+    for expected in [
+        "decision: block".to_string(),
+        "authenticated with the log key".to_string(),
+        format!("category {}", block["category"].as_str().expect("category")),
+        format!("seq {}", block["seq"]),
+        "why: fast".to_string(),
+        "in force: unknown".to_string(),
+    ] {
+        assert!(text.contains(&expected), "`{expected}` missing from:\n{text}");
+    }
+    // Forge the decision (a lower score): it no longer authenticates, and is not explained.
+    let event_id = format!("\"event_id\":{}", block["event_id"]);
+    let file = std::fs::read_dir(&log)
+        .expect("log dir")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| std::fs::read_to_string(path).expect("read").contains(&event_id))
+        .expect("the file with the block");
+    let original = std::fs::read_to_string(&file).expect("read");
+    let line = original.lines().find(|line| line.contains(&event_id)).expect("the block line");
+    let forged = line.replacen("\"score_final\":1.0", "\"score_final\":0.42", 1);
+    assert_ne!(forged, line, "the forgery changed nothing: {line}");
+    std::fs::write(&file, original.replacen(line, &forged, 1)).expect("write");
+    let output = explain();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stderr(&output).contains("fails authentication"), "{}", stderr(&output));
+    assert!(stdout(&output).contains("no block decision about") && !stdout(&output).contains("0.42"), "{}", stdout(&output));
+}
