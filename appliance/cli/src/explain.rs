@@ -4,11 +4,11 @@
 //! events, and what the running data plane holds for it now.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mld_capture::{boot_time_ns, PinnedMaps};
 use mld_config::Config;
-use mld_eventlog::{ChainVerifier, LogKey};
+use mld_eventlog::{newest_authenticated, LogKey};
 use mld_runtime::Exit;
 use mld_types::IpPrefix;
 use serde_json::{Map, Value};
@@ -26,75 +26,30 @@ pub fn explain(config: &Config, maps_dir: &Path, address: IpAddr) -> anyhow::Res
             return Ok(Exit::Config);
         }
     };
-    let verifier = ChainVerifier::new(vec![key], Some(config.log.node.clone()));
     let wanted = address.to_string();
-    let mut tampered = 0u64;
-    let mut found = None;
-    let mut bytes_read = 0u64;
-    let mut cut_short = false;
-    'files: for path in log_files(&config.log.dir, &config.log.node)? {
-        if bytes_read >= MAX_BYTES_READ {
-            cut_short = true;
-            break;
-        }
-        let text = std::fs::read_to_string(&path).map_err(|error| anyhow::anyhow!("failed to read `{}`: {error}", path.display()))?;
-        bytes_read += text.len() as u64;
-        for line in text.lines().rev() {
-            // Cheap filter first: only lines that name the address can be its decisions.
-            if !line.contains(&wanted) {
-                continue;
-            }
-            let Ok(Value::Object(record)) = serde_json::from_str::<Value>(line) else { continue };
-            let is_block = matches!(record.get("action").and_then(Value::as_str), Some("block" | "would-block"));
-            if !is_block || record.get("src_ip").and_then(Value::as_str) != Some(wanted.as_str()) {
-                continue;
-            }
-            match verifier.authenticate(line) {
-                Ok(_) => {
-                    found = Some((path.clone(), record));
-                    break 'files;
-                }
-                Err(reason) => {
-                    tampered += 1;
-                    eprintln!("mldefender: a block record of {address} in `{}` fails authentication ({reason}); skipped", path.display());
-                }
-            }
-        }
+    let is_block_of = |record: &Map<String, Value>| {
+        matches!(record.get("action").and_then(Value::as_str), Some("block" | "would-block")) && record.get("src_ip").and_then(Value::as_str) == Some(&wanted)
+    };
+    let search = newest_authenticated(&config.log.dir, &config.log.node, key, MAX_BYTES_READ, &wanted, is_block_of)
+        .map_err(|error| anyhow::anyhow!("failed to read the log under `{}`: {error}", config.log.dir.display()))?;
+    for (path, reason) in &search.rejected {
+        eprintln!("mldefender: a block record of {address} in `{}` fails authentication ({reason}); skipped", path.display());
     }
     print_in_force(maps_dir, address);
-    let Some((path, record)) = found else {
-        let searched = if cut_short { format!(" (the newest {} MiB; older files not read)", bytes_read >> 20) } else { String::new() };
-        println!("no block decision about {address} in the log under `{}`{searched}{}", config.log.dir.display(), tampered_note(tampered));
+    let skipped = match search.rejected.len() {
+        0 => String::new(),
+        n => format!("; {n} newer record(s) about it failed authentication and were skipped (`mldefender log verify`)"),
+    };
+    let Some((path, record)) = search.found else {
+        let searched = if search.cut_short { format!(" (the newest {} MiB; older files not read)", search.bytes_read >> 20) } else { String::new() };
+        println!("no block decision about {address} in the log under `{}`{searched}{skipped}", config.log.dir.display());
         return Ok(Exit::Failure);
     };
     print_decision(config, &path, &record);
-    if tampered > 0 {
-        println!("note: {}", tampered_note(tampered).trim_start_matches("; "));
+    if !skipped.is_empty() {
+        println!("note{skipped}");
     }
     Ok(Exit::Success)
-}
-
-fn tampered_note(tampered: u64) -> String {
-    if tampered == 0 {
-        String::new()
-    } else {
-        format!("; {tampered} newer record(s) about it failed authentication and were skipped (`mldefender log verify`)")
-    }
-}
-
-/// The node's log files, newest first.
-fn log_files(dir: &Path, node: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let prefix = format!("events-{node}-");
-    let entries = std::fs::read_dir(dir).map_err(|error| anyhow::anyhow!("failed to list the log directory `{}`: {error}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with(&prefix) && name.ends_with(".jsonl")))
-        .collect();
-    // The index is zero-padded: names sort as the files were written.
-    files.sort();
-    files.reverse();
-    Ok(files)
 }
 
 /// What the running data plane holds for the address now, if it can be read.

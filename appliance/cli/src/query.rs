@@ -8,13 +8,10 @@
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
-use mld_history::{answer, EventRef, Filter, Query, Reply};
-use mld_index::EventIndex;
+use mld_history::{EventRef, Filter, Query, Reply};
 use mld_query::parse_time_us;
 use serde_json::{Map, Value};
 
@@ -79,7 +76,17 @@ fn usage(message: &str) -> Exit {
 
 fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
     let reply = match &target.index {
-        Some(dir) => offline(dir, target.config.as_deref(), query)?,
+        Some(dir) => {
+            // The embedder (and so the configuration) is needed only to embed an object.
+            let config = match query {
+                Query::SimilarToObject { .. } => match crate::load::config(target.config.as_deref()) {
+                    Ok(config) => Some(config),
+                    Err(exit) => return Ok(exit),
+                },
+                _ => None,
+            };
+            mld_runtime::query_server::ask_offline(dir, config.as_ref(), query)?
+        }
         None => {
             let socket = match &target.socket {
                 Some(socket) => socket.clone(),
@@ -88,7 +95,7 @@ fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
                     Err(exit) => return Ok(exit),
                 },
             };
-            online(&socket, query)?
+            mld_runtime::query_server::ask_online(&socket, query)?
         }
     };
     match reply {
@@ -101,57 +108,6 @@ fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
             Ok(Exit::Failure)
         }
     }
-}
-
-fn offline(dir: &Path, config: Option<&Path>, query: &Query) -> anyhow::Result<Reply> {
-    // The running task may replace its snapshot between our reading the manifest and the
-    // index file it names: a few tries see a whole one.
-    let mut attempt = 0;
-    let index = loop {
-        match EventIndex::open_read_only(dir) {
-            Ok(index) => break index,
-            Err(mld_index::IndexError::Missing { .. } | mld_index::IndexError::Corrupt { .. })
-                if attempt < 3 && dir.join(mld_index::MANIFEST_FILE).exists() =>
-            {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(error) => return Err(anyhow::Error::from(error).context(format!("failed to open the index `{}`", dir.display()))),
-        }
-    };
-    let mut embedder = match query {
-        Query::SimilarToObject { .. } => {
-            let config = match crate::load::config(config) {
-                Ok(config) => config,
-                Err(_) => anyhow::bail!("the configuration is invalid (see above)"),
-            };
-            Some(mld_runtime::query_server::load_embedder(&config)?)
-        }
-        _ => None,
-    };
-    if let Some(embedder) = &embedder {
-        if embedder.source() != index.source() {
-            return Ok(Reply::Error(format!(
-                "index `{}` was made by `{}`, the configured embedder is `{}`: its vectors are not comparable",
-                dir.display(),
-                index.source(),
-                embedder.source()
-            )));
-        }
-    }
-    Ok(match answer(&index, embedder.as_mut(), query) {
-        Ok(answer) => Reply::Answer(Box::new(answer)),
-        Err(error) => Reply::Error(format!("{:#}", anyhow::Error::from(error))),
-    })
-}
-
-fn online(socket: &Path, query: &Query) -> anyhow::Result<Reply> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!("failed to connect to the ingest task at `{}` (is the appliance running with [ingest] index = true? offline: --index DIR)", socket.display())
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).context("failed to set a timeout on the query socket")?;
-    mld_ipc::write_frame(&mut stream, query).context("failed to send the query")?;
-    mld_ipc::read_frame::<Reply>(&mut stream).context("failed to read the answer")?.context("the ingest task closed the connection without an answer")
 }
 
 /// One JSON object from a file (or `-`: stdin): a flow as `mldefender flows` writes it, or

@@ -20,6 +20,7 @@ mod checkpoint;
 mod community_id;
 mod event;
 mod key;
+mod search;
 mod verify;
 mod writer;
 
@@ -31,6 +32,7 @@ pub use checkpoint::{
 pub use community_id::community_id;
 pub use event::{build_event, cic_field_name, event_fields, json_schema, EventContext, EventField, Verdict, EVENT_SCHEMA_VERSION};
 pub use key::{KeyError, LogKey};
+pub use search::{newest_authenticated, Search};
 pub use verify::{
     verify_paths, verify_paths_signed, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, SignedSummary, VerifySummary,
 };

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod neighbours;
 pub mod pipeline;
 pub mod query_server;
+pub mod replay;
 pub mod supervise;
 pub mod task;
 

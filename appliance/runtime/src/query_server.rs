@@ -4,11 +4,13 @@
 
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use mld_config::Config;
 use mld_history::{Embedder, Query, Reply};
+use mld_index::EventIndex;
 use tracing::warn;
 
 /// The query socket's name in the supervisor's runtime directory.
@@ -25,6 +27,55 @@ pub fn load_embedder(config: &Config) -> anyhow::Result<Embedder> {
     let windows: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
     Embedder::load(&config.detect.onnxruntime, &config.detect.models_dir, name, &config.detect.model_public_key, &windows)
         .with_context(|| format!("failed to load the embedder `{name}` from `{}`", config.detect.models_dir.display()))
+}
+
+/// Answers `query` from an index directory opened read-only (safe beside a running ingest
+/// task); `config` names the embedder, needed only to embed an object.
+pub fn ask_offline(dir: &Path, config: Option<&Config>, query: &Query) -> anyhow::Result<Reply> {
+    // The running task may replace its snapshot between our reading the manifest and the
+    // index file it names: a few tries see a whole one.
+    let mut attempt = 0;
+    let index = loop {
+        match EventIndex::open_read_only(dir) {
+            Ok(index) => break index,
+            Err(mld_index::IndexError::Missing { .. } | mld_index::IndexError::Corrupt { .. })
+                if attempt < 3 && dir.join(mld_index::MANIFEST_FILE).exists() =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(error) => return Err(anyhow::Error::from(error).context(format!("failed to open the index `{}`", dir.display()))),
+        }
+    };
+    let mut embedder = match (query, config) {
+        (Query::SimilarToObject { .. }, Some(config)) => Some(load_embedder(config)?),
+        (Query::SimilarToObject { .. }, None) => anyhow::bail!("embedding an object needs the configuration's embedder"),
+        _ => None,
+    };
+    if let Some(embedder) = &embedder {
+        if embedder.source() != index.source() {
+            return Ok(Reply::Error(format!(
+                "index `{}` was made by `{}`, the configured embedder is `{}`: its vectors are not comparable",
+                dir.display(),
+                index.source(),
+                embedder.source()
+            )));
+        }
+    }
+    Ok(match mld_history::answer(&index, embedder.as_mut(), query) {
+        Ok(answer) => Reply::Answer(Box::new(answer)),
+        Err(error) => Reply::Error(format!("{:#}", anyhow::Error::from(error))),
+    })
+}
+
+/// Asks the running ingest task on its query socket.
+pub fn ask_online(socket: &Path, query: &Query) -> anyhow::Result<Reply> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!("failed to connect to the ingest task at `{}` (is the appliance running with [ingest] index = true? offline: --index DIR)", socket.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).context("failed to set a timeout on the query socket")?;
+    mld_ipc::write_frame(&mut stream, query).context("failed to send the query")?;
+    mld_ipc::read_frame::<Reply>(&mut stream).context("failed to read the answer")?.context("the ingest task closed the connection without an answer")
 }
 
 /// Answers the queries waiting on `listener` (non-blocking), at most a few per call, from
