@@ -97,6 +97,11 @@ up() {
     down
     trap 'say "setup failed; removing what was made"; down' ERR
     mkdir -p "$state_dir/www"
+    # The models, where the unprivileged detect and ingest tasks can read them whatever the
+    # checkout's permissions (a clone under /root is 0700 to them).
+    mkdir -p "$state_dir/models"
+    cp -p "$here/../../models/"* "$state_dir/models/"
+    chmod -R a+rX "$state_dir/models"
     for node in a c g s; do
         ip netns add "$(ns "$node")"
         ip -n "$(ns "$node")" link set lo up
@@ -171,7 +176,7 @@ key-file = "$state_dir/keys/log.key"
 state-dir = "$state_dir/ingest"
 
 [detect]
-models-dir = "${MLD_LAB_MODELS_DIR:-$(cd "$here/../.." && pwd)/models}"
+models-dir = "${MLD_LAB_MODELS_DIR:-$state_dir/models}"
 onnxruntime = "${MLD_ONNXRUNTIME:-/usr/local/lib/mldefender/libonnxruntime.so.1.31.1}"
 TOML
 }
