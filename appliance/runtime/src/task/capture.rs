@@ -122,7 +122,13 @@ impl FlowSender {
                     }
                     self.sent += u64::from(flow);
                 }
-                Err(mld_ipc::SendError::Full { .. }) => break,
+                // The buffer is full: write a batch, then go on while the socket takes
+                // bytes (one write per batch of frames, not per flow).
+                Err(mld_ipc::SendError::Full { .. }) => {
+                    if connection.flush() == 0 {
+                        break;
+                    }
+                }
                 Err(error) => {
                     warn!(error = %error, "a message for the detect task cannot be encoded; dropped");
                     if self.urgent.pop_front().is_none() {
@@ -130,7 +136,6 @@ impl FlowSender {
                     }
                 }
             }
-            connection.flush();
         }
         connection.flush();
         self.drop_if_closed();

@@ -467,6 +467,19 @@ mod tests {
         out
     }
 
+    /// The sender's next connection, pumping it until it connects (5 s at most).
+    fn accept_while(listener: &UnixListener, mut pump: impl FnMut()) -> UnixStream {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            pump();
+            if let Ok((stream, _)) = listener.accept() {
+                return stream;
+            }
+            assert!(Instant::now() < deadline, "the sender did not connect within 5 s");
+        }
+    }
+
     fn seqs(messages: &[EventMessage]) -> Vec<u64> {
         messages.iter().filter_map(|message| if let EventMessage::Event { seq, .. } = message { Some(*seq) } else { None }).collect()
     }
@@ -497,14 +510,7 @@ mod tests {
         assert!(!sender.idle(), "4 and 5 are not acknowledged");
         drop(log);
         // The next connection gets 4 and 5 again, after a hello with the same stream id.
-        listener.set_nonblocking(true).expect("nonblocking");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut second = None;
-        while second.is_none() && Instant::now() < deadline {
-            sender.pump(&no_gap);
-            second = listener.accept().ok().map(|(stream, _)| stream);
-        }
-        let mut second = second.expect("reconnected within the deadline");
+        let mut second = accept_while(&listener, || sender.pump(&no_gap));
         let mut decoder = FrameDecoder::default();
         let again = read_events(&mut second, &mut decoder, &mut sender, 2);
         assert_eq!(seqs(&again), vec![4, 5]);
@@ -537,14 +543,7 @@ mod tests {
             gap_seen.set(gap.lost());
             r#"{"action":"gap"}"#.to_string()
         };
-        listener.set_nonblocking(true).expect("nonblocking");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut log = None;
-        while log.is_none() && Instant::now() < deadline {
-            sender.pump(&gap);
-            log = listener.accept().ok().map(|(stream, _)| stream);
-        }
-        let mut log = log.expect("the sender connected within the deadline");
+        let mut log = accept_while(&listener, || sender.pump(&gap));
         log.set_nonblocking(true).expect("nonblocking");
         let mut decoder = FrameDecoder::default();
         let mut events = Vec::new();
