@@ -74,7 +74,7 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         p.ingest.events_indexed
     );
     println!(
-        "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {}",
+        "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {} stray-path flows {}",
         p.detect.reports_received,
         p.detect.flows_scored,
         p.detect.flows_dropped_detect,
@@ -83,7 +83,8 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         p.detect.block_latency_p99_us,
         p.detect.alerts,
         p.detect.refused,
-        p.detect.breaker_open
+        p.detect.breaker_open,
+        p.detect.stray_flows
     );
     Ok(Exit::Success)
 }

@@ -85,6 +85,8 @@ pub struct RawHeuristics {
     pub scan_ports: i64,
     pub scan_addrs: i64,
     pub flood_new_flows: i64,
+    pub flood_answered_flows_per_sec: i64,
+    pub flood_one_way_mbit_per_sec: i64,
     pub flood_packets: i64,
     pub flood_max_mean_packet_bytes: i64,
     pub flood_min_packets_per_flow: i64,
@@ -96,7 +98,18 @@ pub struct RawHeuristics {
     pub slow_connections: i64,
     pub slow_min_age_secs: i64,
     pub slow_max_bytes_per_sec: f64,
+    pub auth_ports: Vec<i64>,
+    pub auth_sessions: i64,
+    pub auth_window_secs: i64,
+    pub auth_max_session_secs: i64,
 }
+
+/// Services where a remote user logs in interactively or fetches mail: where password
+/// guessing happens, and where many short sessions from one host are not the normal.
+/// Left out on purpose: databases and LDAP (applications without connection pooling
+/// open a session per request), SMTP and mail submission (applications send mail
+/// through a relay, a connection per message).
+pub const DEFAULT_AUTH_PORTS: [u16; 10] = [21, 22, 23, 110, 143, 993, 995, 2222, 3389, 5900];
 
 impl Default for RawHeuristics {
     fn default() -> RawHeuristics {
@@ -105,6 +118,8 @@ impl Default for RawHeuristics {
             scan_ports: 20,
             scan_addrs: 20,
             flood_new_flows: 150,
+            flood_answered_flows_per_sec: 150,
+            flood_one_way_mbit_per_sec: 100,
             flood_packets: 600,
             flood_max_mean_packet_bytes: 200,
             flood_min_packets_per_flow: 50,
@@ -116,6 +131,10 @@ impl Default for RawHeuristics {
             slow_connections: 20,
             slow_min_age_secs: 5,
             slow_max_bytes_per_sec: 200.0,
+            auth_ports: DEFAULT_AUTH_PORTS.iter().map(|port| i64::from(*port)).collect(),
+            auth_sessions: 8,
+            auth_window_secs: 60,
+            auth_max_session_secs: 30,
         }
     }
 }
@@ -245,6 +264,8 @@ pub struct HeuristicsConfig {
     pub scan_ports: u32,
     pub scan_addrs: u32,
     pub flood_new_flows: u32,
+    pub flood_answered_flows_per_sec: u32,
+    pub flood_one_way_bytes_per_sec: f64,
     pub flood_packets: u32,
     pub flood_max_mean_packet_bytes: u32,
     pub flood_min_packets_per_flow: u32,
@@ -256,6 +277,11 @@ pub struct HeuristicsConfig {
     pub slow_connections: u32,
     pub slow_min_age: Duration,
     pub slow_max_bytes_per_sec: f64,
+    /// Destination ports of authentication services (sorted, unique).
+    pub auth_ports: Vec<u16>,
+    pub auth_sessions: u32,
+    pub auth_window: Duration,
+    pub auth_max_session: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +378,9 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
         scan_ports: count(h.scan_ports, "scan-ports", errors),
         scan_addrs: count(h.scan_addrs, "scan-addrs", errors),
         flood_new_flows: count(h.flood_new_flows, "flood-new-flows", errors),
+        flood_answered_flows_per_sec: count(h.flood_answered_flows_per_sec, "flood-answered-flows-per-sec", errors),
+        flood_one_way_bytes_per_sec: in_range(h.flood_one_way_mbit_per_sec, 1, 400_000, "detect.heuristics.flood-one-way-mbit-per-sec", errors) as f64 * 1e6
+            / 8.0,
         flood_packets: count(h.flood_packets, "flood-packets", errors),
         flood_max_mean_packet_bytes: count(h.flood_max_mean_packet_bytes, "flood-max-mean-packet-bytes", errors),
         flood_min_packets_per_flow: count(h.flood_min_packets_per_flow, "flood-min-packets-per-flow", errors),
@@ -368,6 +397,21 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
             errors.push(ConfigError::new("detect.heuristics.slow-max-bytes-per-sec", format!("must be above 0, got {}", h.slow_max_bytes_per_sec)));
             1.0
         },
+        auth_ports: {
+            let mut ports: Vec<u16> = Vec::new();
+            for (index, port) in h.auth_ports.iter().enumerate() {
+                match u16::try_from(*port) {
+                    Ok(port) if port != 0 => ports.push(port),
+                    _ => errors.push(ConfigError::new(format!("detect.heuristics.auth-ports[{index}]"), format!("must be a port from 1 to 65535, got {port}"))),
+                }
+            }
+            ports.sort_unstable();
+            ports.dedup();
+            ports
+        },
+        auth_sessions: count(h.auth_sessions, "auth-sessions", errors),
+        auth_window: Duration::from_secs(in_range(h.auth_window_secs, 1, 3600, "detect.heuristics.auth-window-secs", errors)),
+        auth_max_session: Duration::from_secs(in_range(h.auth_max_session_secs, 1, 3600, "detect.heuristics.auth-max-session-secs", errors)),
     };
     DetectConfig {
         models,

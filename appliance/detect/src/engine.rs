@@ -11,7 +11,8 @@ use mld_config::{BlockPolicy, DetectConfig, ModelsMode};
 use mld_flow::{EndReason, FlowRecord, SourceReport};
 
 use crate::evidence::two_way_evidence;
-use crate::heuristics::{assess_window, Category, FastVerdict, SlowTracker};
+use crate::heuristics::{assess_window, AuthTracker, Category, FastVerdict, SlowTracker};
+use crate::path::{Marks, PathHistory, Stray};
 use crate::response::{Outcome, Responder};
 
 /// What the model side of the dual score needs: the attack probability of flows and,
@@ -88,6 +89,8 @@ pub struct DetectCounters {
     /// Alert, refusal and breaker-open events over the per-second budget.
     pub alert_events_suppressed: u64,
     pub sources_forgotten: u64,
+    /// Flows claiming an address with a proven path that arrived by another path.
+    pub stray_flows: u64,
     pub model_errors: u64,
     pub blocks: u64,
     pub alerts: u64,
@@ -104,6 +107,8 @@ struct SourceState {
     fast: Option<(FastVerdict, u64)>,
     slow: SlowTracker,
     slow_verdict: Option<(FastVerdict, u64)>,
+    auth: AuthTracker,
+    auth_verdict: Option<(FastVerdict, u64)>,
     /// Model scores of the source's flows: (time, P(attack), category).
     model: VecDeque<ModelEvidence>,
     latest_flow: Option<FlowRecord>,
@@ -117,6 +122,9 @@ struct SourceState {
     /// The last time a flow of the source arrived on an interface whose strict source
     /// check vouches for its address (see [`Detector::set_anchored_interfaces`]).
     anchored_ns: Option<u64>,
+    /// The last flow claiming the source's address whose path disagreed with the
+    /// address's home ([`crate::path`]): suspected of forging it.
+    stray: Option<(Stray, u64)>,
 }
 
 impl SourceState {
@@ -150,6 +158,9 @@ struct Candidate {
     both: bool,
 }
 
+/// How long an address's home (its proven path) is remembered after it was last proven.
+const HOME_KEEP_NS: u64 = 3600 * 1_000_000_000;
+
 /// Model scores kept per source at most.
 const MODEL_EVIDENCE_MAX: usize = 64;
 
@@ -164,6 +175,8 @@ pub struct Detector {
     /// from an address that is behind that interface, so a spoofer can only use the
     /// addresses of its own link (see [`Detector::set_anchored_interfaces`]).
     anchored_interfaces: Vec<u32>,
+    /// Where proven addresses' packets come from ([`crate::path`]).
+    paths: PathHistory,
     /// The sources by last activity, least recent first: (last_seen_ns, source). Kept
     /// in step with `sources`, so forgetting the least recently active is O(log n).
     by_last_seen: BTreeSet<(u64, IpAddr)>,
@@ -192,6 +205,7 @@ impl Detector {
     pub fn new(config: DetectConfig, responder: Responder, scorer: Option<Box<dyn Scorer>>) -> Detector {
         Detector {
             window_index: config.heuristics.window_index,
+            paths: PathHistory::new(config.max_sources, HOME_KEEP_NS),
             config,
             responder,
             scorer,
@@ -263,6 +277,9 @@ impl Detector {
         }
         if let Some(flow) = report.latest_flow {
             let anchored = flow.src_ip == report.src_ip && self.anchored_interfaces.contains(&flow.ifindex);
+            if flow.src_ip == report.src_ip {
+                self.note_path(&flow, now);
+            }
             let state = self.state(report.src_ip, now);
             state.saw(&flow, now, anchored);
             state.latest_flow = Some(flow);
@@ -391,10 +408,14 @@ impl Detector {
             let now = self.now_ns;
             let source = flow.src_ip;
             let anchored = self.anchored_interfaces.contains(&flow.ifindex);
+            self.note_path(&flow, now);
             let state = self.state(source, now);
             state.saw(&flow, now, anchored);
             if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
                 state.slow_verdict = Some((verdict, now));
+            }
+            if let Some(verdict) = state.auth.observe(&flow, &heuristics) {
+                state.auth_verdict = Some((verdict, now));
             }
             if let Some(score) = score {
                 if state.model.len() >= MODEL_EVIDENCE_MAX {
@@ -412,6 +433,21 @@ impl Detector {
             if ended {
                 observed.push((flow, score, fast));
             }
+        }
+    }
+
+    /// Learns the homes of a flow that proves both ends ([`crate::path`]), or marks its
+    /// source as suspected of forging its address when the flow strays from its home.
+    fn note_path(&mut self, flow: &FlowRecord, now: u64) {
+        let sent = Marks { ifindex: flow.ifindex, ttl: flow.path.fwd_ttl };
+        if two_way_evidence(flow) {
+            self.paths.learn(flow.src_ip, sent, now);
+            if flow.path.answered() {
+                self.paths.learn(flow.dst_ip, Marks { ifindex: flow.path.bwd_ifindex, ttl: flow.path.bwd_ttl }, now);
+            }
+        } else if let Some(stray) = self.paths.check(flow.src_ip, sent, now) {
+            self.counters.stray_flows += 1;
+            self.state(flow.src_ip, now).stray = Some((stray, now));
         }
     }
 
@@ -479,6 +515,12 @@ impl Detector {
         // address): the fast path alone blocks it only with two-way evidence, or when the
         // source arrived where a strict source check vouches for its address.
         let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !anchored;
+        // Flows claiming the source's address arrived by another path than its proven
+        // ones: what the window rules and the model saw may be a forger's. Only evidence
+        // made of two-way flows alone (the authentication rule) may block it then.
+        let stray = state.stray.filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(stray, _)| stray);
+        let proven_only =
+            state.auth_verdict.as_ref().is_some_and(|(verdict, at)| now.saturating_sub(*at) <= evidence_ns && verdict.score >= fast.score && fast.score > 0.0);
         state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
         let model_max =
             state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
@@ -500,6 +542,12 @@ impl Detector {
             BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
             BlockPolicy::Fast => (fires_fast, "the fast path decides"),
             BlockPolicy::Model => (fires_model, "the model decides"),
+        };
+        let (block, why) = match stray {
+            Some(_) if block && !proven_only => {
+                (false, "not blocked: flows claiming this address arrive by another path than its proven ones, so the evidence may be a forger's")
+            }
+            _ => (block, why),
         };
         if !fires_fast && !fires_model {
             return None;
@@ -543,6 +591,13 @@ impl Detector {
         });
         if anchored {
             provenance.push_str("; source address vouched for by a strict source check on its interface");
+        }
+        if let Some(Stray { home, seen }) = stray {
+            provenance.push_str(&format!(
+                "; suspected forged source: a flow claiming it arrived on {}, its proven flows on {}",
+                seen.describe(),
+                home.describe()
+            ));
         }
         if let Some(scorer) = self.scorer.as_ref() {
             provenance.push_str(&format!("; features: {}", scorer.explain(&flow)));
@@ -654,22 +709,16 @@ fn model_applies(flow: &FlowRecord) -> bool {
     [flow.src_ip, flow.dst_ip].iter().all(|address| is_unicast(*address) && !is_link_local(*address))
 }
 
-/// The fast path's current verdict for a source: window rules and the slow rule, while
-/// fresh.
+/// The fast path's current verdict for a source: the strongest of the window rules, the
+/// slow rule and the authentication rule, while fresh.
 fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
     let fresh =
         |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
-    match (fresh(&state.fast), fresh(&state.slow_verdict)) {
-        (Some(a), Some(b)) => {
-            if a.score >= b.score {
-                a
-            } else {
-                b
-            }
-        }
-        (Some(verdict), None) | (None, Some(verdict)) => verdict,
-        (None, None) => FastVerdict::none(),
-    }
+    [fresh(&state.fast), fresh(&state.slow_verdict), fresh(&state.auth_verdict)]
+        .into_iter()
+        .flatten()
+        .reduce(|best, verdict| if verdict.score > best.score { verdict } else { best })
+        .unwrap_or_else(FastVerdict::none)
 }
 
 /// The category most of a source's flagged flows have.
@@ -724,6 +773,7 @@ mod tests {
             fwd_ip_bytes: 100,
             bwd_ip_bytes: 100,
             ifindex: 0,
+            path: Default::default(),
             features: FlowFeatures(features),
             source_windows: Vec::new(),
         }
@@ -745,6 +795,9 @@ mod tests {
             distinct_dst_ports: ports,
             new_flows_per_sec: new_flows / 10.0,
             new_tcp_flows_per_sec: new_flows / 10.0,
+            unanswered_flows_per_sec: new_flows / 10.0,
+            recent_answered_flows_per_sec: 0.0,
+            recent_one_way_bytes_per_sec: 0.0,
             icmp_packets_per_sec: 0.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: packets * 60.0 / 10.0,
@@ -775,9 +828,50 @@ mod tests {
         assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string())]);
         let block = &events[0];
         assert_eq!((block.category, block.authoritative, block.ttl), (Category::Flood, "fast", Some(Duration::from_secs(600))));
-        assert!(block.provenance.contains("new flows 5000 (limit 150)"), "{}", block.provenance);
+        assert!(block.provenance.contains("unanswered new flows 5000 of 5000 (limit 150)"), "{}", block.provenance);
         detector.on_report(report("10.66.2.2", 2 * SECOND, 1, 6000.0, 6000.0));
         assert!(decisions(&detector.tick()).is_empty(), "no second block while the first holds");
+    }
+
+    #[test]
+    fn a_flood_forged_with_a_proven_address_from_another_path_is_not_blocked_but_the_real_one_is() {
+        use mld_flow::PathMarks;
+        let client = "10.66.3.2";
+        let home = PathMarks { fwd_ttl: 64, bwd_ifindex: 6, bwd_ttl: 63 };
+        // The client browses the server: both ends proven (the client on interface 4, the
+        // server's answers on interface 6).
+        // Floods claiming the client (from interface 5; from its interface with another
+        // operating system's TTL) and the server (from interface 5), each with the model
+        // agreeing (port 4444 scores 0.99): both engines fire, which would block.
+        for (claimed, ifindex, ttl) in [(client, 5, 64), ("10.66.9.2", 5, 63), (client, 4, 128)] {
+            let mut forged_to = detector(|_| {});
+            forged_to.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
+            forged_to.tick();
+            let forged = |at| FlowRecord { ifindex, path: PathMarks { fwd_ttl: ttl, ..PathMarks::default() }, ..one_way(claimed, 4444, at) };
+            let mut flood = report(claimed, 2 * SECOND, 1, 5000.0, 5000.0);
+            flood.latest_flow = Some(forged(2 * SECOND));
+            // The real client's own flows keep coming (two-way evidence for its address).
+            forged_to.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, 2 * SECOND) });
+            forged_to.on_flow(forged(2 * SECOND));
+            forged_to.on_report(flood);
+            let events = forged_to.tick();
+            assert_eq!(decisions(&events), vec![(Action::Alert, claimed.to_string())], "{claimed} on {ifindex} ttl {ttl}");
+            let provenance = &events.iter().find(|event| event.action == Action::Alert).expect("alert").provenance;
+            assert!(provenance.contains(&format!("suspected forged source: a flow claiming it arrived on interface {ifindex} with TTL {ttl}")), "{provenance}");
+            assert!(provenance.contains("may be a forger's"), "{provenance}");
+            assert!(forged_to.counters.stray_flows >= 1, "{:?}", forged_to.counters);
+        }
+        // The same flood from the client's own path is the client's: blocked.
+        let mut real = detector(|_| {});
+        real.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
+        real.tick();
+        let own = FlowRecord { ifindex: 4, path: PathMarks { fwd_ttl: 63, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) };
+        let mut flood = report(client, 2 * SECOND, 1, 5000.0, 5000.0);
+        flood.latest_flow = Some(own.clone());
+        real.on_flow(own);
+        real.on_report(flood);
+        assert_eq!(decisions(&real.tick()), vec![(Action::Block, client.to_string())]);
+        assert_eq!(real.counters.stray_flows, 0);
     }
 
     #[test]

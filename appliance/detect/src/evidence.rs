@@ -60,6 +60,7 @@ mod tests {
             fwd_ip_bytes: 0,
             bwd_ip_bytes: 0,
             ifindex: 0,
+            path: Default::default(),
             features: FlowFeatures(features),
             source_windows: Vec::new(),
         }

@@ -3,7 +3,7 @@
 //! 0.5 at the limit, 1.0 at twice it — so a score says how far past the limit a source
 //! went, and the reason says what was measured.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use mld_config::HeuristicsConfig;
@@ -86,7 +86,31 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
     rule(rule_score(ports, f64::from(config.scan_ports)), Category::Scan, format!("distinct destination ports {ports} (limit {})", config.scan_ports));
     let addrs = f64::from(window.distinct_dst_addrs);
     rule(rule_score(addrs, f64::from(config.scan_addrs)), Category::Scan, format!("distinct destinations {addrs} (limit {})", config.scan_addrs));
-    rule(rule_score(new_flows, f64::from(config.flood_new_flows)), Category::Flood, format!("new flows {new_flows:.0} (limit {})", config.flood_new_flows));
+    // Flows cost a sender a round trip only when they are answered. Unanswered flows (a
+    // scan's probes, a flood to a closed port or from a sender that does not wait) are
+    // counted over the window; answered ones (a burst of DNS queries, a crawler, a busy
+    // NAT) only as a rate over the last second, where a flood's hundreds per second
+    // stand out within a second and a busy client's tens never add up.
+    let unanswered = window.unanswered_flows_per_sec * secs;
+    rule(
+        rule_score(unanswered, f64::from(config.flood_new_flows)),
+        Category::Flood,
+        format!("unanswered new flows {unanswered:.0} of {new_flows:.0} (limit {})", config.flood_new_flows),
+    );
+    let answered_rate = window.recent_answered_flows_per_sec;
+    rule(
+        rule_score(answered_rate, f64::from(config.flood_answered_flows_per_sec)),
+        Category::Flood,
+        format!("answered new flows {answered_rate:.0}/s over the last second (limit {}/s)", config.flood_answered_flows_per_sec),
+    );
+    // Volume that nobody answers: a flood of large datagrams, which the small-packet rule
+    // below lets pass for the sake of bulk transfers (those are answered: TCP's ACKs).
+    let one_way_mbit = window.recent_one_way_bytes_per_sec * 8.0 / 1e6;
+    rule(
+        rule_score(window.recent_one_way_bytes_per_sec, config.flood_one_way_bytes_per_sec),
+        Category::Flood,
+        format!("unanswered traffic {one_way_mbit:.1} Mbit/s over the last second (limit {:.0} Mbit/s)", config.flood_one_way_bytes_per_sec * 8.0 / 1e6),
+    );
     let packets_per_flow = packets / new_flows.max(1.0);
     if mean_packet <= f64::from(config.flood_max_mean_packet_bytes) && packets_per_flow >= f64::from(config.flood_min_packets_per_flow) {
         rule(
@@ -192,6 +216,83 @@ impl SlowTracker {
     }
 }
 
+/// Password guessing at the rate a login service notices (fail2ban bans after 5 failed
+/// logins within 10 minutes): completed, short sessions from one source to one
+/// authentication service (`detect.heuristics.auth-ports`), counted over
+/// `auth-window-secs`, much longer than the window. A session counts when:
+///
+/// - the service spoke on it (payload from the destination: two-way evidence, so the
+///   source is the address it claims, and a spoofer cannot make sessions);
+/// - it ended (FIN or RST) within `auth-max-session-secs` of its start;
+/// - the source sent at most [`AUTH_SESSION_MAX_SENT_BYTES`] on it: a key exchange and
+///   a few passwords, not a file copied with scp.
+///
+/// What it cannot see is whether a login failed: a script running `ssh host cmd` in a loop
+/// makes the same sessions. Such hosts belong in `response.management-prefixes`; for the
+/// others, the first block of a source for brute force is short
+/// (`response.first-block-unsure-secs`).
+#[derive(Debug, Default)]
+pub struct AuthTracker {
+    /// (destination, port) → end times of the source's short sessions, oldest first.
+    services: HashMap<(IpAddr, u16), VecDeque<u64>>,
+}
+
+/// Bytes (IP level) the source may send on a session that counts as a login attempt.
+pub const AUTH_SESSION_MAX_SENT_BYTES: u64 = 32 * 1024;
+/// Sessions remembered per source and service at most, and services per source.
+const AUTH_SESSIONS_MAX: usize = 256;
+const AUTH_SERVICES_MAX: usize = 64;
+
+impl AuthTracker {
+    /// Looks at one ended flow of the source; returns the rule's verdict when it fires.
+    pub fn observe(&mut self, flow: &FlowRecord, config: &HeuristicsConfig) -> Option<FastVerdict> {
+        use mld_flow::EndReason;
+        let ended = matches!(flow.end_reason, EndReason::TcpFin | EndReason::TcpRst);
+        let duration_ns = flow.last_seen_ns.saturating_sub(flow.first_seen_ns);
+        let session = flow.protocol == 6
+            && ended
+            && config.auth_ports.binary_search(&flow.dst_port).is_ok()
+            && crate::evidence::two_way_evidence(flow)
+            && duration_ns <= config.auth_max_session.as_nanos() as u64
+            && flow.fwd_ip_bytes <= AUTH_SESSION_MAX_SENT_BYTES;
+        if !session {
+            return None;
+        }
+        let key = (flow.dst_ip, flow.dst_port);
+        if !self.services.contains_key(&key) && self.services.len() >= AUTH_SERVICES_MAX {
+            // Forget the service with the oldest latest session.
+            let oldest = self.services.iter().min_by_key(|(_, ends)| ends.back().copied().unwrap_or(0)).map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.services.remove(&oldest);
+            }
+        }
+        let window_ns = config.auth_window.as_nanos() as u64;
+        let now = flow.last_seen_ns;
+        let ends = self.services.entry(key).or_default();
+        if ends.len() >= AUTH_SESSIONS_MAX {
+            ends.pop_front();
+        }
+        ends.push_back(now);
+        while ends.front().is_some_and(|end| now.saturating_sub(*end) > window_ns) {
+            ends.pop_front();
+        }
+        let count = ends.len();
+        let score = rule_score(count as f64, f64::from(config.auth_sessions));
+        (score >= 0.25).then(|| FastVerdict {
+            score,
+            category: Category::BruteForce,
+            reasons: vec![format!(
+                "{count} short sessions to the authentication service {}:{} within {} s, each answered by the service and closed within {} s (limit {}) → {score:.2}",
+                flow.dst_ip,
+                flow.dst_port,
+                config.auth_window.as_secs(),
+                config.auth_max_session.as_secs(),
+                config.auth_sessions
+            )],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +308,9 @@ mod tests {
             distinct_dst_ports: ports,
             new_flows_per_sec: new_flows / 10.0,
             new_tcp_flows_per_sec: new_flows / 10.0,
+            unanswered_flows_per_sec: new_flows / 10.0,
+            recent_answered_flows_per_sec: 0.0,
+            recent_one_way_bytes_per_sec: 0.0,
             icmp_packets_per_sec: 0.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: bytes / 10.0,
@@ -254,16 +358,125 @@ mod tests {
 
     #[test]
     fn a_burst_of_dns_queries_is_not_repeated_sessions() {
-        // 50 queries a second for 10 s to one resolver port: 500 UDP flows, no session.
-        // (The new-flows volume rule still reads it as a flood: issue 14 goes on there.)
-        let dns_burst = WindowSnapshot { new_tcp_flows_per_sec: 0.0, ..window(1, 500.0, 1000.0, 1000.0 * 90.0) };
+        // 50 queries a second for 10 s to one resolver port: 500 UDP flows, each answered,
+        // no session: nothing fires (the queries were one-way when sent: 50 x 70 bytes/s).
+        let dns_burst = WindowSnapshot {
+            new_tcp_flows_per_sec: 0.0,
+            unanswered_flows_per_sec: 0.0,
+            recent_answered_flows_per_sec: 50.0,
+            recent_one_way_bytes_per_sec: 3500.0,
+            ..window(1, 500.0, 1000.0, 1000.0 * 90.0)
+        };
         let verdict = assess_window(&dns_burst, &config());
-        assert!(verdict.category != Category::BruteForce, "{verdict:?}");
-        assert!(!verdict.reasons.iter().any(|reason| reason.contains("repeated")), "{verdict:?}");
+        assert_eq!(verdict, FastVerdict::none());
+        // The same 500 queries unanswered (a dead resolver, or a flood) are a flood.
+        let unanswered = WindowSnapshot { unanswered_flows_per_sec: 50.0, ..dns_burst };
+        assert_eq!(assess_window(&unanswered, &config()).category, Category::Flood);
         // The same count of TCP sessions to one port is what password guessing looks like.
         let guessing = assess_window(&window(1, 100.0, 1000.0, 1000.0 * 90.0), &config());
         assert_eq!(guessing.category, Category::BruteForce, "{guessing:?}");
         assert!(guessing.reasons[0].contains("repeated TCP sessions 100"), "{guessing:?}");
+    }
+
+    fn ssh_session(src: &str, dst_port: u16, start_secs: f64, secs: f64, sent: u64, end: mld_flow::EndReason) -> FlowRecord {
+        use mld_flow::features::{Feature, FlowFeatures, FEATURE_COUNT};
+        let mut values = [0.0; FEATURE_COUNT];
+        values[Feature::TotalLengthBwdPackets as usize] = 2100.0;
+        values[Feature::TotalBwdPackets as usize] = 9.0;
+        values[Feature::TotalFwdPackets as usize] = 11.0;
+        let features = FlowFeatures(values);
+        FlowRecord {
+            src_ip: src.parse().expect("ip"),
+            src_port: 40000,
+            dst_ip: "10.66.9.2".parse().expect("ip"),
+            dst_port,
+            protocol: 6,
+            ip_version: 4,
+            first_seen_ns: (start_secs * 1e9) as u64,
+            last_seen_ns: ((start_secs + secs) * 1e9) as u64,
+            end_reason: end,
+            fwd_ip_bytes: sent,
+            bwd_ip_bytes: 2600,
+            ifindex: 0,
+            path: Default::default(),
+            features,
+            source_windows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn short_sessions_to_a_login_service_add_up_to_brute_force_at_a_realistic_rate() {
+        use mld_flow::EndReason::{ActiveTimeout, TcpFin, TcpRst};
+        let config = config();
+        // Four clients, each session 3 passwords in ~4 s: about 1.6 sessions a second.
+        let mut tracker = AuthTracker::default();
+        let mut verdicts = Vec::new();
+        for session in 0..20 {
+            let flow = ssh_session("10.66.2.2", 22, f64::from(session) * 0.6, 4.0, 4200, if session % 2 == 0 { TcpFin } else { TcpRst });
+            verdicts.push(tracker.observe(&flow, &config));
+        }
+        let first = verdicts.iter().position(Option::is_some).expect("fires");
+        assert_eq!(first, 3, "from a quarter of the limit (8): 4 sessions: {:?}", verdicts[first]);
+        let at_limit = verdicts[7].as_ref().expect("8 sessions");
+        assert_eq!((at_limit.score, at_limit.category), (0.5, Category::BruteForce));
+        assert!(at_limit.reasons[0].contains("8 short sessions to the authentication service 10.66.9.2:22 within 60 s"), "{at_limit:?}");
+        assert!(verdicts[15].as_ref().expect("16 sessions").score >= 0.9, "decisive within ~10 s of guessing");
+
+        // What does not count: a web server's port, a long session, a file copy, an
+        // unanswered or timed-out flow, sessions spread over more than the window.
+        let mut tracker = AuthTracker::default();
+        for session in 0..30 {
+            let start = f64::from(session);
+            for flow in [
+                ssh_session("10.66.1.2", 8080, start, 1.0, 900, TcpFin),
+                ssh_session("10.66.1.2", 22, start, 45.0, 4200, TcpFin),
+                ssh_session("10.66.1.2", 22, start, 2.0, 400_000, TcpFin),
+                ssh_session("10.66.1.2", 22, start, 2.0, 4200, ActiveTimeout),
+                FlowRecord {
+                    features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
+                    ..ssh_session("10.66.1.2", 22, start, 2.0, 4200, TcpRst)
+                },
+            ] {
+                assert_eq!(tracker.observe(&flow, &config), None, "{flow:?}");
+            }
+        }
+        let mut admin = AuthTracker::default();
+        let spread: Vec<_> = (0..30).map(|n| admin.observe(&ssh_session("10.66.1.2", 22, f64::from(n) * 61.0, 2.0, 4200, TcpFin), &config)).collect();
+        assert!(spread.iter().all(Option::is_none), "one login a minute is an admin, not a guesser: {spread:?}");
+    }
+
+    #[test]
+    fn answered_flows_are_a_flood_only_at_a_floods_rate() {
+        let answered = |per_sec: f64| WindowSnapshot {
+            new_tcp_flows_per_sec: 0.0,
+            unanswered_flows_per_sec: 0.0,
+            recent_answered_flows_per_sec: per_sec,
+            ..window(3, per_sec * 10.0, per_sec * 40.0, per_sec * 40.0 * 300.0)
+        };
+        // A crawler (15 pages a second), a busy NAT (60 connections a second).
+        for busy in [15.0, 60.0] {
+            let verdict = assess_window(&answered(busy), &config());
+            assert!(verdict.score < 0.5, "{busy}/s: {verdict:?}");
+        }
+        // ab at 500 connections a second: a flood within its first second.
+        let flood = assess_window(&answered(500.0), &config());
+        assert_eq!((flood.score, flood.category), (1.0, Category::Flood), "{flood:?}");
+        assert!(flood.reasons[0].contains("answered new flows 500/s"), "{flood:?}");
+    }
+
+    #[test]
+    fn unanswered_volume_is_a_flood_and_answered_volume_is_not() {
+        // 20,000 datagrams of 1,428 bytes a second into one flow, nothing back: 228 Mbit/s.
+        let one_way = WindowSnapshot { recent_one_way_bytes_per_sec: 20_000.0 * 1428.0, ..window(1, 1.0, 200_000.0, 200_000.0 * 1428.0) };
+        let verdict = assess_window(&one_way, &config());
+        assert_eq!((verdict.score, verdict.category), (1.0, Category::Flood), "{verdict:?}");
+        assert!(verdict.reasons[0].contains("unanswered traffic 228.5 Mbit/s"), "{verdict:?}");
+        // The same volume as a TCP transfer, answered by ACKs: only its SYN was one-way.
+        let transfer = WindowSnapshot { recent_one_way_bytes_per_sec: 60.0, ..one_way };
+        assert!(assess_window(&transfer, &config()).score < 0.25);
+        // A 25 Mbit/s media stream that nobody answers is not a flood either.
+        let stream = WindowSnapshot { recent_one_way_bytes_per_sec: 25e6 / 8.0, ..window(1, 1.0, 21_000.0, 21_000.0 * 1400.0) };
+        assert!(assess_window(&stream, &config()).score < 0.25, "{:?}", assess_window(&stream, &config()));
     }
 
     #[test]

@@ -23,6 +23,6 @@ pub mod window;
 mod testing;
 
 pub use key::{FlowKey, Side};
-pub use record::{EndReason, FlowRecord};
+pub use record::{EndReason, FlowRecord, PathMarks};
 pub use stats::RunningStats;
 pub use table::{FlowTable, FlowTableConfig, FlowTableStats, SourceReport};

@@ -63,9 +63,33 @@ pub struct FlowRecord {
     pub bwd_ip_bytes: u64,
     /// Interface index of the first packet (0 for pcap replay).
     pub ifindex: u32,
+    /// Where the two directions' packets came from (spoofing evidence, not a model input).
+    #[serde(default)]
+    pub path: PathMarks,
     pub features: FlowFeatures,
     /// The initiator's window aggregates when the flow ended, one per configured window.
     pub source_windows: Vec<WindowSnapshot>,
+}
+
+/// The path marks of a flow: what a sender cannot choose freely without knowing where
+/// the real host sits. A spoofer elsewhere on the network makes packets that arrive on
+/// another interface, or with another remaining hop count (TTL), than the real host's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathMarks {
+    /// The initiator's first packet's TTL (IPv6: hop limit).
+    pub fwd_ttl: u8,
+    /// The interface the responder's first answer arrived on (0: no answer yet, or pcap).
+    pub bwd_ifindex: u32,
+    /// The responder's first answer's TTL; 0 while the flow is unanswered. A TCP RST is
+    /// not an answer (a closed port's refusal).
+    pub bwd_ttl: u8,
+}
+
+impl PathMarks {
+    /// Whether the responder answered (a packet other than a TCP RST).
+    pub fn answered(&self) -> bool {
+        self.bwd_ttl != 0
+    }
 }
 
 impl FlowRecord {

@@ -7,8 +7,8 @@ use mld_packet::{tcp_flags, PacketRecord};
 use crate::features::{FeatureParams, FlowAccumulator};
 use crate::key::{FlowKey, Side};
 use crate::lru::{Handle, LruMap};
-use crate::record::{EndReason, FlowRecord};
-use crate::window::{WindowAggregator, WindowConfig, WindowSnapshot, WindowStats};
+use crate::record::{EndReason, FlowRecord, PathMarks};
+use crate::window::{Seen, WindowAggregator, WindowConfig, WindowSnapshot, WindowStats};
 
 /// Timeouts and bounds of the flow table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,8 @@ struct FlowEntry {
     accumulator: FlowAccumulator,
     initiator: Side,
     ifindex: u32,
+    /// Where the flow's packets come from: TTLs and the responder's interface.
+    path: PathMarks,
     fin_from_initiator: bool,
     fin_from_responder: bool,
     /// Set once FIN from both sides or RST was seen.
@@ -128,13 +130,19 @@ impl FlowTable {
                 existing = None;
             }
         }
-        let (handle, new_flow) = match existing {
+        let (handle, seen) = match existing {
             Some(handle) => {
                 self.flows.touch(handle);
                 let params = self.config.features;
                 let entry = self.flows.get_mut(handle).expect("handle from find is live");
                 entry.accumulator.add(packet, side == entry.initiator, &params);
-                (handle, false)
+                // The responder's first packet (a TCP RST is a refusal, not an answer).
+                let answer = side != entry.initiator && entry.path.bwd_ttl == 0 && !(packet.protocol == 6 && packet.tcp_flags & tcp_flags::RST != 0);
+                if answer {
+                    entry.path.bwd_ifindex = packet.ifindex;
+                    entry.path.bwd_ttl = packet.ttl.max(1);
+                }
+                (handle, if answer { Seen::FirstAnswer } else { Seen::Packet })
             }
             None => {
                 if self.flows.is_full() {
@@ -148,12 +156,13 @@ impl FlowTable {
                     accumulator: FlowAccumulator::new(packet, &self.config.features),
                     initiator: side,
                     ifindex: packet.ifindex,
+                    path: PathMarks { fwd_ttl: packet.ttl, ..PathMarks::default() },
                     fin_from_initiator: false,
                     fin_from_responder: false,
                     closing: None,
                     last_interim_ns: 0,
                 };
-                (self.flows.insert(key, entry), true)
+                (self.flows.insert(key, entry), Seen::NewFlow)
             }
         };
         let entry = self.flows.get_mut(handle).expect("flow was just found or inserted");
@@ -181,7 +190,8 @@ impl FlowTable {
         let source = key.endpoint(initiator);
         let destination = key.endpoint(initiator.other());
         let hint = (u64::from(handle.index) << 32) | u64::from(handle.generation);
-        self.windows.observe((source.addr, key.ip_version), (destination.addr, destination.port), packet, new_flow, hint);
+        let answered = entry.path.bwd_ttl != 0;
+        self.windows.observe((source.addr, key.ip_version), (destination.addr, destination.port), packet, seen, answered, hint);
     }
 
     /// Moves time forward without a packet (live capture calls this on a timer), ending
@@ -240,6 +250,7 @@ impl FlowTable {
             fwd_ip_bytes: accumulator.direction_ip_bytes(true),
             bwd_ip_bytes: accumulator.direction_ip_bytes(false),
             ifindex: entry.ifindex,
+            path: entry.path,
             features: accumulator.features(),
             source_windows: self.windows.snapshot((source.addr, key.ip_version), self.now_ns),
         }

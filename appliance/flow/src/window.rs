@@ -54,6 +54,19 @@ pub struct WindowSnapshot {
     /// window, whatever their size.
     #[serde(default)]
     pub icmp_packets_per_sec: f64,
+    /// Flows the source started that got no answer (no packet from the responder other
+    /// than a TCP RST) by the time of the snapshot, per second of window: what a scan or
+    /// a flood makes, and what a busy client, whose requests are answered, does not.
+    #[serde(default)]
+    pub unanswered_flows_per_sec: f64,
+    /// Flows of the source that got their first answer over the last tenth of the window
+    /// (one bucket, sliding), per second: a rate that reaches a flood's within a second.
+    #[serde(default)]
+    pub recent_answered_flows_per_sec: f64,
+    /// IP bytes the source sent in flows that were unanswered when it sent them, over
+    /// the last tenth of the window (sliding), per second: a one-way volume flood.
+    #[serde(default)]
+    pub recent_one_way_bytes_per_sec: f64,
     /// Packets of flows the source started (both directions), per second of window.
     pub packets_per_sec: f64,
     /// IP bytes of flows the source started (both directions), per second of window.
@@ -73,9 +86,22 @@ pub struct WindowStats {
     pub evicted_sources: u64,
 }
 
+/// What a packet is to its flow, for [`WindowAggregator::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The flow's first packet.
+    NewFlow,
+    /// The responder's first answer (not a TCP RST).
+    FirstAnswer,
+    /// Any other packet.
+    Packet,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
     new_flows: u32,
+    answered_flows: u32,
+    one_way_bytes: u64,
     new_tcp_flows: u32,
     icmp_sent: u32,
     packets: u32,
@@ -165,6 +191,7 @@ impl SourceWindow {
         for age in 0..BUCKETS.saturating_sub(stale) {
             let bucket = &self.buckets[(self.current + BUCKETS - age) % BUCKETS];
             total.new_flows += bucket.new_flows;
+            total.answered_flows += bucket.answered_flows;
             total.new_tcp_flows += bucket.new_tcp_flows;
             total.icmp_sent += bucket.icmp_sent;
             total.packets += bucket.packets;
@@ -175,12 +202,28 @@ impl SourceWindow {
         }
         let share = |count: u32| if total.tcp_packets == 0 { 0.0 } else { f64::from(count) / f64::from(total.tcp_packets) };
         let window_secs = self.window_ns as f64 / 1e9;
+        // A sliding bucket: the current bucket and the share of the previous one that
+        // still lies within one bucket length of now.
+        let (current, previous, elapsed_ns) = match stale {
+            0 => (Some(self.current), Some((self.current + BUCKETS - 1) % BUCKETS), now_ns.saturating_sub(self.current_start_ns)),
+            1 => (None, Some(self.current), now_ns - self.current_start_ns - self.bucket_ns),
+            _ => (None, None, 0),
+        };
+        let previous_share = 1.0 - (elapsed_ns as f64 / self.bucket_ns as f64).min(1.0);
+        let recent = |value: fn(&Bucket) -> f64| {
+            let now_part = current.map_or(0.0, |index| value(&self.buckets[index]));
+            let before = previous.map_or(0.0, |index| value(&self.buckets[index]));
+            (now_part + before * previous_share) / (self.bucket_ns as f64 / 1e9)
+        };
         WindowSnapshot {
             window_secs,
             distinct_dst_addrs: self.dst_addrs.count(now_ns, self.window_ns),
             distinct_dst_ports: self.dst_ports.count(now_ns, self.window_ns),
             new_flows_per_sec: f64::from(total.new_flows) / window_secs,
             new_tcp_flows_per_sec: f64::from(total.new_tcp_flows) / window_secs,
+            unanswered_flows_per_sec: f64::from(total.new_flows.saturating_sub(total.answered_flows)) / window_secs,
+            recent_answered_flows_per_sec: recent(|bucket| f64::from(bucket.answered_flows)),
+            recent_one_way_bytes_per_sec: recent(|bucket| bucket.one_way_bytes as f64),
             icmp_packets_per_sec: f64::from(total.icmp_sent) / window_secs,
             packets_per_sec: f64::from(total.packets) / window_secs,
             bytes_per_sec: total.bytes as f64 / window_secs,
@@ -237,10 +280,12 @@ impl WindowAggregator {
         !self.config.windows_ns.is_empty()
     }
 
-    /// Records a packet of a flow that `source` started. `new_flow` is true for the
-    /// flow's first packet, whose destination is `destination` (address, port).
+    /// Records a packet of a flow that `source` started. `seen` says what the packet is
+    /// to its flow (the first packet's destination is `destination`: address, port);
+    /// `answered`, whether the flow has had an answer (this packet included).
     /// `flow` is the caller's handle of that flow, handed back by [`Self::take_active`].
-    pub fn observe(&mut self, source: SourceKey, destination: ([u8; 16], u16), packet: &PacketRecord, new_flow: bool, flow: u64) {
+    pub fn observe(&mut self, source: SourceKey, destination: ([u8; 16], u16), packet: &PacketRecord, seen: Seen, answered: bool, flow: u64) {
+        let new_flow = seen == Seen::NewFlow;
         if !self.is_enabled() {
             return;
         }
@@ -279,6 +324,12 @@ impl WindowAggregator {
                 if packet.protocol == 6 {
                     bucket.new_tcp_flows += 1;
                 }
+            }
+            if seen == Seen::FirstAnswer {
+                bucket.answered_flows += 1;
+            }
+            if !answered && packet.src_addr == source.0 {
+                bucket.one_way_bytes += u64::from(packet.ip_len);
             }
             bucket.packets += 1;
             bucket.bytes += u64::from(packet.ip_len);
@@ -369,10 +420,10 @@ mod tests {
         let scanner = (addr(66), 4);
         for port in 0..20u16 {
             let ts = 100 * SECOND + u64::from(port) * 10_000_000;
-            windows.observe(scanner, (addr(1), 1000 + port), &syn(ts), true, 0);
+            windows.observe(scanner, (addr(1), 1000 + port), &syn(ts), Seen::NewFlow, false, 0);
             let mut reply = syn(ts + 1000);
             reply.tcp_flags = tcp_flags::RST | tcp_flags::ACK;
-            windows.observe(scanner, (addr(1), 1000 + port), &reply, false, 0);
+            windows.observe(scanner, (addr(1), 1000 + port), &reply, Seen::Packet, false, 0);
         }
         let snapshot = windows.snapshot(scanner, 100 * SECOND + 200_000_000)[0];
         assert_eq!(snapshot.distinct_dst_addrs, 1);
@@ -385,6 +436,40 @@ mod tests {
     }
 
     #[test]
+    fn answered_flows_are_told_from_unanswered_ones_and_recent_rates_slide() {
+        let mut windows = aggregator(128);
+        let client = (addr(7), 4);
+        // 50 DNS queries in one second, each answered 1 ms later.
+        for query in 0..50u64 {
+            let at = 100 * SECOND + query * 20_000_000;
+            let mut packet = syn(at);
+            (packet.protocol, packet.tcp_flags, packet.ip_len, packet.src_addr) = (17, 0, 70, addr(7));
+            windows.observe(client, (addr(53), 53), &packet, Seen::NewFlow, false, 0);
+            let mut answer = packet;
+            (answer.ts_ns, answer.src_addr, answer.ip_len) = (at + 1_000_000, addr(53), 200);
+            windows.observe(client, (addr(53), 53), &answer, Seen::FirstAnswer, true, 0);
+        }
+        let snapshot = windows.snapshot(client, 101 * SECOND)[0];
+        assert_eq!(snapshot.unanswered_flows_per_sec, 0.0, "every query was answered");
+        assert!((snapshot.recent_answered_flows_per_sec - 50.0).abs() < 1e-9, "{snapshot:?}");
+        assert!((snapshot.recent_one_way_bytes_per_sec - 50.0 * 70.0).abs() < 1e-6, "the queries were one-way when sent: {snapshot:?}");
+        // Half a second later half of that second still counts; two seconds later none.
+        let later = windows.snapshot(client, 101 * SECOND + SECOND / 2)[0];
+        assert!((later.recent_answered_flows_per_sec - 25.0).abs() < 1e-9, "{later:?}");
+        assert_eq!(windows.snapshot(client, 103 * SECOND)[0].recent_answered_flows_per_sec, 0.0);
+        // A UDP flood: 1,000 large datagrams in a second, never answered.
+        let flooder = (addr(66), 4);
+        for n in 0..1000u64 {
+            let mut packet = syn(200 * SECOND + n * 1_000_000);
+            (packet.protocol, packet.tcp_flags, packet.ip_len, packet.src_addr) = (17, 0, 1428, addr(66));
+            windows.observe(flooder, (addr(9), 9000 + (n % 50) as u16), &packet, Seen::NewFlow, false, 0);
+        }
+        let flood = windows.snapshot(flooder, 201 * SECOND)[0];
+        assert_eq!(flood.unanswered_flows_per_sec, 100.0, "1,000 in a 10 s window");
+        assert!((flood.recent_one_way_bytes_per_sec - 1_428_000.0).abs() < 1e-6, "{flood:?}");
+    }
+
+    #[test]
     fn udp_request_response_pairs_are_flows_but_not_tcp_sessions() {
         let mut windows = aggregator(128);
         let resolver_client = (addr(7), 4);
@@ -392,7 +477,7 @@ mod tests {
             let mut packet = syn(100 * SECOND + u64::from(query) * 20_000_000);
             packet.protocol = 17;
             packet.tcp_flags = 0;
-            windows.observe(resolver_client, (addr(53), 53), &packet, true, 0);
+            windows.observe(resolver_client, (addr(53), 53), &packet, Seen::NewFlow, false, 0);
         }
         let snapshot = windows.snapshot(resolver_client, 101 * SECOND)[0];
         assert_eq!((snapshot.new_flows_per_sec, snapshot.new_tcp_flows_per_sec), (5.0, 0.0));
@@ -406,10 +491,10 @@ mod tests {
             let mut request = syn(100 * SECOND + echo * 100_000_000);
             (request.protocol, request.tcp_flags, request.ip_len) = (1, 0, 1428);
             request.src_addr = addr(9);
-            windows.observe(pinger, (addr(1), 0), &request, echo == 0, 0);
+            windows.observe(pinger, (addr(1), 0), &request, if echo == 0 { Seen::NewFlow } else { Seen::Packet }, false, 0);
             let mut reply = request;
             (reply.src_addr, reply.dst_addr) = (addr(1), addr(9));
-            windows.observe(pinger, (addr(1), 0), &reply, false, 0);
+            windows.observe(pinger, (addr(1), 0), &reply, Seen::Packet, false, 0);
         }
         let snapshot = windows.snapshot(pinger, 103 * SECOND)[0];
         assert_eq!((snapshot.icmp_packets_per_sec, snapshot.packets_per_sec), (3.0, 6.0), "30 requests of 60 packets in 10 s");
@@ -419,8 +504,8 @@ mod tests {
     fn old_activity_leaves_the_window() {
         let mut windows = aggregator(128);
         let source = (addr(7), 4);
-        windows.observe(source, (addr(1), 80), &syn(0), true, 0);
-        windows.observe(source, (addr(2), 80), &syn(5 * SECOND), true, 0);
+        windows.observe(source, (addr(1), 80), &syn(0), Seen::NewFlow, false, 0);
+        windows.observe(source, (addr(2), 80), &syn(5 * SECOND), Seen::NewFlow, false, 0);
         assert_eq!(windows.snapshot(source, 5 * SECOND)[0].distinct_dst_addrs, 2);
         let later = windows.snapshot(source, 12 * SECOND)[0];
         assert_eq!(later.distinct_dst_addrs, 1, "the flow at t=0 is older than 10 s");
@@ -434,7 +519,7 @@ mod tests {
         let mut windows = aggregator(8);
         let source = (addr(9), 4);
         for host in 0..50u8 {
-            windows.observe(source, (addr(host), 22), &syn(SECOND + u64::from(host)), true, 0);
+            windows.observe(source, (addr(host), 22), &syn(SECOND + u64::from(host)), Seen::NewFlow, false, 0);
         }
         let snapshot = windows.snapshot(source, 2 * SECOND)[0];
         assert_eq!(snapshot.distinct_dst_addrs, 8);
@@ -445,7 +530,7 @@ mod tests {
     fn sources_are_bounded_and_evictions_counted() {
         let mut windows = aggregator(8);
         for host in 0..6u8 {
-            windows.observe((addr(host), 4), (addr(200), 80), &syn(u64::from(host)), true, 0);
+            windows.observe((addr(host), 4), (addr(200), 80), &syn(u64::from(host)), Seen::NewFlow, false, 0);
         }
         assert_eq!(windows.stats(), WindowStats { sources: 4, evicted_sources: 2 });
         assert!(windows.snapshot((addr(0), 4), 10).is_empty(), "the oldest source was evicted");

@@ -162,6 +162,9 @@ pub struct DetectCounters {
     pub alerts: u64,
     pub refused: u64,
     pub breaker_open: u64,
+    /// Flows claiming an address with a proven path (interface, hop count) that arrived
+    /// by another: suspected forged sources, not blocked on that evidence.
+    pub stray_flows: u64,
     /// Blocks in force (the detect task's view).
     pub active_blocks: u64,
     /// Verdict → deny-map entry written, p99 over the last 1,024 blocks, µs.

@@ -62,6 +62,9 @@ fn window() -> impl Strategy<Value = WindowSnapshot> {
             distinct_dst_ports: ports,
             new_flows_per_sec: rates[0],
             new_tcp_flows_per_sec: rates[5],
+            unanswered_flows_per_sec: rates[4],
+            recent_answered_flows_per_sec: rates[3],
+            recent_one_way_bytes_per_sec: rates[2],
             icmp_packets_per_sec: rates[6],
             packets_per_sec: rates[1],
             bytes_per_sec: rates[2],
@@ -94,6 +97,7 @@ fn flow() -> impl Strategy<Value = FlowRecord> {
             fwd_ip_bytes: fwd,
             bwd_ip_bytes: bwd,
             ifindex,
+            path: mld_flow::PathMarks { fwd_ttl: (ifindex % 256) as u8, bwd_ifindex: ifindex / 3, bwd_ttl: (ifindex % 7) as u8 },
             features: FlowFeatures(features.try_into().expect("FEATURE_COUNT values")),
             source_windows,
         })

@@ -69,6 +69,7 @@ impl Detection {
             fwd_ip_bytes: 0,
             bwd_ip_bytes: 0,
             ifindex: 0,
+            path: Default::default(),
             features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
             source_windows: Vec::new(),
         };

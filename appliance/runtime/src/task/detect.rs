@@ -424,6 +424,7 @@ fn counters(detection: &Detection, events: &EventSender, intake: &Intake) -> Det
         alerts: d.alerts,
         refused: d.refused,
         breaker_open: d.breaker_open,
+        stray_flows: d.stray_flows,
         active_blocks: detection.detector.responder().active_blocks() as u64,
         block_latency_p99_us: intake.latencies.p99(),
         events_acked: events.acked,
@@ -585,6 +586,7 @@ mod tests {
             fwd_ip_bytes: 0,
             bwd_ip_bytes: 0,
             ifindex: 0,
+            path: Default::default(),
             features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
             source_windows: Vec::new(),
         };
