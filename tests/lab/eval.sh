@@ -11,7 +11,8 @@
 # Prints one JSON object per scenario on stdout (tests parse it) and a table on stderr;
 # --markdown also writes the table to FILE. --extra-toml merges settings into the lab's
 # configuration (e.g. [response] mode = "dry-run"). Environment: MLD_EVAL_LAB (lab ID,
-# default "ev$$" cut to 8), MLD_BIN (default target/release/mldefender).
+# default "ev$$" cut to 8), MLD_BIN (default target/release/mldefender), MLD_EVAL_KEEP (a
+# directory: each scenario's signed log and supervisor log are copied to DIR/SCENARIO/).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -71,6 +72,14 @@ for scenario in "${scenarios[@]}"; do
     else
         cp "$work/lab-base.toml" "$work/lab.toml"
     fi
+    if [[ "$label" == spoofed ]]; then
+        # Forged sources must reach detection: the source check off on the attacker's link
+        # (as on a shared segment, or for forged outside addresses on a WAN); with it on,
+        # the XDP program drops them first (docs/security.md).
+        sed "/^name = \"mld${lab}ga\"$/a source-check = \"off\"" "$work/lab.toml" > "$work/lab-spoofed.toml"
+        grep -q '^source-check = "off"$' "$work/lab-spoofed.toml" || { say "could not turn the attacker link's source check off"; exit 1; }
+        mv "$work/lab-spoofed.toml" "$work/lab.toml"
+    fi
     "$bin" config check "$work/lab.toml" >/dev/null
     nsenter --net="/var/run/netns/mld${lab}g" "$bin" supervise --config "$work/lab.toml" \
         > "$work/supervise.out" 2> "$work/supervise-$scenario.log" &
@@ -100,6 +109,10 @@ for scenario in "${scenarios[@]}"; do
     blocks=$("$bin" block list --config "$work/lab.toml" 2>/dev/null | awk 'NR > 1 {print $1}' | sort -u | tr '\n' ' ')
     stop_supervisor
     "$bin" log verify "$state/log" --key "$state/keys/log.key" > "$work/verify.out" || { say "the log does not verify after $scenario"; cat "$work/verify.out" >&2; exit 1; }
+    if [[ -n "${MLD_EVAL_KEEP:-}" ]]; then
+        mkdir -p "$MLD_EVAL_KEEP/$scenario"
+        cp -r "$state/log" "$work/supervise-$scenario.log" "$work/scenario.out" "$MLD_EVAL_KEEP/$scenario/"
+    fi
     python3 - "$state/log" "$scenario" "$label" "$category" "$started" "${first_drop:-}" "$scenario_ok" "$blocks" "$attacker" <<'PY' >> "$work/results.jsonl"
 import glob, json, sys
 log, scenario, label, category, started, first_drop, ok, blocks, attacker = sys.argv[1:]
@@ -135,7 +148,7 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 print(f"| scenario | label | category | attacker blocked | attack start → first drop | benign sources blocked | alerts |")
 print("|---|---|---|---|---|---|---|")
 for r in rows:
-    blocked = "yes" if r["attacker_blocked"] else ("n/a (spoofed sources)" if r["scenario"].endswith("-rand") else ("—" if r["label"] == "benign" else "**no**"))
+    blocked = "yes" if r["attacker_blocked"] else ("n/a (forged sources)" if r["scenario"].endswith("-rand") or r["label"] == "spoofed" else ("—" if r["label"] == "benign" else "**no**"))
     drop = f'{r["first_drop_ms"]} ms' if r["first_drop_ms"] is not None else "—"
     benign = ", ".join(r["benign_blocked"]) or "none"
     alerts = r["alerts"]

@@ -91,7 +91,7 @@ link() { # link NODE NODE_IF GATEWAY_IF V4_SUBNET V6_SUBNET
 }
 
 up() {
-    for tool in ip nsenter ethtool python3 dnsmasq iperf3 curl; do
+    for tool in ip nsenter ethtool python3 dnsmasq iperf3 curl /usr/sbin/sshd ssh-keygen; do
         command -v "$tool" >/dev/null || { say "missing tool: $tool (run scripts/setup)"; exit 1; }
     done
     down
@@ -119,7 +119,7 @@ up() {
         "net.ipv4.conf.mld${id}gc.rp_filter=0" "net.ipv4.conf.mld${id}ga.rp_filter=0" \
         "net.ipv4.conf.mld${id}gs.rp_filter=0"
 
-    say "starting servers on 10.66.9.2: http :8080, dns :53, iperf3 :5201, login :2222, echo :7007"
+    say "starting servers on 10.66.9.2: http :8080, dns :53, iperf3 :5201, login :2222, echo :7007, ssh :22"
     echo "<html><body>ml-defender lab</body></html>" > "$state_dir/www/index.html"
     head -c 200000 /dev/urandom > "$state_dir/www/blob.bin"
     www_files "$state_dir/www"
@@ -130,11 +130,30 @@ up() {
     in_ns s iperf3 --server --daemon --bind 10.66.9.2 --pidfile "$state_dir/iperf3.pid"
     in_ns s python3 "$here/traffic.py" serve-login 2222 >"$state_dir/login.log" 2>&1 &
     in_ns s python3 "$here/traffic.py" serve-echo 7007 >"$state_dir/echo.log" 2>&1 &
+    # OpenSSH's sshd, for password guessing against the real thing: passwords only, no
+    # PAM, no user to log in as (every attempt fails, as sshd fails them for real users).
+    ssh-keygen -q -t ed25519 -N '' -f "$state_dir/ssh_host_ed25519_key"
+    cat >"$state_dir/sshd_config" <<SSHD
+ListenAddress 10.66.9.2:22
+HostKey $state_dir/ssh_host_ed25519_key
+PidFile $state_dir/sshd.pid
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PubkeyAuthentication no
+UsePAM no
+PermitRootLogin no
+MaxAuthTries 3
+MaxStartups 100:30:200
+LoginGraceTime 20
+SSHD
+    mkdir -p /run/sshd
+    in_ns s /usr/sbin/sshd -f "$state_dir/sshd_config" -E "$state_dir/sshd.log"
     wait_for 10 "http on the server" in_ns c curl -sf -o /dev/null http://10.66.9.2:8080/index.html
     wait_for 10 "dns on the server" in_ns c dig +time=1 +tries=1 @10.66.9.2 lab.test
     wait_for 10 "iperf3 on the server" in_ns s sh -c "ss -ltn | grep -q ':5201 '"
     wait_for 10 "the login service on the server" in_ns s sh -c "ss -ltn | grep -q ':2222 '"
     wait_for 10 "the echo service on the server" in_ns s sh -c "ss -ltn | grep -q ':7007 '"
+    wait_for 10 "sshd on the server" in_ns s sh -c "ss -ltn | grep -q '10.66.9.2:22 '"
     trap - ERR
     say "up"
 }

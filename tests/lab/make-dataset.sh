@@ -61,10 +61,12 @@ runs=()
 if (($#)); then
     runs=("$@")
 else
-    while read -r name _; do runs+=("$name"); done < <("$scenario" list | tail -n +2)
+    while read -r name label _; do [[ "$label" == spoofed ]] || runs+=("$name"); done < <("$scenario" list | tail -n +2)
 fi
 for run in "${runs[@]}"; do
     [[ -n "${label_of[${run%%:*}]:-}" ]] || die "unknown scenario '${run%%:*}' (see: tests/lab/scenario.sh list)"
+    # Flows are labelled by their endpoints; a forged source is a benign host's address.
+    [[ "${label_of[${run%%:*}]}" != spoofed ]] || die "'${run%%:*}' forges the benign hosts' addresses: its flows cannot be labelled by endpoint"
     [[ "$run" != *:* || "${run#*:}" =~ ^[0-9]+$ ]] || die "bad duration in '$run' (NAME:SECONDS)"
 done
 

@@ -19,6 +19,12 @@
 #                                the attacker); by default they also require the server's
 #                                answers. Benign scenarios always require them.
 #
+# Labels: attack (the attacker node's own address), benign (the client), spoofed (the attacker
+# forges addresses of the lab's benign hosts: nobody real to block; the benign traffic
+# that runs beside it must get every answer). Spoofed scenarios need the source check off
+# on the attacker's link (tests/lab/eval.sh sets it), or the XDP program drops the forged
+# packets before anything else sees them (docs/security.md).
+#
 # Exit status: 0 the scenario ran as intended; 1 it did not (the message says what); 2 bad usage.
 # Every tool runs under `timeout`, with deterministic options.
 set -euo pipefail
@@ -46,7 +52,18 @@ benign-browse        benign benign     c 15 curl page views (page, css, js, imag
 benign-dns           benign benign     c 10 dig queries for lab.test names and others at human rate
 benign-ping          benign benign     c 8  ping, IPv4 and IPv6, one per second
 benign-http-burst    benign benign     c 10 one busy client: 20 short HTTP requests per second, keep-alive off
-benign-idle          benign benign     c 15 3 long-lived echo sessions (:7007), a short line every ~4 s"
+benign-idle          benign benign     c 15 3 long-lived echo sessions (:7007), a short line every ~4 s
+nmap-syn-fast        attack scan       a 5  nmap SYN scan of ports 1-1000 at 1,000 probes/s (nmap's -T5 pace)
+nmap-syn-slow        attack scan       a 15 nmap SYN scan at 3 probes/s (a slow scan)
+nmap-xmas            attack scan       a 10 nmap Xmas scan (FIN, PSH, URG) of ports 1-1000, paced over SECONDS
+hping-ack-flood      attack flood      a 5  hping3 ACK flood to :8080 (MLD_SCENARIO_RATE pps; the server answers each with a RST)
+hping-udp-flood-large attack flood     a 5  hping3 UDP flood of 1,400-byte payloads in one flow (fixed ports) at 20,000 pps (~230 Mbit/s)
+ssh-brute-force      attack bruteforce a 20 4 parallel ssh clients guessing passwords against OpenSSH's sshd :22, 3 per connection, ~1.7 connections/s
+benign-dns-burst     benign benign     c 10 a burst of DNS queries: 50 a second, each from a new port (a mail server's or a crawler's resolver)
+benign-crawl         benign benign     c 10 a crawler: 15 pages a second, keep-alive off (300 URLs in 20 s)
+benign-iperf-http    benign benign     c 12 iperf3 at 100 Mbit/s with page fetches beside it (a long transfer with an HTTP mix)
+spoof-syn-client     spoofed flood     a 8  SYNs to :8080 at MLD_SCENARIO_RATE pps forged with the client's address, while the client browses
+spoof-udp-server     spoofed flood     a 8  UDP to the client at MLD_SCENARIO_RATE pps forged with the server's (the site's DNS and web) address, while the client uses both"
 
 say() { echo "scenario: $*" >&2; }
 usage() { echo "usage: scenario.sh list | scenario.sh ID NAME [SECONDS]" >&2; exit 2; }
@@ -60,6 +77,16 @@ if [[ "${1:-}" == list ]]; then
 fi
 
 (($# >= 2 && $# <= 3)) || usage
+# Benign traffic beside an attack: the client fetches a page every 0.25 s until the file
+# STOP exists; every fetch must succeed. Writes its counts to FILE.
+client_fetches() { # client_fetches STOP FILE
+    local ok=0 failed=0
+    while [[ ! -e "$1" ]]; do
+        if run_in c 5 curl -sf -o /dev/null --max-time 3 "http://$server4:8080/page1.html"; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
+        sleep 0.25
+    done
+    echo "$ok $failed" >"$2"
+}
 id=$1 name=$2
 [[ "$id" =~ ^[a-z0-9]{1,8}$ ]] || { say "lab ID must be 1-8 lowercase letters or digits"; exit 2; }
 row=$(awk -v n="$name" '$1 == n' <<<"$scenarios")
@@ -253,6 +280,136 @@ slow-http)
         ((connected >= 40)) || fail "only $connected of 50 connections were held open"
         [[ "$ending" == *"Hit test time limit"* ]] || fail "slowhttptest ended early: $ending"
     fi
+    ;;
+nmap-syn-fast)
+    nmap_scan 8080/tcp -sS -p "$scan_ports" --max-retries 1 --min-rate 1000 --max-rate 1000
+    ;;
+nmap-syn-slow)
+    # 3 probes a second: ports 1-1000 would take 5 minutes; the scan ends with SECONDS
+    # (nmap's host timeout), so only the start is seen: the services are not reached.
+    run_in a $((seconds + 10)) nmap -n -Pn -sS -p 1-1000 --max-retries 0 --max-rate 3 --host-timeout "${seconds}s" \
+        "$server4" >"$work/nmap.out" 2>&1 || true
+    grep -q "Skipping host .* due to host timeout\|Nmap done" "$work/nmap.out" \
+        || { cat "$work/nmap.out" >&2; fail "nmap did not run"; }
+    say "$name: nmap ran ${seconds}s at 3 probes/s"
+    ;;
+nmap-xmas)
+    r=$(per_second 1004)
+    # Closed ports answer with a RST, open ones stay silent: nmap reports them open|filtered.
+    run_in a $((seconds + 30)) nmap -n -Pn -sX -p "$scan_ports" --max-retries 1 --min-rate "$r" --max-rate "$r" \
+        --host-timeout $((seconds + 20))s "$server4" >"$work/nmap.out" 2>&1 || { cat "$work/nmap.out" >&2; fail "nmap failed"; }
+    grep -q "Nmap done: 1 IP address (1 host up)" "$work/nmap.out" || { cat "$work/nmap.out" >&2; fail "nmap did not scan $server4"; }
+    if ((strict)); then
+        grep -Eq '^8080/tcp +open\|filtered' "$work/nmap.out" || { cat "$work/nmap.out" >&2; fail "nmap did not see 8080 as open|filtered"; }
+    fi
+    say "$name: $(grep -E '^Not shown|scanned in' "$work/nmap.out" | paste -sd';' | tr -s ' ')"
+    ;;
+hping-ack-flood)
+    hping_flood "Tcp InSegs" -A -p 8080
+    ;;
+hping-udp-flood-large)
+    rate=${MLD_SCENARIO_RATE:-20000}
+    hping_flood "Udp NoPorts" --udp -p 9 -k -d 1400
+    ;;
+ssh-brute-force)
+    # OpenSSH's sshd on the server (tests/lab/lab.sh up), 3 passwords per connection
+    # (SSH_ASKPASS supplies a guess each time it is asked), 4 clients in parallel, each
+    # connecting every 2.4 s: about 50 connections in 30 s, as a patient guesser does.
+    cat >"$work/askpass" <<'ASK'
+#!/bin/sh
+words="123456 password admin letmein qwerty welcome monkey dragon master shadow"
+set -- $words
+shift $(( $(od -An -N1 -tu1 /dev/urandom) % 9 ))
+echo "$1"
+ASK
+    chmod 0755 "$work/askpass"
+    : >"$work/ssh.out"
+    worker() {
+        local end=$((SECONDS + seconds)) n=0
+        while ((SECONDS < end)); do
+            run_in a 15 env SSH_ASKPASS="$work/askpass" SSH_ASKPASS_REQUIRE=force ssh -n -o BatchMode=no -o PreferredAuthentications=password -o PubkeyAuthentication=no \
+                -o NumberOfPasswordPrompts=3 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                -o ConnectTimeout=3 -o LogLevel=ERROR "admin@$server4" true >>"$work/ssh-$1.out" 2>&1 || true
+            n=$((n + 1))
+            sleep 2.4
+        done
+    }
+    for w in 1 2 3 4; do worker "$w" & done
+    wait
+    cat "$work"/ssh-*.out >"$work/ssh.out"
+    denied=$(grep -c 'Permission denied' "$work/ssh.out" || true)
+    refused=$(grep -Ec 'timed out|Connection refused|Connection reset|closed by remote' "$work/ssh.out" || true)
+    say "$name: ssh: $denied connections denied after their passwords, $refused cut off"
+    ((denied > 0)) || { head -5 "$work/ssh.out" >&2; fail "no connection reached the password stage"; }
+    ((strict == 0 || refused == 0)) || { head -5 "$work/ssh.out" >&2; fail "$refused connections did not reach the password stage"; }
+    ;;
+benign-dns-burst)
+    # 50 queries a second: batches of 10 names (dig -f, each query from a new port) every
+    # 0.2 s; every query must be answered.
+    names=(lab.test www.lab.test mail.lab.test api.lab.test intranet.lab.test files.lab.test
+           mx1.lab.test cdn.lab.test example.com debian.org)
+    for n in "${names[@]}"; do echo "@$server4 +time=2 +tries=1 $n A"; done >"$work/batch"
+    start_ns=$(date +%s%N) rounds=0
+    while (($(date +%s%N) - start_ns < seconds * 1000000000)); do
+        run_in c 10 dig -f "$work/batch" >>"$work/dig.out" 2>&1 &
+        rounds=$((rounds + 1))
+        pause_ns=$((start_ns + rounds * 200000000 - $(date +%s%N)))
+        ((pause_ns <= 0)) || sleep "$(printf '%d.%09d' $((pause_ns / 1000000000)) $((pause_ns % 1000000000)))"
+    done
+    wait
+    answered=$(grep -c '^;; ->>HEADER<<- opcode: QUERY, status: \(NOERROR\|REFUSED\)' "$work/dig.out" || true)
+    say "$name: $answered of $((rounds * 10)) queries answered"
+    ((answered == rounds * 10)) || { grep -m5 'timed out\|error' "$work/dig.out" >&2; fail "only $answered of $((rounds * 10)) queries were answered"; }
+    ;;
+benign-crawl)
+    total=$((15 * seconds))
+    run_in c $((seconds + 20)) curl -sS --rate 15/s -H 'Connection: close' -o /dev/null \
+        -w '%{stderr}code %{http_code}\n' "http://$server4:8080/page[1-5].html?crawl=[1-$((3 * seconds))]" \
+        >/dev/null 2>"$work/curl.err" || { cat "$work/curl.err" >&2; fail "curl failed"; }
+    ok=$(grep -c '^code 200$' "$work/curl.err" || true)
+    say "$name: $ok of $total pages answered 200"
+    ((ok == total)) || fail "only $ok of $total pages answered 200"
+    ;;
+benign-iperf-http)
+    client_fetches "$work/stop" "$work/fetches" &
+    fetcher=$!
+    run_in c $((seconds + 15)) iperf3 -c "$server4" -t "$seconds" -b 100M --connect-timeout 3000 -f m \
+        >"$work/iperf.out" 2>&1 || { touch "$work/stop"; cat "$work/iperf.out" >&2; fail "iperf3 failed"; }
+    touch "$work/stop"
+    wait "$fetcher"
+    read -r ok failed <"$work/fetches"
+    say "$name: iperf3: $(grep -E 'receiver$' "$work/iperf.out" | tr -s ' ' | cut -d' ' -f5-8); $ok page fetches beside it, $failed failed"
+    ((failed == 0 && ok > 0)) || fail "$failed of $((ok + failed)) page fetches beside the transfer failed"
+    ;;
+spoof-syn-client | spoof-udp-server)
+    # The client proves itself first (page fetches and DNS: completed handshakes give the
+    # client's and the server's addresses their paths), then the forged flood runs while
+    # the client goes on fetching pages and resolving names; every fetch must succeed.
+    for _ in 1 2 3 4 5 6; do
+        run_in c 5 curl -sf -o /dev/null "http://$server4:8080/page2.html" || fail "the client's warm-up fetch failed"
+        run_in c 5 dig +time=2 +tries=1 "@$server4" lab.test >/dev/null || fail "the client's warm-up query failed"
+        sleep 0.2
+    done
+    client_fetches "$work/stop" "$work/fetches" &
+    fetcher=$!
+    if [[ "$name" == spoof-syn-client ]]; then
+        hping_flood "Tcp InSegs" -S -p 8080 -a 10.66.1.2
+    else
+        client_before=$(snmp c Udp NoPorts)
+        run_in a $((seconds * 3 + 10)) hping3 -q --udp -a "$server4" -s 53 -k -p 33434 -d 100 \
+            -i "u$((1000000 / rate))" -c $((rate * seconds)) 10.66.1.2 >"$work/hping.out" 2>&1 || true
+        grep -E '^[0-9]+ packets transmitted' "$work/hping.out" >&2 || { cat "$work/hping.out" >&2; fail "hping3 printed no statistics"; }
+        grown=$(($(snmp c Udp NoPorts) - client_before))
+        say "$name: the client received $grown forged datagrams"
+        ((grown > 0)) || fail "no forged datagram reached the client"
+    fi
+    touch "$work/stop"
+    wait "$fetcher"
+    read -r ok failed <"$work/fetches"
+    dns_ok=0
+    run_in c 5 dig +time=2 +tries=2 "@$server4" lab.test >/dev/null && dns_ok=1
+    say "$name: the client's page fetches during the flood: $ok answered, $failed failed; DNS after it: $dns_ok"
+    ((failed == 0 && ok > 0 && dns_ok == 1)) || fail "the client lost service: $failed of $((ok + failed)) fetches failed, DNS answered: $dns_ok"
     ;;
 benign-iperf)
     run_in c $((seconds + 15)) iperf3 -c "$server4" -t "$seconds" -b 8M --connect-timeout 3000 -f m \
