@@ -260,6 +260,28 @@ pub struct Release {
     pub exemption: Result<String, String>,
 }
 
+impl Release {
+    /// What to tell the operator: (what was done, the errors).
+    pub fn report(&self, prefix: IpPrefix) -> (Vec<String>, Vec<String>) {
+        let (mut said, mut errors) = (Vec::new(), Vec::new());
+        match &self.unblocked {
+            Ok(true) => said.push(format!("unblocked {prefix}")),
+            Ok(false) => said.push(format!("{prefix} was not in the deny list")),
+            Err(error) => errors.push(format!("the deny entry of {prefix} was not removed: {error}")),
+        }
+        match &self.exemption {
+            Ok(description) => said.push(format!("{prefix} {description}")),
+            Err(error) => errors.push(format!("the exemption of {prefix} was NOT recorded: {error}")),
+        }
+        (said, errors)
+    }
+
+    /// The deny entry is gone (or was not there) and the exemption is recorded.
+    pub fn succeeded(&self) -> bool {
+        self.unblocked.is_ok() && self.exemption.is_ok()
+    }
+}
+
 /// The CLI's side: removes the deny entry of `prefix` from the pinned maps under
 /// `maps_dir` (whatever happens next), then asks the supervisor under `runtime_dir` to
 /// record the exemption.
