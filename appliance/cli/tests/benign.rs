@@ -68,6 +68,14 @@ fn a_source_released_as_benign_is_logged_and_not_blocked_again_also_after_a_rest
         })
     });
     assert!(logged, "no release-benign event: {:?}", non_observations(&lab));
+    let config = lab.config("");
+    let explained = lab.mldefender(&["block", "explain", ATTACKER, "--config", &config.path().display().to_string()]);
+    let explanation = stdout(&explained);
+    assert!(
+        explanation.contains("in force: not blocked now") && explanation.contains("exemption: marked benign by the operator at"),
+        "{explanation}{}",
+        stderr(&explained)
+    );
 
     // The same scan again: refused, naming the exemption; never blocked.
     scan(&lab);

@@ -302,6 +302,19 @@ pub fn release(maps_dir: &Path, runtime_dir: &Path, prefix: IpPrefix, reason: &s
     Release { unblocked, exemption: ask() }
 }
 
+/// What `mldefender block explain` says of the operator's exemption of `address` (read
+/// from `<detect.state-dir>/benign.json`, now).
+pub fn explain_line(state_dir: &Path, address: std::net::IpAddr) -> String {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64);
+    match load(state_dir, now_ns) {
+        Ok(exemptions) => match exemptions.covering(address, now_ns) {
+            Some(exemption) => format!("exemption: {} (not blocked again until then)", exemption.describe()),
+            None => "exemption: none (not marked benign by the operator, or expired)".to_string(),
+        },
+        Err(error) => format!("exemption: unknown ({error})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
