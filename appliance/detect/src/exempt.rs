@@ -16,6 +16,9 @@ pub const MAX_REASON_CHARS: usize = 256;
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(7 * 86_400);
 /// How long an exemption may last at most: 365 days (none is forever).
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+/// The widest prefix an exemption may cover, as for a block: /24 (IPv4), /64 (IPv6).
+pub const MIN_PREFIX_LEN_V4: u8 = 24;
+pub const MIN_PREFIX_LEN_V6: u8 = 64;
 
 /// One exemption. Times are the detect task's clock: ns since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub enum ExemptError {
     Full,
     #[error("the reason is longer than {MAX_REASON_CHARS} characters")]
     ReasonTooLong,
+    #[error("an exemption covers at most a /{MIN_PREFIX_LEN_V4} (IPv4) or a /{MIN_PREFIX_LEN_V6} (IPv6), not {0}")]
+    TooWide(IpPrefix),
     #[error("an exemption lasts 1 s to {days} days, not {0} s", days = MAX_DURATION.as_secs() / 86_400)]
     Duration(u64),
 }
@@ -82,6 +87,10 @@ impl Exemptions {
     }
 
     fn insert(&mut self, exemption: Exemption, now_ns: u64) -> Result<(), ExemptError> {
+        let min_len = if exemption.prefix.addr().is_ipv4() { MIN_PREFIX_LEN_V4 } else { MIN_PREFIX_LEN_V6 };
+        if exemption.prefix.len() < min_len {
+            return Err(ExemptError::TooWide(exemption.prefix));
+        }
         if exemption.reason.chars().count() > MAX_REASON_CHARS {
             return Err(ExemptError::ReasonTooLong);
         }
@@ -151,7 +160,7 @@ mod tests {
     #[test]
     fn the_narrowest_exemption_answers_and_marking_a_prefix_again_replaces_it() {
         let mut exemptions = Exemptions::default();
-        exemptions.add(prefix("10.66.0.0/16"), "site", Duration::from_secs(600), 0).expect("added");
+        exemptions.add(prefix("10.66.2.0/24"), "site", Duration::from_secs(600), 0).expect("added");
         exemptions.add(prefix("10.66.2.2/32"), "first", Duration::from_secs(60), 0).expect("added");
         exemptions.add(prefix("10.66.2.2/32"), "second", Duration::from_secs(120), SECOND).expect("replaced");
         assert_eq!(exemptions.len(), 2);
@@ -179,5 +188,8 @@ mod tests {
         assert!(matches!(exemptions.add(prefix("10.1.1.1/32"), "", MAX_DURATION + Duration::from_secs(1), 0), Err(ExemptError::Duration(_))));
         assert_eq!(exemptions.add(prefix("10.1.1.1/32"), &"x".repeat(MAX_REASON_CHARS + 1), Duration::from_secs(1), 0), Err(ExemptError::ReasonTooLong));
         assert!(exemptions.add(prefix("10.1.1.1/32"), "", MAX_DURATION, 0).is_ok());
+        assert_eq!(exemptions.add(prefix("10.1.0.0/16"), "", Duration::from_secs(1), 0), Err(ExemptError::TooWide(prefix("10.1.0.0/16"))));
+        assert!(matches!(exemptions.add(prefix("2001:db8::/48"), "", Duration::from_secs(1), 0), Err(ExemptError::TooWide(_))));
+        assert!(exemptions.add(prefix("2001:db8::/64"), "", Duration::from_secs(1), 0).is_ok());
     }
 }
