@@ -354,6 +354,18 @@ mod tests {
     }
 
     #[test]
+    fn without_a_detect_task_the_supervisor_answers_at_once_why() {
+        let config = mld_config::Config::default();
+        let mut machine = Machine::new(mld_supervisor::machine::Settings::new(&config, String::new()), Vec::new(), Instant::now());
+        let (supervisor_end, mut cli_end) = UnixStream::pair().expect("pair");
+        let mut releases = Releases::default();
+        releases.request(&mut machine, supervisor_end, ("10.66.2.2/32".parse().expect("prefix"), "test".to_string(), 60), Instant::now());
+        let answer: MarkBenignAnswer = mld_ipc::read_frame(&mut cli_end).expect("read").expect("an answer");
+        assert_eq!(answer.result, Err("the detect task is not enabled".to_string()));
+        assert!(releases.pending.is_empty());
+    }
+
+    #[test]
     fn more_exemptions_than_the_bound_in_the_file_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let entries: Vec<Value> = (0..=mld_detect::exempt::MAX_EXEMPTIONS)
