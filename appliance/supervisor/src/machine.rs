@@ -324,10 +324,23 @@ impl Machine {
         match task.control.as_mut() {
             Some(control) if state == TaskState::Ready && task.pid.is_some() => {
                 let frame = mld_ipc::encode_frame(message).map_err(|error| error.to_string())?;
-                match std::io::Write::write(control, &frame) {
-                    Ok(written) if written == frame.len() => Ok(()),
-                    _ => Err(format!("the {} task's control channel is full", kind.name())),
+                let written = match std::io::Write::write(control, &frame) {
+                    Ok(written) if written == frame.len() => return Ok(()),
+                    Ok(written) => written,
+                    Err(_) => return Err(format!("the {} task's control channel is full", kind.name())),
+                };
+                // Part of a frame went: the rest must follow, or the task's framing is lost.
+                let rest = control.set_nonblocking(false).and_then(|()| control.set_write_timeout(Some(Duration::from_millis(200)))).and_then(|()| {
+                    let result = std::io::Write::write_all(control, &frame[written..]);
+                    control.set_nonblocking(true).and(result)
+                });
+                if rest.is_err() {
+                    // The channel is closed instead: the task sees it end, exits and is restarted.
+                    warn!(task = kind.name(), "a request could not be written whole to the control channel; closing it");
+                    task.control = None;
+                    return Err(format!("the {} task's control channel failed; it restarts", kind.name()));
                 }
+                Ok(())
             }
             _ => Err(format!("the {} task is not running (state: {})", kind.name(), format!("{state:?}").to_lowercase())),
         }
