@@ -195,6 +195,7 @@ key-file = "$state_dir/keys/log.key"
 state-dir = "$state_dir/ingest"
 
 [detect]
+state-dir = "$state_dir/detect"
 models-dir = "${MLD_LAB_MODELS_DIR:-$state_dir/models}"
 onnxruntime = "${MLD_ONNXRUNTIME:-/usr/local/lib/mldefender/libonnxruntime.so.1.31.1}"
 TOML

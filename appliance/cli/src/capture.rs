@@ -217,6 +217,16 @@ pub fn block(dir: &Path, action: ListAction) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// `block del PREFIX --benign`: exit 0 only when the deny entry is gone and the exemption recorded.
+pub fn release_benign(maps: crate::MapsArgs, runtime: Option<PathBuf>, prefix: IpPrefix, reason: &str, for_secs: u64) -> anyhow::Result<Exit> {
+    let Ok(config) = crate::load::config(maps.config.as_deref()).map(|config| config.capture) else { return Ok(Exit::Config) };
+    let release = mld_runtime::benign::release(&maps.bpffs_dir.unwrap_or(config.bpffs_dir), &runtime.unwrap_or(config.runtime_dir), prefix, reason, for_secs);
+    let (said, errors) = release.report(prefix);
+    said.iter().for_each(|line| println!("{line}"));
+    errors.iter().for_each(|line| eprintln!("mldefender: error: {line}"));
+    Ok(if release.succeeded() { Exit::Success } else { Exit::Failure })
+}
+
 pub fn allow(dir: &Path, action: ListAction) -> anyhow::Result<Exit> {
     let mut maps = match open_maps(dir) {
         Ok(maps) => maps,

@@ -36,6 +36,7 @@ pub fn explain(config: &Config, maps_dir: &Path, address: IpAddr) -> anyhow::Res
         eprintln!("mldefender: a block record of {address} in `{}` fails authentication ({reason}); skipped", path.display());
     }
     print_in_force(maps_dir, address);
+    println!("{}", mld_runtime::benign::explain_line(&config.detect.state_dir, address));
     let skipped = match search.rejected.len() {
         0 => String::new(),
         n => format!("; {n} newer record(s) about it failed authentication and were skipped (`mldefender log verify`)"),

@@ -138,7 +138,7 @@ enum Command {
 
 /// Where to find the running capture's maps.
 #[derive(Debug, clap::Args)]
-struct MapsArgs {
+pub(crate) struct MapsArgs {
     /// The capture's bpffs directory (default: `capture.bpffs-dir` of --config, else /sys/fs/bpf/mldefender).
     #[arg(long, value_name = "DIR", global = true)]
     bpffs_dir: Option<PathBuf>,
@@ -162,8 +162,23 @@ enum BlockCommand {
         #[arg(long, default_value = "manual", value_parser = parse_reason)]
         reason: mld_types::DenyReason,
     },
-    /// Remove the deny entry for exactly PREFIX.
-    Del { prefix: mld_types::IpPrefix },
+    /// Remove the deny entry for exactly PREFIX. --benign: also mark it benign (through the supervisor): the
+    /// detect task logs the release and refuses, and logs, any block of PREFIX until the exemption expires.
+    Del {
+        prefix: mld_types::IpPrefix,
+        /// Also mark PREFIX benign: a learned exemption, logged (needs the running supervisor).
+        #[arg(long)]
+        benign: bool,
+        /// Why, for the signed log (at most 256 characters).
+        #[arg(long, requires = "benign", default_value = "")]
+        reason: String,
+        /// How long the exemption lasts, in seconds: 7 days unless given, at most 365 days.
+        #[arg(long = "for", value_name = "SECS", requires = "benign", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+        for_secs: u64,
+        /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
+        #[arg(long, value_name = "DIR", requires = "benign")]
+        runtime_dir: Option<PathBuf>,
+    },
     /// List deny entries with reason and time left.
     List,
     /// Why ADDRESS is (or was) blocked: the newest block decision about it in the signed
@@ -375,12 +390,15 @@ fn main() -> ExitCode {
             Ok(Exit::Config)
         }
         Command::Block { action: BlockCommand::Explain { address }, maps } => block_explain(&maps, address),
+        Command::Block { action: BlockCommand::Del { prefix, benign: true, reason, for_secs, runtime_dir }, maps } => {
+            capture::release_benign(maps, runtime_dir, prefix, &reason, for_secs)
+        }
         Command::Block { action, maps } => with_maps_dir(maps, |dir| {
             let action = match action {
                 BlockCommand::Add { prefix, ttl, permanent: _, reason } => {
                     capture::ListAction::Add { prefix, ttl: ttl.map(std::time::Duration::from_secs), reason }
                 }
-                BlockCommand::Del { prefix } => capture::ListAction::Del { prefix },
+                BlockCommand::Del { prefix, .. } => capture::ListAction::Del { prefix },
                 // (Explain is answered above, from the log.)
                 BlockCommand::List | BlockCommand::Explain { .. } => capture::ListAction::List,
             };

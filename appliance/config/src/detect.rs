@@ -46,6 +46,8 @@ pub struct RawDetect {
     pub nearest_past_events: i64,
     /// How long a decision's record waits for them at most. Milliseconds.
     pub nearest_past_events_budget_ms: i64,
+    /// The detect task's own directory: the operator's exemptions (`benign.json`).
+    pub state_dir: String,
     pub heuristics: RawHeuristics,
 }
 
@@ -72,6 +74,7 @@ impl Default for RawDetect {
             max_alert_events_per_sec: 100,
             nearest_past_events: 0,
             nearest_past_events_budget_ms: 50,
+            state_dir: "/var/lib/mldefender/detect".to_string(),
             heuristics: RawHeuristics::default(),
         }
     }
@@ -253,6 +256,8 @@ pub struct DetectConfig {
     /// 0: off.
     pub nearest_past_events: usize,
     pub nearest_past_events_budget: Duration,
+    /// The detect task's own directory (written by it alone).
+    pub state_dir: PathBuf,
     pub heuristics: HeuristicsConfig,
 }
 
@@ -433,6 +438,12 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
         max_alert_events_per_sec: in_range(raw.max_alert_events_per_sec, 1, 1_000_000, "detect.max-alert-events-per-sec", errors) as u32,
         nearest_past_events: in_range(raw.nearest_past_events, 0, 20, "detect.nearest-past-events", errors) as usize,
         nearest_past_events_budget: Duration::from_millis(in_range(raw.nearest_past_events_budget_ms, 1, 1000, "detect.nearest-past-events-budget-ms", errors)),
+        state_dir: if raw.state_dir.starts_with('/') {
+            PathBuf::from(&raw.state_dir)
+        } else {
+            errors.push(ConfigError::new("detect.state-dir", format!("must be an absolute path, got \"{}\"", raw.state_dir)));
+            PathBuf::from("/var/lib/mldefender/detect")
+        },
         heuristics,
     }
 }

@@ -8,9 +8,11 @@
 //!   which flows claiming it disagree.
 //! - [`engine`]: per-source state, the dual score and the block policy.
 //! - [`response`]: protected sources, TTLs and escalation, the circuit breaker, dry run.
+//! - [`exempt`]: the operator's learned exemptions (sources released and marked benign).
 
 pub mod engine;
 pub mod evidence;
+pub mod exempt;
 pub mod heuristics;
 pub mod path;
 pub mod response;

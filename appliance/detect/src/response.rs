@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mld_config::{ResponseConfig, ResponseMode};
 
+use crate::exempt::{ExemptError, Exemption, Exemptions};
 use crate::heuristics::Category;
 
 pub use mld_hostnet::{Protected, Protection};
@@ -68,11 +69,22 @@ pub struct Responder {
     minute: Minute,
     pub refused: u64,
     pub breaker_trips: u64,
+    /// Sources the operator released and marked benign: refused like protected ones.
+    exemptions: Exemptions,
 }
 
 impl Responder {
     pub fn new(config: ResponseConfig, protected: Protected) -> Responder {
-        Responder { config, protected, active: HashMap::new(), history: HashMap::new(), minute: Minute::default(), refused: 0, breaker_trips: 0 }
+        Responder {
+            config,
+            protected,
+            active: HashMap::new(),
+            history: HashMap::new(),
+            minute: Minute::default(),
+            refused: 0,
+            breaker_trips: 0,
+            exemptions: Exemptions::default(),
+        }
     }
 
     pub fn protected(&self) -> &Protected {
@@ -90,6 +102,25 @@ impl Responder {
 
     pub fn protection(&self, source: IpAddr) -> Option<Protection> {
         self.protected.of_address(source)
+    }
+
+    /// The operator's exemptions (`mldefender block del --benign`).
+    pub fn exemptions(&self) -> &Exemptions {
+        &self.exemptions
+    }
+
+    /// Replaces the exemptions (read back from their file at start).
+    pub fn set_exemptions(&mut self, exemptions: Exemptions) {
+        self.exemptions = exemptions;
+    }
+
+    /// The operator released `prefix` and marked it benign: no block of a source it covers
+    /// from now until the exemption expires, and the blocks in force it covers are
+    /// forgotten (the operator removed their deny entries).
+    pub fn mark_benign(&mut self, prefix: mld_types::IpPrefix, reason: &str, duration: Duration, now_ns: u64) -> Result<Exemption, ExemptError> {
+        let exemption = self.exemptions.add(prefix, reason, duration, now_ns)?;
+        self.active.retain(|source, _| !prefix.covers(&mld_types::IpPrefix::host(*source)));
+        Ok(exemption)
     }
 
     pub fn is_blocked(&self, source: IpAddr, now_ns: u64) -> bool {
@@ -134,6 +165,10 @@ impl Responder {
         if let Some(protection) = self.protection(source) {
             self.refused += 1;
             return Outcome::Refused(protection);
+        }
+        if let Some(exemption) = self.exemptions.covering(source, now_ns) {
+            self.refused += 1;
+            return Outcome::Refused(Protection::MarkedBenign(exemption.describe()));
         }
         self.active.retain(|_, until| *until > now_ns);
         if self.is_blocked(source, now_ns) {
@@ -301,6 +336,23 @@ mod tests {
             Outcome::BreakerOpen(reason) => assert!(reason.starts_with("lower evidence than the 10 sources blocked this minute"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_source_marked_benign_is_refused_naming_the_exemption_until_it_expires() {
+        let mut responder = responder(ResponseMode::Block);
+        let source = ip("10.66.2.2");
+        assert!(matches!(responder.decide(source, Category::Scan, 0, true), Outcome::Block { .. }));
+        responder.mark_benign("10.66.2.2/32".parse().expect("prefix"), "lab test", Duration::from_secs(60), SECOND).expect("marked");
+        assert!(!responder.is_blocked(source, 2 * SECOND), "the released block is forgotten");
+        match responder.decide(source, Category::Scan, 2 * SECOND, true) {
+            Outcome::Refused(Protection::MarkedBenign(description)) => {
+                assert!(description.starts_with("marked benign by the operator at 1970-01-01T00:00:01") && description.contains("(lab test)"), "{description}")
+            }
+            other => panic!("{other:?}"),
+        }
+        responder.minute = Minute { start_ns: 62 * SECOND, ..Minute::default() };
+        assert!(matches!(responder.decide(source, Category::Scan, 62 * SECOND, true), Outcome::Block { step: 1, .. }), "blocked again once it expired");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum Protection {
     GatewayAddress,
     Resolver(IpAddr),
     DefaultGateway(IpAddr),
+    /// Released by the operator and marked benign (`mldefender block del --benign`): the
+    /// detect task's learned exemption, described (who, when, why, until when). Only the
+    /// detect task knows these; [`Protected`] never returns it.
+    MarkedBenign(String),
 }
 
 impl Protection {
@@ -34,6 +38,7 @@ impl Protection {
             Protection::GatewayAddress => "one of the gateway's own addresses".to_string(),
             Protection::Resolver(address) => format!("a resolver in use ({address})"),
             Protection::DefaultGateway(address) => format!("the next hop of a default route ({address})"),
+            Protection::MarkedBenign(description) => description.clone(),
         }
     }
 }

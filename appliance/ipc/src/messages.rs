@@ -15,6 +15,9 @@ pub enum TaskMessage {
     Counters { counters: TaskCounters },
     /// The task is exiting on purpose (shutdown), so its exit is not a failure.
     Stopping { reason: String },
+    /// The detect task's answer to [`SupervisorMessage::MarkBenign`] `id`: the exemption
+    /// recorded (its description), or why not.
+    MarkedBenign { id: u64, result: Result<String, String> },
 }
 
 /// Supervisor → task.
@@ -27,6 +30,10 @@ pub enum SupervisorMessage {
     Configure { config_toml: String, settings: TaskSettings },
     /// Stop intake, drain, flush, exit 0.
     Shutdown,
+    /// To the detect task: the operator released `prefix` and marked it benign for
+    /// `for_secs` (a [`ControlRequest::MarkBenign`] passed on); answered by
+    /// [`TaskMessage::MarkedBenign`] with the same `id`.
+    MarkBenign { id: u64, prefix: IpPrefix, reason: String, for_secs: u64 },
 }
 
 /// Requests on the supervisor's control socket (root only).
@@ -34,6 +41,20 @@ pub enum SupervisorMessage {
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum ControlRequest {
     Status,
+    /// `mldefender block del PREFIX --benign`: record a learned exemption (the detect
+    /// task applies it, logs it and keeps it). Answered with a [`MarkBenignAnswer`].
+    MarkBenign {
+        prefix: IpPrefix,
+        reason: String,
+        for_secs: u64,
+    },
+}
+
+/// The supervisor's answer to [`ControlRequest::MarkBenign`]: the exemption recorded (its
+/// description), or why not (the detect task is not running, did not answer, refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkBenignAnswer {
+    pub result: Result<String, String>,
 }
 
 /// Capture → detect. Flow records are best-effort: the sender drops and

@@ -8,11 +8,14 @@
 //!   event record, the nearest past events attached to it.
 //! - [`enforcement`]: the data plane with what keeps it true over time (source checks
 //!   refreshed, blocks saved), shared by the supervisor and `mldefender capture`.
+//! - [`benign`]: `block del --benign`: the operator's exemptions, their file, and the
+//!   request's path (CLI → supervisor → detect task).
 //! - [`query_server`]: the ingest task's answers to `mldefender query`.
 //! - [`flow_pump`]: the ring buffer → flow table loop of the capture task and
 //!   `mldefender capture`; [`flow_output`] and [`flow_summary`]: flow records as JSONL or
 //!   CSV, and the summary of a run, for `mldefender capture` and `mldefender flows`.
 
+pub mod benign;
 pub mod detection;
 pub mod enforcement;
 pub mod exit;

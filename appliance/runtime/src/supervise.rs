@@ -241,7 +241,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
 
 /// Opens the log key once (creating it, 0600, when missing and allowed), checked on the
 /// open fd (`LogKey::open`: no link, owner root, no group or other access, a key's
-/// length), and gives the log and ingest state directories to their tasks. The returned
+/// length), and gives the log, ingest and detect state directories to their tasks. The returned
 /// file is the one handed to the tasks.
 fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
     let key_file = crate::keys::open_log_key(config)?;
@@ -264,6 +264,14 @@ fn open_log_key(config: &Config) -> anyhow::Result<std::fs::File> {
         create_dirs(dir, 0o700)
             .and_then(|()| give_dir(dir, uid, gid, 0o700))
             .with_context(|| format!("failed to give `{}` to the ingest task", dir.display()))?;
+    }
+    if let Some(task) = config.tasks.iter().find(|task| task.kind == TaskKind::Detect && task.enabled) {
+        // The operator's exemptions (`benign.json`): written by the detect task alone.
+        let (uid, gid) = uid_gid(task)?;
+        let dir = &config.detect.state_dir;
+        create_dirs(dir, 0o700)
+            .and_then(|()| give_dir(dir, uid, gid, 0o700))
+            .with_context(|| format!("failed to give `{}` to the detect task", dir.display()))?;
     }
     Ok(key_file)
 }
@@ -289,9 +297,11 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 /// The supervisor's loop until SIGTERM or SIGINT: the machine's step, the status socket,
 /// the data plane's periodic work.
 fn run_loop(machine: &mut Machine, spawner: &mut RealSpawner, status_listener: &UnixListener, stop: &AtomicBool, clock: &dyn Clock) {
+    let mut releases = crate::benign::Releases::default();
     while !stop.load(Ordering::Relaxed) {
         let step = machine.step(spawner, clock.now());
-        serve_status(machine, status_listener, clock.now());
+        serve_status(machine, &mut releases, status_listener, clock.now());
+        releases.poll(machine, clock.now());
         if step.all_ready {
             println!("mldefender: ready");
             if let Err(error) = notify::sd_notify("READY=1") {
@@ -303,7 +313,7 @@ fn run_loop(machine: &mut Machine, spawner: &mut RealSpawner, status_listener: &
     }
 }
 
-fn serve_status(machine: &Machine, status_listener: &UnixListener, now: Instant) {
+fn serve_status(machine: &mut Machine, releases: &mut crate::benign::Releases, status_listener: &UnixListener, now: Instant) {
     let Ok((mut stream, _)) = status_listener.accept() else { return };
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -315,6 +325,8 @@ fn serve_status(machine: &Machine, status_listener: &UnixListener, now: Instant)
                 warn!(error = %error, "failed to answer a status request");
             }
         }
+        // Answered once the detect task has (`benign::Releases::poll`).
+        Ok(Some(ControlRequest::MarkBenign { prefix, reason, for_secs })) => releases.request(machine, stream, (prefix, reason, for_secs), now),
         Ok(None) => {}
         Err(error) => warn!(error = %error, "bad request on the status socket"),
     }

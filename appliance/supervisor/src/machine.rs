@@ -187,6 +187,8 @@ pub struct Machine {
     announced_ready: bool,
     phase: Phase,
     jitter: Box<dyn FnMut() -> f64>,
+    /// Answers of the detect task to requests passed on (`MarkedBenign`), until taken.
+    replies: Vec<TaskMessage>,
 }
 
 impl fmt::Debug for Machine {
@@ -239,7 +241,16 @@ impl Machine {
                 control_floods: 0,
             })
             .collect();
-        Machine { settings, tasks, started: now, next_watchdog: now, announced_ready: false, phase: Phase::Running, jitter: Box::new(clock_jitter()) }
+        Machine {
+            settings,
+            tasks,
+            started: now,
+            next_watchdog: now,
+            announced_ready: false,
+            phase: Phase::Running,
+            jitter: Box::new(clock_jitter()),
+            replies: Vec::new(),
+        }
     }
 
     /// Replaces the restart jitter (values in [0, 1); tests make it deterministic).
@@ -297,6 +308,47 @@ impl Machine {
     /// it over.
     pub fn is_stopped(&self) -> bool {
         self.phase == Phase::Stopped
+    }
+
+    /// Passes an operator's request on to the running task of `kind` (never waits: a
+    /// channel without room is an error). Errors say why in words: the task is not
+    /// enabled, not ready (its state), or its channel is full.
+    pub fn send_to_task(&mut self, kind: TaskKind, message: &SupervisorMessage) -> Result<(), String> {
+        if self.phase != Phase::Running {
+            return Err("the supervisor is shutting down".to_string());
+        }
+        let Some(task) = self.tasks.iter_mut().find(|task| task.config.kind == kind) else {
+            return Err(format!("the {} task is not enabled", kind.name()));
+        };
+        let state = task.state;
+        match task.control.as_mut() {
+            Some(control) if state == TaskState::Ready && task.pid.is_some() => {
+                let frame = mld_ipc::encode_frame(message).map_err(|error| error.to_string())?;
+                let written = match std::io::Write::write(control, &frame) {
+                    Ok(written) if written == frame.len() => return Ok(()),
+                    Ok(written) => written,
+                    Err(_) => return Err(format!("the {} task's control channel is full", kind.name())),
+                };
+                // Part of a frame went: the rest must follow, or the task's framing is lost.
+                let rest = control.set_nonblocking(false).and_then(|()| control.set_write_timeout(Some(Duration::from_millis(200)))).and_then(|()| {
+                    let result = std::io::Write::write_all(control, &frame[written..]);
+                    control.set_nonblocking(true).and(result)
+                });
+                if rest.is_err() {
+                    // The channel is closed instead: the task sees it end, exits and is restarted.
+                    warn!(task = kind.name(), "a request could not be written whole to the control channel; closing it");
+                    task.control = None;
+                    return Err(format!("the {} task's control channel failed; it restarts", kind.name()));
+                }
+                Ok(())
+            }
+            _ => Err(format!("the {} task is not running (state: {})", kind.name(), format!("{state:?}").to_lowercase())),
+        }
+    }
+
+    /// The tasks' answers to requests passed on since the last call.
+    pub fn take_replies(&mut self) -> Vec<TaskMessage> {
+        std::mem::take(&mut self.replies)
     }
 
     /// True when every task said Ready (and is still running).
@@ -435,6 +487,9 @@ impl Machine {
     /// floods its channel, or sends a frame that is not a message, is killed (and
     /// restarted under its policy) with the reason logged.
     fn read_control(&mut self, spawner: &mut dyn Spawner, now: Instant) {
+        /// Answers kept until the supervisor's loop takes them (each turn), at most.
+        const REPLIES_MAX: usize = 64;
+        let replies = &mut self.replies;
         for task in &mut self.tasks {
             let Some(control_stream) = task.control.as_mut() else { continue };
             let mut buffer = [0u8; 8192];
@@ -476,6 +531,11 @@ impl Machine {
                                 info!(task = task.config.kind.name(), reason = %reason, "task stopping");
                                 if task.stop_requested {
                                     task.state = TaskState::Stopping;
+                                }
+                            }
+                            reply @ TaskMessage::MarkedBenign { .. } => {
+                                if task.config.kind == TaskKind::Detect && replies.len() < REPLIES_MAX {
+                                    replies.push(reply);
                                 }
                             }
                         }

@@ -436,3 +436,25 @@ fn a_task_sending_a_bad_frame_is_killed_at_once_and_restarted_with_the_reason() 
     let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(200));
     assert_eq!(starts_of(&spawner, TaskKind::Log), 2, "restarted under its policy");
 }
+
+#[test]
+fn an_operator_request_reaches_only_a_ready_detect_task_and_its_answer_comes_back() {
+    let clock = FakeClock::new();
+    let mut spawner = FakeSpawner::new();
+    let mut machine = machine(&clock, vec![task_config(TaskKind::Capture), task_config(TaskKind::Detect)]);
+    let _ = machine.step(&mut spawner, clock.now());
+    let request = SupervisorMessage::MarkBenign { id: 7, prefix: "10.66.2.2/32".parse().expect("prefix"), reason: "test".to_string(), for_secs: 60 };
+    let refused = machine.send_to_task(TaskKind::Detect, &request).expect_err("not ready yet");
+    assert_eq!(refused, "the detect task is not running (state: starting)");
+    assert_eq!(machine.send_to_task(TaskKind::Ingest, &request).expect_err("not enabled"), "the ingest task is not enabled");
+    spawner.send(TaskKind::Detect, &TaskMessage::Ready);
+    let _ = machine.step(&mut spawner, clock.now());
+    machine.send_to_task(TaskKind::Detect, &request).expect("passed on");
+    assert_eq!(spawner.receive(TaskKind::Detect), vec![request]);
+    // Only the detect task's answers count.
+    spawner.send(TaskKind::Capture, &TaskMessage::MarkedBenign { id: 7, result: Ok("forged".to_string()) });
+    spawner.send(TaskKind::Detect, &TaskMessage::MarkedBenign { id: 7, result: Ok("marked".to_string()) });
+    let _ = machine.step(&mut spawner, clock.now());
+    assert_eq!(machine.take_replies(), vec![TaskMessage::MarkedBenign { id: 7, result: Ok("marked".to_string()) }]);
+    assert!(machine.take_replies().is_empty());
+}

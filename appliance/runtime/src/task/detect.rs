@@ -323,6 +323,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
     let mut next_block_id = 1u64;
     let mut last_tick = Instant::now();
     let offset_ns = boot_to_realtime_offset_ns();
+    let mut benign = crate::benign::BenignStore::open(&config.detect.state_dir, &mut detection, boot_time_ns() + offset_ns);
     control.ready();
     info!("detect task ready");
     let mut drain_deadline = None;
@@ -335,6 +336,15 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         // for the log (events wait in a bounded queue; what it cannot hold is counted
         // into a gap record).
         let (busy, all_closed) = intake.step(&mut detection, &mut events);
+        for request in control.take_requests() {
+            if let mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs } = request {
+                let result = benign.apply(&mut detection, prefix, &reason, for_secs, boot_time_ns() + offset_ns).map(|(description, record)| {
+                    events.send(record);
+                    description
+                });
+                control.send(&mld_ipc::TaskMessage::MarkedBenign { id, result });
+            }
+        }
         // At shutdown: once the capture task's streams ended (it stops first), or at the
         // drain deadline, decide on what arrived and stop.
         let drained = drain_deadline.is_some_and(|deadline| all_closed || intake.connections.is_empty() || Instant::now() >= deadline);

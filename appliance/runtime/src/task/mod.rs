@@ -55,6 +55,8 @@ pub struct Control {
     test_allocate_bytes: u64,
     ballast: Vec<u8>,
     last_counters: Instant,
+    /// Operator requests passed on by the supervisor (`MarkBenign`), until taken.
+    requests: Vec<SupervisorMessage>,
 }
 
 impl Control {
@@ -69,7 +71,8 @@ impl Control {
         let config = Config::from_toml(&config_toml, "the supervisor's configuration").map_err(|errors| anyhow::anyhow!("{errors}"))?;
         let task = config.tasks.iter().find(|task| task.kind == kind).context("task missing from the configuration")?.clone();
         let connection = Connection::new(stream, CONTROL_OUT_BYTES).context("failed to configure the control channel")?;
-        let control = Control { connection, test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new(), last_counters: Instant::now() };
+        let control =
+            Control { connection, test_allocate_bytes: task.test_allocate_bytes, ballast: Vec::new(), last_counters: Instant::now(), requests: Vec::new() };
         Ok((control, Start { config, config_toml, settings, task }))
     }
 
@@ -111,11 +114,19 @@ impl Control {
         loop {
             match self.connection.next_message::<SupervisorMessage>() {
                 Ok(Some(SupervisorMessage::Shutdown)) => return true,
+                // Bounded by the supervisor (a few waiting at most); taken every turn.
+                Ok(Some(request @ SupervisorMessage::MarkBenign { .. })) if self.requests.len() < 64 => self.requests.push(request),
                 Ok(Some(other)) => warn!(message = ?other, "unexpected message from the supervisor"),
                 Ok(None) => return false,
                 Err(_) => return true,
             }
         }
+    }
+
+    /// The operator's requests received since the last call (read by
+    /// [`Control::shutdown_requested`]).
+    pub fn take_requests(&mut self) -> Vec<SupervisorMessage> {
+        std::mem::take(&mut self.requests)
     }
 
     /// The last words: `Stopping` and the final counters, written within a short bound.
