@@ -171,6 +171,7 @@ pub fn release_record(detection: &Detection, exemption: &Exemption) -> Map<Strin
         fwd_ip_bytes: 0,
         bwd_ip_bytes: 0,
         ifindex: 0,
+        path: Default::default(),
         features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
         source_windows: Vec::new(),
     };
