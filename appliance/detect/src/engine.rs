@@ -793,6 +793,7 @@ mod tests {
             window_secs: 10.0,
             distinct_dst_addrs: 1,
             distinct_dst_ports: ports,
+            refused_dst_ports: 0,
             new_flows_per_sec: new_flows / 10.0,
             new_tcp_flows_per_sec: new_flows / 10.0,
             unanswered_flows_per_sec: new_flows / 10.0,

@@ -136,13 +136,20 @@ impl FlowTable {
                 let params = self.config.features;
                 let entry = self.flows.get_mut(handle).expect("handle from find is live");
                 entry.accumulator.add(packet, side == entry.initiator, &params);
-                // The responder's first packet (a TCP RST is a refusal, not an answer).
-                let answer = side != entry.initiator && entry.path.bwd_ttl == 0 && !(packet.protocol == 6 && packet.tcp_flags & tcp_flags::RST != 0);
-                if answer {
-                    entry.path.bwd_ifindex = packet.ifindex;
-                    entry.path.bwd_ttl = packet.ttl.max(1);
-                }
-                (handle, if answer { Seen::FirstAnswer } else { Seen::Packet })
+                // The responder's first packet: an answer, or (a TCP RST before any answer)
+                // a refusal, as a closed port gives.
+                let unanswered_reply = side != entry.initiator && entry.path.bwd_ttl == 0;
+                let reset = packet.protocol == 6 && packet.tcp_flags & tcp_flags::RST != 0;
+                let seen = match (unanswered_reply, reset) {
+                    (true, false) => {
+                        entry.path.bwd_ifindex = packet.ifindex;
+                        entry.path.bwd_ttl = packet.ttl.max(1);
+                        Seen::FirstAnswer
+                    }
+                    (true, true) => Seen::Refused,
+                    _ => Seen::Packet,
+                };
+                (handle, seen)
             }
             None => {
                 if self.flows.is_full() {

@@ -54,6 +54,11 @@ pub struct WindowSnapshot {
     /// window, whatever their size.
     #[serde(default)]
     pub icmp_packets_per_sec: f64,
+    /// Distinct destination ports that refused the source's TCP flows (a RST before any
+    /// answer: a closed port) in the window. A client rarely meets a closed port; a scan
+    /// meets hundreds, a slow one a few a second.
+    #[serde(default)]
+    pub refused_dst_ports: u32,
     /// Flows the source started that got no answer (no packet from the responder other
     /// than a TCP RST) by the time of the snapshot, per second of window: what a scan or
     /// a flood makes, and what a busy client, whose requests are answered, does not.
@@ -93,6 +98,8 @@ pub enum Seen {
     NewFlow,
     /// The responder's first answer (not a TCP RST).
     FirstAnswer,
+    /// A TCP RST from the responder before any answer: the destination port refused.
+    Refused,
     /// Any other packet.
     Packet,
 }
@@ -153,6 +160,7 @@ struct SourceWindow {
     current: usize,
     dst_addrs: DistinctSet<[u8; 16]>,
     dst_ports: DistinctSet<u16>,
+    refused_ports: DistinctSet<u16>,
 }
 
 impl SourceWindow {
@@ -166,6 +174,7 @@ impl SourceWindow {
             current: 0,
             dst_addrs: DistinctSet::default(),
             dst_ports: DistinctSet::default(),
+            refused_ports: DistinctSet::default(),
         }
     }
 
@@ -219,6 +228,7 @@ impl SourceWindow {
             window_secs,
             distinct_dst_addrs: self.dst_addrs.count(now_ns, self.window_ns),
             distinct_dst_ports: self.dst_ports.count(now_ns, self.window_ns),
+            refused_dst_ports: self.refused_ports.count(now_ns, self.window_ns),
             new_flows_per_sec: f64::from(total.new_flows) / window_secs,
             new_tcp_flows_per_sec: f64::from(total.new_tcp_flows) / window_secs,
             unanswered_flows_per_sec: f64::from(total.new_flows.saturating_sub(total.answered_flows)) / window_secs,
@@ -229,7 +239,7 @@ impl SourceWindow {
             bytes_per_sec: total.bytes as f64 / window_secs,
             syn_without_ack_ratio: share(total.syn_without_ack),
             rst_ratio: share(total.rst),
-            saturated: self.dst_addrs.saturated(now_ns) || self.dst_ports.saturated(now_ns),
+            saturated: self.dst_addrs.saturated(now_ns) || self.dst_ports.saturated(now_ns) || self.refused_ports.saturated(now_ns),
         }
     }
 }
@@ -345,6 +355,9 @@ impl WindowAggregator {
                     bucket.rst += 1;
                 }
             }
+            if seen == Seen::Refused {
+                window.refused_ports.insert(destination.1, now_ns, window.window_ns, max_distinct);
+            }
             if new_flow {
                 window.dst_addrs.insert(destination.0, now_ns, window.window_ns, max_distinct);
                 window.dst_ports.insert(destination.1, now_ns, window.window_ns, max_distinct);
@@ -423,11 +436,12 @@ mod tests {
             windows.observe(scanner, (addr(1), 1000 + port), &syn(ts), Seen::NewFlow, false, 0);
             let mut reply = syn(ts + 1000);
             reply.tcp_flags = tcp_flags::RST | tcp_flags::ACK;
-            windows.observe(scanner, (addr(1), 1000 + port), &reply, Seen::Packet, false, 0);
+            windows.observe(scanner, (addr(1), 1000 + port), &reply, if port < 15 { Seen::Refused } else { Seen::Packet }, false, 0);
         }
         let snapshot = windows.snapshot(scanner, 100 * SECOND + 200_000_000)[0];
         assert_eq!(snapshot.distinct_dst_addrs, 1);
         assert_eq!(snapshot.distinct_dst_ports, 20);
+        assert_eq!(snapshot.refused_dst_ports, 15, "the ports that refused");
         assert_eq!(snapshot.new_flows_per_sec, 2.0, "20 flows in a 10 s window");
         assert_eq!(snapshot.new_tcp_flows_per_sec, 2.0, "all of them TCP");
         assert_eq!(snapshot.syn_without_ack_ratio, 0.5);

@@ -60,6 +60,7 @@ fn window() -> impl Strategy<Value = WindowSnapshot> {
             window_secs,
             distinct_dst_addrs: addrs,
             distinct_dst_ports: ports,
+            refused_dst_ports: addrs / 2,
             new_flows_per_sec: rates[0],
             new_tcp_flows_per_sec: rates[5],
             unanswered_flows_per_sec: rates[4],
