@@ -104,12 +104,28 @@ for scenario in "${scenarios[@]}"; do
 import glob, json, sys
 log, scenario, label, category, started, first_drop, ok, blocks, attacker = sys.argv[1:]
 decisions = {}
+# Per blocked lab address (not spoofed ones), its first block decision: which engine decided
+# and with what scores.
+# And every model that scored a flow (tests/lab/lofo.sh checks its models were the ones used).
+engines, models = {}, set()
 for path in sorted(glob.glob(log + "/events-*.jsonl")):
     for line in open(path):
         record = json.loads(line)
-        if record.get("type") != "event" or record["action"] == "observe":
+        if record.get("type") != "event":
+            continue
+        if record.get("model_sha256"):
+            models.add(record["model_sha256"])
+        if record["action"] == "observe":
             continue
         decisions.setdefault(record["action"], []).append(record["src_ip"])
+        if record["action"] in ("block", "would-block") and record["src_ip"].startswith(("10.66.", "fd66:")) \
+                and record["src_ip"] not in engines:
+            why = record.get("provenance", "").rpartition("; policy ")[2]
+            engines[record["src_ip"]] = {
+                "engine": record.get("authoritative_source"), "category": record.get("category"),
+                "score_fast": record.get("score_fast"), "score_model": record.get("score_model"),
+                "why": why,
+            }
 blocked = sorted(set(decisions.get("block", []) + decisions.get("would-block", [])))
 lab_benign = ("10.66.1.", "10.66.9.", "fd66:1:", "fd66:9:")
 print(json.dumps({
@@ -123,6 +139,8 @@ print(json.dumps({
     "alerts": sorted(set(decisions.get("alert", []))),
     "refused": sorted(set(decisions.get("refused", []))),
     "breaker_open": len(decisions.get("breaker-open", [])),
+    "block_decisions": engines,
+    "model_sha256": sorted(models),
 }))
 PY
     tail -1 "$work/results.jsonl"
