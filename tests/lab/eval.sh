@@ -107,7 +107,7 @@ decisions = {}
 # Per blocked lab address (not spoofed ones), its first block decision: which engine decided
 # and with what scores.
 # And every model that scored a flow (tests/lab/lofo.sh checks its models were the ones used).
-engines, models = {}, set()
+engines, models, scores = {}, set(), {}
 for path in sorted(glob.glob(log + "/events-*.jsonl")):
     for line in open(path):
         record = json.loads(line)
@@ -116,6 +116,14 @@ for path in sorted(glob.glob(log + "/events-*.jsonl")):
         if record.get("model_sha256"):
             models.add(record["model_sha256"])
         if record["action"] == "observe":
+            # The model's score of each logged flow of a lab address (flow events are capped
+            # per second: a sample in floods); "flagged": at or above the default
+            # detect.model-threshold, 0.5.
+            if record.get("score_model") is not None and record["src_ip"].startswith(("10.66.", "fd66:")):
+                seen = scores.setdefault(record["src_ip"], {"scored": 0, "flagged": 0, "max": 0.0})
+                seen["scored"] += 1
+                seen["flagged"] += record["score_model"] >= 0.5
+                seen["max"] = max(seen["max"], record["score_model"])
             continue
         decisions.setdefault(record["action"], []).append(record["src_ip"])
         if record["action"] in ("block", "would-block") and record["src_ip"].startswith(("10.66.", "fd66:")) \
@@ -141,6 +149,7 @@ print(json.dumps({
     "breaker_open": len(decisions.get("breaker-open", [])),
     "block_decisions": engines,
     "model_sha256": sorted(models),
+    "model_flows": scores,
 }))
 PY
     tail -1 "$work/results.jsonl"

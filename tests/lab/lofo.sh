@@ -33,6 +33,8 @@
 #   --work DIR         keep models, keys, logs and per-run results in DIR (created; must
 #                      be empty; readable by the detect task's user: not under /root);
 #                      default: a temporary directory, removed at the end
+#   --combine DIR      only make the tables and JSON lines again from the --work DIR of
+#                      a finished run (no lab, no root)
 #   -h, --help         this text
 #
 # Output: one JSON object per scenario ("type": "scenario") and per held-out family
@@ -54,7 +56,223 @@ die() { say "error: $*"; exit 1; }
 usage() { sed -n '/^# usage/,/^# Exit status/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 bad_usage() { say "$*"; echo "(tests/lab/lofo.sh --help for usage)" >&2; exit 2; }
 
-markdown="" families_arg="" policy="" user_extra="" data="data/lab" keep=""
+# The tables and JSON lines from a work directory's results (run.args, eval-F.jsonl, ...).
+combine() {
+    local args
+    mapfile -t args < "$work/run.args"
+    ((${#args[@]} == 11)) || die "$work/run.args is incomplete: the run did not finish"
+    python3 - "$work" "${args[@]}" "$work/table.md" <<'PY' || die "combining the results failed"
+import json, statistics, sys
+from collections import Counter
+
+(work, date, families, scenarios, policy, binary, data, kernel, cores,
+ runs, lab_seconds, total_seconds, table) = sys.argv[1:]
+families = families.split(",")
+scenarios = scenarios.split(",")
+listed = {}
+for line in open(f"{work}/lab-scenarios.txt"):
+    name, label, category = line.split()
+    listed[name] = (label, category)
+training = dict(line.split() for line in open(f"{work}/training.txt"))
+results = {f: {} for f in families}
+for f in families:
+    for line in open(f"{work}/eval-{f}.jsonl"):
+        row = json.loads(line)
+        results[f][row["scenario"]] = row
+ATTACKER = "10.66.2.2"
+ATTACKER_HOSTS = ("10.66.2.2", "fd66:2::2")
+CLIENT_HOSTS = ("10.66.1.2", "fd66:1::2")
+
+
+def model_view(row, hosts):
+    """The model's scores of the logged flows of these hosts: flagged (>= 0.5), scored, max."""
+    if "model_flows" not in row:
+        return {"scored": None, "flagged": None, "max": None}  # an eval.sh without it
+    flows = [row["model_flows"].get(h) for h in hosts]
+    flows = [f for f in flows if f]
+    if not flows:
+        return {"scored": 0, "flagged": 0, "max": None}
+    return {"scored": sum(f["scored"] for f in flows), "flagged": sum(f["flagged"] for f in flows),
+            "max": max(f["max"] for f in flows)}
+
+
+def model_text(view):
+    if view["scored"] is None:
+        return "not reported"
+    if not view["scored"]:
+        return "no flow scored"
+    return f"{view['flagged']}/{view['scored']} flows ≥ 0.5 (max {view['max']:.2f})"
+
+
+def spoofed(name):
+    return name.endswith("-rand")
+
+
+def engine(row):
+    decision = row.get("block_decisions", {}).get(ATTACKER)
+    return decision["engine"] if decision and row["attacker_blocked"] else None
+
+
+def run_summary(row):
+    decision = row.get("block_decisions", {}).get(ATTACKER)
+    return {
+        "scenario_ran": row["scenario_ran"],
+        "attacker_blocked": row["attacker_blocked"],
+        "first_drop_ms": row["first_drop_ms"],
+        "engine": engine(row),
+        "decision": decision,
+        "benign_blocked": row["benign_blocked"],
+        "benign_decisions": {s: row.get("block_decisions", {}).get(s) for s in row["benign_blocked"]},
+        "alerts": row["alerts"],
+        "model_on_attacker": model_view(row, ATTACKER_HOSTS),
+        "model_on_client": model_view(row, CLIENT_HOSTS),
+    }
+
+
+rows = []
+for name in scenarios:
+    label, category = listed[name]
+    in_training = name in training
+    family = training.get(name, category)
+    per_run = {f: results[f][name] for f in families}
+    if label == "attack" and in_training and family in families:
+        held, measured = f"yes: {family} held out", [family]
+    elif not in_training:
+        held, measured = "never in training", families
+    else:
+        held, measured = "no: in training in every run", families
+    used = [per_run[f] for f in measured]
+    drops = [r["first_drop_ms"] for r in used]
+    benign = {}
+    for f in measured:
+        for host in per_run[f]["benign_blocked"]:
+            benign.setdefault(host, []).append(f)
+    # The model's view of the traffic of the scenario's own side: the attacker's flows in
+    # an attack, the client's in benign traffic; worst case: the run where it flagged the
+    # attacker least, or the client most.
+    side = ATTACKER_HOSTS if label == "attack" else CLIENT_HOSTS
+    views = [model_view(r, side) for r in used]
+    share = lambda v: v["flagged"] / v["scored"] if v["scored"] else 0.0  # noqa: E731
+    view = (min if label == "attack" else max)(views, key=share)
+    rows.append({
+        "type": "scenario",
+        "scenario": name,
+        "label": label,
+        "family": family,
+        "in_training_data": in_training,
+        "held_out": held,
+        "measured_with": measured,
+        "worst_case": len(measured) > 1,
+        "scenario_ran": all(r["scenario_ran"] for r in used),
+        # Worst case over the runs measured: blocked in every one, the slowest first drop.
+        "attacker_blocked": all(r["attacker_blocked"] for r in used),
+        "blocked_in_runs": [f for f in measured if per_run[f]["attacker_blocked"]],
+        "first_drop_ms": None if any(d is None for d in drops) else max(drops),
+        "engines": sorted({e for e in (engine(r) for r in used) if e}),
+        "model_scores_at_block": [r["block_decisions"][ATTACKER]["score_model"] for r in used
+                                  if r["attacker_blocked"] and ATTACKER in r.get("block_decisions", {})],
+        "model_flows": view,
+        "benign_blocked": benign,
+        "runs": {f: run_summary(per_run[f]) for f in families},
+    })
+
+
+def ms(value):
+    return "—" if value is None else f"{value} ms"
+
+
+out = []
+out.append(f"Leave-one-family-out, {date}: "
+           f"families held out {', '.join(families)}; policy {policy}; training data {data}; "
+           f"`{binary}`; kernel {kernel}, {cores} cores; {runs} lab runs in {lab_seconds} s "
+           f"({int(lab_seconds) / max(int(runs), 1):.1f} s per scenario run), {total_seconds} s in all.")
+out.append("")
+out.append("| scenario | label | family | held out of training | attacker blocked | decided by (model score then) "
+           "| attack start → first drop | benign sources blocked | model on the scenario's own flows |")
+out.append("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    worst = f" (worst of {len(r['measured_with'])} runs)" if r["worst_case"] else ""
+    if r["label"] == "benign":
+        blocked = "—"
+    elif spoofed(r["scenario"]):
+        blocked = "n/a (spoofed sources)"
+    elif r["attacker_blocked"]:
+        blocked = "yes"
+    elif r["blocked_in_runs"]:
+        blocked = f"**no** (only in {', '.join(r['blocked_in_runs'])})"
+    else:
+        blocked = "**no**"
+    if not r["scenario_ran"]:
+        blocked += " (scenario did not run as intended)"
+    benign = "; ".join(f"**{h}** ({', '.join(fs)})" for h, fs in r["benign_blocked"].items()) or "none"
+    drop = ms(r["first_drop_ms"]) if r["label"] == "attack" else "—"
+    at_block = ", ".join("none yet" if m is None else f"{m:.2f}" for m in r["model_scores_at_block"])
+    decided = f"{', '.join(r['engines'])} ({at_block})" if r["engines"] else "—"
+    out.append(f"| {r['scenario']} | {r['label']} | {r['family']} | {r['held_out']}{worst} | {blocked} | "
+               f"{decided} | {drop} | {benign} | {model_text(r['model_flows'])} |")
+
+summaries = []
+for f in families:
+    held = [r for r in rows if r["label"] == "attack" and r["in_training_data"] and r["family"] == f]
+    counted = [r for r in held if not spoofed(r["scenario"])]
+    blocked = [r for r in counted if r["runs"][f]["attacker_blocked"]]
+    drops = [r["runs"][f]["first_drop_ms"] for r in blocked if r["runs"][f]["first_drop_ms"] is not None]
+    engines = Counter(r["runs"][f]["engine"] for r in blocked)
+    benign = sorted({(s, h) for s in scenarios for h in results[f][s]["benign_blocked"]})
+    others = [r for r in rows if r["label"] == "attack" and r["in_training_data"] and r["family"] != f
+              and not spoofed(r["scenario"])]
+    flagged = [r for r in counted if r["runs"][f]["model_on_attacker"]["flagged"]]
+    summaries.append({
+        "type": "family",
+        "family": f,
+        "heldout_scenarios": sorted(n for n, k in training.items() if k == f),
+        "heldout_run": [r["scenario"] for r in held],
+        "attacks": len(counted),
+        "blocked": len(blocked),
+        "missed": [r["scenario"] for r in counted if r not in blocked],
+        "spoofed_not_counted": [r["scenario"] for r in held if spoofed(r["scenario"])],
+        "median_first_drop_ms": statistics.median(drops) if drops else None,
+        "max_first_drop_ms": max(drops) if drops else None,
+        "engines": dict(engines),
+        "model_flagged_attacker": len(flagged),
+        "benign_hosts_blocked": [{"scenario": s, "host": h} for s, h in benign],
+        "other_attacks": len(others),
+        "other_attacks_blocked": sum(r["runs"][f]["attacker_blocked"] for r in others),
+    })
+out.append("")
+out.append("| family held out | held-out attacks blocked | median → first drop | max → first drop | decided by | "
+           "model flagged the attacker | benign hosts blocked (any scenario, this run) | attacks of other families blocked |")
+out.append("|---|---|---|---|---|---|---|---|")
+for s in summaries:
+    missed = f" (missed: {', '.join(s['missed'])})" if s["missed"] else ""
+    spoof = f"; {', '.join(s['spoofed_not_counted'])} not counted (spoofed)" if s["spoofed_not_counted"] else ""
+    engines = ", ".join(f"{e} {n}" for e, n in sorted(s["engines"].items(), key=lambda x: str(x[0]))) or "—"
+    benign = ", ".join(f"{b['host']} in {b['scenario']}" for b in s["benign_hosts_blocked"])
+    benign = f"**{len(s['benign_hosts_blocked'])}**: {benign}" if benign else "0"
+    median = "—" if s["median_first_drop_ms"] is None else f"{s['median_first_drop_ms']:.0f} ms"
+    out.append(f"| {s['family']} | {s['blocked']}/{s['attacks']}{missed}{spoof} | {median} | "
+               f"{ms(s['max_first_drop_ms'])} | {engines} | {s['model_flagged_attacker']}/{s['attacks']} | {benign} | "
+               f"{s['other_attacks_blocked']}/{s['other_attacks']} |")
+never = [r for r in rows if not r["in_training_data"] and r["label"] == "attack" and not spoofed(r["scenario"])]
+if never:
+    out.append("")
+    out.append(f"Never in training (new scenarios, worst of {len(families)} runs): "
+               f"{sum(r['attacker_blocked'] for r in never)}/{len(never)} attacks blocked "
+               f"({', '.join(r['scenario'] for r in never)}).")
+
+for item in rows + summaries:
+    print(json.dumps(item))
+with open(table, "w") as handle:
+    handle.write("\n".join(out) + "\n")
+PY
+    cat "$work/table.md" >&2
+    if [[ -n "$markdown" ]]; then
+        cp "$work/table.md" "$markdown"
+        say "wrote $markdown"
+    fi
+}
+
+markdown="" families_arg="" policy="" user_extra="" data="data/lab" keep="" combine_dir=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -64,6 +282,7 @@ while [[ $# -gt 0 ]]; do
         --extra-toml) [[ $# -ge 2 ]] || bad_usage "--extra-toml needs a FILE"; user_extra=$(realpath "$2") || bad_usage "no such file: $2"; shift 2 ;;
         --data) [[ $# -ge 2 ]] || bad_usage "--data needs a DIR"; data=$2; shift 2 ;;
         --work) [[ $# -ge 2 ]] || bad_usage "--work needs a DIR"; keep=$(realpath -m "$2"); shift 2 ;;
+        --combine) [[ $# -ge 2 ]] || bad_usage "--combine needs a DIR"; combine_dir=$(realpath -m "$2"); shift 2 ;;
         --) shift; break ;;
         -*) bad_usage "unknown option $1" ;;
         *) break ;;
@@ -78,6 +297,12 @@ esac
 [[ -z "$user_extra" || -f "$user_extra" ]] || bad_usage "--extra-toml $user_extra is not a file"
 [[ -d "$data" ]] || bad_usage "--data $data is not a directory"
 [[ -z "$markdown" || -d "$(dirname "$markdown")" ]] || bad_usage "--markdown: directory $(dirname "$markdown") does not exist"
+if [[ -n "$combine_dir" ]]; then
+    [[ -f "$combine_dir/run.args" ]] || bad_usage "--combine: $combine_dir is not the --work directory of a finished run"
+    work=$combine_dir
+    combine
+    exit 0
+fi
 ((EUID == 0)) || die "run as root (the lab needs network namespaces and XDP)"
 command -v python3 >/dev/null || die "python3 is missing"
 bin=${MLD_BIN:-$repo/target/release/mldefender}
@@ -201,6 +426,7 @@ public_key=$(tr -d '[:space:]' < "$work/key/model.pub")
 detect_user=$(id -un mld-detect 2>/dev/null || true)
 
 started_all=$SECONDS
+started_at=$(date +%s)
 lab_seconds=0
 for family in "${families[@]}"; do
     mapfile -t heldout < <(awk -v f="$family" '$2 == f {print $1}' "$work/training.txt")
@@ -265,175 +491,7 @@ done
 # --- Combine ---------------------------------------------------------------------------
 
 runs=$(( ${#scenarios[@]} * ${#families[@]} ))
-python3 - "$work" "$(IFS=,; echo "${families[*]}")" "$(IFS=,; echo "${scenarios[*]}")" \
-    "${policy:-as configured (default tiered)}" "$bin" "$data" "$(uname -r)" "$(nproc)" \
-    "$runs" "$lab_seconds" "$((SECONDS - started_all))" "$work/table.md" <<'PY'
-import json, statistics, sys, time
-from collections import Counter
-
-(work, families, scenarios, policy, binary, data, kernel, cores,
- runs, lab_seconds, total_seconds, table) = sys.argv[1:]
-families = families.split(",")
-scenarios = scenarios.split(",")
-listed = {}
-for line in open(f"{work}/lab-scenarios.txt"):
-    name, label, category = line.split()
-    listed[name] = (label, category)
-training = dict(line.split() for line in open(f"{work}/training.txt"))
-results = {f: {} for f in families}
-for f in families:
-    for line in open(f"{work}/eval-{f}.jsonl"):
-        row = json.loads(line)
-        results[f][row["scenario"]] = row
-ATTACKER = "10.66.2.2"
-
-
-def spoofed(name):
-    return name.endswith("-rand")
-
-
-def engine(row):
-    decision = row.get("block_decisions", {}).get(ATTACKER)
-    return decision["engine"] if decision and row["attacker_blocked"] else None
-
-
-def run_summary(row):
-    decision = row.get("block_decisions", {}).get(ATTACKER)
-    return {
-        "scenario_ran": row["scenario_ran"],
-        "attacker_blocked": row["attacker_blocked"],
-        "first_drop_ms": row["first_drop_ms"],
-        "engine": engine(row),
-        "decision": decision,
-        "benign_blocked": row["benign_blocked"],
-        "benign_decisions": {s: row.get("block_decisions", {}).get(s) for s in row["benign_blocked"]},
-        "alerts": row["alerts"],
-    }
-
-
-rows = []
-for name in scenarios:
-    label, category = listed[name]
-    in_training = name in training
-    family = training.get(name, category)
-    per_run = {f: results[f][name] for f in families}
-    if label == "attack" and in_training and family in families:
-        held, measured = f"yes: {family} held out", [family]
-    elif not in_training:
-        held, measured = "never in training", families
-    else:
-        held, measured = "no: in training in every run", families
-    used = [per_run[f] for f in measured]
-    drops = [r["first_drop_ms"] for r in used]
-    benign = {}
-    for f in measured:
-        for host in per_run[f]["benign_blocked"]:
-            benign.setdefault(host, []).append(f)
-    rows.append({
-        "type": "scenario",
-        "scenario": name,
-        "label": label,
-        "family": family,
-        "in_training_data": in_training,
-        "held_out": held,
-        "measured_with": measured,
-        "worst_case": len(measured) > 1,
-        "scenario_ran": all(r["scenario_ran"] for r in used),
-        # Worst case over the runs measured: blocked in every one, the slowest first drop.
-        "attacker_blocked": all(r["attacker_blocked"] for r in used),
-        "blocked_in_runs": [f for f in measured if per_run[f]["attacker_blocked"]],
-        "first_drop_ms": None if any(d is None for d in drops) else max(drops),
-        "engines": sorted({e for e in (engine(r) for r in used) if e}),
-        "benign_blocked": benign,
-        "runs": {f: run_summary(per_run[f]) for f in families},
-    })
-
-
-def ms(value):
-    return "—" if value is None else f"{value} ms"
-
-
-out = []
-out.append(f"Leave-one-family-out, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-           f"families held out {', '.join(families)}; policy {policy}; training data {data}; "
-           f"`{binary}`; kernel {kernel}, {cores} cores; {runs} lab runs in {lab_seconds} s "
-           f"({int(lab_seconds) / max(int(runs), 1):.1f} s per scenario run), {total_seconds} s in all.")
-out.append("")
-out.append("| scenario | label | family | held out of training | attacker blocked | decided by | attack start → first drop | benign sources blocked |")
-out.append("|---|---|---|---|---|---|---|---|")
-for r in rows:
-    worst = f" (worst of {len(r['measured_with'])} runs)" if r["worst_case"] else ""
-    if r["label"] == "benign":
-        blocked = "—"
-    elif spoofed(r["scenario"]):
-        blocked = "n/a (spoofed sources)"
-    elif r["attacker_blocked"]:
-        blocked = "yes"
-    elif r["blocked_in_runs"]:
-        blocked = f"**no** (only in {', '.join(r['blocked_in_runs'])})"
-    else:
-        blocked = "**no**"
-    if not r["scenario_ran"]:
-        blocked += " (scenario did not run as intended)"
-    benign = "; ".join(f"**{h}** ({', '.join(fs)})" for h, fs in r["benign_blocked"].items()) or "none"
-    drop = ms(r["first_drop_ms"]) if r["label"] == "attack" else "—"
-    out.append(f"| {r['scenario']} | {r['label']} | {r['family']} | {r['held_out']}{worst} | {blocked} | "
-               f"{', '.join(r['engines']) or '—'} | {drop} | {benign} |")
-
-summaries = []
-for f in families:
-    held = [r for r in rows if r["label"] == "attack" and r["in_training_data"] and r["family"] == f]
-    counted = [r for r in held if not spoofed(r["scenario"])]
-    blocked = [r for r in counted if r["runs"][f]["attacker_blocked"]]
-    drops = [r["runs"][f]["first_drop_ms"] for r in blocked if r["runs"][f]["first_drop_ms"] is not None]
-    engines = Counter(r["runs"][f]["engine"] for r in blocked)
-    benign = sorted({(s, h) for s in scenarios for h in results[f][s]["benign_blocked"]})
-    others = [r for r in rows if r["label"] == "attack" and r["in_training_data"] and r["family"] != f
-              and not spoofed(r["scenario"])]
-    summaries.append({
-        "type": "family",
-        "family": f,
-        "heldout_scenarios": sorted(n for n, k in training.items() if k == f),
-        "heldout_run": [r["scenario"] for r in held],
-        "attacks": len(counted),
-        "blocked": len(blocked),
-        "missed": [r["scenario"] for r in counted if r not in blocked],
-        "spoofed_not_counted": [r["scenario"] for r in held if spoofed(r["scenario"])],
-        "median_first_drop_ms": statistics.median(drops) if drops else None,
-        "max_first_drop_ms": max(drops) if drops else None,
-        "engines": dict(engines),
-        "benign_hosts_blocked": [{"scenario": s, "host": h} for s, h in benign],
-        "other_attacks": len(others),
-        "other_attacks_blocked": sum(r["runs"][f]["attacker_blocked"] for r in others),
-    })
-out.append("")
-out.append("| family held out | held-out attacks blocked | median → first drop | max → first drop | decided by | "
-           "benign hosts blocked (any scenario, this run) | attacks of other families blocked |")
-out.append("|---|---|---|---|---|---|---|")
-for s in summaries:
-    missed = f" (missed: {', '.join(s['missed'])})" if s["missed"] else ""
-    spoof = f"; {', '.join(s['spoofed_not_counted'])} not counted (spoofed)" if s["spoofed_not_counted"] else ""
-    engines = ", ".join(f"{e} {n}" for e, n in sorted(s["engines"].items(), key=lambda x: str(x[0]))) or "—"
-    benign = ", ".join(f"{b['host']} in {b['scenario']}" for b in s["benign_hosts_blocked"])
-    benign = f"**{len(s['benign_hosts_blocked'])}**: {benign}" if benign else "0"
-    median = "—" if s["median_first_drop_ms"] is None else f"{s['median_first_drop_ms']:.0f} ms"
-    out.append(f"| {s['family']} | {s['blocked']}/{s['attacks']}{missed}{spoof} | {median} | "
-               f"{ms(s['max_first_drop_ms'])} | {engines} | {benign} | "
-               f"{s['other_attacks_blocked']}/{s['other_attacks']} |")
-never = [r for r in rows if not r["in_training_data"] and r["label"] == "attack" and not spoofed(r["scenario"])]
-if never:
-    out.append("")
-    out.append(f"Never in training (new scenarios, worst of {len(families)} runs): "
-               f"{sum(r['attacker_blocked'] for r in never)}/{len(never)} attacks blocked "
-               f"({', '.join(r['scenario'] for r in never)}).")
-
-for item in rows + summaries:
-    print(json.dumps(item))
-with open(table, "w") as handle:
-    handle.write("\n".join(out) + "\n")
-PY
-cat "$work/table.md" >&2
-if [[ -n "$markdown" ]]; then
-    cp "$work/table.md" "$markdown"
-    say "wrote $markdown"
-fi
+printf '%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC' -d "@$started_at")" "$(IFS=,; echo "${families[*]}")" \
+    "$(IFS=,; echo "${scenarios[*]}")" "${policy:-as configured (default tiered)}" "$bin" "$data" \
+    "$(uname -r)" "$(nproc)" "$runs" "$lab_seconds" "$((SECONDS - started_all))" > "$work/run.args"
+combine
