@@ -200,12 +200,16 @@ for r in rows:
         blocked = "yes"
     elif r["blocked_in_runs"]:
         blocked = f"**no** (only in {', '.join(r['blocked_in_runs'])})"
+    elif any(ATTACKER in r["runs"][f]["alerts"] for f in r["measured_with"]):
+        blocked = "**no** (alerts only)"
     else:
         blocked = "**no**"
     if not r["scenario_ran"]:
         blocked += " (scenario did not run as intended)"
     benign = "; ".join(f"**{h}** ({', '.join(fs)})" for h, fs in r["benign_blocked"].items()) or "none"
     drop = ms(r["first_drop_ms"]) if r["label"] == "attack" else "—"
+    if r["label"] == "attack" and not r["attacker_blocked"] and r["first_drop_ms"] is not None:
+        drop += " (not the attacker's: no block)"
     at_block = ", ".join("none yet" if m is None else f"{m:.2f}" for m in r["model_scores_at_block"])
     decided = f"{', '.join(r['engines'])} ({at_block})" if r["engines"] else "—"
     out.append(f"| {r['scenario']} | {r['label']} | {r['family']} | {r['held_out']}{worst} | {blocked} | "
@@ -330,8 +334,8 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'say "interrupted"; exit 130' INT
+trap 'say "terminated"; exit 143' TERM
 
 if [[ -n "$keep" ]]; then
     mkdir -p "$keep"
@@ -397,7 +401,7 @@ mapfile -t all_families < <(awk '$2 != "benign" {print $2}' "$work/training.txt"
     | awk 'BEGIN {o["scan"]=1; o["flood"]=2; o["bruteforce"]=3; o["slow"]=4} {print (o[$1] ? o[$1] : 9), $1}' | sort -k1,1n -k2 | awk '{print $2}')
 ((${#all_families[@]})) || die "the training data has no attack scenarios"
 if [[ -n "$families_arg" ]]; then
-    IFS=, read -r -a families <<<"$families_arg"
+    mapfile -t families < <(tr ',' '\n' <<<"$families_arg" | awk 'NF && !seen[$0]++')
     for family in "${families[@]}"; do
         printf '%s\n' "${all_families[@]}" | grep -qx "$family" \
             || bad_usage "'$family' is not a family of the training data (families: ${all_families[*]})"
