@@ -209,7 +209,7 @@ for r in rows:
     benign = "; ".join(f"**{h}** ({', '.join(fs)})" for h, fs in r["benign_blocked"].items()) or "none"
     drop = ms(r["first_drop_ms"]) if r["label"] == "attack" else "—"
     if r["label"] == "attack" and not r["attacker_blocked"] and r["first_drop_ms"] is not None:
-        drop += " (not the attacker's: no block)"
+        drop += " (no block: other drops, e.g. spoofed packets at the source check)"
     at_block = ", ".join("none yet" if m is None else f"{m:.2f}" for m in r["model_scores_at_block"])
     decided = f"{', '.join(r['engines'])} ({at_block})" if r["engines"] else "—"
     out.append(f"| {r['scenario']} | {r['label']} | {r['family']} | {r['held_out']}{worst} | {blocked} | "
