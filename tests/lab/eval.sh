@@ -9,7 +9,10 @@
 #   tests/lab/eval.sh [--markdown FILE] [--extra-toml FILE] [SCENARIO...]   (default: all)
 #
 # Prints one JSON object per scenario on stdout (tests parse it) and a table on stderr;
-# --markdown also writes the table to FILE. --extra-toml merges settings into the lab's
+# --markdown also writes the table to FILE. Besides the table's columns the JSON has, per
+# blocked lab address, the first block decision's engine and scores (block_decisions), the
+# model's scores of each lab address's logged flows (model_flows) and the SHA-256 of the
+# models that scored them (model_sha256); tests/lab/lofo.sh reads them. --extra-toml merges settings into the lab's
 # configuration (e.g. [response] mode = "dry-run"). Environment: MLD_EVAL_LAB (lab ID,
 # default "ev$$" cut to 8), MLD_BIN (default target/release/mldefender).
 set -euo pipefail

@@ -29,7 +29,7 @@
 #                      either, fast, model); "model" shows what the models decide alone
 #   --extra-toml FILE  more settings for the lab's configuration (merged under the
 #                      script's own [detect] settings)
-#   --data DIR         training data (default data/lab)
+#   --data DIR         training data (default data/lab of this checkout)
 #   --work DIR         keep models, keys, logs and per-run results in DIR (created; must
 #                      be empty; readable by the detect task's user: not under /root);
 #                      default: a temporary directory, removed at the end
@@ -43,13 +43,12 @@
 # MLD_EVAL_LAB (the lab ID eval.sh uses).
 #
 # Time: training ~10 s per family; each scenario ~15-25 s in the lab. Every scenario runs
-# once per family: a full run (18 scenarios x 4 families) takes about 25-30 minutes.
+# once per family: a full run (18 scenarios x 4 families) takes about 20-30 minutes.
 # Exit status: 0 done; 1 a step failed (the message says which, with its log); 2 bad usage.
 set -euo pipefail
 umask 022
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$repo"
 
 say() { echo "lofo: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -276,7 +275,8 @@ PY
     fi
 }
 
-markdown="" families_arg="" policy="" user_extra="" data="data/lab" keep="" combine_dir=""
+# Paths given are relative to where the script is started; then it works from the repository.
+markdown="" families_arg="" policy="" user_extra="" data="$repo/data/lab" keep="" combine_dir=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -284,7 +284,7 @@ while [[ $# -gt 0 ]]; do
         --families) [[ $# -ge 2 ]] || bad_usage "--families needs a list, e.g. scan,flood"; families_arg=$2; shift 2 ;;
         --policy) [[ $# -ge 2 ]] || bad_usage "--policy needs a NAME"; policy=$2; shift 2 ;;
         --extra-toml) [[ $# -ge 2 ]] || bad_usage "--extra-toml needs a FILE"; user_extra=$(realpath "$2") || bad_usage "no such file: $2"; shift 2 ;;
-        --data) [[ $# -ge 2 ]] || bad_usage "--data needs a DIR"; data=$2; shift 2 ;;
+        --data) [[ $# -ge 2 ]] || bad_usage "--data needs a DIR"; data=$(realpath -m "$2"); shift 2 ;;
         --work) [[ $# -ge 2 ]] || bad_usage "--work needs a DIR"; keep=$(realpath -m "$2"); shift 2 ;;
         --combine) [[ $# -ge 2 ]] || bad_usage "--combine needs a DIR"; combine_dir=$(realpath -m "$2"); shift 2 ;;
         --) shift; break ;;
@@ -293,6 +293,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 requested=("$@")
+cd "$repo"
 
 case "$policy" in
     ""|agree|tiered|either|fast|model) ;;
