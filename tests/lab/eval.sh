@@ -9,7 +9,10 @@
 #   tests/lab/eval.sh [--markdown FILE] [--extra-toml FILE] [SCENARIO...]   (default: all)
 #
 # Prints one JSON object per scenario on stdout (tests parse it) and a table on stderr;
-# --markdown also writes the table to FILE. --extra-toml merges settings into the lab's
+# --markdown also writes the table to FILE. Besides the table's columns the JSON has, per
+# blocked lab address, the first block decision's engine and scores (block_decisions), the
+# model's scores of each lab address's logged flows (model_flows) and the SHA-256 of the
+# models that scored them (model_sha256); tests/lab/lofo.sh reads them. --extra-toml merges settings into the lab's
 # configuration (e.g. [response] mode = "dry-run"). Environment: MLD_EVAL_LAB (lab ID,
 # default "ev$$" cut to 8), MLD_BIN (default target/release/mldefender), MLD_EVAL_KEEP (a
 # directory: each scenario's signed log and supervisor log are copied to DIR/SCENARIO/).
@@ -117,12 +120,36 @@ for scenario in "${scenarios[@]}"; do
 import glob, json, sys
 log, scenario, label, category, started, first_drop, ok, blocks, attacker = sys.argv[1:]
 decisions = {}
+# Per blocked lab address (not spoofed ones), its first block decision: which engine decided
+# and with what scores.
+# And every model that scored a flow (tests/lab/lofo.sh checks its models were the ones used).
+engines, models, scores = {}, set(), {}
 for path in sorted(glob.glob(log + "/events-*.jsonl")):
     for line in open(path):
         record = json.loads(line)
-        if record.get("type") != "event" or record["action"] == "observe":
+        if record.get("type") != "event":
+            continue
+        if record.get("model_sha256"):
+            models.add(record["model_sha256"])
+        if record["action"] == "observe":
+            # The model's score of each logged flow of a lab address (flow events are capped
+            # per second: a sample in floods); "flagged": at or above the default
+            # detect.model-threshold, 0.5.
+            if record.get("score_model") is not None and record["src_ip"].startswith(("10.66.", "fd66:")):
+                seen = scores.setdefault(record["src_ip"], {"scored": 0, "flagged": 0, "max": 0.0})
+                seen["scored"] += 1
+                seen["flagged"] += record["score_model"] >= 0.5
+                seen["max"] = max(seen["max"], record["score_model"])
             continue
         decisions.setdefault(record["action"], []).append(record["src_ip"])
+        if record["action"] in ("block", "would-block") and record["src_ip"].startswith(("10.66.", "fd66:")) \
+                and record["src_ip"] not in engines:
+            why = record.get("provenance", "").rpartition("; policy ")[2]
+            engines[record["src_ip"]] = {
+                "engine": record.get("authoritative_source"), "category": record.get("category"),
+                "score_fast": record.get("score_fast"), "score_model": record.get("score_model"),
+                "why": why,
+            }
 blocked = sorted(set(decisions.get("block", []) + decisions.get("would-block", [])))
 lab_benign = ("10.66.1.", "10.66.9.", "fd66:1:", "fd66:9:")
 print(json.dumps({
@@ -136,6 +163,9 @@ print(json.dumps({
     "alerts": sorted(set(decisions.get("alert", []))),
     "refused": sorted(set(decisions.get("refused", []))),
     "breaker_open": len(decisions.get("breaker-open", [])),
+    "block_decisions": engines,
+    "model_sha256": sorted(models),
+    "model_flows": scores,
 }))
 PY
     tail -1 "$work/results.jsonl"
