@@ -124,6 +124,10 @@ decisions = {}
 # and with what scores.
 # And every model that scored a flow (tests/lab/lofo.sh checks its models were the ones used).
 engines, models, scores = {}, set(), {}
+# Where the time goes: the attacker's first packet (the earliest start of its logged flows:
+# flow events are capped per second, so an upper bound) and the first block decision, in
+# packet time, against the wall clock the tool was started at.
+first_packet_us, decided_us = None, None
 for path in sorted(glob.glob(log + "/events-*.jsonl")):
     for line in open(path):
         record = json.loads(line)
@@ -131,6 +135,8 @@ for path in sorted(glob.glob(log + "/events-*.jsonl")):
             continue
         if record.get("model_sha256"):
             models.add(record["model_sha256"])
+        if record["src_ip"] == attacker and record.get("flow_first_seen_us"):
+            first_packet_us = min(first_packet_us or record["flow_first_seen_us"], record["flow_first_seen_us"])
         if record["action"] == "observe":
             # The model's score of each logged flow of a lab address (flow events are capped
             # per second: a sample in floods); "flagged": at or above the default
@@ -142,6 +148,8 @@ for path in sorted(glob.glob(log + "/events-*.jsonl")):
                 seen["max"] = max(seen["max"], record["score_model"])
             continue
         decisions.setdefault(record["action"], []).append(record["src_ip"])
+        if record["action"] in ("block", "would-block") and record["src_ip"] == attacker and decided_us is None:
+            decided_us = record["ts_us"]
         if record["action"] in ("block", "would-block") and record["src_ip"].startswith(("10.66.", "fd66:")) \
                 and record["src_ip"] not in engines:
             why = record.get("provenance", "").rpartition("; policy ")[2]
@@ -157,6 +165,8 @@ print(json.dumps({
     "scenario_ran": ok == "true",
     "attacker_blocked": attacker in blocked,
     "first_drop_ms": (int(first_drop) - int(started)) if first_drop else None,
+    "first_packet_ms": (first_packet_us // 1000 - int(started)) if first_packet_us else None,
+    "decision_ms": (decided_us // 1000 - int(started)) if decided_us else None,
     "blocked_sources": blocked,
     "benign_blocked": [s for s in blocked if s.startswith(lab_benign)],
     "deny_entries": blocks.split(),
@@ -175,15 +185,18 @@ done
 python3 - "$work/results.jsonl" "$(uname -r)" "$(nproc)" > "$work/table.md" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print(f"| scenario | label | category | attacker blocked | attack start → first drop | benign sources blocked | alerts |")
-print("|---|---|---|---|---|---|---|")
+print(f"| scenario | label | category | attacker blocked | attack start → first drop | of which: start → first packet, → decision | benign sources blocked | alerts |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     blocked = "yes" if r["attacker_blocked"] else ("n/a (forged sources)" if r["scenario"].endswith("-rand") or r["label"] == "spoofed" else ("—" if r["label"] == "benign" else "**no**"))
     drop = f'{r["first_drop_ms"]} ms' if r["first_drop_ms"] is not None else "—"
     benign = ", ".join(r["benign_blocked"]) or "none"
     alerts = r["alerts"]
     alerts = ", ".join(alerts) if len(alerts) <= 4 else f"{len(alerts)} sources (e.g. {', '.join(alerts[:2])})"
-    print(f'| {r["scenario"]} | {r["label"]} | {r["category"]} | {blocked} | {drop} | {benign} | {alerts or "—"} |')
+    split = "—"
+    if r.get("first_packet_ms") is not None and r.get("decision_ms") is not None:
+        split = f'{r["first_packet_ms"]} ms, {r["decision_ms"] - r["first_packet_ms"]} ms'
+    print(f'| {r["scenario"]} | {r["label"]} | {r["category"]} | {blocked} | {drop} | {split} | {benign} | {alerts or "—"} |')
 PY
 cat "$work/table.md" >&2
 [[ -n "$markdown" ]] && cp "$work/table.md" "$markdown"

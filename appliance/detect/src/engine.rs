@@ -799,6 +799,7 @@ mod tests {
             unanswered_flows_per_sec: new_flows / 10.0,
             recent_answered_flows_per_sec: 0.0,
             recent_one_way_bytes_per_sec: 0.0,
+            recent_icmp_packets_per_sec: 0.0,
             icmp_packets_per_sec: 0.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: packets * 60.0 / 10.0,

@@ -133,6 +133,13 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
     // small-packet rule above lets pass, for the sake of bulk TCP and UDP) is caught here.
     let icmp = window.icmp_packets_per_sec * secs;
     rule(rule_score(icmp, f64::from(config.flood_packets)), Category::Flood, format!("ICMP packets sent {icmp:.0}, any size (limit {})", config.flood_packets));
+    // ...and as a rate over the last second, which a flood reaches within its first second.
+    let icmp_rate = window.recent_icmp_packets_per_sec;
+    rule(
+        rule_score(icmp_rate, f64::from(config.flood_icmp_packets_per_sec)),
+        Category::Flood,
+        format!("ICMP packets sent {icmp_rate:.0}/s over the last second, any size (limit {}/s)", config.flood_icmp_packets_per_sec),
+    );
     if packets >= f64::from(config.syn_min_packets) {
         rule(
             rule_score(window.syn_without_ack_ratio, config.syn_ratio),
@@ -318,6 +325,7 @@ mod tests {
             unanswered_flows_per_sec: new_flows / 10.0,
             recent_answered_flows_per_sec: 0.0,
             recent_one_way_bytes_per_sec: 0.0,
+            recent_icmp_packets_per_sec: 0.0,
             icmp_packets_per_sec: 0.0,
             packets_per_sec: packets / 10.0,
             bytes_per_sec: bytes / 10.0,
@@ -509,7 +517,13 @@ mod tests {
         let iperf = assess_window(&window(1, 1.0, 1_360_000.0, 1_360_000.0 * 1428.0), &config());
         assert!(iperf.score < 0.25, "{iperf:?}");
         // Ordinary pings (one a second, or a monitoring probe's five) are not either.
-        let ping = assess_window(&WindowSnapshot { icmp_packets_per_sec: 5.0, ..window(1, 1.0, 100.0, 100.0 * 84.0) }, &config());
+        let ping =
+            assess_window(&WindowSnapshot { icmp_packets_per_sec: 5.0, recent_icmp_packets_per_sec: 5.0, ..window(1, 1.0, 100.0, 100.0 * 84.0) }, &config());
         assert!(ping.score < 0.25, "{ping:?}");
+        // In the flood's first half second: 500 sent, already at 1,000 a second.
+        let early = WindowSnapshot { icmp_packets_per_sec: 50.0, recent_icmp_packets_per_sec: 1000.0, ..window(1, 1.0, 1000.0, 1000.0 * 1428.0) };
+        let verdict = assess_window(&early, &config());
+        assert_eq!((verdict.score, verdict.category), (1.0, Category::Flood), "{verdict:?}");
+        assert!(verdict.reasons[0].contains("ICMP packets sent 1000/s over the last second"), "{verdict:?}");
     }
 }

@@ -68,6 +68,10 @@ pub struct WindowSnapshot {
     /// (one bucket, sliding), per second: a rate that reaches a flood's within a second.
     #[serde(default)]
     pub recent_answered_flows_per_sec: f64,
+    /// ICMP and ICMPv6 packets the source sent over the last tenth of the window (sliding),
+    /// per second.
+    #[serde(default)]
+    pub recent_icmp_packets_per_sec: f64,
     /// IP bytes the source sent in flows that were unanswered when it sent them, over
     /// the last tenth of the window (sliding), per second: a one-way volume flood.
     #[serde(default)]
@@ -234,6 +238,7 @@ impl SourceWindow {
             unanswered_flows_per_sec: f64::from(total.new_flows.saturating_sub(total.answered_flows)) / window_secs,
             recent_answered_flows_per_sec: recent(|bucket| f64::from(bucket.answered_flows)),
             recent_one_way_bytes_per_sec: recent(|bucket| bucket.one_way_bytes as f64),
+            recent_icmp_packets_per_sec: recent(|bucket| f64::from(bucket.icmp_sent)),
             icmp_packets_per_sec: f64::from(total.icmp_sent) / window_secs,
             packets_per_sec: f64::from(total.packets) / window_secs,
             bytes_per_sec: total.bytes as f64 / window_secs,

@@ -66,6 +66,7 @@ fn window() -> impl Strategy<Value = WindowSnapshot> {
             unanswered_flows_per_sec: rates[4],
             recent_answered_flows_per_sec: rates[3],
             recent_one_way_bytes_per_sec: rates[2],
+            recent_icmp_packets_per_sec: rates[6],
             icmp_packets_per_sec: rates[6],
             packets_per_sec: rates[1],
             bytes_per_sec: rates[2],
