@@ -531,14 +531,15 @@ impl Detector {
         let fast_alone = fast.score >= self.config.fast_alone_threshold;
         let model_alone = models_on && strong >= self.config.model_alone_min_flows;
         let (block, why) = match self.config.policy {
-            BlockPolicy::Agree => (fires_fast && fires_model, "agree: both engines fired"),
-            BlockPolicy::Tiered if fires_fast && fires_model => (true, "tiered: both engines fired"),
-            BlockPolicy::Tiered if fast_alone && (two_way || !spoofable) => (true, "tiered: the fast path alone is overwhelming"),
-            BlockPolicy::Tiered if model_alone => (true, "tiered: the model alone is overwhelming (several flows)"),
+            BlockPolicy::Agree if fires_fast && fires_model => (true, "both engines fired"),
+            BlockPolicy::Agree => (false, "the policy needs both engines to fire"),
+            BlockPolicy::Tiered if fires_fast && fires_model => (true, "both engines fired"),
+            BlockPolicy::Tiered if fast_alone && (two_way || !spoofable) => (true, "the fast path alone is overwhelming"),
+            BlockPolicy::Tiered if model_alone => (true, "the model alone is overwhelming (several flows)"),
             BlockPolicy::Tiered if fast_alone => {
-                (false, "tiered: the fast path alone is overwhelming, but a scan or flood blocks on it alone only with two-way evidence, and there is none: a spoofed source cannot be told from a real one")
+                (false, "the fast path alone is overwhelming, but a scan or flood blocks on it alone only with two-way evidence, and there is none: a spoofed source cannot be told from a real one")
             }
-            BlockPolicy::Tiered => (false, "tiered"),
+            BlockPolicy::Tiered => (false, "no engine alone is sure enough, and they do not both fire"),
             BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
             BlockPolicy::Fast => (fires_fast, "the fast path decides"),
             BlockPolicy::Model => (fires_model, "the model decides"),

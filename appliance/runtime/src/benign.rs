@@ -155,53 +155,14 @@ impl BenignStore {
 /// other end unspecified, protocol 0), the time of the release, and in `provenance` the
 /// prefix, the operator's reason and the expiry.
 pub fn release_record(detection: &Detection, exemption: &Exemption) -> Map<String, Value> {
-    let address = exemption.prefix.addr();
-    let unspecified =
-        if address.is_ipv4() { std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) } else { std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) };
-    let flow = mld_flow::FlowRecord {
-        src_ip: address,
-        src_port: 0,
-        dst_ip: unspecified,
-        dst_port: 0,
-        protocol: 0,
-        ip_version: if address.is_ipv4() { 4 } else { 6 },
-        first_seen_ns: exemption.marked_at_ns,
-        last_seen_ns: exemption.marked_at_ns,
-        end_reason: mld_flow::EndReason::EndOfInput,
-        fwd_ip_bytes: 0,
-        bwd_ip_bytes: 0,
-        ifindex: 0,
-        path: Default::default(),
-        features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
-        source_windows: Vec::new(),
-    };
     let provenance = format!(
         "released by the operator (mldefender block del --benign): {}; the detect task refuses to block a source it covers until then (its refusals name the exemption)",
         exemption.describe()
     );
-    let event = mld_detect::engine::Event {
-        action: mld_detect::engine::Action::Observe,
-        source: address,
-        flow,
-        category: mld_detect::heuristics::Category::Other,
-        score_fast: 0.0,
-        score_model: None,
-        score_final: 0.0,
-        score_divergence: None,
-        authoritative: "none",
-        provenance,
-        ttl: None,
-        escalation_step: 0,
-        protected: false,
-    };
-    let mut record = detection.record(&event, "standalone");
-    record.insert("action".to_string(), RELEASE_ACTION.into());
+    let at = exemption.marked_at_ns;
+    let id_text = format!("{RELEASE_ACTION}|{}|{}", exemption.prefix, exemption.marked_at_ns);
+    let mut record = detection.flowless_record(RELEASE_ACTION, exemption.prefix.addr(), (at, at), provenance, &id_text);
     record.insert("category".to_string(), "benign".into());
-    let digest = {
-        use sha2::Digest;
-        sha2::Sha256::digest(format!("{RELEASE_ACTION}|{}|{}", exemption.prefix, exemption.marked_at_ns).as_bytes())
-    };
-    record.insert("event_id".to_string(), format!("ev-{}", hex::encode(&digest[..12])).into());
     record
 }
 

@@ -55,16 +55,43 @@ impl Detection {
     /// `flow_last_seen_us`, and the counts by action in `provenance`
     /// (docs/event-log.md, "Gaps").
     pub fn gap_record(&self, gap: &mld_ipc::Gap, queue_max_events: usize, queue_max_bytes: usize) -> serde_json::Map<String, serde_json::Value> {
+        let (first_ns, last_ns) = (gap.first_us.saturating_mul(1000), gap.last_us.saturating_mul(1000));
+        let by_action: Vec<String> = gap.lost_by_kind.iter().map(|(action, count)| format!("{action} {count}")).collect();
+        let provenance = format!(
+            "gap: {} events lost ({}) from {} to {}: the log task was away or behind and the detect task's queue ({queue_max_events} events, {} MiB) was full; decisions were applied all the same",
+            gap.lost(),
+            by_action.join(", "),
+            mld_flow::time::rfc3339_utc(first_ns),
+            mld_flow::time::rfc3339_utc(last_ns),
+            queue_max_bytes >> 20
+        );
         let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        self.flowless_record(GAP_ACTION, unspecified, (first_ns, last_ns), provenance, &format!("gap|{}|{}|{}", self.node, gap.first_us, gap.last_us))
+    }
+
+    /// A record about something other than a flow (a gap, an operator's release): a valid
+    /// `event` record (the log seals nothing else) with this `action`, `source` as its
+    /// source and the other end unspecified, protocol 0 and no features, `span` (ns) as
+    /// its flow times, what happened in `provenance`, and an `event_id` from `id_text`.
+    pub fn flowless_record(
+        &self,
+        action: &str,
+        source: std::net::IpAddr,
+        span: (u64, u64),
+        provenance: String,
+        id_text: &str,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let unspecified =
+            if source.is_ipv4() { std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) } else { std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) };
         let flow = mld_flow::FlowRecord {
-            src_ip: unspecified,
+            src_ip: source,
             src_port: 0,
             dst_ip: unspecified,
             dst_port: 0,
             protocol: 0,
-            ip_version: 4,
-            first_seen_ns: gap.first_us.saturating_mul(1000),
-            last_seen_ns: gap.last_us.saturating_mul(1000),
+            ip_version: if source.is_ipv4() { 4 } else { 6 },
+            first_seen_ns: span.0,
+            last_seen_ns: span.1,
             end_reason: mld_flow::EndReason::EndOfInput,
             fwd_ip_bytes: 0,
             bwd_ip_bytes: 0,
@@ -73,18 +100,9 @@ impl Detection {
             features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
             source_windows: Vec::new(),
         };
-        let by_action: Vec<String> = gap.lost_by_kind.iter().map(|(action, count)| format!("{action} {count}")).collect();
-        let provenance = format!(
-            "gap: {} events lost ({}) from {} to {}: the log task was away or behind and the detect task's queue ({queue_max_events} events, {} MiB) was full; decisions were applied all the same",
-            gap.lost(),
-            by_action.join(", "),
-            mld_flow::time::rfc3339_utc(flow.first_seen_ns),
-            mld_flow::time::rfc3339_utc(flow.last_seen_ns),
-            queue_max_bytes >> 20
-        );
         let event = Event {
             action: mld_detect::engine::Action::Observe,
-            source: unspecified,
+            source,
             flow,
             category: mld_detect::heuristics::Category::Other,
             score_fast: 0.0,
@@ -98,11 +116,11 @@ impl Detection {
             protected: false,
         };
         let mut record = self.record(&event, "standalone");
-        record.insert("action".to_string(), GAP_ACTION.into());
-        // The id of a decision-like record: the span and the action, not the (empty) flow.
+        record.insert("action".to_string(), action.into());
+        // The id of a decision-like record: what happened and when, not the (empty) flow.
         let digest = {
             use sha2::Digest;
-            sha2::Sha256::digest(format!("gap|{}|{}|{}", self.node, gap.first_us, gap.last_us).as_bytes())
+            sha2::Sha256::digest(id_text.as_bytes())
         };
         record.insert("event_id".to_string(), format!("ev-{}", hex::encode(&digest[..12])).into());
         record

@@ -36,6 +36,8 @@ const EVENT_WRITE_BYTES: usize = 4 << 20;
 const FLOW_CONNECTION_OUT_BYTES: usize = 1 << 20;
 /// Blocks in flight whose decision time is remembered (for the latency), at most.
 const DECIDED_MAX: usize = 4096;
+/// How long after the last tick reports that just arrived are gathered before deciding.
+const REPORT_GATHER: Duration = Duration::from_millis(5);
 
 /// The connection to the log task: events stay in the window until acknowledged and are
 /// sent again after a reconnect.
@@ -216,6 +218,8 @@ struct Intake {
     /// When each block in flight was decided (CLOCK_BOOTTIME ns), by command id.
     decided: HashMap<u64, u64>,
     latencies: Latencies,
+    /// Active-source reports arrived since the last tick.
+    reports_pending: bool,
 }
 
 impl Intake {
@@ -238,7 +242,10 @@ impl Intake {
             loop {
                 match connection.next_message::<FlowMessage>() {
                     Ok(Some(FlowMessage::Flow { flow })) => detection.detector.on_flow(*flow),
-                    Ok(Some(FlowMessage::Source { report })) => detection.detector.on_report(*report),
+                    Ok(Some(FlowMessage::Source { report })) => {
+                        detection.detector.on_report(*report);
+                        self.reports_pending = true;
+                    }
                     Ok(Some(FlowMessage::BlockResult { id, prefix, error, applied_boot_ns })) => match error {
                         None => {
                             if let Some(at) = self.decided.remove(&id) {
@@ -304,8 +311,14 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
     detection.detector.set_anchored_interfaces(crate::detection::anchored_interfaces(config, &net));
     let mut last_network_refresh = Instant::now();
     info!(models = %detection.model_description, policy = config.detect.policy.as_str(), mode = ?config.response.mode, "detection loaded");
-    let mut intake =
-        Intake { listener, capture_uid: start.settings.capture_uid, connections: Vec::new(), decided: HashMap::new(), latencies: Latencies::default() };
+    let mut intake = Intake {
+        listener,
+        capture_uid: start.settings.capture_uid,
+        connections: Vec::new(),
+        decided: HashMap::new(),
+        latencies: Latencies::default(),
+        reports_pending: false,
+    };
     let queue_max = start.settings.test.event_queue_max.filter(|_| cfg!(debug_assertions));
     let mut events = EventSender::new(
         start.settings.events_socket.clone(),
@@ -358,8 +371,13 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
                 info!(resolvers = ?protected.resolvers(), default_gateways = ?protected.default_gateways(), "protected infrastructure changed");
             }
         }
-        if last_tick.elapsed() >= config.detect.tick || drained {
+        // A tick on the timer, or as soon as active-source reports arrived (the capture
+        // task sends them once per tick, by its clock): a verdict does not wait up to
+        // another tick here. Reports that arrive in pieces are gathered for a few ms.
+        let reports_due = intake.reports_pending && last_tick.elapsed() >= REPORT_GATHER;
+        if last_tick.elapsed() >= config.detect.tick || drained || reports_due {
             last_tick = Instant::now();
+            intake.reports_pending = false;
             detection.detector.advance_to(boot_time_ns() + offset_ns);
             let decisions = detection.detector.tick();
             // Blocks first, all in one write, before anything else is done with the
