@@ -332,7 +332,15 @@ impl RealSpawner {
     fn handed_fds<'a>(&'a self, kind: TaskKind, control: BorrowedFd<'a>, fds: &'a DataplaneFds<'a>) -> Vec<BorrowedFd<'a>> {
         match kind {
             TaskKind::Capture => {
-                TaskFds::Capture(CaptureFds { control, ring: fds.ring, allow: fds.allow.as_fd(), deny: fds.deny, counters: fds.counters.as_fd() })
+                TaskFds::Capture(CaptureFds {
+                    control,
+                    ring: fds.ring,
+                    allow: fds.allow.as_fd(),
+                    deny: fds.deny,
+                    counters: fds.counters.as_fd(),
+                    guard: fds.guard,
+                    good: fds.good,
+                })
             }
             TaskKind::Detect => TaskFds::Detect(DetectFds { control, flows: self.flows_listener.as_fd() }),
             TaskKind::Log => {
