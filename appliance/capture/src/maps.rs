@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, LruHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use mld_types::{DenyReason, IpPrefix};
 
 use crate::clock::boot_time_ns;
@@ -368,7 +368,7 @@ impl PinnedMaps {
 /// task writes both).
 pub struct GuardMaps {
     guard: BpfHashMap<MapData, GuardKey, GuardValue>,
-    good: LruHashMap<MapData, [u8; 16], u64>,
+    good: BpfHashMap<MapData, [u8; 16], u64>,
 }
 
 impl std::fmt::Debug for GuardMaps {
@@ -381,7 +381,7 @@ impl GuardMaps {
     pub fn from_fds(guard: std::os::fd::OwnedFd, good: std::os::fd::OwnedFd) -> Result<GuardMaps, CaptureError> {
         let open = |fd, name: &'static str| MapData::from_fd(fd).map_err(|error| CaptureError::map("open", name, error));
         let guard = BpfHashMap::try_from(Map::HashMap(open(guard, GUARD_MAP)?)).map_err(|error| CaptureError::map("use", GUARD_MAP, error))?;
-        let good = LruHashMap::try_from(Map::LruHashMap(open(good, GOOD_MAP)?)).map_err(|error| CaptureError::map("use", GOOD_MAP, error))?;
+        let good = BpfHashMap::try_from(Map::LruHashMap(open(good, GOOD_MAP)?)).map_err(|error| CaptureError::map("use", GOOD_MAP, error))?;
         Ok(GuardMaps { guard, good })
     }
 
