@@ -55,9 +55,11 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     let p = &report.pipeline;
     println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
+        "pipeline: xdp passed {} dropped {} (guard {}, services guarded {}) malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
         p.capture.xdp_passed,
         p.capture.xdp_dropped,
+        p.capture.xdp_guard_dropped,
+        p.capture.guards_active,
         p.capture.xdp_malformed,
         p.capture.xdp_ring_full,
         p.capture.records_read,

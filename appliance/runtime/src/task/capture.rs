@@ -159,9 +159,17 @@ impl FlowSender {
 }
 
 /// Runs the capture task until shutdown.
-pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedFd, [allow, deny, counters]: [OwnedFd; 3]) -> anyhow::Result<Exit> {
+pub fn run(
+    start: &Start,
+    control: &mut Control,
+    stop: &AtomicBool,
+    ring: OwnedFd,
+    [allow, deny, counters]: [OwnedFd; 3],
+    [guard_map, good_map]: [OwnedFd; 2],
+) -> anyhow::Result<Exit> {
     let config = &start.config;
     let mut maps = PinnedMaps::from_fds(allow, deny, counters)?;
+    let mut guard = super::guard::Guard::new(mld_capture::GuardSettings::from(&config.guard), mld_capture::GuardMaps::from_fds(guard_map, good_map)?);
     let mut table = FlowTable::new(config.flow_table());
     let mut side = CaptureSide::new(config, &mut table);
     let mut pump = FlowPump::new(RingReader::from_fd(ring)?, table, TABLE_TICK);
@@ -175,7 +183,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedF
     info!("capture task ready");
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         // Block commands from the detect task wake the loop at once.
-        pump.pump(sender.wake_fd())?;
+        pump.pump_observing(sender.wake_fd(), |record, new_flow| guard.tracker.observe(record, new_flow))?;
         // Blocks before anything else.
         sender.receive();
         apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
@@ -184,6 +192,9 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedF
         sender.pump();
         // Commands that arrived while pumping: now, not after the next wait.
         apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        for message in guard.step() {
+            sender.queue_urgent(message);
+        }
         if last_network_refresh.elapsed() >= config.capture.network_refresh {
             protected.refresh(&HostNet::read());
             last_network_refresh = Instant::now();
@@ -195,6 +206,8 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedF
             }
             last_sweep = Instant::now();
         }
+        counters.guards_active = guard.tracker.guarded().len() as u64;
+        counters.guards_on = guard.tracker.counters.guards_on;
         control.report_due(|| TaskCounters::Capture(fill(&mut counters, &pump, &maps, &sender)));
     }
     // Shutdown: stop intake, drain the ring, end every flow, hand them on, then exit.
@@ -259,6 +272,7 @@ fn fill(counters: &mut CaptureCounters, pump: &FlowPump, maps: &PinnedMaps, send
         counters.xdp_dropped = xdp.dropped;
         counters.xdp_malformed = xdp.malformed;
         counters.xdp_ring_full = xdp.ring_full;
+        counters.xdp_guard_dropped = xdp.guard_dropped;
     }
     *counters
 }

@@ -24,6 +24,7 @@ use crate::exit::Exit;
 
 pub mod capture;
 pub mod detect;
+pub mod guard;
 pub mod ingest;
 pub mod log;
 
