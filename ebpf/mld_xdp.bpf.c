@@ -26,7 +26,7 @@
  * recently, filled by user space from two-way evidence) passes; any other takes a
  * token from the destination's bucket or is dropped (counted per guard and as
  * MLD_CTR_GUARD). Allowlisted sources are never judged. Only SYN and UDP packets look
- * the guard up (one hash lookup, a fast miss while nothing is guarded).
+ * the guard up, and only while some service is guarded (mld_guard_on).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -99,6 +99,15 @@ struct {
 	__type(key, __u8[16]);  /* source address, IPv4-mapped */
 	__type(value, __u64);   /* CLOCK_BOOTTIME ns it was last seen good */
 } mld_good SEC(".maps");
+
+/* Index 0: how many services are guarded (user space keeps it): 0 skips the guard
+ * hash lookup (an inlined array load instead of a hash of the key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mld_guard_on SEC(".maps");
 
 enum parse_result {
 	PARSE_PACKET,
@@ -315,6 +324,7 @@ static __always_inline int guard_drops(const struct mld_packet_record *rec, cons
 	struct mld_guard_key gkey = {};
 	struct mld_guard_value *guard;
 	__u64 now, tat, *good;
+	__u32 zero = 0, *active;
 
 	if (rec->protocol == IPPROTO_TCP) {
 		if ((rec->tcp_flags & (MLD_TCP_SYN | MLD_TCP_ACK)) != MLD_TCP_SYN)
@@ -322,6 +332,9 @@ static __always_inline int guard_drops(const struct mld_packet_record *rec, cons
 	} else if (rec->protocol != IPPROTO_UDP) {
 		return 0;
 	}
+	active = bpf_map_lookup_elem(&mld_guard_on, &zero);
+	if (!active || *active == 0)
+		return 0;
 	if (rec->ip_version == 4) {
 		gkey.addr[10] = 0xff;
 		gkey.addr[11] = 0xff;

@@ -277,7 +277,8 @@ impl Dataplane {
                 | aya::maps::Map::LpmTrie(data)
                 | aya::maps::Map::PerCpuArray(data)
                 | aya::maps::Map::HashMap(data)
-                | aya::maps::Map::LruHashMap(data) => data,
+                | aya::maps::Map::LruHashMap(data)
+                | aya::maps::Map::Array(data) => data,
                 _ => return Err(CaptureError::Load(format!("map `{name}` has an unexpected type").into())),
             };
             Ok(data.fd().as_fd())
@@ -293,6 +294,7 @@ impl Dataplane {
             counters: read_only(COUNTERS_MAP)?,
             guard: fd(maps::GUARD_MAP)?,
             good: fd(maps::GOOD_MAP)?,
+            guard_on: fd(maps::GUARD_ON_MAP)?,
         })
     }
 
@@ -376,6 +378,7 @@ pub struct TaskFds<'a> {
     /// task decides both).
     pub guard: BorrowedFd<'a>,
     pub good: BorrowedFd<'a>,
+    pub guard_on: BorrowedFd<'a>,
 }
 
 /// Reads packet records from the XDP program's ring buffer.

@@ -386,15 +386,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn settings() -> GuardSettings {
-        GuardSettings {
-            enabled: true,
-            new_sources_per_sec: 200,
-            rate_per_sec: 50,
-            burst: 100,
-            quiet_secs: 3,
-            known_good_ns: 3600 * S,
-            max_destinations: 16,
-        }
+        GuardSettings { enabled: true, new_sources_per_sec: 200, rate_per_sec: 50, burst: 100, quiet_secs: 3, known_good_ns: 3600 * S, max_destinations: 16 }
     }
 
     fn packet(ts_ns: u64, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: u16, ifindex: u32) -> PacketRecord {
@@ -459,15 +451,7 @@ mod tests {
         let changes = tracker.tick(10 * S, |_| Some(value), &mut actions);
         assert_eq!(
             changes,
-            vec![GuardChange::Off {
-                key: key(),
-                guarded_secs: 8,
-                offered_per_sec: 0,
-                peak_offered_per_sec: 1000,
-                passed: 250,
-                dropped: 4849,
-                known_passed: 0
-            }]
+            vec![GuardChange::Off { key: key(), guarded_secs: 8, offered_per_sec: 0, peak_offered_per_sec: 1000, passed: 250, dropped: 4849, known_passed: 0 }]
         );
         assert_eq!(actions.last(), Some(&GuardAction::Unguard(key())));
         assert!(tracker.guarded().is_empty());

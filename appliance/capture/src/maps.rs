@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use mld_types::{DenyReason, IpPrefix};
 
 use crate::clock::boot_time_ns;
@@ -22,6 +22,7 @@ pub const EVENTS_MAP: &str = "mld_events";
 pub const SOURCES_MAP: &str = "mld_sources";
 pub const GUARD_MAP: &str = "mld_guard";
 pub const GOOD_MAP: &str = "mld_good";
+pub const GUARD_ON_MAP: &str = "mld_guard_on";
 
 /// Maps whose contents outlive a supervisor: adopted from their pins by the next one.
 pub const ADOPTED_MAPS: [&str; 2] = [DENY_MAP, COUNTERS_MAP];
@@ -29,7 +30,7 @@ pub const ADOPTED_MAPS: [&str; 2] = [DENY_MAP, COUNTERS_MAP];
 /// (the ring buffer is read by the capture only and is not pinned).
 /// The guard and known-good maps start empty too: the capture task that fills them
 /// starts afresh with every start.
-pub const FRESH_MAPS: [&str; 5] = [ALLOW_MAP, IFACES_MAP, SOURCES_MAP, GUARD_MAP, GOOD_MAP];
+pub const FRESH_MAPS: [&str; 6] = [ALLOW_MAP, IFACES_MAP, SOURCES_MAP, GUARD_MAP, GOOD_MAP, GUARD_ON_MAP];
 
 /// Counter indices (`MLD_CTR_*`).
 pub mod counter {
@@ -369,6 +370,8 @@ impl PinnedMaps {
 pub struct GuardMaps {
     guard: BpfHashMap<MapData, GuardKey, GuardValue>,
     good: BpfHashMap<MapData, [u8; 16], u64>,
+    /// How many services are guarded: 0 lets the XDP program skip the guard lookup.
+    active: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for GuardMaps {
@@ -378,11 +381,12 @@ impl std::fmt::Debug for GuardMaps {
 }
 
 impl GuardMaps {
-    pub fn from_fds(guard: std::os::fd::OwnedFd, good: std::os::fd::OwnedFd) -> Result<GuardMaps, CaptureError> {
+    pub fn from_fds(guard: std::os::fd::OwnedFd, good: std::os::fd::OwnedFd, active: std::os::fd::OwnedFd) -> Result<GuardMaps, CaptureError> {
         let open = |fd, name: &'static str| MapData::from_fd(fd).map_err(|error| CaptureError::map("open", name, error));
         let guard = BpfHashMap::try_from(Map::HashMap(open(guard, GUARD_MAP)?)).map_err(|error| CaptureError::map("use", GUARD_MAP, error))?;
         let good = BpfHashMap::try_from(Map::LruHashMap(open(good, GOOD_MAP)?)).map_err(|error| CaptureError::map("use", GOOD_MAP, error))?;
-        Ok(GuardMaps { guard, good })
+        let active = Array::try_from(Map::Array(open(active, GUARD_ON_MAP)?)).map_err(|error| CaptureError::map("use", GUARD_ON_MAP, error))?;
+        Ok(GuardMaps { guard, good, active })
     }
 
     /// Writes (or replaces) a destination's guard.
@@ -411,6 +415,11 @@ impl GuardMaps {
     /// Every guard in force.
     pub fn list(&self) -> Result<Vec<(GuardKey, GuardValue)>, CaptureError> {
         self.guard.iter().map(|entry| entry.map_err(|error| CaptureError::map("read", GUARD_MAP, error))).collect()
+    }
+
+    /// Tells the XDP program how many services are guarded (0: it skips the lookup).
+    pub fn set_active(&mut self, count: u32) -> Result<(), CaptureError> {
+        self.active.set(0, count, 0).map_err(|error| CaptureError::map("write", GUARD_ON_MAP, error))
     }
 
     /// Records that `source` was seen good (two-way evidence) at `boot_ns`.

@@ -53,7 +53,10 @@ pub(crate) fn validate_guard(raw: &RawGuard, errors: &mut Vec<ConfigError>) -> G
     if raw.rate_per_sec >= raw.new_sources_per_sec && raw.new_sources_per_sec >= 10 {
         errors.push(ConfigError::new(
             "guard.rate-per-sec",
-            format!("must be below guard.new-sources-per-sec ({}), got {}: a guard that lets the flood's rate through does nothing", raw.new_sources_per_sec, raw.rate_per_sec),
+            format!(
+                "must be below guard.new-sources-per-sec ({}), got {}: a guard that lets the flood's rate through does nothing",
+                raw.new_sources_per_sec, raw.rate_per_sec
+            ),
         ));
     }
     GuardConfig {

@@ -23,6 +23,8 @@ pub struct CaptureFds<F> {
     /// The per-destination guard (random-source floods) and the known-good sources.
     pub guard: F,
     pub good: F,
+    /// How many services are guarded (lets the XDP program skip the guard lookup).
+    pub guard_on: F,
 }
 
 /// The detect task: the listening socket the capture task's flows arrive on.
@@ -72,7 +74,9 @@ impl<F> TaskFds<F> {
     /// The fds in the order they are handed over (the control channel first).
     pub fn into_list(self) -> Vec<F> {
         match self {
-            TaskFds::Capture(CaptureFds { control, ring, allow, deny, counters, guard, good }) => vec![control, ring, allow, deny, counters, guard, good],
+            TaskFds::Capture(CaptureFds { control, ring, allow, deny, counters, guard, good, guard_on }) => {
+                vec![control, ring, allow, deny, counters, guard, good, guard_on]
+            }
             TaskFds::Detect(DetectFds { control, flows }) => vec![control, flows],
             TaskFds::Log(LogFds { control, events, key, signing_key }) => vec![control, events, key, signing_key],
             TaskFds::Ingest(IngestFds { control, query }) => vec![control, query],
@@ -93,6 +97,7 @@ impl<F> TaskFds<F> {
                 counters: next()?,
                 guard: next()?,
                 good: next()?,
+                guard_on: next()?,
             }),
             TaskKind::Detect => TaskFds::Detect(DetectFds { control: next()?, flows: next()? }),
             TaskKind::Log => TaskFds::Log(LogFds { control: next()?, events: next()?, key: next()?, signing_key: next()? }),
@@ -103,7 +108,7 @@ impl<F> TaskFds<F> {
     /// How many fds a task of `kind` is handed.
     pub fn count(kind: TaskKind) -> usize {
         match kind {
-            TaskKind::Capture => 7,
+            TaskKind::Capture => 8,
             TaskKind::Detect | TaskKind::Ingest => 2,
             TaskKind::Log => 4,
         }

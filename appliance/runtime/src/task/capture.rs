@@ -165,11 +165,11 @@ pub fn run(
     stop: &AtomicBool,
     ring: OwnedFd,
     [allow, deny, counters]: [OwnedFd; 3],
-    [guard_map, good_map]: [OwnedFd; 2],
+    [guard_map, good_map, guard_on]: [OwnedFd; 3],
 ) -> anyhow::Result<Exit> {
     let config = &start.config;
     let mut maps = PinnedMaps::from_fds(allow, deny, counters)?;
-    let mut guard = super::guard::Guard::new(mld_capture::GuardSettings::from(&config.guard), mld_capture::GuardMaps::from_fds(guard_map, good_map)?);
+    let mut guard = super::guard::Guard::new(mld_capture::GuardSettings::from(&config.guard), mld_capture::GuardMaps::from_fds(guard_map, good_map, guard_on)?);
     let mut table = FlowTable::new(config.flow_table());
     let mut side = CaptureSide::new(config, &mut table);
     let mut pump = FlowPump::new(RingReader::from_fd(ring)?, table, TABLE_TICK);

@@ -30,6 +30,9 @@ impl Guard {
             }
             Err(error) => warn!(error = %error, "cannot read the guard map"),
         }
+        if let Err(error) = maps.set_active(0) {
+            warn!(error = %error, "cannot write the guard count");
+        }
         Guard { tracker: GuardTracker::new(settings), maps, offset_ns: boot_to_realtime_offset_ns(), actions: Vec::new(), map_errors: 0 }
     }
 
@@ -61,6 +64,11 @@ impl Guard {
             };
             if let Err(error) = result {
                 self.map_error("update the guard map", &error);
+            }
+            // After every change: the XDP program looks guards up only while it is not 0.
+            let active = self.tracker.guarded().len() as u32;
+            if let Err(error) = self.maps.set_active(active) {
+                self.map_error("write the guard count", &error);
             }
         }
         let settings = *self.tracker.settings();
