@@ -230,7 +230,7 @@ impl GuardTracker {
             }
             return;
         }
-        if !(syn && new_flow || packet.protocol == UDP && new_flow) {
+        if !new_flow || !(syn || packet.protocol == UDP) {
             return;
         }
         if self.is_good(source, now) {
@@ -389,7 +389,8 @@ mod tests {
         GuardSettings { enabled: true, new_sources_per_sec: 200, rate_per_sec: 50, burst: 100, quiet_secs: 3, known_good_ns: 3600 * S, max_destinations: 16 }
     }
 
-    fn packet(ts_ns: u64, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: u16, ifindex: u32) -> PacketRecord {
+    /// A TCP packet `from` (address, port) `to` (address, port).
+    fn packet(ts_ns: u64, (src, sport): ([u8; 4], u16), (dst, dport): ([u8; 4], u16), flags: u8, payload: u16, ifindex: u32) -> PacketRecord {
         let mut packet: PacketRecord = bytemuck::Zeroable::zeroed();
         packet.ts_ns = ts_ns;
         packet.src_addr[..4].copy_from_slice(&src);
@@ -405,7 +406,7 @@ mod tests {
     }
 
     fn syn(ts_ns: u64, src: [u8; 4], sport: u16) -> PacketRecord {
-        packet(ts_ns, src, sport, SERVER, 8080, tcp_flags::SYN, 0, 2)
+        packet(ts_ns, (src, sport), (SERVER, 8080), tcp_flags::SYN, 0, 2)
     }
 
     fn key() -> GuardKey {
@@ -424,7 +425,7 @@ mod tests {
     /// A client's request: SYN, then the server's payload on the other interface.
     fn request(tracker: &mut GuardTracker, ts_ns: u64, client: [u8; 4], sport: u16) {
         tracker.observe(&syn(ts_ns, client, sport), true);
-        tracker.observe(&packet(ts_ns + 1_000_000, SERVER, 8080, client, sport, tcp_flags::ACK | tcp_flags::PSH, 500, 3), false);
+        tracker.observe(&packet(ts_ns + 1_000_000, (SERVER, 8080), (client, sport), tcp_flags::ACK | tcp_flags::PSH, 500, 3), false);
     }
 
     #[test]
@@ -511,10 +512,10 @@ mod tests {
         let forged = [11, 0, 0, 1];
         tracker.observe(&syn(S, forged, 5000), true);
         // "From the server", with payload, but arriving on the spoofer's interface (2).
-        tracker.observe(&packet(S + 1000, SERVER, 8080, forged, 5000, tcp_flags::ACK, 100, 2), false);
+        tracker.observe(&packet(S + 1000, (SERVER, 8080), (forged, 5000), tcp_flags::ACK, 100, 2), false);
         assert!(!tracker.is_good(IpAddr::from(forged), S + 2000));
         // Payload to an address that never sent a SYN proves nothing either.
-        tracker.observe(&packet(S + 3000, SERVER, 8080, [11, 0, 0, 2], 5000, tcp_flags::ACK, 100, 3), false);
+        tracker.observe(&packet(S + 3000, (SERVER, 8080), ([11, 0, 0, 2], 5000), tcp_flags::ACK, 100, 3), false);
         assert!(!tracker.is_good(IpAddr::from([11, 0, 0, 2]), S + 4000));
         assert!(tracker.take_good().is_empty());
         // The real answer, on the server's interface, does.
@@ -543,13 +544,13 @@ mod tests {
         tracker.tick(S, |_| None, &mut actions);
         // SYNs to 100 services in one second: 16 tracked, the rest counted.
         for port in 0..100u16 {
-            tracker.observe(&packet(S + u64::from(port), [11, 0, 0, 1], 1000 + port, SERVER, port, tcp_flags::SYN, 0, 2), true);
+            tracker.observe(&packet(S + u64::from(port), ([11, 0, 0, 1], 1000 + port), (SERVER, port), tcp_flags::SYN, 0, 2), true);
         }
         assert_eq!(tracker.tracked(), 16);
         assert_eq!(tracker.counters.destinations_untracked, 84);
         // The next second, quiet services make room.
         tracker.tick(2 * S, |_| None, &mut actions);
-        tracker.observe(&packet(2 * S + 5, [11, 0, 0, 1], 999, SERVER, 9999, tcp_flags::SYN, 0, 2), true);
+        tracker.observe(&packet(2 * S + 5, ([11, 0, 0, 1], 999), (SERVER, 9999), tcp_flags::SYN, 0, 2), true);
         assert_eq!(tracker.tracked(), 1);
         // Pending handshakes: at most PENDING_MAX.
         let before = tracker.pending.len() as u64;
