@@ -43,6 +43,11 @@ const IDLE_NS: u64 = 30_000_000_000;
 /// (a capture task that stops renewing, held after crashes, cannot leave a service
 /// guarded for ever); renewed every half of it.
 pub const GUARD_LEASE: Duration = Duration::from_secs(60);
+/// A service's address stays a flood's victim this long after its guard lapsed: block
+/// commands for it are refused (a flood's victim answers thousands of forged sources,
+/// and when the ring buffer overflows in the flood's first second the flow table sees
+/// those answers without their SYNs, as if the victim were scanning).
+pub const VICTIM_HOLD_NS: u64 = 120_000_000_000;
 /// A known-good source is written to the XDP map again at most this often.
 const GOOD_REWRITE_NS: u64 = 10_000_000_000;
 const TCP: u8 = 6;
@@ -161,6 +166,9 @@ pub struct GuardTracker {
     /// Sources to write into the XDP known-good map.
     good_to_write: Vec<IpAddr>,
     pending: HashMap<HandshakeKey, (u32, u64)>,
+    /// Addresses of guarded services → when they were last guarded (at most
+    /// `GUARD_ENTRIES` guarded at once, each kept `VICTIM_HOLD_NS`).
+    victims: HashMap<IpAddr, u64>,
     /// The second (of packet time) being counted.
     second: u64,
     tried_eviction_in: u64,
@@ -175,6 +183,7 @@ impl GuardTracker {
             good: HashMap::new(),
             good_to_write: Vec::new(),
             pending: HashMap::new(),
+            victims: HashMap::new(),
             second: 0,
             tried_eviction_in: u64::MAX,
             counters: GuardCounters::default(),
@@ -200,6 +209,18 @@ impl GuardTracker {
     /// Whether `source` completed a handshake within `known-good-secs` of `now_ns`.
     pub fn is_good(&self, source: IpAddr, now_ns: u64) -> bool {
         self.good.get(&source).is_some_and(|(at, _)| now_ns.saturating_sub(*at) <= self.settings.known_good_ns)
+    }
+
+    /// Whether `addr` is a guarded service's address, or was within `VICTIM_HOLD_NS`.
+    pub fn is_victim(&self, addr: IpAddr, now_ns: u64) -> bool {
+        self.victims.get(&addr).is_some_and(|at| now_ns.saturating_sub(*at) <= VICTIM_HOLD_NS)
+    }
+
+    /// Addresses that are victims now (see [`GuardTracker::is_victim`]).
+    pub fn victims(&self, now_ns: u64) -> Vec<IpAddr> {
+        let mut victims: Vec<IpAddr> = self.victims.iter().filter(|(_, at)| now_ns.saturating_sub(**at) <= VICTIM_HOLD_NS).map(|(addr, _)| *addr).collect();
+        victims.sort();
+        victims
     }
 
     /// Sources to write into the XDP known-good map (taken).
@@ -332,6 +353,7 @@ impl GuardTracker {
                             continue;
                         }
                         guarded_now += 1;
+                        self.victims.insert(key.addr(), now_ns);
                         dest.guarded = Some(Guarded { since_s: second, renewed_s: second, ..Guarded::default() });
                         self.counters.guards_on += 1;
                         actions.push(GuardAction::Guard(key));
@@ -341,6 +363,7 @@ impl GuardTracker {
                     }
                 }
                 Some(guard) => {
+                    self.victims.insert(key.addr(), now_ns);
                     let value = read(&key).unwrap_or_default();
                     let total = value.passed + value.dropped;
                     let offered = total.saturating_sub(guard.last_total) / elapsed;
@@ -374,6 +397,7 @@ impl GuardTracker {
             }
         }
         self.pending.retain(|_, (_, at)| now_ns.saturating_sub(*at) < PENDING_NS);
+        self.victims.retain(|_, at| now_ns.saturating_sub(*at) <= VICTIM_HOLD_NS);
         changes
     }
 }
@@ -456,6 +480,10 @@ mod tests {
         );
         assert_eq!(actions.last(), Some(&GuardAction::Unguard(key())));
         assert!(tracker.guarded().is_empty());
+        // The victim stays one for a while after: block commands for it are refused.
+        assert!(tracker.is_victim(IpAddr::from(SERVER), 10 * S + VICTIM_HOLD_NS));
+        tracker.tick(11 * S + VICTIM_HOLD_NS, |_| None, &mut actions);
+        assert!(!tracker.is_victim(IpAddr::from(SERVER), 11 * S + VICTIM_HOLD_NS));
     }
 
     #[test]

@@ -186,11 +186,13 @@ pub fn run(
         pump.pump_observing(sender.wake_fd(), |record, new_flow| guard.tracker.observe(record, new_flow))?;
         // Blocks before anything else.
         sender.receive();
+        refuse_victims(&guard, &mut sender);
         apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
         side.poll(&mut pump.table, &mut pump.finished, &mut emitted);
         queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
         // Commands that arrived while pumping: now, not after the next wait.
+        refuse_victims(&guard, &mut sender);
         apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
         for message in guard.step() {
             sender.queue_urgent(message);
@@ -223,6 +225,15 @@ pub fn run(
     control.finish(TaskCounters::Capture(counters));
     info!(flows = counters.flows_finished, sent = counters.flows_sent, dropped = counters.flows_dropped, "capture task stopped");
     Ok(Exit::Success)
+}
+
+/// Block commands for a random-source flood's victim are refused (answered with why).
+fn refuse_victims(guard: &super::guard::Guard, sender: &mut FlowSender) {
+    let mut results = Vec::new();
+    guard.refuse_victims(&mut sender.commands, &mut results);
+    for result in results {
+        sender.queue_urgent(result);
+    }
 }
 
 /// Hands what the capture side emitted to the sender.

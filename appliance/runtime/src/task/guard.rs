@@ -5,7 +5,8 @@
 
 use mld_capture::guard::GUARD_LEASE;
 use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, GuardAction, GuardChange, GuardMaps, GuardSettings, GuardTracker};
-use mld_ipc::{FlowMessage, GuardReport};
+use mld_ipc::{FlowMessage, GuardReport, ResponseMessage};
+use mld_types::IpPrefix;
 use tracing::{info, warn};
 
 /// The guard's state in the capture task.
@@ -116,6 +117,29 @@ impl Guard {
                 FlowMessage::Guard { report: Box::new(report) }
             })
             .collect()
+    }
+
+    /// Refuses block commands that cover a flood's victim (a service guarded now or
+    /// recently: `mld_capture::guard::VICTIM_HOLD_NS`), answering each with why.
+    pub fn refuse_victims(&self, commands: &mut Vec<ResponseMessage>, results: &mut Vec<FlowMessage>) {
+        let victims = self.tracker.victims(boot_time_ns() + self.offset_ns);
+        if victims.is_empty() {
+            return;
+        }
+        commands.retain(|command| {
+            let ResponseMessage::Block { id, prefix, .. } = command;
+            let Some(victim) = victims.iter().find(|victim| prefix.covers(&IpPrefix::host(**victim))) else { return true };
+            warn!(prefix = %prefix, victim = %victim, "refused to block the victim of a random-source flood");
+            results.push(FlowMessage::BlockResult {
+                id: *id,
+                prefix: *prefix,
+                error: Some(format!(
+                    "refused: {victim} is the destination of a random-source flood (guarded); its answers to forged sources are not an attack"
+                )),
+                applied_boot_ns: boot_time_ns(),
+            });
+            false
+        });
     }
 
     fn map_error(&mut self, what: &str, error: &mld_capture::CaptureError) {
