@@ -4,8 +4,10 @@
 //! and applies what it returns to the maps (`GuardMaps`).
 //!
 //! - **Under attack**: in one second, a service (destination address, port, protocol)
-//!   got at least `new-sources-per-sec` new flows from sources not known good, and
-//!   fewer than half of those completed a handshake. The capture task then writes the
+//!   got new flows from at least `new-sources-per-sec` distinct sources not known good,
+//!   and fewer than half of those completed a handshake. (One source's SYN flood is
+//!   many flows from one source: per-source detection blocks it; the guard is for floods
+//!   with no source to block.) The capture task then writes the
 //!   service's guard into the XDP program's map.
 //! - **Known good** (spoof-proof): the flow's destination sent TCP payload to the
 //!   source after the source's SYN, and that payload arrived on another interface than
@@ -35,6 +37,9 @@ use crate::maps::{GuardKey, GuardValue, GOOD_ENTRIES, GUARD_ENTRIES};
 
 /// Handshakes (SYNs of sources not known good) waiting for the destination's payload, at most.
 pub const PENDING_MAX: usize = 65_536;
+/// Distinct sources remembered per service and second, at most; beyond, every new flow
+/// counts as a new source (the service is far past any sane threshold by then).
+pub const SOURCES_PER_SECOND_MAX: usize = 4096;
 /// A handshake whose payload has not come within this long is forgotten.
 const PENDING_NS: u64 = 5_000_000_000;
 /// An unguarded service with no new flows for this long is forgotten.
@@ -144,9 +149,11 @@ struct Guarded {
     renewed_s: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Destination {
+    /// Distinct sources not known good with a new flow in the current second.
     new_unknown: u64,
+    sources: std::collections::HashSet<IpAddr>,
     completed: u64,
     last_active_ns: u64,
     guarded: Option<Guarded>,
@@ -270,8 +277,11 @@ impl GuardTracker {
             return;
         }
         let dest = self.destinations.entry(key).or_default();
-        dest.new_unknown += 1;
         dest.last_active_ns = now;
+        let full = dest.sources.len() >= SOURCES_PER_SECOND_MAX.min(self.settings.new_sources_per_sec as usize);
+        if full || dest.sources.insert(source) {
+            dest.new_unknown += 1;
+        }
     }
 
     fn saw_good(&mut self, source: IpAddr, now: u64) {
@@ -345,6 +355,7 @@ impl GuardTracker {
             let (new_per_sec, completed_per_sec) = (dest.new_unknown / elapsed, dest.completed / elapsed);
             dest.new_unknown = 0;
             dest.completed = 0;
+            dest.sources.clear();
             match dest.guarded.as_mut() {
                 None => {
                     if self.settings.enabled && new_per_sec >= threshold && completed_per_sec * 2 < new_per_sec {
@@ -519,6 +530,20 @@ mod tests {
             assert!(tracker.tick((second + 1) * S, |_| None, &mut actions).is_empty());
         }
         assert!(tracker.is_good(IpAddr::from(client), 11 * S));
+        assert!(actions.is_empty());
+    }
+
+    #[test]
+    fn one_source_flooding_is_not_a_random_source_flood() {
+        // hping3 -S from one real address: 5,000 SYNs a second, each a new flow. Per-source
+        // detection blocks it; the guard stays off.
+        let mut tracker = GuardTracker::new(settings());
+        let mut actions = Vec::new();
+        tracker.tick(S, |_| None, &mut actions);
+        for index in 0..5000u64 {
+            tracker.observe(&syn(S + index * 200_000, [10, 66, 2, 2], (1024 + index % 60_000) as u16), true);
+        }
+        assert!(tracker.tick(2 * S, |_| None, &mut actions).is_empty());
         assert!(actions.is_empty());
     }
 

@@ -14,8 +14,8 @@ use crate::validate::in_range;
 pub struct RawGuard {
     /// Watch destinations for random-source floods and guard them.
     pub enabled: bool,
-    /// New flows per second to one service from sources not known good, with fewer than
-    /// half of them completing a handshake, that put the service under attack.
+    /// Distinct sources not known good starting flows to one service in one second, with
+    /// fewer than half of them completing a handshake, that put the service under attack.
     pub new_sources_per_sec: i64,
     /// First packets of unknown sources let through per second while guarded.
     pub rate_per_sec: i64,

@@ -67,8 +67,8 @@ pub struct GuardReport {
     pub protocol: u8,
     /// Wall-clock time of the change, ns since the Unix epoch.
     pub at_ns: u64,
-    /// On: new flows per second from unknown sources in the second that decided, and how
-    /// many of them completed a handshake.
+    /// On: distinct sources not known good that started flows in the second that
+    /// decided, and how many of them completed a handshake.
     pub new_per_sec: u64,
     pub completed_per_sec: u64,
     /// Off: first packets of unknown sources offered per second in the last second and

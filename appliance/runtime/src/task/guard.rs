@@ -169,7 +169,7 @@ pub fn event(report: &GuardReport) -> mld_detect::engine::Event {
             Action::GuardOn,
             report.at_ns.saturating_sub(1_000_000_000),
             format!(
-                "guard-on: random-source flood to {service}: {} new flows/s from sources not known good, {} of them completed a handshake; \
+                "guard-on: random-source flood to {service}: {} new sources/s not known good started flows, {} of them completed a handshake; \
                  first packets of unknown sources now limited to {}/s (burst {}); known-good and allowlisted sources pass",
                 report.new_per_sec, report.completed_per_sec, report.rate_per_sec, report.burst
             ),
