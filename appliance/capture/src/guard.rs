@@ -179,6 +179,7 @@ pub struct GuardTracker {
     /// The second (of packet time) being counted.
     second: u64,
     tried_eviction_in: u64,
+    guarded_now: usize,
     pub counters: GuardCounters,
 }
 
@@ -193,6 +194,7 @@ impl GuardTracker {
             victims: HashMap::new(),
             second: 0,
             tried_eviction_in: u64::MAX,
+            guarded_now: 0,
             counters: GuardCounters::default(),
         }
     }
@@ -206,6 +208,11 @@ impl GuardTracker {
         let mut keys: Vec<GuardKey> = self.destinations.iter().filter(|(_, dest)| dest.guarded.is_some()).map(|(key, _)| *key).collect();
         keys.sort();
         keys
+    }
+
+    /// How many services are guarded now (no allocation: for every loop turn).
+    pub fn guarded_count(&self) -> usize {
+        self.guarded_now
     }
 
     /// Services tracked now.
@@ -409,6 +416,7 @@ impl GuardTracker {
         }
         self.pending.retain(|_, (_, at)| now_ns.saturating_sub(*at) < PENDING_NS);
         self.victims.retain(|_, at| now_ns.saturating_sub(*at) <= VICTIM_HOLD_NS);
+        self.guarded_now = self.destinations.values().filter(|dest| dest.guarded.is_some()).count();
         changes
     }
 }
@@ -473,6 +481,7 @@ mod tests {
         assert_eq!(changes, vec![GuardChange::On { key: key(), new_per_sec: 1000, completed_per_sec: 0 }]);
         assert_eq!(actions, vec![GuardAction::Guard(key())]);
         assert_eq!(tracker.guarded(), vec![key()]);
+        assert_eq!(tracker.guarded_count(), 1);
         // The flood goes on: the XDP program counts what it is offered (passed + dropped).
         let mut value = GuardValue::default();
         for second in 3..8 {

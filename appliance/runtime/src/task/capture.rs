@@ -208,7 +208,7 @@ pub fn run(
             }
             last_sweep = Instant::now();
         }
-        counters.guards_active = guard.tracker.guarded().len() as u64;
+        counters.guards_active = guard.tracker.guarded_count() as u64;
         counters.guards_on = guard.tracker.counters.guards_on;
         control.report_due(|| TaskCounters::Capture(fill(&mut counters, &pump, &maps, &sender)));
     }

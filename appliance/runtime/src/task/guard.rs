@@ -67,7 +67,7 @@ impl Guard {
                 self.map_error("update the guard map", &error);
             }
             // After every change: the XDP program looks guards up only while it is not 0.
-            let active = self.tracker.guarded().len() as u32;
+            let active = self.tracker.guarded_count() as u32;
             if let Err(error) = self.maps.set_active(active) {
                 self.map_error("write the guard count", &error);
             }
