@@ -257,8 +257,10 @@ impl GuardTracker {
                 if ifindex != packet.ifindex {
                     self.pending.remove(&(destination, packet.dst_port, source, packet.src_port));
                     let key = GuardKey::new(source, packet.src_port, TCP);
-                    if let Some(dest) = self.destinations.get_mut(&key) {
-                        dest.completed += 1;
+                    if !self.is_good(destination, now) {
+                        if let Some(dest) = self.destinations.get_mut(&key) {
+                            dest.completed += 1;
+                        }
                     }
                     self.saw_good(destination, now);
                 }
@@ -268,15 +270,17 @@ impl GuardTracker {
         if !new_flow || !(syn || packet.protocol == UDP) {
             return;
         }
-        if self.is_good(source, now) {
-            return;
+        let good = self.good.get(&source).copied().filter(|(at, _)| now.saturating_sub(*at) <= self.settings.known_good_ns);
+        // A known-good source's handshakes are followed too, now and then, so that an
+        // active one stays known good (its time renewed).
+        let follow = good.is_none_or(|(at, _)| now.saturating_sub(at) >= GOOD_REWRITE_NS);
+        if syn && follow && self.pending.len() < PENDING_MAX {
+            self.pending.insert((source, packet.src_port, destination, packet.dst_port), (packet.ifindex, now));
+        } else if syn && follow {
+            self.counters.pending_full += 1;
         }
-        if syn {
-            if self.pending.len() >= PENDING_MAX {
-                self.counters.pending_full += 1;
-            } else {
-                self.pending.insert((source, packet.src_port, destination, packet.dst_port), (packet.ifindex, now));
-            }
+        if good.is_some() {
+            return;
         }
         let key = GuardKey::new(destination, packet.dst_port, packet.protocol);
         if !self.destinations.contains_key(&key) && !self.make_room(now) {
@@ -597,6 +601,19 @@ mod tests {
             tracker.observe(&syn(S + index * 1_000_000, client, 2000 + index as u16), true);
         }
         assert!(tracker.tick(2 * S, |_| None, &mut actions).is_empty());
+    }
+
+    #[test]
+    fn an_active_known_good_source_stays_known_good_and_is_written_again() {
+        let mut tracker = GuardTracker::new(GuardSettings { known_good_ns: 30 * S, ..settings() });
+        let client = [10, 66, 1, 2];
+        request(&mut tracker, S, client, 1);
+        assert_eq!(tracker.take_good().len(), 1);
+        // 24 s later (past the 10 s rewrite interval), another request renews it.
+        request(&mut tracker, 25 * S, client, 2);
+        assert_eq!(tracker.take_good(), vec![IpAddr::from(client)], "written into the XDP map again");
+        assert!(tracker.is_good(IpAddr::from(client), 50 * S), "good until 25 + 30 s");
+        assert!(!tracker.is_good(IpAddr::from(client), 56 * S));
     }
 
     #[test]
