@@ -69,12 +69,31 @@ strict_check() {
     bpftool map update pinned "$pins/maps/mld_ifaces" key hex 01 00 00 00 value hex 01 00 00 00 01 00 00 00
     bpftool map update pinned "$pins/maps/mld_sources" key hex 88 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 00 value hex 01 00 00 00
 }
-for case in deny-udp4 allow-udp4 pass-udp4 pass-udp6 pass-vlan-udp4 checked:pass-udp4 checked:pass-udp6; do
+# The per-destination guard (random-source floods) on 10.0.0.1:53/udp: a bucket that
+# always has a token (the whole guard path, passing), or none (the guard's drop).
+guard_key='00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01 35 00 11 00'
+guard() { # guard BURST_NS_HEX (8 bytes, little-endian)
+    bpftool map update pinned "$pins/maps/mld_guard" key hex $guard_key value hex \
+        00 00 00 00 00 00 00 00  $1  00 00 00 00 00 00 00 00  ff ff ff ff ff ff ff 7f \
+        00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00
+    bpftool map update pinned "$pins/maps/mld_guard_on" key hex 00 00 00 00 value hex 01 00 00 00
+}
+cases="deny-udp4 allow-udp4 pass-udp4 pass-udp6 pass-vlan-udp4 checked:pass-udp4 checked:pass-udp6"
+[[ -n "$(grep -l mld_guard ebpf/mld_xdp.bpf.c)" ]] && cases="$cases guarded:pass-udp4 guarded-full:pass-udp4"
+for case in $cases; do
     load_ours
     file=$case
     if [[ $case == checked:* ]]; then
         strict_check
         file=${case#checked:}
+    fi
+    if [[ $case == guarded:* ]]; then
+        guard 'ff ff ff ff ff ff ff 7f'
+        file=${case#guarded:}
+    fi
+    if [[ $case == guarded-full:* ]]; then
+        guard '00 00 00 00 00 00 00 00'
+        file=${case#guarded-full:}
     fi
     read -r our_ret our_ns < <(run "pinned $pins/prog/mld_xdp" "$work/pkt/$file")
     lost=$(ring_full)
@@ -84,3 +103,5 @@ for case in deny-udp4 allow-udp4 pass-udp4 pass-udp6 pass-vlan-udp4 checked:pass
 done
 echo
 echo "checked: the interface has a strict source check permitting 10.0.0.0/8 (pass-udp6's fd00::99 is spoofed there)."
+echo "guarded: 10.0.0.1:53/udp is under a random-source flood guard whose bucket always has a token (passed);"
+echo "guarded-full: the same with an empty bucket (every first packet of an unknown source dropped)."

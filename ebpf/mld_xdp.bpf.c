@@ -19,6 +19,14 @@
  * other packet is recorded and passed. A frame too short to hold the fixed IP header
  * has no source: it is counted as malformed and passed (the kernel's IP layer drops
  * it).
+ *
+ * After the source checks, a destination under attack (an entry in mld_guard, written
+ * by user space during a random-source flood) judges first packets (TCP SYN without
+ * ACK, UDP datagrams) to it: a source known good (mld_good: it completed a handshake
+ * recently, filled by user space from two-way evidence) passes; any other takes a
+ * token from the destination's bucket or is dropped (counted per guard and as
+ * MLD_CTR_GUARD). Allowlisted sources are never judged. Only SYN and UDP packets look
+ * the guard up, and only while some service is guarded (mld_guard_on).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -77,6 +85,29 @@ struct {
 	__type(key, struct mld_src_key);
 	__type(value, __u32);
 } mld_sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MLD_GUARD_ENTRIES);
+	__type(key, struct mld_guard_key);
+	__type(value, struct mld_guard_value);
+} mld_guard SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MLD_GOOD_ENTRIES);
+	__type(key, __u8[16]);  /* source address, IPv4-mapped */
+	__type(value, __u64);   /* CLOCK_BOOTTIME ns it was last seen good */
+} mld_good SEC(".maps");
+
+/* Index 0: how many services are guarded (user space keeps it): 0 skips the guard
+ * hash lookup (an inlined array load instead of a hash of the key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mld_guard_on SEC(".maps");
 
 enum parse_result {
 	PARSE_PACKET,
@@ -283,6 +314,60 @@ static __always_inline int spoofed(const struct mld_iface_value *iface, __u32 if
 	return 0;
 }
 
+/*
+ * 1 when the packet is a first packet (TCP SYN without ACK, or UDP) to a guarded
+ * destination, from a source not known good, and the destination's bucket has no
+ * token left. `src` is the IPv4-mapped source.
+ */
+static __always_inline int guard_drops(const struct mld_packet_record *rec, const __u8 *src)
+{
+	struct mld_guard_key gkey = {};
+	struct mld_guard_value *guard;
+	__u64 now, tat, *good;
+	__u32 zero = 0, *active;
+
+	if (rec->protocol == IPPROTO_TCP) {
+		if ((rec->tcp_flags & (MLD_TCP_SYN | MLD_TCP_ACK)) != MLD_TCP_SYN)
+			return 0;
+	} else if (rec->protocol != IPPROTO_UDP) {
+		return 0;
+	}
+	active = bpf_map_lookup_elem(&mld_guard_on, &zero);
+	if (!active || *active == 0)
+		return 0;
+	if (rec->ip_version == 4) {
+		gkey.addr[10] = 0xff;
+		gkey.addr[11] = 0xff;
+		__builtin_memcpy(&gkey.addr[12], rec->dst_addr, 4);
+	} else {
+		__builtin_memcpy(gkey.addr, rec->dst_addr, 16);
+	}
+	gkey.port = rec->dst_port;
+	gkey.protocol = rec->protocol;
+	guard = bpf_map_lookup_elem(&mld_guard, &gkey);
+	if (!guard)
+		return 0;
+	now = bpf_ktime_get_boot_ns();
+	if (now >= guard->expires_ns)
+		return 0;
+	good = bpf_map_lookup_elem(&mld_good, src);
+	if (good && (*good >= now || now - *good <= guard->good_within_ns)) {
+		__sync_fetch_and_add(&guard->known_passed, 1);
+		return 0;
+	}
+	/* The token bucket as its theoretical arrival time (mld_shared.h); racy by design. */
+	tat = guard->tat_ns;
+	if (tat < now)
+		tat = now;
+	if (tat - now >= guard->burst_ns) {
+		__sync_fetch_and_add(&guard->dropped, 1);
+		return 1;
+	}
+	guard->tat_ns = tat + guard->interval_ns;
+	__sync_fetch_and_add(&guard->passed, 1);
+	return 0;
+}
+
 SEC("xdp")
 int mld_xdp(struct xdp_md *ctx)
 {
@@ -292,7 +377,7 @@ int mld_xdp(struct xdp_md *ctx)
 	struct mld_iface_value *iface;
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u64 avail;
-	int wakeup;
+	int wakeup, allowed = 0;
 	int parsed = parse(ctx, &rec);
 
 	if (parsed == PARSE_NOT_IP) {
@@ -320,6 +405,7 @@ int mld_xdp(struct xdp_md *ctx)
 	}
 	if (bpf_map_lookup_elem(&mld_allow, &key)) {
 		count(MLD_CTR_ALLOWED);
+		allowed = 1;
 	} else {
 		deny = bpf_map_lookup_elem(&mld_deny, &key);
 		if (deny) {
@@ -339,6 +425,12 @@ int mld_xdp(struct xdp_md *ctx)
 		count(MLD_CTR_NOT_IP);
 		count(MLD_CTR_PASSED);
 		return XDP_PASS;
+	}
+	/* A destination under a random-source flood: first packets of unknown sources are rate-limited. */
+	if (!allowed && guard_drops(&rec, key.addr)) {
+		count(MLD_CTR_GUARD);
+		count(MLD_CTR_DROPPED);
+		return XDP_DROP;
 	}
 	rec.ts_ns = bpf_ktime_get_boot_ns();
 	rec.ifindex = ifindex;

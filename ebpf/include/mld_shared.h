@@ -97,7 +97,8 @@ struct mld_deny_value {
 #define MLD_CTR_EXPIRED 6         /* packets from a source whose deny entry had expired, passed */
 #define MLD_CTR_SPOOFED 7         /* packets whose source cannot be behind their ingress interface, dropped */
 #define MLD_CTR_DROP_REASON 8     /* MLD_CTR_DROP_REASON + reason: drops per reason */
-#define MLD_COUNTERS (MLD_CTR_DROP_REASON + MLD_REASONS)
+#define MLD_CTR_GUARD (MLD_CTR_DROP_REASON + MLD_REASONS) /* first packets dropped by a destination's guard */
+#define MLD_COUNTERS (MLD_CTR_GUARD + 1)
 
 /* mld_iface_value.source_check: which sources may arrive on an interface. */
 #define MLD_SRC_CHECK_OFF 0       /* any source */
@@ -124,5 +125,45 @@ struct mld_src_key {
 /* Value of the source-check trie. */
 #define MLD_SRC_PERMIT 1          /* this prefix may appear as a source on this interface */
 #define MLD_SRC_FORBID 2          /* it may not (the box's own addresses, the LAN's prefixes on a WAN) */
+
+/*
+ * The per-destination guard against random-source floods (docs/detection.md). Key of
+ * the guard hash: one service, the destination address (IPv4-mapped as in
+ * mld_lpm_key), port and protocol. Only first packets are judged: a TCP SYN without
+ * ACK, or any UDP datagram, to a guarded service.
+ */
+/* Capacities: destinations guarded at once; known-good sources remembered (LRU). */
+#define MLD_GUARD_ENTRIES 1024
+#define MLD_GOOD_ENTRIES 65536
+
+struct mld_guard_key {
+	__u8 addr[16];        /* destination, network byte order, IPv4-mapped */
+	__u16 port;           /* destination port, host byte order */
+	__u8 protocol;        /* 6 (TCP) or 17 (UDP) */
+	__u8 _pad;            /* explicit padding, always zero */
+};
+
+/*
+ * Value of the guard hash, written by user space when the destination goes under
+ * attack; the counters are added to by the XDP program (atomic adds).
+ *
+ * The token bucket is kept as its theoretical arrival time (GCRA, the same bucket):
+ * tat_ns is when the bucket would be full again; a first packet from a source that
+ * is not known good passes when tat_ns - now < burst_ns (there is a token), and then
+ * moves tat_ns on by interval_ns (takes one); the bucket refills with the clock
+ * (CLOCK_BOOTTIME, bpf_ktime_get_boot_ns). tat_ns is read and written without a lock:
+ * CPUs racing on one entry may each take the same token, so the rate can be exceeded
+ * by at most one packet per CPU per race (documented, accepted).
+ */
+struct mld_guard_value {
+	__u64 interval_ns;    /* ns per token: 1e9 / rate */
+	__u64 burst_ns;       /* burst * interval_ns: how far tat_ns may run ahead of now */
+	__u64 tat_ns;         /* theoretical arrival time (CLOCK_BOOTTIME ns) */
+	__u64 expires_ns;     /* the guard lapses by itself at this CLOCK_BOOTTIME ns (user space renews it) */
+	__u64 good_within_ns; /* a source is known good when mld_good saw it good within this */
+	__u64 passed;         /* first packets from unknown sources let through (a token) */
+	__u64 dropped;        /* first packets from unknown sources dropped (no token) */
+	__u64 known_passed;   /* first packets from known-good sources, passed without a token */
+};
 
 #endif /* MLD_SHARED_H */

@@ -273,7 +273,12 @@ impl Dataplane {
         let fd = |name: &'static str| -> Result<BorrowedFd<'_>, CaptureError> {
             let map = ebpf.map(name).ok_or_else(|| CaptureError::Load(format!("map `{name}` missing").into()))?;
             let data = match map {
-                aya::maps::Map::RingBuf(data) | aya::maps::Map::LpmTrie(data) | aya::maps::Map::PerCpuArray(data) | aya::maps::Map::HashMap(data) => data,
+                aya::maps::Map::RingBuf(data)
+                | aya::maps::Map::LpmTrie(data)
+                | aya::maps::Map::PerCpuArray(data)
+                | aya::maps::Map::HashMap(data)
+                | aya::maps::Map::LruHashMap(data)
+                | aya::maps::Map::Array(data) => data,
                 _ => return Err(CaptureError::Load(format!("map `{name}` has an unexpected type").into())),
             };
             Ok(data.fd().as_fd())
@@ -282,7 +287,15 @@ impl Dataplane {
             let pin = self.bpffs_dir.join(name);
             maps::open_pin_read_only(&pin).map_err(|error| CaptureError::io("open read-only", pin, error))
         };
-        Ok(TaskFds { ring: fd(EVENTS_MAP)?, allow: read_only(maps::ALLOW_MAP)?, deny: fd(maps::DENY_MAP)?, counters: read_only(COUNTERS_MAP)? })
+        Ok(TaskFds {
+            ring: fd(EVENTS_MAP)?,
+            allow: read_only(maps::ALLOW_MAP)?,
+            deny: fd(maps::DENY_MAP)?,
+            counters: read_only(COUNTERS_MAP)?,
+            guard: fd(maps::GUARD_MAP)?,
+            good: fd(maps::GOOD_MAP)?,
+            guard_on: fd(maps::GUARD_ON_MAP)?,
+        })
     }
 
     /// Takes the ring buffer (once).
@@ -354,13 +367,18 @@ fn adoptable_link(pin: &Path, ifindex: u32) -> Option<aya::programs::xdp::XdpLin
 }
 
 /// Fds of the maps a capture task uses: read-write where it writes (ring consumer
-/// position, deny), read-only where it only reads (allow, counters).
+/// position, deny, guard, known good), read-only where it only reads (allow, counters).
 #[derive(Debug)]
 pub struct TaskFds<'a> {
     pub ring: BorrowedFd<'a>,
     pub allow: OwnedFd,
     pub deny: BorrowedFd<'a>,
     pub counters: OwnedFd,
+    /// The per-destination guard and the known-good sources (read-write: the capture
+    /// task decides both).
+    pub guard: BorrowedFd<'a>,
+    pub good: BorrowedFd<'a>,
+    pub guard_on: BorrowedFd<'a>,
 }
 
 /// Reads packet records from the XDP program's ring buffer.

@@ -15,6 +15,7 @@ mod clock;
 mod command;
 mod dataplane;
 mod error;
+pub mod guard;
 pub mod maps;
 mod sources;
 
@@ -23,7 +24,8 @@ pub use clock::{boot_time_ns, boot_to_realtime_offset_ns};
 pub use command::{check_block_command, CheckedBlock, MIN_BLOCK_PREFIX_V4, MIN_BLOCK_PREFIX_V6};
 pub use dataplane::{AttachedInterface, Dataplane, RingReader, SourcePlan, StartReport, TaskFds};
 pub use error::CaptureError;
-pub use maps::{Counters, DenyEntry, PinnedMaps};
+pub use guard::{GuardAction, GuardChange, GuardSettings, GuardTracker};
+pub use maps::{Counters, DenyEntry, GuardKey, GuardMaps, GuardValue, PinnedMaps};
 pub use sources::{plan_sources, source_plan};
 
 /// The compiled XDP program.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use mld_types::{DenyReason, IpPrefix};
 
 use crate::clock::boot_time_ns;
@@ -20,12 +20,17 @@ pub const COUNTERS_MAP: &str = "mld_counters";
 pub const IFACES_MAP: &str = "mld_ifaces";
 pub const EVENTS_MAP: &str = "mld_events";
 pub const SOURCES_MAP: &str = "mld_sources";
+pub const GUARD_MAP: &str = "mld_guard";
+pub const GOOD_MAP: &str = "mld_good";
+pub const GUARD_ON_MAP: &str = "mld_guard_on";
 
 /// Maps whose contents outlive a supervisor: adopted from their pins by the next one.
 pub const ADOPTED_MAPS: [&str; 2] = [DENY_MAP, COUNTERS_MAP];
 /// Maps made anew from the configuration at every start, then pinned for other commands
 /// (the ring buffer is read by the capture only and is not pinned).
-pub const FRESH_MAPS: [&str; 3] = [ALLOW_MAP, IFACES_MAP, SOURCES_MAP];
+/// The guard and known-good maps start empty too: the capture task that fills them
+/// starts afresh with every start.
+pub const FRESH_MAPS: [&str; 6] = [ALLOW_MAP, IFACES_MAP, SOURCES_MAP, GUARD_MAP, GOOD_MAP, GUARD_ON_MAP];
 
 /// Counter indices (`MLD_CTR_*`).
 pub mod counter {
@@ -39,8 +44,70 @@ pub mod counter {
     pub const SPOOFED: u32 = 7;
     pub const DROP_REASON: u32 = 8;
     pub const REASONS: u32 = 8;
-    pub const COUNT: u32 = DROP_REASON + REASONS;
+    /// First packets dropped by a destination's guard (`MLD_CTR_GUARD`).
+    pub const GUARD: u32 = DROP_REASON + REASONS;
+    pub const COUNT: u32 = GUARD + 1;
 }
+
+/// `MLD_GUARD_ENTRIES`: destinations guarded at once.
+pub const GUARD_ENTRIES: u32 = 1024;
+/// `MLD_GOOD_ENTRIES`: known-good sources remembered (least recently used forgotten).
+pub const GOOD_ENTRIES: u32 = 65_536;
+
+/// `struct mld_guard_key`: one service (destination address IPv4-mapped, port, protocol).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardKey {
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+// SAFETY: #[repr(C)], 16 bytes, a u16 and two u8: 20 bytes, no implicit padding, any bit
+// pattern valid.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for GuardKey {}
+
+impl GuardKey {
+    pub fn new(addr: std::net::IpAddr, port: u16, protocol: u8) -> GuardKey {
+        GuardKey { addr: mapped(addr), port, protocol, _pad: 0 }
+    }
+
+    /// The destination address (IPv4 when mapped).
+    pub fn addr(&self) -> std::net::IpAddr {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+    }
+}
+
+/// An address as the maps store it: IPv6, IPv4 as ::ffff:a.b.c.d.
+pub fn mapped(addr: std::net::IpAddr) -> [u8; 16] {
+    match addr {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// `struct mld_guard_value`: the destination's token bucket (as its theoretical arrival
+/// time) and the XDP program's counts of the first packets it judged.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuardValue {
+    pub interval_ns: u64,
+    pub burst_ns: u64,
+    pub tat_ns: u64,
+    pub expires_ns: u64,
+    pub good_within_ns: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub known_passed: u64,
+}
+
+// SAFETY: #[repr(C)], eight u64: no padding, any bit pattern valid.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for GuardValue {}
 
 /// `struct mld_deny_value`.
 #[repr(C)]
@@ -142,6 +209,8 @@ pub struct Counters {
     /// Packets dropped because their source cannot be behind their ingress interface.
     pub spoofed: u64,
     pub dropped_by_reason: [u64; counter::REASONS as usize],
+    /// First packets dropped by a destination's guard (random-source floods).
+    pub guard_dropped: u64,
 }
 
 impl Counters {
@@ -287,11 +356,75 @@ impl PinnedMaps {
             expired: read(counter::EXPIRED)?,
             spoofed: read(counter::SPOOFED)?,
             dropped_by_reason: [0; counter::REASONS as usize],
+            guard_dropped: read(counter::GUARD)?,
         };
         for reason in 0..counter::REASONS {
             counters.dropped_by_reason[reason as usize] = read(counter::DROP_REASON + reason)?;
         }
         Ok(counters)
+    }
+}
+
+/// The guard and known-good maps, behind fds handed over by the supervisor (the capture
+/// task writes both).
+pub struct GuardMaps {
+    guard: BpfHashMap<MapData, GuardKey, GuardValue>,
+    good: BpfHashMap<MapData, [u8; 16], u64>,
+    /// How many services are guarded: 0 lets the XDP program skip the guard lookup.
+    active: Array<MapData, u32>,
+}
+
+impl std::fmt::Debug for GuardMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardMaps").finish_non_exhaustive()
+    }
+}
+
+impl GuardMaps {
+    pub fn from_fds(guard: std::os::fd::OwnedFd, good: std::os::fd::OwnedFd, active: std::os::fd::OwnedFd) -> Result<GuardMaps, CaptureError> {
+        let open = |fd, name: &'static str| MapData::from_fd(fd).map_err(|error| CaptureError::map("open", name, error));
+        let guard = BpfHashMap::try_from(Map::HashMap(open(guard, GUARD_MAP)?)).map_err(|error| CaptureError::map("use", GUARD_MAP, error))?;
+        let good = BpfHashMap::try_from(Map::LruHashMap(open(good, GOOD_MAP)?)).map_err(|error| CaptureError::map("use", GOOD_MAP, error))?;
+        let active = Array::try_from(Map::Array(open(active, GUARD_ON_MAP)?)).map_err(|error| CaptureError::map("use", GUARD_ON_MAP, error))?;
+        Ok(GuardMaps { guard, good, active })
+    }
+
+    /// Writes (or replaces) a destination's guard.
+    pub fn set(&mut self, key: &GuardKey, value: GuardValue) -> Result<(), CaptureError> {
+        self.guard.insert(key, value, 0).map_err(|error| CaptureError::map("insert into", GUARD_MAP, error))
+    }
+
+    pub fn get(&self, key: &GuardKey) -> Result<Option<GuardValue>, CaptureError> {
+        match self.guard.get(key, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(CaptureError::map("read", GUARD_MAP, error)),
+        }
+    }
+
+    /// Removes a destination's guard; false when there was none.
+    pub fn remove(&mut self, key: &GuardKey) -> Result<bool, CaptureError> {
+        match self.guard.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(syscall)) if syscall.io_error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(CaptureError::map("delete from", GUARD_MAP, error)),
+        }
+    }
+
+    /// Every guard in force.
+    pub fn list(&self) -> Result<Vec<(GuardKey, GuardValue)>, CaptureError> {
+        self.guard.iter().map(|entry| entry.map_err(|error| CaptureError::map("read", GUARD_MAP, error))).collect()
+    }
+
+    /// Tells the XDP program how many services are guarded (0: it skips the lookup).
+    pub fn set_active(&mut self, count: u32) -> Result<(), CaptureError> {
+        self.active.set(0, count, 0).map_err(|error| CaptureError::map("write", GUARD_ON_MAP, error))
+    }
+
+    /// Records that `source` was seen good (two-way evidence) at `boot_ns`.
+    pub fn set_good(&mut self, source: std::net::IpAddr, boot_ns: u64) -> Result<(), CaptureError> {
+        self.good.insert(mapped(source), boot_ns, 0).map_err(|error| CaptureError::map("insert into", GOOD_MAP, error))
     }
 }
 

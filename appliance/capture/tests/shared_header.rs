@@ -5,7 +5,7 @@ use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
 use std::process::Command;
 
-use mld_capture::maps::{counter, source_check, source_verdict, DenyValue, IfaceValue, SourceKeyData};
+use mld_capture::maps::{counter, source_check, source_verdict, DenyValue, GuardKey, GuardValue, IfaceValue, SourceKeyData};
 use mld_types::DenyReason;
 
 #[test]
@@ -35,6 +35,21 @@ fn map_layouts_and_constants_match_the_c_header() {
         ("MLD_CTR_DROP_REASON", u64::from(counter::DROP_REASON)),
         ("MLD_REASONS", u64::from(counter::REASONS)),
         ("MLD_COUNTERS", u64::from(counter::COUNT)),
+        ("MLD_CTR_GUARD", u64::from(counter::GUARD)),
+        ("MLD_GUARD_ENTRIES", u64::from(mld_capture::maps::GUARD_ENTRIES)),
+        ("MLD_GOOD_ENTRIES", u64::from(mld_capture::maps::GOOD_ENTRIES)),
+        ("sizeof_guard_key", size_of::<GuardKey>() as u64),
+        ("offsetof_guard_key_port", offset_of!(GuardKey, port) as u64),
+        ("offsetof_guard_key_protocol", offset_of!(GuardKey, protocol) as u64),
+        ("sizeof_guard_value", size_of::<GuardValue>() as u64),
+        ("offsetof_guard_interval", offset_of!(GuardValue, interval_ns) as u64),
+        ("offsetof_guard_burst", offset_of!(GuardValue, burst_ns) as u64),
+        ("offsetof_guard_tat", offset_of!(GuardValue, tat_ns) as u64),
+        ("offsetof_guard_expires", offset_of!(GuardValue, expires_ns) as u64),
+        ("offsetof_guard_good_within", offset_of!(GuardValue, good_within_ns) as u64),
+        ("offsetof_guard_passed", offset_of!(GuardValue, passed) as u64),
+        ("offsetof_guard_dropped", offset_of!(GuardValue, dropped) as u64),
+        ("offsetof_guard_known_passed", offset_of!(GuardValue, known_passed) as u64),
         ("MLD_REASON_MANUAL", u64::from(DenyReason::Manual.code())),
         ("MLD_REASON_SCAN", u64::from(DenyReason::Scan.code())),
         ("MLD_REASON_FLOOD", u64::from(DenyReason::Flood.code())),
@@ -52,6 +67,21 @@ fn map_layouts_and_constants_match_the_c_header() {
             "sizeof_iface_value" => "sizeof(struct mld_iface_value)".to_string(),
             "offsetof_iface_source_check" => "offsetof(struct mld_iface_value, source_check)".to_string(),
             "sizeof_src_key" => "sizeof(struct mld_src_key)".to_string(),
+            "sizeof_guard_key" => "sizeof(struct mld_guard_key)".to_string(),
+            "sizeof_guard_value" => "sizeof(struct mld_guard_value)".to_string(),
+            "offsetof_guard_key_port" => "offsetof(struct mld_guard_key, port)".to_string(),
+            "offsetof_guard_key_protocol" => "offsetof(struct mld_guard_key, protocol)".to_string(),
+            field if field.starts_with("offsetof_guard_") => {
+                let name = match &field["offsetof_guard_".len()..] {
+                    "interval" => "interval_ns",
+                    "burst" => "burst_ns",
+                    "tat" => "tat_ns",
+                    "expires" => "expires_ns",
+                    "good_within" => "good_within_ns",
+                    other => other,
+                };
+                format!("offsetof(struct mld_guard_value, {name})")
+            }
             constant => constant.to_string(),
         };
         program.push_str(&format!("    printf(\"{name} %llu\\n\", (unsigned long long)({expression}));\n"));

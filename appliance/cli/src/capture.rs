@@ -137,12 +137,13 @@ fn counters_line(counters: &Counters, records: u64, active_flows: u64) -> String
         .map(|reason| format!("{} {}", reason.as_str(), counters.dropped_for(*reason)))
         .collect();
     format!(
-        "passed {} (allowlisted {}), dropped {}{}, spoofed {}, malformed {}, not-ip {}, ring-full {}, expired-deny {}, records {}, active flows {}",
+        "passed {} (allowlisted {}), dropped {}{}, spoofed {}, guard {}, malformed {}, not-ip {}, ring-full {}, expired-deny {}, records {}, active flows {}",
         counters.passed,
         counters.allowed,
         counters.dropped,
         if reasons.is_empty() { String::new() } else { format!(" [{}]", reasons.join(", ")) },
         counters.spoofed,
+        counters.guard_dropped,
         counters.malformed,
         counters.not_ip,
         counters.ring_full,
@@ -271,6 +272,7 @@ pub fn counters(dir: &Path, json: bool) -> anyhow::Result<Exit> {
             "dropped": counters.dropped,
             "dropped_by_reason": reasons,
             "spoofed": counters.spoofed,
+            "guard_dropped": counters.guard_dropped,
             "malformed": counters.malformed,
             "not_ip": counters.not_ip,
             "ring_full": counters.ring_full,

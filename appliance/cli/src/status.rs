@@ -53,38 +53,6 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
             task.last_exit.as_deref().unwrap_or("-")
         );
     }
-    let p = &report.pipeline;
-    println!(
-        "pipeline: xdp passed {} dropped {} malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
-        p.capture.xdp_passed,
-        p.capture.xdp_dropped,
-        p.capture.xdp_malformed,
-        p.capture.xdp_ring_full,
-        p.capture.records_read,
-        p.capture.flows_finished,
-        p.capture.flows_sent,
-        p.capture.flows_dropped,
-        p.detect.flows_received,
-        p.detect.events_acked,
-        p.log.events_logged,
-        p.log.events_refused,
-        p.log.log_write_failures,
-        p.ingest.events_verified,
-        p.ingest.events_quarantined,
-        p.ingest.events_indexed
-    );
-    println!(
-        "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {} stray-path flows {}",
-        p.detect.reports_received,
-        p.detect.flows_scored,
-        p.detect.flows_dropped_detect,
-        p.detect.blocks,
-        p.detect.active_blocks,
-        p.detect.block_latency_p99_us,
-        p.detect.alerts,
-        p.detect.refused,
-        p.detect.breaker_open,
-        p.detect.stray_flows
-    );
+    println!("{}", report.pipeline);
     Ok(Exit::Success)
 }

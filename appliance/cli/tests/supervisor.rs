@@ -42,7 +42,8 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
         assert_eq!(field(&status, "Groups:"), "", "{name}: no supplementary groups");
     }
     // The capture task reads the allow and counters maps through read-only fds (the
-    // kernel refuses writes through them); only the ring and the deny map are writable.
+    // kernel refuses writes through them); only the ring, the deny map and the guard's
+    // maps are writable.
     let capture_pid = supervisor.task("capture")["pid"].as_u64().expect("pid");
     let access_mode = |fd: u32| {
         let info = std::fs::read_to_string(format!("/proc/{capture_pid}/fdinfo/{fd}")).expect("fdinfo");
@@ -51,6 +52,7 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
     };
     assert_eq!((access_mode(5), access_mode(7)), (0, 0), "allow (fd 5) and counters (fd 7) must be read-only");
     assert_eq!((access_mode(4), access_mode(6)), (2, 2), "ring (fd 4) and deny (fd 6) are read-write");
+    assert_eq!((access_mode(8), access_mode(9), access_mode(10)), (2, 2, 2), "the guard maps (fds 8, 9, 10) are read-write: the capture task decides them");
 
     // Flows reach the detect task over IPC.
     for _ in 0..3 {

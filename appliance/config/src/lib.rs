@@ -10,6 +10,7 @@
 
 mod detect;
 mod error;
+mod guard;
 pub mod ids;
 pub mod raw;
 mod schema;
@@ -18,6 +19,7 @@ mod warnings;
 
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
+pub use guard::GuardConfig;
 pub use validate::{
     CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,
     RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig, TaskConfig, TaskKind, WindowsConfig, XdpMode,

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub detect: crate::detect::RawDetect,
     pub response: crate::detect::RawResponse,
     pub ingest: RawIngest,
+    pub guard: crate::guard::RawGuard,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,6 +29,8 @@ pub struct Config {
     pub detect: crate::detect::DetectConfig,
     pub response: crate::detect::ResponseConfig,
     pub ingest: IngestConfig,
+    /// The per-destination guard against random-source floods.
+    pub guard: crate::guard::GuardConfig,
 }
 
 /// The ingest task: verified tailing of the signed log.
@@ -343,8 +345,9 @@ impl TryFrom<RawConfig> for Config {
             max_quarantine_bytes: in_range(raw.ingest.max_quarantine_mib, 1, 65_536, "ingest.max-quarantine-mib", &mut errors) << 20,
             index: validate_index(&raw.ingest, &mut errors),
         };
+        let guard = crate::guard::validate_guard(&raw.guard, &mut errors);
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard })
         } else {
             Err(errors)
         }

@@ -41,6 +41,11 @@ pub enum Action {
     BreakerOpen,
     /// A block lapsed.
     Expire,
+    /// A service went under attack by a random-source flood: the per-destination guard
+    /// rate-limits first packets of unknown sources to it.
+    GuardOn,
+    /// The flood ended: the guard lapsed.
+    GuardOff,
 }
 
 impl Action {
@@ -53,6 +58,8 @@ impl Action {
             Action::Refused => "refused",
             Action::BreakerOpen => "breaker-open",
             Action::Expire => "expire",
+            Action::GuardOn => "guard-on",
+            Action::GuardOff => "guard-off",
         }
     }
 }

@@ -186,7 +186,7 @@ pub fn event_fields(windows_secs: &[u64]) -> Vec<EventField> {
             "string",
             "",
             None,
-            "observe, alert, block, would-block (dry run), refused, breaker-open, expire, gap, or release-benign (the operator marked the source benign).",
+            "observe, alert, block or would-block (dry run); refused, breaker-open, expire, gap; release-benign (the operator marked the source benign); guard-on and guard-off: a service under a random-source flood is guarded, or its guard lapsed (src_ip is then the unspecified address, the rates and drop counts are in provenance).",
         ),
         field("block_ttl_secs", "integer", "s", Some("the action is not a block"), "How long the block lasts."),
         field("escalation_step", "integer", "", None, "0 for a first block; n for the n-th repeat (TTL doubles)."),

@@ -97,6 +97,11 @@ impl FlowTable {
         FlowTableStats { active_flows: self.flows.len() as u64, windows: self.windows.stats(), ..self.stats }
     }
 
+    /// Flows created so far (cheap: no window statistics, unlike [`FlowTable::stats`]).
+    pub fn flows_created(&self) -> u64 {
+        self.stats.flows_created
+    }
+
     /// The latest packet time seen, ns.
     pub fn now_ns(&self) -> u64 {
         self.now_ns

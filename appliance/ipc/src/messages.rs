@@ -73,6 +73,36 @@ pub enum FlowMessage {
     BlockResult { id: u64, prefix: IpPrefix, error: Option<String>, applied_boot_ns: u64 },
     /// A block's TTL lapsed and the capture task removed the deny entry.
     BlockExpired { prefix: IpPrefix },
+    /// A service went under attack by a random-source flood and is guarded, or its guard
+    /// lapsed (the capture task's per-destination guard).
+    Guard { report: Box<GuardReport> },
+}
+
+/// A change of a service's guard, with what was measured (capture → detect → log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardReport {
+    /// true: under attack, guarded; false: the guard lapsed.
+    pub on: bool,
+    pub dst: std::net::IpAddr,
+    pub port: u16,
+    pub protocol: u8,
+    /// Wall-clock time of the change, ns since the Unix epoch.
+    pub at_ns: u64,
+    /// On: distinct sources not known good that started flows in the second that
+    /// decided, and how many of them completed a handshake.
+    pub new_per_sec: u64,
+    pub completed_per_sec: u64,
+    /// Off: first packets of unknown sources offered per second in the last second and
+    /// at the peak, how long the guard held, and the XDP program's counts for it.
+    pub offered_per_sec: u64,
+    pub peak_offered_per_sec: u64,
+    pub guarded_secs: u64,
+    pub passed: u64,
+    pub dropped: u64,
+    pub known_passed: u64,
+    /// The bucket: first packets of unknown sources let through per second, and at once.
+    pub rate_per_sec: u64,
+    pub burst: u64,
 }
 
 /// Detect task → capture task, on the same connection as the flows.
@@ -162,6 +192,11 @@ pub struct CaptureCounters {
     pub xdp_dropped: u64,
     pub xdp_malformed: u64,
     pub xdp_ring_full: u64,
+    /// First packets the XDP program dropped for a guarded destination (random-source floods).
+    pub xdp_guard_dropped: u64,
+    /// Services guarded now, and guards put on since the task started.
+    pub guards_active: u64,
+    pub guards_on: u64,
 }
 
 /// The detect task's counters.
@@ -231,6 +266,49 @@ pub struct PipelineCounters {
     pub log: LogCounters,
     #[serde(flatten)]
     pub ingest: IngestCounters,
+}
+
+/// The two lines `mldefender status` prints: the data path end to end, then detection.
+impl std::fmt::Display for PipelineCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self;
+        writeln!(
+            f,
+            "pipeline: xdp passed {} dropped {} (guard {}, services guarded {}) malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
+            p.capture.xdp_passed,
+            p.capture.xdp_dropped,
+            p.capture.xdp_guard_dropped,
+            p.capture.guards_active,
+            p.capture.xdp_malformed,
+            p.capture.xdp_ring_full,
+            p.capture.records_read,
+            p.capture.flows_finished,
+            p.capture.flows_sent,
+            p.capture.flows_dropped,
+            p.detect.flows_received,
+            p.detect.events_acked,
+            p.log.events_logged,
+            p.log.events_refused,
+            p.log.log_write_failures,
+            p.ingest.events_verified,
+            p.ingest.events_quarantined,
+            p.ingest.events_indexed
+        )?;
+        write!(
+            f,
+            "detect: reports {}; flows scored {} dropped {}; blocks {} (in force {}, verdict-to-map p99 {} us) alerts {} refused {} breaker-open {} stray-path flows {}",
+            p.detect.reports_received,
+            p.detect.flows_scored,
+            p.detect.flows_dropped_detect,
+            p.detect.blocks,
+            p.detect.active_blocks,
+            p.detect.block_latency_p99_us,
+            p.detect.alerts,
+            p.detect.refused,
+            p.detect.breaker_open,
+            p.detect.stray_flows
+        )
+    }
 }
 
 impl TaskCounters {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use mld_capture::{boot_time_ns, boot_to_realtime_offset_ns, CaptureError, RingReader};
 use mld_flow::{FlowRecord, FlowTable};
+use mld_packet::PacketRecord;
 
 /// The XDP program wakes the reader only when a batch is waiting; this bounds how long a
 /// lone record waits.
@@ -37,10 +38,18 @@ impl FlowPump {
     /// records and puts them in the table; on the tick, advances its clock. Returns the
     /// records read.
     pub fn pump(&mut self, wake: Option<BorrowedFd<'_>>) -> Result<usize, CaptureError> {
+        self.pump_observing(wake, |_, _| {})
+    }
+
+    /// Like [`FlowPump::pump`], and hands each record (in wall-clock time) to `observe`
+    /// after the table took it, with whether it started a flow.
+    pub fn pump_observing(&mut self, wake: Option<BorrowedFd<'_>>, mut observe: impl FnMut(&PacketRecord, bool)) -> Result<usize, CaptureError> {
         let (table, finished, offset_ns) = (&mut self.table, &mut self.finished, self.offset_ns);
         let read = self.reader.read_or_wake(POLL_TIMEOUT, MAX_RECORDS_PER_PUMP, wake, |mut record| {
             record.ts_ns += offset_ns;
+            let created = table.flows_created();
             table.process(&record, finished);
+            observe(&record, table.flows_created() > created);
         })?;
         self.records += read as u64;
         if self.last_tick.elapsed() >= self.tick {

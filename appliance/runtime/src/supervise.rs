@@ -343,9 +343,16 @@ impl RealSpawner {
     /// (`mld_supervisor::layout`).
     fn handed_fds<'a>(&'a self, kind: TaskKind, control: BorrowedFd<'a>, fds: &'a DataplaneFds<'a>) -> Vec<BorrowedFd<'a>> {
         match kind {
-            TaskKind::Capture => {
-                TaskFds::Capture(CaptureFds { control, ring: fds.ring, allow: fds.allow.as_fd(), deny: fds.deny, counters: fds.counters.as_fd() })
-            }
+            TaskKind::Capture => TaskFds::Capture(CaptureFds {
+                control,
+                ring: fds.ring,
+                allow: fds.allow.as_fd(),
+                deny: fds.deny,
+                counters: fds.counters.as_fd(),
+                guard: fds.guard,
+                good: fds.good,
+                guard_on: fds.guard_on,
+            }),
             TaskKind::Detect => TaskFds::Detect(DetectFds { control, flows: self.flows_listener.as_fd() }),
             TaskKind::Log => {
                 TaskFds::Log(LogFds { control, events: self.events_listener.as_fd(), key: self.log_key.as_fd(), signing_key: self.signing_key.as_fd() })

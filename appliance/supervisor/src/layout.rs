@@ -20,6 +20,11 @@ pub struct CaptureFds<F> {
     pub deny: F,
     /// Read-only, like the allowlist.
     pub counters: F,
+    /// The per-destination guard (random-source floods) and the known-good sources.
+    pub guard: F,
+    pub good: F,
+    /// How many services are guarded (lets the XDP program skip the guard lookup).
+    pub guard_on: F,
 }
 
 /// The detect task: the listening socket the capture task's flows arrive on.
@@ -69,7 +74,9 @@ impl<F> TaskFds<F> {
     /// The fds in the order they are handed over (the control channel first).
     pub fn into_list(self) -> Vec<F> {
         match self {
-            TaskFds::Capture(CaptureFds { control, ring, allow, deny, counters }) => vec![control, ring, allow, deny, counters],
+            TaskFds::Capture(CaptureFds { control, ring, allow, deny, counters, guard, good, guard_on }) => {
+                vec![control, ring, allow, deny, counters, guard, good, guard_on]
+            }
             TaskFds::Detect(DetectFds { control, flows }) => vec![control, flows],
             TaskFds::Log(LogFds { control, events, key, signing_key }) => vec![control, events, key, signing_key],
             TaskFds::Ingest(IngestFds { control, query }) => vec![control, query],
@@ -82,7 +89,16 @@ impl<F> TaskFds<F> {
         let mut list = list.into_iter();
         let mut next = || list.next();
         Some(match kind {
-            TaskKind::Capture => TaskFds::Capture(CaptureFds { control: next()?, ring: next()?, allow: next()?, deny: next()?, counters: next()? }),
+            TaskKind::Capture => TaskFds::Capture(CaptureFds {
+                control: next()?,
+                ring: next()?,
+                allow: next()?,
+                deny: next()?,
+                counters: next()?,
+                guard: next()?,
+                good: next()?,
+                guard_on: next()?,
+            }),
             TaskKind::Detect => TaskFds::Detect(DetectFds { control: next()?, flows: next()? }),
             TaskKind::Log => TaskFds::Log(LogFds { control: next()?, events: next()?, key: next()?, signing_key: next()? }),
             TaskKind::Ingest => TaskFds::Ingest(IngestFds { control: next()?, query: next()? }),
@@ -92,7 +108,7 @@ impl<F> TaskFds<F> {
     /// How many fds a task of `kind` is handed.
     pub fn count(kind: TaskKind) -> usize {
         match kind {
-            TaskKind::Capture => 5,
+            TaskKind::Capture => 8,
             TaskKind::Detect | TaskKind::Ingest => 2,
             TaskKind::Log => 4,
         }

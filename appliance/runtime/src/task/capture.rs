@@ -159,9 +159,17 @@ impl FlowSender {
 }
 
 /// Runs the capture task until shutdown.
-pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedFd, [allow, deny, counters]: [OwnedFd; 3]) -> anyhow::Result<Exit> {
+pub fn run(
+    start: &Start,
+    control: &mut Control,
+    stop: &AtomicBool,
+    ring: OwnedFd,
+    [allow, deny, counters]: [OwnedFd; 3],
+    [guard_map, good_map, guard_on]: [OwnedFd; 3],
+) -> anyhow::Result<Exit> {
     let config = &start.config;
     let mut maps = PinnedMaps::from_fds(allow, deny, counters)?;
+    let mut guard = super::guard::Guard::new(mld_capture::GuardSettings::from(&config.guard), mld_capture::GuardMaps::from_fds(guard_map, good_map, guard_on)?);
     let mut table = FlowTable::new(config.flow_table());
     let mut side = CaptureSide::new(config, &mut table);
     let mut pump = FlowPump::new(RingReader::from_fd(ring)?, table, TABLE_TICK);
@@ -175,15 +183,20 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedF
     info!("capture task ready");
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         // Block commands from the detect task wake the loop at once.
-        pump.pump(sender.wake_fd())?;
+        pump.pump_observing(sender.wake_fd(), |record, new_flow| guard.tracker.observe(record, new_flow))?;
         // Blocks before anything else.
         sender.receive();
+        refuse_victims(&guard, &mut sender);
         apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
         side.poll(&mut pump.table, &mut pump.finished, &mut emitted);
         queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
         // Commands that arrived while pumping: now, not after the next wait.
+        refuse_victims(&guard, &mut sender);
         apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        for message in guard.step() {
+            sender.queue_urgent(message);
+        }
         if last_network_refresh.elapsed() >= config.capture.network_refresh {
             protected.refresh(&HostNet::read());
             last_network_refresh = Instant::now();
@@ -195,6 +208,8 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedF
             }
             last_sweep = Instant::now();
         }
+        counters.guards_active = guard.tracker.guarded_count() as u64;
+        counters.guards_on = guard.tracker.counters.guards_on;
         control.report_due(|| TaskCounters::Capture(fill(&mut counters, &pump, &maps, &sender)));
     }
     // Shutdown: stop intake, drain the ring, end every flow, hand them on, then exit.
@@ -210,6 +225,15 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, ring: OwnedF
     control.finish(TaskCounters::Capture(counters));
     info!(flows = counters.flows_finished, sent = counters.flows_sent, dropped = counters.flows_dropped, "capture task stopped");
     Ok(Exit::Success)
+}
+
+/// Block commands for a random-source flood's victim are refused (answered with why).
+fn refuse_victims(guard: &super::guard::Guard, sender: &mut FlowSender) {
+    let mut results = Vec::new();
+    guard.refuse_victims(&mut sender.commands, &mut results);
+    for result in results {
+        sender.queue_urgent(result);
+    }
 }
 
 /// Hands what the capture side emitted to the sender.
@@ -259,6 +283,7 @@ fn fill(counters: &mut CaptureCounters, pump: &FlowPump, maps: &PinnedMaps, send
         counters.xdp_dropped = xdp.dropped;
         counters.xdp_malformed = xdp.malformed;
         counters.xdp_ring_full = xdp.ring_full;
+        counters.xdp_guard_dropped = xdp.guard_dropped;
     }
     *counters
 }

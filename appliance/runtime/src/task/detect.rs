@@ -259,6 +259,7 @@ impl Intake {
                             events.send(detection.record(&event, "standalone"));
                         }
                     }
+                    Ok(Some(FlowMessage::Guard { report })) => events.send(detection.record(&super::guard::event(&report), "standalone")),
                     Ok(None) => break,
                     Err(error) => {
                         warn!(error = %error, "bad flow frame; dropping the connection");

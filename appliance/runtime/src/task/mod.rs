@@ -24,6 +24,7 @@ use crate::exit::Exit;
 
 pub mod capture;
 pub mod detect;
+pub mod guard;
 pub mod ingest;
 pub mod log;
 
@@ -188,7 +189,7 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     match TaskFds::take_handed(kind)? {
         TaskFds::Capture(fds) => {
             let (mut control, start) = begin(fds.control, kind)?;
-            capture::run(&start, &mut control, &stop, fds.ring, [fds.allow, fds.deny, fds.counters])
+            capture::run(&start, &mut control, &stop, fds.ring, [fds.allow, fds.deny, fds.counters], [fds.guard, fds.good, fds.guard_on])
         }
         TaskFds::Detect(fds) => {
             let (mut control, start) = begin(fds.control, kind)?;
