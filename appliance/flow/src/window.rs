@@ -17,6 +17,9 @@ use mld_packet::{tcp_flags, PacketRecord};
 use crate::lru::{Handle, LruMap};
 
 const BUCKETS: usize = 10;
+/// The shortest span a rate since a start is measured over: a burst of a few packets is
+/// not a rate.
+const RATE_MIN_SPAN_NS: u64 = 100_000_000;
 
 /// Bounds and windows of the aggregator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +168,8 @@ struct SourceWindow {
     dst_addrs: DistinctSet<[u8; 16]>,
     dst_ports: DistinctSet<u16>,
     refused_ports: DistinctSet<u16>,
+    /// When one-way traffic last started after a bucket without any.
+    one_way_since_ns: u64,
 }
 
 impl SourceWindow {
@@ -179,6 +184,7 @@ impl SourceWindow {
             dst_addrs: DistinctSet::default(),
             dst_ports: DistinctSet::default(),
             refused_ports: DistinctSet::default(),
+            one_way_since_ns: 0,
         }
     }
 
@@ -193,6 +199,21 @@ impl SourceWindow {
             self.buckets[self.current] = Bucket::default();
         }
         self.current_start_ns += steps * self.bucket_ns;
+    }
+
+    /// One-way traffic that started within the last bucket length, as a rate since it
+    /// started (at least [`RATE_MIN_SPAN_NS`]): a flood's rate from its first tenth of a
+    /// second, where the sliding bucket would take a whole bucket to fill. Earlier one-way
+    /// traffic: 0 (the sliding bucket measures it).
+    fn one_way_since_start(&self, now_ns: u64, current: Option<usize>, previous: Option<usize>) -> f64 {
+        let since = now_ns.saturating_sub(self.one_way_since_ns);
+        if self.one_way_since_ns == 0 || since >= self.bucket_ns {
+            return 0.0;
+        }
+        // Every one-way byte in these two buckets was sent since it started (it started
+        // when both were empty).
+        let bytes: u64 = [current, previous].into_iter().flatten().map(|index| self.buckets[index].one_way_bytes).sum();
+        bytes as f64 / (since.max(RATE_MIN_SPAN_NS) as f64 / 1e9)
     }
 
     fn snapshot(&self, now_ns: u64) -> WindowSnapshot {
@@ -237,7 +258,7 @@ impl SourceWindow {
             new_tcp_flows_per_sec: f64::from(total.new_tcp_flows) / window_secs,
             unanswered_flows_per_sec: f64::from(total.new_flows.saturating_sub(total.answered_flows)) / window_secs,
             recent_answered_flows_per_sec: recent(|bucket| f64::from(bucket.answered_flows)),
-            recent_one_way_bytes_per_sec: recent(|bucket| bucket.one_way_bytes as f64),
+            recent_one_way_bytes_per_sec: recent(|bucket| bucket.one_way_bytes as f64).max(self.one_way_since_start(now_ns, current, previous)),
             recent_icmp_packets_per_sec: recent(|bucket| f64::from(bucket.icmp_sent)),
             icmp_packets_per_sec: f64::from(total.icmp_sent) / window_secs,
             packets_per_sec: f64::from(total.packets) / window_secs,
@@ -344,8 +365,13 @@ impl WindowAggregator {
                 bucket.answered_flows += 1;
             }
             if !answered && packet.src_addr == source.0 {
-                bucket.one_way_bytes += u64::from(packet.ip_len);
+                let previous = (window.current + BUCKETS - 1) % BUCKETS;
+                if window.buckets[window.current].one_way_bytes == 0 && window.buckets[previous].one_way_bytes == 0 {
+                    window.one_way_since_ns = now_ns;
+                }
+                window.buckets[window.current].one_way_bytes += u64::from(packet.ip_len);
             }
+            let bucket = &mut window.buckets[window.current];
             bucket.packets += 1;
             bucket.bytes += u64::from(packet.ip_len);
             if matches!(packet.protocol, 1 | 58) && packet.src_addr == source.0 {
@@ -486,6 +512,21 @@ mod tests {
         let flood = windows.snapshot(flooder, 201 * SECOND)[0];
         assert_eq!(flood.unanswered_flows_per_sec, 100.0, "1,000 in a 10 s window");
         assert!((flood.recent_one_way_bytes_per_sec - 1_428_000.0).abs() < 1e-6, "{flood:?}");
+        // Its rate is known from its first tenth of a second, not after a whole second.
+        let mut early = aggregator(128);
+        for n in 0..150u64 {
+            let mut packet = syn(300 * SECOND + n * 1_000_000);
+            (packet.protocol, packet.tcp_flags, packet.ip_len, packet.src_addr) = (17, 0, 1428, addr(66));
+            early.observe(flooder, (addr(9), 9), &packet, if n == 0 { Seen::NewFlow } else { Seen::Packet }, false, 0);
+        }
+        let after_150_ms = early.snapshot(flooder, 300 * SECOND + 150_000_000)[0];
+        assert!((after_150_ms.recent_one_way_bytes_per_sec - 1_428_000.0).abs() < 1e-6, "{after_150_ms:?}");
+        // A single datagram after a quiet spell is not a rate of a datagram per 100 µs.
+        let mut single = aggregator(128);
+        let mut packet = syn(400 * SECOND);
+        (packet.protocol, packet.tcp_flags, packet.ip_len, packet.src_addr) = (17, 0, 1428, addr(66));
+        single.observe(flooder, (addr(9), 9), &packet, Seen::NewFlow, false, 0);
+        assert_eq!(single.snapshot(flooder, 400 * SECOND + 100_000)[0].recent_one_way_bytes_per_sec, 14_280.0, "1,428 bytes over 100 ms at least");
     }
 
     #[test]
