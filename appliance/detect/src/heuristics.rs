@@ -182,8 +182,9 @@ pub fn assess_window(window: &WindowSnapshot, config: &HeuristicsConfig) -> Fast
 /// silent. Fed with interim records of open flows; bounded per source.
 #[derive(Debug, Default)]
 pub struct SlowTracker {
-    /// (destination, port) → (source port → last seen ns), for flows that look slow.
-    services: HashMap<(IpAddr, u16), HashMap<u16, u64>>,
+    /// (destination, port) → (source port → (last seen ns, unanswered trickle)), for flows
+    /// that look slow.
+    services: HashMap<(IpAddr, u16), HashMap<u16, (u64, bool)>>,
 }
 
 /// Open flows remembered per source and service at most.
@@ -199,33 +200,54 @@ impl SlowTracker {
         let fwd_bytes = flow.features.get(Feature::TotalLengthFwdPackets);
         let open = flow.end_reason == mld_flow::EndReason::Active;
         let slow = open && flow.protocol == 6 && age_ns >= config.slow_min_age.as_nanos() as u64 && fwd_bytes / secs.max(1e-9) <= config.slow_max_bytes_per_sec;
+        // What only a slow attack does: the source keeps sending (data more than once,
+        // with pauses of a second or more) on a connection where the service has not sent
+        // a byte: a request that never ends (slowloris, slow POST). An idle keep-alive
+        // pool or a websocket has had answers; a long poll sent its request at once and
+        // waits in silence.
+        let trickle = slow
+            && flow.features.get(Feature::TotalLengthBwdPackets) == 0.0
+            && flow.features.get(Feature::ActDataPktFwd) >= 2.0
+            && flow.features.get(Feature::FwdIatMax) >= 1e6;
         let flows = self.services.entry(key).or_default();
         if slow {
             if flows.len() < SLOW_FLOWS_MAX || flows.contains_key(&flow.src_port) {
-                flows.insert(flow.src_port, now_ns);
+                flows.insert(flow.src_port, (now_ns, trickle));
             }
         } else {
             flows.remove(&flow.src_port);
         }
-        flows.retain(|_, seen| now_ns.saturating_sub(*seen) <= evidence_ns);
+        flows.retain(|_, (seen, _)| now_ns.saturating_sub(*seen) <= evidence_ns);
         let count = flows.len();
+        let trickling = flows.values().filter(|(_, trickle)| *trickle).count();
         if count == 0 {
             self.services.remove(&key);
             return None;
         }
-        let score = rule_score(count as f64, f64::from(config.slow_connections)).min(NOT_DECISIVE_ALONE);
-        (score >= 0.25).then(|| FastVerdict {
-            score,
-            category: Category::Slow,
-            reasons: vec![format!(
+        let limit = f64::from(config.slow_connections);
+        let open_score = rule_score(count as f64, limit).min(NOT_DECISIVE_ALONE);
+        let trickle_score = rule_score(trickling as f64, limit);
+        let score = open_score.max(trickle_score);
+        let reason = if trickle_score > open_score {
+            format!(
+                "{trickling} open flows to {}:{} each older than {} s, sending a trickle (at most {} bytes/s, with pauses) that the service has not answered with a byte (limit {}) → {score:.2}",
+                flow.dst_ip,
+                flow.dst_port,
+                config.slow_min_age.as_secs(),
+                config.slow_max_bytes_per_sec,
+                config.slow_connections
+            )
+        } else {
+            format!(
                 "{count} open flows to {}:{} each older than {} s sending at most {} bytes/s (limit {}; not decisive alone) → {score:.2}",
                 flow.dst_ip,
                 flow.dst_port,
                 config.slow_min_age.as_secs(),
                 config.slow_max_bytes_per_sec,
                 config.slow_connections
-            )],
-        })
+            )
+        };
+        (score >= 0.25).then(|| FastVerdict { score, category: Category::Slow, reasons: vec![reason] })
     }
 }
 
@@ -470,6 +492,45 @@ mod tests {
         let mut admin = AuthTracker::default();
         let spread: Vec<_> = (0..30).map(|n| admin.observe(&ssh_session("10.66.1.2", 22, f64::from(n) * 61.0, 2.0, 4200, TcpFin), &config)).collect();
         assert!(spread.iter().all(Option::is_none), "one login a minute is an admin, not a guesser: {spread:?}");
+    }
+
+    /// An open TCP flow from `src_port`, `age` s old, the source having sent `sent` bytes in
+    /// `data_packets` packets with gaps of up to `gap` s, the service `answered` bytes.
+    fn open_flow(src_port: u16, age: f64, sent: f64, data_packets: f64, gap: f64, answered: f64) -> FlowRecord {
+        use mld_flow::features::{Feature, FlowFeatures, FEATURE_COUNT};
+        let mut values = [0.0; FEATURE_COUNT];
+        values[Feature::TotalLengthFwdPackets as usize] = sent;
+        values[Feature::TotalLengthBwdPackets as usize] = answered;
+        values[Feature::ActDataPktFwd as usize] = data_packets;
+        values[Feature::FwdIatMax as usize] = gap * 1e6;
+        FlowRecord {
+            src_port,
+            end_reason: mld_flow::EndReason::Active,
+            first_seen_ns: 0,
+            last_seen_ns: (age * 1e9) as u64,
+            features: FlowFeatures(values),
+            ..ssh_session("10.66.2.2", 8080, 0.0, age, sent as u64, mld_flow::EndReason::Active)
+        }
+    }
+
+    #[test]
+    fn a_trickle_the_service_never_answers_is_a_slow_attack_and_idle_or_waiting_connections_are_not() {
+        let config = config();
+        let verdict_of = |flows: Vec<FlowRecord>| {
+            let mut tracker = SlowTracker::default();
+            flows.iter().filter_map(|flow| tracker.observe(flow, flow.last_seen_ns, &config, 60_000_000_000)).last()
+        };
+        // slowloris: 40 connections, 9 s old, a header line every 4 s, no answer.
+        let slowloris = verdict_of((0..40).map(|port| open_flow(40000 + port, 9.0, 300.0, 3.0, 4.0, 0.0)).collect()).expect("fires");
+        assert_eq!((slowloris.score, slowloris.category), (1.0, Category::Slow), "{slowloris:?}");
+        assert!(slowloris.reasons[0].contains("40 open flows") && slowloris.reasons[0].contains("not answered"), "{slowloris:?}");
+        // An idle keep-alive pool (answered, then silent) and long polls (one request sent
+        // at once, waiting): as many connections, never decisive alone.
+        let pool = verdict_of((0..40).map(|port| open_flow(40000 + port, 9.0, 400.0, 1.0, 0.0, 900.0)).collect()).expect("fires");
+        let polls = verdict_of((0..40).map(|port| open_flow(40000 + port, 9.0, 600.0, 2.0, 0.01, 0.0)).collect()).expect("fires");
+        for verdict in [pool, polls] {
+            assert!(verdict.score <= NOT_DECISIVE_ALONE && verdict.reasons[0].contains("not decisive alone"), "{verdict:?}");
+        }
     }
 
     #[test]
