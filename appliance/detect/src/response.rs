@@ -71,7 +71,14 @@ pub struct Responder {
     pub breaker_trips: u64,
     /// Sources the operator released and marked benign: refused like protected ones.
     exemptions: Exemptions,
+    /// Victims of random-source floods: address → (what, until ns; `u64::MAX` while
+    /// guarded). Refused like protected ones: under such a flood the victim's answers to
+    /// forged sources whose SYNs the capture missed look like its own scan.
+    flood_victims: HashMap<IpAddr, (String, u64)>,
 }
+
+/// Victims remembered at most (the capture task guards at most 1,024 services).
+const FLOOD_VICTIMS_MAX: usize = 4096;
 
 impl Responder {
     pub fn new(config: ResponseConfig, protected: Protected) -> Responder {
@@ -84,6 +91,17 @@ impl Responder {
             refused: 0,
             breaker_trips: 0,
             exemptions: Exemptions::default(),
+            flood_victims: HashMap::new(),
+        }
+    }
+
+    /// A service of `address` went under a random-source flood (`until_ns` `u64::MAX`
+    /// while guarded) or its guard lapsed (then the hold after it): no block of `address`
+    /// until then, refused as a flood's victim.
+    pub fn flood_victim(&mut self, address: IpAddr, what: String, until_ns: u64, now_ns: u64) {
+        self.flood_victims.retain(|_, (_, until)| *until > now_ns);
+        if self.flood_victims.len() < FLOOD_VICTIMS_MAX || self.flood_victims.contains_key(&address) {
+            self.flood_victims.insert(address, (what, until_ns));
         }
     }
 
@@ -169,6 +187,10 @@ impl Responder {
         if let Some(exemption) = self.exemptions.covering(source, now_ns) {
             self.refused += 1;
             return Outcome::Refused(Protection::MarkedBenign(exemption.describe()));
+        }
+        if let Some((what, _)) = self.flood_victims.get(&source).filter(|(_, until)| *until > now_ns) {
+            self.refused += 1;
+            return Outcome::Refused(Protection::FloodVictim(what.clone()));
         }
         self.active.retain(|_, until| *until > now_ns);
         if self.is_blocked(source, now_ns) {
@@ -353,6 +375,22 @@ mod tests {
         }
         responder.minute = Minute { start_ns: 62 * SECOND, ..Minute::default() };
         assert!(matches!(responder.decide(source, Category::Scan, 62 * SECOND, true), Outcome::Block { step: 1, .. }), "blocked again once it expired");
+    }
+
+    #[test]
+    fn a_random_source_floods_victim_is_refused_while_guarded_and_for_the_hold_after() {
+        let mut responder = responder(ResponseMode::Block);
+        let server = ip("10.66.9.2");
+        responder.flood_victim(server, "the victim of a random-source flood: its service 10.66.9.2:8080/6 is guarded".to_string(), u64::MAX, SECOND);
+        match responder.decide(server, Category::Scan, 2 * SECOND, false) {
+            Outcome::Refused(protection) => assert!(protection.describe().contains("10.66.9.2:8080/6 is guarded"), "{protection:?}"),
+            other => panic!("{other:?}"),
+        }
+        // The guard lapsed at 10 s: held 120 s more, then a block is possible again.
+        responder.flood_victim(server, "was guarded until lately".to_string(), 130 * SECOND, 10 * SECOND);
+        assert!(matches!(responder.decide(server, Category::Scan, 129 * SECOND, true), Outcome::Refused(Protection::FloodVictim(_))));
+        let after = responder.decide(server, Category::Scan, 131 * SECOND, true);
+        assert!(matches!(after, Outcome::Block { .. }), "{after:?}");
     }
 
     #[test]

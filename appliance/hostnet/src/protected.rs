@@ -26,6 +26,9 @@ pub enum Protection {
     /// detect task's learned exemption, described (who, when, why, until when). Only the
     /// detect task knows these; [`Protected`] never returns it.
     MarkedBenign(String),
+    /// The victim of a random-source flood (its service guarded now or lately), described;
+    /// only the detect task knows these, from the capture task's guard reports.
+    FloodVictim(String),
 }
 
 impl Protection {
@@ -38,7 +41,7 @@ impl Protection {
             Protection::GatewayAddress => "one of the gateway's own addresses".to_string(),
             Protection::Resolver(address) => format!("a resolver in use ({address})"),
             Protection::DefaultGateway(address) => format!("the next hop of a default route ({address})"),
-            Protection::MarkedBenign(description) => description.clone(),
+            Protection::MarkedBenign(description) | Protection::FloodVictim(description) => description.clone(),
         }
     }
 }

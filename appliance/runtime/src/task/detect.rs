@@ -259,7 +259,21 @@ impl Intake {
                             events.send(detection.record(&event, "standalone"));
                         }
                     }
-                    Ok(Some(FlowMessage::Guard { report })) => events.send(detection.record(&super::guard::event(&report), "standalone")),
+                    Ok(Some(FlowMessage::Guard { report })) => {
+                        // The flood's victim is not blocked while guarded and for the hold
+                        // after (the capture task refuses it too, but then the log would say
+                        // "block").
+                        let service = format!("{}:{}/{}", report.dst, report.port, report.protocol);
+                        let now = detection.detector.now_ns();
+                        let (what, until) = if report.on {
+                            (format!("the victim of a random-source flood: its service {service} is guarded"), u64::MAX)
+                        } else {
+                            let hold = mld_capture::guard::VICTIM_HOLD_NS;
+                            (format!("the victim of a random-source flood: its service {service} was guarded until lately"), now.saturating_add(hold))
+                        };
+                        detection.detector.responder_mut().flood_victim(report.dst, what, until, now);
+                        events.send(detection.record(&super::guard::event(&report), "standalone"));
+                    }
                     Ok(None) => break,
                     Err(error) => {
                         warn!(error = %error, "bad flow frame; dropping the connection");
