@@ -116,18 +116,28 @@ for scenario in "${scenarios[@]}"; do
         mkdir -p "$MLD_EVAL_KEEP/$scenario"
         cp -r "$state/log" "$work/supervise-$scenario.log" "$work/scenario.out" "$MLD_EVAL_KEEP/$scenario/"
     fi
-    python3 - "$state/log" "$scenario" "$label" "$category" "$started" "${first_drop:-}" "$scenario_ok" "$blocks" "$attacker" <<'PY' >> "$work/results.jsonl"
+    python3 - "$state/log" "$scenario" "$label" "$category" "$started" "${first_drop:-}" "$scenario_ok" "$blocks" "$attacker" "$work/supervise-$scenario.log" <<'PY' >> "$work/results.jsonl"
 import glob, json, sys
-log, scenario, label, category, started, first_drop, ok, blocks, attacker = sys.argv[1:]
+log, scenario, label, category, started, first_drop, ok, blocks, attacker, supervisor_log = sys.argv[1:]
 decisions = {}
 # Per blocked lab address (not spoofed ones), its first block decision: which engine decided
 # and with what scores.
 # And every model that scored a flow (tests/lab/lofo.sh checks its models were the ones used).
 engines, models, scores = {}, set(), {}
 # Where the time goes: the attacker's first packet (the earliest start of its logged flows:
-# flow events are capped per second, so an upper bound) and the first block decision, in
-# packet time, against the wall clock the tool was started at.
+# flow events are capped per second, so an upper bound), in packet time, and the detect
+# task's first block (or would-block) of the attacker, from its log line's wall-clock
+# time, against the wall clock the tool was started at. (An event's own time is its flow's
+# last packet, which can be well before the decision.)
+import datetime, re
 first_packet_us, decided_us = None, None
+decision = re.compile(r"^(\S+)Z +INFO +(?:block source=|decision source=)" + re.escape(attacker) + r"(?: action=\"would-block\")?[ ,]")
+for line in open(supervisor_log, errors="replace"):
+    match = decision.match(line)
+    if match and ("INFO block source=" in line or 'action="would-block"' in line):
+        when = datetime.datetime.fromisoformat(match.group(1)).replace(tzinfo=datetime.timezone.utc)
+        decided_us = int(when.timestamp() * 1_000_000)
+        break
 for path in sorted(glob.glob(log + "/events-*.jsonl")):
     for line in open(path):
         record = json.loads(line)
@@ -148,8 +158,6 @@ for path in sorted(glob.glob(log + "/events-*.jsonl")):
                 seen["max"] = max(seen["max"], record["score_model"])
             continue
         decisions.setdefault(record["action"], []).append(record["src_ip"])
-        if record["action"] in ("block", "would-block") and record["src_ip"] == attacker and decided_us is None:
-            decided_us = record["ts_us"]
         if record["action"] in ("block", "would-block") and record["src_ip"].startswith(("10.66.", "fd66:")) \
                 and record["src_ip"] not in engines:
             why = record.get("provenance", "").rpartition("; policy ")[2]

@@ -84,6 +84,28 @@ pub struct Event {
     pub protected: bool,
 }
 
+impl Event {
+    /// An event that is not a scored decision (an expiry, a gap, a guard's change, an
+    /// operator's release): no scores, no engine, what happened in `provenance`.
+    pub fn note(action: Action, source: IpAddr, flow: FlowRecord, category: Category, provenance: String) -> Event {
+        Event {
+            action,
+            source,
+            flow,
+            category,
+            score_fast: 0.0,
+            score_model: None,
+            score_final: 0.0,
+            score_divergence: None,
+            authoritative: "none",
+            provenance,
+            ttl: None,
+            escalation_step: 0,
+            protected: false,
+        }
+    }
+}
+
 /// Counters of the detector.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DetectCounters {
@@ -308,21 +330,7 @@ impl Detector {
     pub fn on_expired(&mut self, source: IpAddr) -> Option<Event> {
         self.responder.expired(source);
         let flow = self.sources.get(&source).and_then(|state| state.latest_flow.clone())?;
-        Some(Event {
-            action: Action::Expire,
-            source,
-            flow,
-            category: Category::Other,
-            score_fast: 0.0,
-            score_model: None,
-            score_final: 0.0,
-            score_divergence: None,
-            authoritative: "none",
-            provenance: "the block's TTL lapsed; the capture task removed the deny entry".to_string(),
-            ttl: None,
-            escalation_step: 0,
-            protected: false,
-        })
+        Some(Event::note(Action::Expire, source, flow, Category::Other, "the block's TTL lapsed; the capture task removed the deny entry".to_string()))
     }
 
     /// Advances the clock without messages (live: the wall clock, in packet time).

@@ -93,6 +93,29 @@ impl PathMarks {
 }
 
 impl FlowRecord {
+    /// A record that stands for no flow (events about something else: a gap in the log, a
+    /// guarded service, an operator's release): from `src_ip` to `service` (address, port,
+    /// protocol), over `span` (ns), with no packets, no features and no windows.
+    pub fn flowless(src_ip: IpAddr, service: (IpAddr, u16, u8), span: (u64, u64), end_reason: EndReason) -> FlowRecord {
+        FlowRecord {
+            src_ip,
+            src_port: 0,
+            dst_ip: service.0,
+            dst_port: service.1,
+            protocol: service.2,
+            ip_version: if src_ip.is_ipv4() { 4 } else { 6 },
+            first_seen_ns: span.0,
+            last_seen_ns: span.1,
+            end_reason,
+            fwd_ip_bytes: 0,
+            bwd_ip_bytes: 0,
+            ifindex: 0,
+            path: PathMarks::default(),
+            features: crate::features::FlowFeatures([0.0; crate::features::FEATURE_COUNT]),
+            source_windows: Vec::new(),
+        }
+    }
+
     /// CICFlowMeter's flow id: `dst-src-dstport-srcport-proto` with the initiator as source.
     pub fn flow_id(&self) -> String {
         format!("{}-{}-{}-{}-{}", self.src_ip, self.dst_ip, self.src_port, self.dst_port, self.protocol)

@@ -83,38 +83,8 @@ impl Detection {
     ) -> serde_json::Map<String, serde_json::Value> {
         let unspecified =
             if source.is_ipv4() { std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) } else { std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) };
-        let flow = mld_flow::FlowRecord {
-            src_ip: source,
-            src_port: 0,
-            dst_ip: unspecified,
-            dst_port: 0,
-            protocol: 0,
-            ip_version: if source.is_ipv4() { 4 } else { 6 },
-            first_seen_ns: span.0,
-            last_seen_ns: span.1,
-            end_reason: mld_flow::EndReason::EndOfInput,
-            fwd_ip_bytes: 0,
-            bwd_ip_bytes: 0,
-            ifindex: 0,
-            path: Default::default(),
-            features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
-            source_windows: Vec::new(),
-        };
-        let event = Event {
-            action: mld_detect::engine::Action::Observe,
-            source,
-            flow,
-            category: mld_detect::heuristics::Category::Other,
-            score_fast: 0.0,
-            score_model: None,
-            score_final: 0.0,
-            score_divergence: None,
-            authoritative: "none",
-            provenance,
-            ttl: None,
-            escalation_step: 0,
-            protected: false,
-        };
+        let flow = mld_flow::FlowRecord::flowless(source, (unspecified, 0, 0), span, mld_flow::EndReason::EndOfInput);
+        let event = Event::note(mld_detect::engine::Action::Observe, source, flow, mld_detect::heuristics::Category::Other, provenance);
         let mut record = self.record(&event, "standalone");
         record.insert("action".to_string(), action.into());
         // The id of a decision-like record: what happened and when, not the (empty) flow.

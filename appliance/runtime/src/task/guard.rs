@@ -189,36 +189,7 @@ pub fn event(report: &GuardReport) -> mld_detect::engine::Event {
         std::net::IpAddr::V4(_) => std::net::IpAddr::from([0u8; 4]),
         std::net::IpAddr::V6(_) => std::net::IpAddr::from([0u8; 16]),
     };
-    let flow = mld_flow::FlowRecord {
-        src_ip: unspecified,
-        src_port: 0,
-        dst_ip: report.dst,
-        dst_port: report.port,
-        protocol: report.protocol,
-        ip_version: if report.dst.is_ipv4() { 4 } else { 6 },
-        first_seen_ns,
-        last_seen_ns: report.at_ns,
-        end_reason: mld_flow::EndReason::Active,
-        fwd_ip_bytes: 0,
-        bwd_ip_bytes: 0,
-        ifindex: 0,
-        path: Default::default(),
-        features: mld_flow::features::FlowFeatures([0.0; mld_flow::features::FEATURE_COUNT]),
-        source_windows: Vec::new(),
-    };
-    Event {
-        action,
-        source: unspecified,
-        flow,
-        category: mld_detect::heuristics::Category::Flood,
-        score_fast: 0.0,
-        score_model: None,
-        score_final: 0.0,
-        score_divergence: None,
-        authoritative: "none",
-        provenance,
-        ttl: None,
-        escalation_step: 0,
-        protected: false,
-    }
+    let flow =
+        mld_flow::FlowRecord::flowless(unspecified, (report.dst, report.port, report.protocol), (first_seen_ns, report.at_ns), mld_flow::EndReason::Active);
+    Event::note(action, unspecified, flow, mld_detect::heuristics::Category::Flood, provenance)
 }
