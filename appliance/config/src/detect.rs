@@ -109,12 +109,13 @@ pub struct RawHeuristics {
     pub auth_max_session_secs: i64,
 }
 
-/// Services where a remote user logs in interactively or fetches mail: where password
-/// guessing happens, and where many short sessions from one host are not the normal.
-/// Left out on purpose: databases and LDAP (applications without connection pooling
-/// open a session per request), SMTP and mail submission (applications send mail
-/// through a relay, a connection per message).
-pub const DEFAULT_AUTH_PORTS: [u16; 10] = [21, 22, 23, 110, 143, 993, 995, 2222, 3389, 5900];
+/// Services where a remote user logs in interactively: ssh (22, and 2222, its usual
+/// alternative), telnet, RDP, VNC: where password guessing happens, and where many short
+/// sessions from one host are not the normal. Left out on purpose, as services that
+/// applications and scripts hit with a session per request: databases and LDAP (no
+/// connection pooling), SMTP and mail submission (a connection per message), IMAP and
+/// POP (webmail opens one per page), FTP (scripted transfers).
+pub const DEFAULT_AUTH_PORTS: [u16; 5] = [22, 23, 2222, 3389, 5900];
 
 impl Default for RawHeuristics {
     fn default() -> RawHeuristics {

@@ -154,6 +154,23 @@ struct SourceState {
     /// The last flow claiming the source's address whose path disagreed with the
     /// address's home ([`crate::path`]): suspected of forging it.
     stray: Option<(Stray, u64)>,
+    /// Flows claiming the source's address since `.0` (reset every evidence period) whose
+    /// path disagreed (`.1`) and agreed (`.2`) with its home.
+    path_counts: (u64, u32, u32),
+}
+
+impl SourceState {
+    /// Counts a flow of the source whose path disagreed (`stray`) or agreed with its home.
+    fn count_path(&mut self, stray: bool, now: u64, evidence_ns: u64) {
+        if now.saturating_sub(self.path_counts.0) > evidence_ns {
+            self.path_counts = (now, 0, 0);
+        }
+        if stray {
+            self.path_counts.1 = self.path_counts.1.saturating_add(1);
+        } else {
+            self.path_counts.2 = self.path_counts.2.saturating_add(1);
+        }
+    }
 }
 
 impl SourceState {
@@ -453,16 +470,34 @@ impl Detector {
 
     /// Learns the homes of a flow that proves both ends ([`crate::path`]), or marks its
     /// source as suspected of forging its address when the flow strays from its home.
+    /// A home is never moved by a flow that disagrees with it while it is fresh, even one
+    /// with two-way evidence (a forger with a colluding destination can fake that): such
+    /// a flow is stray; a host that really moved is learnt again once its home lapses.
     fn note_path(&mut self, flow: &FlowRecord, now: u64) {
+        let evidence_ns = self.config.evidence.as_nanos() as u64;
         let sent = Marks { ifindex: flow.ifindex, ttl: flow.path.fwd_ttl };
-        if two_way_evidence(flow) {
-            self.paths.learn(flow.src_ip, sent, now);
-            if flow.path.answered() {
-                self.paths.learn(flow.dst_ip, Marks { ifindex: flow.path.bwd_ifindex, ttl: flow.path.bwd_ttl }, now);
+        let proven = two_way_evidence(flow);
+        match self.paths.check(flow.src_ip, sent, now) {
+            Some(stray) => {
+                self.counters.stray_flows += 1;
+                let state = self.state(flow.src_ip, now);
+                state.stray = Some((stray, now));
+                state.count_path(true, now, evidence_ns);
             }
-        } else if let Some(stray) = self.paths.check(flow.src_ip, sent, now) {
-            self.counters.stray_flows += 1;
-            self.state(flow.src_ip, now).stray = Some((stray, now));
+            None => {
+                if proven {
+                    self.paths.learn(flow.src_ip, sent, now);
+                }
+                if self.paths.home(flow.src_ip, now).is_some() {
+                    self.state(flow.src_ip, now).count_path(false, now, evidence_ns);
+                }
+            }
+        }
+        if proven && flow.path.answered() {
+            let answer = Marks { ifindex: flow.path.bwd_ifindex, ttl: flow.path.bwd_ttl };
+            if self.paths.check(flow.dst_ip, answer, now).is_none() {
+                self.paths.learn(flow.dst_ip, answer, now);
+            }
         }
     }
 
@@ -530,12 +565,13 @@ impl Detector {
         // address): the fast path alone blocks it only with two-way evidence, or when the
         // source arrived where a strict source check vouches for its address.
         let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !anchored;
-        // Flows claiming the source's address arrived by another path than its proven
-        // ones: what the window rules and the model saw may be a forger's. Only evidence
-        // made of two-way flows alone (the authentication rule) may block it then.
-        let stray = state.stray.filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(stray, _)| stray);
-        let proven_only =
-            state.auth_verdict.as_ref().is_some_and(|(verdict, at)| now.saturating_sub(*at) <= evidence_ns && verdict.score >= fast.score && fast.score > 0.0);
+        // Most flows claiming the source's address arrived by another path than its
+        // proven ones: what the window rules and the model saw of a scan or a flood (what
+        // a forger makes) may be a forger's. (A few stray flows beside many agreeing ones
+        // are the real host's: an attacker cannot shield its own flood with a stray
+        // packet now and then.) Kinds that need the service's answers (brute force, slow)
+        // are not affected.
+        let stray = state.stray.filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns && state.path_counts.1 > state.path_counts.2).map(|(stray, _)| stray);
         state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
         let model_max =
             state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
@@ -559,8 +595,10 @@ impl Detector {
             BlockPolicy::Fast => (fires_fast, "the fast path decides"),
             BlockPolicy::Model => (fires_model, "the model decides"),
         };
+        let decided_kind = if fires_fast { fast.category } else { model_category.unwrap_or(Category::Other) };
+        let stray = stray.filter(|_| matches!(decided_kind, Category::Scan | Category::Flood));
         let (block, why) = match stray {
-            Some(_) if block && !proven_only => {
+            Some(_) if block => {
                 (false, "not blocked: flows claiming this address arrive by another path than its proven ones, so the evidence may be a forger's")
             }
             _ => (block, why),
@@ -870,7 +908,9 @@ mod tests {
             flood.latest_flow = Some(forged(2 * SECOND));
             // The real client's own flows keep coming (two-way evidence for its address).
             forged_to.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, 2 * SECOND) });
-            forged_to.on_flow(forged(2 * SECOND));
+            for port in 0..5 {
+                forged_to.on_flow(FlowRecord { src_port: 50000 + port, ..forged(2 * SECOND) });
+            }
             forged_to.on_report(flood);
             let events = forged_to.tick();
             assert_eq!(decisions(&events), vec![(Action::Alert, claimed.to_string())], "{claimed} on {ifindex} ttl {ttl}");
@@ -886,10 +926,32 @@ mod tests {
         let own = FlowRecord { ifindex: 4, path: PathMarks { fwd_ttl: 63, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) };
         let mut flood = report(client, 2 * SECOND, 1, 5000.0, 5000.0);
         flood.latest_flow = Some(own.clone());
-        real.on_flow(own);
+        real.on_flow(own.clone());
         real.on_report(flood);
         assert_eq!(decisions(&real.tick()), vec![(Action::Block, client.to_string())]);
         assert_eq!(real.counters.stray_flows, 0);
+        // An attacker cannot shield its own flood with a stray packet now and then: a few
+        // stray flows beside many from its proven path are its own.
+        let mut shielded = detector(|_| {});
+        shielded.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
+        shielded.tick();
+        shielded.on_flow(FlowRecord { ifindex: 4, path: PathMarks { fwd_ttl: 128, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) });
+        for port in 0..10 {
+            shielded.on_flow(FlowRecord { src_port: 50000 + port, ..own.clone() });
+        }
+        let mut flood = report(client, 2 * SECOND, 1, 5000.0, 5000.0);
+        flood.latest_flow = Some(own.clone());
+        shielded.on_report(flood);
+        assert_eq!(decisions(&shielded.tick()), vec![(Action::Block, client.to_string())]);
+        assert_eq!(shielded.counters.stray_flows, 1);
+        // A flow with two-way evidence (a forger's colluding destination can answer its
+        // forged SYNs) does not move a fresh home: it is stray.
+        let mut colluded = detector(|_| {});
+        colluded.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
+        colluded.on_flow(FlowRecord { ifindex: 5, path: home, ..flow(client, 8080, 2 * SECOND) });
+        colluded.tick();
+        assert_eq!(colluded.paths.home(client.parse().expect("ip"), 3 * SECOND).map(|marks| marks.ifindex), Some(4));
+        assert_eq!(colluded.counters.stray_flows, 1);
     }
 
     #[test]

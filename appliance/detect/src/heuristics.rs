@@ -187,6 +187,9 @@ pub struct SlowTracker {
     services: HashMap<(IpAddr, u16), HashMap<u16, (u64, bool)>>,
 }
 
+/// An unanswered trickle counts as a slow attack only on connections at most this old.
+const TRICKLE_MAX_AGE_NS: u64 = 120_000_000_000;
+
 /// Open flows remembered per source and service at most.
 const SLOW_FLOWS_MAX: usize = 4096;
 
@@ -201,11 +204,13 @@ impl SlowTracker {
         let open = flow.end_reason == mld_flow::EndReason::Active;
         let slow = open && flow.protocol == 6 && age_ns >= config.slow_min_age.as_nanos() as u64 && fwd_bytes / secs.max(1e-9) <= config.slow_max_bytes_per_sec;
         // What only a slow attack does: the source keeps sending (data more than once,
-        // with pauses of a second or more) on a connection where the service has not sent
-        // a byte: a request that never ends (slowloris, slow POST). An idle keep-alive
-        // pool or a websocket has had answers; a long poll sent its request at once and
-        // waits in silence.
+        // with pauses of a second or more) on a young connection where the service has not
+        // sent a byte: a request that never ends (slowloris, slow POST), opened for the
+        // attack. An idle keep-alive pool or a websocket has had answers; a long poll sent
+        // its request at once and waits in silence; telemetry that no server answers
+        // (syslog over TCP, Graphite) trickles on connections hours old.
         let trickle = slow
+            && age_ns <= TRICKLE_MAX_AGE_NS
             && flow.features.get(Feature::TotalLengthBwdPackets) == 0.0
             && flow.features.get(Feature::ActDataPktFwd) >= 2.0
             && flow.features.get(Feature::FwdIatMax) >= 1e6;

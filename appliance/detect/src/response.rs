@@ -71,10 +71,11 @@ pub struct Responder {
     pub breaker_trips: u64,
     /// Sources the operator released and marked benign: refused like protected ones.
     exemptions: Exemptions,
-    /// Victims of random-source floods: address → (what, until ns; `u64::MAX` while
-    /// guarded). Refused like protected ones: under such a flood the victim's answers to
-    /// forged sources whose SYNs the capture missed look like its own scan.
-    flood_victims: HashMap<IpAddr, (String, u64)>,
+    /// Victims of random-source floods: (address, service) → (what, until ns; `u64::MAX`
+    /// while guarded). An address is refused like a protected one while any of its
+    /// services is: under such a flood the victim's answers to forged sources whose SYNs
+    /// the capture missed look like its own scan.
+    flood_victims: HashMap<(IpAddr, String), (String, u64)>,
 }
 
 /// Victims remembered at most (the capture task guards at most 1,024 services).
@@ -95,14 +96,28 @@ impl Responder {
         }
     }
 
-    /// A service of `address` went under a random-source flood (`until_ns` `u64::MAX`
+    /// `service` of `address` went under a random-source flood (`until_ns` `u64::MAX`
     /// while guarded) or its guard lapsed (then the hold after it): no block of `address`
-    /// until then, refused as a flood's victim.
-    pub fn flood_victim(&mut self, address: IpAddr, what: String, until_ns: u64, now_ns: u64) {
+    /// while any of its services is held, refused as a flood's victim.
+    pub fn flood_victim(&mut self, address: IpAddr, service: &str, what: String, until_ns: u64, now_ns: u64) {
         self.flood_victims.retain(|_, (_, until)| *until > now_ns);
-        if self.flood_victims.len() < FLOOD_VICTIMS_MAX || self.flood_victims.contains_key(&address) {
-            self.flood_victims.insert(address, (what, until_ns));
+        let key = (address, service.to_string());
+        if self.flood_victims.len() < FLOOD_VICTIMS_MAX || self.flood_victims.contains_key(&key) {
+            self.flood_victims.insert(key, (what, until_ns));
         }
+    }
+
+    /// The guards' source went away (a new capture connection: a restarted capture task
+    /// starts without guards and will not say they lapsed): every open-ended hold ends at
+    /// `until_ns`.
+    pub fn flood_victims_lapse(&mut self, until_ns: u64) {
+        for (_, until) in self.flood_victims.values_mut() {
+            *until = (*until).min(until_ns);
+        }
+    }
+
+    fn flood_victim_of(&self, source: IpAddr, now_ns: u64) -> Option<String> {
+        self.flood_victims.iter().find(|((address, _), (_, until))| *address == source && *until > now_ns).map(|(_, (what, _))| what.clone())
     }
 
     pub fn protected(&self) -> &Protected {
@@ -188,9 +203,9 @@ impl Responder {
             self.refused += 1;
             return Outcome::Refused(Protection::MarkedBenign(exemption.describe()));
         }
-        if let Some((what, _)) = self.flood_victims.get(&source).filter(|(_, until)| *until > now_ns) {
+        if let Some(what) = self.flood_victim_of(source, now_ns) {
             self.refused += 1;
-            return Outcome::Refused(Protection::FloodVictim(what.clone()));
+            return Outcome::Refused(Protection::FloodVictim(what));
         }
         self.active.retain(|_, until| *until > now_ns);
         if self.is_blocked(source, now_ns) {
@@ -381,15 +396,20 @@ mod tests {
     fn a_random_source_floods_victim_is_refused_while_guarded_and_for_the_hold_after() {
         let mut responder = responder(ResponseMode::Block);
         let server = ip("10.66.9.2");
-        responder.flood_victim(server, "the victim of a random-source flood: its service 10.66.9.2:8080/6 is guarded".to_string(), u64::MAX, SECOND);
-        match responder.decide(server, Category::Scan, 2 * SECOND, false) {
-            Outcome::Refused(protection) => assert!(protection.describe().contains("10.66.9.2:8080/6 is guarded"), "{protection:?}"),
+        responder.flood_victim(server, "8080/6", "the victim of a random-source flood: its service 10.66.9.2:8080/6 is guarded".to_string(), u64::MAX, SECOND);
+        responder.flood_victim(server, "443/6", "its service 10.66.9.2:443/6 is guarded".to_string(), u64::MAX, SECOND);
+        match responder.decide(server, Category::Scan, 2 * SECOND, true) {
+            Outcome::Refused(protection) => assert!(protection.describe().contains("is guarded"), "{protection:?}"),
             other => panic!("{other:?}"),
         }
-        // The guard lapsed at 10 s: held 120 s more, then a block is possible again.
-        responder.flood_victim(server, "was guarded until lately".to_string(), 130 * SECOND, 10 * SECOND);
-        assert!(matches!(responder.decide(server, Category::Scan, 129 * SECOND, true), Outcome::Refused(Protection::FloodVictim(_))));
-        let after = responder.decide(server, Category::Scan, 131 * SECOND, true);
+        // :443's guard lapsed at 10 s (held 120 s more); :8080 is still guarded.
+        responder.flood_victim(server, "443/6", "was guarded until lately".to_string(), 130 * SECOND, 10 * SECOND);
+        assert!(matches!(responder.decide(server, Category::Scan, 131 * SECOND, true), Outcome::Refused(Protection::FloodVictim(_))), "8080 still guarded");
+        // The capture task restarted (its guards are gone, unsaid): the open-ended hold
+        // ends too, then a block is possible again.
+        responder.flood_victims_lapse(140 * SECOND);
+        assert!(matches!(responder.decide(server, Category::Scan, 139 * SECOND, true), Outcome::Refused(Protection::FloodVictim(_))));
+        let after = responder.decide(server, Category::Scan, 141 * SECOND, true);
         assert!(matches!(after, Outcome::Block { .. }), "{after:?}");
     }
 

@@ -60,6 +60,8 @@ struct FlowEntry {
     ifindex: u32,
     /// Where the flow's packets come from: TTLs and the responder's interface.
     path: PathMarks,
+    /// The responder's last packet other than a RST (0: none yet), ns.
+    last_answer_ns: u64,
     fin_from_initiator: bool,
     fin_from_responder: bool,
     /// Set once FIN from both sides or RST was seen.
@@ -67,6 +69,10 @@ struct FlowEntry {
     /// When the last interim record of this flow was taken (0: never).
     last_interim_ns: u64,
 }
+
+/// How recently the responder must have spoken for the initiator's packets to count as
+/// answered (not one-way volume).
+const ANSWERED_LATELY_NS: u64 = 1_000_000_000;
 
 /// Bidirectional flows keyed canonically; time is the packets' timestamps.
 #[derive(Debug)]
@@ -145,6 +151,9 @@ impl FlowTable {
                 // a refusal, as a closed port gives.
                 let unanswered_reply = side != entry.initiator && entry.path.bwd_ttl == 0;
                 let reset = packet.protocol == 6 && packet.tcp_flags & tcp_flags::RST != 0;
+                if side != entry.initiator && !reset {
+                    entry.last_answer_ns = packet.ts_ns;
+                }
                 let seen = match (unanswered_reply, reset) {
                     (true, false) => {
                         entry.path.bwd_ifindex = packet.ifindex;
@@ -169,6 +178,7 @@ impl FlowTable {
                     initiator: side,
                     ifindex: packet.ifindex,
                     path: PathMarks { fwd_ttl: packet.ttl, ..PathMarks::default() },
+                    last_answer_ns: 0,
                     fin_from_initiator: false,
                     fin_from_responder: false,
                     closing: None,
@@ -202,7 +212,9 @@ impl FlowTable {
         let source = key.endpoint(initiator);
         let destination = key.endpoint(initiator.other());
         let hint = (u64::from(handle.index) << 32) | u64::from(handle.generation);
-        let answered = entry.path.bwd_ttl != 0;
+        // Answered lately: the responder spoke within the last second (a flood that got
+        // one answer long ago is one-way again; a transfer's ACKs keep it answered).
+        let answered = entry.last_answer_ns != 0 && packet.ts_ns.saturating_sub(entry.last_answer_ns) <= ANSWERED_LATELY_NS;
         self.windows.observe((source.addr, key.ip_version), (destination.addr, destination.port), packet, seen, answered, hint);
     }
 

@@ -270,6 +270,16 @@ impl SourceWindow {
     }
 }
 
+/// Whether an address (bytes as in a packet record) is unicast: not IPv4 multicast or
+/// limited broadcast, not IPv6 multicast. One-way traffic to a group is how multicast
+/// works (a video stream, routing protocols), not a flood of anyone.
+fn is_unicast(addr: &[u8; 16], version: u8) -> bool {
+    match version {
+        4 => !(224..=239).contains(&addr[0]) && addr[..4] != [255, 255, 255, 255],
+        _ => addr[0] != 0xff,
+    }
+}
+
 /// Source address key: address bytes plus IP version.
 pub type SourceKey = ([u8; 16], u8);
 
@@ -364,7 +374,7 @@ impl WindowAggregator {
             if seen == Seen::FirstAnswer {
                 bucket.answered_flows += 1;
             }
-            if !answered && packet.src_addr == source.0 {
+            if !answered && packet.src_addr == source.0 && is_unicast(&destination.0, source.1) {
                 let previous = (window.current + BUCKETS - 1) % BUCKETS;
                 if window.buckets[window.current].one_way_bytes == 0 && window.buckets[previous].one_way_bytes == 0 {
                     window.one_way_since_ns = now_ns;

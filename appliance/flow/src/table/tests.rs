@@ -237,3 +237,28 @@ fn interim_records_show_long_flows_before_they_end_at_most_once_per_period() {
     table.flush(&mut finished);
     assert_eq!(finished.len(), 2, "interim records do not end flows");
 }
+
+#[test]
+fn a_flow_answered_once_is_one_way_again_when_the_responder_falls_silent_and_multicast_never_counts() {
+    let mut flows = table(FlowTableConfig::default());
+    let client = (
+        {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&CLIENT);
+            a
+        },
+        4,
+    );
+    // A query and its answer, then 2 s later 100 large datagrams on the same 5-tuple.
+    let mut packets = vec![udp(0, CLIENT, 5000, SERVER, 53, 40), udp(1_000, SERVER, 53, CLIENT, 5000, 100)];
+    packets.extend((0..100).map(|n| udp(2 * SECOND_US + n * 1_000, CLIENT, 5000, SERVER, 53, 1400)));
+    feed(&mut flows, &packets);
+    let window = flows.windows().snapshot(client, (2 * SECOND_US + 100_000) * 1000)[0];
+    assert!(window.recent_one_way_bytes_per_sec >= 100.0 * 1428.0, "the flood after a lone answer is one-way: {window:?}");
+    assert_eq!(window.unanswered_flows_per_sec, 0.0, "the flow itself was answered");
+    // The same datagrams to a multicast group are not one-way volume of anyone.
+    let mut group = table(FlowTableConfig::default());
+    let packets: Vec<PacketRecord> = (0..100).map(|n| udp(n * 1_000, CLIENT, 5000, [239, 1, 1, 1], 5004, 1400)).collect();
+    feed(&mut group, &packets);
+    assert_eq!(group.windows().snapshot(client, 100_000_000)[0].recent_one_way_bytes_per_sec, 0.0);
+}

@@ -36,7 +36,7 @@ const EVENT_WRITE_BYTES: usize = 4 << 20;
 const FLOW_CONNECTION_OUT_BYTES: usize = 1 << 20;
 /// Blocks in flight whose decision time is remembered (for the latency), at most.
 const DECIDED_MAX: usize = 4096;
-/// How long after the last tick reports that just arrived are gathered before deciding.
+/// The shortest time between two ticks that reports set off.
 const REPORT_GATHER: Duration = Duration::from_millis(5);
 
 /// The connection to the log task: events stay in the window until acknowledged and are
@@ -230,6 +230,10 @@ impl Intake {
             match accepted.map_err(anyhow::Error::from).and_then(|peer| Ok((peer.pid, Connection::new(peer.stream, FLOW_CONNECTION_OUT_BYTES)?))) {
                 Ok((pid, connection)) => {
                     info!(pid, "flow connection from the capture task");
+                    // A new capture task starts without guards and will not report that the
+                    // old one's lapsed: their victims get the usual hold from now.
+                    let now = detection.detector.now_ns();
+                    detection.detector.responder_mut().flood_victims_lapse(now.saturating_add(mld_capture::guard::VICTIM_HOLD_NS));
                     self.connections.push(connection);
                 }
                 Err(error) => warn!(error = %error, "refused a flow connection"),
@@ -271,7 +275,7 @@ impl Intake {
                             let hold = mld_capture::guard::VICTIM_HOLD_NS;
                             (format!("the victim of a random-source flood: its service {service} was guarded until lately"), now.saturating_add(hold))
                         };
-                        detection.detector.responder_mut().flood_victim(report.dst, what, until, now);
+                        detection.detector.responder_mut().flood_victim(report.dst, &format!("{}/{}", report.port, report.protocol), what, until, now);
                         events.send(detection.record(&super::guard::event(&report), "standalone"));
                     }
                     Ok(None) => break,
@@ -387,8 +391,8 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             }
         }
         // A tick on the timer, or as soon as active-source reports arrived (the capture
-        // task sends them once per tick, by its clock): a verdict does not wait up to
-        // another tick here. Reports that arrive in pieces are gathered for a few ms.
+        // task sends them once per tick, by its clock, in one write): a verdict does not
+        // wait up to another tick here. At most one such tick every few ms.
         let reports_due = intake.reports_pending && last_tick.elapsed() >= REPORT_GATHER;
         if last_tick.elapsed() >= config.detect.tick || drained || reports_due {
             last_tick = Instant::now();
