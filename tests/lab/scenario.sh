@@ -81,7 +81,7 @@ fi
 # STOP exists; every fetch must succeed. Writes its counts to FILE.
 client_fetches() { # client_fetches STOP FILE
     local ok=0 failed=0
-    while [[ ! -e "$1" ]]; do
+    while [[ ! -e "$1" && -d "$work" ]]; do
         if run_in c 5 curl -sf -o /dev/null --max-time 3 "http://$server4:8080/page1.html"; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
         sleep 0.25
     done
@@ -111,7 +111,15 @@ for node_name in a c s; do
 done
 
 work=$(mktemp -d /tmp/mld-scenario.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# A failing scenario exits while its background helpers (page fetchers, query batches)
+# may still run: stop them, so that nothing outlives the scenario.
+cleanup() {
+    local pids
+    pids=$(jobs -p)
+    [[ -z "$pids" ]] || kill $pids 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 fail() { say "$name: FAILED: $*"; exit 1; }
 # Runs a command in a node, under `timeout` (SIGINT first, so that hping3 and nmap print
 # their statistics; SIGKILL 5 s later). Its status is returned, never fatal here.

@@ -157,6 +157,10 @@ struct SourceState {
     /// Flows claiming the source's address since `.0` (reset every evidence period) whose
     /// path disagreed (`.1`) and agreed (`.2`) with its home.
     path_counts: (u64, u32, u32),
+    /// Whether the latest flow of the latest active-source report strayed: the report's
+    /// window rules are about what the source started lately, which in a forged flood is
+    /// the forger's flows, before any of them has ended and been counted.
+    latest_stray: bool,
 }
 
 impl SourceState {
@@ -323,10 +327,9 @@ impl Detector {
         }
         if let Some(flow) = report.latest_flow {
             let anchored = flow.src_ip == report.src_ip && self.anchored_interfaces.contains(&flow.ifindex);
-            if flow.src_ip == report.src_ip {
-                self.note_path(&flow, now);
-            }
+            let stray = flow.src_ip == report.src_ip && self.note_path(&flow, now);
             let state = self.state(report.src_ip, now);
+            state.latest_stray = stray;
             state.saw(&flow, now, anchored);
             state.latest_flow = Some(flow);
         }
@@ -473,7 +476,8 @@ impl Detector {
     /// A home is never moved by a flow that disagrees with it while it is fresh, even one
     /// with two-way evidence (a forger with a colluding destination can fake that): such
     /// a flow is stray; a host that really moved is learnt again once its home lapses.
-    fn note_path(&mut self, flow: &FlowRecord, now: u64) {
+    /// Returns whether the flow strayed.
+    fn note_path(&mut self, flow: &FlowRecord, now: u64) -> bool {
         let evidence_ns = self.config.evidence.as_nanos() as u64;
         let sent = Marks { ifindex: flow.ifindex, ttl: flow.path.fwd_ttl };
         let proven = two_way_evidence(flow);
@@ -483,6 +487,7 @@ impl Detector {
                 let state = self.state(flow.src_ip, now);
                 state.stray = Some((stray, now));
                 state.count_path(true, now, evidence_ns);
+                true
             }
             None => {
                 if proven {
@@ -491,12 +496,13 @@ impl Detector {
                 if self.paths.home(flow.src_ip, now).is_some() {
                     self.state(flow.src_ip, now).count_path(false, now, evidence_ns);
                 }
-            }
-        }
-        if proven && flow.path.answered() {
-            let answer = Marks { ifindex: flow.path.bwd_ifindex, ttl: flow.path.bwd_ttl };
-            if self.paths.check(flow.dst_ip, answer, now).is_none() {
-                self.paths.learn(flow.dst_ip, answer, now);
+                if proven && flow.path.answered() {
+                    let answer = Marks { ifindex: flow.path.bwd_ifindex, ttl: flow.path.bwd_ttl };
+                    if self.paths.check(flow.dst_ip, answer, now).is_none() {
+                        self.paths.learn(flow.dst_ip, answer, now);
+                    }
+                }
+                false
             }
         }
     }
@@ -566,12 +572,16 @@ impl Detector {
         // source arrived where a strict source check vouches for its address.
         let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !anchored;
         // Most flows claiming the source's address arrived by another path than its
-        // proven ones: what the window rules and the model saw of a scan or a flood (what
-        // a forger makes) may be a forger's. (A few stray flows beside many agreeing ones
+        // proven ones, or the latest one the window rules are about did: what the window
+        // rules and the model saw of a scan or a flood (what a forger makes) may be a
+        // forger's. (A few stray flows beside many agreeing ones
         // are the real host's: an attacker cannot shield its own flood with a stray
         // packet now and then.) Kinds that need the service's answers (brute force, slow)
         // are not affected.
-        let stray = state.stray.filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns && state.path_counts.1 > state.path_counts.2).map(|(stray, _)| stray);
+        let stray = state
+            .stray
+            .filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns && (state.latest_stray || state.path_counts.1 > state.path_counts.2))
+            .map(|(stray, _)| stray);
         state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
         let model_max =
             state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
@@ -579,18 +589,23 @@ impl Detector {
         let model_category = dominant_category(&state.model);
         let fires_fast = fast.score >= self.config.fast_threshold;
         let fires_model = models_on && model_max.is_some_and(|score| score >= self.config.model_threshold);
+        // Both engines agree only when they agree on what is happening: a busy client's
+        // many sessions (the fast path: brute force?) and the model's doubt about one of
+        // its other flows (a long transfer: flood?) are two weak signals about different
+        // things, not one strong one.
+        let same_kind = model_category.is_none_or(|category| category == fast.category);
         let fast_alone = fast.score >= self.config.fast_alone_threshold;
         let model_alone = models_on && strong >= self.config.model_alone_min_flows;
         let (block, why) = match self.config.policy {
-            BlockPolicy::Agree if fires_fast && fires_model => (true, "both engines fired"),
-            BlockPolicy::Agree => (false, "the policy needs both engines to fire"),
-            BlockPolicy::Tiered if fires_fast && fires_model => (true, "both engines fired"),
+            BlockPolicy::Agree if fires_fast && fires_model && same_kind => (true, "both engines fired"),
+            BlockPolicy::Agree => (false, "the policy needs both engines to fire on the same kind of attack"),
+            BlockPolicy::Tiered if fires_fast && fires_model && same_kind => (true, "both engines fired"),
             BlockPolicy::Tiered if fast_alone && (two_way || !spoofable) => (true, "the fast path alone is overwhelming"),
             BlockPolicy::Tiered if model_alone => (true, "the model alone is overwhelming (several flows)"),
             BlockPolicy::Tiered if fast_alone => {
                 (false, "the fast path alone is overwhelming, but a scan or flood blocks on it alone only with two-way evidence, and there is none: a spoofed source cannot be told from a real one")
             }
-            BlockPolicy::Tiered => (false, "no engine alone is sure enough, and they do not both fire"),
+            BlockPolicy::Tiered => (false, "no engine alone is sure enough, and they do not both fire on the same kind of attack"),
             BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
             BlockPolicy::Fast => (fires_fast, "the fast path decides"),
             BlockPolicy::Model => (fires_model, "the model decides"),
@@ -795,7 +810,8 @@ mod tests {
 
     const SECOND: u64 = 1_000_000_000;
 
-    /// A model that scores flows by their destination port.
+    /// A model that scores flows by their destination port. Its category follows the
+    /// port too: 4444 reads as a scan, everything else as brute force.
     struct ByPort(HashMap<u16, f64>);
 
     impl Scorer for ByPort {
@@ -803,7 +819,7 @@ mod tests {
             Ok(flows.iter().map(|flow| self.0.get(&flow.dst_port).copied().unwrap_or(0.01)).collect())
         }
         fn category(&mut self, flows: &[&FlowRecord]) -> Result<Vec<(Category, f64)>, String> {
-            Ok(flows.iter().map(|_| (Category::BruteForce, 0.9)).collect())
+            Ok(flows.iter().map(|flow| (if flow.dst_port == 4444 { Category::Scan } else { Category::BruteForce }, 0.9)).collect())
         }
         fn explain(&self, _flow: &FlowRecord) -> String {
             "test".to_string()
@@ -896,10 +912,9 @@ mod tests {
         let home = PathMarks { fwd_ttl: 64, bwd_ifindex: 6, bwd_ttl: 63 };
         // The client browses the server: both ends proven (the client on interface 4, the
         // server's answers on interface 6).
-        // Floods claiming the client (from interface 5; from its interface with another
-        // operating system's TTL) and the server (from interface 5), each with the model
+        // Floods claiming the client and the server, from interface 5, each with the model
         // agreeing (port 4444 scores 0.99): both engines fire, which would block.
-        for (claimed, ifindex, ttl) in [(client, 5, 64), ("10.66.9.2", 5, 63), (client, 4, 128)] {
+        for (claimed, ifindex, ttl) in [(client, 5, 64), ("10.66.9.2", 5, 63)] {
             let mut forged_to = detector(|_| {});
             forged_to.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
             forged_to.tick();
@@ -923,7 +938,8 @@ mod tests {
         let mut real = detector(|_| {});
         real.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
         real.tick();
-        let own = FlowRecord { ifindex: 4, path: PathMarks { fwd_ttl: 63, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) };
+        // Its own raw probes carry other TTLs (nmap randomizes them): still its own path.
+        let own = FlowRecord { ifindex: 4, path: PathMarks { fwd_ttl: 41, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) };
         let mut flood = report(client, 2 * SECOND, 1, 5000.0, 5000.0);
         flood.latest_flow = Some(own.clone());
         real.on_flow(own.clone());
@@ -935,7 +951,7 @@ mod tests {
         let mut shielded = detector(|_| {});
         shielded.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
         shielded.tick();
-        shielded.on_flow(FlowRecord { ifindex: 4, path: PathMarks { fwd_ttl: 128, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) });
+        shielded.on_flow(FlowRecord { ifindex: 5, path: PathMarks { fwd_ttl: 64, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) });
         for port in 0..10 {
             shielded.on_flow(FlowRecord { src_port: 50000 + port, ..own.clone() });
         }
@@ -944,6 +960,19 @@ mod tests {
         shielded.on_report(flood);
         assert_eq!(decisions(&shielded.tick()), vec![(Action::Block, client.to_string())]);
         assert_eq!(shielded.counters.stray_flows, 1);
+        // A forged flood that has just begun: none of its flows has ended yet, so the
+        // client's own ended flows are the majority counted, but the flow the report is
+        // about (what the source started last) strayed: not blocked.
+        let mut early = detector(|_| {});
+        early.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
+        early.tick();
+        for port in 0..5 {
+            early.on_flow(FlowRecord { ifindex: 4, path: home, src_port: 41000 + port, ..flow(client, 8080, 2 * SECOND) });
+        }
+        let mut flood = report(client, 2 * SECOND, 1, 5000.0, 5000.0);
+        flood.latest_flow = Some(FlowRecord { ifindex: 5, path: PathMarks { fwd_ttl: 64, ..PathMarks::default() }, ..one_way(client, 4444, 2 * SECOND) });
+        early.on_report(flood);
+        assert_eq!(decisions(&early.tick()), vec![(Action::Alert, client.to_string())], "the latest flow strayed");
         // A flow with two-way evidence (a forger's colluding destination can answer its
         // forged SYNs) does not move a fresh home: it is stray.
         let mut colluded = detector(|_| {});
@@ -960,13 +989,22 @@ mod tests {
         // Same fast evidence (repeated sessions, not decisive alone) for both sources.
         detector.on_report(report("10.66.3.77", SECOND, 1, 200.0, 2000.0));
         detector.on_report(report("10.66.2.2", SECOND, 1, 200.0, 2000.0));
+        // The model is sure about one of this client's flows, but calls it a scan: two
+        // signals about different things, not one strong one.
+        detector.on_report(report("10.66.3.78", SECOND, 1, 200.0, 2000.0));
         detector.on_flow(flow("10.66.3.77", 8080, SECOND));
         detector.on_flow(flow("10.66.2.2", 2222, SECOND));
+        detector.on_flow(flow("10.66.3.78", 4444, SECOND));
         let events = detector.tick();
-        assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string()), (Action::Alert, "10.66.3.77".to_string())]);
+        assert_eq!(
+            decisions(&events),
+            vec![(Action::Block, "10.66.2.2".to_string()), (Action::Alert, "10.66.3.77".to_string()), (Action::Alert, "10.66.3.78".to_string())]
+        );
         let block = events.iter().find(|event| event.action == Action::Block).expect("block");
         assert_eq!((block.category, block.authoritative), (Category::BruteForce, "both"));
-        assert_eq!(events.iter().filter(|event| event.action == Action::Observe).count(), 2, "both flows observed");
+        let unlike = events.iter().find(|event| event.action == Action::Alert && event.source.to_string() == "10.66.3.78").expect("alert");
+        assert!(unlike.provenance.contains("same kind of attack"), "{}", unlike.provenance);
+        assert_eq!(events.iter().filter(|event| event.action == Action::Observe).count(), 3, "every flow observed");
     }
 
     #[test]
