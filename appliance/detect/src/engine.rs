@@ -330,7 +330,9 @@ impl Detector {
             let stray = flow.src_ip == report.src_ip && self.note_path(&flow, now);
             let state = self.state(report.src_ip, now);
             state.latest_stray = stray;
-            state.saw(&flow, now, anchored);
+            if !stray {
+                state.saw(&flow, now, anchored);
+            }
             state.latest_flow = Some(flow);
         }
     }
@@ -443,16 +445,22 @@ impl Detector {
             let now = self.now_ns;
             let source = flow.src_ip;
             let anchored = self.anchored_interfaces.contains(&flow.ifindex);
-            self.note_path(&flow, now);
+            // A stray flow (another path than its address's proven one) is suspected to be
+            // a forger's: it is logged and scored, but it is no evidence about the address
+            // (not two-way evidence, not the trackers', not the model's: a forger's
+            // colluding destination can answer it).
+            let strayed = self.note_path(&flow, now);
             let state = self.state(source, now);
-            state.saw(&flow, now, anchored);
-            if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
-                state.slow_verdict = Some((verdict, now));
+            if !strayed {
+                state.saw(&flow, now, anchored);
+                if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
+                    state.slow_verdict = Some((verdict, now));
+                }
+                if let Some(verdict) = state.auth.observe(&flow, &heuristics) {
+                    state.auth_verdict = Some((verdict, now));
+                }
             }
-            if let Some(verdict) = state.auth.observe(&flow, &heuristics) {
-                state.auth_verdict = Some((verdict, now));
-            }
-            if let Some(score) = score {
+            if let Some(score) = score.filter(|_| !strayed) {
                 if state.model.len() >= MODEL_EVIDENCE_MAX {
                     state.model.pop_front();
                 }
@@ -567,17 +575,11 @@ impl Detector {
         let fast = current_fast(state, now, evidence_ns);
         let two_way = state.two_way(now, evidence_ns);
         let anchored = state.anchored(now, evidence_ns);
-        // A scan or flood is what a spoofer fakes most cheaply (a few SYNs from a forged
-        // address): the fast path alone blocks it only with two-way evidence, or when the
-        // source arrived where a strict source check vouches for its address.
-        let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !anchored;
         // Most flows claiming the source's address arrived by another path than its
-        // proven ones, or the latest one the window rules are about did: what the window
-        // rules and the model saw of a scan or a flood (what a forger makes) may be a
-        // forger's. (A few stray flows beside many agreeing ones
-        // are the real host's: an attacker cannot shield its own flood with a stray
-        // packet now and then.) Kinds that need the service's answers (brute force, slow)
-        // are not affected.
+        // proven ones, or the latest one the window rules are about did: the address is
+        // suspected forged. (A few stray flows beside many agreeing ones are the real
+        // host's: an attacker cannot shield its own flood with a stray packet now and
+        // then.)
         let stray = state
             .stray
             .filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns && (state.latest_stray || state.path_counts.1 > state.path_counts.2))
@@ -589,32 +591,24 @@ impl Detector {
         let model_category = dominant_category(&state.model);
         let fires_fast = fast.score >= self.config.fast_threshold;
         let fires_model = models_on && model_max.is_some_and(|score| score >= self.config.model_threshold);
-        // Both engines agree only when they agree on what is happening: a busy client's
-        // many sessions (the fast path: brute force?) and the model's doubt about one of
-        // its other flows (a long transfer: flood?) are two weak signals about different
-        // things, not one strong one.
-        let same_kind = model_category.is_none_or(|category| category == fast.category);
-        let fast_alone = fast.score >= self.config.fast_alone_threshold;
         let model_alone = models_on && strong >= self.config.model_alone_min_flows;
-        let (block, why) = match self.config.policy {
-            BlockPolicy::Agree if fires_fast && fires_model && same_kind => (true, "both engines fired"),
-            BlockPolicy::Agree => (false, "the policy needs both engines to fire on the same kind of attack"),
-            BlockPolicy::Tiered if fires_fast && fires_model && same_kind => (true, "both engines fired"),
-            BlockPolicy::Tiered if fast_alone && (two_way || !spoofable) => (true, "the fast path alone is overwhelming"),
-            BlockPolicy::Tiered if model_alone => (true, "the model alone is overwhelming (several flows)"),
-            BlockPolicy::Tiered if fast_alone => {
-                (false, "the fast path alone is overwhelming, but a scan or flood blocks on it alone only with two-way evidence, and there is none: a spoofed source cannot be told from a real one")
-            }
-            BlockPolicy::Tiered => (false, "no engine alone is sure enough, and they do not both fire on the same kind of attack"),
-            BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
-            BlockPolicy::Fast => (fires_fast, "the fast path decides"),
-            BlockPolicy::Model => (fires_model, "the model decides"),
-        };
-        let decided_kind = if fires_fast { fast.category } else { model_category.unwrap_or(Category::Other) };
-        let stray = stray.filter(|_| matches!(decided_kind, Category::Scan | Category::Flood));
+        let engines = Engines { fires_model, model_category, model_alone, two_way, anchored };
+        let (block, why) = policy_decision(&self.config, &fast, &engines);
+        // A suspected forged address: the window rules count every packet that claims it,
+        // the forger's too, so they are no evidence against it. What remains: the
+        // trackers whose sessions need the service's answers (password guessing, slow
+        // attacks), and the model's view of the flows from the proven path (stray flows
+        // never reach it).
         let (block, why) = match stray {
             Some(_) if block => {
-                (false, "not blocked: flows claiming this address arrive by another path than its proven ones, so the evidence may be a forger's")
+                let trusted = current_trackers(state, now, evidence_ns);
+                match policy_decision(&self.config, &trusted, &engines) {
+                    (true, why) => (true, why),
+                    (false, _) => (
+                        false,
+                        "not blocked: flows claiming this address arrive by another path than its proven ones, so the window rules' evidence may be a forger's, and without it the policy does not block",
+                    ),
+                }
             }
             _ => (block, why),
         };
@@ -790,6 +784,57 @@ fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict 
         .unwrap_or_else(FastVerdict::none)
 }
 
+/// The strongest fresh verdict of the trackers whose sessions need the service's answers
+/// (slow attacks, password guessing): evidence a forger of the address cannot make.
+fn current_trackers(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
+    let fresh =
+        |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
+    [fresh(&state.slow_verdict), fresh(&state.auth_verdict)]
+        .into_iter()
+        .flatten()
+        .reduce(|best, verdict| if verdict.score > best.score { verdict } else { best })
+        .unwrap_or_else(FastVerdict::none)
+}
+
+/// What the model and the source's proofs say, for [`policy_decision`].
+struct Engines {
+    fires_model: bool,
+    model_category: Option<Category>,
+    model_alone: bool,
+    two_way: bool,
+    anchored: bool,
+}
+
+/// Whether `detect.policy` blocks on this fast verdict and model evidence, and why.
+fn policy_decision(config: &DetectConfig, fast: &FastVerdict, engines: &Engines) -> (bool, &'static str) {
+    let fires_fast = fast.score >= config.fast_threshold;
+    let fires_model = engines.fires_model;
+    // Both engines agree only when they agree on what is happening: a busy client's many
+    // sessions (the fast path: brute force?) and the model's doubt about one of its other
+    // flows (a long transfer: flood?) are two weak signals about different things, not
+    // one strong one.
+    let same_kind = engines.model_category.is_none_or(|category| category == fast.category);
+    let fast_alone = fast.score >= config.fast_alone_threshold;
+    // A scan or flood is what a spoofer fakes most cheaply (a few SYNs from a forged
+    // address): the fast path alone blocks it only with two-way evidence, or when the
+    // source arrived where a strict source check vouches for its address.
+    let spoofable = matches!(fast.category, Category::Scan | Category::Flood) && !engines.anchored;
+    match config.policy {
+        BlockPolicy::Agree if fires_fast && fires_model && same_kind => (true, "both engines fired"),
+        BlockPolicy::Agree => (false, "the policy needs both engines to fire on the same kind of attack"),
+        BlockPolicy::Tiered if fires_fast && fires_model && same_kind => (true, "both engines fired"),
+        BlockPolicy::Tiered if fast_alone && (engines.two_way || !spoofable) => (true, "the fast path alone is overwhelming"),
+        BlockPolicy::Tiered if engines.model_alone => (true, "the model alone is overwhelming (several flows)"),
+        BlockPolicy::Tiered if fast_alone => {
+            (false, "the fast path alone is overwhelming, but a scan or flood blocks on it alone only with two-way evidence, and there is none: a spoofed source cannot be told from a real one")
+        }
+        BlockPolicy::Tiered => (false, "no engine alone is sure enough, and they do not both fire on the same kind of attack"),
+        BlockPolicy::Either => (fires_fast || fires_model, "either engine fired"),
+        BlockPolicy::Fast => (fires_fast, "the fast path decides"),
+        BlockPolicy::Model => (fires_model, "the model decides"),
+    }
+}
+
 /// The category most of a source's flagged flows have.
 fn dominant_category(model: &VecDeque<ModelEvidence>) -> Option<Category> {
     let mut counts: HashMap<Category, u32> = HashMap::new();
@@ -931,7 +976,9 @@ mod tests {
             assert_eq!(decisions(&events), vec![(Action::Alert, claimed.to_string())], "{claimed} on {ifindex} ttl {ttl}");
             let provenance = &events.iter().find(|event| event.action == Action::Alert).expect("alert").provenance;
             assert!(provenance.contains(&format!("suspected forged source: a flow claiming it arrived on interface {ifindex} with TTL {ttl}")), "{provenance}");
-            assert!(provenance.contains("may be a forger's"), "{provenance}");
+            // The server never sent a flow of its own: it has no two-way evidence either.
+            let why = if claimed == client { "may be a forger's" } else { "a spoofed source cannot be told from a real one" };
+            assert!(provenance.contains(why), "{provenance}");
             assert!(forged_to.counters.stray_flows >= 1, "{:?}", forged_to.counters);
         }
         // The same flood from the client's own path is the client's: blocked.
@@ -981,6 +1028,39 @@ mod tests {
         colluded.tick();
         assert_eq!(colluded.paths.home(client.parse().expect("ip"), 3 * SECOND).map(|marks| marks.ifindex), Some(4));
         assert_eq!(colluded.counters.stray_flows, 1);
+    }
+
+    #[test]
+    fn stray_flows_are_no_evidence_against_the_address_they_claim_even_after_the_forgery_stops() {
+        use mld_flow::PathMarks;
+        let client = "10.66.3.2";
+        let home = PathMarks { fwd_ttl: 64, bwd_ifindex: 6, bwd_ttl: 63 };
+        let mut detector = detector(|_| {});
+        detector.on_flow(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, SECOND) });
+        detector.tick();
+        // Forged SYNs in the client's name from interface 5, which the model is sure about
+        // (port 4444 scores 0.99) and which a colluding destination answered; the window
+        // rules count them as the client's repeated sessions.
+        let forged = |at, port| FlowRecord { ifindex: 5, src_port: port, path: home, ..flow(client, 4444, at) };
+        for port in 0..10 {
+            detector.on_flow(forged(2 * SECOND, 50000 + port));
+        }
+        let mut sessions = report(client, 2 * SECOND, 1, 200.0, 2000.0);
+        sessions.latest_flow = Some(forged(2 * SECOND, 50100));
+        detector.on_report(sessions);
+        assert_eq!(decisions(&detector.tick()), vec![(Action::Alert, client.to_string())]);
+        // The forgery stops; the client goes on browsing from its own path, and the
+        // forged flows' scores, still within the evidence period, do not block it.
+        for port in 0..20 {
+            detector.on_flow(FlowRecord { ifindex: 4, path: home, src_port: 41000 + port, ..flow(client, 8080, 3 * SECOND) });
+        }
+        let mut browsing = report(client, 3 * SECOND, 1, 200.0, 2000.0);
+        browsing.latest_flow = Some(FlowRecord { ifindex: 4, path: home, ..flow(client, 8080, 3 * SECOND) });
+        detector.on_report(browsing);
+        let events = detector.tick();
+        assert!(events.iter().all(|event| event.action != Action::Block), "{:?}", decisions(&events));
+        assert_eq!(detector.responder().active_blocks(), 0);
+        assert_eq!(detector.counters.stray_flows, 11);
     }
 
     #[test]
