@@ -10,6 +10,7 @@ mod flows;
 mod load;
 mod log;
 mod model;
+mod pki;
 mod query;
 mod status;
 
@@ -117,6 +118,9 @@ enum Command {
     /// Detection models: signing keys, signatures, checks.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Certificates: a fleet CA, node bundles, status, renewal ([pki], certs/README.md).
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
     /// Search past events: like this one, or with this address (JSON on stdout).
     ///
     /// Asks the running ingest task (its socket in the runtime directory; root only), or,
@@ -427,6 +431,7 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Verify { paths, keys, .. }) => log::verify(&paths, &keys),
         Command::Log(LogCommand::PublicKey { config, signing_key }) => log::public_key(config.as_deref(), signing_key.as_deref()),
         Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
+        Command::Pki(command) => pki::run(command),
         Command::Model(ModelCommand::Keygen { private_key, public_key }) => model::keygen(&private_key, &public_key),
         Command::Model(ModelCommand::Sign { private_key, metadata }) => model::sign(&private_key, &metadata),
         Command::Model(ModelCommand::Check { config, dir }) => model::check(config.as_deref(), dir.as_deref()),

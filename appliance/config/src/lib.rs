@@ -12,6 +12,7 @@ mod detect;
 mod error;
 mod guard;
 pub mod ids;
+mod pki;
 pub mod raw;
 mod schema;
 mod validate;
@@ -20,6 +21,7 @@ mod warnings;
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
 pub use guard::GuardConfig;
+pub use pki::PkiConfig;
 pub use validate::{
     CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,
     RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig, TaskConfig, TaskKind, WindowsConfig, XdpMode,

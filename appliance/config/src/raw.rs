@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub response: crate::detect::RawResponse,
     pub ingest: RawIngest,
     pub guard: crate::guard::RawGuard,
+    pub pki: crate::pki::RawPki,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

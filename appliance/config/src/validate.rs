@@ -31,6 +31,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The per-destination guard against random-source floods.
     pub guard: crate::guard::GuardConfig,
+    /// This node's certificates.
+    pub pki: crate::pki::PkiConfig,
 }
 
 /// The ingest task: verified tailing of the signed log.
@@ -346,8 +348,9 @@ impl TryFrom<RawConfig> for Config {
             index: validate_index(&raw.ingest, &mut errors),
         };
         let guard = crate::guard::validate_guard(&raw.guard, &mut errors);
+        let pki = crate::pki::validate_pki(&raw.pki, &mut errors);
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki })
         } else {
             Err(errors)
         }

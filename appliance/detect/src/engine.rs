@@ -128,8 +128,24 @@ pub struct DetectCounters {
 }
 
 /// A scored flow of a source: (time, P(attack), category when flagged, whether it can
-/// count towards a block by the model alone).
-type ModelEvidence = (u64, f64, Option<(Category, f64)>, bool);
+/// count towards a block by the model alone, the flow's identity: [`flow_id`]).
+type ModelEvidence = (u64, f64, Option<(Category, f64)>, bool, u64);
+
+/// A flow's identity within the detector (its 5-tuple and start): interim and final
+/// records of one flow share it, so one flow counts once towards "several flows".
+fn flow_id(flow: &FlowRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.protocol, flow.first_seen_ns).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// An open flow at least this old, the latest of a source the window rules are looking
+/// at, is scored by the model at once (not at its first interim record, 5 s): a flood
+/// in one flow (fixed ports) is judged by both engines within its first second.
+const EARLY_SCORE_AGE_NS: u64 = 500_000_000;
+/// Flows per source remembered as scored early (the newest).
+const EARLY_SCORED_MAX: usize = 16;
 
 #[derive(Debug, Default)]
 struct SourceState {
@@ -140,6 +156,8 @@ struct SourceState {
     auth_verdict: Option<(FastVerdict, u64)>,
     /// Model scores of the source's flows: (time, P(attack), category).
     model: VecDeque<ModelEvidence>,
+    /// Open flows of the source already scored early ([`EARLY_SCORE_AGE_NS`]).
+    early_scored: VecDeque<u64>,
     latest_flow: Option<FlowRecord>,
     last_seen_ns: u64,
     last_alert_ns: Option<u64>,
@@ -333,6 +351,22 @@ impl Detector {
             if !stray {
                 state.saw(&flow, now, anchored);
             }
+            // The flow the window rules are about, open for a while: the model's view now.
+            let id = flow_id(&flow);
+            let early = !stray
+                && flow.end_reason == EndReason::Active
+                && flow.last_seen_ns.saturating_sub(flow.first_seen_ns) >= EARLY_SCORE_AGE_NS
+                && !state.early_scored.contains(&id);
+            if early {
+                if state.early_scored.len() >= EARLY_SCORED_MAX {
+                    state.early_scored.pop_front();
+                }
+                state.early_scored.push_back(id);
+                if self.queue.len() < self.config.queue_max {
+                    self.queue.push_back(flow.clone());
+                }
+            }
+            let state = self.state(report.src_ip, now);
             state.latest_flow = Some(flow);
         }
     }
@@ -468,7 +502,7 @@ impl Detector {
                 // ICMP errors answer someone else's probes (a scanned server sends "port
                 // unreachable"), so they would make the victim look like the attacker.
                 let decisive = !matches!(flow.protocol, 1 | 58);
-                state.model.push_back((now, score, category, decisive));
+                state.model.push_back((now, score, category, decisive, flow_id(&flow)));
             }
             let fast = current_fast(state, now, evidence_ns);
             let ended = flow.end_reason != EndReason::Active;
@@ -584,10 +618,16 @@ impl Detector {
             .stray
             .filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns && (state.latest_stray || state.path_counts.1 > state.path_counts.2))
             .map(|(stray, _)| stray);
-        state.model.retain(|(at, _, _, _)| now.saturating_sub(*at) <= evidence_ns);
-        let model_max =
-            state.model.iter().map(|(_, score, _, _)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
-        let strong = state.model.iter().filter(|(_, score, _, decisive)| *decisive && *score >= self.config.model_alone_threshold).count() as u32;
+        state.model.retain(|(at, ..)| now.saturating_sub(*at) <= evidence_ns);
+        let model_max = state.model.iter().map(|(_, score, ..)| *score).fold(None, |best: Option<f64>, score| Some(best.map_or(score, |best| best.max(score))));
+        // Distinct flows: a long flow's interim records are one flow.
+        let strong = state
+            .model
+            .iter()
+            .filter(|(_, score, _, decisive, _)| *decisive && *score >= self.config.model_alone_threshold)
+            .map(|(.., id)| *id)
+            .collect::<HashSet<u64>>()
+            .len() as u32;
         let model_category = dominant_category(&state.model);
         let fires_fast = fast.score >= self.config.fast_threshold;
         let fires_model = models_on && model_max.is_some_and(|score| score >= self.config.model_threshold);
@@ -641,7 +681,7 @@ impl Detector {
             }
             (true, Some(score)) => provenance.push_str(&format!(
                 "; model {score:.3} max of {} flows, {strong} at or above {} (category {})",
-                state.model.len(),
+                state.model.iter().map(|(.., id)| *id).collect::<HashSet<u64>>().len(),
                 self.config.model_alone_threshold,
                 model_category.map_or("none", Category::as_str)
             )),
@@ -838,7 +878,7 @@ fn policy_decision(config: &DetectConfig, fast: &FastVerdict, engines: &Engines)
 /// The category most of a source's flagged flows have.
 fn dominant_category(model: &VecDeque<ModelEvidence>) -> Option<Category> {
     let mut counts: HashMap<Category, u32> = HashMap::new();
-    for (_, _, category, _) in model {
+    for (_, _, category, ..) in model {
         if let Some((category, _)) = category {
             *counts.entry(*category).or_default() += 1;
         }
@@ -856,7 +896,7 @@ mod tests {
     const SECOND: u64 = 1_000_000_000;
 
     /// A model that scores flows by their destination port. Its category follows the
-    /// port too: 4444 reads as a scan, everything else as brute force.
+    /// port too: 4444 reads as a scan, 9 as a flood, everything else as brute force.
     struct ByPort(HashMap<u16, f64>);
 
     impl Scorer for ByPort {
@@ -864,7 +904,17 @@ mod tests {
             Ok(flows.iter().map(|flow| self.0.get(&flow.dst_port).copied().unwrap_or(0.01)).collect())
         }
         fn category(&mut self, flows: &[&FlowRecord]) -> Result<Vec<(Category, f64)>, String> {
-            Ok(flows.iter().map(|flow| (if flow.dst_port == 4444 { Category::Scan } else { Category::BruteForce }, 0.9)).collect())
+            Ok(flows
+                .iter()
+                .map(|flow| {
+                    let category = match flow.dst_port {
+                        4444 => Category::Scan,
+                        9 => Category::Flood,
+                        _ => Category::BruteForce,
+                    };
+                    (category, 0.9)
+                })
+                .collect())
         }
         fn explain(&self, _flow: &FlowRecord) -> String {
             "test".to_string()
@@ -929,7 +979,7 @@ mod tests {
         let mut config = Config::default();
         configure(&mut config);
         let responder = Responder::new(config.response.clone(), crate::response::Protected::new(&config.response, &["10.66.1.0/24".parse().expect("prefix")]));
-        let scorer = ByPort(HashMap::from([(2222, 0.95), (4444, 0.99), (8080, 0.05)]));
+        let scorer = ByPort(HashMap::from([(2222, 0.95), (4444, 0.99), (8080, 0.05), (9, 0.63)]));
         Detector::new(config.detect, responder, Some(Box::new(scorer)))
     }
 
@@ -1028,6 +1078,56 @@ mod tests {
         colluded.tick();
         assert_eq!(colluded.paths.home(client.parse().expect("ip"), 3 * SECOND).map(|marks| marks.ifindex), Some(4));
         assert_eq!(colluded.counters.stray_flows, 1);
+    }
+
+    #[test]
+    fn a_flood_in_one_open_flow_is_judged_by_the_model_on_the_first_report_that_shows_it() {
+        // 51 Mbit/s of one-way datagrams in one flow (fixed ports): just over the one-way
+        // limit (fast 0.51, not decisive alone); the model calls the open flow a flood.
+        let flood_report = |at: u64, age: u64| {
+            let mut flood = report("10.66.2.2", at, 1, 1.0, 10.0);
+            for window in flood.windows.iter_mut() {
+                window.recent_one_way_bytes_per_sec = 51e6 / 8.0;
+            }
+            let mut open = one_way("10.66.2.2", 9, at);
+            open.protocol = 17;
+            open.first_seen_ns = at - age;
+            flood.latest_flow = Some(open);
+            flood
+        };
+        let mut young = detector(|_| {});
+        young.on_report(flood_report(2 * SECOND, 100_000_000));
+        assert_eq!(decisions(&young.tick()), vec![(Action::Alert, "10.66.2.2".to_string())], "a flow 100 ms old waits for more");
+        assert_eq!(young.counters.flows_scored, 0);
+        let mut detector = detector(|_| {});
+        detector.on_report(flood_report(2 * SECOND, 600_000_000));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.2".to_string())]);
+        let block = events.iter().find(|event| event.action == Action::Block).expect("block");
+        assert_eq!((block.category, block.authoritative), (Category::Flood, "both"), "{}", block.provenance);
+        // The same open flow in the next report is not scored again.
+        detector.on_report(flood_report(2 * SECOND + 100_000_000, 700_000_000));
+        detector.tick();
+        assert_eq!(detector.counters.flows_scored, 1);
+    }
+
+    #[test]
+    fn one_long_flow_counts_once_towards_the_model_alone() {
+        let mut detector = detector(|_| {});
+        // Four interim records of one open flow, each scored 0.99: one flow, not four.
+        for at in [5, 10, 15, 20] {
+            let mut record = one_way("10.66.2.9", 4444, at * SECOND);
+            record.first_seen_ns = SECOND;
+            detector.on_flow(record);
+        }
+        assert_eq!(decisions(&detector.tick()), vec![(Action::Alert, "10.66.2.9".to_string())]);
+        // Two more flows: three distinct flows at 0.99.
+        for port in [41000, 41001] {
+            detector.on_flow(FlowRecord { src_port: port, ..one_way("10.66.2.9", 4444, 21 * SECOND) });
+        }
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, "10.66.2.9".to_string())]);
+        assert!(events[0].provenance.contains("max of 3 flows, 3 at or above"), "{}", events[0].provenance);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod logging;
 pub mod neighbours;
 pub mod pipeline;
+pub mod pki;
 pub mod query_server;
 pub mod replay;
 pub mod supervise;

@@ -134,6 +134,14 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
             Err(error) => error!(error = %error, "persistent storage did not mount: the log, keys and saved blocks live in RAM until the next boot"),
         }
     }
+    if config.pki.enabled {
+        // After the data partition is mounted (the certificates live there). A failure
+        // stops nothing local: detection and blocking do not need certificates, only the
+        // fleet does.
+        if let Err(error) = crate::pki::provision(&config, false) {
+            error!(error = %error, "certificates not provisioned ([pki]); `mldefender pki status` shows what is there");
+        }
+    }
     for interface in &config.system.interfaces_up {
         if let Err(error) = init::set_link_up("lo").and_then(|()| init::set_link_up(interface)) {
             error!(error = %error, "failed to bring an interface up");

@@ -1,0 +1,135 @@
+//! The fleet's etcd (tests/fleet/etcd.sh): a real 3-member etcd 3.4 cluster with mutual
+//! TLS from `mldefender pki` certificates and a role per node. What must be refused is
+//! refused, with etcd's own answer asserted: no client certificate, a certificate from
+//! another CA, a node writing under another node's prefix. One member killed: the
+//! cluster keeps quorum. Privileged (root, network namespaces); CI requires it.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::*;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+struct Cluster {
+    id: String,
+    state: PathBuf,
+}
+
+impl Cluster {
+    fn up(nodes: &[&str]) -> Option<Cluster> {
+        if !is_root() {
+            assert!(!env_flag("MLD_REQUIRE_LAB"), "MLD_REQUIRE_LAB is set but the tests do not run as root");
+            eprintln!("skipped: the etcd cluster needs root");
+            return None;
+        }
+        let id = format!("f{}{}", NEXT.fetch_add(1, Ordering::SeqCst), std::process::id() % 100_000);
+        let output = run(Command::new("bash").arg(script()).args(["up", &id]).args(nodes).env("MLD_BIN", env!("CARGO_BIN_EXE_mldefender")));
+        assert!(output.status.success(), "etcd up failed: {}", text(&output));
+        let state = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        Some(Cluster { id, state })
+    }
+
+    /// etcdctl in the hub namespace as USER (a bundle in the cluster's state).
+    fn ctl(&self, user: &str, args: &[&str]) -> Output {
+        run(Command::new("bash").arg(script()).args(["ctl", &self.id, user]).args(args))
+    }
+
+    /// etcdctl with explicit TLS files (or none), against member 1.
+    fn ctl_with(&self, tls: &[String], args: &[&str]) -> Output {
+        let mut command = Command::new("bash");
+        command.arg(script()).args(["exec", &self.id, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", "https://10.77.0.1:2379", "--dial-timeout", "3s"]);
+        command.args(tls).args(args);
+        run(&mut command)
+    }
+
+    fn bundle(&self, user: &str, file: &str) -> String {
+        self.state.join("bundles").join(user).join(file).display().to_string()
+    }
+
+    fn member_log(&self, n: u32) -> String {
+        std::fs::read_to_string(self.state.join("logs").join(format!("etcd-{n}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).args(["down", &self.id]).output();
+    }
+}
+
+fn script() -> PathBuf {
+    repo().join("tests/fleet/etcd.sh")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn mutual_tls_and_per_node_roles_refuse_what_they_must_and_a_lost_member_changes_nothing() {
+    let Some(cluster) = Cluster::up(&["gw-1", "gw-2"]) else { return };
+
+    // A node writes under its own prefix and reads the fleet's.
+    let own = cluster.ctl("gw-1", &["put", "/mld/nodes/gw-1/heartbeat", "1"]);
+    assert!(own.status.success() && text(&own).contains("OK"), "{}", text(&own));
+    let theirs = cluster.ctl("gw-2", &["get", "/mld/nodes/gw-1/heartbeat"]);
+    assert!(theirs.status.success() && text(&theirs).contains("/mld/nodes/gw-1/heartbeat"), "{}", text(&theirs));
+
+    // ... and nothing under another node's prefix: etcd's RBAC answers.
+    let forged = cluster.ctl("gw-1", &["put", "/mld/blocks/gw-2/10.66.2.2", "forged"]);
+    assert!(!forged.status.success(), "gw-1 wrote under gw-2's prefix: {}", text(&forged));
+    assert!(text(&forged).contains("permission denied"), "{}", text(&forged));
+    assert!(cluster.ctl("gw-2", &["get", "/mld/blocks/gw-2/10.66.2.2"]).stdout.is_empty(), "nothing was written");
+
+    // No client certificate: the TLS handshake is refused, and etcd logs why.
+    let anonymous = cluster.ctl_with(&["--cacert".to_string(), cluster.bundle("gw-1", "ca.pem")], &["get", "/mld/", "--prefix"]);
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    assert!(
+        common::lab::eventually(std::time::Duration::from_secs(5), || cluster.member_log(1).contains("client didn't provide a certificate")),
+        "etcd's log: {}",
+        cluster.member_log(1)
+    );
+
+    // A certificate from another CA (same CN): refused as well.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let other_ca = elsewhere.path().join("ca");
+    let other_bundle = elsewhere.path().join("gw-1");
+    for args in [
+        vec!["pki", "init", "--dir", other_ca.to_str().expect("path")],
+        vec!["pki", "issue", "--ca-dir", other_ca.to_str().expect("path"), "--node", "gw-1", "--out", other_bundle.to_str().expect("path")],
+    ] {
+        let output = run(mldefender().args(&args));
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    let foreign = cluster.ctl_with(
+        &[
+            "--cacert".to_string(),
+            cluster.bundle("gw-1", "ca.pem"),
+            "--cert".to_string(),
+            other_bundle.join("etcd-client.pem").display().to_string(),
+            "--key".to_string(),
+            other_bundle.join("etcd-client-key.pem").display().to_string(),
+        ],
+        &["put", "/mld/nodes/gw-1/heartbeat", "2"],
+    );
+    assert!(!foreign.status.success(), "{}", text(&foreign));
+    assert!(
+        common::lab::eventually(std::time::Duration::from_secs(5), || cluster.member_log(1).contains("certificate signed by unknown authority")),
+        "etcd's log: {}",
+        cluster.member_log(1)
+    );
+    let unchanged = cluster.ctl("gw-1", &["get", "--print-value-only", "/mld/nodes/gw-1/heartbeat"]);
+    assert_eq!(String::from_utf8_lossy(&unchanged.stdout).trim(), "1", "{}", text(&unchanged));
+
+    // One member killed: the other two keep quorum; writes and reads go on.
+    let killed = run(Command::new("bash").arg(script()).args(["kill", &cluster.id, "3"]));
+    assert!(killed.status.success(), "{}", text(&killed));
+    let during = cluster.ctl("gw-1", &["put", "/mld/nodes/gw-1/heartbeat", "3"]);
+    assert!(during.status.success(), "with 2 of 3 members: {}", text(&during));
+    let read = cluster.ctl("gw-2", &["get", "--print-value-only", "/mld/nodes/gw-1/heartbeat"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "3", "{}", text(&read));
+}
