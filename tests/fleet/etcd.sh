@@ -95,11 +95,11 @@ up() {
     local n
     for n in 1 2 3; do
         "$bin" pki issue --ca-dir "$state/ca" --node "etcd-$n" --out "$state/bundles/etcd-$n" \
-            --etcd-san "$(address "$n")" --etcd-san localhost >/dev/null
+            --etcd-san "$(address "$n")" --etcd-san localhost >/dev/null 2>>"$state/logs/pki.log"
     done
     local user
     for user in root "${nodes[@]}"; do
-        "$bin" pki issue --ca-dir "$state/ca" --node "$user" --out "$state/bundles/$user" >/dev/null
+        "$bin" pki issue --ca-dir "$state/ca" --node "$user" --out "$state/bundles/$user" >/dev/null 2>>"$state/logs/pki.log"
     done
     # The network: a hub namespace with a bridge, one namespace per member.
     ip netns add "$(ns h)"
