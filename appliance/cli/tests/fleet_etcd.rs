@@ -1,7 +1,8 @@
 //! The fleet's etcd (tests/fleet/etcd.sh): a real 3-member etcd 3.4 cluster with mutual
 //! TLS from `mldefender pki` certificates and a role per node. What must be refused is
 //! refused, with etcd's own answer asserted: no client certificate, a certificate from
-//! another CA, a node writing under another node's prefix. One member killed: the
+//! another CA, an expired certificate from the fleet's CA, a node writing under another
+//! node's prefix. One member killed: the
 //! cluster keeps quorum. Privileged (root, network namespaces); CI requires it.
 
 mod common;
@@ -119,6 +120,33 @@ fn mutual_tls_and_per_node_roles_refuse_what_they_must_and_a_lost_member_changes
     assert!(!foreign.status.success(), "{}", text(&foreign));
     assert!(
         common::lab::eventually(std::time::Duration::from_secs(5), || cluster.member_log(1).contains("certificate signed by unknown authority")),
+        "etcd's log: {}",
+        cluster.member_log(1)
+    );
+    // An expired certificate from the fleet's own CA, with the right CN: refused too.
+    let ca_dir = cluster.state.join("ca");
+    let ca_key = mld_pki::store::read_secret(&ca_dir.join("ca-key.pem"), "CA key").expect("the cluster's CA key");
+    let ca = mld_pki::Ca::from_pem(&std::fs::read_to_string(ca_dir.join("ca.pem")).expect("ca.pem"), ca_key).expect("the cluster's CA");
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let spec = mld_pki::LeafSpec { kind: mld_pki::LeafKind::Client, common_name: "gw-1".to_string(), sans: Vec::new(), lifetime: time::Duration::days(1) };
+    let expired = ca.issue(&spec, long_ago).expect("issue an expired certificate");
+    let expired_dir = tempfile::tempdir().expect("dir");
+    std::fs::write(expired_dir.path().join("cert.pem"), &expired.cert_pem).expect("write");
+    std::fs::write(expired_dir.path().join("key.pem"), expired.key_pem.as_bytes()).expect("write");
+    let stale = cluster.ctl_with(
+        &[
+            "--cacert".to_string(),
+            cluster.bundle("gw-1", "ca.pem"),
+            "--cert".to_string(),
+            expired_dir.path().join("cert.pem").display().to_string(),
+            "--key".to_string(),
+            expired_dir.path().join("key.pem").display().to_string(),
+        ],
+        &["put", "/mld/nodes/gw-1/heartbeat", "2"],
+    );
+    assert!(!stale.status.success(), "{}", text(&stale));
+    assert!(
+        common::lab::eventually(std::time::Duration::from_secs(5), || cluster.member_log(1).contains("certificate has expired or is not yet valid")),
         "etcd's log: {}",
         cluster.member_log(1)
     );
