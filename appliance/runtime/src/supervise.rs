@@ -235,7 +235,8 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     };
     let clock = SystemClock;
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
-    run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock);
+    let certificates = crate::pki::Watch::new(&config, clock.now(), crate::pki::CHECK_EVERY);
+    run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock, certificates);
     machine.shutdown(&mut spawner, &clock);
     spawner.dataplane.shutdown();
     info!("supervisor stopped");
@@ -304,9 +305,19 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 
 /// The supervisor's loop until SIGTERM or SIGINT: the machine's step, the status socket,
 /// the data plane's periodic work.
-fn run_loop(machine: &mut Machine, spawner: &mut RealSpawner, status_listener: &UnixListener, stop: &AtomicBool, clock: &dyn Clock) {
+fn run_loop(
+    machine: &mut Machine,
+    spawner: &mut RealSpawner,
+    status_listener: &UnixListener,
+    stop: &AtomicBool,
+    clock: &dyn Clock,
+    mut certificates: Option<crate::pki::Watch>,
+) {
     let mut releases = crate::benign::Releases::default();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(watch) = certificates.as_mut() {
+            watch.poll(clock.now());
+        }
         let step = machine.step(spawner, clock.now());
         serve_status(machine, &mut releases, status_listener, clock.now());
         releases.poll(machine, clock.now());
