@@ -129,22 +129,10 @@ fn an_allowlisted_attacker_is_never_blocked_and_the_refusal_is_logged() {
     assert_eq!(row["refused"], serde_json::json!(["10.66.2.2"]), "the refusal is logged: {row}");
 }
 
-/// The lab's interfaces with the source check off on the attacker's link, so that
-/// spoofed sources reach detection (what an outsider's spoofed outside addresses do).
-fn no_source_check_on_the_attacker(lab: &Lab) -> String {
-    format!(
-        "[capture]\ninterfaces = [\
-         {{ name = \"mld{id}gc\", role = \"lan\" }}, \
-         {{ name = \"mld{id}ga\", role = \"lan\", source-check = \"off\" }}, \
-         {{ name = \"mld{id}gs\", role = \"wan\" }}]\n",
-        id = lab.id
-    )
-}
-
 #[test]
 fn spoofed_scanners_cannot_starve_the_breaker_and_the_real_scanner_is_blocked() {
     let Some(lab) = Lab::up() else { return };
-    let extra = format!("{}\n[response]\nmax-new-blocks-per-minute = 20\n", no_source_check_on_the_attacker(&lab));
+    let extra = format!("{}\n[response]\nmax-new-blocks-per-minute = 20\n", lab.no_source_check_on_the_attacker());
     let mut supervisor = Supervisor::start(&lab, &extra);
     supervisor.wait_ready(Duration::from_secs(30));
     // 150 spoofed sources, each sending SYNs to 40 ports (each alone looks like a port
@@ -171,7 +159,7 @@ fn spoofed_scans_from_the_resolver_and_the_upstream_gateway_never_get_them_block
     let Some(lab) = Lab::up() else { return };
     // The server is the lab's resolver; 10.66.9.3 is the gateway's upstream next hop.
     assert!(lab.exec("g", &["ip", "route", "add", "default", "via", "10.66.9.3", "dev", &lab.gateway_interface("s"), "onlink"]).status.success());
-    let extra = format!("{}\n[response]\nresolvers = [\"10.66.9.2\"]\n", no_source_check_on_the_attacker(&lab));
+    let extra = format!("{}\n[response]\nresolvers = [\"10.66.9.2\"]\n", lab.no_source_check_on_the_attacker());
     let mut supervisor = Supervisor::start(&lab, &extra);
     supervisor.wait_ready(Duration::from_secs(30));
     let mac = lab.gateway_mac("a");

@@ -15,19 +15,6 @@ use common::supervisor::Supervisor;
 use common::*;
 use serde_json::Value;
 
-/// The lab's interfaces with the source check off on the attacker's link, so that the
-/// random sources reach the gateway's detection (what an outsider's forged outside
-/// addresses do on a WAN).
-fn no_source_check_on_the_attacker(lab: &Lab) -> String {
-    format!(
-        "[capture]\ninterfaces = [\
-         {{ name = \"mld{id}gc\", role = \"lan\" }}, \
-         {{ name = \"mld{id}ga\", role = \"lan\", source-check = \"off\" }}, \
-         {{ name = \"mld{id}gs\", role = \"wan\" }}]\n",
-        id = lab.id
-    )
-}
-
 /// One HTTP request from the client to the server, answered within 2 s.
 fn request(lab: &Lab) -> bool {
     lab.exec("c", &["curl", "-s", "-f", "-o", "/dev/null", "--max-time", "2", "http://10.66.9.2:8080/index.html"]).status.success()
@@ -134,7 +121,7 @@ fn flood(binary: &Binary, lab: &Lab, extra: &str, seconds: u64) -> (Supervisor, 
 fn a_random_source_flood_is_guarded_the_known_client_gets_through_and_the_guard_lapses() {
     let Some(lab) = Lab::up() else { return };
     let binary = Binary::copy();
-    let extra = format!("{}\n[guard]\nquiet-secs = 3\n", no_source_check_on_the_attacker(&lab));
+    let extra = format!("{}\n[guard]\nquiet-secs = 3\n", lab.no_source_check_on_the_attacker());
     let (supervisor, guarded) = flood(&binary, &lab, &extra, 7);
     let on = eventually(Duration::from_secs(5), || !guard_events(&lab, "guard-on").is_empty());
     assert!(on, "no guard-on event: {}\n{}", status(&binary, &supervisor), supervisor.log());
@@ -171,7 +158,7 @@ fn a_random_source_flood_is_guarded_the_known_client_gets_through_and_the_guard_
     supervisor.stop();
 
     // The same flood without the guard, for comparison (printed; nothing guarded).
-    let extra = format!("{}\n[guard]\nenabled = false\n", no_source_check_on_the_attacker(&lab));
+    let extra = format!("{}\n[guard]\nenabled = false\n", lab.no_source_check_on_the_attacker());
     let events_before = guard_events(&lab, "guard-on").len();
     let (supervisor, unguarded) = flood(&binary, &lab, &extra, 7);
     let (succeeded, made) = unguarded.requests;

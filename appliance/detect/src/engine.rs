@@ -815,24 +815,25 @@ fn model_applies(flow: &FlowRecord) -> bool {
 /// The fast path's current verdict for a source: the strongest of the window rules, the
 /// slow rule and the authentication rule, while fresh.
 fn current_fast(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
-    let fresh =
-        |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
-    [fresh(&state.fast), fresh(&state.slow_verdict), fresh(&state.auth_verdict)]
-        .into_iter()
-        .flatten()
-        .reduce(|best, verdict| if verdict.score > best.score { verdict } else { best })
-        .unwrap_or_else(FastVerdict::none)
+    strongest([&state.fast, &state.slow_verdict, &state.auth_verdict], now, evidence_ns)
 }
 
 /// The strongest fresh verdict of the trackers whose sessions need the service's answers
 /// (slow attacks, password guessing): evidence a forger of the address cannot make.
 fn current_trackers(state: &SourceState, now: u64, evidence_ns: u64) -> FastVerdict {
-    let fresh =
-        |entry: &Option<(FastVerdict, u64)>| entry.as_ref().filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns).map(|(verdict, _)| verdict.clone());
-    [fresh(&state.slow_verdict), fresh(&state.auth_verdict)]
+    strongest([&state.slow_verdict, &state.auth_verdict], now, evidence_ns)
+}
+
+/// The highest-scoring verdict among those fresh within the evidence period (the first
+/// of equal scores), or none.
+fn strongest<const N: usize>(verdicts: [&Option<(FastVerdict, u64)>; N], now: u64, evidence_ns: u64) -> FastVerdict {
+    verdicts
         .into_iter()
         .flatten()
+        .filter(|(_, at)| now.saturating_sub(*at) <= evidence_ns)
+        .map(|(verdict, _)| verdict)
         .reduce(|best, verdict| if verdict.score > best.score { verdict } else { best })
+        .cloned()
         .unwrap_or_else(FastVerdict::none)
 }
 

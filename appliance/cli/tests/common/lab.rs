@@ -33,6 +33,18 @@ impl Lab {
         Some(lab)
     }
 
+    /// `[capture]` with the source check off on the attacker's link, so that forged
+    /// sources reach detection (what an outsider's forged outside addresses do on a WAN).
+    pub fn no_source_check_on_the_attacker(&self) -> String {
+        format!(
+            "[capture]\ninterfaces = [\
+             {{ name = \"mld{id}gc\", role = \"lan\" }}, \
+             {{ name = \"mld{id}ga\", role = \"lan\", source-check = \"off\" }}, \
+             {{ name = \"mld{id}gs\", role = \"wan\" }}]\n",
+            id = self.id
+        )
+    }
+
     /// Runs a command in node a (attacker), c (client), g (gateway) or s (server).
     pub fn exec(&self, node: &str, args: &[&str]) -> Output {
         run(Command::new("bash").arg(&self.script).args(["exec", &self.id, node]).args(args))
