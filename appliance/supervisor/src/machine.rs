@@ -450,9 +450,12 @@ impl Machine {
                 info!(task = task.config.kind.name(), "task stopped");
                 continue;
             }
-            let reason = match task.kill_reason.take() {
+            // The kernel's kill is the cause even when the RSS watchdog had already asked the
+            // task to stop (it counts shared pages the cgroup also charges, so both can fire).
+            let asked = task.kill_reason.take();
+            let reason = match asked {
+                _ if oom => format!("memory: killed by the kernel at memory.max ({} MiB, cgroup)", task.config.memory_max_bytes >> 20),
                 Some(reason) => reason,
-                None if oom => format!("memory: killed by the kernel at memory.max ({} MiB, cgroup)", task.config.memory_max_bytes >> 20),
                 None => reaped.status.to_string(),
             };
             warn!(task = task.config.kind.name(), reason = %reason, ran_ms = ran.as_millis() as u64, "task exited");

@@ -66,6 +66,8 @@ struct FakeSpawner {
     memory: HashMap<TaskKind, u64>,
     ignores_sigterm: HashSet<TaskKind>,
     ignores_shutdown: HashSet<TaskKind>,
+    /// The kernel's memory.events oom_kill count of each task's cgroup.
+    oom_kills: HashMap<TaskKind, u64>,
 }
 
 impl FakeSpawner {
@@ -163,8 +165,8 @@ impl Spawner for FakeSpawner {
         Some(self.memory.get(&kind).copied().unwrap_or(10 * MIB))
     }
 
-    fn oom_kills(&mut self, _kind: TaskKind) -> Option<u64> {
-        None
+    fn oom_kills(&mut self, kind: TaskKind) -> Option<u64> {
+        Some(self.oom_kills.get(&kind).copied().unwrap_or(0))
     }
 }
 
@@ -303,6 +305,25 @@ fn the_watchdog_terminates_a_task_over_its_memory_budget_and_kills_it_after_the_
     let task = status(&machine, &clock, TaskKind::Detect);
     assert_eq!((task.restarts, task.last_exit.as_deref()), (1, Some("memory: resident 100 MiB over the 64 MiB budget (RSS watchdog)")));
     assert_eq!(status(&machine, &clock, TaskKind::Capture).restarts, 0, "the other task is not touched");
+}
+
+#[test]
+fn a_task_the_kernel_kills_at_memory_max_after_the_watchdog_asked_it_to_stop_names_the_cgroup_kill() {
+    let clock = FakeClock::new();
+    let mut spawner = FakeSpawner::new();
+    let setups = vec![TaskSetup { config: task_config(TaskKind::Detect), cgroup: true }];
+    let mut machine = Machine::new(settings(), setups, clock.now()).with_jitter(|| 0.0);
+    let _ = machine.step(&mut spawner, clock.now());
+    spawner.ignores_sigterm.insert(TaskKind::Detect);
+    spawner.memory.insert(TaskKind::Detect, 70 * MIB);
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(200));
+    assert_eq!(spawner.signals, vec![(TaskKind::Detect, Signal::SIGTERM)], "the watchdog asked first");
+    // Before the grace ends the kernel kills the task at memory.max.
+    spawner.oom_kills.insert(TaskKind::Detect, 1);
+    spawner.end(TaskKind::Detect, ExitStatus::Killed(Signal::SIGKILL));
+    let _ = machine.step(&mut spawner, clock.now());
+    let task = status(&machine, &clock, TaskKind::Detect);
+    assert_eq!((task.restarts, task.last_exit.as_deref()), (1, Some("memory: killed by the kernel at memory.max (64 MiB, cgroup)")));
 }
 
 #[test]
