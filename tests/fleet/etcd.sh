@@ -18,12 +18,14 @@
 #   tests/fleet/etcd.sh down ID            remove everything cluster ID made
 #   tests/fleet/etcd.sh kill ID N          SIGKILL member N (1-3)
 #   tests/fleet/etcd.sh start ID N         start member N again (same data directory)
+#   tests/fleet/etcd.sh attach ID NETNS N  link namespace NETNS (a lab gateway) to the
+#                                          bridge as fleet0, 10.77.0.(10+N)
 #   tests/fleet/etcd.sh exec ID CMD...     run CMD in the hub namespace
 #   tests/fleet/etcd.sh ctl ID USER ARGS...   etcdctl in the hub as USER (a bundle name)
 # State (bundles, data, logs) lives in /run/mldefender-etcd-ID; `up` prints its path.
 set -Eeuo pipefail
 
-command=${1:?usage: etcd.sh up|down|kill|start|exec|ctl ID ...}
+command=${1:?usage: etcd.sh up|down|kill|start|attach|exec|ctl ID ...}
 id=${2:?cluster ID required}
 [[ "$id" =~ ^[a-z0-9]{1,8}$ ]] || { echo "etcd: ID must be 1-8 lowercase letters or digits" >&2; exit 2; }
 shift 2
@@ -147,6 +149,15 @@ case "$command" in
         n=${1:?member 1-3}
         start_member "$n"
         say "member $n started"
+        ;;
+    attach) # attach NETNS N: a link from NETNS (a lab's gateway) to the cluster's bridge,
+        # its end named fleet0 with 10.77.0.(10+N)
+        netns=${1:?network namespace}; n=${2:?node number 1-99}
+        ip link add "mld${id}n$n" netns "$(ns h)" type veth peer name fleet0 netns "$netns"
+        in_ns h ip link set "mld${id}n$n" master br0 up
+        ip -n "$netns" addr add "10.77.0.$((10 + n))/24" dev fleet0
+        ip -n "$netns" link set fleet0 up
+        say "attached $netns as 10.77.0.$((10 + n))"
         ;;
     exec) in_ns h "$@" ;;
     ctl) ctl "$@" ;;

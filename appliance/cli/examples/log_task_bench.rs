@@ -88,6 +88,7 @@ fn main() {
         flows_socket: work.path().join("flows.sock"),
         events_socket: socket.clone(),
         query_socket: work.path().join("query.sock"),
+        fleet_socket: None,
         capture_uid: uid,
         detect_uid: uid,
         log_public_key: None,

@@ -7,68 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 
+use common::cluster::{script, text, Cluster};
 use common::*;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-struct Cluster {
-    id: String,
-    state: PathBuf,
-}
-
-impl Cluster {
-    fn up(nodes: &[&str]) -> Option<Cluster> {
-        if !is_root() {
-            assert!(!env_flag("MLD_REQUIRE_LAB"), "MLD_REQUIRE_LAB is set but the tests do not run as root");
-            eprintln!("skipped: the etcd cluster needs root");
-            return None;
-        }
-        let id = format!("f{}{}", NEXT.fetch_add(1, Ordering::SeqCst), std::process::id() % 100_000);
-        let output = run(Command::new("bash").arg(script()).args(["up", &id]).args(nodes).env("MLD_BIN", env!("CARGO_BIN_EXE_mldefender")));
-        assert!(output.status.success(), "etcd up failed: {}", text(&output));
-        let state = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        Some(Cluster { id, state })
-    }
-
-    /// etcdctl in the hub namespace as USER (a bundle in the cluster's state).
-    fn ctl(&self, user: &str, args: &[&str]) -> Output {
-        run(Command::new("bash").arg(script()).args(["ctl", &self.id, user]).args(args))
-    }
-
-    /// etcdctl with explicit TLS files (or none), against member 1.
-    fn ctl_with(&self, tls: &[String], args: &[&str]) -> Output {
-        let mut command = Command::new("bash");
-        command.arg(script()).args(["exec", &self.id, "env", "ETCDCTL_API=3", "etcdctl", "--endpoints", "https://10.77.0.1:2379", "--dial-timeout", "3s"]);
-        command.args(tls).args(args);
-        run(&mut command)
-    }
-
-    fn bundle(&self, user: &str, file: &str) -> String {
-        self.state.join("bundles").join(user).join(file).display().to_string()
-    }
-
-    fn member_log(&self, n: u32) -> String {
-        std::fs::read_to_string(self.state.join("logs").join(format!("etcd-{n}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).args(["down", &self.id]).output();
-    }
-}
-
-fn script() -> PathBuf {
-    repo().join("tests/fleet/etcd.sh")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
 
 #[test]
 fn mutual_tls_and_per_node_roles_refuse_what_they_must_and_a_lost_member_changes_nothing() {

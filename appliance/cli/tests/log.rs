@@ -446,6 +446,7 @@ impl LogTask {
             flows_socket: "/nonexistent/flows.sock".into(),
             events_socket: events.clone(),
             query_socket: "/nonexistent/query.sock".into(),
+            fleet_socket: None,
             capture_uid: uid,
             detect_uid: uid,
             log_public_key: None,

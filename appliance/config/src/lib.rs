@@ -10,6 +10,7 @@
 
 mod detect;
 mod error;
+mod fleet;
 mod guard;
 pub mod ids;
 mod pki;
@@ -20,6 +21,7 @@ mod warnings;
 
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
+pub use fleet::FleetConfig;
 pub use guard::GuardConfig;
 pub use pki::PkiConfig;
 pub use validate::{

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub ingest: RawIngest,
     pub guard: crate::guard::RawGuard,
     pub pki: crate::pki::RawPki,
+    pub fleet: crate::fleet::RawFleet,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,13 +335,28 @@ impl Default for RawSupervisor {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTasks {
     pub capture: RawTask,
     pub detect: RawTask,
     pub log: RawTask,
     pub ingest: RawTask,
+    /// Runs only when `[fleet]` is on.
+    pub fleet: RawTask,
+}
+
+impl Default for RawTasks {
+    fn default() -> RawTasks {
+        RawTasks {
+            capture: RawTask::default(),
+            detect: RawTask::default(),
+            log: RawTask::default(),
+            ingest: RawTask::default(),
+            // An etcd client and a few thousand shared blocks: tens of MiB (ADR 0008).
+            fleet: RawTask { memory_high_mib: 96, memory_max_mib: 128, ..RawTask::default() },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

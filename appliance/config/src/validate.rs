@@ -33,6 +33,8 @@ pub struct Config {
     pub guard: crate::guard::GuardConfig,
     /// This node's certificates.
     pub pki: crate::pki::PkiConfig,
+    /// Sharing blocks with other appliances.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// The ingest task: verified tailing of the signed log.
@@ -158,10 +160,12 @@ pub enum TaskKind {
     Log,
     /// Follows the signed log and verifies every record (the similarity index comes next).
     Ingest,
+    /// Shares blocks with the other appliances of a fleet over etcd (only with `[fleet]` on).
+    Fleet,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 4] = [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest];
+    pub const ALL: [TaskKind; 5] = [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest, TaskKind::Fleet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -169,6 +173,7 @@ impl TaskKind {
             TaskKind::Detect => "detect",
             TaskKind::Log => "log",
             TaskKind::Ingest => "ingest",
+            TaskKind::Fleet => "fleet",
         }
     }
 
@@ -330,6 +335,7 @@ impl TryFrom<RawConfig> for Config {
             validate_task(TaskKind::Detect, &raw.tasks.detect, &mut errors),
             validate_task(TaskKind::Log, &raw.tasks.log, &mut errors),
             validate_task(TaskKind::Ingest, &raw.tasks.ingest, &mut errors),
+            validate_task(TaskKind::Fleet, &raw.tasks.fleet, &mut errors),
         ];
         let system = validate_system(&raw.system, &mut errors);
         let log = validate_log(&raw.log, &mut errors);
@@ -349,8 +355,13 @@ impl TryFrom<RawConfig> for Config {
         };
         let guard = crate::guard::validate_guard(&raw.guard, &mut errors);
         let pki = crate::pki::validate_pki(&raw.pki, &mut errors);
+        let fleet = crate::fleet::validate_fleet(&raw.fleet, &log.node, log.node_configured, pki.enabled, &mut errors);
+        let mut tasks = tasks;
+        for task in tasks.iter_mut().filter(|task| task.kind == TaskKind::Fleet) {
+            task.enabled &= fleet.enabled;
+        }
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki, fleet })
         } else {
             Err(errors)
         }

@@ -195,53 +195,13 @@ impl Responder {
     /// `max - reserved` new blocks a minute. The caller offers candidates strongest
     /// first (the breaker takes them in the order offered).
     pub fn decide(&mut self, source: IpAddr, category: Category, now_ns: u64, two_way: bool) -> Outcome {
-        if let Some(protection) = self.protection(source) {
-            self.refused += 1;
-            return Outcome::Refused(protection);
-        }
-        if let Some(exemption) = self.exemptions.covering(source, now_ns) {
-            self.refused += 1;
-            return Outcome::Refused(Protection::MarkedBenign(exemption.describe()));
-        }
-        if let Some(what) = self.flood_victim_of(source, now_ns) {
-            self.refused += 1;
-            return Outcome::Refused(Protection::FloodVictim(what));
-        }
-        self.active.retain(|_, until| *until > now_ns);
-        if self.is_blocked(source, now_ns) {
-            return Outcome::AlreadyBlocked;
-        }
-        let dry_run = self.config.mode == ResponseMode::DryRun;
-        if !dry_run {
-            const MINUTE_NS: u64 = 60_000_000_000;
-            if now_ns.saturating_sub(self.minute.start_ns) >= MINUTE_NS {
-                self.minute = Minute { start_ns: now_ns, ..Minute::default() };
-            }
-            let max = self.config.max_new_blocks_per_minute;
-            if self.minute.blocks >= max {
-                self.breaker_trips += 1;
-                return Outcome::BreakerOpen(format!(
-                    "lower evidence than the {} sources blocked this minute (response.max-new-blocks-per-minute {max}; within a tick the strongest evidence is served first)",
-                    self.minute.blocks
-                ));
-            }
-            let unreserved = max.saturating_sub(self.config.breaker_reserved_per_minute);
-            if !two_way && self.minute.one_way_blocks >= unreserved {
-                self.breaker_trips += 1;
-                return Outcome::BreakerOpen(format!(
-                    "no two-way evidence and the unreserved share is spent ({} of {unreserved} new blocks this minute; {} kept for sources with two-way evidence, response.breaker-reserved-percent)",
-                    self.minute.one_way_blocks, self.config.breaker_reserved_per_minute
-                ));
-            }
-            if self.active.len() >= self.config.max_active_blocks as usize {
-                self.breaker_trips += 1;
-                return Outcome::BreakerOpen(format!("{} blocks in force (response.max-active-blocks)", self.active.len()));
-            }
+        if let Some(outcome) = self.refuse_or_hold(source, now_ns, two_way) {
+            return outcome;
         }
         let repeat = self.history.get(&source).filter(|history| now_ns.saturating_sub(history.last_block_ns) <= self.config.repeat_window.as_nanos() as u64);
         let step = repeat.map_or(0, |history| history.step + 1);
         let ttl = self.ttl(category, step);
-        if dry_run {
+        if self.config.mode == ResponseMode::DryRun {
             return Outcome::WouldBlock { ttl, step };
         }
         if self.history.len() >= HISTORY_MAX && !self.history.contains_key(&source) {
@@ -250,12 +210,84 @@ impl Responder {
             }
         }
         self.history.insert(source, History { last_block_ns: now_ns, step });
+        self.record_block(source, ttl, now_ns, two_way);
+        Outcome::Block { ttl, step }
+    }
+
+    /// A block another node of the fleet decided (ADR 0008), with `remaining` of it left:
+    /// judged like this node's own verdicts (protections, exemptions, flood victims, the
+    /// circuit breaker and its bounds), counted as a source without two-way evidence here
+    /// (so a flood of remote verdicts cannot use the share kept for this node's own
+    /// proven attackers), for what is left and never beyond `ttl-max`. No escalation
+    /// step: repeats are the deciding node's to count.
+    pub fn decide_shared(&mut self, source: IpAddr, remaining: Duration, now_ns: u64) -> Outcome {
+        if let Some(outcome) = self.refuse_or_hold(source, now_ns, false) {
+            return outcome;
+        }
+        let ttl = remaining.min(self.config.ttl_max);
+        if self.config.mode == ResponseMode::DryRun {
+            return Outcome::WouldBlock { ttl, step: 0 };
+        }
+        self.record_block(source, ttl, now_ns, false);
+        Outcome::Block { ttl, step: 0 }
+    }
+
+    /// What stops a block of `source` before its TTL is chosen: a protection, an
+    /// exemption, a flood's victim (refused), a block already in force, or the circuit
+    /// breaker (not in dry run).
+    fn refuse_or_hold(&mut self, source: IpAddr, now_ns: u64, two_way: bool) -> Option<Outcome> {
+        if let Some(protection) = self.protection(source) {
+            self.refused += 1;
+            return Some(Outcome::Refused(protection));
+        }
+        if let Some(exemption) = self.exemptions.covering(source, now_ns) {
+            self.refused += 1;
+            return Some(Outcome::Refused(Protection::MarkedBenign(exemption.describe())));
+        }
+        if let Some(what) = self.flood_victim_of(source, now_ns) {
+            self.refused += 1;
+            return Some(Outcome::Refused(Protection::FloodVictim(what)));
+        }
+        self.active.retain(|_, until| *until > now_ns);
+        if self.is_blocked(source, now_ns) {
+            return Some(Outcome::AlreadyBlocked);
+        }
+        if self.config.mode == ResponseMode::DryRun {
+            return None;
+        }
+        const MINUTE_NS: u64 = 60_000_000_000;
+        if now_ns.saturating_sub(self.minute.start_ns) >= MINUTE_NS {
+            self.minute = Minute { start_ns: now_ns, ..Minute::default() };
+        }
+        let max = self.config.max_new_blocks_per_minute;
+        if self.minute.blocks >= max {
+            self.breaker_trips += 1;
+            return Some(Outcome::BreakerOpen(format!(
+                "lower evidence than the {} sources blocked this minute (response.max-new-blocks-per-minute {max}; within a tick the strongest evidence is served first)",
+                self.minute.blocks
+            )));
+        }
+        let unreserved = max.saturating_sub(self.config.breaker_reserved_per_minute);
+        if !two_way && self.minute.one_way_blocks >= unreserved {
+            self.breaker_trips += 1;
+            return Some(Outcome::BreakerOpen(format!(
+                "no two-way evidence and the unreserved share is spent ({} of {unreserved} new blocks this minute; {} kept for sources with two-way evidence, response.breaker-reserved-percent)",
+                self.minute.one_way_blocks, self.config.breaker_reserved_per_minute
+            )));
+        }
+        if self.active.len() >= self.config.max_active_blocks as usize {
+            self.breaker_trips += 1;
+            return Some(Outcome::BreakerOpen(format!("{} blocks in force (response.max-active-blocks)", self.active.len())));
+        }
+        None
+    }
+
+    fn record_block(&mut self, source: IpAddr, ttl: Duration, now_ns: u64, two_way: bool) {
         self.active.insert(source, now_ns.saturating_add(ttl.as_nanos() as u64));
         self.minute.blocks += 1;
         if !two_way {
             self.minute.one_way_blocks += 1;
         }
-        Outcome::Block { ttl, step }
     }
 
     /// The capture task removed an expired block.
@@ -411,6 +443,36 @@ mod tests {
         assert!(matches!(responder.decide(server, Category::Scan, 139 * SECOND, true), Outcome::Refused(Protection::FloodVictim(_))));
         let after = responder.decide(server, Category::Scan, 141 * SECOND, true);
         assert!(matches!(after, Outcome::Block { .. }), "{after:?}");
+    }
+
+    #[test]
+    fn a_shared_block_is_judged_like_our_own_verdicts_for_what_is_left_of_it() {
+        let mut responder = responder(ResponseMode::Block);
+        responder.config.max_new_blocks_per_minute = 10;
+        responder.config.breaker_reserved_per_minute = 4;
+        let hour = Duration::from_secs(3600);
+        // A protected address (the allowlist, our own) is refused whoever decided.
+        assert!(matches!(responder.decide_shared(ip("10.66.1.5"), hour, 0), Outcome::Refused(_)));
+        assert!(matches!(responder.decide_shared(ip("10.66.9.1"), hour, 0), Outcome::Refused(_)));
+        // What is left of the block, never beyond ttl-max; no escalation step.
+        assert_eq!(responder.decide_shared(ip("203.0.113.9"), Duration::from_secs(42), 0), Outcome::Block { ttl: Duration::from_secs(42), step: 0 });
+        assert_eq!(responder.decide_shared(ip("203.0.113.9"), hour, 1), Outcome::AlreadyBlocked);
+        let max = responder.config().ttl_max;
+        assert_eq!(responder.decide_shared(ip("203.0.113.10"), max * 4, 2), Outcome::Block { ttl: max, step: 0 });
+        // A flood of remote verdicts spends only the unreserved share of the breaker.
+        let unreserved = responder.config().max_new_blocks_per_minute - responder.config().breaker_reserved_per_minute;
+        let mut blocked = 2;
+        for n in 0..1000u32 {
+            let source = IpAddr::from(std::net::Ipv4Addr::from(0xc633_6400 + n));
+            if matches!(responder.decide_shared(source, hour, 3), Outcome::Block { .. }) {
+                blocked += 1;
+            }
+        }
+        assert_eq!(blocked, unreserved, "remote verdicts stop at the unreserved share");
+        assert!(
+            matches!(responder.decide(ip("198.18.0.1"), Category::Scan, 4, true), Outcome::Block { .. }),
+            "a proven local attacker still gets the reserved share"
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Action {
     Remove { prefix: IpPrefix, node: NodeName },
     /// Nothing to do, and why (logged when it is a refusal, not a duplicate).
     Ignored { key: String, why: String },
+    /// A record that breaks the schema (a key outside it, a malformed or inconsistent
+    /// value): a misbehaving writer, to count and log.
+    Invalid { key: String, why: String },
 }
 
 #[derive(Debug)]
@@ -110,11 +113,11 @@ impl Receiver {
     fn put(&mut self, key: String, value: &[u8], now_ms: u64) -> Action {
         let ignored = |key: String, why: String| Action::Ignored { key, why };
         if !key.starts_with(BLOCKS) {
-            return ignored(key, "outside /mld/blocks/".to_string());
+            return Action::Invalid { key, why: "outside /mld/blocks/".to_string() };
         }
         let block = match SharedBlock::from_entry(&key, value) {
             Ok(block) => block,
-            Err(error) => return ignored(key, error.to_string()),
+            Err(error) => return Action::Invalid { key, why: error.to_string() },
         };
         if block.node == self.config.own {
             return ignored(key, "this node's own block".to_string());
@@ -168,7 +171,7 @@ mod tests {
 
     fn why(action: &Action) -> &str {
         match action {
-            Action::Ignored { why, .. } => why,
+            Action::Ignored { why, .. } | Action::Invalid { why, .. } => why,
             other => panic!("expected an ignored event, got {other:?}"),
         }
     }

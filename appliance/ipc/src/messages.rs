@@ -115,6 +115,23 @@ pub enum ResponseMessage {
     Block { id: u64, prefix: IpPrefix, ttl_secs: u64, reason: DenyReason, decided_boot_ns: u64 },
 }
 
+/// Detect task ↔ fleet task, on the fleet socket (ADR 0008). Best-effort both ways: a
+/// message the other side cannot take now is dropped and counted (a shared block is a
+/// bonus; local enforcement never waits for the fleet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum FleetMessage {
+    /// Detect → fleet: this node blocked `prefix` on its own evidence until
+    /// `expires_unix_ms`; `event_id` is the decision's record in this node's log.
+    Decided { prefix: IpPrefix, reason: DenyReason, expires_unix_ms: u64, decided_unix_ms: u64, event_id: String },
+    /// Fleet → detect: another node's block, checked against its key and bounds
+    /// (`mld_fleet::SharedBlock`), for the detect task to judge and apply.
+    Shared { prefix: IpPrefix, reason: DenyReason, expires_unix_ms: u64, decided_unix_ms: u64, node: String, event_id: String },
+    /// Fleet → detect: something to put on record (a member joined or was lost, the
+    /// connection to etcd was lost or is back, a shared block was removed).
+    Note { what: String, detail: String },
+}
+
 /// Detect → log task. Events must not be lost: each carries a sequence
 /// number, stays in the sender's [`crate::AckWindow`] until acknowledged, and is sent again
 /// after a reconnect; the log task drops sequence numbers it has already written.
@@ -144,6 +161,10 @@ pub struct TaskSettings {
     pub events_socket: PathBuf,
     /// The socket the detect task asks its nearest past events on (the ingest task's).
     pub query_socket: PathBuf,
+    /// The socket the detect task connects to, to trade blocks with the fleet task;
+    /// `None` when no fleet task runs.
+    #[serde(default)]
+    pub fleet_socket: Option<PathBuf>,
     /// The users the receiving tasks admit as peers (peer credentials).
     pub capture_uid: u32,
     pub detect_uid: u32,
@@ -173,6 +194,7 @@ pub enum TaskCounters {
     Detect(DetectCounters),
     Log(LogCounters),
     Ingest(IngestCounters),
+    Fleet(FleetCounters),
 }
 
 /// The capture task's counters.
@@ -227,6 +249,10 @@ pub struct DetectCounters {
     pub block_latency_p99_us: u64,
     /// Events handed to the log task and acknowledged.
     pub events_acked: u64,
+    /// Other nodes' blocks applied here, and refused here (protections, breaker,
+    /// categories not accepted, expired).
+    pub shared_applied: u64,
+    pub shared_refused: u64,
 }
 
 /// The log task's counters.
@@ -254,6 +280,32 @@ pub struct IngestCounters {
     pub events_indexed: u64,
 }
 
+/// The fleet task's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetCounters {
+    /// 1 while the task has a working connection to etcd (its last request succeeded).
+    pub fleet_connected: u64,
+    /// Connections made (the first and every reconnect).
+    pub fleet_connects: u64,
+    /// This node's blocks written to etcd, and those that could not be (etcd away).
+    pub fleet_published: u64,
+    pub fleet_publish_failed: u64,
+    /// Other nodes' blocks received and handed to the detect task, and those dropped
+    /// (the detect task away, or its socket full).
+    pub fleet_received: u64,
+    pub fleet_handoff_dropped: u64,
+    /// Watch events or records refused by their checks (a key outside the schema, a bad
+    /// record): a misbehaving writer, counted and logged.
+    pub fleet_invalid: u64,
+    /// Full resyncs (at start, and after a compaction).
+    pub fleet_resyncs: u64,
+    /// Members with a live lease, this node included.
+    pub fleet_members: u64,
+    /// The etcd revision the task has applied up to.
+    pub fleet_revision: u64,
+}
+
 /// The whole pipeline's counters, each task's part as it last reported it (flat in JSON,
 /// as `mldefender status --json` has always shown them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +318,8 @@ pub struct PipelineCounters {
     pub log: LogCounters,
     #[serde(flatten)]
     pub ingest: IngestCounters,
+    #[serde(flatten)]
+    pub fleet: FleetCounters,
 }
 
 /// The two lines `mldefender status` prints: the data path end to end, then detection.
@@ -307,7 +361,27 @@ impl std::fmt::Display for PipelineCounters {
             p.detect.refused,
             p.detect.breaker_open,
             p.detect.stray_flows
-        )
+        )?;
+        if p.fleet != FleetCounters::default() {
+            let q = &p.fleet;
+            write!(
+                f,
+                "\nfleet: {}; connects {}; members {}; revision {}; published {} failed {}; received {} (applied {} refused {}) dropped {}; invalid {}; resyncs {}",
+                if q.fleet_connected == 1 { "connected" } else { "disconnected" },
+                q.fleet_connects,
+                q.fleet_members,
+                q.fleet_revision,
+                q.fleet_published,
+                q.fleet_publish_failed,
+                q.fleet_received,
+                p.detect.shared_applied,
+                p.detect.shared_refused,
+                q.fleet_handoff_dropped,
+                q.fleet_invalid,
+                q.fleet_resyncs
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +393,7 @@ impl TaskCounters {
             TaskCounters::Detect(_) => "detect",
             TaskCounters::Log(_) => "log",
             TaskCounters::Ingest(_) => "ingest",
+            TaskCounters::Fleet(_) => "fleet",
         }
     }
 }
@@ -331,6 +406,7 @@ impl PipelineCounters {
             TaskCounters::Detect(detect) => self.detect = detect,
             TaskCounters::Log(log) => self.log = log,
             TaskCounters::Ingest(ingest) => self.ingest = ingest,
+            TaskCounters::Fleet(fleet) => self.fleet = fleet,
         }
     }
 }

@@ -26,7 +26,7 @@ use mld_capture::TaskFds as DataplaneFds;
 use mld_config::{Config, TaskConfig, TaskKind};
 use mld_ipc::{ControlRequest, TaskSettings};
 use mld_supervisor::files::{create_dirs, give_dir, give_socket_to_group, set_umask, with_umask, PASS_THROUGH_MODE, SUPERVISOR_UMASK};
-use mld_supervisor::layout::{CaptureFds, DetectFds, IngestFds, LogFds, TaskFds};
+use mld_supervisor::layout::{CaptureFds, DetectFds, FleetFds, IngestFds, LogFds, TaskFds};
 use mld_supervisor::machine::{Clock, ExitStatus, Machine, Reaped, Settings, Spawner, SystemClock, TaskSetup, LOOP_TICK};
 use mld_supervisor::memory::{resident_bytes, TaskCgroup};
 use mld_supervisor::spawn::{kernel_needs_cap_bpf_for_map_fds, spawn, Executable, TaskSpawn};
@@ -41,6 +41,8 @@ use crate::exit::Exit;
 pub const STATUS_SOCKET: &str = "supervisor.sock";
 pub const FLOWS_SOCKET: &str = "flows.sock";
 pub const EVENTS_SOCKET: &str = "events.sock";
+/// Where the fleet task listens for the detect task (only with `[fleet]` on).
+pub const FLEET_SOCKET: &str = "fleet.sock";
 
 /// What the real spawner needs to start one task: who it runs as, where, in which cgroup.
 struct TaskProcess {
@@ -69,6 +71,8 @@ struct RealSpawner {
     /// gets its public key (ADR 0007).
     signing_key: std::fs::File,
     log_public_key: String,
+    /// The fleet task's socket and etcd identity, opened here (`None` without a fleet).
+    fleet: Option<FleetHandout>,
     tasks: Vec<TaskProcess>,
     keep_cap_bpf: bool,
 }
@@ -187,10 +191,22 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
         }
     };
     status_listener.set_nonblocking(true).context("failed to configure the status socket")?;
+    // The fleet is a bonus: without its identity the appliance protects on its own.
+    let fleet = if config.fleet.enabled && config.tasks.iter().any(|task| task.kind == TaskKind::Fleet && task.enabled) {
+        match FleetHandout::open(&config, &runtime) {
+            Ok(handout) => Some(handout),
+            Err(error) => {
+                error!(error = %format!("{error:#}"), "the fleet task cannot start: this node runs without its fleet");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let mut processes = Vec::new();
     let mut setups = Vec::new();
-    for task_config in config.tasks.iter().filter(|task| task.enabled) {
+    for task_config in config.tasks.iter().filter(|task| task.enabled && (task.kind != TaskKind::Fleet || fleet.is_some())) {
         let (uid, default_gid) = mld_config::ids::resolve_user(&task_config.user)
             .with_context(|| format!("user `{}` of task {} does not exist", task_config.user, task_config.kind.name()))?;
         let gid = match &task_config.group {
@@ -230,6 +246,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
         log_key,
         signing_key,
         log_public_key,
+        fleet,
         tasks: processes,
         keep_cap_bpf: kernel_needs_cap_bpf_for_map_fds(),
     };
@@ -244,8 +261,38 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(FLOWS_SOCKET));
     let _ = std::fs::remove_file(runtime.join(EVENTS_SOCKET));
+    let _ = std::fs::remove_file(runtime.join(FLEET_SOCKET));
     let _ = std::fs::remove_file(runtime.join(crate::query_server::QUERY_SOCKET));
     Ok(Exit::Success)
+}
+
+/// What the supervisor opens for the fleet task: the socket the detect task connects to
+/// (the task admits the detect task's user only), and its etcd identity from `pki.dir`.
+/// The key is checked like every secret (`mld-secret`: root's, no group or other access,
+/// no link); the task reads the fds and never sees the directory.
+#[derive(Debug)]
+struct FleetHandout {
+    listener: UnixListener,
+    cert: std::fs::File,
+    key: std::fs::File,
+    ca: std::fs::File,
+}
+
+impl FleetHandout {
+    fn open(config: &Config, runtime: &Path) -> anyhow::Result<FleetHandout> {
+        let dir = &config.pki.dir;
+        let open = |name: String| {
+            let path = dir.join(&name);
+            std::fs::File::open(&path).with_context(|| format!("failed to open `{}` (run `mldefender pki status`)", path.display()))
+        };
+        let cert = open(format!("{}.pem", mld_pki::store::CLIENT))?;
+        let key_path = dir.join(format!("{}-key.pem", mld_pki::store::CLIENT));
+        let key = mld_secret::open_secret_file(&key_path, "the fleet's etcd client key").map_err(anyhow::Error::from)?;
+        let ca = open(mld_pki::store::TRUST_BUNDLE.to_string())?;
+        let listener = bind(&runtime.join(FLEET_SOCKET), 0o666)?;
+        listener.set_nonblocking(true).context("failed to configure the fleet socket")?;
+        Ok(FleetHandout { listener, cert, key, ca })
+    }
 }
 
 /// Opens the log key once (creating it, 0600, when missing and allowed), checked on the
@@ -378,6 +425,13 @@ impl RealSpawner {
             }
             // No key fd at all: the checkpoint public key comes in the settings.
             TaskKind::Ingest => TaskFds::Ingest(IngestFds { control, query: self.query_listener.as_fd() }),
+            // Only started when the handout opened (see `run`).
+            TaskKind::Fleet => match &self.fleet {
+                Some(fleet) => {
+                    TaskFds::Fleet(FleetFds { control, link: fleet.listener.as_fd(), cert: fleet.cert.as_fd(), key: fleet.key.as_fd(), ca: fleet.ca.as_fd() })
+                }
+                None => return vec![control],
+            },
         }
         .into_list()
     }
@@ -424,6 +478,7 @@ impl Spawner for RealSpawner {
             query_socket: self.runtime_dir.join(crate::query_server::QUERY_SOCKET),
             capture_uid: uid_of(TaskKind::Capture),
             detect_uid: uid_of(TaskKind::Detect),
+            fleet_socket: self.fleet.as_ref().map(|_| self.runtime_dir.join(FLEET_SOCKET)),
             log_public_key: (kind == TaskKind::Ingest).then(|| self.log_public_key.clone()),
             test: crate::task::test_hooks(kind),
         }

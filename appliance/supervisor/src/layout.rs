@@ -52,6 +52,18 @@ pub struct IngestFds<F> {
     pub query: F,
 }
 
+/// The fleet task: the listening socket the detect task trades blocks on, and its etcd
+/// identity, each file opened by the supervisor (the task cannot read `pki.dir`): the
+/// client certificate, its key, the trust bundle.
+#[derive(Debug)]
+pub struct FleetFds<F> {
+    pub control: F,
+    pub link: F,
+    pub cert: F,
+    pub key: F,
+    pub ca: F,
+}
+
 /// The fds of one task, by kind.
 #[derive(Debug)]
 pub enum TaskFds<F> {
@@ -59,6 +71,7 @@ pub enum TaskFds<F> {
     Detect(DetectFds<F>),
     Log(LogFds<F>),
     Ingest(IngestFds<F>),
+    Fleet(FleetFds<F>),
 }
 
 impl<F> TaskFds<F> {
@@ -68,6 +81,7 @@ impl<F> TaskFds<F> {
             TaskFds::Detect(_) => TaskKind::Detect,
             TaskFds::Log(_) => TaskKind::Log,
             TaskFds::Ingest(_) => TaskKind::Ingest,
+            TaskFds::Fleet(_) => TaskKind::Fleet,
         }
     }
 
@@ -80,6 +94,7 @@ impl<F> TaskFds<F> {
             TaskFds::Detect(DetectFds { control, flows }) => vec![control, flows],
             TaskFds::Log(LogFds { control, events, key, signing_key }) => vec![control, events, key, signing_key],
             TaskFds::Ingest(IngestFds { control, query }) => vec![control, query],
+            TaskFds::Fleet(FleetFds { control, link, cert, key, ca }) => vec![control, link, cert, key, ca],
         }
     }
 
@@ -102,6 +117,7 @@ impl<F> TaskFds<F> {
             TaskKind::Detect => TaskFds::Detect(DetectFds { control: next()?, flows: next()? }),
             TaskKind::Log => TaskFds::Log(LogFds { control: next()?, events: next()?, key: next()?, signing_key: next()? }),
             TaskKind::Ingest => TaskFds::Ingest(IngestFds { control: next()?, query: next()? }),
+            TaskKind::Fleet => TaskFds::Fleet(FleetFds { control: next()?, link: next()?, cert: next()?, key: next()?, ca: next()? }),
         })
     }
 
@@ -111,6 +127,7 @@ impl<F> TaskFds<F> {
             TaskKind::Capture => 8,
             TaskKind::Detect | TaskKind::Ingest => 2,
             TaskKind::Log => 4,
+            TaskKind::Fleet => 5,
         }
     }
 }
@@ -149,7 +166,7 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_through_its_list_in_the_same_order() {
-        for kind in [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest] {
+        for kind in TaskKind::ALL {
             let count = TaskFds::<usize>::count(kind);
             let fds = TaskFds::from_list(kind, 0..count).expect("enough");
             assert_eq!(fds.kind(), kind);

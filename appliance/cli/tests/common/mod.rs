@@ -1,6 +1,7 @@
 //! Helpers shared by the binary's integration tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod lab;
 pub mod supervisor;
 

@@ -355,6 +355,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
     let mut next_block_id = 1u64;
     let mut last_tick = Instant::now();
     let offset_ns = boot_to_realtime_offset_ns();
+    let mut fleet = start.settings.fleet_socket.clone().map(super::shared::FleetLink::new);
     let mut benign = crate::benign::BenignStore::open(&config.detect.state_dir, &mut detection, boot_time_ns() + offset_ns);
     control.ready();
     info!("detect task ready");
@@ -376,6 +377,19 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
                 });
                 control.send(&mld_ipc::TaskMessage::MarkedBenign { id, result });
             }
+        }
+        // Other nodes' blocks, judged here like our own verdicts, applied in one write.
+        if let Some(link) = fleet.as_mut() {
+            let now_ns = boot_time_ns() + offset_ns;
+            let mut commands = Vec::new();
+            for message in link.receive() {
+                let judged = super::shared::judge(link, &mut detection, message, now_ns, &mut next_block_id, boot_time_ns());
+                commands.extend(judged.command);
+                if let Some(record) = judged.record {
+                    events.send(record);
+                }
+            }
+            intake.send_blocks(&commands);
         }
         // At shutdown: once the capture task's streams ended (it stops first), or at the
         // drain deadline, decide on what arrived and stop.
@@ -402,9 +416,14 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             // Blocks first, all in one write, before anything else is done with the
             // events: the verdict-to-map time is what the deny map waits for.
             intake.send_blocks(&block_commands(&decisions, &mut next_block_id, boot_time_ns()));
+            let now_ms = (boot_time_ns() + offset_ns) / 1_000_000;
             for event in decisions {
                 log_decision(&event);
                 let record = detection.record(&event, "standalone");
+                if let (Some(link), Action::Block, Some(ttl)) = (fleet.as_mut(), event.action, event.ttl) {
+                    let event_id = record.get("event_id").and_then(|id| id.as_str()).unwrap_or_default().to_string();
+                    link.decided(IpPrefix::host(event.source), deny_reason(event.category), now_ms + ttl.as_millis() as u64, now_ms, event_id);
+                }
                 let record = match neighbours.as_mut() {
                     Some(neighbours) if event.action != Action::Observe => neighbours.submit(record),
                     _ => Some(record),
@@ -423,7 +442,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             }
         }
         events.pump(&|gap| gap_record(&detection, gap));
-        control.report_due(|| TaskCounters::Detect(counters(&detection, &events, &intake)));
+        control.report_due(|| TaskCounters::Detect(counters(&detection, &events, &intake, fleet.as_ref())));
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -440,7 +459,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         events.pump(&|gap| gap_record(&detection, gap));
         std::thread::sleep(Duration::from_millis(2));
     }
-    let counters = counters(&detection, &events, &intake);
+    let counters = counters(&detection, &events, &intake, fleet.as_ref());
     control.finish(TaskCounters::Detect(counters));
     info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)
@@ -460,7 +479,7 @@ fn log_decision(event: &Event) {
     }
 }
 
-fn counters(detection: &Detection, events: &EventSender, intake: &Intake) -> DetectCounters {
+fn counters(detection: &Detection, events: &EventSender, intake: &Intake, fleet: Option<&super::shared::FleetLink>) -> DetectCounters {
     let d = detection.detector.counters;
     DetectCounters {
         flows_received: d.flows_received,
@@ -475,6 +494,8 @@ fn counters(detection: &Detection, events: &EventSender, intake: &Intake) -> Det
         active_blocks: detection.detector.responder().active_blocks() as u64,
         block_latency_p99_us: intake.latencies.p99(),
         events_acked: events.acked,
+        shared_applied: fleet.map_or(0, |link| link.applied),
+        shared_refused: fleet.map_or(0, |link| link.refused),
     }
 }
 

@@ -24,9 +24,11 @@ use crate::exit::Exit;
 
 pub mod capture;
 pub mod detect;
+pub mod fleet;
 pub mod guard;
 pub mod ingest;
 pub mod log;
+pub mod shared;
 
 /// How often a task reports its counters to the supervisor.
 pub const COUNTERS_INTERVAL: Duration = Duration::from_millis(500);
@@ -202,6 +204,10 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
         TaskFds::Ingest(fds) => {
             let (mut control, start) = begin(fds.control, kind)?;
             ingest::run(&start, &mut control, &stop, fds.query)
+        }
+        TaskFds::Fleet(mld_supervisor::layout::FleetFds { control, link, cert, key, ca }) => {
+            let (mut control, start) = begin(control, kind)?;
+            fleet::run(&start, &mut control, &stop, fleet::Fds { link, cert, key, ca })
         }
     }
 }

@@ -1,0 +1,453 @@
+//! The fleet task (ADR 0008): this node's member of the fleet's etcd cluster, over mutual
+//! TLS with the identity the supervisor handed it as fds.
+//!
+//! - It registers the node under `/mld/nodes/NODE/member` with a lease kept alive.
+//! - It publishes the blocks the detect task decides under `/mld/blocks/NODE/`, in
+//!   batches (one transaction and one lease per batch: etcd deletes them as they lapse).
+//! - It watches `/mld/` from the revision it has applied, and hands other nodes' blocks
+//!   (checked by `mld_fleet::receiver`) to the detect task, whose responder judges them.
+//! - When etcd is away it reconnects with a back-off; on reconnect it reads the blocks
+//!   anew at one revision and watches from there (`Receiver::resync`: nothing applied
+//!   twice, nothing expired resurrected). Local detection never waits for any of it.
+//!
+//! It is the only task that runs an async runtime (tokio, current-thread); the detect
+//! task and the supervisor talk to it over the same framed sockets as every task.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
+use mld_fleet::block::SharedBlock;
+use mld_fleet::receiver::{Action, Receiver, ReceiverConfig, WatchEvent};
+use mld_fleet::schema::{self, NodeName};
+use mld_ipc::{Connection, FleetCounters, FleetMessage, TaskCounters};
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use super::{Control, Start};
+use crate::exit::Exit;
+
+/// Blocks waiting to be published while etcd is away, at most; beyond, the oldest are
+/// dropped and counted (they are enforced here all the same).
+const PENDING_MAX: usize = 8192;
+/// Puts in one transaction (etcd's default `--max-txn-ops` is 128).
+const BATCH_MAX: usize = 100;
+/// Shared blocks held at once, at most (`mld_fleet::receiver`).
+const SHARED_MAX: usize = 65_536;
+/// The loop's tick while nothing arrives: the detect socket and the control channel are
+/// read at least this often.
+const TICK: Duration = Duration::from_millis(5);
+/// The reconnect back-off: from the first to the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The detect task's socket: a few thousand shared blocks in flight.
+const LINK_OUT_BYTES: usize = 4 << 20;
+
+/// The identity read from the fds the supervisor opened (the key zeroized when dropped).
+struct Credentials {
+    cert: String,
+    key: Zeroizing<String>,
+    ca: String,
+}
+
+impl Credentials {
+    fn read(cert: OwnedFd, key: OwnedFd, ca: OwnedFd) -> anyhow::Result<Credentials> {
+        use std::io::Read;
+        let read = |fd: OwnedFd, what: &str| -> anyhow::Result<Zeroizing<String>> {
+            let mut text = Zeroizing::new(String::new());
+            std::fs::File::from(fd).read_to_string(&mut text).with_context(|| format!("failed to read the {what} handed by the supervisor"))?;
+            Ok(text)
+        };
+        Ok(Credentials {
+            cert: read(cert, "etcd client certificate")?.to_string(),
+            key: read(key, "etcd client key")?,
+            ca: read(ca, "trust bundle")?.to_string(),
+        })
+    }
+}
+
+/// An open session with the cluster.
+struct Session {
+    client: Client,
+    watch: WatchStream,
+    keeper: LeaseKeeper,
+    keep_alive: LeaseKeepAliveStream,
+    next_keep_alive: Instant,
+}
+
+/// The detect task's connection (it connects; only its user is admitted).
+struct Link {
+    listener: UnixListener,
+    detect_uid: u32,
+    connection: Option<Connection>,
+}
+
+impl Link {
+    /// Admits the detect task (the newest connection wins) and returns what it sent.
+    fn receive(&mut self) -> Vec<FleetMessage> {
+        while let Some(accepted) = mld_ipc::accept(&self.listener, &[self.detect_uid]) {
+            match accepted.map_err(anyhow::Error::from).and_then(|peer| Ok(Connection::new(peer.stream, LINK_OUT_BYTES)?)) {
+                Ok(connection) => {
+                    info!("the detect task connected");
+                    self.connection = Some(connection);
+                }
+                Err(error) => warn!(error = %error, "refused a connection on the fleet socket"),
+            }
+        }
+        let Some(connection) = self.connection.as_mut() else { return Vec::new() };
+        connection.receive();
+        let mut messages = Vec::new();
+        loop {
+            match connection.next_message::<FleetMessage>() {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(error) => {
+                    warn!(error = %error, "bad frame from the detect task; dropping its connection");
+                    self.connection = None;
+                    return messages;
+                }
+            }
+        }
+        if !connection.is_open() {
+            self.connection = None;
+        }
+        messages
+    }
+
+    /// Hands a message to the detect task; false when it could not (away, or full).
+    fn send(&mut self, message: &FleetMessage) -> bool {
+        let Some(connection) = self.connection.as_mut() else { return false };
+        let sent = connection.queue(message).is_ok();
+        connection.flush();
+        sent
+    }
+}
+
+struct Fleet {
+    node: NodeName,
+    config: mld_config::FleetConfig,
+    credentials: Credentials,
+    link: Link,
+    receiver: Receiver,
+    /// This node's blocks not yet in etcd, oldest first.
+    pending: VecDeque<SharedBlock>,
+    /// Members with a live lease, by name.
+    members: BTreeSet<String>,
+    counters: FleetCounters,
+}
+
+/// What the fleet task is handed beside its control channel.
+#[derive(Debug)]
+pub struct Fds {
+    pub link: OwnedFd,
+    pub cert: OwnedFd,
+    pub key: OwnedFd,
+    pub ca: OwnedFd,
+}
+
+/// Runs the fleet task until shutdown.
+pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) -> anyhow::Result<Exit> {
+    let node: NodeName = start.config.log.node.parse().context("log.node is not a fleet node name")?;
+    let credentials = Credentials::read(fds.cert, fds.key, fds.ca)?;
+    let listener = UnixListener::from(fds.link);
+    listener.set_nonblocking(true).context("failed to configure the fleet socket")?;
+    let receiver = Receiver::new(ReceiverConfig {
+        own: node.clone(),
+        enabled: start.config.fleet.receive,
+        categories: start.config.fleet.accept.clone(),
+        max_entries: SHARED_MAX,
+    });
+    let mut fleet = Fleet {
+        node,
+        config: start.config.fleet.clone(),
+        credentials,
+        link: Link { listener, detect_uid: start.settings.detect_uid, connection: None },
+        receiver,
+        pending: VecDeque::new(),
+        members: BTreeSet::new(),
+        counters: FleetCounters::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
+    control.ready();
+    info!(node = %fleet.node, endpoints = ?fleet.config.endpoints, "fleet task ready");
+    runtime.block_on(fleet.run(control, stop));
+    control.finish(TaskCounters::Fleet(fleet.counters));
+    info!(published = fleet.counters.fleet_published, received = fleet.counters.fleet_received, "fleet task stopped");
+    Ok(Exit::Success)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+}
+
+impl Fleet {
+    async fn run(&mut self, control: &mut Control, stop: &AtomicBool) {
+        let mut session: Option<Session> = None;
+        let mut next_connect = Instant::now();
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            if stop.load(Ordering::Relaxed) || control.shutdown_requested() {
+                break;
+            }
+            self.take_decisions();
+            if session.is_none() && Instant::now() >= next_connect {
+                match tokio::time::timeout(self.config.request_timeout * 3, self.open()).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out"))) {
+                    Ok(opened) => {
+                        session = Some(opened);
+                        backoff = BACKOFF_FIRST;
+                        self.counters.fleet_connects += 1;
+                        self.counters.fleet_connected = 1;
+                        info!(revision = self.receiver.revision(), members = self.members.len(), "connected to the fleet's etcd");
+                        self.note("connected", format!("connected to etcd at revision {}; {} members", self.receiver.revision(), self.members.len()));
+                    }
+                    Err(error) => {
+                        if self.counters.fleet_connected == 1 || self.counters.fleet_connects == 0 {
+                            warn!(error = %format!("{error:#}"), retry_ms = backoff.as_millis() as u64, "cannot reach the fleet's etcd; local protection goes on");
+                        }
+                        self.counters.fleet_connected = 0;
+                        next_connect = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            if let Some(open) = session.as_mut() {
+                if let Err(error) = self.serve(open).await {
+                    warn!(error = %format!("{error:#}"), "lost the fleet's etcd; local protection goes on, shared blocks stay until they expire");
+                    self.note("disconnected", format!("lost etcd: {error:#}"));
+                    session = None;
+                    self.counters.fleet_connected = 0;
+                    next_connect = Instant::now() + BACKOFF_FIRST;
+                }
+            } else {
+                tokio::time::sleep(TICK).await;
+            }
+            self.receiver.expire(unix_ms());
+            self.counters.fleet_members = self.members.len() as u64;
+            self.counters.fleet_revision = self.receiver.revision().max(0) as u64;
+            let counters = self.counters;
+            control.report_due(|| TaskCounters::Fleet(counters));
+        }
+        if let Some(mut open) = session {
+            // Publish what is left within a short bound; the member key goes with its lease.
+            let _ = tokio::time::timeout(Duration::from_millis(500), self.publish(&mut open.client)).await;
+        }
+    }
+
+    /// The detect task's decisions, queued for publishing (bounded).
+    fn take_decisions(&mut self) {
+        for message in self.link.receive() {
+            let FleetMessage::Decided { prefix, reason, expires_unix_ms, decided_unix_ms, event_id } = message else { continue };
+            if !self.config.publish {
+                continue;
+            }
+            if self.pending.len() >= PENDING_MAX {
+                self.pending.pop_front();
+                self.counters.fleet_publish_failed += 1;
+            }
+            let event_id: String = event_id.chars().filter(char::is_ascii_graphic).take(mld_fleet::block::MAX_EVENT_ID).collect();
+            let expires_at_ms = expires_unix_ms.min(decided_unix_ms + mld_fleet::block::MAX_TTL_MS);
+            self.pending.push_back(SharedBlock {
+                prefix,
+                category: reason,
+                expires_at_ms,
+                decided_at_ms: decided_unix_ms,
+                node: self.node.clone(),
+                event_id: if event_id.is_empty() { "unknown".to_string() } else { event_id },
+            });
+        }
+    }
+
+    /// Connects, registers the node, reads the blocks and members at one revision, and
+    /// watches `/mld/` from the next.
+    async fn open(&mut self) -> anyhow::Result<Session> {
+        let mut tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(self.credentials.ca.as_bytes()))
+            .identity(Identity::from_pem(self.credentials.cert.as_bytes(), self.credentials.key.as_bytes()));
+        if let Some(name) = &self.config.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        let options = ConnectOptions::new()
+            .with_tls(tls)
+            .with_timeout(self.config.request_timeout)
+            .with_connect_timeout(self.config.request_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let mut client = Client::connect(&self.config.endpoints, Some(options)).await.context("connect")?;
+        let lease_secs = self.config.lease.as_secs() as i64;
+        let lease = client.lease_grant(lease_secs, None).await.context("grant the membership lease")?.id();
+        let member = serde_json::json!({
+            "node": self.node.as_str(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_unix_ms": unix_ms(),
+        });
+        client.put(schema::member_key(&self.node), member.to_string(), Some(PutOptions::new().with_lease(lease))).await.context("register the member")?;
+        let (keeper, keep_alive) = client.lease_keep_alive(lease).await.context("keep the membership lease alive")?;
+        let blocks = client.get(schema::BLOCKS, Some(GetOptions::new().with_prefix())).await.context("read the shared blocks")?;
+        let revision = blocks.header().map_or(0, |header| header.revision());
+        let snapshot: Vec<(String, Vec<u8>)> = blocks.kvs().iter().filter_map(|kv| Some((kv.key_str().ok()?.to_string(), kv.value().to_vec()))).collect();
+        self.counters.fleet_resyncs += 1;
+        let actions = self.receiver.resync(snapshot, revision, unix_ms());
+        for action in actions {
+            self.act(action);
+        }
+        let nodes = client.get("/mld/nodes/", Some(GetOptions::new().with_prefix().with_keys_only())).await.context("read the members")?;
+        let now: BTreeSet<String> = nodes.kvs().iter().filter_map(|kv| member_of(kv.key_str().ok()?)).collect();
+        for gone in self.members.difference(&now).cloned().collect::<Vec<_>>() {
+            self.note("member-lost", format!("member {gone} left while this node was away"));
+        }
+        for joined in now.difference(&self.members).filter(|name| name.as_str() != self.node.as_str()).cloned().collect::<Vec<_>>() {
+            self.note("member-joined", format!("member {joined} is in the fleet"));
+        }
+        self.members = now;
+        let watch = client.watch(schema::ROOT, Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))).await.context("watch /mld/")?;
+        let interval = Duration::from_secs((lease_secs as u64 / 3).max(1));
+        Ok(Session { client, watch, keeper, keep_alive, next_keep_alive: Instant::now() + interval })
+    }
+
+    /// One turn with an open session: publish what waits, keep the lease alive, and take
+    /// what the watch brings (or the tick passes).
+    async fn serve(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            self.publish(&mut session.client).await?;
+        }
+        if Instant::now() >= session.next_keep_alive {
+            session.keeper.keep_alive().await.context("renew the membership lease")?;
+            session.next_keep_alive = Instant::now() + Duration::from_secs((self.config.lease.as_secs() / 3).max(1));
+        }
+        tokio::select! {
+            message = session.watch.message() => {
+                let response = message.context("the watch failed")?.context("the watch ended")?;
+                if response.canceled() || response.compact_revision() > 0 {
+                    // Compacted past our revision: read everything anew at one revision.
+                    anyhow::bail!("the watch was cancelled (compacted at revision {}): resyncing", response.compact_revision());
+                }
+                let now = unix_ms();
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Ok(key) = kv.key_str() else {
+                        self.counters.fleet_invalid += 1;
+                        continue;
+                    };
+                    if let Some(member) = member_of(key) {
+                        self.member_event(member, event.event_type());
+                        continue;
+                    }
+                    if !key.starts_with(schema::BLOCKS) {
+                        continue;
+                    }
+                    let revision = kv.mod_revision();
+                    let watched = match event.event_type() {
+                        EventType::Put => WatchEvent::Put { key: key.to_string(), value: kv.value().to_vec(), revision },
+                        EventType::Delete => WatchEvent::Delete { key: key.to_string(), revision },
+                    };
+                    let action = self.receiver.on_event(watched, now);
+                    self.act(action);
+                }
+            }
+            answer = session.keep_alive.message() => {
+                let answer = answer.context("the membership lease's keep-alive failed")?.context("the keep-alive stream ended")?;
+                if answer.ttl() <= 0 {
+                    anyhow::bail!("the membership lease expired (this node was silent for {} s)", self.config.lease.as_secs());
+                }
+            }
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        Ok(())
+    }
+
+    /// Writes the waiting blocks, a batch per transaction under one lease that outlives
+    /// the batch's longest block (etcd deletes the keys when it lapses; receivers apply
+    /// only what is left of each block's own expiry).
+    async fn publish(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let now = unix_ms();
+        self.pending.retain(|block| block.expires_at_ms > now);
+        while !self.pending.is_empty() {
+            let take = self.pending.len().min(BATCH_MAX);
+            let longest_ms = self.pending.iter().take(take).map(|block| block.expires_at_ms.saturating_sub(now)).max().unwrap_or(1000);
+            let lease = match client.lease_grant(longest_ms.div_ceil(1000) as i64 + 1, None).await {
+                Ok(lease) => lease.id(),
+                Err(error) => {
+                    self.counters.fleet_publish_failed += take as u64;
+                    return Err(anyhow::Error::from(error).context("grant a lease for shared blocks"));
+                }
+            };
+            let operations: Vec<TxnOp> = self
+                .pending
+                .iter()
+                .take(take)
+                .map(|block| TxnOp::put(schema::block_key(&self.node, &block.prefix), block.to_value(), Some(PutOptions::new().with_lease(lease))))
+                .collect();
+            if let Err(error) = client.txn(Txn::new().and_then(operations)).await {
+                self.counters.fleet_publish_failed += take as u64;
+                return Err(anyhow::Error::from(error).context("publish shared blocks"));
+            }
+            self.pending.drain(..take);
+            self.counters.fleet_published += take as u64;
+        }
+        Ok(())
+    }
+
+    /// Hands a receiver's decision to the detect task.
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Apply { block, ttl_secs: _ } => {
+                self.counters.fleet_received += 1;
+                let message = FleetMessage::Shared {
+                    prefix: block.prefix,
+                    reason: block.category,
+                    expires_unix_ms: block.expires_at_ms,
+                    decided_unix_ms: block.decided_at_ms,
+                    node: block.node.to_string(),
+                    event_id: block.event_id,
+                };
+                if !self.link.send(&message) {
+                    self.counters.fleet_handoff_dropped += 1;
+                }
+            }
+            // The deny entry lapses with its own TTL (the same absolute expiry); an early
+            // withdrawal (`block del` on the deciding node) is put on record.
+            Action::Remove { prefix, node } => self.note("shared-withdrawn", format!("{node} withdrew its block of {prefix}")),
+            Action::Ignored { .. } => {}
+            Action::Invalid { key, why } => {
+                self.counters.fleet_invalid += 1;
+                warn!(key, why, "refused a shared block record");
+            }
+        }
+    }
+
+    fn member_event(&mut self, member: String, kind: EventType) {
+        if member == self.node.as_str() {
+            return;
+        }
+        match kind {
+            EventType::Put => {
+                if self.members.insert(member.clone()) {
+                    self.note("member-joined", format!("member {member} joined the fleet"));
+                }
+            }
+            EventType::Delete => {
+                if self.members.remove(&member) {
+                    self.note("member-lost", format!("member {member} left the fleet (its lease lapsed or it stopped)"));
+                }
+            }
+        }
+    }
+
+    /// Puts a fleet happening on record (through the detect task, which logs it).
+    fn note(&mut self, what: &str, detail: String) {
+        info!(what, detail, "fleet");
+        let _ = self.link.send(&FleetMessage::Note { what: what.to_string(), detail });
+    }
+}
+
+/// The member name of a `/mld/nodes/NODE/member` key.
+fn member_of(key: &str) -> Option<String> {
+    let name = key.strip_prefix("/mld/nodes/")?.strip_suffix("/member")?;
+    name.parse::<NodeName>().ok().map(|name| name.to_string())
+}
