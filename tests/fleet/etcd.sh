@@ -73,7 +73,10 @@ start_member() { # start_member N
     for m in 1 2 3; do initial+="${initial:+,}etcd-$m=https://$(address "$m"):2380"; done
     local cluster_state=new
     [[ -d "$state/data/etcd-$n/member" ]] && cluster_state=existing
-    in_ns "e$n" setsid etcd --name "etcd-$n" --data-dir "$state/data/etcd-$n" \
+    # A simple command put in the background (not the in_ns function): the forked shell
+    # execs it, so no shell with this script's ERR trap waits on etcd (killing the member
+    # would fire the trap there and take the whole cluster down).
+    ip netns exec "$(ns "e$n")" setsid etcd --name "etcd-$n" --data-dir "$state/data/etcd-$n" \
         --listen-client-urls "https://$(address "$n"):2379" --advertise-client-urls "https://$(address "$n"):2379" \
         --listen-peer-urls "https://$(address "$n"):2380" --initial-advertise-peer-urls "https://$(address "$n"):2380" \
         --initial-cluster "$initial" --initial-cluster-state "$cluster_state" --initial-cluster-token "mld-$id" \
@@ -81,7 +84,6 @@ start_member() { # start_member N
         --peer-client-cert-auth --peer-trusted-ca-file "$b/ca.pem" --peer-cert-file "$b/etcd-peer.pem" --peer-key-file "$b/etcd-peer-key.pem" \
         --heartbeat-interval 100 --election-timeout 1000 \
         >>"$state/logs/etcd-$n.log" 2>&1 </dev/null &
-    echo $! >"$state/etcd-$n.pid"
 }
 
 up() {
@@ -142,7 +144,9 @@ case "$command" in
     down) down ;;
     kill)
         n=${1:?member 1-3}
-        kill -9 "$(cat "$state/etcd-$n.pid")"
+        # By its data directory: the pid file holds the launching subshell, not etcd.
+        pkill -9 -f -- "[-]-data-dir $state/data/etcd-$n " || { say "member $n was not running"; exit 1; }
+        wait_for 10 "member $n to exit" sh -c "! pgrep -f -- '[-]-data-dir $state/data/etcd-$n ' >/dev/null"
         say "member $n killed"
         ;;
     start)

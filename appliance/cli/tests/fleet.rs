@@ -103,3 +103,72 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
         supervisor.stop();
     }
 }
+
+#[test]
+fn no_etcd_member_loss_fleet_task_kill_or_whole_cluster_outage_loses_a_shared_block() {
+    let Some(a) = Lab::up() else { return };
+    let b = Lab::up().expect("lab b");
+    let cluster = Cluster::up(&["gw-a", "gw-b"]).expect("the etcd cluster");
+    cluster.attach(&format!("mld{}g", a.id), 1);
+    cluster.attach(&format!("mld{}g", b.id), 2);
+    let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", ""));
+    let mut sb = Supervisor::start(&b, &fleet_config(&cluster, "gw-b", ""));
+    for supervisor in [&mut sa, &mut sb] {
+        supervisor.wait_ready(Duration::from_secs(30));
+    }
+    let pipeline = |supervisor: &Supervisor, key: &str| supervisor.status()["pipeline"][key].as_u64().unwrap_or(0);
+    for supervisor in [&sa, &sb] {
+        assert!(eventually(Duration::from_secs(20), || pipeline(supervisor, "fleet_members") == 2), "{}", supervisor.log());
+    }
+
+    // One member of three killed: quorum holds and blocks still go round.
+    cluster.kill(3);
+    scan(&a, "a");
+    assert!(eventually(Duration::from_secs(10), || blocked(&a, ATTACKER)), "A blocks:\n{}", sa.log());
+    assert!(eventually(Duration::from_secs(10), || blocked(&b, ATTACKER)), "B applies with 2 of 3 members:\n{}", sb.log());
+
+    // B's fleet task SIGKILLed: the supervisor restarts it; it reads the blocks anew and
+    // applies nothing twice (the one it has is already in force).
+    let pid = sb.task("fleet")["pid"].as_u64().expect("the fleet task's pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the fleet task");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let task = sb.task("fleet");
+            task["restarts"] == 1 && task["state"] == "ready" && pipeline(&sb, "fleet_connected") == 1
+        }),
+        "the fleet task is back: {}\n{}",
+        sb.status(),
+        sb.log()
+    );
+
+    // The whole cluster down for 30 s: local protection goes on (A blocks its client's
+    // scan at once), applied shared blocks stay, and what A decided is published once
+    // etcd is back.
+    cluster.kill(1);
+    cluster.kill(2);
+    assert!(eventually(Duration::from_secs(15), || pipeline(&sa, "fleet_connected") == 0), "A notices the outage: {}\n{}", sa.status(), sa.log());
+    let outage = Instant::now();
+    scan(&a, "c");
+    assert!(eventually(Duration::from_secs(10), || blocked(&a, CLIENT)), "A blocks locally while etcd is down:\n{}", sa.log());
+    assert!(blocked(&b, ATTACKER), "B keeps the shared block it applied");
+    assert!(!blocked(&b, CLIENT), "nothing can reach B while etcd is down");
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
+    for member in 1..=3 {
+        cluster.start(member);
+    }
+    assert!(eventually(Duration::from_secs(30), || blocked(&b, CLIENT)), "B applies what A decided during the outage:\n{}\n{}", sb.status(), sb.log());
+    for supervisor in [&sa, &sb] {
+        assert!(eventually(Duration::from_secs(20), || pipeline(supervisor, "fleet_connected") == 1), "{}", supervisor.status());
+    }
+    // One record per shared block at B, whatever the restarts and resyncs.
+    assert_eq!(events_with(&b, "shared-block", ATTACKER).len(), 1, "the attacker's block applied once at B");
+    assert_eq!(events_with(&b, "shared-block", CLIENT).len(), 1, "the client's block applied once at B");
+    let notes: Vec<String> = b.events().iter().filter(|event| event["action"] == "fleet").map(|event| event["provenance"].to_string()).collect();
+    assert!(
+        notes.iter().any(|note| note.contains("lost etcd")) && notes.iter().any(|note| note.contains("connected to etcd")),
+        "B's log has the outage: {notes:?}"
+    );
+    for supervisor in [sa, sb] {
+        supervisor.stop();
+    }
+}

@@ -76,3 +76,17 @@ impl Cluster {
         (1..=3).map(|n| format!("https://10.77.0.{n}:2379")).collect()
     }
 }
+
+impl Cluster {
+    /// SIGKILLs member `n` (1-3).
+    pub fn kill(&self, n: u32) {
+        let output = run(Command::new("bash").arg(script()).args(["kill", &self.id, &n.to_string()]));
+        assert!(output.status.success(), "etcd kill {n}: {}", text(&output));
+    }
+
+    /// Starts member `n` again on its data directory.
+    pub fn start(&self, n: u32) {
+        let output = run(Command::new("bash").arg(script()).args(["start", &self.id, &n.to_string()]));
+        assert!(output.status.success(), "etcd start {n}: {}", text(&output));
+    }
+}

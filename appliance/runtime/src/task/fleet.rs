@@ -57,13 +57,30 @@ struct Credentials {
     ca: String,
 }
 
+/// The most a PEM file handed to the task may hold.
+const PEM_MAX_BYTES: usize = 64 * 1024;
+
 impl Credentials {
+    /// Reads each file from its start with `read_at`: the supervisor hands every run of the
+    /// task the same open file descriptions, whose shared offset a plain read would leave
+    /// at the end for the next run.
     fn read(cert: OwnedFd, key: OwnedFd, ca: OwnedFd) -> anyhow::Result<Credentials> {
-        use std::io::Read;
+        use std::os::unix::fs::FileExt;
         let read = |fd: OwnedFd, what: &str| -> anyhow::Result<Zeroizing<String>> {
-            let mut text = Zeroizing::new(String::new());
-            std::fs::File::from(fd).read_to_string(&mut text).with_context(|| format!("failed to read the {what} handed by the supervisor"))?;
-            Ok(text)
+            let file = std::fs::File::from(fd);
+            let mut bytes = Zeroizing::new(vec![0u8; PEM_MAX_BYTES]);
+            let mut len = 0;
+            loop {
+                let n = file.read_at(&mut bytes[len..], len as u64).with_context(|| format!("failed to read the {what} handed by the supervisor"))?;
+                if n == 0 {
+                    break;
+                }
+                len += n;
+                anyhow::ensure!(len < PEM_MAX_BYTES, "the {what} handed by the supervisor is larger than {PEM_MAX_BYTES} bytes");
+            }
+            let text = std::str::from_utf8(&bytes[..len]).with_context(|| format!("the {what} is not PEM text"))?;
+            anyhow::ensure!(text.contains("-----BEGIN "), "the {what} handed by the supervisor holds no PEM block");
+            Ok(Zeroizing::new(text.to_string()))
         };
         Ok(Credentials {
             cert: read(cert, "etcd client certificate")?.to_string(),
@@ -82,11 +99,17 @@ struct Session {
     next_keep_alive: Instant,
 }
 
-/// The detect task's connection (it connects; only its user is admitted).
+/// Messages for the detect task held while it is away (restarting), at most.
+const OUTBOX_MAX: usize = 16_384;
+
+/// The detect task's connection (it connects; only its user is admitted), and what waits
+/// for it while it is away: bounded, the oldest dropped first and counted.
 struct Link {
     listener: UnixListener,
     detect_uid: u32,
     connection: Option<Connection>,
+    outbox: VecDeque<FleetMessage>,
+    dropped: u64,
 }
 
 impl Link {
@@ -101,6 +124,7 @@ impl Link {
                 Err(error) => warn!(error = %error, "refused a connection on the fleet socket"),
             }
         }
+        self.flush();
         let Some(connection) = self.connection.as_mut() else { return Vec::new() };
         connection.receive();
         let mut messages = Vec::new();
@@ -121,12 +145,33 @@ impl Link {
         messages
     }
 
-    /// Hands a message to the detect task; false when it could not (away, or full).
-    fn send(&mut self, message: &FleetMessage) -> bool {
-        let Some(connection) = self.connection.as_mut() else { return false };
-        let sent = connection.queue(message).is_ok();
+    /// Hands a message to the detect task, or keeps it until the task is back.
+    fn send(&mut self, message: FleetMessage) {
+        if self.outbox.len() >= OUTBOX_MAX {
+            self.outbox.pop_front();
+            self.dropped += 1;
+        }
+        self.outbox.push_back(message);
+        self.flush();
+    }
+
+    /// Writes what waits, as far as the connection takes it.
+    fn flush(&mut self) {
+        let Some(connection) = self.connection.as_mut() else { return };
+        while let Some(message) = self.outbox.front() {
+            match connection.queue(message) {
+                Ok(()) => {
+                    self.outbox.pop_front();
+                }
+                Err(mld_ipc::SendError::Full { .. }) => break,
+                Err(error) => {
+                    warn!(error = %error, "a message cannot be sent to the detect task");
+                    self.outbox.pop_front();
+                    self.dropped += 1;
+                }
+            }
+        }
         connection.flush();
-        sent
     }
 }
 
@@ -140,6 +185,9 @@ struct Fleet {
     pending: VecDeque<SharedBlock>,
     /// Members with a live lease, by name.
     members: BTreeSet<String>,
+    /// The endpoint the next connection goes to: one member at a time, the next one after
+    /// a failure (a client balanced over all members keeps sending to a dead one).
+    endpoint: usize,
     counters: FleetCounters,
 }
 
@@ -168,12 +216,15 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
         node,
         config: start.config.fleet.clone(),
         credentials,
-        link: Link { listener, detect_uid: start.settings.detect_uid, connection: None },
+        link: Link { listener, detect_uid: start.settings.detect_uid, connection: None, outbox: VecDeque::new(), dropped: 0 },
         receiver,
         pending: VecDeque::new(),
         members: BTreeSet::new(),
+        endpoint: 0,
         counters: FleetCounters::default(),
     };
+    // Nodes spread over the members from the start.
+    fleet.endpoint = fleet.node.as_str().bytes().map(usize::from).sum::<usize>() % fleet.config.endpoints.len().max(1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
     control.ready();
     info!(node = %fleet.node, endpoints = ?fleet.config.endpoints, "fleet task ready");
@@ -204,13 +255,14 @@ impl Fleet {
                         backoff = BACKOFF_FIRST;
                         self.counters.fleet_connects += 1;
                         self.counters.fleet_connected = 1;
-                        info!(revision = self.receiver.revision(), members = self.members.len(), "connected to the fleet's etcd");
+                        let endpoint = &self.config.endpoints[self.endpoint % self.config.endpoints.len()];
+                        info!(endpoint, revision = self.receiver.revision(), members = self.members.len(), "connected to the fleet's etcd");
                         self.note("connected", format!("connected to etcd at revision {}; {} members", self.receiver.revision(), self.members.len()));
                     }
                     Err(error) => {
-                        if self.counters.fleet_connected == 1 || self.counters.fleet_connects == 0 {
-                            warn!(error = %format!("{error:#}"), retry_ms = backoff.as_millis() as u64, "cannot reach the fleet's etcd; local protection goes on");
-                        }
+                        let endpoint = &self.config.endpoints[self.endpoint % self.config.endpoints.len()];
+                        warn!(endpoint, error = %format!("{error:#}"), retry_ms = backoff.as_millis() as u64, "cannot reach the fleet's etcd; local protection goes on");
+                        self.endpoint += 1;
                         self.counters.fleet_connected = 0;
                         next_connect = Instant::now() + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -218,11 +270,13 @@ impl Fleet {
                 }
             }
             if let Some(open) = session.as_mut() {
-                if let Err(error) = self.serve(open).await {
+                let turn = tokio::time::timeout(self.config.request_timeout * 2, self.serve(open)).await;
+                if let Err(error) = turn.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {:?}", self.config.request_timeout * 2))) {
                     warn!(error = %format!("{error:#}"), "lost the fleet's etcd; local protection goes on, shared blocks stay until they expire");
                     self.note("disconnected", format!("lost etcd: {error:#}"));
                     session = None;
                     self.counters.fleet_connected = 0;
+                    self.endpoint += 1;
                     next_connect = Instant::now() + BACKOFF_FIRST;
                 }
             } else {
@@ -230,6 +284,7 @@ impl Fleet {
             }
             self.receiver.expire(unix_ms());
             self.counters.fleet_members = self.members.len() as u64;
+            self.counters.fleet_handoff_dropped = self.link.dropped;
             self.counters.fleet_revision = self.receiver.revision().max(0) as u64;
             let counters = self.counters;
             control.report_due(|| TaskCounters::Fleet(counters));
@@ -278,7 +333,8 @@ impl Fleet {
             .with_timeout(self.config.request_timeout)
             .with_connect_timeout(self.config.request_timeout)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        let mut client = Client::connect(&self.config.endpoints, Some(options)).await.context("connect")?;
+        let endpoint = self.config.endpoints[self.endpoint % self.config.endpoints.len()].clone();
+        let mut client = Client::connect([endpoint.as_str()], Some(options)).await.with_context(|| format!("connect to {endpoint}"))?;
         let lease_secs = self.config.lease.as_secs() as i64;
         let lease = client.lease_grant(lease_secs, None).await.context("grant the membership lease")?.id();
         let member = serde_json::json!({
@@ -406,9 +462,7 @@ impl Fleet {
                     node: block.node.to_string(),
                     event_id: block.event_id,
                 };
-                if !self.link.send(&message) {
-                    self.counters.fleet_handoff_dropped += 1;
-                }
+                self.link.send(message);
             }
             // The deny entry lapses with its own TTL (the same absolute expiry); an early
             // withdrawal (`block del` on the deciding node) is put on record.
@@ -442,7 +496,7 @@ impl Fleet {
     /// Puts a fleet happening on record (through the detect task, which logs it).
     fn note(&mut self, what: &str, detail: String) {
         info!(what, detail, "fleet");
-        let _ = self.link.send(&FleetMessage::Note { what: what.to_string(), detail });
+        self.link.send(FleetMessage::Note { what: what.to_string(), detail });
     }
 }
 
