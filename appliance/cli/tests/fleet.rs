@@ -172,3 +172,147 @@ fn no_etcd_member_loss_fleet_task_kill_or_whole_cluster_outage_loses_a_shared_bl
         supervisor.stop();
     }
 }
+
+/// The "arrived N ms after it was decided" of each shared-block record in `lab`'s log.
+fn arrival_ms(lab: &Lab) -> Vec<u64> {
+    lab.events()
+        .iter()
+        .filter(|event| event["action"] == "shared-block")
+        .filter_map(|event| {
+            let provenance = event["provenance"].as_str()?;
+            provenance.split("arrived ").nth(1)?.split(" ms").next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn percentile(values: &[u64], p: usize) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get((sorted.len() * p).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0)
+}
+
+/// Hands A's fleet task `count` decisions as its detect task would (tests/fleet/inject.py,
+/// as the detect task's user).
+fn inject(a: &Lab, start: usize, count: usize, spacing_ms: u32) {
+    let socket = format!("/run/mldefender-lab-{}/fleet.sock", a.id);
+    let output = run(std::process::Command::new("setpriv")
+        .args(["--reuid=mld-detect", "--regid=mld-detect", "--clear-groups", "/usr/bin/python3"])
+        .arg(repo().join("tests/fleet/inject.py"))
+        .args([socket, start.to_string(), count.to_string(), spacing_ms.to_string()]));
+    assert!(output.status.success(), "inject: {}", stderr(&output));
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit(')').next().expect("fields").split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+/// Benchmark (docs/benchmarks.md, "Fleet"): block decided on A → applied on B and C, with
+/// etcd's own watch latency (etcdctl) measured in the same run as the anchor.
+#[test]
+#[ignore = "benchmark: cargo test -p mld-cli --test fleet -- --ignored --nocapture"]
+fn bench_shared_block_propagation() {
+    let Some(a) = Lab::up() else { return };
+    let b = Lab::up().expect("lab b");
+    let c = Lab::up().expect("lab c");
+    let cluster = Cluster::up(&["gw-a", "gw-b", "gw-c"]).expect("the etcd cluster");
+    for (n, lab) in [&a, &b, &c].into_iter().enumerate() {
+        cluster.attach(&format!("mld{}g", lab.id), n as u32 + 1);
+    }
+    // Receivers whose breaker lets a burst of 1,200 through (the default is 120 a minute).
+    let roomy = "[response]\nmax-new-blocks-per-minute = 100000\nmax-active-blocks = 100000\n";
+    let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", ""));
+    let mut sb = Supervisor::start(&b, &fleet_config(&cluster, "gw-b", roomy));
+    let mut sc = Supervisor::start(&c, &fleet_config(&cluster, "gw-c", roomy));
+    for supervisor in [&mut sa, &mut sb, &mut sc] {
+        supervisor.wait_ready(Duration::from_secs(30));
+    }
+    for supervisor in [&sa, &sb, &sc] {
+        let members = || supervisor.status()["pipeline"]["fleet_members"].as_u64() == Some(3);
+        assert!(eventually(Duration::from_secs(20), members), "{}", supervisor.log());
+    }
+    // The anchor: etcdctl watching A's blocks from the cluster's hub.
+    let mut watcher = std::process::Command::new("bash")
+        .arg(repo().join("tests/fleet/etcd.sh"))
+        .args(["ctl", &cluster.id, "root", "watch", "--prefix", "/mld/blocks/gw-a/"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl watch");
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let sink = std::sync::Arc::clone(&watched);
+    let out = watcher.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+            if let Some(decided) = serde_json::from_str::<Value>(&line).ok().and_then(|value| value["decided-at-ms"].as_u64()) {
+                sink.lock().expect("lock").push(now.saturating_sub(decided));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    // 200 blocks, 20 ms apart.
+    inject(&a, 0, 200, 20);
+    for lab in [&b, &c] {
+        assert!(
+            eventually(Duration::from_secs(30), || arrival_ms(lab).len() >= 200),
+            "lab {}: {} of 200\nA: {}\nB: {}\n{}",
+            lab.id,
+            arrival_ms(lab).len(),
+            sa.status()["pipeline"],
+            sb.status()["pipeline"],
+            sb.log()
+        );
+    }
+    let anchor = watched.lock().expect("lock").clone();
+    let (at_b, at_c) = (arrival_ms(&b), arrival_ms(&c));
+    eprintln!(
+        "200 blocks, 20 ms apart: decided on A -> judged on B p50 {} ms p99 {} ms max {} ms; on C p50 {} ms p99 {} ms max {} ms; etcdctl watch (anchor) n={} p50 {} ms p99 {} ms",
+        percentile(&at_b, 50),
+        percentile(&at_b, 99),
+        percentile(&at_b, 100),
+        percentile(&at_c, 50),
+        percentile(&at_c, 99),
+        percentile(&at_c, 100),
+        anchor.len(),
+        percentile(&anchor, 50),
+        percentile(&anchor, 99)
+    );
+
+    // The fleet task at idle: resident memory and CPU over 10 s.
+    let fleet = sa.task("fleet");
+    let pid = fleet["pid"].as_u64().expect("pid");
+    let before = cpu_secs(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let cpu = (cpu_secs(pid) - before) / 10.0 * 100.0;
+    eprintln!("fleet task on A at idle: resident {} MiB, CPU {cpu:.2} % over 10 s", sa.task("fleet")["memory_bytes"].as_u64().unwrap_or(0) >> 20);
+
+    // A burst of 1,000 at once.
+    let started = Instant::now();
+    inject(&a, 1000, 1000, 0);
+    for lab in [&b, &c] {
+        assert!(eventually(Duration::from_secs(60), || arrival_ms(lab).len() >= 1200), "lab {}: {} of 1200", lab.id, arrival_ms(lab).len());
+    }
+    let took = started.elapsed();
+    let burst_b: Vec<u64> = arrival_ms(&b).into_iter().skip(200).collect();
+    let burst_c: Vec<u64> = arrival_ms(&c).into_iter().skip(200).collect();
+    let anchor = watched.lock().expect("lock").clone();
+    let burst_anchor: Vec<u64> = anchor.iter().skip(200).copied().collect();
+    eprintln!(
+        "burst of 1000: last applied on B {} ms, on C {} ms after its decision (all seen in the logs within {} ms); etcdctl watch (anchor) last {} ms (n={})",
+        percentile(&burst_b, 100),
+        percentile(&burst_c, 100),
+        took.as_millis(),
+        percentile(&burst_anchor, 100),
+        burst_anchor.len()
+    );
+    eprintln!("fleet task on A after the burst: resident {} MiB", sa.task("fleet")["memory_bytes"].as_u64().unwrap_or(0) >> 20);
+    let _ = watcher.kill();
+    for supervisor in [sa, sb, sc] {
+        supervisor.stop();
+    }
+}

@@ -4,8 +4,9 @@
 //! breaker still decide) and [`Action::Remove`] likewise.
 //!
 //! Guarantees, each tested below:
-//! - nothing is applied twice: an event at or below the last applied revision (a watch
-//!   resumed from an older revision) and a put of what is already applied are ignored;
+//! - nothing is applied twice: an event below the last applied revision (a watch resumed
+//!   from an older revision) and a put of what is already applied are ignored; the puts of
+//!   one transaction share a revision and are each applied;
 //! - nothing expired is applied, so a stale snapshot cannot resurrect a block;
 //! - after a snapshot, what is applied is exactly the snapshot's unexpired blocks;
 //! - the node's own blocks, categories it does not accept, and malformed records are
@@ -78,7 +79,9 @@ impl Receiver {
         let (key, revision) = match &event {
             WatchEvent::Put { key, revision, .. } | WatchEvent::Delete { key, revision } => (key.clone(), *revision),
         };
-        if revision <= self.revision {
+        // Below, not at: the puts of one transaction share its revision (a publisher's
+        // batch), and a re-delivered put at the last revision is caught as already applied.
+        if revision < self.revision {
             return Action::Ignored { key, why: format!("revision {revision} was applied before (last {})", self.revision) };
         }
         self.revision = revision;
@@ -182,8 +185,12 @@ mod tests {
         let scan = entry("gw-a", "10.66.2.2/32", 3_600_000, DenyReason::Scan);
         let action = receiver.on_event(put(scan.clone(), 10), NOW + 600_000);
         assert!(matches!(&action, Action::Apply { ttl_secs: 3000, .. }), "{action:?}");
-        assert!(why(&receiver.on_event(put(scan.clone(), 10), NOW)).contains("was applied before"), "same revision");
+        assert!(why(&receiver.on_event(put(scan.clone(), 10), NOW)).contains("already applied"), "the same event again");
         assert!(why(&receiver.on_event(put(scan.clone(), 11), NOW)).contains("already applied"), "a re-put");
+        // Another block of the same transaction (the same revision) is applied.
+        let other = entry("gw-a", "10.66.2.3/32", 3_600_000, DenyReason::Scan);
+        assert!(matches!(receiver.on_event(put(other, 11), NOW), Action::Apply { .. }), "one transaction's puts share a revision");
+        assert!(why(&receiver.on_event(put(scan.clone(), 9), NOW)).contains("was applied before"), "an older revision");
         let removed = receiver.on_event(WatchEvent::Delete { key: scan.0.clone(), revision: 12 }, NOW);
         assert_eq!(removed, Action::Remove { prefix: "10.66.2.2/32".parse().expect("prefix"), node: "gw-a".parse().expect("node") });
         assert_eq!(receiver.revision(), 12);

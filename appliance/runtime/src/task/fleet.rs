@@ -99,6 +99,8 @@ struct Session {
     next_keep_alive: Instant,
 }
 
+/// Connections on the fleet socket kept at once.
+const LINK_CONNECTIONS_MAX: usize = 4;
 /// Messages for the detect task held while it is away (restarting), at most.
 const OUTBOX_MAX: usize = 16_384;
 
@@ -107,7 +109,9 @@ const OUTBOX_MAX: usize = 16_384;
 struct Link {
     listener: UnixListener,
     detect_uid: u32,
-    connection: Option<Connection>,
+    /// Every open connection is read (a restarted detect task's overlaps the old one's);
+    /// messages go to the newest. At most [`LINK_CONNECTIONS_MAX`], the oldest closed.
+    connections: Vec<Connection>,
     outbox: VecDeque<FleetMessage>,
     dropped: u64,
 }
@@ -119,29 +123,36 @@ impl Link {
             match accepted.map_err(anyhow::Error::from).and_then(|peer| Ok(Connection::new(peer.stream, LINK_OUT_BYTES)?)) {
                 Ok(connection) => {
                     info!("the detect task connected");
-                    self.connection = Some(connection);
+                    if self.connections.len() >= LINK_CONNECTIONS_MAX {
+                        self.connections.remove(0);
+                    }
+                    self.connections.push(connection);
                 }
                 Err(error) => warn!(error = %error, "refused a connection on the fleet socket"),
             }
         }
-        self.flush();
-        let Some(connection) = self.connection.as_mut() else { return Vec::new() };
-        connection.receive();
         let mut messages = Vec::new();
-        loop {
-            match connection.next_message::<FleetMessage>() {
-                Ok(Some(message)) => messages.push(message),
-                Ok(None) => break,
-                Err(error) => {
-                    warn!(error = %error, "bad frame from the detect task; dropping its connection");
-                    self.connection = None;
-                    return messages;
+        let mut bad = Vec::new();
+        for (index, connection) in self.connections.iter_mut().enumerate() {
+            connection.receive();
+            loop {
+                match connection.next_message::<FleetMessage>() {
+                    Ok(Some(message)) => messages.push(message),
+                    Ok(None) => break,
+                    Err(error) => {
+                        warn!(error = %error, "bad frame on the fleet socket; dropping that connection");
+                        bad.push(index);
+                        break;
+                    }
                 }
             }
         }
-        if !connection.is_open() {
-            self.connection = None;
-        }
+        let mut index = 0;
+        self.connections.retain(|connection| {
+            index += 1;
+            connection.is_open() && !bad.contains(&(index - 1))
+        });
+        self.flush();
         messages
     }
 
@@ -157,7 +168,7 @@ impl Link {
 
     /// Writes what waits, as far as the connection takes it.
     fn flush(&mut self) {
-        let Some(connection) = self.connection.as_mut() else { return };
+        let Some(connection) = self.connections.last_mut() else { return };
         while let Some(message) = self.outbox.front() {
             match connection.queue(message) {
                 Ok(()) => {
@@ -216,7 +227,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
         node,
         config: start.config.fleet.clone(),
         credentials,
-        link: Link { listener, detect_uid: start.settings.detect_uid, connection: None, outbox: VecDeque::new(), dropped: 0 },
+        link: Link { listener, detect_uid: start.settings.detect_uid, connections: Vec::new(), outbox: VecDeque::new(), dropped: 0 },
         receiver,
         pending: VecDeque::new(),
         members: BTreeSet::new(),

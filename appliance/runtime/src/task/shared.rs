@@ -103,8 +103,8 @@ pub struct Judged {
 
 /// Judges a message from the fleet task at `now_ns` (the detect clock: Unix ns).
 pub fn judge(link: &mut FleetLink, detection: &mut Detection, message: FleetMessage, now_ns: u64, next_id: &mut u64, boot_ns: u64) -> Judged {
-    let (prefix, reason, expires_unix_ms, node, event_id) = match message {
-        FleetMessage::Shared { prefix, reason, expires_unix_ms, node, event_id, .. } => (prefix, reason, expires_unix_ms, node, event_id),
+    let (prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id) = match message {
+        FleetMessage::Shared { prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id } => (prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id),
         FleetMessage::Note { what, detail } => {
             let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
             let record =
@@ -139,7 +139,12 @@ pub fn judge(link: &mut FleetLink, detection: &mut Detection, message: FleetMess
                 SHARED_BLOCK,
                 source,
                 (now_ns, now_ns),
-                format!("{from}: {} for {} s, what is left of it", if dry_run { "would be applied (dry run)" } else { "applied" }, ttl.as_secs()),
+                format!(
+                    "{from}: {} for {} s, what is left of it; it arrived {} ms after it was decided",
+                    if dry_run { "would be applied (dry run)" } else { "applied" },
+                    ttl.as_secs(),
+                    now_ms.saturating_sub(decided_unix_ms)
+                ),
                 &id_text,
             );
             record.insert("category".to_string(), reason.as_str().into());
