@@ -14,7 +14,7 @@
 //! task and the supervisor talk to it over the same framed sockets as every task.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,9 +41,9 @@ const PENDING_MAX: usize = 8192;
 const BATCH_MAX: usize = 100;
 /// Shared blocks held at once, at most (`mld_fleet::receiver`).
 const SHARED_MAX: usize = 65_536;
-/// The loop's tick while nothing arrives: the detect socket and the control channel are
-/// read at least this often.
-const TICK: Duration = Duration::from_millis(5);
+/// The loop's tick while nothing arrives (the control channel, counters, expiry); the
+/// detect task's socket wakes the loop as soon as it is readable.
+const TICK: Duration = Duration::from_millis(100);
 /// The reconnect back-off: from the first to the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -107,20 +107,77 @@ const OUTBOX_MAX: usize = 16_384;
 /// The detect task's connection (it connects; only its user is admitted), and what waits
 /// for it while it is away: bounded, the oldest dropped first and counted.
 struct Link {
+    /// Registered with the runtime: the loop wakes when the socket is readable. Declared
+    /// before what it watches, so it is deregistered before the fd closes.
+    listener_ready: tokio::io::unix::AsyncFd<RawFd>,
     listener: UnixListener,
     detect_uid: u32,
     /// Every open connection is read (a restarted detect task's overlaps the old one's);
     /// messages go to the newest. At most [`LINK_CONNECTIONS_MAX`], the oldest closed.
-    connections: Vec<Connection>,
+    connections: Vec<Watched>,
     outbox: VecDeque<FleetMessage>,
     dropped: u64,
 }
 
+/// Registers `fd` with the runtime's reactor for readability.
+fn watch(fd: RawFd) -> std::io::Result<tokio::io::unix::AsyncFd<RawFd>> {
+    #[allow(unsafe_code)]
+    // SAFETY: every caller keeps the registration in a struct field declared before the
+    // field that owns `fd` (`Link::listener`, `Watched::connection`), so the registration is
+    // dropped, and deregistered, before the fd is closed.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).map_err(std::io::Error::from)
+    }
+}
+
+/// A connection and its registration with the runtime (dropped first).
+struct Watched {
+    ready: tokio::io::unix::AsyncFd<RawFd>,
+    connection: Connection,
+}
+
+impl Watched {
+    fn new(connection: Connection) -> std::io::Result<Watched> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let ready = watch(connection.as_fd().as_raw_fd())?;
+        Ok(Watched { ready, connection })
+    }
+}
+
 impl Link {
+    fn new(listener: UnixListener, detect_uid: u32) -> std::io::Result<Link> {
+        use std::os::fd::AsRawFd;
+        let listener_ready = watch(listener.as_raw_fd())?;
+        Ok(Link { listener_ready, listener, detect_uid, connections: Vec::new(), outbox: VecDeque::new(), dropped: 0 })
+    }
+
+    /// Waits until the socket or the newest connection is readable (the caller then reads
+    /// until nothing is left: readiness is cleared first, so nothing arriving is missed).
+    async fn readable(&self) {
+        let newest = async {
+            match self.connections.last() {
+                Some(watched) => {
+                    if let Ok(mut guard) = watched.ready.readable().await {
+                        guard.clear_ready();
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            guard = self.listener_ready.readable() => {
+                if let Ok(mut guard) = guard {
+                    guard.clear_ready();
+                }
+            }
+            () = newest => {}
+        }
+    }
+
     /// Admits the detect task (the newest connection wins) and returns what it sent.
     fn receive(&mut self) -> Vec<FleetMessage> {
         while let Some(accepted) = mld_ipc::accept(&self.listener, &[self.detect_uid]) {
-            match accepted.map_err(anyhow::Error::from).and_then(|peer| Ok(Connection::new(peer.stream, LINK_OUT_BYTES)?)) {
+            match accepted.map_err(anyhow::Error::from).and_then(|peer| Ok(Watched::new(Connection::new(peer.stream, LINK_OUT_BYTES)?)?)) {
                 Ok(connection) => {
                     info!("the detect task connected");
                     if self.connections.len() >= LINK_CONNECTIONS_MAX {
@@ -133,7 +190,7 @@ impl Link {
         }
         let mut messages = Vec::new();
         let mut bad = Vec::new();
-        for (index, connection) in self.connections.iter_mut().enumerate() {
+        for (index, Watched { connection, .. }) in self.connections.iter_mut().enumerate() {
             connection.receive();
             loop {
                 match connection.next_message::<FleetMessage>() {
@@ -148,9 +205,9 @@ impl Link {
             }
         }
         let mut index = 0;
-        self.connections.retain(|connection| {
+        self.connections.retain(|watched| {
             index += 1;
-            connection.is_open() && !bad.contains(&(index - 1))
+            watched.connection.is_open() && !bad.contains(&(index - 1))
         });
         self.flush();
         messages
@@ -168,7 +225,7 @@ impl Link {
 
     /// Writes what waits, as far as the connection takes it.
     fn flush(&mut self) {
-        let Some(connection) = self.connections.last_mut() else { return };
+        let Some(Watched { connection, .. }) = self.connections.last_mut() else { return };
         while let Some(message) = self.outbox.front() {
             match connection.queue(message) {
                 Ok(()) => {
@@ -217,6 +274,12 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
     let credentials = Credentials::read(fds.cert, fds.key, fds.ca)?;
     let listener = UnixListener::from(fds.link);
     listener.set_nonblocking(true).context("failed to configure the fleet socket")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
+    // Registered with the runtime's reactor: made inside it.
+    let link = {
+        let _entered = runtime.enter();
+        Link::new(listener, start.settings.detect_uid).context("failed to watch the fleet socket")?
+    };
     let receiver = Receiver::new(ReceiverConfig {
         own: node.clone(),
         enabled: start.config.fleet.receive,
@@ -227,7 +290,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
         node,
         config: start.config.fleet.clone(),
         credentials,
-        link: Link { listener, detect_uid: start.settings.detect_uid, connections: Vec::new(), outbox: VecDeque::new(), dropped: 0 },
+        link,
         receiver,
         pending: VecDeque::new(),
         members: BTreeSet::new(),
@@ -236,7 +299,6 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
     };
     // Nodes spread over the members from the start.
     fleet.endpoint = fleet.node.as_str().bytes().map(usize::from).sum::<usize>() % fleet.config.endpoints.len().max(1);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("failed to start the async runtime")?;
     control.ready();
     info!(node = %fleet.node, endpoints = ?fleet.config.endpoints, "fleet task ready");
     runtime.block_on(fleet.run(control, stop));
@@ -291,7 +353,10 @@ impl Fleet {
                     next_connect = Instant::now() + BACKOFF_FIRST;
                 }
             } else {
-                tokio::time::sleep(TICK).await;
+                tokio::select! {
+                    () = tokio::time::sleep(TICK) => {}
+                    () = self.link.readable() => {}
+                }
             }
             self.receiver.expire(unix_ms());
             self.counters.fleet_members = self.members.len() as u64;
@@ -423,7 +488,8 @@ impl Fleet {
                     anyhow::bail!("the membership lease expired (this node was silent for {} s)", self.config.lease.as_secs());
                 }
             }
-            _ = tokio::time::sleep(TICK) => {}
+            () = tokio::time::sleep(TICK) => {}
+            () = self.link.readable() => {}
         }
         Ok(())
     }
