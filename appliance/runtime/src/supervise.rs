@@ -269,10 +269,12 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
 /// What the supervisor opens for the fleet task: the socket the detect task connects to
 /// (the task admits the detect task's user only), and its etcd identity from `pki.dir`.
 /// The key is checked like every secret (`mld-secret`: root's, no group or other access,
-/// no link); the task reads the fds and never sees the directory.
+/// no link); the task reads the fds and never sees the directory. The files are opened
+/// again for every start of the task, so a renewed certificate is used from its next start.
 #[derive(Debug)]
 struct FleetHandout {
     listener: UnixListener,
+    dir: PathBuf,
     cert: std::fs::File,
     key: std::fs::File,
     ca: std::fs::File,
@@ -280,7 +282,14 @@ struct FleetHandout {
 
 impl FleetHandout {
     fn open(config: &Config, runtime: &Path) -> anyhow::Result<FleetHandout> {
-        let dir = &config.pki.dir;
+        let dir = config.pki.dir.clone();
+        let (cert, key, ca) = FleetHandout::identity(&dir)?;
+        let listener = bind(&runtime.join(FLEET_SOCKET), 0o666)?;
+        listener.set_nonblocking(true).context("failed to configure the fleet socket")?;
+        Ok(FleetHandout { listener, dir, cert, key, ca })
+    }
+
+    fn identity(dir: &Path) -> anyhow::Result<(std::fs::File, std::fs::File, std::fs::File)> {
         let open = |name: String| {
             let path = dir.join(&name);
             std::fs::File::open(&path).with_context(|| format!("failed to open `{}` (run `mldefender pki status`)", path.display()))
@@ -289,9 +298,13 @@ impl FleetHandout {
         let key_path = dir.join(format!("{}-key.pem", mld_pki::store::CLIENT));
         let key = mld_secret::open_secret_file(&key_path, "the fleet's etcd client key").map_err(anyhow::Error::from)?;
         let ca = open(mld_pki::store::TRUST_BUNDLE.to_string())?;
-        let listener = bind(&runtime.join(FLEET_SOCKET), 0o666)?;
-        listener.set_nonblocking(true).context("failed to configure the fleet socket")?;
-        Ok(FleetHandout { listener, cert, key, ca })
+        Ok((cert, key, ca))
+    }
+
+    /// Opens the identity files again (a renewal replaced them by rename).
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        (self.cert, self.key, self.ca) = FleetHandout::identity(&self.dir)?;
+        Ok(())
     }
 }
 
@@ -485,6 +498,9 @@ impl Spawner for RealSpawner {
     }
 
     fn start(&mut self, kind: TaskKind, control: UnixStream) -> Result<u32, String> {
+        if let (TaskKind::Fleet, Some(fleet)) = (kind, self.fleet.as_mut()) {
+            fleet.reopen().map_err(|error| format!("{error:#}"))?;
+        }
         self.spawn_task(kind, control).map_err(|error| format!("{error:#}"))
     }
 

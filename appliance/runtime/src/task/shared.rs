@@ -104,7 +104,9 @@ pub struct Judged {
 /// Judges a message from the fleet task at `now_ns` (the detect clock: Unix ns).
 pub fn judge(link: &mut FleetLink, detection: &mut Detection, message: FleetMessage, now_ns: u64, next_id: &mut u64, boot_ns: u64) -> Judged {
     let (prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id) = match message {
-        FleetMessage::Shared { prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id } => (prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id),
+        FleetMessage::Shared { prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id } => {
+            (prefix, reason, expires_unix_ms, decided_unix_ms, node, event_id)
+        }
         FleetMessage::Note { what, detail } => {
             let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
             let record =
