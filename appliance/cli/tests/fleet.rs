@@ -312,6 +312,7 @@ fn bench_shared_block_propagation() {
     );
     eprintln!("fleet task on A after the burst: resident {} MiB", sa.task("fleet")["memory_bytes"].as_u64().unwrap_or(0) >> 20);
     let _ = watcher.kill();
+    let _ = watcher.wait();
     for supervisor in [sa, sb, sc] {
         supervisor.stop();
     }
