@@ -53,7 +53,7 @@ fn load_keys<K, E: std::fmt::Display>(paths: &[PathBuf], load: impl Fn(&Path) ->
 }
 
 /// `log verify --public-key`: by the signed checkpoints only.
-pub fn verify_signed(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {
+pub fn verify_signed(paths: &[PathBuf], key_files: &[PathBuf], anchors: Option<&Path>) -> anyhow::Result<Exit> {
     let keys = match load_keys(key_files, CheckpointPublicKey::load) {
         Ok(keys) => keys,
         Err(exit) => return Ok(exit),
@@ -64,7 +64,7 @@ pub fn verify_signed(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result
                 "ok: node {}, {} files, {} records covered by {} signed checkpoints, seq {}..{}",
                 summary.node, summary.files, summary.records, summary.checkpoints, summary.first_seq, summary.last_seq
             );
-            Ok(Exit::Success)
+            check_anchors(paths, anchors, &summary.node, summary.first_seq, summary.last_seq)
         }
         Err(failure) => {
             println!("FAILED: {failure}");
@@ -97,7 +97,7 @@ pub fn public_key(config_path: Option<&Path>, signing_key_path: Option<&Path>) -
     }
 }
 
-pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> {
+pub fn verify(paths: &[PathBuf], key_files: &[PathBuf], anchors: Option<&Path>) -> anyhow::Result<Exit> {
     let keys = match load_keys(key_files, LogKey::load) {
         Ok(keys) => keys,
         Err(exit) => return Ok(exit),
@@ -117,7 +117,7 @@ pub fn verify(paths: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<Exit> 
                     (false, None) => " (from a later file: earlier files not given)".to_string(),
                 }
             );
-            Ok(Exit::Success)
+            check_anchors(paths, anchors, &summary.node, summary.first_seq, summary.last_seq)
         }
         Err(failure) => {
             println!("FAILED: {failure}");
@@ -134,4 +134,52 @@ pub fn schema(config: Option<&Path>) -> anyhow::Result<Exit> {
     let windows_secs: Vec<u64> = config.windows.lengths.iter().map(|length| length.as_secs()).collect();
     println!("{}", serde_json::to_string_pretty(&mld_eventlog::json_schema(&windows_secs)).context("failed to encode the schema")?);
     Ok(Exit::Success)
+}
+
+/// `log verify --anchors FILE`: the verified log against the heads its node published
+/// (`etcdctl get --prefix --print-value-only /mld/nodes/NODE/` saved to FILE). Exit 1 when
+/// one shows the log cut back or rewritten.
+fn check_anchors(paths: &[PathBuf], anchors: Option<&Path>, node: &str, first_seq: u64, last_seq: u64) -> anyhow::Result<Exit> {
+    let Some(file) = anchors else { return Ok(Exit::Success) };
+    let text = std::fs::read_to_string(file).with_context(|| format!("failed to read the anchors `{}`", file.display()))?;
+    let anchors = mld_eventlog::parse_anchors(&text);
+    let mine: Vec<_> = anchors.into_iter().filter(|anchor| anchor.node == node).collect();
+    if mine.is_empty() {
+        println!("FAILED: `{}` holds no anchor of node {node}", file.display());
+        return Ok(Exit::Failure);
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).with_context(|| format!("failed to read `{}`", path.display()))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("events-") && name.ends_with(".jsonl") {
+                    files.push(entry.path());
+                }
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let checks = mld_eventlog::check_anchors(&mine, node, first_seq, last_seq, &files).context("failed to read the log for its anchors")?;
+    let mut failed = false;
+    for (anchor, check) in &checks {
+        let at = mld_flow::time::rfc3339_utc(anchor.at_unix_ms.saturating_mul(1_000_000));
+        match check {
+            mld_eventlog::AnchorCheck::Holds => println!("anchor ok: seq {} published {at} is in the log with its tag", anchor.seq),
+            mld_eventlog::AnchorCheck::CutBack { last_seq } => {
+                failed = true;
+                println!("FAILED: the log was cut back: it ends at seq {last_seq}, but seq {} was published as its head at {at}", anchor.seq);
+            }
+            mld_eventlog::AnchorCheck::Rewritten { found } => {
+                failed = true;
+                println!("FAILED: the log was rewritten: record {} carries tag {found}, but {} was published at {at}", anchor.seq, anchor.hmac);
+            }
+            mld_eventlog::AnchorCheck::BeforeLog { first_seq } => {
+                println!("anchor not checkable: seq {} (published {at}) is older than the log's first record {first_seq} (retention)", anchor.seq)
+            }
+            mld_eventlog::AnchorCheck::OtherNode => {}
+        }
+    }
+    Ok(if failed { Exit::Failure } else { Exit::Success })
 }

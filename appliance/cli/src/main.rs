@@ -6,6 +6,7 @@
 
 mod capture;
 mod explain;
+mod fleet;
 mod flows;
 mod load;
 mod log;
@@ -118,6 +119,9 @@ enum Command {
     /// Detection models: signing keys, signatures, checks.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The fleet this node shares blocks with ([fleet], docs/operations.md "Fleet").
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Certificates: a fleet CA, node bundles, status, renewal ([pki], certs/README.md).
     #[command(subcommand)]
     Pki(pki::PkiCommand),
@@ -269,6 +273,11 @@ enum LogCommand {
         /// prints it): every record must be covered by a validly signed checkpoint.
         #[arg(long = "public-key", value_name = "FILE")]
         public_keys: Vec<PathBuf>,
+        /// The heads the node published to its fleet (`etcdctl get --prefix
+        /// --print-value-only /mld/nodes/NODE/` saved to a file): fails when the log was cut
+        /// back or rewritten after one of them.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<PathBuf>,
     },
     /// Print the public key of the checkpoint signing key (log.signing-key-file), base64:
     /// what `log verify --public-key` takes.
@@ -281,6 +290,22 @@ enum LogCommand {
     },
     /// Print the event record's JSON Schema (with the configured windows).
     Schema {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// The members (version, configuration, start, last heartbeat) and this node's
+    /// connection, from the running supervisor. Exit 1 when not connected.
+    Status {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
+        #[arg(long, value_name = "DIR")]
+        runtime_dir: Option<PathBuf>,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -425,10 +450,19 @@ fn main() -> ExitCode {
                 Err(exit) => Ok(exit),
             },
         },
+        Command::Fleet(FleetCommand::Status { json, runtime_dir, config }) => match runtime_dir {
+            Some(dir) => fleet::status(&dir, json),
+            None => match load::config(config.as_deref()) {
+                Ok(config) => fleet::status(&config.capture.runtime_dir, json),
+                Err(exit) => Ok(exit),
+            },
+        },
         Command::Task { name } => mld_runtime::task::run(&name),
         Command::Replay { config, files } => log::replay(&config, &files),
-        Command::Log(LogCommand::Verify { paths, public_keys, .. }) if !public_keys.is_empty() => log::verify_signed(&paths, &public_keys),
-        Command::Log(LogCommand::Verify { paths, keys, .. }) => log::verify(&paths, &keys),
+        Command::Log(LogCommand::Verify { paths, public_keys, anchors, .. }) if !public_keys.is_empty() => {
+            log::verify_signed(&paths, &public_keys, anchors.as_deref())
+        }
+        Command::Log(LogCommand::Verify { paths, keys, anchors, .. }) => log::verify(&paths, &keys, anchors.as_deref()),
         Command::Log(LogCommand::PublicKey { config, signing_key }) => log::public_key(config.as_deref(), signing_key.as_deref()),
         Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
         Command::Pki(command) => pki::run(command),

@@ -9,20 +9,29 @@ use mld_ipc::{ControlRequest, StatusReport};
 use mld_runtime::supervise::STATUS_SOCKET;
 use mld_runtime::Exit;
 
-/// `mldefender status`: asks the running supervisor.
-pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
+/// The running supervisor's report, or the exit to take (the error printed).
+pub fn fetch(runtime_dir: &Path) -> anyhow::Result<Result<StatusReport, Exit>> {
     let path = runtime_dir.join(STATUS_SOCKET);
     let mut stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
         Err(error) => {
             eprintln!("mldefender: error: no supervisor answers on `{}`: {error}", path.display());
-            return Ok(Exit::Failure);
+            return Ok(Err(Exit::Failure));
         }
     };
     stream.set_read_timeout(Some(Duration::from_secs(3)))?;
     mld_ipc::write_frame(&mut stream, &ControlRequest::Status).context("failed to ask the supervisor")?;
     let report: StatusReport =
         mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
+    Ok(Ok(report))
+}
+
+/// `mldefender status`: asks the running supervisor.
+pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
+    let report = match fetch(runtime_dir)? {
+        Ok(report) => report,
+        Err(exit) => return Ok(exit),
+    };
     if json {
         println!("{}", serde_json::to_string(&report).context("failed to encode the status")?);
         return Ok(Exit::Success);

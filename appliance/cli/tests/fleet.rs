@@ -68,6 +68,16 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
         assert!(eventually(Duration::from_secs(20), || members(supervisor) == 3), "three members: {}\n{}", supervisor.status(), supervisor.log());
     }
 
+    // `fleet status` on B lists the three members with their version and heartbeat.
+    let fleet_status = run(mldefender().args(["fleet", "status", "--runtime-dir", &sb.runtime_dir]));
+    let listed = stdout(&fleet_status);
+    assert!(fleet_status.status.success(), "{listed}{}", stderr(&fleet_status));
+    assert!(listed.contains("node gw-b: connected to https://10.77.0."), "{listed}");
+    for node in ["gw-a", "gw-b", "gw-c"] {
+        let line = listed.lines().find(|line| line.starts_with(node)).unwrap_or_else(|| panic!("{node} is not listed:\n{listed}"));
+        assert!(line.contains(env!("CARGO_PKG_VERSION")) && line.contains(" s ago"), "{line}");
+    }
+
     // The attacker scans A only, and is blocked there...
     scan(&a, "a");
     assert!(eventually(Duration::from_secs(10), || blocked(&a, ATTACKER)), "A blocks the scanner:\n{}", sa.log());
@@ -168,9 +178,33 @@ fn no_etcd_member_loss_fleet_task_kill_or_whole_cluster_outage_loses_a_shared_bl
         notes.iter().any(|note| note.contains("lost etcd")) && notes.iter().any(|note| note.contains("connected to etcd")),
         "B's log has the outage: {notes:?}"
     );
-    for supervisor in [sa, sb] {
-        supervisor.stop();
-    }
+
+    // A's log head is anchored in etcd: its log verifies against the anchor, and the same
+    // log cut back to before the anchored record no longer does.
+    let anchors = || text(&cluster.ctl("root", &["get", "--prefix", "--print-value-only", "/mld/nodes/gw-a/"]));
+    assert!(eventually(Duration::from_secs(10), || anchors().contains("\"hmac\"")), "A's anchor: {}", anchors());
+    let exported = tempfile::NamedTempFile::new().expect("anchors file");
+    std::fs::write(exported.path(), anchors()).expect("write anchors");
+    let anchored: u64 = mld_eventlog::parse_anchors(&anchors()).iter().map(|anchor| anchor.seq).max().expect("an anchor");
+    sb.stop();
+    sa.stop();
+    let key = format!("/run/mldefender-lab-{}/keys/log.key", a.id);
+    let verify = || run(mldefender().args(["log", "verify", "--key", &key, "--anchors"]).arg(exported.path()).arg(a.log_dir()));
+    let intact = verify();
+    assert!(intact.status.success() && stdout(&intact).contains("anchor ok"), "{}{}", stdout(&intact), stderr(&intact));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(a.log_dir()).expect("log dir").flatten().map(|entry| entry.path()).collect();
+    files.retain(|file| file.file_name().is_some_and(|name| name.to_string_lossy().starts_with("events-")));
+    files.sort();
+    let newest = files.last().expect("a log file");
+    let kept: Vec<String> = std::fs::read_to_string(newest)
+        .expect("read log")
+        .lines()
+        .filter(|line| serde_json::from_str::<Value>(line).ok().and_then(|record| record["seq"].as_u64()).is_some_and(|seq| seq < anchored))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(newest, kept.concat()).expect("cut the log back");
+    let cut = verify();
+    assert!(!cut.status.success() && stdout(&cut).contains("cut back"), "{}{}", stdout(&cut), stderr(&cut));
 }
 
 /// The "arrived N ms after it was decided" of each shared-block record in `lab`'s log.

@@ -15,6 +15,7 @@
 //! not owned by root or their reader, or open to group or others (the one reader of
 //! secret files, `mld_secret::open_secret_file`).
 
+mod anchor;
 mod chain;
 mod checkpoint;
 mod community_id;
@@ -24,6 +25,7 @@ mod search;
 mod verify;
 mod writer;
 
+pub use anchor::{check_anchors, parse_anchors, Anchor, AnchorCheck};
 pub use chain::{BodyError, Delivery, SealError, Sealer, EVENT_TYPE, GENESIS_TAG, RESERVED_FIELDS, SCHEMA};
 pub use checkpoint::{
     signed_message, CheckpointAnchor, CheckpointClaim, CheckpointPublicKey, CheckpointSigningKey, Covered, Decided, Gap, Pushed, SigningKeyError, WindowReason,

@@ -229,6 +229,11 @@ impl LogWriter {
         self.sealer.last_seq()
     }
 
+    /// The chain tag (`hmac`) of the last record appended.
+    pub fn last_tag(&self) -> &str {
+        self.sealer.last_tag()
+    }
+
     /// Every record up to this sequence number is on disk (fsync returned).
     pub fn durable_seq(&self) -> u64 {
         self.syncer.durable()

@@ -1,7 +1,7 @@
 //! The fleet's shared state over etcd (docs/adr/0008-fleet-over-etcd.md), as pure logic:
 //!
 //! - [`schema`]: node names and the keys each node may write (`/mld/blocks/NODE/PREFIX`,
-//!   `/mld/nodes/NODE/member`, `/mld/anchors/NODE`), built and parsed strictly;
+//!   `/mld/nodes/NODE/member`, `/mld/nodes/NODE/anchor`), built and parsed strictly;
 //! - [`block`]: a shared block as published (prefix, category, absolute expiry, deciding
 //!   node, event id), checked against the key it came under;
 //! - [`receiver`]: what a receiving node does with the watch's events and with a full

@@ -81,9 +81,10 @@ pub fn member_key(node: &NodeName) -> String {
     format!("{ROOT}nodes/{node}/member")
 }
 
-/// Where a node publishes its log's head.
+/// Where a node publishes its log's head: under its own prefix, which its etcd role lets
+/// it write (and no other node).
 pub fn anchor_key(node: &NodeName) -> String {
-    format!("{ROOT}anchors/{node}")
+    format!("{ROOT}nodes/{node}/anchor")
 }
 
 /// The node and prefix of a shared block key.

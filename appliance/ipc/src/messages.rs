@@ -18,6 +18,48 @@ pub enum TaskMessage {
     /// The detect task's answer to [`SupervisorMessage::MarkBenign`] `id`: the exemption
     /// recorded (its description), or why not.
     MarkedBenign { id: u64, result: Result<String, String> },
+    /// The fleet task's view of the fleet (`mldefender fleet status`), sent when it changes
+    /// and every few seconds.
+    Fleet { view: FleetView },
+    /// The log task's durable head: the last record fsynced, its sequence number and chain
+    /// tag (at most once a second, when it moved). Passed on to the fleet task, which
+    /// publishes it as this node's log anchor.
+    LogHead { seq: u64, hmac: String },
+}
+
+/// The fleet as this node's fleet task sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetView {
+    /// This node (`log.node`).
+    pub node: String,
+    /// Whether the task has a working session with etcd, and with which member.
+    pub connected: bool,
+    pub endpoint: String,
+    /// The etcd revision applied up to.
+    pub revision: u64,
+    /// When this view was made, Unix ms.
+    pub at_unix_ms: u64,
+    /// The members with a live lease, this node included, by name (at most
+    /// [`FleetView::MEMBERS_MAX`]).
+    pub members: Vec<FleetMember>,
+}
+
+impl FleetView {
+    pub const MEMBERS_MAX: usize = 256;
+}
+
+/// One member as its own record under `/mld/nodes/NODE/member` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetMember {
+    pub node: String,
+    /// Its software version.
+    pub version: String,
+    /// The SHA-256 of its configuration (the generation it runs), hex.
+    pub config_sha256: String,
+    /// When its fleet task started, and its last heartbeat, Unix ms.
+    pub started_unix_ms: u64,
+    pub heartbeat_unix_ms: u64,
 }
 
 /// Supervisor → task.
@@ -34,6 +76,8 @@ pub enum SupervisorMessage {
     /// `for_secs` (a [`ControlRequest::MarkBenign`] passed on); answered by
     /// [`TaskMessage::MarkedBenign`] with the same `id`.
     MarkBenign { id: u64, prefix: IpPrefix, reason: String, for_secs: u64 },
+    /// To the fleet task: the log task's durable head ([`TaskMessage::LogHead`]).
+    LogHead { seq: u64, hmac: String },
 }
 
 /// Requests on the supervisor's control socket (root only).
@@ -454,6 +498,9 @@ pub struct StatusReport {
     pub supervisor_memory_bytes: u64,
     pub tasks: Vec<TaskStatus>,
     pub pipeline: PipelineCounters,
+    /// The fleet task's last view (`None` without a fleet).
+    #[serde(default)]
+    pub fleet: Option<FleetView>,
 }
 
 #[cfg(test)]

@@ -161,6 +161,8 @@ struct Task {
     control_meter: ControlMeter,
     /// Times it was killed for flooding its control channel.
     control_floods: u64,
+    /// The fleet task's last view of the fleet.
+    fleet_view: Option<mld_ipc::FleetView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +191,8 @@ pub struct Machine {
     jitter: Box<dyn FnMut() -> f64>,
     /// Answers of the detect task to requests passed on (`MarkedBenign`), until taken.
     replies: Vec<TaskMessage>,
+    /// The log task's newest durable head, until passed on to the fleet task.
+    log_head: Option<(u64, String)>,
 }
 
 impl fmt::Debug for Machine {
@@ -239,6 +243,7 @@ impl Machine {
                 counters: None,
                 control_meter: ControlMeter::new(now),
                 control_floods: 0,
+                fleet_view: None,
             })
             .collect();
         Machine {
@@ -250,6 +255,7 @@ impl Machine {
             phase: Phase::Running,
             jitter: Box::new(clock_jitter()),
             replies: Vec::new(),
+            log_head: None,
         }
     }
 
@@ -269,6 +275,12 @@ impl Machine {
         }
         self.reap(spawner, now);
         self.read_control(spawner, now);
+        // The log's head goes on to the fleet task (its anchor), when one runs.
+        if let Some((seq, hmac)) = self.log_head.take() {
+            if self.tasks.iter().any(|task| task.config.kind == TaskKind::Fleet) {
+                let _ = self.send_to_task(TaskKind::Fleet, &SupervisorMessage::LogHead { seq, hmac });
+            }
+        }
         if now >= self.next_watchdog {
             self.watchdog(spawner, now);
             self.next_watchdog = now + self.settings.watchdog_interval;
@@ -385,6 +397,7 @@ impl Machine {
                 })
                 .collect(),
             pipeline,
+            fleet: self.tasks.iter().find_map(|task| task.fleet_view.clone()),
         }
     }
 
@@ -493,6 +506,7 @@ impl Machine {
         /// Answers kept until the supervisor's loop takes them (each turn), at most.
         const REPLIES_MAX: usize = 64;
         let replies = &mut self.replies;
+        let log_head = &mut self.log_head;
         for task in &mut self.tasks {
             let Some(control_stream) = task.control.as_mut() else { continue };
             let mut buffer = [0u8; 8192];
@@ -534,6 +548,17 @@ impl Machine {
                                 info!(task = task.config.kind.name(), reason = %reason, "task stopping");
                                 if task.stop_requested {
                                     task.state = TaskState::Stopping;
+                                }
+                            }
+                            TaskMessage::LogHead { seq, hmac } => {
+                                if task.config.kind == TaskKind::Log && hmac.len() <= 128 {
+                                    *log_head = Some((seq, hmac));
+                                }
+                            }
+                            TaskMessage::Fleet { mut view } => {
+                                if task.config.kind == TaskKind::Fleet {
+                                    view.members.truncate(mld_ipc::FleetView::MEMBERS_MAX);
+                                    task.fleet_view = Some(view);
                                 }
                             }
                             reply @ TaskMessage::MarkedBenign { .. } => {

@@ -13,7 +13,7 @@
 //! It is the only task that runs an async runtime (tokio, current-thread); the detect
 //! task and the supervisor talk to it over the same framed sockets as every task.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use etcd_client::{
 use mld_fleet::block::SharedBlock;
 use mld_fleet::receiver::{Action, Receiver, ReceiverConfig, WatchEvent};
 use mld_fleet::schema::{self, NodeName};
-use mld_ipc::{Connection, FleetCounters, FleetMessage, TaskCounters};
+use mld_ipc::{Connection, FleetCounters, FleetMember, FleetMessage, FleetView, TaskCounters, TaskMessage};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -93,6 +93,8 @@ impl Credentials {
 /// An open session with the cluster.
 struct Session {
     client: Client,
+    /// The membership lease.
+    lease: i64,
     watch: WatchStream,
     keeper: LeaseKeeper,
     keep_alive: LeaseKeepAliveStream,
@@ -251,8 +253,15 @@ struct Fleet {
     receiver: Receiver,
     /// This node's blocks not yet in etcd, oldest first.
     pending: VecDeque<SharedBlock>,
-    /// Members with a live lease, by name.
-    members: BTreeSet<String>,
+    /// Members with a live lease, by name, as their records say (this node included).
+    members: BTreeMap<String, FleetMember>,
+    /// This node's member record.
+    own: FleetMember,
+    /// The log's durable head to publish as this node's anchor, once it changed.
+    anchor: Option<(u64, String)>,
+    anchor_published: u64,
+    /// The last view sent to the supervisor, and when.
+    view_sent: Option<(FleetView, Instant)>,
     /// The endpoint the next connection goes to: one member at a time, the next one after
     /// a failure (a client balanced over all members keeps sending to a dead one).
     endpoint: usize,
@@ -293,7 +302,20 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
         link,
         receiver,
         pending: VecDeque::new(),
-        members: BTreeSet::new(),
+        members: BTreeMap::new(),
+        own: FleetMember {
+            node: start.config.log.node.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_sha256: {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(start.config_toml.as_bytes()))
+            },
+            started_unix_ms: unix_ms(),
+            heartbeat_unix_ms: 0,
+        },
+        view_sent: None,
+        anchor: None,
+        anchor_published: 0,
         endpoint: 0,
         counters: FleetCounters::default(),
     };
@@ -321,6 +343,11 @@ impl Fleet {
                 break;
             }
             self.take_decisions();
+            for request in control.take_requests() {
+                if let mld_ipc::SupervisorMessage::LogHead { seq, hmac } = request {
+                    self.anchor = Some((seq, hmac));
+                }
+            }
             if session.is_none() && Instant::now() >= next_connect {
                 match tokio::time::timeout(self.config.request_timeout * 3, self.open()).await.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out"))) {
                     Ok(opened) => {
@@ -364,6 +391,7 @@ impl Fleet {
             self.counters.fleet_revision = self.receiver.revision().max(0) as u64;
             let counters = self.counters;
             control.report_due(|| TaskCounters::Fleet(counters));
+            self.send_view(control, session.is_some());
         }
         if let Some(mut open) = session {
             // Publish what is left within a short bound; the member key goes with its lease.
@@ -413,12 +441,7 @@ impl Fleet {
         let mut client = Client::connect([endpoint.as_str()], Some(options)).await.with_context(|| format!("connect to {endpoint}"))?;
         let lease_secs = self.config.lease.as_secs() as i64;
         let lease = client.lease_grant(lease_secs, None).await.context("grant the membership lease")?.id();
-        let member = serde_json::json!({
-            "node": self.node.as_str(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "started_unix_ms": unix_ms(),
-        });
-        client.put(schema::member_key(&self.node), member.to_string(), Some(PutOptions::new().with_lease(lease))).await.context("register the member")?;
+        self.heartbeat(&mut client, lease).await.context("register the member")?;
         let (keeper, keep_alive) = client.lease_keep_alive(lease).await.context("keep the membership lease alive")?;
         let blocks = client.get(schema::BLOCKS, Some(GetOptions::new().with_prefix())).await.context("read the shared blocks")?;
         let revision = blocks.header().map_or(0, |header| header.revision());
@@ -428,18 +451,19 @@ impl Fleet {
         for action in actions {
             self.act(action);
         }
-        let nodes = client.get("/mld/nodes/", Some(GetOptions::new().with_prefix().with_keys_only())).await.context("read the members")?;
-        let now: BTreeSet<String> = nodes.kvs().iter().filter_map(|kv| member_of(kv.key_str().ok()?)).collect();
-        for gone in self.members.difference(&now).cloned().collect::<Vec<_>>() {
+        let nodes = client.get("/mld/nodes/", Some(GetOptions::new().with_prefix())).await.context("read the members")?;
+        let now: BTreeMap<String, FleetMember> =
+            nodes.kvs().iter().filter_map(|kv| member_record(kv.key_str().ok()?, kv.value())).take(FleetView::MEMBERS_MAX).collect();
+        for gone in self.members.keys().filter(|name| !now.contains_key(*name)).cloned().collect::<Vec<_>>() {
             self.note("member-lost", format!("member {gone} left while this node was away"));
         }
-        for joined in now.difference(&self.members).filter(|name| name.as_str() != self.node.as_str()).cloned().collect::<Vec<_>>() {
+        for joined in now.keys().filter(|name| !self.members.contains_key(*name) && name.as_str() != self.node.as_str()).cloned().collect::<Vec<_>>() {
             self.note("member-joined", format!("member {joined} is in the fleet"));
         }
         self.members = now;
         let watch = client.watch(schema::ROOT, Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))).await.context("watch /mld/")?;
         let interval = Duration::from_secs((lease_secs as u64 / 3).max(1));
-        Ok(Session { client, watch, keeper, keep_alive, next_keep_alive: Instant::now() + interval })
+        Ok(Session { client, lease, watch, keeper, keep_alive, next_keep_alive: Instant::now() + interval })
     }
 
     /// One turn with an open session: publish what waits, keep the lease alive, and take
@@ -448,8 +472,11 @@ impl Fleet {
         if !self.pending.is_empty() {
             self.publish(&mut session.client).await?;
         }
+        self.publish_anchor(&mut session.client).await?;
         if Instant::now() >= session.next_keep_alive {
             session.keeper.keep_alive().await.context("renew the membership lease")?;
+            let lease = session.lease;
+            self.heartbeat(&mut session.client, lease).await.context("write the heartbeat")?;
             session.next_keep_alive = Instant::now() + Duration::from_secs((self.config.lease.as_secs() / 3).max(1));
         }
         tokio::select! {
@@ -467,7 +494,7 @@ impl Fleet {
                         continue;
                     };
                     if let Some(member) = member_of(key) {
-                        self.member_event(member, event.event_type());
+                        self.member_event(member, kv.value(), event.event_type());
                         continue;
                     }
                     if !key.starts_with(schema::BLOCKS) {
@@ -526,6 +553,20 @@ impl Fleet {
         Ok(())
     }
 
+    /// Publishes the log's durable head as this node's anchor (`/mld/nodes/NODE/anchor`, no
+    /// lease: it outlives the node), when it moved. `mldefender log verify --anchors`
+    /// then finds a log cut back or rewritten after its head left the box.
+    async fn publish_anchor(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let Some((seq, hmac)) = &self.anchor else { return Ok(()) };
+        if *seq == self.anchor_published {
+            return Ok(());
+        }
+        let value = serde_json::json!({ "node": self.node.as_str(), "seq": seq, "hmac": hmac, "at_unix_ms": unix_ms() });
+        client.put(schema::anchor_key(&self.node), value.to_string(), None).await.context("publish the log anchor")?;
+        self.anchor_published = *seq;
+        Ok(())
+    }
+
     /// Hands a receiver's decision to the detect task.
     fn act(&mut self, action: Action) {
         match action {
@@ -552,21 +593,54 @@ impl Fleet {
         }
     }
 
-    fn member_event(&mut self, member: String, kind: EventType) {
-        if member == self.node.as_str() {
-            return;
-        }
+    fn member_event(&mut self, member: String, value: &[u8], kind: EventType) {
         match kind {
             EventType::Put => {
-                if self.members.insert(member.clone()) {
+                let Some((name, record)) = member_record(&format!("/mld/nodes/{member}/member"), value) else {
+                    self.counters.fleet_invalid += 1;
+                    return;
+                };
+                let new = !self.members.contains_key(&name);
+                if new && self.members.len() >= FleetView::MEMBERS_MAX {
+                    return;
+                }
+                self.members.insert(name, record);
+                if new && member != self.node.as_str() {
                     self.note("member-joined", format!("member {member} joined the fleet"));
                 }
             }
             EventType::Delete => {
-                if self.members.remove(&member) {
+                if self.members.remove(&member).is_some() && member != self.node.as_str() {
                     self.note("member-lost", format!("member {member} left the fleet (its lease lapsed or it stopped)"));
                 }
             }
+        }
+    }
+
+    /// Writes this node's member record under its lease, with the time as its heartbeat.
+    async fn heartbeat(&mut self, client: &mut Client, lease: i64) -> Result<(), etcd_client::Error> {
+        self.own.heartbeat_unix_ms = unix_ms();
+        let value = serde_json::to_string(&self.own).expect("a member record serializes");
+        client.put(schema::member_key(&self.node), value, Some(PutOptions::new().with_lease(lease))).await.map(|_| ())
+    }
+
+    /// Sends the supervisor this task's view of the fleet when it changed, or every 2 s.
+    fn send_view(&mut self, control: &mut Control, connected: bool) {
+        let view = FleetView {
+            node: self.node.to_string(),
+            connected,
+            endpoint: self.config.endpoints[self.endpoint % self.config.endpoints.len()].clone(),
+            revision: self.receiver.revision().max(0) as u64,
+            at_unix_ms: 0,
+            members: self.members.values().cloned().collect(),
+        };
+        let due = match &self.view_sent {
+            Some((sent, at)) => *sent != view || at.elapsed() >= Duration::from_secs(2),
+            None => true,
+        };
+        if due {
+            control.send(&TaskMessage::Fleet { view: FleetView { at_unix_ms: unix_ms(), ..view.clone() } });
+            self.view_sent = Some((view, Instant::now()));
         }
     }
 
@@ -575,6 +649,19 @@ impl Fleet {
         info!(what, detail, "fleet");
         self.link.send(FleetMessage::Note { what: what.to_string(), detail });
     }
+}
+
+/// The name and record of a member key and its value (`None` when either is malformed).
+fn member_record(key: &str, value: &[u8]) -> Option<(String, FleetMember)> {
+    let name = member_of(key)?;
+    if value.len() > 4096 {
+        return None;
+    }
+    let mut record: FleetMember = serde_json::from_slice(value).ok()?;
+    record.node = name.clone();
+    record.version.truncate(64);
+    record.config_sha256.truncate(64);
+    Some((name, record))
 }
 
 /// The member name of a `/mld/nodes/NODE/member` key.

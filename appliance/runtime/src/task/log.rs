@@ -118,6 +118,27 @@ impl EventIntake {
     }
 }
 
+/// The durable head the supervisor was last told of (for the fleet's log anchor).
+#[derive(Debug, Default)]
+struct Head {
+    seq: u64,
+    at: Option<Instant>,
+}
+
+impl Head {
+    /// Tells the supervisor the log's head once it is on disk and has moved, at most once a
+    /// second.
+    fn offer(&mut self, writer: &LogWriter, control: &mut Control) {
+        let seq = writer.last_seq();
+        if seq == self.seq || writer.durable_seq() < seq || self.at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        control.send(&mld_ipc::TaskMessage::LogHead { seq, hmac: writer.last_tag().to_string() });
+        self.seq = seq;
+        self.at = Some(Instant::now());
+    }
+}
+
 /// Opens the log writer from the handed key files. Keys are read with read_at from dups
 /// of the handed fds, so the writer can be opened again after the storage failed.
 fn open_writer(config: &Config, key_file: &File, signing_key_file: &File) -> anyhow::Result<LogWriter> {
@@ -146,6 +167,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, events: Owne
     // acknowledged (and records what overflows as a gap), and opens the log again every
     // STORAGE_RETRY until it can write; the writer's recovery puts a cut line on record.
     let mut last_attempt = Instant::now();
+    let mut head = Head::default();
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         let Some(current) = writer.as_mut() else {
             if last_attempt.elapsed() >= STORAGE_RETRY {
@@ -181,6 +203,9 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, events: Owne
             }
         };
         busy |= control.report_due(|| TaskCounters::Log(intake.counters));
+        if let Some(current) = writer.as_ref() {
+            head.offer(current, control);
+        }
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
         }
