@@ -21,9 +21,14 @@ const SERVER: &str = "10.66.9.2";
 /// The fleet part of a node's configuration: its name, its bundle (issued by the
 /// cluster's CA on `up`, as an operator machine would), the cluster.
 fn fleet_config(cluster: &Cluster, node: &str, extra: &str) -> String {
+    fleet_config_checking(cluster, node, 3600, extra)
+}
+
+/// The same, with the running supervisor checking the certificates every `check_secs`.
+fn fleet_config_checking(cluster: &Cluster, node: &str, check_secs: u32, extra: &str) -> String {
     let endpoints: Vec<String> = cluster.endpoints().iter().map(|endpoint| format!("\"{endpoint}\"")).collect();
     format!(
-        "[log]\nnode = \"{node}\"\n[pki]\nenabled = true\nca = \"external\"\ndir = \"{}\"\n[fleet]\nenabled = true\nendpoints = [{}]\n{extra}",
+        "[log]\nnode = \"{node}\"\n[pki]\nenabled = true\nca = \"external\"\ndir = \"{}\"\ncheck-interval-secs = {check_secs}\n[fleet]\nenabled = true\nendpoints = [{}]\n{extra}",
         cluster.state.join("bundles").join(node).display(),
         endpoints.join(", ")
     )
@@ -122,7 +127,7 @@ fn no_etcd_member_loss_fleet_task_kill_or_whole_cluster_outage_loses_a_shared_bl
     cluster.attach(&format!("mld{}g", a.id), 1);
     cluster.attach(&format!("mld{}g", b.id), 2);
     let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", ""));
-    let mut sb = Supervisor::start(&b, &fleet_config(&cluster, "gw-b", ""));
+    let mut sb = Supervisor::start(&b, &fleet_config_checking(&cluster, "gw-b", 1, ""));
     for supervisor in [&mut sa, &mut sb] {
         supervisor.wait_ready(Duration::from_secs(30));
     }
@@ -150,6 +155,30 @@ fn no_etcd_member_loss_fleet_task_kill_or_whole_cluster_outage_loses_a_shared_bl
         sb.status(),
         sb.log()
     );
+
+    // A new bundle for B, issued by the fleet CA and copied over B's (as an operator renews
+    // a node): the running fleet task gets it from the supervisor and reconnects once with
+    // it, no restart, no reconnect storm.
+    let renewed = tempfile::tempdir().expect("dir").keep();
+    let issued = run(mldefender().args(["pki", "issue", "--ca-dir"]).arg(cluster.state.join("ca")).args(["--node", "gw-b", "--out"]).arg(renewed.join("gw-b")));
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    for file in ["etcd-client.pem", "etcd-client-key.pem"] {
+        let to = cluster.state.join("bundles/gw-b").join(file);
+        std::fs::copy(renewed.join("gw-b").join(file), cluster.state.join("bundles/gw-b").join(format!(".{file}.new"))).expect("copy");
+        std::fs::rename(cluster.state.join("bundles/gw-b").join(format!(".{file}.new")), &to).expect("rename into place");
+    }
+    let renewal_noted =
+        || b.events().iter().any(|event| event["action"] == "fleet" && event["provenance"].as_str().unwrap_or("").contains("certificate-renewed"));
+    assert!(eventually(Duration::from_secs(15), renewal_noted), "B's fleet task took the new certificate:\n{}", sb.log());
+    assert!(eventually(Duration::from_secs(10), || pipeline(&sb, "fleet_connected") == 1), "{}", sb.status());
+    std::thread::sleep(Duration::from_secs(3));
+    let notes: Vec<String> =
+        b.events().iter().filter(|event| event["action"] == "fleet").map(|event| event["provenance"].as_str().unwrap_or("").to_string()).collect();
+    let after: Vec<&String> = notes.iter().skip_while(|note| !note.contains("certificate-renewed")).skip(1).collect();
+    assert_eq!(after.iter().filter(|note| note.contains("connected to etcd")).count(), 1, "one reconnect for the new certificate: {after:?}");
+    assert!(!after.iter().any(|note| note.contains("lost etcd")), "{after:?}");
+    assert_eq!(sb.task("fleet")["restarts"], 1, "no restart for it (the one restart is the SIGKILL's)");
+    let _ = std::fs::remove_dir_all(&renewed);
 
     // The whole cluster down for 30 s: local protection goes on (A blocks its client's
     // scan at once), applied shared blocks stay, and what A decided is published once

@@ -30,6 +30,8 @@ pub struct RawPki {
     pub etcd_member: bool,
     /// SANs of the member certificates: DNS names or IP addresses.
     pub etcd_sans: Vec<String>,
+    /// How often the running supervisor checks the certificates again. Seconds.
+    pub check_interval_secs: i64,
 }
 
 impl Default for RawPki {
@@ -43,6 +45,7 @@ impl Default for RawPki {
             leaf_days: 90,
             etcd_member: false,
             etcd_sans: vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            check_interval_secs: 3600,
         }
     }
 }
@@ -58,6 +61,9 @@ pub struct PkiConfig {
     pub leaf_lifetime: Duration,
     /// SANs of the etcd member certificates; `None` when the node runs no member.
     pub etcd_member_sans: Option<Vec<String>>,
+    /// How often the running supervisor checks (and renews) the certificates, and hands a
+    /// changed client certificate to the fleet task.
+    pub check_interval: Duration,
 }
 
 pub(crate) fn validate_pki(raw: &RawPki, errors: &mut Vec<ConfigError>) -> PkiConfig {
@@ -99,6 +105,7 @@ pub(crate) fn validate_pki(raw: &RawPki, errors: &mut Vec<ConfigError>) -> PkiCo
         ca_lifetime: Duration::from_secs(ca_days * 86_400),
         leaf_lifetime: Duration::from_secs(leaf_days * 86_400),
         etcd_member_sans: raw.etcd_member.then(|| raw.etcd_sans.clone()),
+        check_interval: Duration::from_secs(in_range(raw.check_interval_secs, 1, 86_400, "pki.check-interval-secs", errors)),
     }
 }
 

@@ -78,6 +78,9 @@ pub enum SupervisorMessage {
     MarkBenign { id: u64, prefix: IpPrefix, reason: String, for_secs: u64 },
     /// To the fleet task: the log task's durable head ([`TaskMessage::LogHead`]).
     LogHead { seq: u64, hmac: String },
+    /// To the fleet task: its etcd identity changed (renewed, or a new bundle): the client
+    /// certificate, its key and the trust bundle, PEM. The task reconnects with it once.
+    FleetIdentity { cert_pem: String, key_pem: String, ca_pem: String },
 }
 
 /// Requests on the supervisor's control socket (root only).

@@ -9,10 +9,6 @@ use mld_pki::store::{Outcome, Plan, Step};
 use time::{Duration, OffsetDateTime};
 use tracing::{error, info, warn};
 
-/// How often the running supervisor checks the certificates again (renewal starts two
-/// thirds into a leaf's lifetime: 60 of 90 days by default, so an hour is early enough).
-pub const CHECK_EVERY: StdDuration = StdDuration::from_secs(3600);
-
 /// The certificates this node's configuration asks for.
 pub fn plan(config: &Config) -> Plan {
     let days = |lifetime: StdDuration| Duration::seconds(lifetime.as_secs() as i64);
@@ -49,32 +45,65 @@ fn provision_plan(dir: &std::path::Path, plan: &Plan, force: bool) -> Result<Vec
     Ok(outcomes)
 }
 
-/// The running supervisor's check of `[pki]`: every [`CHECK_EVERY`], provisioning again,
-/// so that a leaf is renewed (local CA) or warned about (external CA) without a restart.
+/// The running supervisor's check of `[pki]`: every `pki.check-interval-secs` (an hour by
+/// default: renewal starts two thirds into a leaf's lifetime, 60 of 90 days), provisioning
+/// again, so that a leaf is renewed (local CA) or warned about (external CA) without a
+/// restart, and noticing when the client certificate changed (renewed here, or a new
+/// bundle copied in), for the fleet task.
 #[derive(Debug)]
 pub struct Watch {
     dir: PathBuf,
     plan: Plan,
     every: StdDuration,
     next: Instant,
+    /// The client certificate's SHA-256 at the last check.
+    client: Option<[u8; 32]>,
+}
+
+/// What one check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Checked {
+    /// The check was due and ran.
+    pub ran: bool,
+    /// The client certificate differs from the last check's.
+    pub client_changed: bool,
 }
 
 impl Watch {
     /// `None` when `[pki]` is off.
-    pub fn new(config: &Config, now: Instant, every: StdDuration) -> Option<Watch> {
-        config.pki.enabled.then(|| Watch { dir: config.pki.dir.clone(), plan: plan(config), every, next: now + every })
+    pub fn new(config: &Config, now: Instant) -> Option<Watch> {
+        config.pki.enabled.then(|| {
+            let mut watch = Watch {
+                dir: config.pki.dir.clone(),
+                plan: plan(config),
+                every: config.pki.check_interval,
+                next: now + config.pki.check_interval,
+                client: None,
+            };
+            watch.client = watch.client_digest();
+            watch
+        })
     }
 
-    /// Provisions when the check is due; returns whether it ran.
-    pub fn poll(&mut self, now: Instant) -> bool {
+    fn client_digest(&self) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        let bytes = std::fs::read(self.dir.join(format!("{}.pem", mld_pki::store::CLIENT))).ok()?;
+        Some(sha2::Sha256::digest(&bytes).into())
+    }
+
+    /// Provisions when the check is due.
+    pub fn poll(&mut self, now: Instant) -> Checked {
         if now < self.next {
-            return false;
+            return Checked::default();
         }
         self.next = now + self.every;
         if let Err(failure) = provision_plan(&self.dir, &self.plan, false) {
             error!(error = %failure, "certificates not provisioned ([pki]); `mldefender pki status` shows what is there");
         }
-        true
+        let client = self.client_digest();
+        let client_changed = client.is_some() && client != self.client;
+        self.client = client;
+        Checked { ran: true, client_changed }
     }
 }
 
@@ -83,17 +112,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_running_check_provisions_when_due_and_not_before() {
+    fn the_running_check_provisions_when_due_and_not_before_and_sees_a_changed_client_certificate() {
         let dir = tempfile::tempdir().expect("dir");
         let pki = dir.path().join("pki");
-        let config = Config::from_toml(&format!("[log]\nnode = \"box-1\"\n[pki]\nenabled = true\ndir = \"{}\"\n", pki.display()), "test").expect("config");
-        assert!(Watch::new(&Config::default(), Instant::now(), CHECK_EVERY).is_none(), "off by default");
+        let text = format!("[log]\nnode = \"box-1\"\n[pki]\nenabled = true\ndir = \"{}\"\ncheck-interval-secs = 60\n", pki.display());
+        let config = Config::from_toml(&text, "test").expect("config");
+        assert!(Watch::new(&Config::default(), Instant::now()).is_none(), "off by default");
         let start = Instant::now();
-        let mut watch = Watch::new(&config, start, StdDuration::from_secs(60)).expect("on");
-        assert!(!watch.poll(start + StdDuration::from_secs(59)), "not yet due");
+        let mut watch = Watch::new(&config, start).expect("on");
+        assert!(!watch.poll(start + StdDuration::from_secs(59)).ran, "not yet due");
         assert!(!pki.join("etcd-client.pem").exists());
-        assert!(watch.poll(start + StdDuration::from_secs(60)), "due");
+        let first = watch.poll(start + StdDuration::from_secs(60));
+        assert!(first.ran && first.client_changed, "due; the client certificate is new");
         assert!(pki.join("etcd-client.pem").exists() && pki.join("ca.pem").exists(), "provisioned");
-        assert!(!watch.poll(start + StdDuration::from_secs(61)), "the next check is a period later");
+        assert!(!watch.poll(start + StdDuration::from_secs(61)).ran, "the next check is a period later");
+        let unchanged = watch.poll(start + StdDuration::from_secs(120));
+        assert!(unchanged.ran && !unchanged.client_changed, "nothing changed");
+        // A forced reissue (as `pki renew --force` does) is a new client certificate.
+        provision_plan(&pki, &plan(&config), true).expect("reissue");
+        assert!(watch.poll(start + StdDuration::from_secs(180)).client_changed, "the reissued certificate is seen");
     }
 }

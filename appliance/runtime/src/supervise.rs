@@ -252,7 +252,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     };
     let clock = SystemClock;
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
-    let certificates = crate::pki::Watch::new(&config, clock.now(), crate::pki::CHECK_EVERY);
+    let certificates = crate::pki::Watch::new(&config, clock.now());
     run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock, certificates);
     machine.shutdown(&mut spawner, &clock);
     spawner.dataplane.shutdown();
@@ -376,7 +376,9 @@ fn run_loop(
     let mut releases = crate::benign::Releases::default();
     while !stop.load(Ordering::Relaxed) {
         if let Some(watch) = certificates.as_mut() {
-            watch.poll(clock.now());
+            if watch.poll(clock.now()).client_changed {
+                hand_identity(machine, spawner);
+            }
         }
         let step = machine.step(spawner, clock.now());
         serve_status(machine, &mut releases, status_listener, clock.now());
@@ -389,6 +391,25 @@ fn run_loop(
         }
         spawner.dataplane.tick();
         clock.sleep(LOOP_TICK);
+    }
+}
+
+/// A changed client certificate (renewed here, or a new bundle copied in) goes to the
+/// running fleet task, which reconnects with it once; its next start opens the new files.
+fn hand_identity(machine: &mut Machine, spawner: &mut RealSpawner) {
+    let Some(fleet) = spawner.fleet.as_mut() else { return };
+    let read = || -> anyhow::Result<mld_ipc::SupervisorMessage> {
+        use std::io::Read;
+        let (mut cert, mut key, mut ca) = FleetHandout::identity(&fleet.dir)?;
+        let (mut cert_pem, mut key_pem, mut ca_pem) = (String::new(), String::new(), String::new());
+        cert.read_to_string(&mut cert_pem).context("failed to read the client certificate")?;
+        key.read_to_string(&mut key_pem).context("failed to read the client key")?;
+        ca.read_to_string(&mut ca_pem).context("failed to read the trust bundle")?;
+        Ok(mld_ipc::SupervisorMessage::FleetIdentity { cert_pem, key_pem, ca_pem })
+    };
+    match read().and_then(|message| machine.send_to_task(TaskKind::Fleet, &message).map_err(anyhow::Error::msg)) {
+        Ok(()) => info!("handed the changed etcd client certificate to the fleet task"),
+        Err(error) => warn!(error = %format!("{error:#}"), "the changed etcd client certificate reaches the fleet task at its next start"),
     }
 }
 

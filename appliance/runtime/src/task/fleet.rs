@@ -344,8 +344,19 @@ impl Fleet {
             }
             self.take_decisions();
             for request in control.take_requests() {
-                if let mld_ipc::SupervisorMessage::LogHead { seq, hmac } = request {
-                    self.anchor = Some((seq, hmac));
+                match request {
+                    mld_ipc::SupervisorMessage::LogHead { seq, hmac } => self.anchor = Some((seq, hmac)),
+                    mld_ipc::SupervisorMessage::FleetIdentity { cert_pem, key_pem, ca_pem } => {
+                        self.credentials = Credentials { cert: cert_pem, key: Zeroizing::new(key_pem), ca: ca_pem };
+                        // One reconnect with the new identity; what waits to be published
+                        // stays queued.
+                        if session.take().is_some() {
+                            self.counters.fleet_connected = 0;
+                            next_connect = Instant::now();
+                        }
+                        self.note("certificate-renewed", "the etcd client certificate changed; reconnected with it".to_string());
+                    }
+                    _ => {}
                 }
             }
             if session.is_none() && Instant::now() >= next_connect {
