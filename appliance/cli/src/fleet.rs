@@ -55,3 +55,19 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     }
     Ok(if view.connected { Exit::Success } else { Exit::Failure })
 }
+
+/// `fleet sign-config`: the signed document on stdout. Refuses a FILE that sets sections a
+/// document may not set, before anything is signed.
+pub fn sign_config(private_key: &Path, generation: u64, file: &Path) -> anyhow::Result<Exit> {
+    use anyhow::Context;
+    let toml = std::fs::read_to_string(file).with_context(|| format!("failed to read `{}`", file.display()))?;
+    if let Err(errors) = mld_config::fleet_overlay("", &toml) {
+        for error in errors {
+            eprintln!("mldefender: error: {}: {error}", file.display());
+        }
+        return Ok(Exit::Config);
+    }
+    let document = mld_runtime::fleet_doc::sign(private_key, generation, &toml)?;
+    println!("{}", serde_json::to_string(&document).context("failed to encode the document")?);
+    Ok(Exit::Success)
+}

@@ -297,6 +297,17 @@ enum LogCommand {
 
 #[derive(Debug, Subcommand)]
 enum FleetCommand {
+    /// Sign FILE (TOML: fleet-wide policy sections) as configuration document GENERATION
+    /// with the operator's PRIVATE key; prints the document (JSON) to put under
+    /// /mld/config (docs/operations.md, "Fleet configuration documents").
+    SignConfig {
+        #[arg(long = "key", value_name = "PRIVATE")]
+        private_key: PathBuf,
+        #[arg(long, value_name = "GENERATION")]
+        generation: u64,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// The members (version, configuration, start, last heartbeat) and this node's
     /// connection, from the running supervisor. Exit 1 when not connected.
     Status {
@@ -450,6 +461,7 @@ fn main() -> ExitCode {
                 Err(exit) => Ok(exit),
             },
         },
+        Command::Fleet(FleetCommand::SignConfig { private_key, generation, file }) => fleet::sign_config(&private_key, generation, &file),
         Command::Fleet(FleetCommand::Status { json, runtime_dir, config }) => match runtime_dir {
             Some(dir) => fleet::status(&dir, json),
             None => match load::config(config.as_deref()) {

@@ -60,11 +60,17 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
     for lab in [&b, &c] {
         assert!(lab.ping("a", SERVER) && lab.ping("c", SERVER), "lab {} works before any block", lab.id);
     }
+    // The operator's key for configuration documents.
+    let operator = tempfile::tempdir().expect("dir");
+    let (private, public) = (operator.path().join("operator.key"), operator.path().join("operator.pub"));
+    let keygen = run(mldefender().args(["model", "keygen"]).arg(&private).arg(&public));
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let trust = format!("[fleet]\noperator-public-key = \"{}\"\n", std::fs::read_to_string(&public).expect("public key").trim());
     // A's scan blocks last 40 s, so that their end is seen everywhere; C allowlists the
     // attacker's address.
-    let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", "[response]\nttl-scan-secs = 40\n"));
-    let mut sb = Supervisor::start(&b, &fleet_config(&cluster, "gw-b", ""));
-    let mut sc = Supervisor::start(&c, &fleet_config(&cluster, "gw-c", &format!("[allowlist]\nprefixes = [\"{ATTACKER}\"]\n")));
+    let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", &format!("{trust}[response]\nttl-scan-secs = 40\n")));
+    let mut sb = Supervisor::start(&b, &fleet_config(&cluster, "gw-b", &trust));
+    let mut sc = Supervisor::start(&c, &fleet_config(&cluster, "gw-c", &format!("{trust}[allowlist]\nprefixes = [\"{ATTACKER}\"]\n")));
     for supervisor in [&mut sa, &mut sb, &mut sc] {
         supervisor.wait_ready(Duration::from_secs(30));
     }
@@ -82,6 +88,41 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
         let line = listed.lines().find(|line| line.starts_with(node)).unwrap_or_else(|| panic!("{node} is not listed:\n{listed}"));
         assert!(line.contains(env!("CARGO_PKG_VERSION")) && line.contains(" s ago"), "{line}");
     }
+
+    // A configuration document signed by the operator is taken by every node; the same
+    // document altered after signing is refused by every node, with the reason on record
+    // and under the node's prefix.
+    let document = |generation: u32, toml: &str| {
+        let file = operator.path().join(format!("policy-{generation}.toml"));
+        std::fs::write(&file, toml).expect("write policy");
+        let signed = run(mldefender().args(["fleet", "sign-config", "--key"]).arg(&private).args(["--generation", &generation.to_string()]).arg(&file));
+        assert!(signed.status.success(), "{}", stderr(&signed));
+        stdout(&signed).trim().to_string()
+    };
+    let notes = |lab: &Lab, what: &str| -> Vec<String> {
+        lab.events()
+            .iter()
+            .filter(|event| event["action"] == "fleet")
+            .filter_map(|event| event["provenance"].as_str().map(str::to_string))
+            .filter(|note| note.contains(what))
+            .collect()
+    };
+    let good = document(1, "[response]\nttl-flood-secs = 900\n");
+    assert!(cluster.ctl("root", &["put", "/mld/config", &good]).status.success());
+    for lab in [&a, &b, &c] {
+        assert!(eventually(Duration::from_secs(10), || !notes(lab, "config-accepted").is_empty()), "lab {} takes the document", lab.id);
+    }
+    let tampered = document(2, "[response]\nttl-flood-secs = 900\n").replace("ttl-flood-secs = 900", "ttl-flood-secs = 1");
+    assert!(cluster.ctl("root", &["put", "/mld/config", &tampered]).status.success());
+    for lab in [&a, &b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || notes(lab, "config-refused").iter().any(|note| note.contains("bad signature"))),
+            "lab {} refuses",
+            lab.id
+        );
+    }
+    let reported = text(&cluster.ctl("root", &["get", "--print-value-only", "/mld/nodes/gw-b/config"]));
+    assert!(reported.contains("\"refused\"") && reported.contains("bad signature"), "{reported}");
 
     // The attacker scans A only, and is blocked there...
     scan(&a, "a");

@@ -30,6 +30,9 @@ pub struct RawFleet {
     pub lease_secs: i64,
     /// How long a connection attempt or a request may take. Milliseconds.
     pub request_timeout_ms: i64,
+    /// The operator's Ed25519 public key (base64) that fleet configuration documents under
+    /// `/mld/config` must be signed with; empty: documents are refused.
+    pub operator_public_key: String,
 }
 
 impl Default for RawFleet {
@@ -43,6 +46,7 @@ impl Default for RawFleet {
             accept: ["scan", "flood", "brute-force", "slow", "other"].map(String::from).to_vec(),
             lease_secs: 10,
             request_timeout_ms: 2000,
+            operator_public_key: String::new(),
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct FleetConfig {
     pub accept: Vec<DenyReason>,
     pub lease: Duration,
     pub request_timeout: Duration,
+    /// `None`: configuration documents are refused.
+    pub operator_public_key: Option<String>,
 }
 
 /// Checks `[fleet]`; `node_configured` and `pki_enabled` say whether `log.node` was set and
@@ -111,7 +117,53 @@ pub(crate) fn validate_fleet(raw: &RawFleet, node: &str, node_configured: bool, 
         accept,
         lease: Duration::from_secs(in_range(raw.lease_secs, 2, 300, "fleet.lease-secs", errors)),
         request_timeout: Duration::from_millis(in_range(raw.request_timeout_ms, 100, 60_000, "fleet.request-timeout-ms", errors)),
+        operator_public_key: match raw.operator_public_key.trim() {
+            "" => None,
+            key if is_public_key(key) => Some(key.to_string()),
+            key => {
+                errors.push(ConfigError::new("fleet.operator-public-key", format!("must be the base64 of a 32-byte Ed25519 public key, got \"{key}\"")));
+                None
+            }
+        },
     }
+}
+
+/// Base64 (standard alphabet, padded) of 32 bytes: 44 characters ending in one `=`.
+fn is_public_key(text: &str) -> bool {
+    text.len() == 44 && text.ends_with('=') && !text[..43].contains('=') && text[..43].chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+}
+
+/// The sections a fleet configuration document may set: fleet-wide policy. A node's
+/// identity and plumbing (`[log]`, `[pki]`, `[fleet]`, `[capture]`, `[tasks]`,
+/// `[supervisor]`, `[system]`, `[ingest]`, `[output]`) stay its own.
+pub const FLEET_SECTIONS: &[&str] = &["allowlist", "response", "detect", "guard", "flow", "windows"];
+
+/// `local` (a node's configuration) with a fleet document's TOML laid over it, table by
+/// table (a key the document sets replaces the node's), or every reason it cannot be.
+/// The result is then checked as `config check` checks a file.
+pub fn overlay(local: &str, document: &str) -> Result<String, Vec<String>> {
+    let mut base: toml::Table = local.parse().map_err(|error| vec![format!("the node's configuration: {error}")])?;
+    let overlay: toml::Table = document.parse().map_err(|error| vec![format!("the document: {error}")])?;
+    let refused: Vec<String> = overlay
+        .keys()
+        .filter(|section| !FLEET_SECTIONS.contains(&section.as_str()))
+        .map(|section| format!("`{section}`: a fleet document may set only {}; this section stays each node's own", FLEET_SECTIONS.join(", ")))
+        .collect();
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    fn merge(base: &mut toml::Table, overlay: toml::Table) {
+        for (key, value) in overlay {
+            match (base.get_mut(&key), value) {
+                (Some(toml::Value::Table(existing)), toml::Value::Table(table)) => merge(existing, table),
+                (_, value) => {
+                    base.insert(key, value);
+                }
+            }
+        }
+    }
+    merge(&mut base, overlay);
+    toml::to_string(&base).map_err(|error| vec![format!("the merged configuration: {error}")])
 }
 
 /// An etcd client URL as the fleet accepts it: `https://HOST:PORT`, nothing after.
@@ -132,6 +184,19 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use crate::Config;
+
+    #[test]
+    fn a_fleet_document_sets_policy_over_the_nodes_own_configuration_and_nothing_else() {
+        let local = "[log]\nnode = \"gw-a\"\n[response]\nttl-scan-secs = 600\nttl-flood-secs = 300\n";
+        let merged = super::overlay(local, "[response]\nttl-scan-secs = 120\n").expect("policy");
+        let config = Config::from_toml(&merged, "merged").expect("valid");
+        assert_eq!(config.response.ttl_scan.as_secs(), 120, "the document's key");
+        assert_eq!(config.response.ttl_flood.as_secs(), 300, "the node's other keys stay");
+        assert_eq!(config.log.node, "gw-a", "its identity stays");
+        let refused = super::overlay(local, "[log]\nnode = \"gw-b\"\n[pki]\nenabled = false\n[response]\nttl-scan-secs = 1\n").expect_err("identity");
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].starts_with("`log`") && refused[1].starts_with("`pki`"), "{refused:?}");
+    }
 
     #[test]
     fn a_fleet_needs_endpoints_a_node_name_and_the_pki_and_every_error_is_listed() {

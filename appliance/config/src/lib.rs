@@ -21,7 +21,7 @@ mod warnings;
 
 pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, ResponseConfig, ResponseMode};
 pub use error::{ConfigError, ConfigErrors};
-pub use fleet::FleetConfig;
+pub use fleet::{overlay as fleet_overlay, FleetConfig, FLEET_SECTIONS};
 pub use guard::GuardConfig;
 pub use pki::PkiConfig;
 pub use validate::{

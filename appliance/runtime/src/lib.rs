@@ -2,7 +2,8 @@
 //!
 //! - [`supervise`]: the supervisor process: system set-up as PID 1, the XDP data plane,
 //!   the sockets and keys the tasks are handed, and the loop that runs them.
-//! - [`task`]: the four task processes in pipeline order (capture, detect, log, ingest).
+//! - [`task`]: the task processes in pipeline order (capture, detect, log, ingest), and the
+//!   fleet task; [`fleet_doc`]: the fleet's signed configuration documents.
 //! - [`pipeline`], [`detection`], [`neighbours`]: what the capture and detect tasks (and
 //!   the offline `replay`) share: when sources are reported, how a decision becomes an
 //!   event record, the nearest past events attached to it.
@@ -19,6 +20,7 @@ pub mod benign;
 pub mod detection;
 pub mod enforcement;
 pub mod exit;
+pub mod fleet_doc;
 pub mod flow_output;
 pub mod flow_pump;
 pub mod flow_summary;

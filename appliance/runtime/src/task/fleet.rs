@@ -257,6 +257,12 @@ struct Fleet {
     members: BTreeMap<String, FleetMember>,
     /// This node's member record.
     own: FleetMember,
+    /// This node's configuration text (fleet documents are laid over it), the last
+    /// document generation taken, and the verdict on the newest to report under
+    /// `/mld/nodes/NODE/config`.
+    local_toml: String,
+    config_generation: u64,
+    config_status: Option<serde_json::Value>,
     /// The log's durable head to publish as this node's anchor, once it changed.
     anchor: Option<(u64, String)>,
     anchor_published: u64,
@@ -314,6 +320,9 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
             heartbeat_unix_ms: 0,
         },
         view_sent: None,
+        local_toml: start.config_toml.clone(),
+        config_generation: 0,
+        config_status: None,
         anchor: None,
         anchor_published: 0,
         endpoint: 0,
@@ -472,6 +481,10 @@ impl Fleet {
             self.note("member-joined", format!("member {joined} is in the fleet"));
         }
         self.members = now;
+        let document = client.get(crate::fleet_doc::KEY, None).await.context("read the fleet configuration document")?;
+        if let Some(kv) = document.kvs().first() {
+            self.judge_document(kv.value());
+        }
         let watch = client.watch(schema::ROOT, Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))).await.context("watch /mld/")?;
         let interval = Duration::from_secs((lease_secs as u64 / 3).max(1));
         Ok(Session { client, lease, watch, keeper, keep_alive, next_keep_alive: Instant::now() + interval })
@@ -484,6 +497,10 @@ impl Fleet {
             self.publish(&mut session.client).await?;
         }
         self.publish_anchor(&mut session.client).await?;
+        if let Some(status) = self.config_status.take() {
+            let key = format!("{}nodes/{}/config", schema::ROOT, self.node);
+            session.client.put(key, status.to_string(), None).await.context("report the verdict on the configuration document")?;
+        }
         if Instant::now() >= session.next_keep_alive {
             session.keeper.keep_alive().await.context("renew the membership lease")?;
             let lease = session.lease;
@@ -504,6 +521,12 @@ impl Fleet {
                         self.counters.fleet_invalid += 1;
                         continue;
                     };
+                    if key == crate::fleet_doc::KEY {
+                        if event.event_type() == EventType::Put {
+                            self.judge_document(kv.value());
+                        }
+                        continue;
+                    }
                     if let Some(member) = member_of(key) {
                         self.member_event(member, kv.value(), event.event_type());
                         continue;
@@ -576,6 +599,34 @@ impl Fleet {
         client.put(schema::anchor_key(&self.node), value.to_string(), None).await.context("publish the log anchor")?;
         self.anchor_published = *seq;
         Ok(())
+    }
+
+    /// Judges a configuration document (`fleet_doc`), puts the verdict on record and
+    /// queues it for `/mld/nodes/NODE/config`. A document taken is verified and valid here;
+    /// applying it comes with `config apply` (issue 16).
+    fn judge_document(&mut self, value: &[u8]) {
+        let verdict = crate::fleet_doc::judge(value, self.config.operator_public_key.as_deref(), self.config_generation, &self.local_toml);
+        let now = unix_ms();
+        match verdict {
+            crate::fleet_doc::Verdict::Accepted { generation, merged } => {
+                self.config_generation = generation;
+                let digest = {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(merged.as_bytes()))
+                };
+                self.note(
+                    "config-accepted",
+                    format!("configuration document generation {generation}: signature and every check hold (merged configuration sha256 {digest}); not applied: applying documents comes with `config apply`"),
+                );
+                self.config_status = Some(serde_json::json!({ "generation": generation, "state": "accepted", "merged_sha256": digest, "at_unix_ms": now }));
+            }
+            crate::fleet_doc::Verdict::Refused { generation, errors } => {
+                let which = generation.map_or("a configuration document".to_string(), |generation| format!("configuration document generation {generation}"));
+                warn!(document = which, errors = ?errors, "refused a fleet configuration document");
+                self.note("config-refused", format!("{which} refused: {}", errors.join("; ")));
+                self.config_status = Some(serde_json::json!({ "generation": generation, "state": "refused", "errors": errors, "at_unix_ms": now }));
+            }
+        }
     }
 
     /// Hands a receiver's decision to the detect task.

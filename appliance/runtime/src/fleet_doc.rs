@@ -1,0 +1,116 @@
+//! Fleet configuration documents (ADR 0008): fleet-wide policy an operator publishes under
+//! `/mld/config`, signed with an Ed25519 key whose public half is in every node's
+//! `fleet.operator-public-key`. A node takes a document only when its signature holds, its
+//! generation is newer than the last one taken, it sets only policy sections
+//! (`mld_config::FLEET_SECTIONS`), and the node's configuration with it laid over passes
+//! every check `config check` makes; otherwise it refuses it with every reason.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// The key operators write documents under (etcd's root user, or a role for it).
+pub const KEY: &str = "/mld/config";
+/// The largest document taken.
+pub const MAX_BYTES: usize = 64 * 1024;
+
+/// A document as stored in etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// Increases with every document: an older one replayed is refused.
+    pub generation: u64,
+    /// TOML: the policy sections to lay over each node's configuration.
+    pub toml: String,
+    /// base64 Ed25519 signature over [`signed_bytes`].
+    pub signature: String,
+}
+
+/// What the signature covers: a fixed label, the generation and the TOML.
+pub fn signed_bytes(generation: u64, toml: &str) -> Vec<u8> {
+    format!("mld-fleet-config\ngeneration {generation}\n{toml}").into_bytes()
+}
+
+/// Signs `toml` as document `generation` with the private key file (`mldefender model
+/// keygen` makes the pair).
+pub fn sign(private_key: &Path, generation: u64, toml: &str) -> anyhow::Result<Document> {
+    let dir = tempfile::tempdir().context("failed to make a temporary directory")?;
+    let body = dir.path().join("document");
+    std::fs::write(&body, signed_bytes(generation, toml)).context("failed to write the bytes to sign")?;
+    let signature_path = mld_model::signing::sign(private_key, &body).context("failed to sign the document")?;
+    let signature = std::fs::read_to_string(&signature_path).context("failed to read the signature")?.trim().to_string();
+    Ok(Document { generation, toml: toml.to_string(), signature })
+}
+
+/// A node's verdict on a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Taken: the merged configuration is valid.
+    Accepted { generation: u64, merged: String },
+    /// Refused, with every reason.
+    Refused { generation: Option<u64>, errors: Vec<String> },
+}
+
+/// Judges the value found under [`KEY`] against the operator's key, the last generation
+/// taken, and the node's own configuration text.
+pub fn judge(value: &[u8], operator_key: Option<&str>, last_generation: u64, local_toml: &str) -> Verdict {
+    let refused = |generation, errors: Vec<String>| Verdict::Refused { generation, errors };
+    if value.len() > MAX_BYTES {
+        return refused(None, vec![format!("the document is {} bytes, more than {MAX_BYTES}", value.len())]);
+    }
+    let document: Document = match serde_json::from_slice(value) {
+        Ok(document) => document,
+        Err(error) => return refused(None, vec![format!("not a fleet configuration document: {error}")]),
+    };
+    let generation = Some(document.generation);
+    let Some(key_text) = operator_key else {
+        return refused(generation, vec!["this node has no fleet.operator-public-key: it takes no configuration document".to_string()]);
+    };
+    let signature_holds = mld_model::signing::ModelPublicKey::from_base64(key_text)
+        .and_then(|key| mld_model::signing::verify(&key, &signed_bytes(document.generation, &document.toml), &document.signature));
+    if let Err(error) = signature_holds {
+        return refused(generation, vec![format!("bad signature: {error}")]);
+    }
+    if document.generation <= last_generation {
+        return refused(generation, vec![format!("generation {} is not newer than generation {last_generation}, already taken", document.generation)]);
+    }
+    let merged = match mld_config::fleet_overlay(local_toml, &document.toml) {
+        Ok(merged) => merged,
+        Err(errors) => return refused(generation, errors),
+    };
+    match mld_config::Config::from_toml(&merged, "the node's configuration with the document") {
+        Ok(_) => Verdict::Accepted { generation: document.generation, merged },
+        Err(errors) => refused(generation, errors.errors.iter().map(ToString::to_string).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_newer_document_signed_by_the_operator_that_keeps_the_configuration_valid_is_taken() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (private, public) = (dir.path().join("operator.key"), dir.path().join("operator.pub"));
+        let key = mld_model::signing::generate_key_pair(&private, &public).expect("keys").to_base64();
+        let local = "[log]\nnode = \"gw-a\"\n";
+        let good = sign(&private, 2, "[response]\nttl-scan-secs = 120\n").expect("sign");
+        let value = serde_json::to_vec(&good).expect("json");
+        assert!(matches!(judge(&value, Some(&key), 1, local), Verdict::Accepted { generation: 2, .. }));
+        let errors = |verdict: Verdict| match verdict {
+            Verdict::Refused { errors, .. } => errors,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(errors(judge(&value, None, 1, local))[0].contains("no fleet.operator-public-key"));
+        assert!(errors(judge(&value, Some(&key), 2, local))[0].contains("not newer"), "a replay");
+        let tampered = Document { toml: "[response]\nttl-scan-secs = 1\n".to_string(), ..good.clone() };
+        assert!(errors(judge(&serde_json::to_vec(&tampered).expect("json"), Some(&key), 1, local))[0].starts_with("bad signature"));
+        let other = dir.path().join("other");
+        let other_key = mld_model::signing::generate_key_pair(&other, &dir.path().join("other.pub")).expect("keys").to_base64();
+        assert!(errors(judge(&value, Some(&other_key), 1, local))[0].starts_with("bad signature"), "another operator's key");
+        let invalid = sign(&private, 3, "[response]\nttl-scan-secs = 0\nmax-active-blocks = 0\n").expect("sign");
+        let listed = errors(judge(&serde_json::to_vec(&invalid).expect("json"), Some(&key), 2, local));
+        assert_eq!(listed.len(), 2, "every error: {listed:?}");
+    }
+}
