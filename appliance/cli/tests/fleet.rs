@@ -34,6 +34,19 @@ fn fleet_config_checking(cluster: &Cluster, node: &str, check_secs: u32, extra: 
     )
 }
 
+/// Three lab gateways (nodes gw-a, gw-b, gw-c) linked to a fresh etcd cluster; `None`
+/// (skipped) without root.
+fn three_gateways() -> Option<(Lab, Lab, Lab, Cluster)> {
+    let a = Lab::up()?;
+    let b = Lab::up().expect("lab b");
+    let c = Lab::up().expect("lab c");
+    let cluster = Cluster::up(&["gw-a", "gw-b", "gw-c"]).expect("the etcd cluster");
+    for (n, lab) in [&a, &b, &c].into_iter().enumerate() {
+        cluster.attach(&format!("mld{}g", lab.id), n as u32 + 1);
+    }
+    Some((a, b, c, cluster))
+}
+
 fn blocked(lab: &Lab, address: &str) -> bool {
     stdout(&lab.mldefender(&["block", "list"])).lines().any(|line| line.starts_with(&format!("{address}/32")))
 }
@@ -49,13 +62,7 @@ fn events_with(lab: &Lab, action: &str, source: &str) -> Vec<Value> {
 
 #[test]
 fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allowlist_still_wins() {
-    let Some(a) = Lab::up() else { return };
-    let b = Lab::up().expect("lab b");
-    let c = Lab::up().expect("lab c");
-    let cluster = Cluster::up(&["gw-a", "gw-b", "gw-c"]).expect("the etcd cluster");
-    for (n, lab) in [&a, &b, &c].into_iter().enumerate() {
-        cluster.attach(&format!("mld{}g", lab.id), n as u32 + 1);
-    }
+    let Some((a, b, c, cluster)) = three_gateways() else { return };
     // Before: the attacker and the client of labs B and C reach their servers.
     for lab in [&b, &c] {
         assert!(lab.ping("a", SERVER) && lab.ping("c", SERVER), "lab {} works before any block", lab.id);
@@ -319,13 +326,7 @@ fn cpu_secs(pid: u64) -> f64 {
 #[test]
 #[ignore = "benchmark: cargo test -p mld-cli --test fleet -- --ignored --nocapture"]
 fn bench_shared_block_propagation() {
-    let Some(a) = Lab::up() else { return };
-    let b = Lab::up().expect("lab b");
-    let c = Lab::up().expect("lab c");
-    let cluster = Cluster::up(&["gw-a", "gw-b", "gw-c"]).expect("the etcd cluster");
-    for (n, lab) in [&a, &b, &c].into_iter().enumerate() {
-        cluster.attach(&format!("mld{}g", lab.id), n as u32 + 1);
-    }
+    let Some((a, b, c, cluster)) = three_gateways() else { return };
     // Receivers whose breaker lets a burst of 1,200 through (the default is 120 a minute).
     let roomy = "[response]\nmax-new-blocks-per-minute = 100000\nmax-active-blocks = 100000\n";
     let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", ""));
