@@ -96,14 +96,8 @@ enum Command {
     },
     /// Ask the running supervisor for each task's state, memory and restarts.
     Status {
-        /// One JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
-        #[arg(long, value_name = "DIR")]
-        runtime_dir: Option<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
     },
     /// Run the offline pipeline on captures: flows → detection (as [detect] configures
     /// it; nothing is blocked offline) → the signed event log of [log].
@@ -295,6 +289,29 @@ enum LogCommand {
     },
 }
 
+/// Where the running supervisor answers, and how to print its answer.
+#[derive(Debug, clap::Args)]
+struct SupervisorArgs {
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl SupervisorArgs {
+    /// The runtime directory given, or the configuration's (its errors printed).
+    fn runtime_dir(&self) -> Result<PathBuf, Exit> {
+        match &self.runtime_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => load::config(self.config.as_deref()).map(|config| config.capture.runtime_dir),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum FleetCommand {
     /// Sign FILE (TOML: fleet-wide policy sections) as configuration document GENERATION
@@ -311,14 +328,8 @@ enum FleetCommand {
     /// The members (version, configuration, start, last heartbeat) and this node's
     /// connection, from the running supervisor. Exit 1 when not connected.
     Status {
-        /// One JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
-        #[arg(long, value_name = "DIR")]
-        runtime_dir: Option<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
     },
 }
 
@@ -454,20 +465,14 @@ fn main() -> ExitCode {
         }),
         Command::Counters { maps, json } => with_maps_dir(maps, |dir| capture::counters(dir, json)),
         Command::Supervise { config } => mld_runtime::supervise::run(&config),
-        Command::Status { json, runtime_dir, config } => match runtime_dir {
-            Some(dir) => status::status(&dir, json),
-            None => match load::config(config.as_deref()) {
-                Ok(config) => status::status(&config.capture.runtime_dir, json),
-                Err(exit) => Ok(exit),
-            },
+        Command::Status { supervisor } => match supervisor.runtime_dir() {
+            Ok(dir) => status::status(&dir, supervisor.json),
+            Err(exit) => Ok(exit),
         },
         Command::Fleet(FleetCommand::SignConfig { private_key, generation, file }) => fleet::sign_config(&private_key, generation, &file),
-        Command::Fleet(FleetCommand::Status { json, runtime_dir, config }) => match runtime_dir {
-            Some(dir) => fleet::status(&dir, json),
-            None => match load::config(config.as_deref()) {
-                Ok(config) => fleet::status(&config.capture.runtime_dir, json),
-                Err(exit) => Ok(exit),
-            },
+        Command::Fleet(FleetCommand::Status { supervisor }) => match supervisor.runtime_dir() {
+            Ok(dir) => fleet::status(&dir, supervisor.json),
+            Err(exit) => Ok(exit),
         },
         Command::Task { name } => mld_runtime::task::run(&name),
         Command::Replay { config, files } => log::replay(&config, &files),
