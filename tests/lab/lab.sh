@@ -194,6 +194,9 @@ key-file = "$state_dir/keys/log.key"
 [ingest]
 state-dir = "$state_dir/ingest"
 
+[supervisor]
+state-dir = "$state_dir/supervisor"
+
 [detect]
 state-dir = "$state_dir/detect"
 models-dir = "${MLD_LAB_MODELS_DIR:-$state_dir/models}"

@@ -316,6 +316,14 @@ impl Dataplane {
         self.teardown()
     }
 
+    /// Closes this process's hold on the data plane and leaves it enforcing for the next
+    /// run (`detach_on_exit` ignored): true when every interface's link is pinned.
+    pub fn hand_over(mut self) -> bool {
+        self.detach_on_exit = false;
+        self.teardown();
+        self.attached.iter().all(|attached| attached.pinned)
+    }
+
     fn teardown(&mut self) -> bool {
         if self.detach_on_exit {
             for attached in &self.attached {

@@ -89,6 +89,8 @@ fn main() {
         events_socket: socket.clone(),
         query_socket: work.path().join("query.sock"),
         fleet_socket: None,
+        fleet_base_toml: None,
+        fleet_generation: 0,
         capture_uid: uid,
         detect_uid: uid,
         log_public_key: None,

@@ -73,9 +73,9 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
     let keygen = run(mldefender().args(["model", "keygen"]).arg(&private).arg(&public));
     assert!(keygen.status.success(), "{}", stderr(&keygen));
     let trust = format!("[fleet]\noperator-public-key = \"{}\"\n", std::fs::read_to_string(&public).expect("public key").trim());
-    // A's scan blocks last 40 s, so that their end is seen everywhere; C allowlists the
-    // attacker's address.
-    let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", &format!("{trust}[response]\nttl-scan-secs = 40\n")));
+    // C allowlists the attacker's address. (Scan blocks last 40 s, so that their end is
+    // seen everywhere: the operator's configuration document below says so.)
+    let mut sa = Supervisor::start(&a, &fleet_config(&cluster, "gw-a", &trust));
     let mut sb = Supervisor::start(&b, &fleet_config(&cluster, "gw-b", &trust));
     let mut sc = Supervisor::start(&c, &fleet_config(&cluster, "gw-c", &format!("{trust}[allowlist]\nprefixes = [\"{ATTACKER}\"]\n")));
     for supervisor in [&mut sa, &mut sb, &mut sc] {
@@ -114,12 +114,27 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
             .filter(|note| note.contains(what))
             .collect()
     };
-    let good = document(1, "[response]\nttl-flood-secs = 900\n");
+    // Each node takes it and applies it: its supervisor restarts in place (the same pid,
+    // enforcement kept in the kernel) with the document laid over its file.
+    let pids: Vec<Value> = [&sa, &sb, &sc].iter().map(|supervisor| supervisor.status()["supervisor_pid"].clone()).collect();
+    let good = document(1, "[response]\nttl-scan-secs = 40\n");
     assert!(cluster.ctl("root", &["put", "/mld/config", &good]).status.success());
-    for lab in [&a, &b, &c] {
-        assert!(eventually(Duration::from_secs(10), || !notes(lab, "config-accepted").is_empty()), "lab {} takes the document", lab.id);
+    for (lab, supervisor) in [(&a, &mut sa), (&b, &mut sb), (&c, &mut sc)] {
+        supervisor.wait_ready_times(2, Duration::from_secs(60));
+        assert!(
+            eventually(Duration::from_secs(10), || notes(lab, "config-applied").iter().any(|note| note.contains("generation 1"))),
+            "lab {} applies the document:\n{}",
+            lab.id,
+            supervisor.log()
+        );
     }
-    let tampered = document(2, "[response]\nttl-flood-secs = 900\n").replace("ttl-flood-secs = 900", "ttl-flood-secs = 1");
+    for (supervisor, pid) in [&sa, &sb, &sc].into_iter().zip(&pids) {
+        assert_eq!(&supervisor.status()["supervisor_pid"], pid, "restarted in place");
+        assert!(eventually(Duration::from_secs(20), || members(supervisor) == 3), "three members again: {}", supervisor.status());
+    }
+    let reported = text(&cluster.ctl("root", &["get", "--print-value-only", "/mld/nodes/gw-a/config"]));
+    assert!(reported.contains("\"applied\""), "{reported}");
+    let tampered = document(2, "[response]\nttl-scan-secs = 40\n").replace("ttl-scan-secs = 40", "ttl-scan-secs = 1");
     assert!(cluster.ctl("root", &["put", "/mld/config", &tampered]).status.success());
     for lab in [&a, &b, &c] {
         assert!(
@@ -135,6 +150,8 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
     scan(&a, "a");
     assert!(eventually(Duration::from_secs(10), || blocked(&a, ATTACKER)), "A blocks the scanner:\n{}", sa.log());
     let at_a = Instant::now();
+    let decided = events_with(&a, "block", ATTACKER);
+    assert_eq!(decided.first().map(|event| event["block_ttl_secs"].clone()), Some(Value::from(40)), "the document's TTL is in force at A: {decided:?}");
     // ... then at B, which it never touched: dropped before it sends B anything.
     assert!(eventually(Duration::from_secs(5), || blocked(&b, ATTACKER)), "B applies A's block:\n{}\n{}", sb.status(), sb.log());
     eprintln!("A's block in B's deny map {} ms after it was seen in A's", at_a.elapsed().as_millis());

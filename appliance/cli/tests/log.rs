@@ -447,6 +447,8 @@ impl LogTask {
             events_socket: events.clone(),
             query_socket: "/nonexistent/query.sock".into(),
             fleet_socket: None,
+            fleet_base_toml: None,
+            fleet_generation: 0,
             capture_uid: uid,
             detect_uid: uid,
             log_public_key: None,

@@ -322,6 +322,8 @@ pub struct RawSupervisor {
     pub cgroup_root: String,
     /// "auto" (cgroup where writable, and the RSS watchdog always) or "rss" (RSS watchdog only).
     pub memory_enforcement: String,
+    /// The supervisor's own state (root's, 0700): the fleet configuration document in force.
+    pub state_dir: String,
 }
 
 impl Default for RawSupervisor {
@@ -331,6 +333,7 @@ impl Default for RawSupervisor {
             watchdog_interval_ms: 200,
             cgroup_root: "/sys/fs/cgroup/mldefender".to_string(),
             memory_enforcement: "auto".to_string(),
+            state_dir: "/var/lib/mldefender/supervisor".to_string(),
         }
     }
 }

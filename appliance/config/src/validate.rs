@@ -146,6 +146,9 @@ pub struct SupervisorConfig {
     pub cgroup_root: PathBuf,
     /// Use cgroup v2 memory limits where the cgroup root is writable.
     pub use_cgroup: bool,
+    /// The supervisor's own state: the fleet configuration document in force
+    /// (`fleet-document.json`).
+    pub state_dir: PathBuf,
 }
 
 /// The tasks the supervisor runs.
@@ -538,7 +541,11 @@ fn validate_supervisor(raw: &RawSupervisor, errors: &mut Vec<ConfigError>) -> Su
     if !raw.cgroup_root.starts_with('/') {
         errors.push(ConfigError::new("supervisor.cgroup-root", format!("must be an absolute path, got \"{}\"", raw.cgroup_root)));
     }
+    if !raw.state_dir.starts_with('/') {
+        errors.push(ConfigError::new("supervisor.state-dir", format!("must be an absolute path, got \"{}\"", raw.state_dir)));
+    }
     SupervisorConfig {
+        state_dir: PathBuf::from(&raw.state_dir),
         shutdown_deadline: Duration::from_millis(in_range(raw.shutdown_deadline_ms, 100, 600_000, "supervisor.shutdown-deadline-ms", errors)),
         watchdog_interval: Duration::from_millis(in_range(raw.watchdog_interval_ms, 10, 60_000, "supervisor.watchdog-interval-ms", errors)),
         cgroup_root: PathBuf::from(&raw.cgroup_root),

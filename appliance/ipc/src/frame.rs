@@ -4,6 +4,7 @@ use std::io::{self, Read, Write};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use zeroize::Zeroize;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -66,10 +67,24 @@ pub struct FrameDecoder {
     consumed: usize,
 }
 
+impl Drop for FrameDecoder {
+    fn drop(&mut self) {
+        self.buffer.zeroize();
+    }
+}
+
 impl FrameDecoder {
+    /// Appends received bytes. The bytes of decoded frames are wiped before they are let
+    /// go (a control frame may carry a key: [`crate::SupervisorMessage::FleetIdentity`]),
+    /// and so is the stale tail the shift leaves in the buffer's spare capacity.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.consumed > 0 {
+            let old_len = self.buffer.len();
+            self.buffer[..self.consumed].zeroize();
             self.buffer.drain(..self.consumed);
+            let len = self.buffer.len();
+            self.buffer.resize(old_len, 0);
+            self.buffer.truncate(len);
             self.consumed = 0;
         }
         self.buffer.extend_from_slice(bytes);

@@ -25,6 +25,10 @@ pub enum TaskMessage {
     /// tag (at most once a second, when it moved). Passed on to the fleet task, which
     /// publishes it as this node's log anchor.
     LogHead { seq: u64, hmac: String },
+    /// The fleet task took a configuration document (signature, generation, sections and
+    /// the configuration check held there): its JSON as found under `/mld/config`. The
+    /// supervisor judges it again itself before it applies it (`fleet_doc`).
+    FleetDocument { document: String },
 }
 
 /// The fleet as this node's fleet task sees it.
@@ -79,8 +83,15 @@ pub enum SupervisorMessage {
     /// To the fleet task: the log task's durable head ([`TaskMessage::LogHead`]).
     LogHead { seq: u64, hmac: String },
     /// To the fleet task: its etcd identity changed (renewed, or a new bundle): the client
-    /// certificate, its key and the trust bundle, PEM. The task reconnects with it once.
-    FleetIdentity { cert_pem: String, key_pem: String, ca_pem: String },
+    /// certificate and the trust bundle, PEM, and the key's PEM in base64 (no JSON escapes,
+    /// so the decoder makes no copy of it on the way). The task reconnects with it once.
+    /// Both sides wipe their copies of the key after use: the supervisor its read and the
+    /// frame, the task the frame ([`crate::FrameDecoder`]) and the decoded text.
+    FleetIdentity { cert_pem: String, key_pem_base64: String, ca_pem: String },
+    /// To the fleet task: the supervisor refused the document generation `generation` the
+    /// task took ([`TaskMessage::FleetDocument`]), with every reason (for the record and
+    /// `/mld/nodes/NODE/config`).
+    FleetDocumentRefused { generation: u64, errors: Vec<String> },
 }
 
 /// Requests on the supervisor's control socket (root only).
@@ -212,6 +223,13 @@ pub struct TaskSettings {
     /// `None` when no fleet task runs.
     #[serde(default)]
     pub fleet_socket: Option<PathBuf>,
+    /// For the fleet task: the node's own configuration file, before any fleet document
+    /// (a new document is laid over this, not over the one in force), and the generation
+    /// of the document in force (0: none).
+    #[serde(default)]
+    pub fleet_base_toml: Option<String>,
+    #[serde(default)]
+    pub fleet_generation: u64,
     /// The users the receiving tasks admit as peers (peer credentials).
     pub capture_uid: u32,
     pub detect_uid: u32,

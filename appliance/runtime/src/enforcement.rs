@@ -107,6 +107,15 @@ impl Enforcement {
 
     /// Saves the blocks one last time, then lets go of the program: it keeps enforcing
     /// (pinned) unless detach-on-exit is set. Returns true when it was detached.
+    /// Leaves the data plane to the next run of the supervisor in this process (a restart
+    /// in place): the blocks saved, the program and its maps left pinned whatever
+    /// `capture.detach-on-exit` says. False when an interface has no bpf link (its
+    /// enforcement pauses until the next run attaches again).
+    pub fn hand_over(mut self) -> bool {
+        self.save_blocks();
+        self.dataplane.hand_over()
+    }
+
     pub fn shutdown(mut self) -> bool {
         self.save_blocks();
         let detached = self.dataplane.shutdown();

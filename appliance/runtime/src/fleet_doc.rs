@@ -50,6 +50,9 @@ pub enum Verdict {
     Accepted { generation: u64, merged: String },
     /// Refused, with every reason.
     Refused { generation: Option<u64>, errors: Vec<String> },
+    /// The generation in force here, signed (read again after a reconnect or a restart):
+    /// nothing to do.
+    InForce { generation: u64 },
 }
 
 /// Judges the value found under [`KEY`] against the operator's key, the last generation
@@ -72,7 +75,10 @@ pub fn judge(value: &[u8], operator_key: Option<&str>, last_generation: u64, loc
     if let Err(error) = signature_holds {
         return refused(generation, vec![format!("bad signature: {error}")]);
     }
-    if document.generation <= last_generation {
+    if document.generation == last_generation {
+        return Verdict::InForce { generation: last_generation };
+    }
+    if document.generation < last_generation {
         return refused(generation, vec![format!("generation {} is not newer than generation {last_generation}, already taken", document.generation)]);
     }
     let merged = match mld_config::fleet_overlay(local_toml, &document.toml) {
@@ -83,6 +89,93 @@ pub fn judge(value: &[u8], operator_key: Option<&str>, last_generation: u64, loc
         Ok(_) => Verdict::Accepted { generation: document.generation, merged },
         Err(errors) => refused(generation, errors.errors.iter().map(ToString::to_string).collect()),
     }
+}
+
+/// The document in force, kept by the supervisor in `supervisor.state-dir` (root's, 0600).
+pub const DOCUMENT_FILE: &str = "fleet-document.json";
+
+/// The supervisor's side of configuration documents. A document is applied by restarting
+/// the supervisor in place (it executes itself again, with the same pid): the tasks stop in
+/// order and start with the new configuration, and the XDP program, its pinned links and
+/// the blocks in force stay in the kernel throughout (the new run adopts them, and swaps
+/// the new program, with the new allowlist, into the links atomically). At every start
+/// the kept document is laid over the configuration file again.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    state_dir: std::path::PathBuf,
+    operator_key: Option<String>,
+    enabled: bool,
+    /// The configuration file's text, before any document: a new document is laid over
+    /// this, not over the one in force.
+    pub base_toml: String,
+    /// The generation in force (0: none).
+    pub generation: u64,
+}
+
+impl Documents {
+    pub fn new(config: &mld_config::Config, base_toml: String) -> Documents {
+        Documents {
+            state_dir: config.supervisor.state_dir.clone(),
+            operator_key: config.fleet.operator_public_key.clone(),
+            enabled: config.fleet.enabled,
+            base_toml,
+            generation: 0,
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.state_dir.join(DOCUMENT_FILE)
+    }
+
+    /// At start: the document kept by an earlier run laid over the file, when the fleet is
+    /// on and the document still holds (its signature under the configured key, its
+    /// sections, every check including the environment's); `Err` says why it does not, and
+    /// the node then runs on its file alone. `Ok(None)`: no document kept.
+    pub fn in_force(&mut self, origin: &str) -> Result<Option<(mld_config::Config, String)>, String> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let path = self.path();
+        let value = match std::fs::read(&path) {
+            Ok(value) => value,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(format!("failed to read `{}`: {error}", path.display())),
+        };
+        let (generation, merged) = match judge(&value, self.operator_key.as_deref(), 0, &self.base_toml) {
+            Verdict::Accepted { generation, merged } => (generation, merged),
+            Verdict::Refused { errors, .. } => return Err(format!("`{}` no longer holds: {}", path.display(), errors.join("; "))),
+            Verdict::InForce { .. } => unreachable!("generation 0 is never a document's"),
+        };
+        let config = checked(&merged, origin).map_err(|errors| format!("`{}` no longer holds: {}", path.display(), errors.join("; ")))?;
+        self.generation = generation;
+        Ok(Some((config, merged)))
+    }
+
+    /// A document the fleet task took: judged again here (the fleet task faces the
+    /// network; its word is not enough), checked against this machine, and kept when it
+    /// holds. `Ok(generation)`: restart with it; `Err`: every reason, and nothing changed.
+    pub fn adopt(&mut self, value: &str, origin: &str) -> Result<u64, (Option<u64>, Vec<String>)> {
+        let (generation, merged) = match judge(value.as_bytes(), self.operator_key.as_deref(), self.generation, &self.base_toml) {
+            Verdict::Accepted { generation, merged } => (generation, merged),
+            Verdict::Refused { generation, errors } => return Err((generation, errors)),
+            Verdict::InForce { generation } => return Err((Some(generation), vec![format!("generation {generation} is already in force")])),
+        };
+        checked(&merged, origin).map_err(|errors| (Some(generation), errors))?;
+        let path = self.path();
+        mld_supervisor::files::create_dirs(&self.state_dir, 0o700)
+            .and_then(|()| mld_supervisor::files::write_atomically(&path, value.as_bytes(), 0o600))
+            .map_err(|error| (Some(generation), vec![format!("failed to keep the document in `{}`: {error}", path.display())]))?;
+        self.generation = generation;
+        Ok(generation)
+    }
+}
+
+/// The merged configuration parsed and checked against this machine (`config check`'s
+/// environment checks: users, files, directories), or every error.
+fn checked(merged: &str, origin: &str) -> Result<mld_config::Config, Vec<String>> {
+    let config = mld_config::Config::from_toml(merged, origin).map_err(|errors| errors.errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    config.check_environment(origin).map_err(|errors| errors.errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -103,7 +196,8 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         };
         assert!(errors(judge(&value, None, 1, local))[0].contains("no fleet.operator-public-key"));
-        assert!(errors(judge(&value, Some(&key), 2, local))[0].contains("not newer"), "a replay");
+        assert!(errors(judge(&value, Some(&key), 3, local))[0].contains("not newer"), "a replay");
+        assert_eq!(judge(&value, Some(&key), 2, local), Verdict::InForce { generation: 2 }, "the one in force, read again");
         let tampered = Document { toml: "[response]\nttl-scan-secs = 1\n".to_string(), ..good.clone() };
         assert!(errors(judge(&serde_json::to_vec(&tampered).expect("json"), Some(&key), 1, local))[0].starts_with("bad signature"));
         let other = dir.path().join("other");

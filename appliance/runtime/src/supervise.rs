@@ -75,6 +75,9 @@ struct RealSpawner {
     fleet: Option<FleetHandout>,
     tasks: Vec<TaskProcess>,
     keep_cap_bpf: bool,
+    /// The configuration file and the fleet document in force (the fleet task judges new
+    /// documents against the file).
+    documents: crate::fleet_doc::Documents,
 }
 
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
@@ -112,6 +115,19 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
                 return Ok(Exit::Config);
             }
         };
+    // A fleet configuration document kept by an earlier run is laid over the file again.
+    let mut documents = crate::fleet_doc::Documents::new(&config, config_toml.clone());
+    let (config, config_toml) = match documents.in_force(&format!("{origin} with the fleet document in force")) {
+        Ok(Some((merged_config, merged))) => {
+            info!(generation = documents.generation, "running with the fleet configuration document in force laid over the configuration file");
+            (merged_config, merged)
+        }
+        Ok(None) => (config, config_toml),
+        Err(why) => {
+            error!(why = %why, "the fleet configuration document kept here is not applied: running on the configuration file alone");
+            (config, config_toml)
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
@@ -249,13 +265,25 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
         fleet,
         tasks: processes,
         keep_cap_bpf: kernel_needs_cap_bpf_for_map_fds(),
+        documents,
     };
     let clock = SystemClock;
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
     let certificates = crate::pki::Watch::new(&config, clock.now());
-    run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock, certificates);
+    let end = run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock, certificates, &origin);
     machine.shutdown(&mut spawner, &clock);
-    spawner.dataplane.shutdown();
+    let RealSpawner { exe, dataplane, .. } = spawner;
+    if let LoopEnd::Restart { generation } = end {
+        // The XDP program and the blocks stay in the kernel; the next run adopts them.
+        if !dataplane.hand_over() {
+            warn!("an interface is attached without a bpf link: its enforcement pauses until the restarted supervisor attaches again");
+        }
+        info!(generation, "tasks stopped; the supervisor restarts itself with the fleet configuration document");
+        let error = exe.reexec();
+        error!(error = %error, "failed to restart the supervisor in place");
+        return Ok(Exit::Failure);
+    }
+    dataplane.shutdown();
     info!("supervisor stopped");
     println!("mldefender: stopped");
     let _ = std::fs::remove_file(runtime.join(STATUS_SOCKET));
@@ -264,6 +292,14 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     let _ = std::fs::remove_file(runtime.join(FLEET_SOCKET));
     let _ = std::fs::remove_file(runtime.join(crate::query_server::QUERY_SOCKET));
     Ok(Exit::Success)
+}
+
+/// Why the supervisor's loop ended.
+enum LoopEnd {
+    /// SIGTERM or SIGINT: stop.
+    Stop,
+    /// A fleet configuration document was kept: restart in place with it.
+    Restart { generation: u64 },
 }
 
 /// What the supervisor opens for the fleet task: the socket the detect task connects to
@@ -372,9 +408,25 @@ fn run_loop(
     stop: &AtomicBool,
     clock: &dyn Clock,
     mut certificates: Option<crate::pki::Watch>,
-) {
+    origin: &str,
+) -> LoopEnd {
     let mut releases = crate::benign::Releases::default();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(document) = machine.take_fleet_document() {
+            match spawner.documents.adopt(&document, &format!("{origin} with a fleet document")) {
+                Ok(generation) => {
+                    info!(generation, "fleet configuration document kept: restarting the tasks with it");
+                    return LoopEnd::Restart { generation };
+                }
+                Err((generation, errors)) => {
+                    error!(generation = ?generation, errors = ?errors, "refused the fleet configuration document the fleet task took");
+                    let refused = mld_ipc::SupervisorMessage::FleetDocumentRefused { generation: generation.unwrap_or(0), errors };
+                    if let Err(why) = machine.send_to_task(TaskKind::Fleet, &refused) {
+                        warn!(why, "the refusal did not reach the fleet task");
+                    }
+                }
+            }
+        }
         if let Some(watch) = certificates.as_mut() {
             if watch.poll(clock.now()).client_changed {
                 hand_identity(machine, spawner);
@@ -392,6 +444,7 @@ fn run_loop(
         spawner.dataplane.tick();
         clock.sleep(LOOP_TICK);
     }
+    LoopEnd::Stop
 }
 
 /// A changed client certificate (renewed here, or a new bundle copied in) goes to the
@@ -399,15 +452,25 @@ fn run_loop(
 fn hand_identity(machine: &mut Machine, spawner: &mut RealSpawner) {
     let Some(fleet) = spawner.fleet.as_mut() else { return };
     let read = || -> anyhow::Result<mld_ipc::SupervisorMessage> {
+        use base64::Engine;
         use std::io::Read;
         let (mut cert, mut key, mut ca) = FleetHandout::identity(&fleet.dir)?;
-        let (mut cert_pem, mut key_pem, mut ca_pem) = (String::new(), String::new(), String::new());
+        let (mut cert_pem, mut ca_pem) = (String::new(), String::new());
+        let mut key_pem = zeroize::Zeroizing::new(Vec::with_capacity(8192));
         cert.read_to_string(&mut cert_pem).context("failed to read the client certificate")?;
-        key.read_to_string(&mut key_pem).context("failed to read the client key")?;
+        key.read_to_end(&mut key_pem).context("failed to read the client key")?;
         ca.read_to_string(&mut ca_pem).context("failed to read the trust bundle")?;
-        Ok(mld_ipc::SupervisorMessage::FleetIdentity { cert_pem, key_pem, ca_pem })
+        let key_pem_base64 = base64::engine::general_purpose::STANDARD.encode(key_pem.as_slice());
+        Ok(mld_ipc::SupervisorMessage::FleetIdentity { cert_pem, key_pem_base64, ca_pem })
     };
-    match read().and_then(|message| machine.send_to_task(TaskKind::Fleet, &message).map_err(anyhow::Error::msg)) {
+    let sent = read().and_then(|mut message| {
+        let result = machine.send_to_task(TaskKind::Fleet, &message).map_err(anyhow::Error::msg);
+        if let mld_ipc::SupervisorMessage::FleetIdentity { key_pem_base64, .. } = &mut message {
+            zeroize::Zeroize::zeroize(key_pem_base64);
+        }
+        result
+    });
+    match sent {
         Ok(()) => info!("handed the changed etcd client certificate to the fleet task"),
         Err(error) => warn!(error = %format!("{error:#}"), "the changed etcd client certificate reaches the fleet task at its next start"),
     }
@@ -513,6 +576,8 @@ impl Spawner for RealSpawner {
             capture_uid: uid_of(TaskKind::Capture),
             detect_uid: uid_of(TaskKind::Detect),
             fleet_socket: self.fleet.as_ref().map(|_| self.runtime_dir.join(FLEET_SOCKET)),
+            fleet_base_toml: (kind == TaskKind::Fleet).then(|| self.documents.base_toml.clone()),
+            fleet_generation: self.documents.generation,
             log_public_key: (kind == TaskKind::Ingest).then(|| self.log_public_key.clone()),
             test: crate::task::test_hooks(kind),
         }

@@ -21,6 +21,25 @@ pub const SUPERVISOR_UMASK: u32 = 0o077;
 /// able to pass through them to reach a task's directory or socket.
 pub const PASS_THROUGH_MODE: u32 = 0o755;
 
+/// Replaces `path` with `bytes` whole: written to a new file beside it with `mode`
+/// (`O_NOFOLLOW`, `O_EXCL`), synced, renamed into place, and the directory synced. A
+/// reader sees the old file or the new one, never a part; a crash leaves one of them.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Sets the process umask; returns the previous one.
 pub fn set_umask(mask: u32) -> u32 {
     // mode_t is u32 on Linux, the only target.

@@ -193,7 +193,12 @@ pub struct Machine {
     replies: Vec<TaskMessage>,
     /// The log task's newest durable head, until passed on to the fleet task.
     log_head: Option<(u64, String)>,
+    /// The newest configuration document the fleet task took, until the loop takes it.
+    fleet_document: Option<String>,
 }
+
+/// The largest configuration document passed on (`fleet_doc::MAX_BYTES`).
+const FLEET_DOCUMENT_MAX_BYTES: usize = 64 * 1024;
 
 impl fmt::Debug for Machine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -256,6 +261,7 @@ impl Machine {
             jitter: Box::new(clock_jitter()),
             replies: Vec::new(),
             log_head: None,
+            fleet_document: None,
         }
     }
 
@@ -335,7 +341,8 @@ impl Machine {
         let state = task.state;
         match task.control.as_mut() {
             Some(control) if state == TaskState::Ready && task.pid.is_some() => {
-                let frame = mld_ipc::encode_frame(message).map_err(|error| error.to_string())?;
+                // Wiped when it goes: a request may carry a key (`FleetIdentity`).
+                let frame = zeroize::Zeroizing::new(mld_ipc::encode_frame(message).map_err(|error| error.to_string())?);
                 let written = match std::io::Write::write(control, &frame) {
                     Ok(written) if written == frame.len() => return Ok(()),
                     Ok(written) => written,
@@ -356,6 +363,12 @@ impl Machine {
             }
             _ => Err(format!("the {} task is not running (state: {})", kind.name(), format!("{state:?}").to_lowercase())),
         }
+    }
+
+    /// The configuration document the fleet task took since the last call, if any (the
+    /// newest one: an older one waiting is superseded).
+    pub fn take_fleet_document(&mut self) -> Option<String> {
+        self.fleet_document.take()
     }
 
     /// The tasks' answers to requests passed on since the last call.
@@ -507,6 +520,7 @@ impl Machine {
         const REPLIES_MAX: usize = 64;
         let replies = &mut self.replies;
         let log_head = &mut self.log_head;
+        let fleet_document = &mut self.fleet_document;
         for task in &mut self.tasks {
             let Some(control_stream) = task.control.as_mut() else { continue };
             let mut buffer = [0u8; 8192];
@@ -559,6 +573,11 @@ impl Machine {
                                 if task.config.kind == TaskKind::Fleet {
                                     view.members.truncate(mld_ipc::FleetView::MEMBERS_MAX);
                                     task.fleet_view = Some(view);
+                                }
+                            }
+                            TaskMessage::FleetDocument { document } => {
+                                if task.config.kind == TaskKind::Fleet && document.len() <= FLEET_DOCUMENT_MAX_BYTES {
+                                    *fleet_document = Some(document);
                                 }
                             }
                             reply @ TaskMessage::MarkedBenign { .. } => {

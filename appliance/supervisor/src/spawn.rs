@@ -75,6 +75,33 @@ impl Executable {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Replaces this process with a new run of the same binary (from the descriptor), with
+    /// the same arguments and environment: the supervisor's restart in place (same pid, so
+    /// an init system or PID 1 duty is not disturbed). Returns only on failure.
+    pub fn reexec(&self) -> io::Error {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        let argv: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        let envp: Vec<Vec<u8>> = std::env::vars_os()
+            .map(|(key, value)| {
+                let mut entry = key.as_bytes().to_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                entry
+            })
+            .collect();
+        let exec = match ExecArgs::new(&argv, &envp) {
+            Ok(exec) => exec,
+            Err(error) => return error,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: execveat with the binary's open fd, an empty path and AT_EMPTY_PATH, and
+        // NUL-terminated argv/envp arrays owned by `exec`, alive for the call.
+        unsafe {
+            libc::syscall(libc::SYS_execveat, self.fd.as_raw_fd(), c"".as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr(), libc::AT_EMPTY_PATH);
+        }
+        io::Error::last_os_error()
+    }
 }
 
 /// argv and envp as NUL-terminated arrays of pointers into `strings`, made before the

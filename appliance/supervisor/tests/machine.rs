@@ -120,6 +120,8 @@ fn task_settings() -> TaskSettings {
         events_socket: "/run/test/events.sock".into(),
         query_socket: "/run/test/query.sock".into(),
         fleet_socket: None,
+        fleet_base_toml: None,
+        fleet_generation: 0,
         capture_uid: 1001,
         detect_uid: 1002,
         log_public_key: None,
@@ -482,4 +484,21 @@ fn an_operator_request_reaches_only_a_ready_detect_task_and_its_answer_comes_bac
     let _ = machine.step(&mut spawner, clock.now());
     assert_eq!(machine.take_replies(), vec![TaskMessage::MarkedBenign { id: 7, result: Ok("marked".to_string()) }]);
     assert!(machine.take_replies().is_empty());
+}
+
+#[test]
+fn only_the_fleet_tasks_configuration_document_is_taken_and_the_newest_supersedes() {
+    let clock = FakeClock::new();
+    let mut spawner = FakeSpawner::new();
+    let mut machine = machine(&clock, vec![task_config(TaskKind::Detect), task_config(TaskKind::Fleet)]);
+    let _ = machine.step(&mut spawner, clock.now());
+    // Another task cannot make the supervisor apply a document.
+    spawner.send(TaskKind::Detect, &TaskMessage::FleetDocument { document: "{\"generation\":9}".to_string() });
+    let _ = machine.step(&mut spawner, clock.now());
+    assert_eq!(machine.take_fleet_document(), None);
+    spawner.send(TaskKind::Fleet, &TaskMessage::FleetDocument { document: "{\"generation\":1}".to_string() });
+    spawner.send(TaskKind::Fleet, &TaskMessage::FleetDocument { document: "{\"generation\":2}".to_string() });
+    let _ = machine.step(&mut spawner, clock.now());
+    assert_eq!(machine.take_fleet_document().as_deref(), Some("{\"generation\":2}"));
+    assert_eq!(machine.take_fleet_document(), None, "taken once");
 }

@@ -61,8 +61,14 @@ impl Supervisor {
     }
 
     pub fn wait_ready(&mut self, timeout: Duration) {
-        let ready = eventually(timeout, || self.stdout.lock().expect("lock").iter().any(|line| line == "mldefender: ready"));
-        assert!(ready, "no `mldefender: ready` within {timeout:?}:\n{}", self.log());
+        self.wait_ready_times(1, timeout);
+    }
+
+    /// Waits for the `times`-th `mldefender: ready` (a supervisor that restarted in place
+    /// says it again, on the same stdout).
+    pub fn wait_ready_times(&mut self, times: usize, timeout: Duration) {
+        let ready = eventually(timeout, || self.stdout.lock().expect("lock").iter().filter(|line| *line == "mldefender: ready").count() >= times);
+        assert!(ready, "no `mldefender: ready` (number {times}) within {timeout:?}:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {

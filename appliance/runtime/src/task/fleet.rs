@@ -90,6 +90,18 @@ impl Credentials {
     }
 }
 
+/// The key of a [`mld_ipc::SupervisorMessage::FleetIdentity`]: base64 of PEM text, decoded
+/// into wiped buffers.
+fn decode_key(base64_text: &str) -> Result<Zeroizing<String>, &'static str> {
+    use base64::Engine;
+    let bytes = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(base64_text).map_err(|_| "not base64")?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| "not PEM text")?;
+    if !text.contains("-----BEGIN ") {
+        return Err("no PEM block");
+    }
+    Ok(Zeroizing::new(text.to_string()))
+}
+
 /// An open session with the cluster.
 struct Session {
     client: Client,
@@ -263,6 +275,8 @@ struct Fleet {
     local_toml: String,
     config_generation: u64,
     config_status: Option<serde_json::Value>,
+    /// Messages for the supervisor (a document taken), sent at the next turn.
+    to_supervisor: Vec<TaskMessage>,
     /// The log's durable head to publish as this node's anchor, once it changed.
     anchor: Option<(u64, String)>,
     anchor_published: u64,
@@ -320,9 +334,10 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
             heartbeat_unix_ms: 0,
         },
         view_sent: None,
-        local_toml: start.config_toml.clone(),
-        config_generation: 0,
+        local_toml: start.settings.fleet_base_toml.clone().unwrap_or_else(|| start.config_toml.clone()),
+        config_generation: start.settings.fleet_generation,
         config_status: None,
+        to_supervisor: Vec::new(),
         anchor: None,
         anchor_published: 0,
         endpoint: 0,
@@ -330,6 +345,13 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
     };
     // Nodes spread over the members from the start.
     fleet.endpoint = fleet.node.as_str().bytes().map(usize::from).sum::<usize>() % fleet.config.endpoints.len().max(1);
+    if fleet.config_generation > 0 {
+        // The supervisor runs with the document in force: on record once per start, and
+        // under the node's prefix.
+        let (generation, digest) = (fleet.config_generation, fleet.own.config_sha256.clone());
+        fleet.note("config-applied", format!("running with configuration document generation {generation} (configuration sha256 {digest})"));
+        fleet.config_status = Some(serde_json::json!({ "generation": generation, "state": "applied", "merged_sha256": digest, "at_unix_ms": unix_ms() }));
+    }
     control.ready();
     info!(node = %fleet.node, endpoints = ?fleet.config.endpoints, "fleet task ready");
     runtime.block_on(fleet.run(control, stop));
@@ -352,11 +374,28 @@ impl Fleet {
                 break;
             }
             self.take_decisions();
+            for message in self.to_supervisor.drain(..) {
+                control.send(&message);
+            }
             for request in control.take_requests() {
                 match request {
                     mld_ipc::SupervisorMessage::LogHead { seq, hmac } => self.anchor = Some((seq, hmac)),
-                    mld_ipc::SupervisorMessage::FleetIdentity { cert_pem, key_pem, ca_pem } => {
-                        self.credentials = Credentials { cert: cert_pem, key: Zeroizing::new(key_pem), ca: ca_pem };
+                    mld_ipc::SupervisorMessage::FleetDocumentRefused { generation, errors } => {
+                        warn!(generation, errors = ?errors, "the supervisor refused the configuration document");
+                        self.note("config-refused", format!("configuration document generation {generation} refused by the supervisor: {}", errors.join("; ")));
+                        self.config_status =
+                            Some(serde_json::json!({ "generation": generation, "state": "refused", "errors": errors, "at_unix_ms": unix_ms() }));
+                    }
+                    mld_ipc::SupervisorMessage::FleetIdentity { cert_pem, key_pem_base64, ca_pem } => {
+                        let key_pem_base64 = Zeroizing::new(key_pem_base64);
+                        let key = match decode_key(&key_pem_base64) {
+                            Ok(key) => key,
+                            Err(why) => {
+                                warn!(why, "the supervisor handed an unusable etcd client key; keeping the current identity");
+                                continue;
+                            }
+                        };
+                        self.credentials = Credentials { cert: cert_pem, key, ca: ca_pem };
                         // One reconnect with the new identity; what waits to be published
                         // stays queued.
                         if session.take().is_some() {
@@ -616,10 +655,15 @@ impl Fleet {
                 };
                 self.note(
                     "config-accepted",
-                    format!("configuration document generation {generation}: signature and every check hold (merged configuration sha256 {digest}); not applied: applying documents comes with `config apply`"),
+                    format!("configuration document generation {generation}: signature and every check hold (merged configuration sha256 {digest}); the supervisor applies it"),
                 );
                 self.config_status = Some(serde_json::json!({ "generation": generation, "state": "accepted", "merged_sha256": digest, "at_unix_ms": now }));
+                match std::str::from_utf8(value) {
+                    Ok(document) => self.to_supervisor.push(TaskMessage::FleetDocument { document: document.to_string() }),
+                    Err(_) => warn!("a configuration document that is not UTF-8 passed the checks; not passed on"),
+                }
             }
+            crate::fleet_doc::Verdict::InForce { .. } => {}
             crate::fleet_doc::Verdict::Refused { generation, errors } => {
                 let which = generation.map_or("a configuration document".to_string(), |generation| format!("configuration document generation {generation}"));
                 warn!(document = which, errors = ?errors, "refused a fleet configuration document");

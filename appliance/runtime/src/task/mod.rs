@@ -118,11 +118,12 @@ impl Control {
             match self.connection.next_message::<SupervisorMessage>() {
                 Ok(Some(SupervisorMessage::Shutdown)) => return true,
                 // Bounded by the supervisor (a few waiting at most); taken every turn.
-                Ok(Some(request @ (SupervisorMessage::MarkBenign { .. } | SupervisorMessage::LogHead { .. } | SupervisorMessage::FleetIdentity { .. })))
-                    if self.requests.len() < 64 =>
-                {
-                    self.requests.push(request)
-                }
+                Ok(Some(
+                    request @ (SupervisorMessage::MarkBenign { .. }
+                    | SupervisorMessage::LogHead { .. }
+                    | SupervisorMessage::FleetIdentity { .. }
+                    | SupervisorMessage::FleetDocumentRefused { .. }),
+                )) if self.requests.len() < 64 => self.requests.push(request),
                 Ok(Some(other)) => warn!(message = ?other, "unexpected message from the supervisor"),
                 Ok(None) => return false,
                 Err(_) => return true,
