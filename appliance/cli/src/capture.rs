@@ -228,6 +228,23 @@ pub fn release_benign(maps: crate::MapsArgs, runtime: Option<PathBuf>, prefix: I
     Ok(if release.succeeded() { Exit::Success } else { Exit::Failure })
 }
 
+/// `block del PREFIX`: removes the deny entry, then tells the running supervisor (if one
+/// runs) so that its detect task forgets the block and withdraws it from the fleet.
+pub fn unblock(maps: crate::MapsArgs, runtime: Option<PathBuf>, prefix: IpPrefix) -> anyhow::Result<Exit> {
+    let Ok(config) = crate::load::config(maps.config.as_deref()).map(|config| config.capture) else { return Ok(Exit::Config) };
+    let dir = maps.bpffs_dir.unwrap_or(config.bpffs_dir);
+    let mut exit = block(&dir, ListAction::Del { prefix })?;
+    match mld_runtime::benign::tell_released(&runtime.unwrap_or(config.runtime_dir), prefix) {
+        Ok(Some(what)) => println!("{what}"),
+        Ok(None) => {}
+        Err(error) => {
+            eprintln!("mldefender: error: the running supervisor was not told, so the detect task and the fleet still hold the block: {error}");
+            exit = Exit::Failure;
+        }
+    }
+    Ok(exit)
+}
+
 pub fn allow(dir: &Path, action: ListAction) -> anyhow::Result<Exit> {
     let mut maps = match open_maps(dir) {
         Ok(maps) => maps,

@@ -164,8 +164,9 @@ enum BlockCommand {
         #[arg(long, default_value = "manual", value_parser = parse_reason)]
         reason: mld_types::DenyReason,
     },
-    /// Remove the deny entry for exactly PREFIX. --benign: also mark it benign (through the supervisor): the
-    /// detect task logs the release and refuses, and logs, any block of PREFIX until the exemption expires.
+    /// Remove the deny entry for exactly PREFIX. A running supervisor is told: its detect task logs the
+    /// release, forgets the blocks PREFIX covers, and withdraws them from the fleet. --benign: also mark it
+    /// benign: the detect task refuses, and logs, any block of PREFIX until the exemption expires.
     Del {
         prefix: mld_types::IpPrefix,
         /// Also mark PREFIX benign: a learned exemption, logged (needs the running supervisor).
@@ -178,7 +179,7 @@ enum BlockCommand {
         #[arg(long = "for", value_name = "SECS", requires = "benign", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         for_secs: u64,
         /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
-        #[arg(long, value_name = "DIR", requires = "benign")]
+        #[arg(long, value_name = "DIR")]
         runtime_dir: Option<PathBuf>,
     },
     /// List deny entries with reason and time left.
@@ -444,14 +445,14 @@ fn main() -> ExitCode {
         Command::Block { action: BlockCommand::Del { prefix, benign: true, reason, for_secs, runtime_dir }, maps } => {
             capture::release_benign(maps, runtime_dir, prefix, &reason, for_secs)
         }
+        Command::Block { action: BlockCommand::Del { prefix, runtime_dir, .. }, maps } => capture::unblock(maps, runtime_dir, prefix),
         Command::Block { action, maps } => with_maps_dir(maps, |dir| {
             let action = match action {
                 BlockCommand::Add { prefix, ttl, permanent: _, reason } => {
                     capture::ListAction::Add { prefix, ttl: ttl.map(std::time::Duration::from_secs), reason }
                 }
-                BlockCommand::Del { prefix, .. } => capture::ListAction::Del { prefix },
-                // (Explain is answered above, from the log.)
-                BlockCommand::List | BlockCommand::Explain { .. } => capture::ListAction::List,
+                // (Del and Explain are answered above.)
+                BlockCommand::List | BlockCommand::Del { .. } | BlockCommand::Explain { .. } => capture::ListAction::List,
             };
             capture::block(dir, action)
         }),

@@ -173,6 +173,23 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
         assert!(!lab.ping("c", SERVER), "lab {} drops it", lab.id);
     }
 
+    // A's operator releases the client (`block del`): A withdraws its block from the
+    // fleet, and B and C remove theirs long before its expiry, with the reason on record.
+    let released = a.mldefender(&["block", "del", CLIENT, "--runtime-dir", &sa.runtime_dir]);
+    assert!(released.status.success(), "{}{}", stdout(&released), stderr(&released));
+    assert!(stdout(&released).contains("withdraws them from the fleet"), "{}", stdout(&released));
+    for lab in [&b, &c] {
+        assert!(eventually(Duration::from_secs(5), || !blocked(lab, CLIENT)), "lab {} removes the withdrawn block:\n{}", lab.id, sb.log());
+        assert!(lab.ping("c", SERVER), "lab {} lets the released client through", lab.id);
+        let withdrawn = events_with(lab, "shared-withdrawn", CLIENT);
+        assert!(
+            withdrawn.first().and_then(|event| event["provenance"].as_str()).is_some_and(|why| why.contains("fleet node gw-a withdrew")),
+            "lab {}: {withdrawn:?}",
+            lab.id
+        );
+    }
+    assert!(!events_with(&a, "unblock", CLIENT).is_empty(), "A logs the operator's release");
+
     // The blocks end everywhere with their expiry: the deny entries lapse, etcd drops the
     // keys with their lease, and B's attacker gets through again.
     assert!(eventually(Duration::from_secs(60), || !blocked(&b, ATTACKER) && !blocked(&b, CLIENT)), "B's shared blocks expire");

@@ -152,8 +152,17 @@ impl Responder {
     /// forgotten (the operator removed their deny entries).
     pub fn mark_benign(&mut self, prefix: mld_types::IpPrefix, reason: &str, duration: Duration, now_ns: u64) -> Result<Exemption, ExemptError> {
         let exemption = self.exemptions.add(prefix, reason, duration, now_ns)?;
-        self.active.retain(|source, _| !prefix.covers(&mld_types::IpPrefix::host(*source)));
+        self.release(prefix);
         Ok(exemption)
+    }
+
+    /// The operator removed the deny entries `prefix` covers (`block del`): the blocks in
+    /// force it covers are forgotten, so new evidence blocks their sources again at once.
+    /// Returns how many.
+    pub fn release(&mut self, prefix: mld_types::IpPrefix) -> usize {
+        let before = self.active.len();
+        self.active.retain(|source, _| !prefix.covers(&mld_types::IpPrefix::host(*source)));
+        before - self.active.len()
     }
 
     pub fn is_blocked(&self, source: IpAddr, now_ns: u64) -> bool {
@@ -405,6 +414,19 @@ mod tests {
             Outcome::BreakerOpen(reason) => assert!(reason.starts_with("lower evidence than the 10 sources blocked this minute"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_block_the_operator_removed_is_forgotten_so_the_source_is_blocked_again_on_new_evidence() {
+        let mut responder = responder(ResponseMode::Block);
+        let (inside, outside) = (ip("10.66.2.2"), ip("10.66.3.2"));
+        for source in [inside, outside] {
+            assert!(matches!(responder.decide(source, Category::Scan, 0, true), Outcome::Block { .. }));
+        }
+        assert!(matches!(responder.decide(inside, Category::Scan, SECOND, true), Outcome::AlreadyBlocked));
+        assert_eq!(responder.release("10.66.2.0/24".parse().expect("prefix")), 1, "only what the prefix covers");
+        assert!(responder.is_blocked(outside, SECOND));
+        assert!(matches!(responder.decide(inside, Category::Scan, 2 * SECOND, true), Outcome::Block { step: 1, .. }), "blocked again, as a repeat");
     }
 
     #[test]

@@ -43,9 +43,9 @@ pub enum WatchEvent {
 pub enum Action {
     /// Block `block.prefix` for what is left of it.
     Apply { block: SharedBlock, ttl_secs: u64 },
-    /// The deciding node withdrew it (expiry or `block del`): remove the entry if it
-    /// came from this shared block.
-    Remove { prefix: IpPrefix, node: NodeName },
+    /// The deciding node withdrew it (expiry, or `block del` when `expires_at_ms` is still
+    /// ahead): remove the entry if it came from this shared block.
+    Remove { prefix: IpPrefix, node: NodeName, expires_at_ms: u64 },
     /// Nothing to do, and why (logged when it is a refusal, not a duplicate).
     Ignored { key: String, why: String },
     /// A record that breaks the schema (a key outside it, a malformed or inconsistent
@@ -88,7 +88,7 @@ impl Receiver {
         match event {
             WatchEvent::Put { key, value, .. } => self.put(key, &value, now_ms),
             WatchEvent::Delete { key, .. } => match self.applied.remove(&key) {
-                Some((prefix, node, _)) => Action::Remove { prefix, node },
+                Some((prefix, node, expires_at_ms)) => Action::Remove { prefix, node, expires_at_ms },
                 None => Action::Ignored { key, why: "not applied here".to_string() },
             },
         }
@@ -99,8 +99,10 @@ impl Receiver {
     pub fn resync(&mut self, snapshot: Vec<(String, Vec<u8>)>, revision: i64, now_ms: u64) -> Vec<Action> {
         let present: HashSet<&String> = snapshot.iter().map(|(key, _)| key).collect();
         let gone: Vec<String> = self.applied.keys().filter(|key| !present.contains(key)).cloned().collect();
-        let mut actions: Vec<Action> =
-            gone.into_iter().filter_map(|key| self.applied.remove(&key).map(|(prefix, node, _)| Action::Remove { prefix, node })).collect();
+        let mut actions: Vec<Action> = gone
+            .into_iter()
+            .filter_map(|key| self.applied.remove(&key).map(|(prefix, node, expires_at_ms)| Action::Remove { prefix, node, expires_at_ms }))
+            .collect();
         for (key, value) in snapshot {
             actions.push(self.put(key, &value, now_ms));
         }
@@ -192,7 +194,10 @@ mod tests {
         assert!(matches!(receiver.on_event(put(other, 11), NOW), Action::Apply { .. }), "one transaction's puts share a revision");
         assert!(why(&receiver.on_event(put(scan.clone(), 9), NOW)).contains("was applied before"), "an older revision");
         let removed = receiver.on_event(WatchEvent::Delete { key: scan.0.clone(), revision: 12 }, NOW);
-        assert_eq!(removed, Action::Remove { prefix: "10.66.2.2/32".parse().expect("prefix"), node: "gw-a".parse().expect("node") });
+        assert_eq!(
+            removed,
+            Action::Remove { prefix: "10.66.2.2/32".parse().expect("prefix"), node: "gw-a".parse().expect("node"), expires_at_ms: NOW + 3_600_000 }
+        );
         assert_eq!(receiver.revision(), 12);
         assert!(why(&receiver.on_event(WatchEvent::Delete { key: scan.0, revision: 13 }, NOW)).contains("not applied"));
     }

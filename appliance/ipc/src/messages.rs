@@ -18,6 +18,9 @@ pub enum TaskMessage {
     /// The detect task's answer to [`SupervisorMessage::MarkBenign`] `id`: the exemption
     /// recorded (its description), or why not.
     MarkedBenign { id: u64, result: Result<String, String> },
+    /// The detect task's answer to [`SupervisorMessage::Release`] `id`: what it did, or why
+    /// not.
+    Released { id: u64, result: Result<String, String> },
     /// The fleet task's view of the fleet (`mldefender fleet status`), sent when it changes
     /// and every few seconds.
     Fleet { view: FleetView },
@@ -80,6 +83,10 @@ pub enum SupervisorMessage {
     /// `for_secs` (a [`ControlRequest::MarkBenign`] passed on); answered by
     /// [`TaskMessage::MarkedBenign`] with the same `id`.
     MarkBenign { id: u64, prefix: IpPrefix, reason: String, for_secs: u64 },
+    /// To the detect task: the operator removed the deny entry of `prefix` (`block del`, a
+    /// [`ControlRequest::Release`] passed on): forget the blocks it covers, log it, and
+    /// withdraw them from the fleet. Answered by [`TaskMessage::Released`].
+    Release { id: u64, prefix: IpPrefix },
     /// To the fleet task: the log task's durable head ([`TaskMessage::LogHead`]).
     LogHead { seq: u64, hmac: String },
     /// To the fleet task: its etcd identity changed (renewed, or a new bundle): the client
@@ -106,10 +113,17 @@ pub enum ControlRequest {
         reason: String,
         for_secs: u64,
     },
+    /// `mldefender block del PREFIX`: the operator removed the deny entry; the detect task
+    /// forgets the blocks it covers and withdraws them from the fleet. Answered with a
+    /// [`MarkBenignAnswer`].
+    Release {
+        prefix: IpPrefix,
+    },
 }
 
-/// The supervisor's answer to [`ControlRequest::MarkBenign`]: the exemption recorded (its
-/// description), or why not (the detect task is not running, did not answer, refused).
+/// The supervisor's answer to [`ControlRequest::MarkBenign`] and [`ControlRequest::Release`]:
+/// what the detect task did (the exemption recorded, the blocks forgotten and withdrawn),
+/// or why not (the detect task is not running, did not answer, refused).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MarkBenignAnswer {
     pub result: Result<String, String>,
@@ -171,6 +185,9 @@ pub enum ResponseMessage {
     /// both again: `mld_capture::check_block_command`); `decided_boot_ns` is when the
     /// decision was made (CLOCK_BOOTTIME), for the verdict-to-map latency.
     Block { id: u64, prefix: IpPrefix, ttl_secs: u64, reason: DenyReason, decided_boot_ns: u64 },
+    /// Remove the deny entry of exactly `prefix`, unless the operator wrote it (reason
+    /// `manual`): a shared block its deciding node withdrew. No answer.
+    Unblock { prefix: IpPrefix },
 }
 
 /// Detect task ↔ fleet task, on the fleet socket (ADR 0008). Best-effort both ways: a
@@ -185,6 +202,12 @@ pub enum FleetMessage {
     /// Fleet → detect: another node's block, checked against its key and bounds
     /// (`mld_fleet::SharedBlock`), for the detect task to judge and apply.
     Shared { prefix: IpPrefix, reason: DenyReason, expires_unix_ms: u64, decided_unix_ms: u64, node: String, event_id: String },
+    /// Detect → fleet: the operator removed this node's blocks covered by `prefix` before
+    /// their expiry (`block del`): withdraw them from the fleet.
+    Withdraw { prefix: IpPrefix },
+    /// Fleet → detect: `node` withdrew its shared block of `prefix` before its expiry:
+    /// remove it here if it is the one applied from that node.
+    Withdrawn { prefix: IpPrefix, node: String },
     /// Fleet → detect: something to put on record (a member joined or was lost, the
     /// connection to etcd was lost or is back, a shared block was removed).
     Note { what: String, detail: String },

@@ -166,6 +166,30 @@ pub fn release_record(detection: &Detection, exemption: &Exemption) -> Map<Strin
     record
 }
 
+/// `action` of the record of a plain `block del`.
+pub const UNBLOCK_ACTION: &str = "unblock";
+
+/// The detect task's side of a plain `block del PREFIX` (the CLI removed the deny entry):
+/// the responder forgets the blocks `prefix` covers, the fleet task is told to withdraw
+/// this node's shared blocks it covers, and the record says so. Returns what to tell the
+/// operator and the record.
+pub fn released(
+    detection: &mut Detection,
+    prefix: IpPrefix,
+    fleet: Option<&mut crate::task::shared::FleetLink>,
+    now_ns: u64,
+) -> (String, serde_json::Map<String, serde_json::Value>) {
+    let forgotten = detection.detector.responder_mut().release(prefix);
+    let shared = fleet.is_some();
+    if let Some(link) = fleet {
+        link.withdraw(prefix);
+    }
+    let description = format!("the detect task forgot {forgotten} block(s) of {prefix}{}", if shared { " and withdraws them from the fleet" } else { "" });
+    let provenance = format!("the operator removed the deny entry of {prefix} (mldefender block del): {description}");
+    let record = detection.flowless_record(UNBLOCK_ACTION, prefix.addr(), (now_ns, now_ns), provenance, &format!("{UNBLOCK_ACTION}|{prefix}|{now_ns}"));
+    (description, record)
+}
+
 /// The supervisor's side: requests passed on to the detect task, waiting for its answer.
 #[derive(Debug, Default)]
 pub struct Releases {
@@ -174,16 +198,16 @@ pub struct Releases {
 }
 
 impl Releases {
-    /// Passes a request on to the detect task, or answers at once why it cannot be.
-    pub fn request(&mut self, machine: &mut Machine, mut stream: UnixStream, request: (IpPrefix, String, u64), now: Instant) {
-        let (prefix, reason, for_secs) = request;
+    /// Passes a request (made with its id) on to the detect task, or answers at once why
+    /// it cannot be.
+    pub fn request(&mut self, machine: &mut Machine, mut stream: UnixStream, request: impl FnOnce(u64) -> SupervisorMessage, now: Instant) {
         if self.pending.len() >= PENDING_MAX {
             answer(&mut stream, Err(format!("{PENDING_MAX} requests are already waiting for the detect task; try again")));
             return;
         }
         self.next_id += 1;
         let id = self.next_id;
-        match machine.send_to_task(mld_config::TaskKind::Detect, &SupervisorMessage::MarkBenign { id, prefix, reason, for_secs }) {
+        match machine.send_to_task(mld_config::TaskKind::Detect, &request(id)) {
             Ok(()) => self.pending.push((id, stream, now + ANSWER_DEADLINE)),
             Err(error) => answer(&mut stream, Err(error)),
         }
@@ -192,7 +216,7 @@ impl Releases {
     /// Answers the requests the detect task answered, and those it did not answer in time.
     pub fn poll(&mut self, machine: &mut Machine, now: Instant) {
         for reply in machine.take_replies() {
-            let TaskMessage::MarkedBenign { id, result } = reply else { continue };
+            let (TaskMessage::MarkedBenign { id, result } | TaskMessage::Released { id, result }) = reply else { continue };
             if let Some(index) = self.pending.iter().position(|(pending, _, _)| *pending == id) {
                 let (_, mut stream, _) = self.pending.swap_remove(index);
                 answer(&mut stream, result);
@@ -250,18 +274,35 @@ impl Release {
 pub fn release(maps_dir: &Path, runtime_dir: &Path, prefix: IpPrefix, reason: &str, for_secs: u64) -> Release {
     let unblocked = mld_capture::PinnedMaps::open(maps_dir).and_then(|mut maps| maps.deny_del(&prefix)).map_err(|error| crate::error_chain(&error));
     let path = runtime_dir.join(crate::supervise::STATUS_SOCKET);
-    let ask = || -> Result<String, String> {
-        let mut stream = UnixStream::connect(&path).map_err(|error| format!("no supervisor answers on `{}` ({error})", path.display()))?;
-        stream.set_read_timeout(Some(ANSWER_DEADLINE + Duration::from_secs(2))).map_err(|error| error.to_string())?;
-        let request = ControlRequest::MarkBenign { prefix, reason: reason.to_string(), for_secs };
-        mld_ipc::write_frame(&mut stream, &request).map_err(|error| format!("failed to ask the supervisor: {error}"))?;
-        match mld_ipc::read_frame::<MarkBenignAnswer>(&mut stream) {
-            Ok(Some(answer)) => answer.result,
-            Ok(None) => Err("the supervisor closed the connection without an answer".to_string()),
-            Err(error) => Err(format!("failed to read the supervisor's answer: {error}")),
-        }
+    let exemption = UnixStream::connect(&path)
+        .map_err(|error| format!("no supervisor answers on `{}` ({error})", path.display()))
+        .and_then(|stream| ask(stream, &ControlRequest::MarkBenign { prefix, reason: reason.to_string(), for_secs }));
+    Release { unblocked, exemption }
+}
+
+/// The CLI's side of a plain `block del` (the deny entry removed already): tells the
+/// running supervisor under `runtime_dir`, whose detect task forgets the blocks `prefix`
+/// covers and withdraws them from the fleet. `Ok(None)`: no supervisor runs there (a
+/// standalone `mldefender capture`, or none at all); `Ok(Some(what))`: what it did.
+pub fn tell_released(runtime_dir: &Path, prefix: IpPrefix) -> Result<Option<String>, String> {
+    let path = runtime_dir.join(crate::supervise::STATUS_SOCKET);
+    let stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(error) if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(error) => return Err(format!("failed to reach the supervisor on `{}`: {error}", path.display())),
     };
-    Release { unblocked, exemption: ask() }
+    ask(stream, &ControlRequest::Release { prefix }).map(Some)
+}
+
+/// Sends one request to the supervisor and waits for its answer (the detect task's).
+fn ask(mut stream: UnixStream, request: &ControlRequest) -> Result<String, String> {
+    stream.set_read_timeout(Some(ANSWER_DEADLINE + Duration::from_secs(2))).map_err(|error| error.to_string())?;
+    mld_ipc::write_frame(&mut stream, request).map_err(|error| format!("failed to ask the supervisor: {error}"))?;
+    match mld_ipc::read_frame::<MarkBenignAnswer>(&mut stream) {
+        Ok(Some(answer)) => answer.result,
+        Ok(None) => Err("the supervisor closed the connection without an answer".to_string()),
+        Err(error) => Err(format!("failed to read the supervisor's answer: {error}")),
+    }
 }
 
 /// What `mldefender block explain` says of the operator's exemption of `address` (read
@@ -321,7 +362,8 @@ mod tests {
         let mut machine = Machine::new(mld_supervisor::machine::Settings::new(&config, String::new()), Vec::new(), Instant::now());
         let (supervisor_end, mut cli_end) = UnixStream::pair().expect("pair");
         let mut releases = Releases::default();
-        releases.request(&mut machine, supervisor_end, ("10.66.2.2/32".parse().expect("prefix"), "test".to_string(), 60), Instant::now());
+        let prefix = "10.66.2.2/32".parse().expect("prefix");
+        releases.request(&mut machine, supervisor_end, |id| SupervisorMessage::Release { id, prefix }, Instant::now());
         let answer: MarkBenignAnswer = mld_ipc::read_frame(&mut cli_end).expect("read").expect("an answer");
         assert_eq!(answer.result, Err("the detect task is not enabled".to_string()));
         assert!(releases.pending.is_empty());

@@ -489,7 +489,10 @@ fn serve_status(machine: &mut Machine, releases: &mut crate::benign::Releases, s
             }
         }
         // Answered once the detect task has (`benign::Releases::poll`).
-        Ok(Some(ControlRequest::MarkBenign { prefix, reason, for_secs })) => releases.request(machine, stream, (prefix, reason, for_secs), now),
+        Ok(Some(ControlRequest::MarkBenign { prefix, reason, for_secs })) => {
+            releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs }, now)
+        }
+        Ok(Some(ControlRequest::Release { prefix })) => releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::Release { id, prefix }, now),
         Ok(None) => {}
         Err(error) => warn!(error = %error, "bad request on the status socket"),
     }

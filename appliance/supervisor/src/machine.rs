@@ -189,7 +189,7 @@ pub struct Machine {
     announced_ready: bool,
     phase: Phase,
     jitter: Box<dyn FnMut() -> f64>,
-    /// Answers of the detect task to requests passed on (`MarkedBenign`), until taken.
+    /// Answers of the detect task to requests passed on (`MarkedBenign`, `Released`), until taken.
     replies: Vec<TaskMessage>,
     /// The log task's newest durable head, until passed on to the fleet task.
     log_head: Option<(u64, String)>,
@@ -580,7 +580,7 @@ impl Machine {
                                     *fleet_document = Some(document);
                                 }
                             }
-                            reply @ TaskMessage::MarkedBenign { .. } => {
+                            reply @ (TaskMessage::MarkedBenign { .. } | TaskMessage::Released { .. }) => {
                                 if task.config.kind == TaskKind::Detect && replies.len() < REPLIES_MAX {
                                     replies.push(reply);
                                 }

@@ -256,7 +256,13 @@ fn apply_commands(sender: &mut FlowSender, maps: &mut PinnedMaps, protected: &Pr
     // Every map write first, then the logging: a burst of blocks is not slowed by it.
     let mut results = Vec::new();
     for command in std::mem::take(&mut sender.commands) {
-        let ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } = command;
+        let (id, prefix, ttl_secs, reason, decided_boot_ns) = match command {
+            ResponseMessage::Block { id, prefix, ttl_secs, reason, decided_boot_ns } => (id, prefix, ttl_secs, reason, decided_boot_ns),
+            ResponseMessage::Unblock { prefix } => {
+                unblock(maps, prefix);
+                continue;
+            }
+        };
         // Re-checked here whoever sent it: bounded prefix, nothing protected, TTL within
         // bounds (the detect task is less trusted than the data plane).
         let result = mld_capture::check_block_command(prefix, ttl_secs, reason, protected, ttl_max)
@@ -270,6 +276,26 @@ fn apply_commands(sender: &mut FlowSender, maps: &mut PinnedMaps, protected: &Pr
             Err(error) => warn!(prefix = %prefix, error = %error, "failed to block"),
         }
         sender.queue_urgent(FlowMessage::BlockResult { id, prefix, error: result.err(), applied_boot_ns });
+    }
+}
+
+/// Removes the deny entry of exactly `prefix` (a shared block withdrawn by the node that
+/// decided it), unless the operator wrote it: `manual` entries are the operator's alone.
+fn unblock(maps: &mut PinnedMaps, prefix: mld_types::IpPrefix) {
+    let entry = match maps.deny_list() {
+        Ok(entries) => entries.into_iter().find(|entry| entry.prefix == prefix),
+        Err(error) => {
+            warn!(prefix = %prefix, error = %crate::error_chain(&error), "failed to read the deny map to unblock");
+            return;
+        }
+    };
+    match entry {
+        None => {}
+        Some(entry) if entry.reason == mld_types::DenyReason::Manual => info!(prefix = %prefix, "kept the operator's manual block"),
+        Some(_) => match maps.deny_del(&prefix) {
+            Ok(_) => info!(prefix = %prefix, "unblocked"),
+            Err(error) => warn!(prefix = %prefix, error = %crate::error_chain(&error), "failed to unblock"),
+        },
     }
 }
 
@@ -383,7 +409,8 @@ mod tests {
         while sender.commands.len() < 3 && Instant::now() < deadline {
             sender.receive();
         }
-        let ids: Vec<u64> = sender.commands.iter().map(|ResponseMessage::Block { id, .. }| *id).collect();
+        let ids: Vec<u64> =
+            sender.commands.iter().filter_map(|command| if let ResponseMessage::Block { id, .. } = command { Some(*id) } else { None }).collect();
         assert_eq!(ids, vec![1, 2, 3]);
     }
 }

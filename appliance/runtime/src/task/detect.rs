@@ -299,8 +299,10 @@ impl Intake {
         if self.decided.len() + commands.len() > DECIDED_MAX {
             self.decided.clear();
         }
-        for ResponseMessage::Block { id, decided_boot_ns, .. } in commands {
-            self.decided.insert(*id, *decided_boot_ns);
+        for command in commands {
+            if let ResponseMessage::Block { id, decided_boot_ns, .. } = command {
+                self.decided.insert(*id, *decided_boot_ns);
+            }
         }
         let Some(connection) = self.connections.last_mut() else {
             warn!(blocks = commands.len(), "no capture task connected: blocks cannot be applied now");
@@ -370,12 +372,25 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         // into a gap record).
         let (busy, all_closed) = intake.step(&mut detection, &mut events);
         for request in control.take_requests() {
-            if let mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs } = request {
-                let result = benign.apply(&mut detection, prefix, &reason, for_secs, boot_time_ns() + offset_ns).map(|(description, record)| {
+            match request {
+                mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs } => {
+                    let result = benign.apply(&mut detection, prefix, &reason, for_secs, boot_time_ns() + offset_ns).map(|(description, record)| {
+                        events.send(record);
+                        description
+                    });
+                    if result.is_ok() {
+                        if let Some(link) = fleet.as_mut() {
+                            link.withdraw(prefix);
+                        }
+                    }
+                    control.send(&mld_ipc::TaskMessage::MarkedBenign { id, result });
+                }
+                mld_ipc::SupervisorMessage::Release { id, prefix } => {
+                    let (description, record) = crate::benign::released(&mut detection, prefix, fleet.as_mut(), boot_time_ns() + offset_ns);
                     events.send(record);
-                    description
-                });
-                control.send(&mld_ipc::TaskMessage::MarkedBenign { id, result });
+                    control.send(&mld_ipc::TaskMessage::Released { id, result: Ok(description) });
+                }
+                _ => {}
             }
         }
         // Other nodes' blocks, judged here like our own verdicts, applied in one write.
@@ -680,8 +695,13 @@ mod tests {
         ];
         let mut next_id = 7;
         let commands = block_commands(&decisions, &mut next_id, 42);
-        let summary: Vec<(u64, String, u64, DenyReason)> =
-            commands.iter().map(|ResponseMessage::Block { id, prefix, ttl_secs, reason, .. }| (*id, prefix.to_string(), *ttl_secs, *reason)).collect();
+        let summary: Vec<(u64, String, u64, DenyReason)> = commands
+            .iter()
+            .filter_map(|command| match command {
+                ResponseMessage::Block { id, prefix, ttl_secs, reason, .. } => Some((*id, prefix.to_string(), *ttl_secs, *reason)),
+                ResponseMessage::Unblock { .. } => None,
+            })
+            .collect();
         assert_eq!(summary, vec![(7, "10.66.2.66/32".to_string(), 60, DenyReason::Scan), (8, "10.66.2.66/32".to_string(), 600, DenyReason::BruteForce)]);
         assert_eq!(next_id, 9);
     }

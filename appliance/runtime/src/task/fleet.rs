@@ -28,6 +28,7 @@ use mld_fleet::block::SharedBlock;
 use mld_fleet::receiver::{Action, Receiver, ReceiverConfig, WatchEvent};
 use mld_fleet::schema::{self, NodeName};
 use mld_ipc::{Connection, FleetCounters, FleetMember, FleetMessage, FleetView, TaskCounters, TaskMessage};
+use mld_types::IpPrefix;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -37,6 +38,9 @@ use crate::exit::Exit;
 /// Blocks waiting to be published while etcd is away, at most; beyond, the oldest are
 /// dropped and counted (they are enforced here all the same).
 const PENDING_MAX: usize = 8192;
+/// The operator's withdrawals waiting while etcd is away, at most (beyond, the blocks end
+/// with their expiry).
+const WITHDRAWALS_MAX: usize = 1024;
 /// Puts in one transaction (etcd's default `--max-txn-ops` is 128).
 const BATCH_MAX: usize = 100;
 /// Shared blocks held at once, at most (`mld_fleet::receiver`).
@@ -265,6 +269,8 @@ struct Fleet {
     receiver: Receiver,
     /// This node's blocks not yet in etcd, oldest first.
     pending: VecDeque<SharedBlock>,
+    /// The operator's withdrawals (`block del` here) waiting to be written.
+    withdrawals: Vec<IpPrefix>,
     /// Members with a live lease, by name, as their records say (this node included).
     members: BTreeMap<String, FleetMember>,
     /// This node's member record.
@@ -322,6 +328,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
         link,
         receiver,
         pending: VecDeque::new(),
+        withdrawals: Vec::new(),
         members: BTreeMap::new(),
         own: FleetMember {
             node: start.config.log.node.clone(),
@@ -461,7 +468,20 @@ impl Fleet {
     /// The detect task's decisions, queued for publishing (bounded).
     fn take_decisions(&mut self) {
         for message in self.link.receive() {
-            let FleetMessage::Decided { prefix, reason, expires_unix_ms, decided_unix_ms, event_id } = message else { continue };
+            let (prefix, reason, expires_unix_ms, decided_unix_ms, event_id) = match message {
+                FleetMessage::Decided { prefix, reason, expires_unix_ms, decided_unix_ms, event_id } => {
+                    (prefix, reason, expires_unix_ms, decided_unix_ms, event_id)
+                }
+                FleetMessage::Withdraw { prefix } => {
+                    // What waits unpublished is simply dropped; what is out goes at the next turn.
+                    self.pending.retain(|block| !prefix.covers(&block.prefix));
+                    if self.config.publish && self.withdrawals.len() < WITHDRAWALS_MAX && !self.withdrawals.contains(&prefix) {
+                        self.withdrawals.push(prefix);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
             if !self.config.publish {
                 continue;
             }
@@ -529,11 +549,38 @@ impl Fleet {
         Ok(Session { client, lease, watch, keeper, keep_alive, next_keep_alive: Instant::now() + interval })
     }
 
+    /// Deletes this node's published blocks covered by each withdrawn prefix (the
+    /// operator's `block del` here): the receivers see the keys go before the blocks'
+    /// expiry and remove what they applied from this node. A withdrawal waits while etcd
+    /// is away; one that fails is tried again at the next turn.
+    async fn withdraw(&mut self, client: &mut Client) -> anyhow::Result<()> {
+        let own = schema::node_blocks(&self.node);
+        let published = client.get(own.as_str(), Some(GetOptions::new().with_prefix().with_keys_only())).await.context("list this node's shared blocks")?;
+        let keys: Vec<(String, IpPrefix)> = published
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok().and_then(|key| schema::parse_block_key(key).ok().map(|(_, prefix)| (key.to_string(), prefix))))
+            .collect();
+        while let Some(prefix) = self.withdrawals.first().copied() {
+            let covered: Vec<TxnOp> = keys.iter().filter(|(_, published)| prefix.covers(published)).map(|(key, _)| TxnOp::delete(key.as_str(), None)).collect();
+            let count = covered.len();
+            if count > 0 {
+                client.txn(Txn::new().and_then(covered)).await.with_context(|| format!("withdraw the shared blocks covered by {prefix}"))?;
+                self.note("block-withdrawn", format!("withdrew {count} shared block(s) covered by {prefix} from the fleet (the operator's block del)"));
+            }
+            self.withdrawals.remove(0);
+        }
+        Ok(())
+    }
+
     /// One turn with an open session: publish what waits, keep the lease alive, and take
     /// what the watch brings (or the tick passes).
     async fn serve(&mut self, session: &mut Session) -> anyhow::Result<()> {
         if !self.pending.is_empty() {
             self.publish(&mut session.client).await?;
+        }
+        if !self.withdrawals.is_empty() {
+            self.withdraw(&mut session.client).await?;
         }
         self.publish_anchor(&mut session.client).await?;
         if let Some(status) = self.config_status.take() {
@@ -688,9 +735,14 @@ impl Fleet {
                 };
                 self.link.send(message);
             }
-            // The deny entry lapses with its own TTL (the same absolute expiry); an early
-            // withdrawal (`block del` on the deciding node) is put on record.
-            Action::Remove { prefix, node } => self.note("shared-withdrawn", format!("{node} withdrew its block of {prefix}")),
+            // At its expiry the deny entry lapses by itself (the same absolute expiry); an
+            // early withdrawal (`block del` on the deciding node) goes to the detect task,
+            // which removes the entry if it applied that node's block.
+            Action::Remove { prefix, node, expires_at_ms } => {
+                if expires_at_ms > unix_ms() + 1000 {
+                    self.link.send(FleetMessage::Withdrawn { prefix, node: node.to_string() });
+                }
+            }
             Action::Ignored { .. } => {}
             Action::Invalid { key, why } => {
                 self.counters.fleet_invalid += 1;

@@ -127,7 +127,7 @@ impl Guard {
             return;
         }
         commands.retain(|command| {
-            let ResponseMessage::Block { id, prefix, .. } = command;
+            let ResponseMessage::Block { id, prefix, .. } = command else { return true };
             let Some(victim) = victims.iter().find(|victim| prefix.covers(&IpPrefix::host(**victim))) else { return true };
             warn!(prefix = %prefix, victim = %victim, "refused to block the victim of a random-source flood");
             results.push(FlowMessage::BlockResult {

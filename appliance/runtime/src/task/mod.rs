@@ -120,6 +120,7 @@ impl Control {
                 // Bounded by the supervisor (a few waiting at most); taken every turn.
                 Ok(Some(
                     request @ (SupervisorMessage::MarkBenign { .. }
+                    | SupervisorMessage::Release { .. }
                     | SupervisorMessage::LogHead { .. }
                     | SupervisorMessage::FleetIdentity { .. }
                     | SupervisorMessage::FleetDocumentRefused { .. }),

@@ -22,6 +22,11 @@ const LINK_OUT_BYTES: usize = 4 << 20;
 /// other happenings (members, connection).
 pub const SHARED_BLOCK: &str = "shared-block";
 pub const SHARED_REFUSED: &str = "shared-refused";
+pub const SHARED_WITHDRAWN: &str = "shared-withdrawn";
+
+/// Shared blocks remembered (to honour a withdrawal), at most: expired ones are forgotten
+/// first; beyond, a withdrawal of one not remembered leaves it to its expiry.
+const SHARED_MAX: usize = 65_536;
 pub const FLEET_NOTE: &str = "fleet";
 
 /// The connection to the fleet task (when one runs): reconnected when lost; what cannot
@@ -35,11 +40,13 @@ pub struct FleetLink {
     pub refused: u64,
     /// Decisions that could not be handed to the fleet task.
     pub unsent: u64,
+    /// Shared blocks applied here: address → (deciding node, expiry in Unix ms).
+    shared: std::collections::HashMap<std::net::IpAddr, (String, u64)>,
 }
 
 impl FleetLink {
     pub fn new(path: PathBuf) -> FleetLink {
-        FleetLink { path, connection: None, next_attempt: Instant::now(), applied: 0, refused: 0, unsent: 0 }
+        FleetLink { path, connection: None, next_attempt: Instant::now(), applied: 0, refused: 0, unsent: 0, shared: std::collections::HashMap::new() }
     }
 
     fn connection(&mut self) -> Option<&mut Connection> {
@@ -57,7 +64,15 @@ impl FleetLink {
 
     /// Tells the fleet task this node blocked `prefix` until `expires_unix_ms`.
     pub fn decided(&mut self, prefix: IpPrefix, reason: DenyReason, expires_unix_ms: u64, decided_unix_ms: u64, event_id: String) {
-        let message = FleetMessage::Decided { prefix, reason, expires_unix_ms, decided_unix_ms, event_id };
+        self.send(FleetMessage::Decided { prefix, reason, expires_unix_ms, decided_unix_ms, event_id });
+    }
+
+    /// Tells the fleet task the operator removed this node's blocks covered by `prefix`.
+    pub fn withdraw(&mut self, prefix: IpPrefix) {
+        self.send(FleetMessage::Withdraw { prefix });
+    }
+
+    fn send(&mut self, message: FleetMessage) {
         let sent = self.connection().is_some_and(|connection| {
             let queued = connection.queue(&message).is_ok();
             connection.flush();
@@ -113,7 +128,8 @@ pub fn judge(link: &mut FleetLink, detection: &mut Detection, message: FleetMess
                 detection.flowless_record(FLEET_NOTE, unspecified, (now_ns, now_ns), format!("fleet {what}: {detail}"), &format!("fleet|{what}|{now_ns}"));
             return Judged { command: None, record: Some(record) };
         }
-        FleetMessage::Decided { .. } => return Judged { command: None, record: None },
+        FleetMessage::Withdrawn { prefix, node } => return withdrawn(link, detection, prefix, &node, now_ns),
+        FleetMessage::Decided { .. } | FleetMessage::Withdraw { .. } => return Judged { command: None, record: None },
     };
     let now_ms = now_ns / 1_000_000;
     let source = prefix.addr();
@@ -156,6 +172,14 @@ pub fn judge(link: &mut FleetLink, detection: &mut Detection, message: FleetMess
                 *next_id += 1;
                 ResponseMessage::Block { id, prefix, ttl_secs: ttl.as_secs().max(1), reason, decided_boot_ns: boot_ns }
             });
+            if command.is_some() {
+                if link.shared.len() >= SHARED_MAX {
+                    link.shared.retain(|_, (_, expires)| *expires > now_ms);
+                }
+                if link.shared.len() < SHARED_MAX {
+                    link.shared.insert(source, (node.clone(), expires_unix_ms));
+                }
+            }
             info!(prefix = %prefix, node, ttl_secs = ttl.as_secs(), "shared block applied");
             Judged { command, record: Some(record) }
         }
@@ -167,4 +191,29 @@ pub fn judge(link: &mut FleetLink, detection: &mut Detection, message: FleetMess
             Judged { command: None, record: Some(record) }
         }
     }
+}
+
+/// `node` withdrew its block of `prefix` before its expiry (the operator's `block del`
+/// there): when the block applied here is that node's, its deny entry goes (unless the
+/// operator here made it a manual one) and the responder forgets it, so this node's own
+/// evidence can block the source again. Anything else (refused here, never seen, another
+/// node's block of the same address) is left alone.
+fn withdrawn(link: &mut FleetLink, detection: &mut Detection, prefix: IpPrefix, node: &str, now_ns: u64) -> Judged {
+    let source = prefix.addr();
+    let now_ms = now_ns / 1_000_000;
+    let applied_here = prefix == IpPrefix::host(source) && link.shared.get(&source).is_some_and(|(from, expires)| from == node && *expires > now_ms);
+    if !applied_here {
+        return Judged { command: None, record: None };
+    }
+    link.shared.remove(&source);
+    detection.detector.responder_mut().expired(source);
+    info!(prefix = %prefix, node, "shared block withdrawn");
+    let record = detection.flowless_record(
+        SHARED_WITHDRAWN,
+        source,
+        (now_ns, now_ns),
+        format!("fleet node {node} withdrew its block of {prefix} before its expiry (its operator removed it): removed here"),
+        &format!("withdrawn|{node}|{prefix}|{now_ns}"),
+    );
+    Judged { command: Some(ResponseMessage::Unblock { prefix }), record: Some(record) }
 }
