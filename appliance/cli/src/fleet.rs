@@ -42,13 +42,14 @@ pub fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
         counters.fleet_resyncs,
         counters.fleet_connects
     );
-    println!("{:<24} {:<10} {:<14} {:<26} last heartbeat", "member", "version", "config", "started");
+    println!("{:<24} {:<10} {:<14} {:<10} {:<26} last heartbeat", "member", "version", "config", "document", "started");
     for member in &view.members {
         println!(
-            "{:<24} {:<10} {:<14} {:<26} {}",
+            "{:<24} {:<10} {:<14} {:<10} {:<26} {}",
             member.node,
             member.version,
             member.config_sha256.get(..12).unwrap_or(&member.config_sha256),
+            if member.config_generation == 0 { "-".to_string() } else { member.config_generation.to_string() },
             mld_flow::time::rfc3339_utc(member.started_unix_ms.saturating_mul(1_000_000)),
             ago(member.heartbeat_unix_ms)
         );

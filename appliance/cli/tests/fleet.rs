@@ -132,6 +132,12 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
         assert_eq!(&supervisor.status()["supervisor_pid"], pid, "restarted in place");
         assert!(eventually(Duration::from_secs(20), || members(supervisor) == 3), "three members again: {}", supervisor.status());
     }
+    // `fleet status` shows the generation every member runs.
+    let generations = || {
+        let listed = stdout(&run(mldefender().args(["fleet", "status", "--runtime-dir", &sb.runtime_dir])));
+        ["gw-a", "gw-b", "gw-c"].iter().all(|node| listed.lines().any(|line| line.starts_with(node) && line.split_whitespace().nth(3) == Some("1")))
+    };
+    assert!(eventually(Duration::from_secs(10), generations), "every member runs generation 1");
     let reported = text(&cluster.ctl("root", &["get", "--print-value-only", "/mld/nodes/gw-a/config"]));
     assert!(reported.contains("\"applied\""), "{reported}");
     let tampered = document(2, "[response]\nttl-scan-secs = 40\n").replace("ttl-scan-secs = 40", "ttl-scan-secs = 1");
@@ -189,10 +195,17 @@ fn a_scanner_blocked_at_one_gateway_is_dropped_at_the_others_and_each_nodes_allo
         );
     }
     assert!(!events_with(&a, "unblock", CLIENT).is_empty(), "A logs the operator's release");
+    assert!(!blocked(&a, CLIENT), "A does not block the released client again on the scan that led to the block");
 
     // The blocks end everywhere with their expiry: the deny entries lapse, etcd drops the
     // keys with their lease, and B's attacker gets through again.
-    assert!(eventually(Duration::from_secs(60), || !blocked(&b, ATTACKER) && !blocked(&b, CLIENT)), "B's shared blocks expire");
+    assert!(
+        eventually(Duration::from_secs(60), || !blocked(&b, ATTACKER) && !blocked(&b, CLIENT)),
+        "B's shared blocks expire:\n{}\n{:?}\n{:?}",
+        stdout(&b.mldefender(&["block", "list"])),
+        events_with(&b, "shared-block", CLIENT),
+        events_with(&a, "block", CLIENT)
+    );
     let keys = || text(&cluster.ctl("root", &["get", "--prefix", "--keys-only", "/mld/blocks/"]));
     assert!(eventually(Duration::from_secs(20), || keys().trim().is_empty()), "etcd still holds blocks: {}", keys());
     assert!(b.ping("a", SERVER), "B lets the attacker through again once the block expired");

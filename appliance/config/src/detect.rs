@@ -271,6 +271,8 @@ pub struct HeuristicsConfig {
     /// Index of the window the heuristics read, in `windows.lengths`; `None` when no
     /// windows are configured (then only the slow-connection heuristic runs).
     pub window_index: Option<usize>,
+    /// That window's length (zero without windows).
+    pub window: Duration,
     pub scan_ports: u32,
     pub scan_addrs: u32,
     pub scan_refused_ports: u32,
@@ -387,6 +389,7 @@ pub(crate) fn validate_detect(raw: &RawDetect, windows_secs: &[u64], errors: &mu
     let count = |value: i64, key: &str, errors: &mut Vec<ConfigError>| in_range(value, 1, 100_000_000, &format!("detect.heuristics.{key}"), errors) as u32;
     let heuristics = HeuristicsConfig {
         window_index,
+        window: Duration::from_secs(window_index.map_or(0, |_| h.window_secs.max(0) as u64)),
         scan_ports: count(h.scan_ports, "scan-ports", errors),
         scan_addrs: count(h.scan_addrs, "scan-addrs", errors),
         scan_refused_ports: count(h.scan_refused_ports, "scan-refused-ports", errors),

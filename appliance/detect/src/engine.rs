@@ -175,6 +175,9 @@ struct SourceState {
     /// Flows claiming the source's address since `.0` (reset every evidence period) whose
     /// path disagreed (`.1`) and agreed (`.2`) with its home.
     path_counts: (u64, u32, u32),
+    /// When the operator released the source (`block del`): evidence from before it does
+    /// not count (see [`Detector::release`]).
+    released_ns: Option<u64>,
     /// Whether the latest flow of the latest active-source report strayed: the report's
     /// window rules are about what the source started lately, which in a forged flood is
     /// the forger's flows, before any of them has ended and been counted.
@@ -301,6 +304,28 @@ impl Detector {
         self.anchored_interfaces = ifindexes;
     }
 
+    /// The operator removed the deny entries `prefix` covers (`block del`): the responder
+    /// forgets the blocks, and the evidence about the sources it covers is reset, so that
+    /// only what they do from now on can block them again (new evidence, not the window
+    /// and the flows that led to the released block). Returns how many blocks in force
+    /// were forgotten.
+    pub fn release(&mut self, prefix: mld_types::IpPrefix) -> usize {
+        let now = self.now_ns;
+        for (source, state) in self.sources.iter_mut() {
+            if prefix.covers(&mld_types::IpPrefix::host(*source)) {
+                state.fast = None;
+                state.slow = SlowTracker::default();
+                state.slow_verdict = None;
+                state.auth = AuthTracker::default();
+                state.auth_verdict = None;
+                state.model.clear();
+                state.early_scored.clear();
+                state.released_ns = Some(now);
+            }
+        }
+        self.responder.release(prefix)
+    }
+
     pub fn responder_mut(&mut self) -> &mut Responder {
         &mut self.responder
     }
@@ -339,8 +364,12 @@ impl Detector {
             Some(window) => assess_window(window, &self.config.heuristics),
             None => FastVerdict::none(),
         };
+        let window_ns = self.config.heuristics.window.as_nanos() as u64;
         let state = self.state(report.src_ip, now);
-        if fast.score > 0.0 {
+        // A window that reaches back before the operator's release holds evidence from
+        // before it: not counted.
+        let since_release = state.released_ns.is_none_or(|released| now.saturating_sub(window_ns) >= released);
+        if fast.score > 0.0 && since_release {
             state.fast = Some((fast, now));
         }
         if let Some(flow) = report.latest_flow {
@@ -485,6 +514,10 @@ impl Detector {
             // colluding destination can answer it).
             let strayed = self.note_path(&flow, now);
             let state = self.state(source, now);
+            // A flow that started before the operator released its source is no evidence
+            // either (it is still logged).
+            let before_release = state.released_ns.is_some_and(|released| flow.first_seen_ns < released);
+            let strayed = strayed || before_release;
             if !strayed {
                 state.saw(&flow, now, anchored);
                 if let Some(verdict) = state.slow.observe(&flow, now, &heuristics, evidence_ns) {
@@ -999,6 +1032,28 @@ mod tests {
         assert!(block.provenance.contains("unanswered new flows 5000 of 5000 (limit 150)"), "{}", block.provenance);
         detector.on_report(report("10.66.2.2", 2 * SECOND, 1, 6000.0, 6000.0));
         assert!(decisions(&detector.tick()).is_empty(), "no second block while the first holds");
+    }
+
+    #[test]
+    fn a_source_the_operator_released_is_not_blocked_again_on_the_evidence_before_the_release_only_on_new_evidence() {
+        let mut detector = detector(|_| {});
+        let attacker = "10.66.2.2";
+        detector.on_report(report(attacker, SECOND, 1, 5000.0, 5000.0));
+        assert_eq!(decisions(&detector.tick()), vec![(Action::Block, attacker.to_string())]);
+        assert_eq!(detector.release("10.66.2.2/32".parse().expect("prefix")), 1);
+        // Reports whose 10 s window still reaches back before the release, and the model's
+        // view of a flow that started before it: no block.
+        for at in [2, 5, 10] {
+            detector.on_report(report(attacker, at * SECOND, 1, 5000.0, 5000.0));
+            detector.on_flow(flow(attacker, 4444, SECOND / 2));
+            assert!(decisions(&detector.tick()).iter().all(|(action, _)| *action != Action::Block), "blocked again at {at} s on old evidence");
+        }
+        // A window wholly after the release with the flood still in it: blocked again, as
+        // a repeat.
+        detector.on_report(report(attacker, 12 * SECOND, 1, 5000.0, 5000.0));
+        let events = detector.tick();
+        assert_eq!(decisions(&events), vec![(Action::Block, attacker.to_string())]);
+        assert_eq!(events.iter().find(|event| event.action == Action::Block).map(|event| event.escalation_step), Some(1));
     }
 
     #[test]

@@ -62,8 +62,11 @@ pub struct FleetMember {
     pub node: String,
     /// Its software version.
     pub version: String,
-    /// The SHA-256 of its configuration (the generation it runs), hex.
+    /// The SHA-256 of its configuration (with the fleet document in force), hex.
     pub config_sha256: String,
+    /// The generation of the fleet configuration document in force there (0: none).
+    #[serde(default)]
+    pub config_generation: u64,
     /// When its fleet task started, and its last heartbeat, Unix ms.
     pub started_unix_ms: u64,
     pub heartbeat_unix_ms: u64,

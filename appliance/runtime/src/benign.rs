@@ -179,7 +179,7 @@ pub fn released(
     fleet: Option<&mut crate::task::shared::FleetLink>,
     now_ns: u64,
 ) -> (String, serde_json::Map<String, serde_json::Value>) {
-    let forgotten = detection.detector.responder_mut().release(prefix);
+    let forgotten = detection.detector.release(prefix);
     let shared = fleet.is_some();
     if let Some(link) = fleet {
         link.withdraw(prefix);

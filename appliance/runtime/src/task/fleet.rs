@@ -337,6 +337,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, fds: Fds) ->
                 use sha2::Digest;
                 hex::encode(sha2::Sha256::digest(start.config_toml.as_bytes()))
             },
+            config_generation: start.settings.fleet_generation,
             started_unix_ms: unix_ms(),
             heartbeat_unix_ms: 0,
         },
