@@ -91,6 +91,7 @@ fn main() {
         fleet_socket: None,
         fleet_base_toml: None,
         fleet_generation: 0,
+        config_note: None,
         capture_uid: uid,
         detect_uid: uid,
         log_public_key: None,

@@ -5,6 +5,7 @@
 //! decides exit codes.
 
 mod capture;
+mod config;
 mod explain;
 mod fleet;
 mod flows;
@@ -418,6 +419,55 @@ enum ConfigCommand {
     },
     /// Print the complete default configuration, with a comment on every key.
     Example,
+    /// Print the JSON Schema of the whole file: every key with its description, default
+    /// and bounds (docs/config.schema.json).
+    Schema,
+    /// List every key NEW changes, with how it would be applied: live, restarting a task
+    /// (named), restarting the supervisor, or needing a new image. Against the running
+    /// supervisor's configuration unless --from OLD. Invalid NEW: every error, exit 64.
+    Plan {
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+        /// Compare with this file instead of the running configuration.
+        #[arg(long, value_name = "OLD", conflicts_with = "running")]
+        from: Option<PathBuf>,
+        /// Compare with the running supervisor's configuration (the default).
+        #[arg(long)]
+        running: bool,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
+    },
+    /// Apply NEW to the running appliance with the least disruption its plan allows, as a
+    /// new generation: live changes without a restart, task restarts one at a time, the
+    /// supervisor restarted in place when needed; XDP keeps enforcing. Refused (nothing
+    /// changed, exit 64) when invalid or when it needs a new image.
+    Apply {
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
+    },
+    /// List the configuration generations kept (supervisor.state-dir of --config).
+    Generations {
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
+    },
+    /// Apply generation N again (default: the one before the generation in force).
+    Rollback {
+        #[arg(value_name = "N")]
+        generation: Option<u64>,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
+    },
+    /// The plan from generation A to generation B.
+    Diff {
+        #[arg(value_name = "A")]
+        from: u64,
+        #[arg(value_name = "B")]
+        to: u64,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -430,7 +480,25 @@ fn main() -> ExitCode {
             output: args.output,
             summary: args.summary,
         }),
-        Command::Config(ConfigCommand::Check { files }) => config_check(&files),
+        Command::Config(ConfigCommand::Check { files }) => config::check(&files),
+        Command::Config(ConfigCommand::Schema) => config::schema(),
+        Command::Config(ConfigCommand::Plan { new, from, running: _, supervisor }) => match from {
+            Some(old) => config::plan(&new, config::Baseline::File(old), supervisor.json),
+            None => match supervisor.runtime_dir() {
+                Ok(dir) => config::plan(&new, config::Baseline::Running(dir), supervisor.json),
+                Err(exit) => Ok(exit),
+            },
+        },
+        Command::Config(ConfigCommand::Apply { new, supervisor }) => match supervisor.runtime_dir() {
+            Ok(dir) => config::apply(&new, &dir),
+            Err(exit) => Ok(exit),
+        },
+        Command::Config(ConfigCommand::Generations { supervisor }) => config::generations(supervisor.config.as_deref(), supervisor.json),
+        Command::Config(ConfigCommand::Rollback { generation, supervisor }) => match supervisor.runtime_dir() {
+            Ok(dir) => config::rollback(supervisor.config.as_deref(), generation, &dir),
+            Err(exit) => Ok(exit),
+        },
+        Command::Config(ConfigCommand::Diff { from, to, supervisor }) => config::diff(supervisor.config.as_deref(), from, to, supervisor.json),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", mld_config::EXAMPLE);
             Ok(Exit::Success)
@@ -529,25 +597,4 @@ fn with_maps_dir(maps: MapsArgs, action: impl FnOnce(&std::path::Path) -> anyhow
         Ok(dir) => action(&dir),
         Err(exit) => Ok(exit),
     }
-}
-
-fn config_check(files: &[PathBuf]) -> anyhow::Result<Exit> {
-    let mut exit = Exit::Success;
-    for file in files {
-        let checked = mld_config::Config::from_file(file).and_then(|config| config.check_environment(&file.display().to_string()).map(|()| config));
-        match checked {
-            Ok(config) => {
-                // Warnings do not fail the check: valid, but probably not what is wanted.
-                for warning in config.warnings() {
-                    eprintln!("{}: warning: {warning}", file.display());
-                }
-                println!("{}: ok", file.display());
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                exit = Exit::Config;
-            }
-        }
-    }
-    Ok(exit)
 }

@@ -246,3 +246,39 @@ fn a_tiny_table_evicts_and_says_so() {
     let evicted_records = stdout(&output).matches("\"end_reason\":\"evicted\"").count() as u64;
     assert_eq!(evicted_records, evicted, "every eviction is a record");
 }
+
+#[test]
+fn the_json_schema_in_docs_is_the_one_the_binary_generates() {
+    let schema = run(mldefender().args(["config", "schema"]));
+    assert!(schema.status.success(), "{}", stderr(&schema));
+    let kept = std::fs::read_to_string(repo().join("docs/config.schema.json")).expect("docs/config.schema.json");
+    assert!(stdout(&schema) == kept, "docs/config.schema.json is stale: regenerate it with `mldefender config schema > docs/config.schema.json`");
+    let parsed: serde_json::Value = serde_json::from_str(&kept).expect("JSON");
+    let ttl = &parsed["properties"]["response"]["properties"]["ttl-scan-secs"];
+    assert_eq!((ttl["default"].as_i64(), ttl["minimum"].as_i64(), ttl["maximum"].as_i64()), (Some(3600), Some(1), Some(31_536_000)), "{ttl}");
+    assert!(ttl["description"].as_str().is_some_and(|text| text.contains("scan")), "{ttl}");
+}
+
+#[test]
+fn config_plan_names_every_change_with_its_class_as_the_golden_file_says() {
+    let dir = repo().join("tests/config/plan");
+    let plan = run(mldefender().args(["config", "plan"]).arg(dir.join("new.toml")).arg("--from").arg(dir.join("old.toml")));
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).expect("expected.txt");
+    assert_eq!(
+        stdout(&plan),
+        expected,
+        "if intended: mldefender config plan tests/config/plan/new.toml --from tests/config/plan/old.toml > tests/config/plan/expected.txt"
+    );
+    let json = run(mldefender().args(["config", "plan", "--json"]).arg(dir.join("new.toml")).arg("--from").arg(dir.join("old.toml")));
+    let parsed: serde_json::Value = serde_json::from_str(stdout(&json).trim()).expect("JSON");
+    let keys: Vec<&str> = parsed["changes"].as_array().expect("changes").iter().filter_map(|change| change["key"].as_str()).collect();
+    assert_eq!(keys.len(), expected.lines().count() - 1, "{keys:?}");
+    assert_eq!(parsed["overall"], "needs-image");
+    // Invalid NEW: every error, exit 64, nothing on stdout.
+    let mut invalid = tempfile::NamedTempFile::new().expect("temp file");
+    invalid.write_all(b"[response]\nttl-scan-secs = 0\nmax-active-blocks = 0\n").expect("write");
+    let refused = run(mldefender().args(["config", "plan"]).arg(invalid.path()).arg("--from").arg(dir.join("old.toml")));
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(stdout(&refused).is_empty() && stderr(&refused).contains("2 errors"), "{}", stderr(&refused));
+}

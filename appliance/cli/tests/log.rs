@@ -449,6 +449,7 @@ impl LogTask {
             fleet_socket: None,
             fleet_base_toml: None,
             fleet_generation: 0,
+            config_note: None,
             capture_uid: uid,
             detect_uid: uid,
             log_public_key: None,

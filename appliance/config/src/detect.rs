@@ -10,7 +10,7 @@ use crate::error::ConfigError;
 use crate::validate::in_range;
 use mld_types::IpPrefix;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawDetect {
     /// "required": the signed models must load or the task stops; "off": heuristics only.
@@ -23,10 +23,16 @@ pub struct RawDetect {
     pub onnxruntime: String,
     /// "agree", "tiered", "either", "fast" or "model".
     pub policy: String,
+    /// The fast path fires at or above this score (0..1).
     pub fast_threshold: f64,
+    /// The attack model fires at or above this score (0..1).
     pub model_threshold: f64,
+    /// Policy "tiered": the fast path blocks alone at or above this; at least fast-threshold.
     pub fast_alone_threshold: f64,
+    /// Policy "tiered": the model blocks alone when model-alone-min-flows of the source's flows
+    /// within evidence-secs score at or above this; at least model-threshold.
     pub model_alone_threshold: f64,
+    /// Flows the model must flag for it to block alone.
     pub model_alone_min_flows: i64,
     /// How long a source's model evidence counts. Seconds.
     pub evidence_secs: i64,
@@ -48,6 +54,7 @@ pub struct RawDetect {
     pub nearest_past_events_budget_ms: i64,
     /// The detect task's own directory: the operator's exemptions (`benign.json`).
     pub state_dir: String,
+    /// The fast path: thresholds on the source's window aggregates.
     pub heuristics: RawHeuristics,
 }
 
@@ -80,32 +87,54 @@ impl Default for RawDetect {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawHeuristics {
     /// Which window (seconds, one of windows.lengths-secs) the heuristics read.
     pub window_secs: i64,
+    /// Scan: distinct destination ports of flows the source started within the window.
     pub scan_ports: i64,
+    /// Sweep: distinct destination addresses within the window.
     pub scan_addrs: i64,
+    /// Scan: distinct destination ports that refused the source's TCP connections (a RST).
     pub scan_refused_ports: i64,
+    /// Flood or scan: flows the source started that got no answer within the window.
     pub flood_new_flows: i64,
+    /// Flood: flows of the source answered over the last second, per second.
     pub flood_answered_flows_per_sec: i64,
+    /// Flood: traffic in flows nobody answered over the last second. Mbit/s.
     pub flood_one_way_mbit_per_sec: i64,
+    /// Flood: ICMP packets the source sent over the last second, per second.
     pub flood_icmp_packets_per_sec: i64,
+    /// Flood of small packets in few flows: packets within the window.
     pub flood_packets: i64,
+    /// ... whose mean size is at most this. Bytes.
     pub flood_max_mean_packet_bytes: i64,
+    /// ... and at least this many packets per flow.
     pub flood_min_packets_per_flow: i64,
+    /// SYN flood: share of TCP packets with SYN and not ACK (0..1) ...
     pub syn_ratio: f64,
+    /// ... among at least this many TCP packets.
     pub syn_min_packets: i64,
+    /// Share of TCP packets with RST (scans of closed ports, 0..1) ...
     pub rst_ratio: f64,
+    /// ... among at least this many TCP packets.
     pub rst_min_packets: i64,
+    /// Repeated sessions to at most two destination ports (never decisive alone).
     pub repeat_sessions: i64,
+    /// Slow attack: concurrent open flows to one service, each old and slow (never decisive alone).
     pub slow_connections: i64,
+    /// A slow flow is at least this old. Seconds.
     pub slow_min_age_secs: i64,
+    /// A slow flow sends at most this. Bytes per second, above 0.
     pub slow_max_bytes_per_sec: f64,
+    /// Authentication services whose short sessions count as password guessing. Ports.
     pub auth_ports: Vec<i64>,
+    /// Password guessing: short answered sessions to one service within auth-window-secs.
     pub auth_sessions: i64,
+    /// The window of auth-sessions. Seconds.
     pub auth_window_secs: i64,
+    /// A session counts when it closes within this. Seconds.
     pub auth_max_session_secs: i64,
 }
 
@@ -147,20 +176,28 @@ impl Default for RawHeuristics {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawResponse {
     /// "block" writes the deny map; "dry-run" only logs "would-block".
     pub mode: String,
+    /// A flood's first block lasts this long (doubled per repeat). Seconds.
     pub ttl_flood_secs: i64,
+    /// A scan's first block. Seconds.
     pub ttl_scan_secs: i64,
+    /// Password guessing's block (after first-block-unsure-secs). Seconds.
     pub ttl_bruteforce_secs: i64,
+    /// A slow attack's block (after first-block-unsure-secs). Seconds.
     pub ttl_slow_secs: i64,
+    /// Any other category's first block. Seconds.
     pub ttl_other_secs: i64,
+    /// No block lasts longer, however often repeated. Seconds.
     pub ttl_max_secs: i64,
     /// A repeat within this long doubles the TTL. Seconds.
     pub repeat_window_secs: i64,
+    /// The circuit breaker: new blocks a minute at most.
     pub max_new_blocks_per_minute: i64,
+    /// Blocks in force at most.
     pub max_active_blocks: i64,
     /// Never blocked besides the allowlist and the gateway's own addresses.
     pub management_prefixes: Vec<String>,

@@ -13,7 +13,9 @@ mod error;
 mod fleet;
 mod guard;
 pub mod ids;
+pub mod json_schema;
 mod pki;
+pub mod plan;
 pub mod raw;
 mod schema;
 mod validate;
@@ -23,6 +25,7 @@ pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, Respon
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{overlay as fleet_overlay, FleetConfig, FLEET_SECTIONS};
 pub use guard::GuardConfig;
+pub use json_schema::json_schema;
 pub use pki::PkiConfig;
 pub use validate::{
     CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,

@@ -3,27 +3,42 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawConfig {
+    /// Flow tracking: timeouts and the flow table's bound.
     pub flow: RawFlow,
+    /// Per-source aggregates over sliding windows, read by scan and flood detection.
     pub windows: RawWindows,
+    /// How `mldefender flows` writes flow records.
     pub output: RawOutput,
+    /// The XDP data plane: interfaces, pins, the ring buffer, the capture task's cadence.
     pub capture: RawCapture,
+    /// Sources never dropped and never blockable.
     pub allowlist: RawAllowlist,
+    /// The supervisor: shutdown, the memory watchdog, cgroups, its state.
     pub supervisor: RawSupervisor,
+    /// Each task: its identity, memory budget and restart policy.
     pub tasks: RawTasks,
+    /// PID 1 duties at boot (the appliance image): modules, interfaces, persistent storage.
     pub system: RawSystem,
+    /// The signed event log.
     pub log: RawLog,
+    /// Detection: the models, the policy combining them with the fast path, its bounds.
     pub detect: crate::detect::RawDetect,
+    /// What a verdict does: block TTLs, protections, the circuit breaker.
     pub response: crate::detect::RawResponse,
+    /// The ingest task: verifying the log, the similarity index.
     pub ingest: RawIngest,
+    /// The per-destination guard against random-source floods (XDP).
     pub guard: crate::guard::RawGuard,
+    /// This node's certificates (certs/README.md).
     pub pki: crate::pki::RawPki,
+    /// Sharing blocks with other appliances over etcd with mutual TLS.
     pub fleet: crate::fleet::RawFleet,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawIngest {
     /// The ingest task's own directory: checkpoint, nonce store, quarantine.
@@ -68,7 +83,7 @@ impl Default for RawIngest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawLog {
     /// Directory of the signed event log.
@@ -125,7 +140,7 @@ impl Default for RawLog {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSystem {
     /// Directory holding `<name>.ko` files.
@@ -172,7 +187,7 @@ impl RawConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawCapture {
     /// Interfaces the XDP program attaches to.
@@ -213,7 +228,7 @@ impl Default for RawCapture {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawInterface {
     /// Interface name.
@@ -241,14 +256,14 @@ impl Default for RawInterface {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawAllowlist {
     /// Prefixes never dropped nor blocked: "10.0.0.0/8", "fd00::/8", "192.0.2.7".
     pub prefixes: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawFlow {
     /// A flow with no packet for this long ends. Seconds.
@@ -281,7 +296,7 @@ impl Default for RawFlow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawWindows {
     /// Window lengths. Seconds.
@@ -298,7 +313,7 @@ impl Default for RawWindows {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawOutput {
     /// "jsonl" or "csv".
@@ -311,7 +326,7 @@ impl Default for RawOutput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSupervisor {
     /// Deadline for an orderly shutdown. Milliseconds.
@@ -322,8 +337,14 @@ pub struct RawSupervisor {
     pub cgroup_root: String,
     /// "auto" (cgroup where writable, and the RSS watchdog always) or "rss" (RSS watchdog only).
     pub memory_enforcement: String,
-    /// The supervisor's own state (root's, 0700): the fleet configuration document in force.
+    /// The supervisor's own state (root's, 0700): the configuration generations and the
+    /// fleet configuration document in force. Read from the configuration file only.
     pub state_dir: String,
+    /// Configuration generations kept (`mldefender config generations`).
+    pub generations_max: i64,
+    /// A start from an applied generation that does not reach ready within this falls
+    /// back to the previous one. Seconds.
+    pub ready_timeout_secs: i64,
 }
 
 impl Default for RawSupervisor {
@@ -334,16 +355,22 @@ impl Default for RawSupervisor {
             cgroup_root: "/sys/fs/cgroup/mldefender".to_string(),
             memory_enforcement: "auto".to_string(),
             state_dir: "/var/lib/mldefender/supervisor".to_string(),
+            generations_max: 10,
+            ready_timeout_secs: 120,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTasks {
+    /// The capture task.
     pub capture: RawTask,
+    /// The detect task.
     pub detect: RawTask,
+    /// The log task.
     pub log: RawTask,
+    /// The ingest task.
     pub ingest: RawTask,
     /// Runs only when `[fleet]` is on.
     pub fleet: RawTask,
@@ -362,7 +389,7 @@ impl Default for RawTasks {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawTask {
     /// Run the task.

@@ -146,9 +146,11 @@ pub struct SupervisorConfig {
     pub cgroup_root: PathBuf,
     /// Use cgroup v2 memory limits where the cgroup root is writable.
     pub use_cgroup: bool,
-    /// The supervisor's own state: the fleet configuration document in force
-    /// (`fleet-document.json`).
+    /// The supervisor's own state: the configuration generations (`generations/`) and the
+    /// fleet configuration document in force (`fleet-document.json`).
     pub state_dir: PathBuf,
+    pub generations_max: usize,
+    pub ready_timeout: Duration,
 }
 
 /// The tasks the supervisor runs.
@@ -546,6 +548,8 @@ fn validate_supervisor(raw: &RawSupervisor, errors: &mut Vec<ConfigError>) -> Su
     }
     SupervisorConfig {
         state_dir: PathBuf::from(&raw.state_dir),
+        generations_max: in_range(raw.generations_max, 1, 1000, "supervisor.generations-max", errors) as usize,
+        ready_timeout: Duration::from_secs(in_range(raw.ready_timeout_secs, 5, 3600, "supervisor.ready-timeout-secs", errors)),
         shutdown_deadline: Duration::from_millis(in_range(raw.shutdown_deadline_ms, 100, 600_000, "supervisor.shutdown-deadline-ms", errors)),
         watchdog_interval: Duration::from_millis(in_range(raw.watchdog_interval_ms, 10, 60_000, "supervisor.watchdog-interval-ms", errors)),
         cgroup_root: PathBuf::from(&raw.cgroup_root),

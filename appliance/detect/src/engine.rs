@@ -326,6 +326,14 @@ impl Detector {
         self.responder.release(prefix)
     }
 
+    /// A configuration applied while running: thresholds, the policy, the heuristics and
+    /// the evidence period from now on (the state of every source kept). The window read
+    /// and the bounds are the same (a change of them restarts the task).
+    pub fn set_config(&mut self, config: DetectConfig) {
+        self.window_index = config.heuristics.window_index;
+        self.config = config;
+    }
+
     pub fn responder_mut(&mut self) -> &mut Responder {
         &mut self.responder
     }

@@ -165,6 +165,14 @@ impl Responder {
         before - self.active.len()
     }
 
+    /// A configuration applied while running: TTLs, the circuit breaker, dry run and the
+    /// protections from now on. The blocks in force, the escalation history, the
+    /// operator's exemptions and the flood victims are kept.
+    pub fn set_config(&mut self, config: ResponseConfig, protected: Protected) {
+        self.config = config;
+        self.protected = protected;
+    }
+
     pub fn is_blocked(&self, source: IpAddr, now_ns: u64) -> bool {
         self.active.get(&source).is_some_and(|until| *until > now_ns)
     }

@@ -98,6 +98,12 @@ pub enum SupervisorMessage {
     /// Both sides wipe their copies of the key after use: the supervisor its read and the
     /// frame, the task the frame ([`crate::FrameDecoder`]) and the decoded text.
     FleetIdentity { cert_pem: String, key_pem_base64: String, ca_pem: String },
+    /// A configuration applied while running (`mldefender config apply`, SIGHUP, a
+    /// rollback): `config_toml` is the configuration in force now (with the fleet document
+    /// laid over), `base_toml` the generation's own text (what the fleet task lays a new
+    /// document over). The capture and detect tasks take what changes live; the detect
+    /// task puts `note` on record; the fleet task keeps `base_toml`.
+    Reconfigure { config_toml: String, base_toml: String, note: ConfigNote },
     /// To the fleet task: the supervisor refused the document generation `generation` the
     /// task took ([`TaskMessage::FleetDocument`]), with every reason (for the record and
     /// `/mld/nodes/NODE/config`).
@@ -122,6 +128,54 @@ pub enum ControlRequest {
     Release {
         prefix: IpPrefix,
     },
+    /// `mldefender config plan --running`: answered with a [`RunningConfig`].
+    RunningConfig,
+    /// `mldefender config apply | rollback`: apply `toml` (a whole configuration) with the
+    /// least disruption its plan allows. Answered with an [`ApplyAnswer`].
+    Apply {
+        toml: String,
+        source: String,
+    },
+}
+
+/// The configuration the supervisor runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningConfig {
+    /// The generation in force (`mldefender config generations`).
+    pub generation: u64,
+    /// Its text.
+    pub base_toml: String,
+    /// The fleet configuration document's TOML laid over it, if one is in force.
+    pub document_toml: Option<String>,
+    /// What the tasks run: the two together.
+    pub effective_toml: String,
+}
+
+/// The supervisor's answer to [`ControlRequest::Apply`]: the plan as text and what was
+/// done (`generation`: the one recorded, `None` when nothing changed), or every error
+/// (nothing changed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    pub result: Result<Applied, Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub generation: Option<u64>,
+    pub plan: String,
+    pub done: String,
+}
+
+/// A configuration generation as the signed log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConfigNote {
+    pub generation: u64,
+    /// SHA-256 of the configuration in force (with the fleet document), hex.
+    pub sha256: String,
+    /// Where the generation came from: file, apply, rollback, sighup.
+    pub source: String,
+    /// The classes of its change (`config plan`).
+    pub classes: Vec<String>,
 }
 
 /// The supervisor's answer to [`ControlRequest::MarkBenign`] and [`ControlRequest::Release`]:
@@ -256,6 +310,9 @@ pub struct TaskSettings {
     pub fleet_base_toml: Option<String>,
     #[serde(default)]
     pub fleet_generation: u64,
+    /// The configuration generation in force (the detect task records it at its start).
+    #[serde(default)]
+    pub config_note: Option<ConfigNote>,
     /// The users the receiving tasks admit as peers (peer credentials).
     pub capture_uid: u32,
     pub detect_uid: u32,

@@ -12,6 +12,9 @@ use mld_eventlog::{build_event, EventContext, Verdict};
 /// The `action` of a gap record.
 pub const GAP_ACTION: &str = "gap";
 
+/// `action` of the record of a configuration generation.
+pub const CONFIG_ACTION: &str = "config";
+
 #[allow(missing_debug_implementations)] // the detector holds ONNX sessions
 pub struct Detection {
     pub detector: Detector,
@@ -46,6 +49,30 @@ impl Detection {
             windows_secs,
             model_description,
         })
+    }
+
+    /// A configuration applied while running: what the detect task takes live (the
+    /// policy and its thresholds, the heuristics, TTLs, protections and management
+    /// prefixes, the allowlist, the circuit breaker, dry run). What needs a restart of the
+    /// task (models, bounds, windows) the supervisor restarts it for. Records carry the new
+    /// configuration's hash from now on.
+    pub fn reconfigure(&mut self, config: &Config, config_sha256: &str, net: &mld_hostnet::HostNet) {
+        self.detector.set_config(config.detect.clone());
+        let protected = mld_hostnet::Protected::from_host(&config.response, &config.allowlist, net);
+        self.detector.responder_mut().set_config(config.response.clone(), protected);
+        self.config_sha256 = config_sha256.to_string();
+    }
+
+    /// The record of the configuration generation in force (`how`: "applied live",
+    /// "in force at the detect task's start").
+    pub fn config_record(&self, note: &mld_ipc::ConfigNote, how: &str, now_ns: u64) -> serde_json::Map<String, serde_json::Value> {
+        let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        let classes = if note.classes.is_empty() { "none".to_string() } else { note.classes.join(", ") };
+        let provenance =
+            format!("configuration generation {} (sha256 {}, from {}; change classes: {classes}) {how}", note.generation, note.sha256, note.source);
+        let mut record = self.flowless_record(CONFIG_ACTION, unspecified, (now_ns, now_ns), provenance, &format!("config|{}|{now_ns}", note.generation));
+        record.insert("config_generation".to_string(), note.generation.into());
+        record
     }
 
     /// The record of a gap: events the detect task could not keep while the log task was

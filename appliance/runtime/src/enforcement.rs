@@ -107,6 +107,23 @@ impl Enforcement {
 
     /// Saves the blocks one last time, then lets go of the program: it keeps enforcing
     /// (pinned) unless detach-on-exit is set. Returns true when it was detached.
+    /// Makes the XDP allow map hold exactly `allowlist` (a configuration change): the new
+    /// entries are written first, then the ones no longer listed removed, so a newly
+    /// allowlisted source is never dropped after this returns and a removed one never
+    /// passes after it. Entries added by `mldefender allow add` go too: the configuration
+    /// is the allowlist.
+    pub fn replace_allowlist(&mut self, allowlist: &[mld_types::IpPrefix]) -> Result<(), CaptureError> {
+        let maps = self.dataplane.maps();
+        let present = maps.allow_list()?;
+        for prefix in allowlist.iter().filter(|prefix| !present.contains(prefix)) {
+            maps.allow_add(prefix)?;
+        }
+        for prefix in present.iter().filter(|prefix| !allowlist.contains(prefix)) {
+            maps.allow_del(prefix)?;
+        }
+        Ok(())
+    }
+
     /// Leaves the data plane to the next run of the supervisor in this process (a restart
     /// in place): the blocks saved, the program and its maps left pinned whatever
     /// `capture.detach-on-exit` says. False when an interface has no bpf link (its

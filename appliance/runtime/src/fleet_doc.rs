@@ -110,6 +110,8 @@ pub struct Documents {
     pub base_toml: String,
     /// The generation in force (0: none).
     pub generation: u64,
+    /// The TOML of the document in force.
+    pub document_toml: Option<String>,
 }
 
 impl Documents {
@@ -120,6 +122,7 @@ impl Documents {
             enabled: config.fleet.enabled,
             base_toml,
             generation: 0,
+            document_toml: None,
         }
     }
 
@@ -148,6 +151,7 @@ impl Documents {
         };
         let config = checked(&merged, origin).map_err(|errors| format!("`{}` no longer holds: {}", path.display(), errors.join("; ")))?;
         self.generation = generation;
+        self.document_toml = serde_json::from_slice::<Document>(&value).ok().map(|document| document.toml);
         Ok(Some((config, merged)))
     }
 
@@ -166,6 +170,7 @@ impl Documents {
             .and_then(|()| mld_supervisor::files::write_atomically(&path, value.as_bytes(), 0o600))
             .map_err(|error| (Some(generation), vec![format!("failed to keep the document in `{}`: {error}", path.display())]))?;
         self.generation = generation;
+        self.document_toml = serde_json::from_str::<Document>(value).ok().map(|document| document.toml);
         Ok(generation)
     }
 }

@@ -75,9 +75,11 @@ struct RealSpawner {
     fleet: Option<FleetHandout>,
     tasks: Vec<TaskProcess>,
     keep_cap_bpf: bool,
-    /// The configuration file and the fleet document in force (the fleet task judges new
-    /// documents against the file).
+    /// The configuration generation and the fleet document in force (the fleet task
+    /// judges new documents against the generation's own text).
     documents: crate::fleet_doc::Documents,
+    /// The generation in force, for the tasks' record.
+    config_note: mld_ipc::ConfigNote,
 }
 
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
@@ -107,7 +109,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     // Whatever the supervisor creates is private unless a mode is given on purpose.
     set_umask(SUPERVISOR_UMASK);
     let origin = config_path.display().to_string();
-    let (config, config_toml) =
+    let (file_config, file_text) =
         match Config::from_file_with_text(config_path).and_then(|(config, text)| config.check_environment(&origin).map(|()| (config, text))) {
             Ok(loaded) => loaded,
             Err(errors) => {
@@ -115,23 +117,17 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
                 return Ok(Exit::Config);
             }
         };
-    // A fleet configuration document kept by an earlier run is laid over the file again.
-    let mut documents = crate::fleet_doc::Documents::new(&config, config_toml.clone());
-    let (config, config_toml) = match documents.in_force(&format!("{origin} with the fleet document in force")) {
-        Ok(Some((merged_config, merged))) => {
-            info!(generation = documents.generation, "running with the fleet configuration document in force laid over the configuration file");
-            (merged_config, merged)
-        }
-        Ok(None) => (config, config_toml),
-        Err(why) => {
-            error!(why = %why, "the fleet configuration document kept here is not applied: running on the configuration file alone");
-            (config, config_toml)
-        }
-    };
+    // The generation in force (an applied one, unless the file changed since), with the
+    // fleet configuration document kept by an earlier run laid over it.
+    let (running, documents) = crate::reconfigure::start(config_path, file_config, file_text, &origin);
+    let (config, config_toml) = (running.config.clone(), running.effective_toml.clone());
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
     }
+    // SIGHUP: read the configuration file again and apply it (`ExecReload`).
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).context("failed to install the SIGHUP handler")?;
     if init::is_pid1() {
         if let Err(error) = init::disable_ctrl_alt_del() {
             warn!(error = %error, "Ctrl-Alt-Del will reboot at once instead of shutting down");
@@ -265,12 +261,15 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
         fleet,
         tasks: processes,
         keep_cap_bpf: kernel_needs_cap_bpf_for_map_fds(),
+        config_note: running.note.clone(),
         documents,
     };
     let clock = SystemClock;
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
     let certificates = crate::pki::Watch::new(&config, clock.now());
-    let end = run_loop(&mut machine, &mut spawner, &status_listener, &stop, &clock, certificates, &origin);
+    let mut running = running;
+    let signals = Signals { stop: &stop, hangup: &hangup };
+    let end = run_loop(&mut machine, &mut spawner, &status_listener, signals, &clock, certificates, &mut running);
     machine.shutdown(&mut spawner, &clock);
     let RealSpawner { exe, dataplane, .. } = spawner;
     if let LoopEnd::Restart { generation } = end {
@@ -278,7 +277,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
         if !dataplane.hand_over() {
             warn!("an interface is attached without a bpf link: its enforcement pauses until the restarted supervisor attaches again");
         }
-        info!(generation, "tasks stopped; the supervisor restarts itself with the fleet configuration document");
+        info!(generation, "tasks stopped; the supervisor restarts itself in place with the configuration");
         let error = exe.reexec();
         error!(error = %error, "failed to restart the supervisor in place");
         return Ok(Exit::Failure);
@@ -298,7 +297,8 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
 enum LoopEnd {
     /// SIGTERM or SIGINT: stop.
     Stop,
-    /// A fleet configuration document was kept: restart in place with it.
+    /// Restart in place (execute itself again, same pid): a fleet configuration document
+    /// was kept, a change needs a new supervisor, or the generation in force failed.
     Restart { generation: u64 },
 }
 
@@ -401,17 +401,55 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 
 /// The supervisor's loop until SIGTERM or SIGINT: the machine's step, the status socket,
 /// the data plane's periodic work.
+/// The signals the loop watches: SIGTERM or SIGINT (stop), SIGHUP (reload the file).
+#[derive(Clone, Copy)]
+struct Signals<'a> {
+    stop: &'a AtomicBool,
+    hangup: &'a AtomicBool,
+}
+
 fn run_loop(
     machine: &mut Machine,
     spawner: &mut RealSpawner,
     status_listener: &UnixListener,
-    stop: &AtomicBool,
+    signals: Signals<'_>,
     clock: &dyn Clock,
     mut certificates: Option<crate::pki::Watch>,
-    origin: &str,
+    running: &mut crate::reconfigure::Running,
 ) -> LoopEnd {
+    let origin = running.file.display().to_string();
+    let origin = origin.as_str();
     let mut releases = crate::benign::Releases::default();
-    while !stop.load(Ordering::Relaxed) {
+    let started = clock.now();
+    let mut ever_ready = false;
+    while !signals.stop.load(Ordering::Relaxed) {
+        if signals.hangup.swap(false, Ordering::Relaxed) {
+            // `ExecReload`: the file again, applied as any change (its answer is the log).
+            match std::fs::read_to_string(&running.file) {
+                Ok(text) => {
+                    if let (_, Some(end)) = apply_change(machine, spawner, running, &text, crate::generations::FROM_SIGHUP) {
+                        return end;
+                    }
+                }
+                Err(error) => error!(file = %running.file.display(), error = %error, "SIGHUP: failed to read the configuration file; nothing changed"),
+            }
+        }
+        // A start from a generation applied while running that never gets ready falls
+        // back to the one before it (the file's own generations are the operator's).
+        if !ever_ready
+            && running.note.source != crate::generations::FROM_FILE
+            && clock.now().saturating_duration_since(started) >= running.config.supervisor.ready_timeout
+        {
+            error!(
+                generation = running.generation,
+                timeout_secs = running.config.supervisor.ready_timeout.as_secs(),
+                "the configuration generation in force did not reach ready: marking it failed and restarting with the previous one"
+            );
+            if running.generations.mark_failed(running.generation).is_ok() {
+                return LoopEnd::Restart { generation: running.generation };
+            }
+            ever_ready = true;
+        }
         if let Some(document) = machine.take_fleet_document() {
             match spawner.documents.adopt(&document, &format!("{origin} with a fleet document")) {
                 Ok(generation) => {
@@ -433,7 +471,33 @@ fn run_loop(
             }
         }
         let step = machine.step(spawner, clock.now());
-        serve_status(machine, &mut releases, status_listener, clock.now());
+        ever_ready |= step.all_ready;
+        if let Some((mut stream, request)) = serve_status(machine, &mut releases, status_listener, clock.now()) {
+            match request {
+                ControlRequest::RunningConfig => {
+                    let answer = mld_ipc::RunningConfig {
+                        generation: running.generation,
+                        base_toml: running.base_toml.clone(),
+                        document_toml: spawner.documents.document_toml.clone(),
+                        effective_toml: running.effective_toml.clone(),
+                    };
+                    if let Err(error) = mld_ipc::write_frame(&mut stream, &answer) {
+                        warn!(error = %error, "failed to answer a configuration request");
+                    }
+                }
+                ControlRequest::Apply { toml, source } => {
+                    let source = if source == crate::generations::FROM_ROLLBACK { crate::generations::FROM_ROLLBACK } else { crate::generations::FROM_APPLY };
+                    let (answer, end) = apply_change(machine, spawner, running, &toml, source);
+                    if let Err(error) = mld_ipc::write_frame(&mut stream, &answer) {
+                        warn!(error = %error, "failed to answer a configuration change");
+                    }
+                    if let Some(end) = end {
+                        return end;
+                    }
+                }
+                _ => {}
+            }
+        }
         releases.poll(machine, clock.now());
         if step.all_ready {
             println!("mldefender: ready");
@@ -476,8 +540,15 @@ fn hand_identity(machine: &mut Machine, spawner: &mut RealSpawner) {
     }
 }
 
-fn serve_status(machine: &mut Machine, releases: &mut crate::benign::Releases, status_listener: &UnixListener, now: Instant) {
-    let Ok((mut stream, _)) = status_listener.accept() else { return };
+/// Answers a request on the status socket; a configuration request comes back to the loop
+/// with its stream.
+fn serve_status(
+    machine: &mut Machine,
+    releases: &mut crate::benign::Releases,
+    status_listener: &UnixListener,
+    now: Instant,
+) -> Option<(UnixStream, ControlRequest)> {
+    let Ok((mut stream, _)) = status_listener.accept() else { return None };
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
@@ -493,9 +564,75 @@ fn serve_status(machine: &mut Machine, releases: &mut crate::benign::Releases, s
             releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs }, now)
         }
         Ok(Some(ControlRequest::Release { prefix })) => releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::Release { id, prefix }, now),
+        Ok(Some(request @ (ControlRequest::RunningConfig | ControlRequest::Apply { .. }))) => {
+            // An apply may take a while to judge (the checks read the machine).
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+            return Some((stream, request));
+        }
         Ok(None) => {}
         Err(error) => warn!(error = %error, "bad request on the status socket"),
     }
+    None
+}
+
+/// Applies `text` (a whole configuration from `source`) with the least disruption its plan
+/// allows (`reconfigure`): every error and nothing changed; or the new generation kept,
+/// then what is live sent to the running tasks (and the allowlist into the XDP maps), the
+/// tasks to restart restarted one at a time, or the supervisor restarted in place.
+fn apply_change(
+    machine: &mut Machine,
+    spawner: &mut RealSpawner,
+    running: &mut crate::reconfigure::Running,
+    text: &str,
+    source: &str,
+) -> (mld_ipc::ApplyAnswer, Option<LoopEnd>) {
+    use mld_config::plan::Class;
+    let origin = format!("the configuration ({source})");
+    let prepared = match running.prepare(&spawner.documents, text, &origin) {
+        Ok(prepared) => prepared,
+        Err(errors) => {
+            error!(source, errors = ?errors, "configuration change refused: nothing changed");
+            return (mld_ipc::ApplyAnswer { result: Err(errors) }, None);
+        }
+    };
+    let plan = prepared.plan.to_text();
+    if prepared.plan.is_empty() {
+        info!(source, "configuration unchanged");
+        return (mld_ipc::ApplyAnswer { result: Ok(mld_ipc::Applied { generation: None, plan, done: crate::reconfigure::describe(&prepared.plan, 0) }) }, None);
+    }
+    let old_allowlist = running.config.allowlist.clone();
+    let note = match running.commit(&prepared, source) {
+        Ok(note) => note,
+        Err(why) => {
+            error!(source, why = %why, "configuration change not kept: nothing changed");
+            return (mld_ipc::ApplyAnswer { result: Err(vec![why]) }, None);
+        }
+    };
+    let done = crate::reconfigure::describe(&prepared.plan, note.generation);
+    info!(generation = note.generation, source, classes = ?note.classes, sha256 = %note.sha256, "{done}");
+    let answer = mld_ipc::ApplyAnswer { result: Ok(mld_ipc::Applied { generation: Some(note.generation), plan, done }) };
+    spawner.documents.base_toml = prepared.base_toml.clone();
+    spawner.config_note = note.clone();
+    if prepared.plan.overall() == Some(Class::RestartsSupervisor) {
+        return (answer, Some(LoopEnd::Restart { generation: note.generation }));
+    }
+    machine.set_config_toml(prepared.effective_toml.clone());
+    if old_allowlist != prepared.config.allowlist {
+        match spawner.dataplane.replace_allowlist(&prepared.config.allowlist) {
+            Ok(()) => info!(entries = prepared.config.allowlist.len(), "allowlist replaced in the XDP maps"),
+            Err(error) => error!(error = %crate::error_chain(&error), "failed to replace the allowlist in the XDP maps"),
+        }
+    }
+    let message = mld_ipc::SupervisorMessage::Reconfigure { config_toml: prepared.effective_toml.clone(), base_toml: prepared.base_toml.clone(), note };
+    for kind in [TaskKind::Capture, TaskKind::Detect, TaskKind::Fleet] {
+        if spawner.tasks.iter().any(|task| task.kind == kind) {
+            if let Err(why) = machine.send_to_task(kind, &message) {
+                warn!(task = kind.name(), why, "the live change did not reach the task; it takes the configuration at its next start");
+            }
+        }
+    }
+    machine.restart_tasks(&prepared.plan.tasks_to_restart());
+    (answer, None)
 }
 
 impl RealSpawner {
@@ -581,6 +718,7 @@ impl Spawner for RealSpawner {
             fleet_socket: self.fleet.as_ref().map(|_| self.runtime_dir.join(FLEET_SOCKET)),
             fleet_base_toml: (kind == TaskKind::Fleet).then(|| self.documents.base_toml.clone()),
             fleet_generation: self.documents.generation,
+            config_note: Some(self.config_note.clone()),
             log_public_key: (kind == TaskKind::Ingest).then(|| self.log_public_key.clone()),
             test: crate::task::test_hooks(kind),
         }

@@ -195,7 +195,22 @@ pub struct Machine {
     log_head: Option<(u64, String)>,
     /// The newest configuration document the fleet task took, until the loop takes it.
     fleet_document: Option<String>,
+    /// A configuration change's task restarts, one at a time (`restart_tasks`).
+    rolling: Option<Rolling>,
 }
+
+/// Tasks restarting for a configuration change: the first of `waiting` is being stopped
+/// (`stopping`) or started and awaited until `deadline`; the next goes once it is ready.
+#[derive(Debug)]
+struct Rolling {
+    waiting: std::collections::VecDeque<TaskKind>,
+    stopping: bool,
+    deadline: Option<Instant>,
+}
+
+/// How long a task restarted for a configuration change has to stop and to say ready
+/// before the next one goes anyway (logged).
+const ROLLING_STEP_MAX: Duration = Duration::from_secs(60);
 
 /// The largest configuration document passed on (`fleet_doc::MAX_BYTES`).
 const FLEET_DOCUMENT_MAX_BYTES: usize = 64 * 1024;
@@ -262,6 +277,7 @@ impl Machine {
             replies: Vec::new(),
             log_head: None,
             fleet_document: None,
+            rolling: None,
         }
     }
 
@@ -293,7 +309,91 @@ impl Machine {
         }
         self.escalate_kills(spawner, now);
         self.start_due(spawner, now);
+        self.roll(spawner, now);
         Step { all_ready: self.check_readiness(now) }
+    }
+
+    /// The configuration sent to tasks from now on (their next start, or a restart).
+    pub fn set_config_toml(&mut self, config_toml: String) {
+        self.settings.config_toml = config_toml;
+    }
+
+    /// Restarts the running tasks of `kinds` with the current configuration, one at a time
+    /// in start order, each asked to stop as at a shutdown, started again at once (neither
+    /// a failure nor a restart under its policy), and awaited until ready before the next
+    /// goes. A task not running is left to its own schedule.
+    pub fn restart_tasks(&mut self, kinds: &[TaskKind]) {
+        let mut waiting: Vec<TaskKind> = self.tasks.iter().map(|task| task.config.kind).filter(|kind| kinds.contains(kind)).collect();
+        if let Some(rolling) = &self.rolling {
+            // A restart under way goes on; the new kinds queue behind it.
+            waiting.retain(|kind| !rolling.waiting.contains(kind));
+            let mut queued = rolling.waiting.clone();
+            queued.extend(waiting);
+            self.rolling = Some(Rolling { waiting: queued, stopping: rolling.stopping, deadline: rolling.deadline });
+        } else if !waiting.is_empty() {
+            self.rolling = Some(Rolling { waiting: waiting.into(), stopping: false, deadline: None });
+        }
+    }
+
+    /// True while tasks restart for a configuration change.
+    pub fn restarting_tasks(&self) -> bool {
+        self.rolling.is_some()
+    }
+
+    fn roll(&mut self, spawner: &mut dyn Spawner, now: Instant) {
+        let Some(rolling) = self.rolling.as_mut() else { return };
+        let Some(&kind) = rolling.waiting.front() else {
+            self.rolling = None;
+            return;
+        };
+        let Some(index) = self.tasks.iter().position(|task| task.config.kind == kind) else {
+            rolling.waiting.pop_front();
+            return;
+        };
+        let task = &self.tasks[index];
+        if !rolling.stopping && rolling.deadline.is_none() {
+            if task.pid.is_none() {
+                // Not running (held, or between restarts): it starts with the new
+                // configuration on its own schedule.
+                rolling.waiting.pop_front();
+                return;
+            }
+            info!(task = kind.name(), "restarting task for the new configuration");
+            rolling.stopping = true;
+            rolling.deadline = Some(now + ROLLING_STEP_MAX);
+            self.ask_to_stop(spawner, index);
+            return;
+        }
+        let deadline = rolling.deadline.unwrap_or(now);
+        if rolling.stopping {
+            if task.pid.is_some() {
+                if now >= deadline {
+                    warn!(task = kind.name(), "did not stop for the new configuration in time; killing it");
+                    if let Some(pid) = task.pid {
+                        spawner.signal(pid, Signal::SIGKILL);
+                    }
+                    rolling.deadline = Some(now + ROLLING_STEP_MAX);
+                }
+                return;
+            }
+            // Stopped: start it again now, outside its restart policy.
+            rolling.stopping = false;
+            rolling.deadline = Some(now + ROLLING_STEP_MAX);
+            let task = &mut self.tasks[index];
+            task.stop_requested = false;
+            task.next_start = Some(now);
+            task.state = TaskState::Starting;
+            return;
+        }
+        if task.state == TaskState::Ready {
+            info!(task = kind.name(), "task ready with the new configuration");
+            rolling.waiting.pop_front();
+            rolling.deadline = None;
+        } else if now >= deadline {
+            warn!(task = kind.name(), "not ready with the new configuration in time; going on with the next");
+            rolling.waiting.pop_front();
+            rolling.deadline = None;
+        }
     }
 
     /// Stops the tasks in order (capture first: intake stops, then the consumers drain),

@@ -57,6 +57,8 @@ struct FakeSpawner {
     exited: Vec<Reaped>,
     /// Every start, in order.
     starts: Vec<TaskKind>,
+    /// The configuration each task was given, in order (read while reaping).
+    configured: Vec<(TaskKind, String)>,
     /// Every signal sent to a task, in order.
     signals: Vec<(TaskKind, Signal)>,
     /// Every Shutdown message a task received, in order.
@@ -122,6 +124,7 @@ fn task_settings() -> TaskSettings {
         fleet_socket: None,
         fleet_base_toml: None,
         fleet_generation: 0,
+        config_note: None,
         capture_uid: 1001,
         detect_uid: 1002,
         log_public_key: None,
@@ -153,7 +156,13 @@ impl Spawner for FakeSpawner {
     fn reap(&mut self) -> Option<Reaped> {
         let kinds: Vec<TaskKind> = self.running.iter().map(|task| task.kind).collect();
         for kind in kinds {
-            if self.receive(kind).contains(&SupervisorMessage::Shutdown) {
+            let messages = self.receive(kind);
+            for message in &messages {
+                if let SupervisorMessage::Configure { config_toml, .. } = message {
+                    self.configured.push((kind, config_toml.clone()));
+                }
+            }
+            if messages.contains(&SupervisorMessage::Shutdown) {
                 self.asked_to_stop.push(kind);
                 if !self.ignores_shutdown.contains(&kind) {
                     self.end(kind, ExitStatus::Exited(0));
@@ -501,4 +510,38 @@ fn only_the_fleet_tasks_configuration_document_is_taken_and_the_newest_supersede
     let _ = machine.step(&mut spawner, clock.now());
     assert_eq!(machine.take_fleet_document().as_deref(), Some("{\"generation\":2}"));
     assert_eq!(machine.take_fleet_document(), None, "taken once");
+}
+
+#[test]
+fn a_configuration_change_restarts_the_named_tasks_one_at_a_time_each_after_the_one_before_is_ready_with_the_new_configuration() {
+    let clock = FakeClock::new();
+    let mut spawner = FakeSpawner::new();
+    let mut machine = machine(&clock, all_four());
+    let _ = machine.step(&mut spawner, clock.now());
+    for kind in FOUR {
+        spawner.send(kind, &TaskMessage::Ready);
+        let _ = spawner.receive(kind);
+    }
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(100));
+    machine.set_config_toml("# the new configuration\n".to_string());
+    machine.restart_tasks(&[TaskKind::Log, TaskKind::Detect]);
+    assert!(machine.restarting_tasks());
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(300));
+    // Detect first (start order), asked as at a shutdown, started again at once.
+    assert_eq!(spawner.asked_to_stop, vec![TaskKind::Detect]);
+    assert_eq!((starts_of(&spawner, TaskKind::Detect), starts_of(&spawner, TaskKind::Log)), (2, 1), "log waits for detect to be ready");
+    assert_eq!(spawner.configured.last(), Some(&(TaskKind::Detect, "# the new configuration\n".to_string())), "started with the new configuration");
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_secs(5));
+    assert_eq!(starts_of(&spawner, TaskKind::Log), 1, "still waiting for detect's ready");
+    spawner.send(TaskKind::Detect, &TaskMessage::Ready);
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(300));
+    assert_eq!(spawner.asked_to_stop, vec![TaskKind::Detect, TaskKind::Log]);
+    assert_eq!(starts_of(&spawner, TaskKind::Log), 2);
+    spawner.send(TaskKind::Log, &TaskMessage::Ready);
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(100));
+    assert!(!machine.restarting_tasks());
+    let report = report(&machine, &clock);
+    assert!(report.ready, "{:?}", report.tasks);
+    assert!(report.tasks.iter().all(|task| task.restarts == 0 && task.last_exit.is_none()), "a planned restart is no failure: {:?}", report.tasks);
+    assert_eq!((starts_of(&spawner, TaskKind::Capture), starts_of(&spawner, TaskKind::Ingest)), (1, 1), "the others untouched");
 }

@@ -15,6 +15,8 @@ pub struct Supervisor {
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     pub runtime_dir: String,
+    /// The configuration file it was started with.
+    pub config_path: std::path::PathBuf,
 }
 
 fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
@@ -53,7 +55,8 @@ impl Supervisor {
             .expect("start the supervisor");
         let stdout = collect(child.stdout.take().expect("stdout"));
         let stderr = collect(child.stderr.take().expect("stderr"));
-        let supervisor = Supervisor { child: Some(child), stdout, stderr, runtime_dir: format!("/run/mldefender-lab-{}", lab.id) };
+        let supervisor =
+            Supervisor { child: Some(child), stdout, stderr, runtime_dir: format!("/run/mldefender-lab-{}", lab.id), config_path: path.to_path_buf() };
         let socket = format!("{}/supervisor.sock", supervisor.runtime_dir);
         let up = eventually(Duration::from_secs(20), || std::path::Path::new(&socket).exists());
         assert!(up, "the supervisor did not open its status socket:\n{}", supervisor.log());

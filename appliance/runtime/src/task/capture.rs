@@ -178,6 +178,7 @@ pub fn run(
     let mut counters = CaptureCounters::default();
     let mut last_sweep = Instant::now();
     let mut protected = Protected::from_host(&config.response, &config.allowlist, &HostNet::read());
+    let mut ttl_max = config.response.ttl_max;
     let mut last_network_refresh = Instant::now();
     control.ready();
     info!("capture task ready");
@@ -187,15 +188,29 @@ pub fn run(
         // Blocks before anything else.
         sender.receive();
         refuse_victims(&guard, &mut sender);
-        apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        apply_commands(&mut sender, &mut maps, &protected, ttl_max);
         side.poll(&mut pump.table, &mut pump.finished, &mut emitted);
         queue(&mut emitted, &mut sender, &mut counters);
         sender.pump();
         // Commands that arrived while pumping: now, not after the next wait.
         refuse_victims(&guard, &mut sender);
-        apply_commands(&mut sender, &mut maps, &protected, config.response.ttl_max);
+        apply_commands(&mut sender, &mut maps, &protected, ttl_max);
         for message in guard.step() {
             sender.queue_urgent(message);
+        }
+        for request in control.take_requests() {
+            // A configuration applied while running: the protections and the TTL bound
+            // block commands are checked against (the rest restarts this task).
+            if let mld_ipc::SupervisorMessage::Reconfigure { config_toml, .. } = request {
+                match mld_config::Config::from_toml(&config_toml, "the supervisor's configuration") {
+                    Ok(new) => {
+                        protected = Protected::from_host(&new.response, &new.allowlist, &HostNet::read());
+                        ttl_max = new.response.ttl_max;
+                        info!("configuration applied live");
+                    }
+                    Err(errors) => warn!(errors = %errors, "the supervisor's new configuration does not parse here; keeping the current one"),
+                }
+            }
         }
         if last_network_refresh.elapsed() >= config.capture.network_refresh {
             protected.refresh(&HostNet::read());

@@ -359,6 +359,9 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
     let offset_ns = boot_to_realtime_offset_ns();
     let mut fleet = start.settings.fleet_socket.clone().map(super::shared::FleetLink::new);
     let mut benign = crate::benign::BenignStore::open(&config.detect.state_dir, &mut detection, boot_time_ns() + offset_ns);
+    if let Some(note) = &start.settings.config_note {
+        events.send(detection.config_record(note, "in force at the detect task's start", boot_time_ns() + offset_ns));
+    }
     control.ready();
     info!("detect task ready");
     let mut drain_deadline = None;
@@ -384,6 +387,20 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
                         }
                     }
                     control.send(&mld_ipc::TaskMessage::MarkedBenign { id, result });
+                }
+                mld_ipc::SupervisorMessage::Reconfigure { config_toml, note, .. } => {
+                    match mld_config::Config::from_toml(&config_toml, "the supervisor's configuration") {
+                        Ok(new) => {
+                            let sha256 = {
+                                use sha2::Digest;
+                                hex::encode(sha2::Sha256::digest(config_toml.as_bytes()))
+                            };
+                            detection.reconfigure(&new, &sha256, &HostNet::read());
+                            info!(generation = note.generation, "configuration applied live");
+                            events.send(detection.config_record(&note, "applied live", boot_time_ns() + offset_ns));
+                        }
+                        Err(errors) => warn!(errors = %errors, "the supervisor's new configuration does not parse here; keeping the current one"),
+                    }
                 }
                 mld_ipc::SupervisorMessage::Release { id, prefix } => {
                     let (description, record) = crate::benign::released(&mut detection, prefix, fleet.as_mut(), boot_time_ns() + offset_ns);

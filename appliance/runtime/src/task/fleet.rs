@@ -388,6 +388,8 @@ impl Fleet {
             for request in control.take_requests() {
                 match request {
                     mld_ipc::SupervisorMessage::LogHead { seq, hmac } => self.anchor = Some((seq, hmac)),
+                    // A new generation: the next document is laid over it.
+                    mld_ipc::SupervisorMessage::Reconfigure { base_toml, .. } => self.local_toml = base_toml,
                     mld_ipc::SupervisorMessage::FleetDocumentRefused { generation, errors } => {
                         warn!(generation, errors = ?errors, "the supervisor refused the configuration document");
                         self.note("config-refused", format!("configuration document generation {generation} refused by the supervisor: {}", errors.join("; ")));

@@ -121,6 +121,7 @@ impl Control {
                 Ok(Some(
                     request @ (SupervisorMessage::MarkBenign { .. }
                     | SupervisorMessage::Release { .. }
+                    | SupervisorMessage::Reconfigure { .. }
                     | SupervisorMessage::LogHead { .. }
                     | SupervisorMessage::FleetIdentity { .. }
                     | SupervisorMessage::FleetDocumentRefused { .. }),
