@@ -152,5 +152,20 @@ fn a_running_appliance_takes_each_class_of_change_with_no_more_disruption_than_i
         "the restarted detect task records generation {generation}"
     );
     assert!(blocked(&lab, ATTACKER) && !lab.ping("a", SERVER), "enforcement never stopped");
+
+    // A generation that never gets ready (its detect task exits at every start) is marked
+    // failed after supervisor.ready-timeout-secs, and the one before it runs again.
+    let good = generations(&supervisor).last().and_then(|last| last["number"].as_u64()).expect("generation");
+    let broken = lab.config(
+        "[response]\nttl-scan-secs = 90\n[tasks.ingest]\nmemory-max-mib = 700\n[supervisor]\nwatchdog-interval-ms = 150\nready-timeout-secs = 5\n[tasks.detect]\ntest-exit-at-start = true\n",
+    );
+    assert!(apply(&supervisor, &broken).status.success());
+    supervisor.wait_ready_times(3, Duration::from_secs(60));
+    let kept = generations(&supervisor);
+    let failed = kept.last().expect("generation");
+    assert_eq!((failed["number"].as_u64(), failed["failed"].as_bool()), (Some(good + 1), Some(true)), "{kept:?}");
+    let listed = stdout(&run(mldefender().args(["config", "generations", "--config"]).arg(&supervisor.config_path)));
+    assert!(listed.lines().any(|line| line.starts_with(&format!("{good} ")) && line.ends_with("in force")), "{listed}");
+    assert_eq!(supervisor.task("detect")["state"], "ready");
     supervisor.stop();
 }
