@@ -43,6 +43,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define MLD_RING_BYTES (1 << 22)
 #endif
 
+/* The allowlist: two tries, one in force (mld_allow_sel[0]: 0 for mld_allow, 1 for
+ * mld_allow_next). User space fills the other one and flips the selector with one
+ * write, so a new allowlist takes effect whole, between two packets. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -50,6 +53,21 @@ struct {
 	__type(key, struct mld_lpm_key);
 	__type(value, __u32);
 } mld_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct mld_lpm_key);
+	__type(value, __u32);
+} mld_allow_next SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mld_allow_sel SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -108,6 +126,17 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } mld_guard_on SEC(".maps");
+
+/* The source is in the allowlist in force. */
+static __always_inline int allowlisted(const struct mld_lpm_key *key)
+{
+	__u32 zero = 0;
+	__u32 *selector = bpf_map_lookup_elem(&mld_allow_sel, &zero);
+
+	if (selector && *selector)
+		return bpf_map_lookup_elem(&mld_allow_next, key) != NULL;
+	return bpf_map_lookup_elem(&mld_allow, key) != NULL;
+}
 
 enum parse_result {
 	PARSE_PACKET,
@@ -403,7 +432,7 @@ int mld_xdp(struct xdp_md *ctx)
 		count(MLD_CTR_DROPPED);
 		return XDP_DROP;
 	}
-	if (bpf_map_lookup_elem(&mld_allow, &key)) {
+	if (allowlisted(&key)) {
 		count(MLD_CTR_ALLOWED);
 		allowed = 1;
 	} else {

@@ -289,7 +289,7 @@ impl Dataplane {
         };
         Ok(TaskFds {
             ring: fd(EVENTS_MAP)?,
-            allow: read_only(maps::ALLOW_MAP)?,
+            allow: [read_only(maps::ALLOW_MAP)?, read_only(maps::ALLOW_NEXT_MAP)?, read_only(maps::ALLOW_SEL_MAP)?],
             deny: fd(maps::DENY_MAP)?,
             counters: read_only(COUNTERS_MAP)?,
             guard: fd(maps::GUARD_MAP)?,
@@ -379,7 +379,8 @@ fn adoptable_link(pin: &Path, ifindex: u32) -> Option<aya::programs::xdp::XdpLin
 #[derive(Debug)]
 pub struct TaskFds<'a> {
     pub ring: BorrowedFd<'a>,
-    pub allow: OwnedFd,
+    /// The allowlist's two tries and its selector.
+    pub allow: [OwnedFd; 3],
     pub deny: BorrowedFd<'a>,
     pub counters: OwnedFd,
     /// The per-destination guard and the known-good sources (read-write: the capture

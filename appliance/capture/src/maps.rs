@@ -15,6 +15,11 @@ use crate::clock::boot_time_ns;
 use crate::error::CaptureError;
 
 pub const ALLOW_MAP: &str = "mld_allow";
+/// The allowlist's second trie, and the selector of the one in force (`mld_allow_sel[0]`:
+/// 0 `mld_allow`, 1 `mld_allow_next`): a new allowlist is written into the trie not in
+/// force, then the selector flipped with one write ([`PinnedMaps::allow_replace`]).
+pub const ALLOW_NEXT_MAP: &str = "mld_allow_next";
+pub const ALLOW_SEL_MAP: &str = "mld_allow_sel";
 pub const DENY_MAP: &str = "mld_deny";
 pub const COUNTERS_MAP: &str = "mld_counters";
 pub const IFACES_MAP: &str = "mld_ifaces";
@@ -30,7 +35,7 @@ pub const ADOPTED_MAPS: [&str; 2] = [DENY_MAP, COUNTERS_MAP];
 /// (the ring buffer is read by the capture only and is not pinned).
 /// The guard and known-good maps start empty too: the capture task that fills them
 /// starts afresh with every start.
-pub const FRESH_MAPS: [&str; 6] = [ALLOW_MAP, IFACES_MAP, SOURCES_MAP, GUARD_MAP, GOOD_MAP, GUARD_ON_MAP];
+pub const FRESH_MAPS: [&str; 8] = [ALLOW_MAP, ALLOW_NEXT_MAP, ALLOW_SEL_MAP, IFACES_MAP, SOURCES_MAP, GUARD_MAP, GOOD_MAP, GUARD_ON_MAP];
 
 /// Counter indices (`MLD_CTR_*`).
 pub mod counter {
@@ -228,10 +233,41 @@ fn prefix_of(key: &Key<[u8; 16]>) -> Option<IpPrefix> {
     IpPrefix::from_mapped_v6(key.data(), key.prefix_len() as u8)
 }
 
+/// The allowlist's two tries and the selector of the one in force.
+struct AllowTries {
+    slots: [LpmTrie<MapData, [u8; 16], u32>; 2],
+    selector: Array<MapData, u32>,
+}
+
+impl AllowTries {
+    fn open(maps: [MapData; 3]) -> Result<AllowTries, CaptureError> {
+        let [first, next, selector] = maps;
+        let trie = |data, name| LpmTrie::try_from(Map::LpmTrie(data)).map_err(|error| CaptureError::map("use", name, error));
+        Ok(AllowTries {
+            slots: [trie(first, ALLOW_MAP)?, trie(next, ALLOW_NEXT_MAP)?],
+            selector: Array::try_from(Map::Array(selector)).map_err(|error| CaptureError::map("use", ALLOW_SEL_MAP, error))?,
+        })
+    }
+
+    /// The index of the trie in force.
+    fn active(&self) -> Result<usize, CaptureError> {
+        let selected = self.selector.get(&0, 0).map_err(|error| CaptureError::map("read", ALLOW_SEL_MAP, error))?;
+        Ok(usize::from(selected != 0))
+    }
+
+    fn name(slot: usize) -> &'static str {
+        if slot == 0 {
+            ALLOW_MAP
+        } else {
+            ALLOW_NEXT_MAP
+        }
+    }
+}
+
 /// The XDP program's maps, opened from their pins.
 pub struct PinnedMaps {
     dir: PathBuf,
-    allow: LpmTrie<MapData, [u8; 16], u32>,
+    allow: AllowTries,
     deny: LpmTrie<MapData, [u8; 16], DenyValue>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -257,38 +293,55 @@ impl PinnedMaps {
                 _ => CaptureError::map("open the pinned", name, error),
             })
         };
-        let allow = LpmTrie::try_from(Map::LpmTrie(open(ALLOW_MAP)?)).map_err(|error| CaptureError::map("use", ALLOW_MAP, error))?;
+        let allow = AllowTries::open([open(ALLOW_MAP)?, open(ALLOW_NEXT_MAP)?, open(ALLOW_SEL_MAP)?])?;
         let deny = LpmTrie::try_from(Map::LpmTrie(open(DENY_MAP)?)).map_err(|error| CaptureError::map("use", DENY_MAP, error))?;
         let counters = PerCpuArray::try_from(Map::PerCpuArray(open(COUNTERS_MAP)?)).map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
         Ok(PinnedMaps { dir: dir.to_path_buf(), allow, deny, counters })
     }
 
     /// The maps behind fds handed over by the supervisor.
-    pub fn from_fds(allow: std::os::fd::OwnedFd, deny: std::os::fd::OwnedFd, counters: std::os::fd::OwnedFd) -> Result<PinnedMaps, CaptureError> {
+    pub fn from_fds(allow: [std::os::fd::OwnedFd; 3], deny: std::os::fd::OwnedFd, counters: std::os::fd::OwnedFd) -> Result<PinnedMaps, CaptureError> {
         let open = |fd, name: &'static str| MapData::from_fd(fd).map_err(|error| CaptureError::map("open", name, error));
-        let allow = LpmTrie::try_from(Map::LpmTrie(open(allow, ALLOW_MAP)?)).map_err(|error| CaptureError::map("use", ALLOW_MAP, error))?;
+        let [first, next, selector] = allow;
+        let allow = AllowTries::open([open(first, ALLOW_MAP)?, open(next, ALLOW_NEXT_MAP)?, open(selector, ALLOW_SEL_MAP)?])?;
         let deny = LpmTrie::try_from(Map::LpmTrie(open(deny, DENY_MAP)?)).map_err(|error| CaptureError::map("use", DENY_MAP, error))?;
         let counters = PerCpuArray::try_from(Map::PerCpuArray(open(counters, COUNTERS_MAP)?)).map_err(|error| CaptureError::map("use", COUNTERS_MAP, error))?;
         Ok(PinnedMaps { dir: PathBuf::from("(fds from the supervisor)"), allow, deny, counters })
     }
 
+    /// Adds an entry to the allowlist in force.
     pub fn allow_add(&mut self, prefix: &IpPrefix) -> Result<(), CaptureError> {
-        self.allow.insert(&key_of(prefix), 1, 0).map_err(|error| CaptureError::map("insert into", ALLOW_MAP, error))
+        let slot = self.allow.active()?;
+        self.allow.slots[slot].insert(&key_of(prefix), 1, 0).map_err(|error| CaptureError::map("insert into", AllowTries::name(slot), error))
     }
 
-    /// Removes an exact allow entry; false when there was none.
+    /// Removes an exact entry of the allowlist in force; false when there was none.
     pub fn allow_del(&mut self, prefix: &IpPrefix) -> Result<bool, CaptureError> {
-        remove_exact(&mut self.allow, prefix, ALLOW_MAP)
+        let slot = self.allow.active()?;
+        remove_exact(&mut self.allow.slots[slot], prefix, AllowTries::name(slot))
     }
 
+    /// The allowlist in force.
     pub fn allow_list(&self) -> Result<Vec<IpPrefix>, CaptureError> {
-        let mut prefixes = Vec::new();
-        for entry in self.allow.iter() {
-            let (key, _) = entry.map_err(|error| CaptureError::map("read", ALLOW_MAP, error))?;
-            prefixes.extend(prefix_of(&key));
+        let slot = self.allow.active()?;
+        list_trie(&self.allow.slots[slot], AllowTries::name(slot))
+    }
+
+    /// Replaces the allowlist in force with `allowlist` in one step: written whole into
+    /// the trie not in force (emptied first), then the selector flipped with one write.
+    /// Packets see the old allowlist or the new one, never a mix. The trie left behind is
+    /// emptied at the next replacement, long after any packet still reading it.
+    pub fn allow_replace(&mut self, allowlist: &[IpPrefix]) -> Result<(), CaptureError> {
+        let active = self.allow.active()?;
+        let spare = 1 - active;
+        let name = AllowTries::name(spare);
+        for prefix in list_trie(&self.allow.slots[spare], name)? {
+            remove_exact(&mut self.allow.slots[spare], &prefix, name)?;
         }
-        prefixes.sort();
-        Ok(prefixes)
+        for prefix in allowlist {
+            self.allow.slots[spare].insert(&key_of(prefix), 1, 0).map_err(|error| CaptureError::map("insert into", name, error))?;
+        }
+        self.allow.selector.set(0, spare as u32, 0).map_err(|error| CaptureError::map("write", ALLOW_SEL_MAP, error))
     }
 
     /// Adds (or replaces) a deny entry. Refused when an allow entry covers the prefix:
@@ -426,6 +479,16 @@ impl GuardMaps {
     pub fn set_good(&mut self, source: std::net::IpAddr, boot_ns: u64) -> Result<(), CaptureError> {
         self.good.insert(mapped(source), boot_ns, 0).map_err(|error| CaptureError::map("insert into", GOOD_MAP, error))
     }
+}
+
+fn list_trie(trie: &LpmTrie<MapData, [u8; 16], u32>, name: &'static str) -> Result<Vec<IpPrefix>, CaptureError> {
+    let mut prefixes = Vec::new();
+    for entry in trie.iter() {
+        let (key, _) = entry.map_err(|error| CaptureError::map("read", name, error))?;
+        prefixes.extend(prefix_of(&key));
+    }
+    prefixes.sort();
+    Ok(prefixes)
 }
 
 fn remove_exact<V: aya::Pod>(trie: &mut LpmTrie<MapData, [u8; 16], V>, prefix: &IpPrefix, map: &'static str) -> Result<bool, CaptureError> {

@@ -92,6 +92,8 @@ fn a_running_appliance_takes_each_class_of_change_with_no_more_disruption_than_i
     let allowed = lab.config(&format!("[response]\nttl-scan-secs = 90\n[allowlist]\nprefixes = [\"{ATTACKER}\"]\n"));
     assert!(apply(&supervisor, &allowed).status.success());
     assert!(lab.ping("a", SERVER), "allowlisted: passes as soon as the apply returns");
+    let listed = stdout(&lab.mldefender(&["allow", "list"]));
+    assert_eq!(listed.trim(), format!("{ATTACKER}/32"), "`allow list` reads the allowlist in force (the other trie now)");
     assert!(apply(&supervisor, &live).status.success());
     assert!(!lab.ping("a", SERVER), "no longer allowlisted: the block holds again");
     assert_eq!(pids(&supervisor), start, "allowlist changes restart nothing");

@@ -50,9 +50,13 @@ fn tasks_run_unprivileged_and_a_killed_task_restarts_alone_while_blocks_hold() {
         let flags = info.lines().find_map(|line| line.strip_prefix("flags:")).expect("flags").trim().to_string();
         u32::from_str_radix(&flags, 8).expect("octal flags") & 0o3
     };
-    assert_eq!((access_mode(5), access_mode(7)), (0, 0), "allow (fd 5) and counters (fd 7) must be read-only");
-    assert_eq!((access_mode(4), access_mode(6)), (2, 2), "ring (fd 4) and deny (fd 6) are read-write");
-    assert_eq!((access_mode(8), access_mode(9), access_mode(10)), (2, 2, 2), "the guard maps (fds 8, 9, 10) are read-write: the capture task decides them");
+    assert_eq!(
+        (access_mode(5), access_mode(6), access_mode(7), access_mode(9)),
+        (0, 0, 0, 0),
+        "the allowlist's tries and selector (fds 5-7) and counters (fd 9) must be read-only"
+    );
+    assert_eq!((access_mode(4), access_mode(8)), (2, 2), "ring (fd 4) and deny (fd 8) are read-write");
+    assert_eq!((access_mode(10), access_mode(11), access_mode(12)), (2, 2, 2), "the guard maps (fds 10, 11, 12) are read-write: the capture task decides them");
 
     // Flows reach the detect task over IPC.
     for _ in 0..3 {

@@ -107,21 +107,13 @@ impl Enforcement {
 
     /// Saves the blocks one last time, then lets go of the program: it keeps enforcing
     /// (pinned) unless detach-on-exit is set. Returns true when it was detached.
-    /// Makes the XDP allow map hold exactly `allowlist` (a configuration change): the new
-    /// entries are written first, then the ones no longer listed removed, so a newly
-    /// allowlisted source is never dropped after this returns and a removed one never
-    /// passes after it. Entries added by `mldefender allow add` go too: the configuration
-    /// is the allowlist.
+    /// Makes the XDP program's allowlist exactly `allowlist` (a configuration change), in
+    /// one step ([`mld_capture::PinnedMaps::allow_replace`]): no packet sees a mix of the
+    /// two, so a newly allowlisted source passes and a removed one is judged from the same
+    /// instant. Entries added by `mldefender allow add` go too: the configuration is the
+    /// allowlist.
     pub fn replace_allowlist(&mut self, allowlist: &[mld_types::IpPrefix]) -> Result<(), CaptureError> {
-        let maps = self.dataplane.maps();
-        let present = maps.allow_list()?;
-        for prefix in allowlist.iter().filter(|prefix| !present.contains(prefix)) {
-            maps.allow_add(prefix)?;
-        }
-        for prefix in present.iter().filter(|prefix| !allowlist.contains(prefix)) {
-            maps.allow_del(prefix)?;
-        }
-        Ok(())
+        self.dataplane.maps().allow_replace(allowlist)
     }
 
     /// Leaves the data plane to the next run of the supervisor in this process (a restart

@@ -649,7 +649,9 @@ impl RealSpawner {
             TaskKind::Capture => TaskFds::Capture(CaptureFds {
                 control,
                 ring: fds.ring,
-                allow: fds.allow.as_fd(),
+                allow: fds.allow[0].as_fd(),
+                allow_next: fds.allow[1].as_fd(),
+                allow_selector: fds.allow[2].as_fd(),
                 deny: fds.deny,
                 counters: fds.counters.as_fd(),
                 guard: fds.guard,

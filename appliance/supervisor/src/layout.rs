@@ -15,8 +15,11 @@ use crate::spawn::FIRST_TASK_FD;
 pub struct CaptureFds<F> {
     pub control: F,
     pub ring: F,
-    /// Read-only (BPF_F_RDONLY): the capture task reads the allowlist, never writes it.
+    /// Read-only (BPF_F_RDONLY): the capture task reads the allowlist, never writes it:
+    /// its two tries and the selector of the one in force.
     pub allow: F,
+    pub allow_next: F,
+    pub allow_selector: F,
     pub deny: F,
     /// Read-only, like the allowlist.
     pub counters: F,
@@ -88,8 +91,8 @@ impl<F> TaskFds<F> {
     /// The fds in the order they are handed over (the control channel first).
     pub fn into_list(self) -> Vec<F> {
         match self {
-            TaskFds::Capture(CaptureFds { control, ring, allow, deny, counters, guard, good, guard_on }) => {
-                vec![control, ring, allow, deny, counters, guard, good, guard_on]
+            TaskFds::Capture(CaptureFds { control, ring, allow, allow_next, allow_selector, deny, counters, guard, good, guard_on }) => {
+                vec![control, ring, allow, allow_next, allow_selector, deny, counters, guard, good, guard_on]
             }
             TaskFds::Detect(DetectFds { control, flows }) => vec![control, flows],
             TaskFds::Log(LogFds { control, events, key, signing_key }) => vec![control, events, key, signing_key],
@@ -108,6 +111,8 @@ impl<F> TaskFds<F> {
                 control: next()?,
                 ring: next()?,
                 allow: next()?,
+                allow_next: next()?,
+                allow_selector: next()?,
                 deny: next()?,
                 counters: next()?,
                 guard: next()?,
@@ -124,7 +129,7 @@ impl<F> TaskFds<F> {
     /// How many fds a task of `kind` is handed.
     pub fn count(kind: TaskKind) -> usize {
         match kind {
-            TaskKind::Capture => 8,
+            TaskKind::Capture => 10,
             TaskKind::Detect | TaskKind::Ingest => 2,
             TaskKind::Log => 4,
             TaskKind::Fleet => 5,

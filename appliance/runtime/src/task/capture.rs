@@ -164,7 +164,9 @@ pub fn run(
     control: &mut Control,
     stop: &AtomicBool,
     ring: OwnedFd,
-    [allow, deny, counters]: [OwnedFd; 3],
+    allow: [OwnedFd; 3],
+    deny: OwnedFd,
+    counters: OwnedFd,
     [guard_map, good_map, guard_on]: [OwnedFd; 3],
 ) -> anyhow::Result<Exit> {
     let config = &start.config;

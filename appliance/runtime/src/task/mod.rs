@@ -198,7 +198,16 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
     match TaskFds::take_handed(kind)? {
         TaskFds::Capture(fds) => {
             let (mut control, start) = begin(fds.control, kind)?;
-            capture::run(&start, &mut control, &stop, fds.ring, [fds.allow, fds.deny, fds.counters], [fds.guard, fds.good, fds.guard_on])
+            capture::run(
+                &start,
+                &mut control,
+                &stop,
+                fds.ring,
+                [fds.allow, fds.allow_next, fds.allow_selector],
+                fds.deny,
+                fds.counters,
+                [fds.guard, fds.good, fds.guard_on],
+            )
         }
         TaskFds::Detect(fds) => {
             let (mut control, start) = begin(fds.control, kind)?;
