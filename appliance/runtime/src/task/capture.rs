@@ -158,17 +158,22 @@ impl FlowSender {
     }
 }
 
+/// The XDP program's maps the capture task is handed (`mld_supervisor::layout::CaptureFds`).
+#[derive(Debug)]
+pub struct Maps {
+    pub ring: OwnedFd,
+    /// The allowlist's two tries and its selector (read-only).
+    pub allow: [OwnedFd; 3],
+    pub deny: OwnedFd,
+    /// Read-only.
+    pub counters: OwnedFd,
+    /// The per-destination guard, the known-good sources, the guarded count.
+    pub guard: [OwnedFd; 3],
+}
+
 /// Runs the capture task until shutdown.
-pub fn run(
-    start: &Start,
-    control: &mut Control,
-    stop: &AtomicBool,
-    ring: OwnedFd,
-    allow: [OwnedFd; 3],
-    deny: OwnedFd,
-    counters: OwnedFd,
-    [guard_map, good_map, guard_on]: [OwnedFd; 3],
-) -> anyhow::Result<Exit> {
+pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, maps: Maps) -> anyhow::Result<Exit> {
+    let Maps { ring, allow, deny, counters, guard: [guard_map, good_map, guard_on] } = maps;
     let config = &start.config;
     let mut maps = PinnedMaps::from_fds(allow, deny, counters)?;
     let mut guard = super::guard::Guard::new(mld_capture::GuardSettings::from(&config.guard), mld_capture::GuardMaps::from_fds(guard_map, good_map, guard_on)?);

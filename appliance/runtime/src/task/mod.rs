@@ -196,18 +196,10 @@ pub fn run(name: &str) -> anyhow::Result<Exit> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("failed to install the signal handlers")?;
     }
     match TaskFds::take_handed(kind)? {
-        TaskFds::Capture(fds) => {
-            let (mut control, start) = begin(fds.control, kind)?;
-            capture::run(
-                &start,
-                &mut control,
-                &stop,
-                fds.ring,
-                [fds.allow, fds.allow_next, fds.allow_selector],
-                fds.deny,
-                fds.counters,
-                [fds.guard, fds.good, fds.guard_on],
-            )
+        TaskFds::Capture(mld_supervisor::layout::CaptureFds { control, ring, allow, allow_next, allow_selector, deny, counters, guard, good, guard_on }) => {
+            let (mut control, start) = begin(control, kind)?;
+            let maps = capture::Maps { ring, allow: [allow, allow_next, allow_selector], deny, counters, guard: [guard, good, guard_on] };
+            capture::run(&start, &mut control, &stop, maps)
         }
         TaskFds::Detect(fds) => {
             let (mut control, start) = begin(fds.control, kind)?;
