@@ -20,11 +20,30 @@ pub enum Baseline {
     File(PathBuf),
 }
 
-/// `config check`: every file validated with the daemon's own code path.
-pub fn check(files: &[PathBuf]) -> anyhow::Result<Exit> {
+/// A JSON file with the TOML's structure (the NixOS module's rendering) as TOML text.
+fn json_as_toml(file: &Path) -> Result<String, mld_config::ConfigErrors> {
+    let origin = file.display().to_string();
+    let fail = |why: String| mld_config::ConfigErrors::single(&origin, mld_config::ConfigError::new("", why));
+    let text = std::fs::read_to_string(file).map_err(|error| fail(format!("failed to read the file: {error}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|error| fail(format!("not JSON: {error}")))?;
+    let table = toml::Value::try_from(value).map_err(|error| fail(format!("not a configuration's shape: {error}")))?;
+    toml::to_string(&table).map_err(|error| fail(format!("does not make TOML: {error}")))
+}
+
+/// `config example --json`: every key with its default, as JSON.
+pub fn example_json() -> anyhow::Result<Exit> {
+    println!("{}", serde_json::to_string_pretty(&mld_config::raw::RawConfig::default()).context("failed to encode the defaults")?);
+    Ok(Exit::Success)
+}
+
+/// `config check`: every file validated with the daemon's own code path (`--json`: JSON
+/// files with the TOML's structure).
+pub fn check(files: &[PathBuf], json: bool) -> anyhow::Result<Exit> {
     let mut exit = Exit::Success;
     for file in files {
-        let checked = Config::from_file(file).and_then(|config| config.check_environment(&file.display().to_string()).map(|()| config));
+        let origin = file.display().to_string();
+        let parsed = if json { json_as_toml(file).and_then(|text| Config::from_toml(&text, &origin)) } else { Config::from_file(file) };
+        let checked = parsed.and_then(|config| config.check_environment(&origin).map(|()| config));
         match checked {
             Ok(config) => {
                 // Warnings do not fail the check: valid, but probably not what is wanted.

@@ -416,9 +416,16 @@ enum ConfigCommand {
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The files are JSON with the TOML's structure (what the NixOS module renders).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the complete default configuration, with a comment on every key.
-    Example,
+    Example {
+        /// As JSON, without comments (every key with its default).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of the whole file: every key with its description, default
     /// and bounds (docs/config.schema.json).
     Schema,
@@ -480,7 +487,7 @@ fn main() -> ExitCode {
             output: args.output,
             summary: args.summary,
         }),
-        Command::Config(ConfigCommand::Check { files }) => config::check(&files),
+        Command::Config(ConfigCommand::Check { files, json }) => config::check(&files, json),
         Command::Config(ConfigCommand::Schema) => config::schema(),
         Command::Config(ConfigCommand::Plan { new, from, running: _, supervisor }) => match from {
             Some(old) => config::plan(&new, config::Baseline::File(old), supervisor.json),
@@ -499,10 +506,11 @@ fn main() -> ExitCode {
             Err(exit) => Ok(exit),
         },
         Command::Config(ConfigCommand::Diff { from, to, supervisor }) => config::diff(supervisor.config.as_deref(), from, to, supervisor.json),
-        Command::Config(ConfigCommand::Example) => {
+        Command::Config(ConfigCommand::Example { json: false }) => {
             print!("{}", mld_config::EXAMPLE);
             Ok(Exit::Success)
         }
+        Command::Config(ConfigCommand::Example { json: true }) => config::example_json(),
         Command::Capture { action: Some(CaptureCommand::Detach { config }), .. } => capture::run_detach(&config),
         Command::Capture { action: None, config: Some(config), format } => capture::run_capture(&config, format.map(output_format)),
         Command::Capture { action: None, config: None, .. } => {

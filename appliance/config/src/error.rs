@@ -52,7 +52,7 @@ impl ConfigErrors {
         ConfigErrors { origin: origin.to_string(), errors }
     }
 
-    pub(crate) fn single(origin: &str, error: ConfigError) -> ConfigErrors {
+    pub fn single(origin: &str, error: ConfigError) -> ConfigErrors {
         ConfigErrors::new(origin, vec![error])
     }
 }

@@ -51,8 +51,10 @@ fn check_table(input: &Table, schema: &Table, prefix: &str, errors: &mut Vec<Con
     }
 }
 
+/// The same kind of value; a whole number is also a number where a float is expected
+/// (`200` for `200.0`, as a person writes it and as JSON renders it).
 fn same_kind(value: &Value, expected: &Value) -> bool {
-    std::mem::discriminant(value) == std::mem::discriminant(expected)
+    matches!((value, expected), (Value::Integer(_), Value::Float(_))) || std::mem::discriminant(value) == std::mem::discriminant(expected)
 }
 
 fn kind_name(value: &Value) -> &'static str {
