@@ -69,10 +69,11 @@ fn a_running_appliance_takes_each_class_of_change_with_no_more_disruption_than_i
     assert!(stderr(&refused).contains("new image") && stderr(&refused).contains("nothing was applied"), "{}", stderr(&refused));
 
     // A live change: planned as live, applied with no task restarted, seen in a decision.
-    let live = lab.config("[response]\nttl-scan-secs = 90\n");
+    let live = lab.config("[response]\nttl-scan-secs = 90\n[log]\ncheckpoint-interval-ms = 500\n");
     let plan = config_command(&supervisor, &["plan", &live.path().display().to_string()]);
     assert!(plan.status.success(), "{}", stderr(&plan));
-    assert!(stdout(&plan).contains("response.ttl-scan-secs  3600 -> 90  [live]\noverall: live"), "{}", stdout(&plan));
+    let planned = stdout(&plan);
+    assert!(planned.contains("log.checkpoint-interval-ms  1000 -> 500  [live]") && planned.contains("-> 90  [live]\noverall: live"), "{planned}");
     let applied = apply(&supervisor, &live);
     assert!(applied.status.success() && stdout(&applied).contains("applied live"), "{}{}", stdout(&applied), stderr(&applied));
     assert_eq!(pids(&supervisor), start, "no task restarted");

@@ -200,7 +200,7 @@ fn flatten(prefix: &str, value: &toml::Value, leaves: &mut BTreeMap<String, Stri
 
 /// The class of a change of `key` (see the module doc); the first rule that matches.
 pub fn classify(key: &str) -> Class {
-    use TaskKind::{Capture, Detect, Fleet, Ingest, Log};
+    use TaskKind::{Capture, Detect, Fleet, Ingest};
     let restarts = |tasks: &[TaskKind]| Class::RestartsTasks(tasks.to_vec());
     let (section, rest) = key.split_once(['.', '[']).unwrap_or((key, ""));
     let field = rest.rsplit(['.', ']']).next().unwrap_or(rest);
@@ -235,10 +235,12 @@ pub fn classify(key: &str) -> Class {
         "log" => match field {
             // Opened or created by the supervisor, or naming the node.
             "dir" | "node" | "key-file" | "create-key" | "signing-key-file" => Class::RestartsSupervisor,
-            _ => restarts(&[Log]),
+            // Rotation, group commit, retention, checkpoints: the log task takes them.
+            _ => Class::Live,
         },
         "ingest" => match field {
             "state-dir" => Class::RestartsSupervisor,
+            "poll-interval-ms" | "save-interval-secs" => Class::Live,
             _ => restarts(&[Ingest]),
         },
         "fleet" => match field {

@@ -340,6 +340,19 @@ impl LogWriter {
     /// Writes a checkpoint if the oldest record not yet covered is `checkpoint_interval`
     /// old, and hands it to the file at once (the log task calls this when idle, so
     /// readers never wait longer than the interval). Returns whether it wrote one.
+    /// A configuration applied while running: rotation, group commit, retention and
+    /// checkpoint cadence from now on (the directory, the node and the keys stay).
+    pub fn set_cadence(&mut self, config: &WriterConfig) {
+        self.config.max_file_bytes = config.max_file_bytes;
+        self.config.rotate_daily = config.rotate_daily;
+        self.config.sync_every_records = config.sync_every_records;
+        self.config.sync_interval = config.sync_interval;
+        self.config.max_disk_bytes = config.max_disk_bytes;
+        self.config.max_age = config.max_age;
+        self.config.checkpoint_every_records = config.checkpoint_every_records;
+        self.config.checkpoint_interval = config.checkpoint_interval;
+    }
+
     pub fn tick(&mut self) -> Result<bool, WriterError> {
         let due = self.window.as_ref().is_some_and(|window| window.since.elapsed() >= self.config.checkpoint_interval);
         if !due {

@@ -140,6 +140,11 @@ impl History {
     /// Opens the index and the ingest state, rebuilding the index from the verified log
     /// (from the first file) when it is missing, damaged, made by another embedder or
     /// behind the checkpoint. [`History::rebuilt`] says whether and why.
+    /// A configuration applied while running: how often the index is saved.
+    pub fn set_save_interval(&mut self, interval: Duration) {
+        self.settings.save_interval = interval;
+    }
+
     pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, Box<OpenFailure>> {
         let (index, rebuilt, min_seq) = match History::open_index(&ingest_config, &settings, &embedder) {
             Ok(opened) => opened,

@@ -624,7 +624,7 @@ fn apply_change(
         }
     }
     let message = mld_ipc::SupervisorMessage::Reconfigure { config_toml: prepared.effective_toml.clone(), base_toml: prepared.base_toml.clone(), note };
-    for kind in [TaskKind::Capture, TaskKind::Detect, TaskKind::Fleet] {
+    for kind in [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest, TaskKind::Fleet] {
         if spawner.tasks.iter().any(|task| task.kind == kind) {
             if let Err(why) = machine.send_to_task(kind, &message) {
                 warn!(task = kind.name(), why, "the live change did not reach the task; it takes the configuration at its next start");

@@ -55,8 +55,23 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     };
     control.ready();
     info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), index = config.ingest.index.is_some(), "ingest task ready");
-    let idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
+    let mut idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        for request in control.take_requests() {
+            // A configuration applied while running: the cadences (the rest restarts this task).
+            if let mld_ipc::SupervisorMessage::Reconfigure { config_toml, .. } = request {
+                match mld_config::Config::from_toml(&config_toml, "the supervisor's configuration") {
+                    Ok(new) => {
+                        idle_wait = new.ingest.poll_interval.min(Duration::from_millis(100));
+                        if let (Verified::History(history), Some(index)) = (&mut source, &new.ingest.index) {
+                            history.set_save_interval(index.save_interval);
+                        }
+                        info!("configuration applied live");
+                    }
+                    Err(errors) => warn!(errors = %errors, "the supervisor's new configuration does not parse here; keeping the current one"),
+                }
+            }
+        }
         let busy = source.step(&mut counters)? > 0;
         crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query));
         control.report_due(|| TaskCounters::Ingest(counters));

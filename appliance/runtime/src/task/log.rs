@@ -168,7 +168,25 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, events: Owne
     // STORAGE_RETRY until it can write; the writer's recovery puts a cut line on record.
     let mut last_attempt = Instant::now();
     let mut head = Head::default();
+    let mut config = config.clone();
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        for request in control.take_requests() {
+            // A configuration applied while running: rotation, group commit, retention and
+            // checkpoint cadence (the directory, node and keys restart this task).
+            if let mld_ipc::SupervisorMessage::Reconfigure { config_toml, .. } = request {
+                match Config::from_toml(&config_toml, "the supervisor's configuration") {
+                    Ok(new) => {
+                        config.log = new.log;
+                        if let Some(current) = writer.as_mut() {
+                            current.set_cadence(&crate::keys::writer_config(&config));
+                        }
+                        info!("configuration applied live");
+                    }
+                    Err(errors) => warn!(errors = %errors, "the supervisor's new configuration does not parse here; keeping the current one"),
+                }
+            }
+        }
+        let config = &config;
         let Some(current) = writer.as_mut() else {
             if last_attempt.elapsed() >= STORAGE_RETRY {
                 last_attempt = Instant::now();
