@@ -233,7 +233,12 @@ pub fn release_benign(maps: crate::MapsArgs, runtime: Option<PathBuf>, prefix: I
 pub fn unblock(maps: crate::MapsArgs, runtime: Option<PathBuf>, prefix: IpPrefix) -> anyhow::Result<Exit> {
     let Ok(config) = crate::load::config(maps.config.as_deref()).map(|config| config.capture) else { return Ok(Exit::Config) };
     let dir = maps.bpffs_dir.unwrap_or(config.bpffs_dir);
-    let mut exit = block(&dir, ListAction::Del { prefix })?;
+    let exit = block(&dir, ListAction::Del { prefix })?;
+    if exit != Exit::Success {
+        // Nothing was removed here: the detect task and the fleet keep what they hold.
+        return Ok(exit);
+    }
+    let mut exit = exit;
     match mld_runtime::benign::tell_released(&runtime.unwrap_or(config.runtime_dir), prefix) {
         Ok(Some(what)) => println!("{what}"),
         Ok(None) => {}

@@ -114,6 +114,12 @@ fn a_running_appliance_takes_each_class_of_change_with_no_more_disruption_than_i
         assert_eq!(after[task], start[task], "{task} untouched");
     }
     assert_eq!(supervisor.task("ingest")["restarts"], 0, "a planned restart is no failure");
+    assert_eq!(supervisor.task("ingest")["memory_budget_bytes"], 700u64 << 20, "the watchdog's budget is the new one");
+    // `block del` of a prefix that is not in the deny list removes nothing, and tells
+    // nobody: the block of the source inside it holds.
+    let missed = lab.mldefender(&["block", "del", "10.66.2.0/24", "--runtime-dir", &supervisor.runtime_dir]);
+    assert!(!missed.status.success() && stderr(&missed).contains("not in the deny list"), "{}", stderr(&missed));
+    assert!(blocked(&lab, ATTACKER) && !lab.ping("a", SERVER));
 
     // SIGHUP: the file again. It now holds a new TTL; applied live as its own generation.
     let edited = format!("{}\n[response]\nttl-scan-secs = 120\n", std::fs::read_to_string(&supervisor.config_path).expect("read"));
@@ -170,5 +176,17 @@ fn a_running_appliance_takes_each_class_of_change_with_no_more_disruption_than_i
     let listed = stdout(&run(mldefender().args(["config", "generations", "--config"]).arg(&supervisor.config_path)));
     assert!(listed.lines().any(|line| line.starts_with(&format!("{good} ")) && line.ends_with("in force")), "{listed}");
     assert_eq!(supervisor.task("detect")["state"], "ready");
+
+    // One that fails before the supervisor runs (an interface that is not there): marked
+    // failed, and the one before it runs again.
+    let gone = lab.config(&format!(
+        "[response]\nttl-scan-secs = 90\n[tasks.ingest]\nmemory-max-mib = 700\n[supervisor]\nwatchdog-interval-ms = 150\n[capture]\ninterfaces = [{{ name = \"{}\", role = \"lan\" }}, {{ name = \"mldnosuch0\", role = \"lan\" }}]\n",
+        lab.gateway_interface("c")
+    ));
+    assert!(apply(&supervisor, &gone).status.success());
+    supervisor.wait_ready_times(4, Duration::from_secs(60));
+    let kept = generations(&supervisor);
+    assert_eq!(kept.last().and_then(|last| last["failed"].as_bool()), Some(true), "{kept:?}");
+    assert!(supervisor.log().contains("failed before the supervisor ran"), "{}", supervisor.log());
     supervisor.stop();
 }

@@ -215,7 +215,16 @@ pub fn classify(key: &str) -> Class {
         // Only `mldefender flows` reads it.
         "output" => Class::Live,
         "detect" => match field {
-            "models" | "models-dir" | "model-public-key" | "onnxruntime" | "tick-ms" | "batch-max" | "queue-max" | "max-sources" => restarts(&[Detect]),
+            "models"
+            | "models-dir"
+            | "model-public-key"
+            | "onnxruntime"
+            | "tick-ms"
+            | "batch-max"
+            | "queue-max"
+            | "max-sources"
+            | "nearest-past-events"
+            | "nearest-past-events-budget-ms" => restarts(&[Detect]),
             // Given to the detect task by the supervisor at start.
             "state-dir" => Class::RestartsSupervisor,
             // Which window the heuristics read: shapes what the capture task reports.

@@ -114,8 +114,9 @@ impl Generations {
     pub fn starting_point(&mut self, file_text: &str) -> Result<(u64, String), String> {
         let file_sha256 = sha256_hex(file_text);
         if let Some(current) = self.current().cloned() {
-            let file_failed =
-                self.index.generations.iter().any(|generation| generation.failed && generation.source == FROM_FILE && generation.file_sha256 == file_sha256);
+            // The file's text already ran and failed (recorded from the file, applied by
+            // SIGHUP, or identical to a failed apply): not again.
+            let file_failed = self.index.generations.iter().any(|generation| generation.failed && generation.sha256 == file_sha256);
             if current.file_sha256 == file_sha256 || file_failed {
                 return Ok((current.number, self.text(current.number)?));
             }
@@ -171,14 +172,14 @@ mod tests {
     #[test]
     fn a_start_runs_the_newest_good_generation_unless_the_file_changed_and_a_failed_file_is_not_retried() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut generations = Generations::open(dir.path(), 3).expect("open");
+        let mut generations = Generations::open(dir.path(), 5).expect("open");
         let file = "[response]\nttl-scan-secs = 60\n";
         assert_eq!(generations.starting_point(file).expect("start"), (1, file.to_string()), "the file is the first generation");
         assert_eq!(generations.starting_point(file).expect("start").0, 1, "recorded once");
         // `config apply`: a new generation from elsewhere; the file unchanged.
         let applied = "[response]\nttl-scan-secs = 120\n";
         generations.record(applied, FROM_APPLY, vec!["live".to_string()], &sha256_hex(file)).expect("record");
-        let mut reopened = Generations::open(dir.path(), 3).expect("reopen");
+        let mut reopened = Generations::open(dir.path(), 5).expect("reopen");
         assert_eq!(reopened.starting_point(file).expect("start"), (2, applied.to_string()), "the applied one is in force");
         // It did not reach ready: the previous one.
         reopened.mark_failed(2).expect("mark");
@@ -188,12 +189,18 @@ mod tests {
         assert_eq!(reopened.starting_point(edited).expect("start").0, 3);
         reopened.mark_failed(3).expect("mark");
         assert_eq!(reopened.starting_point(edited).expect("start"), (1, file.to_string()), "the newest good one, not the failed file again");
+        // A file applied by SIGHUP that failed: the file is not recorded and run again.
+        let reloaded = "[response]\nttl-scan-secs = 45\n";
+        reopened.record(reloaded, FROM_SIGHUP, Vec::new(), &sha256_hex(reloaded)).expect("record");
+        reopened.mark_failed(4).expect("mark");
+        assert_eq!(reopened.starting_point(reloaded).expect("start"), (1, file.to_string()), "the failed reload is not retried as a file");
         // Bounded: the oldest go.
         reopened.record("[response]\nttl-scan-secs = 31\n", FROM_APPLY, Vec::new(), "x").expect("record");
-        assert_eq!(reopened.list().iter().map(|generation| generation.number).collect::<Vec<_>>(), vec![2, 3, 4]);
+        reopened.record("[response]\nttl-scan-secs = 32\n", FROM_APPLY, Vec::new(), "x").expect("record");
+        assert_eq!(reopened.list().iter().map(|generation| generation.number).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
         assert!(reopened.text(1).is_err(), "gone with its file");
         // A text changed on disk is refused.
-        std::fs::write(dir.path().join(GENERATIONS_DIR).join("4.toml"), "tampered").expect("write");
-        assert!(reopened.text(4).expect_err("changed").contains("does not match"));
+        std::fs::write(dir.path().join(GENERATIONS_DIR).join("6.toml"), "tampered").expect("write");
+        assert!(reopened.text(6).expect_err("changed").contains("does not match"));
     }
 }

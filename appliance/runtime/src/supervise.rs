@@ -120,6 +120,37 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     // The generation in force (an applied one, unless the file changed since), with the
     // fleet configuration document kept by an earlier run laid over it.
     let (running, documents) = crate::reconfigure::start(config_path, file_config, file_text, &origin);
+    // A generation applied while running that fails before the supervisor runs (an
+    // interface it names is gone, XDP will not attach) is marked failed, and the
+    // supervisor restarts in place with the one before it.
+    let fallback = (running.note.source != crate::generations::FROM_FILE)
+        .then(|| (running.config.supervisor.state_dir.clone(), running.config.supervisor.generations_max, running.generation));
+    let mut reached_loop = false;
+    let outcome = serve(exe, running, documents, &mut reached_loop);
+    if let (Some((state_dir, max, generation)), false) = (fallback, reached_loop) {
+        if !matches!(outcome, Ok(Exit::Success)) {
+            error!(
+                generation,
+                "the configuration generation in force failed before the supervisor ran: marking it failed and restarting with the previous one"
+            );
+            let marked = crate::generations::Generations::open(&state_dir, max).and_then(|mut generations| generations.mark_failed(generation));
+            match marked.map_err(anyhow::Error::msg).and_then(|()| Executable::open_self().map_err(anyhow::Error::from)) {
+                Ok(exe) => error!(error = %exe.reexec(), "failed to restart the supervisor in place"),
+                Err(error) => error!(error = %format!("{error:#}"), "cannot fall back to the previous configuration generation"),
+            }
+        }
+    }
+    outcome
+}
+
+/// The supervisor from the generation in force on: the data plane, the sockets, the
+/// tasks, the loop, the shutdown. `reached_loop` says whether it got as far as running.
+fn serve(
+    exe: std::io::Result<Executable>,
+    running: crate::reconfigure::Running,
+    documents: crate::fleet_doc::Documents,
+    reached_loop: &mut bool,
+) -> anyhow::Result<Exit> {
     let (config, config_toml) = (running.config.clone(), running.effective_toml.clone());
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -268,6 +299,7 @@ fn supervise(config_path: &Path, exe: std::io::Result<Executable>) -> anyhow::Re
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
     let certificates = crate::pki::Watch::new(&config, clock.now());
     let mut running = running;
+    *reached_loop = true;
     let signals = Signals { stop: &stop, hangup: &hangup };
     let end = run_loop(&mut machine, &mut spawner, &status_listener, signals, &clock, certificates, &mut running);
     machine.shutdown(&mut spawner, &clock);
@@ -596,7 +628,9 @@ fn apply_change(
         }
     };
     let plan = prepared.plan.to_text();
-    if prepared.plan.is_empty() {
+    // A change the fleet document in force hides (nothing runs differently) is still kept:
+    // it is the base the next document is laid over.
+    if prepared.plan.is_empty() && prepared.base_toml == running.base_toml {
         info!(source, "configuration unchanged");
         return (mld_ipc::ApplyAnswer { result: Ok(mld_ipc::Applied { generation: None, plan, done: crate::reconfigure::describe(&prepared.plan, 0) }) }, None);
     }
@@ -608,30 +642,54 @@ fn apply_change(
             return (mld_ipc::ApplyAnswer { result: Err(vec![why]) }, None);
         }
     };
-    let done = crate::reconfigure::describe(&prepared.plan, note.generation);
+    let mut done = if prepared.plan.is_empty() {
+        format!("generation {} kept: the fleet configuration document in force hides the change, so nothing runs differently", note.generation)
+    } else {
+        crate::reconfigure::describe(&prepared.plan, note.generation)
+    };
     info!(generation = note.generation, source, classes = ?note.classes, sha256 = %note.sha256, "{done}");
-    let answer = mld_ipc::ApplyAnswer { result: Ok(mld_ipc::Applied { generation: Some(note.generation), plan, done }) };
     spawner.documents.base_toml = prepared.base_toml.clone();
     spawner.config_note = note.clone();
     if prepared.plan.overall() == Some(Class::RestartsSupervisor) {
+        let answer = mld_ipc::ApplyAnswer { result: Ok(mld_ipc::Applied { generation: Some(note.generation), plan, done }) };
         return (answer, Some(LoopEnd::Restart { generation: note.generation }));
     }
     machine.set_config_toml(prepared.effective_toml.clone());
-    if old_allowlist != prepared.config.allowlist {
-        match spawner.dataplane.replace_allowlist(&prepared.config.allowlist) {
-            Ok(()) => info!(entries = prepared.config.allowlist.len(), "allowlist replaced in the XDP maps"),
-            Err(error) => error!(error = %crate::error_chain(&error), "failed to replace the allowlist in the XDP maps"),
-        }
-    }
-    let message = mld_ipc::SupervisorMessage::Reconfigure { config_toml: prepared.effective_toml.clone(), base_toml: prepared.base_toml.clone(), note };
-    for kind in [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest, TaskKind::Fleet] {
-        if spawner.tasks.iter().any(|task| task.kind == kind) {
-            if let Err(why) = machine.send_to_task(kind, &message) {
-                warn!(task = kind.name(), why, "the live change did not reach the task; it takes the configuration at its next start");
+    // Budgets and restart policies: the watchdog's and the kernel's limits from now on.
+    for task in &prepared.config.tasks {
+        machine.set_task_config(task);
+        if let Some(cgroup) = spawner.tasks.iter().find(|process| process.kind == task.kind).and_then(|process| process.cgroup.as_ref()) {
+            if let Err(error) = cgroup.set_limits(task.memory_high_bytes, task.memory_max_bytes) {
+                warn!(task = task.kind.name(), error = %error, "failed to set the task's cgroup memory limits; the RSS watchdog enforces the new budget");
             }
         }
     }
-    machine.restart_tasks(&prepared.plan.tasks_to_restart());
+    if old_allowlist != prepared.config.allowlist {
+        match spawner.dataplane.replace_allowlist(&prepared.config.allowlist) {
+            Ok(()) => info!(entries = prepared.config.allowlist.len(), "allowlist replaced in the XDP maps"),
+            Err(error) => {
+                let why = crate::error_chain(&error);
+                error!(error = %why, "failed to replace the allowlist in the XDP maps");
+                done.push_str(&format!("; BUT the allowlist could not be written into the XDP maps ({why}): the previous one is in force"));
+            }
+        }
+    }
+    let message =
+        mld_ipc::SupervisorMessage::Reconfigure { config_toml: prepared.effective_toml.clone(), base_toml: prepared.base_toml.clone(), note: note.clone() };
+    let mut restart = prepared.plan.tasks_to_restart();
+    for kind in [TaskKind::Capture, TaskKind::Detect, TaskKind::Log, TaskKind::Ingest, TaskKind::Fleet] {
+        if spawner.tasks.iter().any(|task| task.kind == kind) {
+            if let Err(why) = machine.send_to_task(kind, &message) {
+                // Still starting with the previous configuration: restarted with this one.
+                warn!(task = kind.name(), why, "the live change did not reach the task; it restarts with the new configuration");
+                if !restart.contains(&kind) {
+                    restart.push(kind);
+                }
+            }
+        }
+    }
+    machine.restart_tasks(&restart);
+    let answer = mld_ipc::ApplyAnswer { result: Ok(mld_ipc::Applied { generation: Some(note.generation), plan, done }) };
     (answer, None)
 }
 

@@ -318,6 +318,14 @@ impl Machine {
         self.settings.config_toml = config_toml;
     }
 
+    /// A task's budget and restart policy from now on (the watchdog reads them; its
+    /// restart history is kept).
+    pub fn set_task_config(&mut self, config: &TaskConfig) {
+        if let Some(task) = self.tasks.iter_mut().find(|task| task.config.kind == config.kind) {
+            task.config = config.clone();
+        }
+    }
+
     /// Restarts the running tasks of `kinds` with the current configuration, one at a time
     /// in start order, each asked to stop as at a shutdown, started again at once (neither
     /// a failure nor a restart under its policy), and awaited until ready before the next
@@ -325,8 +333,11 @@ impl Machine {
     pub fn restart_tasks(&mut self, kinds: &[TaskKind]) {
         let mut waiting: Vec<TaskKind> = self.tasks.iter().map(|task| task.config.kind).filter(|kind| kinds.contains(kind)).collect();
         if let Some(rolling) = &self.rolling {
-            // A restart under way goes on; the new kinds queue behind it.
-            waiting.retain(|kind| !rolling.waiting.contains(kind));
+            // A restart under way goes on; the new kinds queue behind it (the task being
+            // restarted too, when it already started with the previous configuration).
+            let front_started = !rolling.stopping && rolling.deadline.is_some();
+            let pending: Vec<TaskKind> = rolling.waiting.iter().skip(usize::from(front_started)).copied().collect();
+            waiting.retain(|kind| !pending.contains(kind));
             let mut queued = rolling.waiting.clone();
             queued.extend(waiting);
             self.rolling = Some(Rolling { waiting: queued, stopping: rolling.stopping, deadline: rolling.deadline });
@@ -353,9 +364,15 @@ impl Machine {
         let task = &self.tasks[index];
         if !rolling.stopping && rolling.deadline.is_none() {
             if task.pid.is_none() {
-                // Not running (held, or between restarts): it starts with the new
-                // configuration on its own schedule.
+                // Not running: between restarts it starts with the new configuration on its
+                // own schedule; a held task is given its chance with it now.
                 rolling.waiting.pop_front();
+                if task.state == TaskState::Held {
+                    let task = &mut self.tasks[index];
+                    info!(task = kind.name(), "starting the held task with the new configuration");
+                    task.next_start = Some(now);
+                    task.state = TaskState::Starting;
+                }
                 return;
             }
             info!(task = kind.name(), "restarting task for the new configuration");

@@ -50,6 +50,13 @@ impl TaskCgroup {
         Ok(Some(TaskCgroup { path }))
     }
 
+    /// New limits (a configuration applied while running): the kernel applies them to the
+    /// group at once.
+    pub fn set_limits(&self, high_bytes: u64, max_bytes: u64) -> io::Result<()> {
+        fs::write(self.path.join("memory.high"), high_bytes.to_string())?;
+        fs::write(self.path.join("memory.max"), max_bytes.to_string())
+    }
+
     /// The `cgroup.procs` file a starting task writes itself into.
     pub fn procs_path(&self) -> PathBuf {
         self.path.join("cgroup.procs")

@@ -545,3 +545,24 @@ fn a_configuration_change_restarts_the_named_tasks_one_at_a_time_each_after_the_
     assert!(report.tasks.iter().all(|task| task.restarts == 0 && task.last_exit.is_none()), "a planned restart is no failure: {:?}", report.tasks);
     assert_eq!((starts_of(&spawner, TaskKind::Capture), starts_of(&spawner, TaskKind::Ingest)), (1, 1), "the others untouched");
 }
+
+#[test]
+fn a_task_already_restarted_for_one_change_restarts_again_for_the_next() {
+    let clock = FakeClock::new();
+    let mut spawner = FakeSpawner::new();
+    let mut machine = machine(&clock, vec![task_config(TaskKind::Detect)]);
+    let _ = machine.step(&mut spawner, clock.now());
+    spawner.send(TaskKind::Detect, &TaskMessage::Ready);
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(100));
+    machine.set_config_toml("# generation 2\n".to_string());
+    machine.restart_tasks(&[TaskKind::Detect]);
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(300));
+    assert_eq!(starts_of(&spawner, TaskKind::Detect), 2, "restarted with generation 2, not yet ready");
+    // Generation 3 arrives while it is starting with 2: it restarts again once ready.
+    machine.set_config_toml("# generation 3\n".to_string());
+    machine.restart_tasks(&[TaskKind::Detect]);
+    spawner.send(TaskKind::Detect, &TaskMessage::Ready);
+    let _ = run_for(&mut machine, &mut spawner, &clock, Duration::from_millis(300));
+    assert_eq!(starts_of(&spawner, TaskKind::Detect), 3);
+    assert_eq!(spawner.configured.last(), Some(&(TaskKind::Detect, "# generation 3\n".to_string())));
+}

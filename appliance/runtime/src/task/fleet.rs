@@ -579,11 +579,13 @@ impl Fleet {
     /// One turn with an open session: publish what waits, keep the lease alive, and take
     /// what the watch brings (or the tick passes).
     async fn serve(&mut self, session: &mut Session) -> anyhow::Result<()> {
-        if !self.pending.is_empty() {
-            self.publish(&mut session.client).await?;
-        }
+        // Withdrawals first: what waits to be published was decided after them (the
+        // covered ones were dropped from the queue when the withdrawal came).
         if !self.withdrawals.is_empty() {
             self.withdraw(&mut session.client).await?;
+        }
+        if !self.pending.is_empty() {
+            self.publish(&mut session.client).await?;
         }
         self.publish_anchor(&mut session.client).await?;
         if let Some(status) = self.config_status.take() {

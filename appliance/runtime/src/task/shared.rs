@@ -67,8 +67,12 @@ impl FleetLink {
         self.send(FleetMessage::Decided { prefix, reason, expires_unix_ms, decided_unix_ms, event_id });
     }
 
-    /// Tells the fleet task the operator removed this node's blocks covered by `prefix`.
+    /// Tells the fleet task the operator removed this node's blocks covered by `prefix`,
+    /// and forgets the shared blocks applied here that it covers (their entries went with
+    /// the operator's `block del`: a later withdrawal by their node must not remove a block
+    /// this node decides on its own meanwhile).
     pub fn withdraw(&mut self, prefix: IpPrefix) {
+        self.shared.retain(|source, _| !prefix.covers(&IpPrefix::host(*source)));
         self.send(FleetMessage::Withdraw { prefix });
     }
 
