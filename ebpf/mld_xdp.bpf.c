@@ -46,21 +46,16 @@ char LICENSE[] SEC("license") = "GPL";
 /* The allowlist: two tries, one in force (mld_allow_sel[0]: 0 for mld_allow, 1 for
  * mld_allow_next). User space fills the other one and flips the selector with one
  * write, so a new allowlist takes effect whole, between two packets. */
-struct {
+struct mld_allow_trie {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct mld_lpm_key);
 	__type(value, __u32);
-} mld_allow SEC(".maps");
+};
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, struct mld_lpm_key);
-	__type(value, __u32);
-} mld_allow_next SEC(".maps");
+struct mld_allow_trie mld_allow SEC(".maps");
+struct mld_allow_trie mld_allow_next SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

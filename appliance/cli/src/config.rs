@@ -1,7 +1,6 @@
 //! `mldefender config check | schema | plan | apply | generations | rollback | diff`
 //! (docs/operations.md, "Changing the configuration").
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -79,21 +78,10 @@ fn checked_text(file: &Path) -> Result<String, Exit> {
     }
 }
 
-/// Sends one configuration request to the supervisor and reads its answer.
+/// One configuration request to the supervisor: an apply judges the configuration
+/// against the machine and keeps a generation before it answers.
 fn ask<T: serde::de::DeserializeOwned>(runtime_dir: &Path, request: &ControlRequest) -> anyhow::Result<Result<T, Exit>> {
-    let path = runtime_dir.join(mld_runtime::supervise::STATUS_SOCKET);
-    let mut stream = match UnixStream::connect(&path) {
-        Ok(stream) => stream,
-        Err(error) => {
-            eprintln!("mldefender: error: no supervisor answers on `{}`: {error}", path.display());
-            return Ok(Err(Exit::Failure));
-        }
-    };
-    // An apply judges the configuration against the machine and keeps a generation first.
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    mld_ipc::write_frame(&mut stream, request).context("failed to ask the supervisor")?;
-    let answer = mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
-    Ok(Ok(answer))
+    crate::status::ask(runtime_dir, request, Duration::from_secs(30))
 }
 
 /// `config plan NEW [--from OLD | --running]`: every changed key with its class.

@@ -11,6 +11,12 @@ use mld_runtime::Exit;
 
 /// The running supervisor's report, or the exit to take (the error printed).
 pub fn fetch(runtime_dir: &Path) -> anyhow::Result<Result<StatusReport, Exit>> {
+    ask(runtime_dir, &ControlRequest::Status, Duration::from_secs(3))
+}
+
+/// Sends one request on the supervisor's socket under `runtime_dir` and reads its answer
+/// (waiting at most `timeout`); `Err(exit)` when no supervisor answers there (said).
+pub fn ask<T: serde::de::DeserializeOwned>(runtime_dir: &Path, request: &ControlRequest, timeout: Duration) -> anyhow::Result<Result<T, Exit>> {
     let path = runtime_dir.join(STATUS_SOCKET);
     let mut stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
@@ -19,11 +25,10 @@ pub fn fetch(runtime_dir: &Path) -> anyhow::Result<Result<StatusReport, Exit>> {
             return Ok(Err(Exit::Failure));
         }
     };
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    mld_ipc::write_frame(&mut stream, &ControlRequest::Status).context("failed to ask the supervisor")?;
-    let report: StatusReport =
-        mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
-    Ok(Ok(report))
+    stream.set_read_timeout(Some(timeout))?;
+    mld_ipc::write_frame(&mut stream, request).context("failed to ask the supervisor")?;
+    let answer = mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
+    Ok(Ok(answer))
 }
 
 /// `mldefender status`: asks the running supervisor.

@@ -19,10 +19,16 @@ fn nixpkgs_lib(dir: &Path) -> Result<PathBuf, String> {
     if Command::new("nix-instantiate").arg("--version").output().map_or(true, |output| !output.status.success()) {
         return Err("nix-instantiate is missing (scripts/setup installs nix-bin)".to_string());
     }
-    let tarball = std::env::var_os("MLD_NIXPKGS_LIB").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/vendor/nixpkgs-lib.tar.gz"));
-    if !tarball.exists() {
-        return Err(format!("the vendored nixpkgs lib is missing: {} (set MLD_NIXPKGS_LIB)", tarball.display()));
-    }
+    // MLD_NIXPKGS_LIB, else beside the repository (`../shared/vendor`), else the machines'
+    // shared directory (a clone elsewhere, as CI makes).
+    let candidates: Vec<PathBuf> = match std::env::var_os("MLD_NIXPKGS_LIB") {
+        Some(path) => vec![PathBuf::from(path)],
+        None => vec![repo().join("../shared/vendor/nixpkgs-lib.tar.gz"), PathBuf::from("/work/shared/vendor/nixpkgs-lib.tar.gz")],
+    };
+    let Some(tarball) = candidates.iter().find(|path| path.exists()).cloned() else {
+        let looked: Vec<String> = candidates.iter().map(|path| path.display().to_string()).collect();
+        return Err(format!("the vendored nixpkgs lib is missing (looked at {}; set MLD_NIXPKGS_LIB)", looked.join(", ")));
+    };
     let unpacked = run(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(dir));
     if !unpacked.status.success() {
         return Err(format!("failed to unpack {}: {}", tarball.display(), stderr(&unpacked)));

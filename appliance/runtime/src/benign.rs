@@ -11,7 +11,7 @@
 //! Here: the file, the detect task's side ([`BenignStore`]), the supervisor's side
 //! ([`Releases`]) and the CLI's ([`release`]).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -85,16 +85,7 @@ pub fn save(dir: &Path, exemptions: &Exemptions) -> Result<PathBuf, String> {
         .collect();
     let text = json!({"format": FORMAT, "exemptions": entries}).to_string();
     let path = dir.join(EXEMPTIONS_FILE);
-    let temporary = dir.join(format!(".{EXEMPTIONS_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).custom_flags(nix::libc::O_NOFOLLOW).open(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|error| format!("failed to write `{}`: {error}", path.display()))?;
+    mld_supervisor::files::write_atomically(&path, text.as_bytes(), 0o600).map_err(|error| format!("failed to write `{}`: {error}", path.display()))?;
     Ok(path)
 }
 
