@@ -61,6 +61,40 @@ pub fn check(files: &[PathBuf], json: bool) -> anyhow::Result<Exit> {
 }
 
 /// `config schema`: the JSON Schema of the whole file (docs/config.schema.json).
+/// `config get FILE KEY...`: each key's value, validated first.
+pub fn get(file: &Path, keys: &[String]) -> anyhow::Result<Exit> {
+    let text = match Config::from_file_with_text(file) {
+        Ok((_, text)) => text,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(Exit::Config);
+        }
+    };
+    let values = mld_config::plan::values(&text).map_err(anyhow::Error::msg)?;
+    let mut out = String::new();
+    for key in keys {
+        let Some(value) = values.get(key) else {
+            eprintln!("error: `{key}` is not a key of {} (keys are dotted: detect.models-dir)", file.display());
+            return Ok(Exit::Config);
+        };
+        // A leaf as TOML writes it: read back as the value of a one-key table.
+        match toml::from_str::<toml::Table>(&format!("v = {value}")).map(|mut table| table.remove("v")) {
+            Ok(Some(toml::Value::String(text))) => out.push_str(&format!("{text}\n")),
+            Ok(Some(toml::Value::Array(items))) => {
+                for item in items {
+                    match item {
+                        toml::Value::String(text) => out.push_str(&format!("{text}\n")),
+                        other => out.push_str(&format!("{other}\n")),
+                    }
+                }
+            }
+            _ => out.push_str(&format!("{value}\n")),
+        }
+    }
+    print!("{out}");
+    Ok(Exit::Success)
+}
+
 pub fn schema() -> anyhow::Result<Exit> {
     println!("{}", serde_json::to_string_pretty(&mld_config::json_schema()).context("failed to encode the schema")?);
     Ok(Exit::Success)

@@ -426,6 +426,16 @@ enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the values of KEYs (`detect.models-dir`, `system.modules`) in FILE, defaults
+    /// filled in: a string bare, a list one item per line. For scripts (image/build.sh).
+    ///
+    /// Exit status 64 when FILE is invalid or a key is not a key of the file.
+    Get {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
     /// Print the JSON Schema of the whole file: every key with its description, default
     /// and bounds (docs/config.schema.json).
     Schema,
@@ -489,6 +499,7 @@ fn main() -> ExitCode {
         }),
         Command::Config(ConfigCommand::Check { files, json }) => config::check(&files, json),
         Command::Config(ConfigCommand::Schema) => config::schema(),
+        Command::Config(ConfigCommand::Get { file, keys }) => config::get(&file, &keys),
         Command::Config(ConfigCommand::Plan { new, from, running: _, supervisor }) => match from {
             Some(old) => config::plan(&new, config::Baseline::File(old), supervisor.json),
             None => match supervisor.runtime_dir() {

@@ -129,7 +129,7 @@ pub(crate) fn validate_fleet(raw: &RawFleet, node: &str, node_configured: bool, 
 }
 
 /// Base64 (standard alphabet, padded) of 32 bytes: 44 characters ending in one `=`.
-fn is_public_key(text: &str) -> bool {
+pub(crate) fn is_public_key(text: &str) -> bool {
     text.len() == 44 && text.ends_with('=') && !text[..43].contains('=') && text[..43].chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
 }
 

@@ -12,6 +12,7 @@ mod detect;
 mod error;
 mod fleet;
 mod guard;
+mod image;
 pub mod ids;
 pub mod json_schema;
 mod pki;
@@ -25,6 +26,7 @@ pub use detect::{BlockPolicy, DetectConfig, HeuristicsConfig, ModelsMode, Respon
 pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{overlay as fleet_overlay, FleetConfig, FLEET_SECTIONS};
 pub use guard::GuardConfig;
+pub use image::ImageConfig;
 pub use json_schema::json_schema;
 pub use pki::PkiConfig;
 pub use validate::{

@@ -170,6 +170,12 @@ impl Plan {
 
 /// A configuration's every leaf key (dotted; arrays of tables by index, other arrays whole)
 /// with its value as TOML text, defaults filled in.
+/// Every leaf of a configuration's text with its defaults filled in, by dotted key
+/// (`detect.models-dir`), each value as TOML writes it.
+pub fn values(text: &str) -> Result<BTreeMap<String, String>, String> {
+    normalized(text)
+}
+
 fn normalized(text: &str) -> Result<BTreeMap<String, String>, String> {
     let raw: RawConfig = toml::from_str(text).map_err(|error| format!("not a configuration: {}", error.message()))?;
     let value = toml::Value::try_from(&raw).map_err(|error| format!("the configuration does not serialize: {error}"))?;
@@ -207,6 +213,9 @@ pub fn classify(key: &str) -> Class {
     match section {
         // PID 1's duties at boot, and what the image build takes from the file.
         "system" => Class::NeedsImage,
+        // Built into the image (its disk, its command line), or read by the supervisor at
+        // start (blessing) and by `update apply`, which the image's own file drives.
+        "image" => Class::NeedsImage,
         // Written into the XDP program's allow map atomically, and into every task's
         // protected set.
         "allowlist" => Class::Live,

@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub pki: crate::pki::RawPki,
     /// Sharing blocks with other appliances over etcd with mutual TLS.
     pub fleet: crate::fleet::RawFleet,
+    /// The appliance image: its disk, the release key updates are signed with, boot
+    /// counting and blessing (docs/image.md).
+    pub image: crate::image::RawImage,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -149,8 +152,18 @@ pub struct RawSystem {
     pub modules: Vec<String>,
     /// Interfaces the supervisor brings up at start.
     pub interfaces_up: Vec<String>,
-    /// Block device of the persistent data (state, keys, log); empty: none.
+    /// IPv4 addresses to set at start, `INTERFACE=ADDRESS/PREFIX`.
+    pub addresses: Vec<String>,
+    /// Route between the interfaces (net.ipv4.ip_forward = 1): the appliance is the gateway.
+    pub ip_forward: bool,
+    /// Block device of the persistent data (state, keys, log), or `PARTLABEL=NAME`; empty: none.
     pub data_device: String,
+    /// Format the data device when it is blank (all zeros at its start): "never" or
+    /// "if-blank". A device holding anything else is never formatted.
+    pub data_format: String,
+    /// The file system label the data device must carry (written when formatting); empty:
+    /// any.
+    pub data_label: String,
     /// Its file system type.
     pub data_fstype: String,
     /// Where it is mounted.
@@ -165,7 +178,11 @@ impl Default for RawSystem {
             modules_dir: "/lib/modules/mldefender".to_string(),
             modules: Vec::new(),
             interfaces_up: Vec::new(),
+            addresses: Vec::new(),
+            ip_forward: false,
             data_device: String::new(),
+            data_format: "never".to_string(),
+            data_label: String::new(),
             data_fstype: "ext4".to_string(),
             data_mount: "/var/lib/mldefender".to_string(),
             data_wait_ms: 5000,
@@ -182,6 +199,7 @@ impl RawConfig {
         example.allowlist.prefixes = vec![String::new()];
         example.system.modules = vec![String::new()];
         example.system.interfaces_up = vec![String::new()];
+        example.system.addresses = vec![String::new()];
         example.response.management_prefixes = vec![String::new()];
         example
     }

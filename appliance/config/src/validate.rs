@@ -35,6 +35,8 @@ pub struct Config {
     pub pki: crate::pki::PkiConfig,
     /// Sharing blocks with other appliances.
     pub fleet: crate::fleet::FleetConfig,
+    /// The appliance image: updates, boot counting, blessing.
+    pub image: crate::image::ImageConfig,
 }
 
 /// The ingest task: verified tailing of the signed log.
@@ -125,6 +127,9 @@ pub struct SystemConfig {
     pub modules_dir: PathBuf,
     pub modules: Vec<String>,
     pub interfaces_up: Vec<String>,
+    /// IPv4 addresses to set: interface, address, prefix length.
+    pub addresses: Vec<(String, std::net::Ipv4Addr, u8)>,
+    pub ip_forward: bool,
     /// The persistent data device (mounted before anything else); `None`: everything
     /// stays where the root file system keeps it.
     pub data: Option<DataMount>,
@@ -133,7 +138,12 @@ pub struct SystemConfig {
 /// A block device the supervisor mounts at start for persistent state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataMount {
+    /// A device path, or `PARTLABEL=NAME` (found through sysfs).
     pub device: PathBuf,
+    /// Format it (with `data_label`) when it is blank.
+    pub format_if_blank: bool,
+    /// The label it must carry; empty: any.
+    pub label: String,
     pub fstype: String,
     pub mount: PathBuf,
     pub wait: Duration,
@@ -361,12 +371,13 @@ impl TryFrom<RawConfig> for Config {
         let guard = crate::guard::validate_guard(&raw.guard, &mut errors);
         let pki = crate::pki::validate_pki(&raw.pki, &mut errors);
         let fleet = crate::fleet::validate_fleet(&raw.fleet, &log.node, log.node_configured, pki.enabled, &mut errors);
+        let image = crate::image::validate_image(&raw.image, &mut errors);
         let mut tasks = tasks;
         for task in tasks.iter_mut().filter(|task| task.kind == TaskKind::Fleet) {
             task.enabled &= fleet.enabled;
         }
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki, fleet })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki, fleet, image })
         } else {
             Err(errors)
         }
@@ -685,16 +696,59 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
         None
     } else {
         for (key, value) in [("system.data-device", &raw.data_device), ("system.data-mount", &raw.data_mount)] {
-            if !value.starts_with('/') {
+            if !value.starts_with('/') && !(key == "system.data-device" && value.strip_prefix("PARTLABEL=").is_some_and(|label| !label.is_empty())) {
                 errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
             }
         }
         if !["ext4", "ext2", "ext3", "xfs", "btrfs", "vfat"].contains(&raw.data_fstype.as_str()) {
             errors.push(ConfigError::new("system.data-fstype", format!("must be ext4, ext2, ext3, xfs, btrfs or vfat, got \"{}\"", raw.data_fstype)));
         }
-        Some(DataMount { device: PathBuf::from(&raw.data_device), fstype: raw.data_fstype.clone(), mount: PathBuf::from(&raw.data_mount), wait })
+        let format_if_blank = match raw.data_format.as_str() {
+            "never" => false,
+            "if-blank" => true,
+            other => {
+                errors.push(ConfigError::new("system.data-format", format!("must be \"never\" or \"if-blank\", got \"{other}\"")));
+                false
+            }
+        };
+        if format_if_blank && raw.data_fstype != "ext4" {
+            errors.push(ConfigError::new("system.data-format", "\"if-blank\" formats ext4 only: set system.data-fstype = \"ext4\""));
+        }
+        if raw.data_label.len() > 16 || raw.data_label.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+            errors.push(ConfigError::new("system.data-label", format!("must be at most 16 letters, digits, `-` or `_`, got \"{}\"", raw.data_label)));
+        }
+        if format_if_blank && raw.data_label.is_empty() {
+            errors.push(ConfigError::new("system.data-label", "must be set with system.data-format = \"if-blank\" (it tells this appliance's partition from anything else)"));
+        }
+        Some(DataMount {
+            device: PathBuf::from(&raw.data_device),
+            format_if_blank,
+            label: raw.data_label.clone(),
+            fstype: raw.data_fstype.clone(), mount: PathBuf::from(&raw.data_mount), wait })
     };
-    SystemConfig { modules_dir: PathBuf::from(&raw.modules_dir), modules: raw.modules.clone(), interfaces_up: raw.interfaces_up.clone(), data }
+    let mut addresses = Vec::new();
+    for (index, entry) in raw.addresses.iter().enumerate() {
+        let parsed = entry.split_once('=').and_then(|(interface, address)| {
+            let (address, prefix) = address.split_once('/')?;
+            let prefix: u8 = prefix.parse().ok().filter(|prefix| (1..=32).contains(prefix))?;
+            (!interface.is_empty() && interface.len() <= 15).then_some((interface.to_string(), address.parse().ok()?, prefix))
+        });
+        match parsed {
+            Some(address) => addresses.push(address),
+            None => errors.push(ConfigError::new(
+                format!("system.addresses[{index}]"),
+                format!("must be INTERFACE=IPV4/PREFIX (eth0=192.0.2.1/24), got \"{entry}\""),
+            )),
+        }
+    }
+    SystemConfig {
+        modules_dir: PathBuf::from(&raw.modules_dir),
+        modules: raw.modules.clone(),
+        interfaces_up: raw.interfaces_up.clone(),
+        addresses,
+        ip_forward: raw.ip_forward,
+        data,
+    }
 }
 
 fn validate_log(raw: &RawLog, errors: &mut Vec<ConfigError>) -> LogConfig {

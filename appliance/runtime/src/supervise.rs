@@ -175,10 +175,17 @@ fn serve(
     if let Some(data) = &config.system.data {
         // Before anything is written under it (keys, saved blocks, the log); without it
         // the appliance still runs, from whatever holds the path (RAM in the image).
-        match init::mount_data(&data.device, &data.fstype, &data.mount, data.wait) {
-            Ok(true) => info!(device = %data.device.display(), mount = %data.mount.display(), "persistent storage mounted"),
-            Ok(false) => warn!(device = %data.device.display(), "no persistent storage: the log, keys and saved blocks live in RAM until the next boot"),
-            Err(error) => error!(error = %error, "persistent storage did not mount: the log, keys and saved blocks live in RAM until the next boot"),
+        match init::prepare_data(data) {
+            Ok(init::DataOutcome::Mounted { device, formatted: true }) => {
+                info!(device = %device.display(), mount = %data.mount.display(), label = %data.label, "first boot: the blank data partition was formatted and mounted")
+            }
+            Ok(init::DataOutcome::Mounted { device, formatted: false }) => {
+                info!(device = %device.display(), mount = %data.mount.display(), "persistent storage mounted")
+            }
+            Ok(init::DataOutcome::Absent) => {
+                warn!(device = %data.device.display(), "no persistent storage: the log, keys and saved blocks live in RAM until the next boot")
+            }
+            Err(error) => error!(error = %error, "persistent storage refused: the log, keys and saved blocks live in RAM until the next boot"),
         }
     }
     if config.pki.enabled {
@@ -192,6 +199,18 @@ fn serve(
     for interface in &config.system.interfaces_up {
         if let Err(error) = init::set_link_up("lo").and_then(|()| init::set_link_up(interface)) {
             error!(error = %error, "failed to bring an interface up");
+            return Ok(Exit::Failure);
+        }
+    }
+    for (interface, address, prefix) in &config.system.addresses {
+        if let Err(error) = init::set_address(interface, *address, *prefix) {
+            error!(error = %error, "failed to set an interface address");
+            return Ok(Exit::Failure);
+        }
+    }
+    if config.system.ip_forward {
+        if let Err(error) = init::enable_ip_forward() {
+            error!(error = %error, "the appliance cannot route");
             return Ok(Exit::Failure);
         }
     }
