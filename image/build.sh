@@ -47,7 +47,7 @@ while (($#)); do
 done
 [[ -n "$config" && -n "$out" ]] || fail "usage: image/build.sh --config FILE --out DIR [--version V]"
 [[ $(id -u) == 0 ]] || fail "must run as root (the initramfs has device nodes)"
-for tool in apt-get dpkg-deb cpio objcopy mkfs.fat mmd mcopy sfdisk sha256sum; do
+for tool in apt-get dpkg-deb depmod cpio objcopy mkfs.fat mmd mcopy sfdisk sha256sum; do
     command -v "$tool" >/dev/null || fail "\`$tool\` is missing (scripts/setup installs it)"
 done
 version=${version:-$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)}
@@ -150,6 +150,7 @@ if [[ "$(get detect.models)" != "off" || "$(get ingest.index)" == "true" ]]; the
     [[ -f "$onnxruntime" ]] || fail "detect.onnxruntime: $onnxruntime is missing (scripts/setup installs it)"
     mkdir -p "$root$(dirname "$onnxruntime")"
     cp "$onnxruntime" "$root$onnxruntime"
+    copy_with_libraries "$onnxruntime"  # loaded with dlopen: ldd of the binary does not list them
     record_input "onnxruntime" "$(basename "$onnxruntime" | sed 's/^libonnxruntime.so.//')" "$(sha256sum "$onnxruntime" | cut -d' ' -f1)"
     record_input "models" "$(git -C "$repo" log -1 --format=%h -- models 2>/dev/null || echo -)" "$(cat models/*.onnx models/*.json models/*.sig | sha256sum | cut -d' ' -f1)"
 fi

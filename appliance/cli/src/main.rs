@@ -15,6 +15,7 @@ mod model;
 mod pki;
 mod query;
 mod status;
+mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,6 +121,9 @@ enum Command {
     /// Certificates: a fleet CA, node bundles, status, renewal ([pki], certs/README.md).
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// A/B updates of the appliance image: sign, apply, status ([image], docs/image.md).
+    #[command(subcommand)]
+    Update(update::UpdateCommand),
     /// Search past events: like this one, or with this address (JSON on stdout).
     ///
     /// Asks the running ingest task (its socket in the runtime directory; root only), or,
@@ -571,6 +575,7 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::PublicKey { config, signing_key }) => log::public_key(config.as_deref(), signing_key.as_deref()),
         Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
         Command::Pki(command) => pki::run(command),
+        Command::Update(command) => update::run(command),
         Command::Model(ModelCommand::Keygen { private_key, public_key }) => model::keygen(&private_key, &public_key),
         Command::Model(ModelCommand::Sign { private_key, metadata }) => model::sign(&private_key, &metadata),
         Command::Model(ModelCommand::Check { config, dir }) => model::check(config.as_deref(), dir.as_deref()),

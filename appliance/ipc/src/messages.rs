@@ -108,6 +108,10 @@ pub enum SupervisorMessage {
     /// task took ([`TaskMessage::FleetDocument`]), with every reason (for the record and
     /// `/mld/nodes/NODE/config`).
     FleetDocumentRefused { generation: u64, errors: Vec<String> },
+    /// To the detect task: something the supervisor saw that belongs in the signed log
+    /// (the image slot booted, a fallback from a failed slot, a slot blessed): a record
+    /// with this `action` and `text` as its provenance.
+    Note { action: String, text: String },
 }
 
 /// Requests on the supervisor's control socket (root only).
@@ -130,12 +134,32 @@ pub enum ControlRequest {
     },
     /// `mldefender config plan --running`: answered with a [`RunningConfig`].
     RunningConfig,
+    /// `mldefender update status`: the image's slots, answered with an [`UpdateAnswer`]
+    /// whose text is the slots report as JSON.
+    UpdateStatus,
+    /// `mldefender update apply`: `bytes` bytes of a signed UKI follow this frame on the
+    /// stream, raw. The supervisor verifies them (`sha256` when given, `signature` by the
+    /// release key) before it writes anything, then writes the slot not running, on trial.
+    /// Answered with an [`UpdateAnswer`]; with `reboot`, the appliance then reboots.
+    UpdateApply {
+        bytes: u64,
+        sha256: Option<String>,
+        signature: String,
+        reboot: bool,
+    },
     /// `mldefender config apply | rollback`: apply `toml` (a whole configuration) with the
     /// least disruption its plan allows. Answered with an [`ApplyAnswer`].
     Apply {
         toml: String,
         source: String,
     },
+}
+
+/// The supervisor's answer to [`ControlRequest::UpdateStatus`] and
+/// [`ControlRequest::UpdateApply`]: what it did (or the report), or why not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateAnswer {
+    pub result: Result<String, String>,
 }
 
 /// The configuration the supervisor runs.

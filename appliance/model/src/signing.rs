@@ -137,6 +137,13 @@ pub fn sign(private_key_path: &Path, metadata_path: &Path) -> Result<PathBuf, Si
     Ok(signature_path)
 }
 
+/// Signs `message` with the private key file: the signature's base64 text (a `.sig`
+/// file's content without the newline).
+pub fn sign_bytes(private_key_path: &Path, message: &[u8]) -> Result<String, SigningError> {
+    let signing_key = load_signing_key(private_key_path)?;
+    Ok(BASE64.encode(ed25519_dalek::Signer::sign(&signing_key, message).to_bytes()))
+}
+
 /// Checks a signature (the base64 text of a `.sig` file) over the exact metadata bytes.
 pub fn verify(public_key: &ModelPublicKey, metadata_bytes: &[u8], signature_text: &str) -> Result<(), SigningError> {
     let bytes = BASE64.decode(signature_text.trim()).map_err(|error| SigningError::SignatureFormat { reason: error.to_string() })?;

@@ -27,12 +27,14 @@ pub mod flow_summary;
 pub mod generations;
 pub mod keys;
 pub mod logging;
+pub mod management_port;
 pub mod neighbours;
 pub mod pipeline;
 pub mod pki;
 pub mod query_server;
 pub mod reconfigure;
 pub mod replay;
+pub mod slots;
 pub mod supervise;
 pub mod task;
 

@@ -80,7 +80,13 @@ struct RealSpawner {
     documents: crate::fleet_doc::Documents,
     /// The generation in force, for the tasks' record.
     config_note: mld_ipc::ConfigNote,
+    /// The appliance image's boot slots (`None` off the image).
+    image: Option<crate::slots::ImageSlots>,
 }
+
+/// Set when an operator asked for a reboot (`mldefender update apply --reboot`): PID 1
+/// reboots after the orderly stop instead of powering off.
+pub static REBOOT_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
     let pid1 = init::is_pid1();
@@ -95,9 +101,21 @@ pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
     crate::logging::init("mldefender");
     let outcome = supervise(config_path, exe);
     if pid1 {
-        // As init there is nobody to return to: report and power off.
+        // As init there is nobody to return to. An orderly stop (Ctrl-Alt-Del, SIGTERM)
+        // powers off; a failure reboots, so that a slot on trial falls back to the other
+        // one after its tries (systemd-boot's boot counting) and a blessed one starts
+        // again; a requested reboot (an update) reboots.
+        let failed = !matches!(outcome, Ok(Exit::Success));
         if let Err(error) = &outcome {
             error!(error = %format!("{error:#}"), "supervisor failed");
+        }
+        if failed || REBOOT_REQUESTED.load(Ordering::SeqCst) {
+            if failed {
+                eprintln!("mldefender: the supervisor stopped on a failure: rebooting");
+            }
+            eprintln!("mldefender: rebooting");
+            let failure = init::reboot();
+            error!(error = %failure, "reboot failed");
         }
         let failure = init::power_off();
         error!(error = %failure, "power off failed");
@@ -214,6 +232,8 @@ fn serve(
             return Ok(Exit::Failure);
         }
     }
+    // The image's slots (after the modules: vfat and efivarfs are modules there).
+    let image = crate::slots::ImageSlots::at_start(&config.image);
     let runtime = config.capture.runtime_dir.clone();
     // Tasks pass through it to their sockets and directories.
     create_dirs(&runtime, PASS_THROUGH_MODE).with_context(|| format!("failed to create runtime directory `{}`", runtime.display()))?;
@@ -229,6 +249,10 @@ fn serve(
         }
     };
     let status_listener = bind(&runtime.join(STATUS_SOCKET), 0o600)?;
+    if init::is_pid1() {
+        // A hypervisor's management port to the control socket (qemu/, docs/image.md).
+        crate::management_port::start(runtime.join(STATUS_SOCKET));
+    }
     let flows_listener = bind(&runtime.join(FLOWS_SOCKET), 0o666)?;
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
     let events_listener = bind(&runtime.join(EVENTS_SOCKET), 0o666)?;
@@ -313,6 +337,7 @@ fn serve(
         keep_cap_bpf: kernel_needs_cap_bpf_for_map_fds(),
         config_note: running.note.clone(),
         documents,
+        image,
     };
     let clock = SystemClock;
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
@@ -473,7 +498,10 @@ fn run_loop(
     let mut releases = crate::benign::Releases::default();
     let started = clock.now();
     let mut ever_ready = false;
-    while !signals.stop.load(Ordering::Relaxed) {
+    // Since when every task has been ready without a break (blessing an image slot).
+    let mut healthy_since: Option<Instant> = None;
+    let mut image_noted = false;
+    while !signals.stop.load(Ordering::Relaxed) && !REBOOT_REQUESTED.load(Ordering::SeqCst) {
         if signals.hangup.swap(false, Ordering::Relaxed) {
             // `ExecReload`: the file again, applied as any change (its answer is the log).
             match std::fs::read_to_string(&running.file) {
@@ -523,6 +551,26 @@ fn run_loop(
         }
         let step = machine.step(spawner, clock.now());
         ever_ready |= step.all_ready;
+        healthy_since = if machine.all_ready() { Some(healthy_since.unwrap_or(clock.now())) } else { None };
+        if let Some(image) = spawner.image.as_mut() {
+            if !image_noted && machine.all_ready() {
+                image_noted = true;
+                note_image_boot(machine, image);
+            }
+            if let Some(result) = image.bless_if_due(healthy_since.map(|since| clock.now().saturating_duration_since(since))) {
+                let text = match result {
+                    Ok(name) => {
+                        println!("mldefender: image slot blessed ({name})");
+                        format!("image slot blessed: {name} stayed healthy for {} s with every task ready", image.config.bless_after.as_secs())
+                    }
+                    Err(error) => format!("image slot not blessed: {error}; it falls back at a later boot"),
+                };
+                info!(text = %text, "image");
+                if let Err(why) = machine.send_to_task(TaskKind::Detect, &mld_ipc::SupervisorMessage::Note { action: IMAGE_ACTION.to_string(), text }) {
+                    warn!(why, "the blessing is not in the signed log");
+                }
+            }
+        }
         if let Some((mut stream, request)) = serve_status(machine, &mut releases, status_listener, clock.now()) {
             match request {
                 ControlRequest::RunningConfig => {
@@ -535,6 +583,20 @@ fn run_loop(
                     if let Err(error) = mld_ipc::write_frame(&mut stream, &answer) {
                         warn!(error = %error, "failed to answer a configuration request");
                     }
+                }
+                ControlRequest::UpdateStatus => {
+                    let result = match spawner.image.as_ref() {
+                        Some(image) => image.report().and_then(|report| serde_json::to_string(&report).map_err(|error| error.to_string())),
+                        None => Err(NOT_THE_IMAGE.to_string()),
+                    };
+                    if let Err(error) = mld_ipc::write_frame(&mut stream, &mld_ipc::UpdateAnswer { result }) {
+                        warn!(error = %error, "failed to answer an update status request");
+                    }
+                }
+                ControlRequest::UpdateApply { bytes, sha256, signature, reboot } => {
+                    let image = spawner.image.clone();
+                    // Receiving and writing take seconds: not in the loop.
+                    std::thread::spawn(move || receive_update(stream, image, bytes, sha256, signature, reboot));
                 }
                 ControlRequest::Apply { toml, source } => {
                     let source = if source == crate::generations::FROM_ROLLBACK { crate::generations::FROM_ROLLBACK } else { crate::generations::FROM_APPLY };
@@ -551,6 +613,7 @@ fn run_loop(
         }
         releases.poll(machine, clock.now());
         if step.all_ready {
+            log_task_identities(machine, &running.config, clock.now());
             println!("mldefender: ready");
             if let Err(error) = notify::sd_notify("READY=1") {
                 warn!(error = %error, "failed to notify systemd");
@@ -560,6 +623,88 @@ fn run_loop(
         clock.sleep(LOOP_TICK);
     }
     LoopEnd::Stop
+}
+
+/// Each task's identity as the kernel sees it, once every task is ready: its uid,
+/// effective capabilities and no_new_privs (/proc/PID/status) and its cgroup's memory
+/// limits. What the TOML asked for, checked where it runs (the image's boot test reads it
+/// from the console).
+fn log_task_identities(machine: &Machine, config: &Config, now: Instant) {
+    let report = machine.status_report(now, std::process::id(), 0);
+    for task in &report.tasks {
+        let Some(pid) = task.pid else { continue };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| status.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.split_whitespace().next().unwrap_or("").to_string()).unwrap_or_default();
+        let cgroup = config.supervisor.cgroup_root.join(&task.name);
+        let limit = |file: &str| std::fs::read_to_string(cgroup.join(file)).map(|text| text.trim().to_string()).unwrap_or_else(|_| "none".to_string());
+        info!(
+            task = %task.name,
+            pid,
+            uid = %field("Uid:"),
+            cap_eff = %field("CapEff:"),
+            no_new_privs = %field("NoNewPrivs:"),
+            memory_high = %limit("memory.high"),
+            memory_max = %limit("memory.max"),
+            "task identity"
+        );
+    }
+}
+
+/// The `action` of the signed log's records about the image's slots.
+pub const IMAGE_ACTION: &str = "image";
+const NOT_THE_IMAGE: &str = "this machine does not run the appliance image (no ESP at image.esp-device): updates are for the image (docs/image.md)";
+
+/// The booted slot, and a fallback from a failed one, on the console and in the signed log.
+fn note_image_boot(machine: &mut Machine, image: &crate::slots::ImageSlots) {
+    let booted = image.booted.map_or("unknown".to_string(), String::from);
+    let mut texts = vec![format!("image slot {booted} booted ({})", image.report().map(|report| {
+        report.slots.iter().find(|slot| Some(slot.slot) == image.booted).map(|slot| format!("{}, {}", slot.version.as_deref().unwrap_or("unknown version"), slot.state())).unwrap_or_default()
+    }).unwrap_or_else(|error| error))];
+    for note in &image.notes {
+        error!(note = %note, "image");
+        println!("mldefender: {note}");
+        texts.push(note.clone());
+    }
+    for text in texts {
+        if let Err(why) = machine.send_to_task(TaskKind::Detect, &mld_ipc::SupervisorMessage::Note { action: IMAGE_ACTION.to_string(), text }) {
+            warn!(why, "the image's boot is not in the signed log");
+        }
+    }
+}
+
+/// `update apply`: reads the image that follows the request (bounded by half the ESP),
+/// verifies and writes it (`ImageSlots::apply`), answers, and asks for the reboot.
+fn receive_update(mut stream: UnixStream, image: Option<crate::slots::ImageSlots>, bytes: u64, sha256: Option<String>, signature: String, reboot: bool) {
+    use std::io::Read;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let result = (|| {
+        let image = image.ok_or_else(|| NOT_THE_IMAGE.to_string())?;
+        if reboot && !init::is_pid1() {
+            return Err("--reboot: the supervisor is not PID 1 here; nothing written (reboot the machine yourself after the update)".to_string());
+        }
+        if bytes > image.max_update_bytes() {
+            return Err(format!("the update is {bytes} bytes; this ESP takes at most {} per slot: nothing written", image.max_update_bytes()));
+        }
+        let mut data = Vec::with_capacity(bytes as usize);
+        (&mut stream).take(bytes).read_to_end(&mut data).map_err(|error| format!("failed to receive the update: {error}"))?;
+        if data.len() as u64 != bytes {
+            return Err(format!("the update ended after {} of {bytes} bytes: nothing written", data.len()));
+        }
+        image.apply(&data, sha256.as_deref(), &signature)
+    })();
+    match &result {
+        Ok(done) => info!(done = %done, "update written"),
+        Err(error) => error!(error = %error, "update refused"),
+    }
+    let ok = result.is_ok();
+    if let Err(error) = mld_ipc::write_frame(&mut stream, &mld_ipc::UpdateAnswer { result }) {
+        warn!(error = %error, "failed to answer an update");
+    }
+    if ok && reboot {
+        info!("rebooting into the update");
+        REBOOT_REQUESTED.store(true, Ordering::SeqCst);
+    }
 }
 
 /// A changed client certificate (renewed here, or a new bundle copied in) goes to the
@@ -615,7 +760,7 @@ fn serve_status(
             releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs }, now)
         }
         Ok(Some(ControlRequest::Release { prefix })) => releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::Release { id, prefix }, now),
-        Ok(Some(request @ (ControlRequest::RunningConfig | ControlRequest::Apply { .. }))) => {
+        Ok(Some(request @ (ControlRequest::RunningConfig | ControlRequest::Apply { .. } | ControlRequest::UpdateStatus | ControlRequest::UpdateApply { .. }))) => {
             // An apply may take a while to judge (the checks read the machine).
             let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
             return Some((stream, request));

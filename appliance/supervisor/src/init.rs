@@ -215,6 +215,15 @@ pub fn power_off() -> String {
     }
 }
 
+/// Flushes file systems and restarts the machine. Only returns on failure.
+pub fn reboot() -> String {
+    nix::unistd::sync();
+    match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT) {
+        Ok(never) => match never {},
+        Err(error) => format!("failed to reboot: {error}"),
+    }
+}
+
 /// Makes Ctrl-Alt-Del send SIGINT to PID 1 (an orderly shutdown) instead of an
 /// immediate reboot.
 pub fn disable_ctrl_alt_del() -> Result<(), String> {

@@ -402,6 +402,11 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
                         Err(errors) => warn!(errors = %errors, "the supervisor's new configuration does not parse here; keeping the current one"),
                     }
                 }
+                mld_ipc::SupervisorMessage::Note { action, text } => {
+                    let now_ns = boot_time_ns() + offset_ns;
+                    let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+                    events.send(detection.flowless_record(&action, unspecified, (now_ns, now_ns), text, &format!("{action}|{now_ns}")));
+                }
                 mld_ipc::SupervisorMessage::Release { id, prefix } => {
                     let (description, record) = crate::benign::released(&mut detection, prefix, fleet.as_mut(), boot_time_ns() + offset_ns);
                     events.send(record);
