@@ -47,7 +47,7 @@ while (($#)); do
 done
 [[ -n "$config" && -n "$out" ]] || fail "usage: image/build.sh --config FILE --out DIR [--version V]"
 [[ $(id -u) == 0 ]] || fail "must run as root (the initramfs has device nodes)"
-for tool in apt-get dpkg-deb depmod cpio objcopy mkfs.fat mmd mcopy sfdisk sha256sum; do
+for tool in apt-get dpkg-deb depmod cpio zstd objcopy mkfs.fat mmd mcopy sfdisk sha256sum; do
     command -v "$tool" >/dev/null || fail "\`$tool\` is missing (scripts/setup installs it)"
 done
 version=${version:-$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)}
@@ -169,7 +169,7 @@ mknod -m 666 "$root/dev/null" c 1 3
 # 4. The initramfs: sorted names, fixed times and owners.
 progress "initramfs"
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-(cd "$root" && find . -print0 | sort -z | cpio --quiet -o -0 -H newc --reproducible -R 0:0) | gzip -6 -n >"$out/initramfs.img"
+(cd "$root" && find . -print0 | sort -z | cpio --quiet -o -0 -H newc --reproducible -R 0:0) | zstd -q -T2 -10 >"$out/initramfs.img"  # zstd: the fastest to unpack under emulation
 cp "$work/kernel/boot/vmlinuz-$kernel_version" "$out/vmlinuz"
 echo "$kernel_version" >"$out/kernel-version"
 

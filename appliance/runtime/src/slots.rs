@@ -422,6 +422,11 @@ impl ImageSlots {
         Some(self.with_esp(|esp| bless(esp, &file)))
     }
 
+    /// True while the booted slot is on trial (not blessed yet).
+    pub fn on_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
     /// `update status`.
     pub fn report(&self) -> Result<SlotsReport, String> {
         Ok(SlotsReport { booted: self.booted, slots: self.with_esp(list)?, notes: self.notes.clone() })

@@ -529,6 +529,19 @@ fn run_loop(
             }
             ever_ready = true;
         }
+        // An image slot on trial that does not get ready burns its try: reboot, so that
+        // the boot loader tries it again or falls back to the other slot.
+        if !ever_ready
+            && spawner.image.as_ref().is_some_and(crate::slots::ImageSlots::on_trial)
+            && clock.now().saturating_duration_since(started) >= running.config.supervisor.ready_timeout
+        {
+            error!(
+                timeout_secs = running.config.supervisor.ready_timeout.as_secs(),
+                "the image slot on trial did not get ready: rebooting (the boot loader falls back once its tries are spent)"
+            );
+            REBOOT_REQUESTED.store(true, Ordering::SeqCst);
+            continue;
+        }
         if let Some(document) = machine.take_fleet_document() {
             match spawner.documents.adopt(&document, &format!("{origin} with a fleet document")) {
                 Ok(generation) => {

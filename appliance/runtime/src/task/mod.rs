@@ -124,7 +124,8 @@ impl Control {
                     | SupervisorMessage::Reconfigure { .. }
                     | SupervisorMessage::LogHead { .. }
                     | SupervisorMessage::FleetIdentity { .. }
-                    | SupervisorMessage::FleetDocumentRefused { .. }),
+                    | SupervisorMessage::FleetDocumentRefused { .. }
+                    | SupervisorMessage::Note { .. }),
                 )) if self.requests.len() < 64 => self.requests.push(request),
                 Ok(Some(other)) => warn!(message = ?other, "unexpected message from the supervisor"),
                 Ok(None) => return false,
