@@ -38,6 +38,7 @@ if [[ -z "$binary" ]]; then
 fi
 root="$work/root"
 mkdir -p "$root"/{dev,proc,sys,run,tmp,etc/mldefender,lib/modules/mldefender}
+chmod 0755 "$root"  # the guest's / (mktemp made it 0700): the tasks pass through it
 objcopy --strip-debug "$binary" "$root/init"
 for library in $(ldd "$binary" | grep -oE '/[^ ]+'); do
     mkdir -p "$root$(dirname "$library")"

@@ -47,7 +47,7 @@ while (($#)); do
 done
 [[ -n "$config" && -n "$out" ]] || fail "usage: image/build.sh --config FILE --out DIR [--version V]"
 [[ $(id -u) == 0 ]] || fail "must run as root (the initramfs has device nodes)"
-for tool in apt-get dpkg-deb depmod cpio zstd objcopy mkfs.fat mmd mcopy sfdisk sha256sum; do
+for tool in apt-get dpkg-deb depmod cpio zstd objcopy mkfs.fat mcopy od sfdisk sha256sum; do
     command -v "$tool" >/dev/null || fail "\`$tool\` is missing (scripts/setup installs it)"
 done
 version=${version:-$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)}
@@ -110,6 +110,8 @@ record_input "config:$(basename "$config")" "-" "$(sha256sum "$config" | cut -d'
 progress "root file system (kernel $kernel_version)"
 root="$work/root"
 mkdir -p "$root"/{dev,proc,sys,run,tmp,etc/mldefender,var/lib/mldefender}
+# The guest's / (mktemp made it 0700): the tasks' users pass through it to their sockets.
+chmod 0755 "$root"
 objcopy --strip-debug "$binary" "$root/init"
 copy_with_libraries() {  # executable or library, then its shared libraries
     local file=$1 library
@@ -185,6 +187,12 @@ objcopy \
     --add-section .linux="$out/vmlinuz" --change-section-vma .linux=0x2000000 \
     --add-section .initrd="$out/initramfs.img" --change-section-vma .initrd=0x3000000 \
     "$stub" "$uki"
+# objcopy stamps the PE header with the current time: stamp it with SOURCE_DATE_EPOCH,
+pe=$(od -An -tu4 -j60 -N4 "$uki" | tr -d ' ')
+stamp=$(printf '%08x' "$SOURCE_DATE_EPOCH")
+printf "\\x${stamp:6:2}\\x${stamp:4:2}\\x${stamp:2:2}\\x${stamp:0:2}" | dd of="$uki" bs=1 seek=$((pe + 8)) conv=notrunc status=none
+# ...and its optional header's checksum covered that time: zero it (UEFI does not check it).
+printf '\x00\x00\x00\x00' | dd of="$uki" bs=1 seek=$((pe + 88)) conv=notrunc status=none
 linux_size=$(stat -c %s "$out/vmlinuz")
 ((linux_size < 0x1000000)) || fail "the kernel ($linux_size bytes) does not fit below the initrd section"
 
@@ -196,7 +204,11 @@ mkfs.fat -C -F 32 -n MLD-ESP -i 4d4c4430 --invariant "$esp" $((esp_mib * 1024)) 
 printf 'timeout 0\nconsole-mode keep\neditor no\n' >"$work/loader.conf"
 for file in "$loader" "$work/loader.conf" "$uki"; do touch -d "@$SOURCE_DATE_EPOCH" "$file"; done
 export MTOOLS_SKIP_CHECK=1
-mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/EFI/Linux ::/loader
+# Directories as copies of empty ones with fixed times (mmd would stamp them with now).
+mkdir -p "$work/dirs"/{EFI,BOOT,Linux,loader}
+touch -d "@$SOURCE_DATE_EPOCH" "$work/dirs"/*
+mcopy -s -m -i "$esp" "$work/dirs/EFI" "$work/dirs/loader" ::/
+mcopy -s -m -i "$esp" "$work/dirs/BOOT" "$work/dirs/Linux" ::/EFI/
 mcopy -m -i "$esp" "$loader" ::/EFI/BOOT/BOOTX64.EFI
 mcopy -m -i "$esp" "$work/loader.conf" ::/loader/loader.conf
 # Slot A holds this image, blessed (no boot counter); slot B is empty until an update.

@@ -258,12 +258,13 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-/// The data partition of `disk`, mounted read-only on the host while `work` runs.
+/// The data partition of `disk` (a test copy), mounted on the host while `work` runs
+/// (read-write: after a power cut the journal is replayed, as the appliance would).
 fn with_data_partition<T>(disk: &Path, work: impl FnOnce(&Path) -> T) -> T {
     let mount = tempfile::tempdir().expect("mount point");
     let esp_mib: u64 = 256;
     let output = run(Command::new("mount")
-        .args(["-o", &format!("ro,loop,offset={}", (1 + esp_mib) << 20), "-t", "ext4"])
+        .args(["-o", &format!("loop,offset={}", (1 + esp_mib) << 20), "-t", "ext4"])
         .arg(disk)
         .arg(mount.path()));
     assert!(output.status.success(), "mount the data partition: {}", stderr(&output));

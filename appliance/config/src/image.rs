@@ -41,7 +41,7 @@ impl Default for RawImage {
             boot_tries: 3,
             bless_after_secs: 60,
             esp_device: "PARTLABEL=mld-esp".to_string(),
-            esp_mount: "/run/mldefender/esp".to_string(),
+            esp_mount: "/run/mldefender-esp".to_string(),
             esp_mib: 256,
             data_mib: 512,
             kernel_cmdline: "console=tty0 console=ttyS0,115200 panic=10 quiet".to_string(),

@@ -400,7 +400,9 @@ impl ImageSlots {
         use nix::mount::{mount, umount2, MntFlags, MsFlags};
         let _guard = ESP_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let target = &self.config.esp_mount;
-        std::fs::create_dir_all(target).map_err(|error| format!("failed to create `{}`: {error}", target.display()))?;
+        // Parents pass-through (0755) whatever the umask: a parent made 0700 here would
+        // shut the tasks out of a runtime directory created after it.
+        mld_supervisor::files::create_dirs(target, 0o700).map_err(|error| format!("failed to create `{}`: {error}", target.display()))?;
         mount(Some(&self.device), target, Some("vfat"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("umask=0077"))
             .map_err(|error| format!("failed to mount the ESP `{}` on `{}`: {error}", self.device.display(), target.display()))?;
         let outcome = work(target);

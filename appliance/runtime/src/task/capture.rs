@@ -45,6 +45,8 @@ pub struct FlowSender {
     pub sent: u64,
     /// Frames cut in the middle by a lost connection.
     pub lost_on_disconnect: u64,
+    /// Connection attempts failed in a row.
+    failed_attempts: u64,
 }
 
 impl FlowSender {
@@ -59,6 +61,7 @@ impl FlowSender {
             commands: Vec::new(),
             sent: 0,
             lost_on_disconnect: 0,
+            failed_attempts: 0,
         }
     }
 
@@ -107,8 +110,19 @@ impl FlowSender {
             match std::os::unix::net::UnixStream::connect(&self.path)
                 .and_then(|stream| Connection::resume(stream, WRITE_BUFFER_BYTES, std::mem::take(&mut self.carried)))
             {
-                Ok(connection) => self.connection = Some(connection),
-                Err(_) => self.next_attempt = Instant::now() + RECONNECT_INTERVAL,
+                Ok(connection) => {
+                    self.failed_attempts = 0;
+                    self.connection = Some(connection);
+                }
+                Err(error) => {
+                    // The first failure and then one in a hundred: the operator learns why
+                    // flows wait without a line per retry.
+                    if self.failed_attempts % 100 == 0 {
+                        warn!(socket = %self.path.display(), error = %error, attempts = self.failed_attempts + 1, "cannot reach the detect task's flow socket; flows wait in the bounded queue");
+                    }
+                    self.failed_attempts += 1;
+                    self.next_attempt = Instant::now() + RECONNECT_INTERVAL;
+                }
             }
         }
         self.receive();
