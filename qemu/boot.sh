@@ -48,7 +48,8 @@ boot=(-drive "if=pflash,format=raw,readonly=on,file=$firmware" -drive "if=pflash
 ((${#direct[@]})) && boot=("${direct[@]}")
 rm -f "$dir/supervisor.sock" "$dir/monitor.sock"
 # shellcheck disable=SC2046 # the NIC options are words
-exec timeout "$seconds" qemu-system-x86_64 -accel tcg -m "$memory" -nographic -nodefaults \
+# -nographic keeps the emulated VGA and keyboard: Ctrl-Alt-Del (sendkey) reaches PID 1.
+exec timeout "$seconds" qemu-system-x86_64 -accel tcg -m "$memory" -nographic \
     -serial "file:$dir/console.log" -monitor "unix:$dir/monitor.sock,server,nowait" \
     "${boot[@]}" \
     -drive "file=$disk,format=raw,if=virtio" \
