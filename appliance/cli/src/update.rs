@@ -133,7 +133,8 @@ fn apply(runtime_dir: &Path, file: &Path, signature: Option<&Path>, sha256: Opti
     }
     // Verifying and writing a slot on a FAT partition (in a VM without acceleration) takes a while.
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let answer: UpdateAnswer = mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
+    let answer: UpdateAnswer =
+        mld_ipc::read_frame(&mut stream).context("failed to read the supervisor's answer")?.context("the supervisor closed the connection")?;
     match answer.result {
         Ok(done) => {
             println!("{done}");
@@ -171,13 +172,12 @@ fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     for slot in ['a', 'b'] {
         match report.slots.iter().find(|file| file.slot == slot) {
             Some(file) => println!(
-                "slot {slot}: {} {}, {} ({}, {} MiB){}",
+                "slot {slot}: {}{}, {} ({}, {} MiB)",
                 file.version.as_deref().unwrap_or("unknown version"),
-                if Some(slot) == report.booted { "(running)" } else { "" },
+                if Some(slot) == report.booted { " (running)" } else { "" },
                 file.state(),
                 file.file,
-                file.bytes >> 20,
-                ""
+                file.bytes >> 20
             ),
             None => println!("slot {slot}: empty"),
         }

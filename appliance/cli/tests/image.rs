@@ -214,15 +214,15 @@ impl Vm {
         serde_json::from_str(&stdout(&output)).expect("status JSON")
     }
 
-    /// Ctrl-Alt-Del: the orderly stop and the power-off.
-    fn shut_down(mut self) {
+    /// Ctrl-Alt-Del: the orderly stop and the power-off. The console.
+    fn shut_down(mut self) -> String {
         self.monitor("sendkey ctrl-alt-delete");
         self.expect("mldefender: stopped", Duration::from_secs(90));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.qemu.try_wait().expect("wait for qemu") {
                 assert!(status.success(), "QEMU exited with {status} after the power-off");
-                return;
+                return self.console();
             }
             assert!(Instant::now() < deadline, "the VM did not power off:\n{}", tail(&self.console()));
             std::thread::sleep(Duration::from_millis(100));
@@ -264,10 +264,7 @@ fn tail(text: &str) -> String {
 fn with_data_partition<T>(disk: &Path, work: impl FnOnce(&Path) -> T) -> T {
     let mount = tempfile::tempdir().expect("mount point");
     let esp_mib: u64 = 256;
-    let output = run(Command::new("mount")
-        .args(["-o", &format!("loop,offset={}", (1 + esp_mib) << 20), "-t", "ext4"])
-        .arg(disk)
-        .arg(mount.path()));
+    let output = run(Command::new("mount").args(["-o", &format!("loop,offset={}", (1 + esp_mib) << 20), "-t", "ext4"]).arg(disk).arg(mount.path()));
     assert!(output.status.success(), "mount the data partition: {}", stderr(&output));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(mount.path())));
     let _ = run(Command::new("umount").arg(mount.path()));
@@ -339,7 +336,7 @@ fn updates_are_verified_written_to_the_other_slot_blessed_and_a_broken_one_falls
     vm.expect("mldefender: image slot blessed (mldefender-000002-b.efi)", Duration::from_secs(60));
     let status = stdout(&vm.cli(&["update", "status"]));
     assert!(status.contains("running: slot b") && status.contains("slot b: 0.1.1 (running), blessed"), "{status}");
-    assert!(status.contains("slot a: 0.1.0 , blessed"), "the previous slot is kept:\n{status}");
+    assert!(status.contains("slot a: 0.1.0, blessed"), "the previous slot is kept:\n{status}");
 
     // A broken update (its supervisor exits at start): tried boot-tries times, then the
     // boot loader falls back to slot b on its own, and the appliance says so.
@@ -355,14 +352,19 @@ fn updates_are_verified_written_to_the_other_slot_blessed_and_a_broken_one_falls
     eprintln!("fallback from a broken slot (3 tries) to ready: {:.1} s", fallback_at.elapsed().as_secs_f64());
     assert!(vm.console().contains("fell back: slot a (0.1.2) failed 3 boots"), "{}", tail(&vm.console()));
     let status = stdout(&vm.cli(&["update", "status"]));
-    assert!(status.contains("running: slot b") && status.contains("slot a: 0.1.2 , failed: no tries left"), "{status}");
+    assert!(status.contains("running: slot b") && status.contains("slot a: 0.1.2, failed: no tries left"), "{status}");
     assert!(status.contains("note: fell back: slot a (0.1.2)"), "{status}");
     vm.shut_down();
 
     // The data partition survived every update, and the signed log's chain runs across all
     // five boots and verifies, with each boot's slot on record.
     let notes = with_data_partition(&disk, |data| image_notes(&verified_log(data)));
-    let expected = ["image slot a booted (0.1.0, blessed)", "image slot b booted (0.1.1, on trial", "image slot blessed: mldefender-000002-b.efi", "fell back: slot a (0.1.2) failed 3 boots"];
+    let expected = [
+        "image slot a booted (0.1.0, blessed)",
+        "image slot b booted (0.1.1, on trial",
+        "image slot blessed: mldefender-000002-b.efi",
+        "fell back: slot a (0.1.2) failed 3 boots",
+    ];
     for note in expected {
         assert!(notes.iter().any(|text| text.contains(note)), "the signed log records `{note}`: {notes:#?}");
     }
@@ -462,17 +464,23 @@ fn a_flashed_disk_boots_as_the_gateway_blocks_a_scan_and_survives_a_power_cut() 
     let work = tempfile::tempdir().expect("temp dir");
     // (e) Flashing: the image written with dd to another "disk", which is what boots.
     let disk = work.path().join("flashed.img");
-    let flashed = run(Command::new("dd")
-        .arg(format!("if={}", images.out("a").join("disk.img").display()))
-        .arg(format!("of={}", disk.display()))
-        .args(["bs=4M", "conv=sparse,fsync", "status=none"]));
+    let flashed = run(Command::new("dd").arg(format!("if={}", images.out("a").join("disk.img").display())).arg(format!("of={}", disk.display())).args([
+        "bs=4M",
+        "conv=sparse,fsync",
+        "status=none",
+    ]));
     assert!(flashed.status.success(), "dd: {}", stderr(&flashed));
     assert_eq!(std::fs::read(&disk).expect("flashed"), std::fs::read(images.out("a").join("disk.img")).expect("image"), "dd wrote the image as it is");
 
     let networks = Networks::create(&format!("{}", std::process::id() % 1000));
     let mut vm = Vm::boot(&work.path().join("vm"), &disk, Some((&networks.lan, &networks.wan)));
     networks.wire();
-    let server = networks.exec(&networks.wan, &["python3", "-m", "http.server", "8080", "--bind", SERVER]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("web server");
+    let server = networks
+        .exec(&networks.wan, &["python3", "-m", "http.server", "8080", "--bind", SERVER])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("web server");
     let _server = ChildGuard(server);
 
     // (a) UEFI boot to ready; the first boot formats the blank data partition.
@@ -481,11 +489,24 @@ fn a_flashed_disk_boots_as_the_gateway_blocks_a_scan_and_survives_a_power_cut() 
     let console = vm.console();
     assert!(console.contains("first boot: the blank data partition was formatted and mounted device=/dev/vda2"), "{}", tail(&console));
     assert!(console.contains("image slot booted slot=a version=0.1.0 state=blessed"), "{}", tail(&console));
+    for interface in ["eth0", "eth1"] {
+        assert!(console.contains(&format!("XDP program attached interface={interface}")), "XDP on the guest's {interface}:\n{}", tail(&console));
+    }
     // Each task as the kernel in the guest sees it, against the TOML.
     let config = images.out("a").join("../appliance.toml");
-    for (task, uid, cap_eff) in [("capture", "1000", "0000008000000000"), ("detect", "1001", "0000000000000000"), ("log", "1002", "0000000000000000"), ("ingest", "1003", "0000000000000000")] {
-        let get = |key: &str| stdout(&run(mldefender().args(["config", "get"]).arg(&config).arg(format!("tasks.{task}.{key}")))).trim().parse::<u64>().expect("a number");
-        let line = console.lines().find(|line| line.contains("task identity") && line.contains(&format!("task={task} "))).unwrap_or_else(|| panic!("no identity line for {task}"));
+    for (task, uid, cap_eff) in [
+        ("capture", "1000", "0000008000000000"),
+        ("detect", "1001", "0000000000000000"),
+        ("log", "1002", "0000000000000000"),
+        ("ingest", "1003", "0000000000000000"),
+    ] {
+        let get = |key: &str| {
+            stdout(&run(mldefender().args(["config", "get"]).arg(&config).arg(format!("tasks.{task}.{key}")))).trim().parse::<u64>().expect("a number")
+        };
+        let line = console
+            .lines()
+            .find(|line| line.contains("task identity") && line.contains(&format!("task={task} ")))
+            .unwrap_or_else(|| panic!("no identity line for {task}"));
         assert_eq!(get_field(line, "uid"), stdout(&run(mldefender().args(["config", "get"]).arg(&config).arg(format!("tasks.{task}.user")))).trim(), "{line}");
         assert_eq!(get_field(line, "uid"), uid, "{line}");
         assert_eq!(get_field(line, "cap_eff"), cap_eff, "only the capture task keeps CAP_BPF: {line}");
@@ -498,7 +519,8 @@ fn a_flashed_disk_boots_as_the_gateway_blocks_a_scan_and_survives_a_power_cut() 
     // blocked by the VM's XDP; `status` through the management port shows it.
     assert!(eventually(Duration::from_secs(30), || networks.fetch(CLIENT)), "the client reaches the server through the gateway");
     assert!(networks.fetch(ATTACKER), "before its scan the attacker is an ordinary host");
-    let scan = run(&mut networks.exec(&networks.lan, &["nmap", "-n", "-Pn", "-sS", "-e", &networks.lan, "-S", ATTACKER, "-p", "1-3000", "--max-retries", "0", "-T4", SERVER]));
+    let scan = run(&mut networks
+        .exec(&networks.lan, &["nmap", "-n", "-Pn", "-sS", "-e", &networks.lan, "-S", ATTACKER, "-p", "1-3000", "--max-retries", "0", "-T4", SERVER]));
     assert!(scan.status.success(), "nmap: {}", stderr(&scan));
     assert!(eventually(Duration::from_secs(60), || blocks_in_force(&vm.status()) >= 1), "the scan is blocked: {}", vm.status());
     let status = vm.status();
@@ -507,7 +529,12 @@ fn a_flashed_disk_boots_as_the_gateway_blocks_a_scan_and_survives_a_power_cut() 
     assert!(networks.fetch(CLIENT), "the client is still served");
 
     // (d) A power cut during attack traffic.
-    let mut flood = networks.exec(&networks.lan, &["hping3", "-q", "-S", "-p", "80", "-i", "u2000", "-a", ATTACKER, SERVER]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("hping3");
+    let mut flood = networks
+        .exec(&networks.lan, &["hping3", "-q", "-S", "-p", "80", "-i", "u2000", "-a", ATTACKER, SERVER])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hping3");
     std::thread::sleep(Duration::from_secs(3));
     vm.pull_the_plug();
     let _ = flood.kill();
@@ -538,7 +565,9 @@ fn a_flashed_disk_boots_as_the_gateway_blocks_a_scan_and_survives_a_power_cut() 
         vm.status()
     );
     assert_eq!(vm.status()["pipeline"]["events_quarantined"].as_u64(), Some(0), "nothing quarantined after the cut");
-    vm.shut_down();
+    let console = vm.shut_down();
+    assert!(console.contains("XDP program left enforcing") && console.contains("supervisor stopped"), "the orderly stop:\n{}", tail(&console));
+    assert!(!console.contains("Kernel panic"), "{}", tail(&console));
     drop(networks);
     let records = with_data_partition(&disk, verified_log);
     assert!(records.iter().any(|record| record["action"] == "block" && record["src_ip"] == ATTACKER), "the block is in the verified log");

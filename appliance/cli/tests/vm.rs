@@ -1,8 +1,9 @@
-//! PID 1 in a VM: the minimal image (Debian's kernel, an initramfs whose /init is
-//! mldefender) boots under QEMU with software emulation; the supervisor loads the virtio
-//! modules, attaches XDP to the guest's NIC, starts its tasks and reports ready on the
-//! serial console; Ctrl-Alt-Del (sent through the QEMU monitor) makes it stop everything
-//! in order and power the VM off cleanly.
+//! PID 1 in a VM, booted directly (no firmware): the minimal image (Debian's kernel, an
+//! initramfs whose /init is mldefender) boots under QEMU with software emulation. The
+//! UEFI boot of the full appliance disk (XDP on both NICs, the orderly power-off) is
+//! tests/image.rs; what stays here is what it does not cover: the cgroup memory kill in
+//! the guest, and saved blocks that keep their remaining time across a reboot. It is also
+//! the anchor of the boot-time benchmark (bench/image.sh boots the same way).
 //!
 //! Needs root (the image has device nodes), qemu-system-x86_64 and Debian's kernel
 //! package (apt-get download); scripts/setup installs what is needed. CI requires it
@@ -143,23 +144,6 @@ impl Drop for Vm {
         }
         let _ = self.qemu.wait();
     }
-}
-
-#[test]
-fn the_supervisor_boots_as_pid1_attaches_xdp_and_powers_off_cleanly() {
-    let Some(image) = image() else { return };
-    let mut vm = Vm::boot(image, "/etc/mldefender/mldefender.toml");
-    let ready = vm.wait_for("mldefender: ready", Duration::from_secs(120));
-    assert!(ready.is_some(), "no `mldefender: ready` on the serial console:\n{}", vm.text());
-    eprintln!("boot to ready under TCG: {:.2} s", ready.expect("ready").as_secs_f64());
-    let text = vm.text();
-    assert!(text.contains("kernel modules loaded"), "{text}");
-    assert!(text.contains("XDP program attached interface=eth0"), "XDP on the guest's virtio NIC:\n{text}");
-    assert!(text.contains("task ready task=\"capture\"") && text.contains("task ready task=\"detect\""), "{text}");
-    let text = vm.shut_down();
-    assert!(text.contains("XDP program left enforcing"), "{text}");
-    assert!(text.contains("supervisor stopped"), "{text}");
-    assert!(!text.contains("Kernel panic"), "{text}");
 }
 
 /// The cgroup v2 memory path: PID 1 mounts cgroup v2, the detect task outgrows memory.max, the

@@ -696,7 +696,8 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
         None
     } else {
         for (key, value) in [("system.data-device", &raw.data_device), ("system.data-mount", &raw.data_mount)] {
-            if !value.starts_with('/') && !(key == "system.data-device" && value.strip_prefix("PARTLABEL=").is_some_and(|label| !label.is_empty())) {
+            let labelled = key == "system.data-device" && value.strip_prefix("PARTLABEL=").is_some_and(|label| !label.is_empty());
+            if !value.starts_with('/') && !labelled {
                 errors.push(ConfigError::new(key, format!("must be an absolute path, got \"{value}\"")));
             }
         }
@@ -718,13 +719,19 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
             errors.push(ConfigError::new("system.data-label", format!("must be at most 16 letters, digits, `-` or `_`, got \"{}\"", raw.data_label)));
         }
         if format_if_blank && raw.data_label.is_empty() {
-            errors.push(ConfigError::new("system.data-label", "must be set with system.data-format = \"if-blank\" (it tells this appliance's partition from anything else)"));
+            errors.push(ConfigError::new(
+                "system.data-label",
+                "must be set with system.data-format = \"if-blank\" (it tells this appliance's partition from anything else)",
+            ));
         }
         Some(DataMount {
             device: PathBuf::from(&raw.data_device),
             format_if_blank,
             label: raw.data_label.clone(),
-            fstype: raw.data_fstype.clone(), mount: PathBuf::from(&raw.data_mount), wait })
+            fstype: raw.data_fstype.clone(),
+            mount: PathBuf::from(&raw.data_mount),
+            wait,
+        })
     };
     let mut addresses = Vec::new();
     for (index, entry) in raw.addresses.iter().enumerate() {
@@ -735,10 +742,8 @@ fn validate_system(raw: &RawSystem, errors: &mut Vec<ConfigError>) -> SystemConf
         });
         match parsed {
             Some(address) => addresses.push(address),
-            None => errors.push(ConfigError::new(
-                format!("system.addresses[{index}]"),
-                format!("must be INTERFACE=IPV4/PREFIX (eth0=192.0.2.1/24), got \"{entry}\""),
-            )),
+            None => errors
+                .push(ConfigError::new(format!("system.addresses[{index}]"), format!("must be INTERFACE=IPV4/PREFIX (eth0=192.0.2.1/24), got \"{entry}\""))),
         }
     }
     SystemConfig {

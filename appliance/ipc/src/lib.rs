@@ -23,7 +23,7 @@ pub use connection::{accept, Connection, Peer, Received, Refused, SendError, Uns
 pub use frame::{encode_frame, read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYTES};
 pub use messages::{
     Applied, ApplyAnswer, CaptureCounters, ConfigNote, ControlRequest, DetectCounters, EventAck, EventMessage, FleetCounters, FleetMember, FleetMessage,
-    FleetView, FlowMessage, GuardReport, IngestCounters, LogCounters, MarkBenignAnswer, PipelineCounters, ResponseMessage, RunningConfig, StatusReport, UpdateAnswer,
-    SupervisorMessage, TaskCounters, TaskMessage, TaskSettings, TaskState, TaskStatus, TestHooks,
+    FleetView, FlowMessage, GuardReport, IngestCounters, LogCounters, MarkBenignAnswer, PipelineCounters, ResponseMessage, RunningConfig, StatusReport,
+    SupervisorMessage, TaskCounters, TaskMessage, TaskSettings, TaskState, TaskStatus, TestHooks, UpdateAnswer,
 };
 pub use queue::{is_new, AckWindow, Gap, GapQueue, Outbox, Queued};

@@ -94,10 +94,11 @@ pub fn list(esp: &Path) -> Result<Vec<SlotFile>, String> {
         let entry = entry.map_err(|error| format!("failed to list `{}`: {error}", dir.display()))?;
         let Some(mut slot) = entry.file_name().to_str().and_then(SlotFile::parse_name) else { continue };
         slot.bytes = entry.metadata().map(|metadata| metadata.len()).unwrap_or(0);
-        slot.version = std::fs::File::open(entry.path()).ok().and_then(|mut file| read_osrel(&mut file).ok()).and_then(|osrel| os_release_value(&osrel, "VERSION"));
+        slot.version =
+            std::fs::File::open(entry.path()).ok().and_then(|mut file| read_osrel(&mut file).ok()).and_then(|osrel| os_release_value(&osrel, "VERSION"));
         slots.push(slot);
     }
-    slots.sort_by(|a, b| (a.slot, a.sequence).cmp(&(b.slot, b.sequence)));
+    slots.sort_by_key(|slot| (slot.slot, slot.sequence));
     Ok(slots)
 }
 

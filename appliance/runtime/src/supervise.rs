@@ -647,7 +647,9 @@ fn log_task_identities(machine: &Machine, config: &Config, now: Instant) {
     for task in &report.tasks {
         let Some(pid) = task.pid else { continue };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| status.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.split_whitespace().next().unwrap_or("").to_string()).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.split_whitespace().next().unwrap_or("").to_string()).unwrap_or_default()
+        };
         let cgroup = config.supervisor.cgroup_root.join(&task.name);
         let limit = |file: &str| std::fs::read_to_string(cgroup.join(file)).map(|text| text.trim().to_string()).unwrap_or_else(|_| "none".to_string());
         info!(
@@ -670,9 +672,20 @@ const NOT_THE_IMAGE: &str = "this machine does not run the appliance image (no E
 /// The booted slot, and a fallback from a failed one, on the console and in the signed log.
 fn note_image_boot(machine: &mut Machine, image: &crate::slots::ImageSlots) {
     let booted = image.booted.map_or("unknown".to_string(), String::from);
-    let mut texts = vec![format!("image slot {booted} booted ({})", image.report().map(|report| {
-        report.slots.iter().find(|slot| Some(slot.slot) == image.booted).map(|slot| format!("{}, {}", slot.version.as_deref().unwrap_or("unknown version"), slot.state())).unwrap_or_default()
-    }).unwrap_or_else(|error| error))];
+    let mut texts = vec![format!(
+        "image slot {booted} booted ({})",
+        image
+            .report()
+            .map(|report| {
+                report
+                    .slots
+                    .iter()
+                    .find(|slot| Some(slot.slot) == image.booted)
+                    .map(|slot| format!("{}, {}", slot.version.as_deref().unwrap_or("unknown version"), slot.state()))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_else(|error| error)
+    )];
     for note in &image.notes {
         error!(note = %note, "image");
         println!("mldefender: {note}");
@@ -773,7 +786,9 @@ fn serve_status(
             releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs }, now)
         }
         Ok(Some(ControlRequest::Release { prefix })) => releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::Release { id, prefix }, now),
-        Ok(Some(request @ (ControlRequest::RunningConfig | ControlRequest::Apply { .. } | ControlRequest::UpdateStatus | ControlRequest::UpdateApply { .. }))) => {
+        Ok(Some(
+            request @ (ControlRequest::RunningConfig | ControlRequest::Apply { .. } | ControlRequest::UpdateStatus | ControlRequest::UpdateApply { .. }),
+        )) => {
             // An apply may take a while to judge (the checks read the machine).
             let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
             return Some((stream, request));

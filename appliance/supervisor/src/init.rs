@@ -171,9 +171,10 @@ pub fn prepare_data(data: &mld_config::DataMount) -> Result<DataOutcome, String>
 
 /// mke2fs (shipped in the image) makes an ext4 file system labelled `label` on `device`.
 fn format_ext4(device: &Path, label: &str) -> Result<(), String> {
-    let mke2fs = ["/usr/sbin/mke2fs", "/sbin/mke2fs"].into_iter().find(|path| Path::new(path).exists()).ok_or_else(|| {
-        format!("cannot format `{}`: mke2fs is not in this image", device.display())
-    })?;
+    let mke2fs = ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .ok_or_else(|| format!("cannot format `{}`: mke2fs is not in this image", device.display()))?;
     let output = std::process::Command::new(mke2fs)
         .args(["-q", "-F", "-t", "ext4", "-L", label, "-E", "root_owner=0:0"])
         .arg(device)
