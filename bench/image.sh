@@ -38,15 +38,15 @@ echo "reproducibility: the two builds are identical (compare: $(since "$started"
 echo "sizes: UKI $(stat -c %s "$work"/a/*.efi) bytes, initramfs $(stat -c %s "$work/a/initramfs.img"), disk $(stat -c %s "$work/a/disk.img") apparent, $(du -B1 "$work/a/disk.img" | cut -f1) allocated"
 
 # Boots one VM until `mldefender: ready`, then powers it off; prints the seconds to ready.
-boot() {  # name disk [qemu/boot.sh options]
-    local name=$1 disk=$2
-    shift 2
-    local dir="$work/vm-$name" begin
+boot() {  # id name disk [qemu/boot.sh options]
+    local id=$1 name=$2 disk=$3
+    shift 3
+    local dir="$work/vm-$id" begin
     begin=$(now)
-    qemu/boot.sh "$dir" "$disk" --timeout 300 "$@" >/dev/null 2>&1 &
+    qemu/boot.sh "$dir" "$disk" --timeout 300 "$@" >"$work/$$.qemu.log" 2>&1 &
     vm_pid=$!
     until grep -q "mldefender: ready" "$dir/console.log" 2>/dev/null; do
-        kill -0 "$vm_pid" 2>/dev/null || { echo "$name: QEMU exited before ready" >&2; return 1; }
+        kill -0 "$vm_pid" 2>/dev/null || { echo "$name: QEMU exited before ready:" >&2; cat "$work/$$.qemu.log" >&2; tail -20 "$dir/console.log" >&2; return 1; }
         sleep 0.1
     done
     echo "$name: $(since "$begin") s to ready"
@@ -60,7 +60,7 @@ EOF
     vm_pid=""
 }
 cp --sparse=always "$work/a/disk.img" "$work/disk.img"
-boot "UEFI boot, first (formats the data partition)" "$work/disk.img"
-boot "UEFI boot, second" "$work/disk.img"
+boot uefi1 "UEFI boot, first (formats the data partition)" "$work/disk.img"
+boot uefi2 "UEFI boot, second" "$work/disk.img"
 cmdline=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cmdline"])' "$work/a/manifest.json")
-boot "direct kernel boot (anchor), same disk" "$work/disk.img" --direct "$work/a/vmlinuz" "$work/a/initramfs.img" "$cmdline"
+boot direct "direct kernel boot (anchor), same disk" "$work/disk.img" --direct "$work/a/vmlinuz" "$work/a/initramfs.img" "$cmdline"

@@ -232,7 +232,9 @@ pub fn disable_ctrl_alt_del() -> Result<(), String> {
 }
 
 /// Loads kernel modules `names` from `dir/<name>.ko`, in order; a module already
-/// loaded is fine. Returns the names loaded.
+/// loaded is fine, and so is one that finds nothing to drive here (ENODEV: `efivarfs`
+/// without UEFI, a NIC driver without its NIC), which is left out with a warning. Returns
+/// the names loaded.
 pub fn load_modules(dir: &Path, names: &[String]) -> Result<Vec<String>, String> {
     let mut loaded = Vec::new();
     for name in names {
@@ -244,8 +246,10 @@ pub fn load_modules(dir: &Path, names: &[String]) -> Result<Vec<String>, String>
         let result = unsafe { libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&file), params.as_ptr(), 0) };
         if result < 0 {
             let error = std::io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::EEXIST) {
-                return Err(format!("failed to load module `{}`: {error}", path.display()));
+            match error.raw_os_error() {
+                Some(libc::EEXIST) => {}
+                Some(libc::ENODEV) => tracing::warn!(module = %name, "kernel module left out: nothing for it to drive on this machine"),
+                _ => return Err(format!("failed to load module `{}`: {error}", path.display())),
             }
         } else {
             loaded.push(name.clone());
