@@ -350,4 +350,38 @@ mod tests {
         stray[40_000] = 1;
         assert!(matches!(classify_data(&stray), DataContents::Other(_)));
     }
+
+    fn data(device: &Path, format_if_blank: bool) -> mld_config::DataMount {
+        mld_config::DataMount {
+            device: device.to_path_buf(),
+            format_if_blank,
+            label: "mld-data".to_string(),
+            fstype: "ext4".to_string(),
+            mount: device.with_extension("mnt"),
+            wait: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_partition_that_is_not_ours_is_refused_and_never_formatted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let device = dir.path().join("partition");
+        let mut foreign = vec![0u8; 1 << 20];
+        foreign[0x52..0x57].copy_from_slice(b"FAT32");
+        std::fs::write(&device, &foreign).expect("write");
+        let refused = prepare_data(&data(&device, true)).expect_err("refused");
+        assert!(refused.contains("holds a FAT32 file system") && refused.contains("nothing was formatted"), "{refused}");
+        assert_eq!(std::fs::read(&device).expect("read"), foreign, "not a byte changed");
+        let mut ext = vec![0u8; 1 << 20];
+        ext[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xEF]);
+        ext[1024 + 120..1024 + 124].copy_from_slice(b"home");
+        std::fs::write(&device, &ext).expect("write");
+        let refused = prepare_data(&data(&device, true)).expect_err("refused");
+        assert!(refused.contains("labelled \"home\", not \"mld-data\""), "{refused}");
+        // Blank, but formatting is not allowed: refused too.
+        std::fs::write(&device, vec![0u8; 1 << 20]).expect("write");
+        assert!(prepare_data(&data(&device, false)).expect_err("refused").contains("system.data-format = \"never\""));
+        // A device that never appears: no persistent storage, not an error.
+        assert_eq!(prepare_data(&data(&dir.path().join("absent"), true)), Ok(DataOutcome::Absent));
+    }
 }
