@@ -50,12 +50,7 @@ boot() {  # id name disk [qemu/boot.sh options]
         sleep 0.1
     done
     echo "$name: $(since "$begin") s to ready"
-    python3 - "$dir/monitor.sock" <<'EOF'
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1]); time.sleep(0.3); s.recv(4096)
-s.send(b"sendkey ctrl-alt-delete\n"); time.sleep(0.3)
-EOF
+    "$MLD_IMAGE_BINARY" stop --runtime-dir "$dir" >/dev/null
     wait "$vm_pid" || true
     vm_pid=""
 }

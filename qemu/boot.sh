@@ -9,7 +9,7 @@
 #   DIR/console.log     the serial console (the appliance logs there; tests read markers)
 #   DIR/supervisor.sock the management port: `mldefender status --runtime-dir DIR`,
 #                       `mldefender update status|apply --runtime-dir DIR` reach the guest
-#   DIR/monitor.sock    the QEMU monitor (`system_powerdown`, `sendkey ctrl-alt-delete`,
+#   DIR/monitor.sock    the QEMU monitor (`sendkey ctrl-alt-delete`,
 #                       `quit` for a power cut)
 #   DIR/vars.fd         the firmware's variables (created from OVMF_VARS_4M.fd once)
 #

@@ -101,6 +101,15 @@ enum Command {
         #[command(flatten)]
         supervisor: SupervisorArgs,
     },
+    /// Stop the running appliance in order (tasks stopped, XDP left enforcing). The
+    /// appliance image then powers off, or reboots with --reboot.
+    Stop {
+        /// Reboot instead of powering off (the image only).
+        #[arg(long)]
+        reboot: bool,
+        #[command(flatten)]
+        supervisor: SupervisorArgs,
+    },
     /// Run the offline pipeline on captures: flows → detection (as [detect] configures
     /// it; nothing is blocked offline) → the signed event log of [log].
     Replay {
@@ -559,6 +568,10 @@ fn main() -> ExitCode {
         Command::Supervise { config } => mld_runtime::supervise::run(&config),
         Command::Status { supervisor } => match supervisor.runtime_dir() {
             Ok(dir) => status::status(&dir, supervisor.json),
+            Err(exit) => Ok(exit),
+        },
+        Command::Stop { reboot, supervisor } => match supervisor.runtime_dir() {
+            Ok(dir) => update::stop(&dir, reboot),
             Err(exit) => Ok(exit),
         },
         Command::Fleet(FleetCommand::SignConfig { private_key, generation, file }) => fleet::sign_config(&private_key, generation, &file),

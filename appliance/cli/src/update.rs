@@ -150,6 +150,24 @@ fn apply(runtime_dir: &Path, file: &Path, signature: Option<&Path>, sha256: Opti
     }
 }
 
+/// `mldefender stop [--reboot]`.
+pub fn stop(runtime_dir: &Path, reboot: bool) -> anyhow::Result<Exit> {
+    let answer: UpdateAnswer = match crate::status::ask(runtime_dir, &ControlRequest::Stop { reboot }, Duration::from_secs(10))? {
+        Ok(answer) => answer,
+        Err(exit) => return Ok(exit),
+    };
+    match answer.result {
+        Ok(done) => {
+            println!("{done}");
+            Ok(Exit::Success)
+        }
+        Err(error) => {
+            eprintln!("mldefender: error: {error}");
+            Ok(Exit::Failure)
+        }
+    }
+}
+
 fn status(runtime_dir: &Path, json: bool) -> anyhow::Result<Exit> {
     let answer: UpdateAnswer = match crate::status::ask(runtime_dir, &ControlRequest::UpdateStatus, Duration::from_secs(30))? {
         Ok(answer) => answer,

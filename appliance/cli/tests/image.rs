@@ -214,9 +214,12 @@ impl Vm {
         serde_json::from_str(&stdout(&output)).expect("status JSON")
     }
 
-    /// Ctrl-Alt-Del: the orderly stop and the power-off. The console.
+    /// `mldefender stop` through the management port: the orderly stop and the
+    /// power-off. The console.
     fn shut_down(mut self) -> String {
-        self.monitor("sendkey ctrl-alt-delete");
+        let stop = self.cli(&["stop"]);
+        assert!(stop.status.success(), "mldefender stop: {}{}", stdout(&stop), stderr(&stop));
+        assert!(stdout(&stop).contains("then powering off"), "{}", stdout(&stop));
         self.expect("mldefender: stopped", Duration::from_secs(90));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

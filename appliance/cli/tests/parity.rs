@@ -164,7 +164,10 @@ fn compare(capture: &Path) -> usize {
             check(&format!("{label} min ms"), number(mine, min) / 1000.0, number(theirs, &format!("{prefix}_min_piat_ms")), ms, false);
             check(&format!("{label} mean ms"), number(mine, mean) / 1000.0, number(theirs, &format!("{prefix}_mean_piat_ms")), ms, false);
             check(&format!("{label} max ms"), number(mine, max) / 1000.0, number(theirs, &format!("{prefix}_max_piat_ms")), ms, false);
-            check(&format!("{label} std ms"), number(mine, std) / 1000.0, number(theirs, &format!("{prefix}_stddev_piat_ms")), ms, false);
+            // nfstream's piat stddev divides by one fewer than our n − 1 (docs/features.md):
+            // about 1.3% apart at 77 gaps, more than 1 ms once the deviation passes ~100 ms.
+            let reference_std = number(theirs, &format!("{prefix}_stddev_piat_ms"));
+            check(&format!("{label} std ms"), number(mine, std) / 1000.0, reference_std, ms.max(0.02 * reference_std), false);
         }
     }
     for key in by_key.keys() {

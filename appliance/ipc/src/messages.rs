@@ -147,6 +147,11 @@ pub enum ControlRequest {
         signature: String,
         reboot: bool,
     },
+    /// `mldefender stop [--reboot]`: the orderly stop (tasks in order, XDP left enforcing);
+    /// as PID 1 of the image, then power off, or reboot. Answered with an [`UpdateAnswer`].
+    Stop {
+        reboot: bool,
+    },
     /// `mldefender config apply | rollback`: apply `toml` (a whole configuration) with the
     /// least disruption its plan allows. Answered with an [`ApplyAnswer`].
     Apply {
@@ -155,8 +160,9 @@ pub enum ControlRequest {
     },
 }
 
-/// The supervisor's answer to [`ControlRequest::UpdateStatus`] and
-/// [`ControlRequest::UpdateApply`]: what it did (or the report), or why not.
+/// The supervisor's answer to [`ControlRequest::UpdateStatus`],
+/// [`ControlRequest::UpdateApply`] and [`ControlRequest::Stop`]: what it did (or the
+/// report), or why not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpdateAnswer {
     pub result: Result<String, String>,

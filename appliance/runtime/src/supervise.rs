@@ -87,6 +87,8 @@ struct RealSpawner {
 /// Set when an operator asked for a reboot (`mldefender update apply --reboot`): PID 1
 /// reboots after the orderly stop instead of powering off.
 pub static REBOOT_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Set by `mldefender stop`: the loop ends as on SIGTERM.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 pub fn run(config_path: &Path) -> anyhow::Result<Exit> {
     let pid1 = init::is_pid1();
@@ -501,7 +503,7 @@ fn run_loop(
     // Since when every task has been ready without a break (blessing an image slot).
     let mut healthy_since: Option<Instant> = None;
     let mut image_noted = false;
-    while !signals.stop.load(Ordering::Relaxed) && !REBOOT_REQUESTED.load(Ordering::SeqCst) {
+    while !signals.stop.load(Ordering::Relaxed) && !REBOOT_REQUESTED.load(Ordering::SeqCst) && !STOP_REQUESTED.load(Ordering::SeqCst) {
         if signals.hangup.swap(false, Ordering::Relaxed) {
             // `ExecReload`: the file again, applied as any change (its answer is the log).
             match std::fs::read_to_string(&running.file) {
@@ -786,6 +788,24 @@ fn serve_status(
             releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::MarkBenign { id, prefix, reason, for_secs }, now)
         }
         Ok(Some(ControlRequest::Release { prefix })) => releases.request(machine, stream, |id| mld_ipc::SupervisorMessage::Release { id, prefix }, now),
+        Ok(Some(ControlRequest::Stop { reboot })) => {
+            let result = if reboot && !init::is_pid1() {
+                Err("--reboot: the supervisor is not PID 1 here; nothing stopped (reboot the machine yourself)".to_string())
+            } else {
+                info!(reboot, "stop requested through the control socket");
+                REBOOT_REQUESTED.fetch_or(reboot, Ordering::SeqCst);
+                STOP_REQUESTED.store(true, Ordering::SeqCst);
+                Ok(match (init::is_pid1(), reboot) {
+                    (true, true) => "stopping the tasks in order, then rebooting",
+                    (true, false) => "stopping the tasks in order, then powering off",
+                    (false, _) => "stopping the tasks in order; the supervisor then exits",
+                }
+                .to_string())
+            };
+            if let Err(error) = mld_ipc::write_frame(&mut stream, &mld_ipc::UpdateAnswer { result }) {
+                warn!(error = %error, "failed to answer a stop request");
+            }
+        }
         Ok(Some(
             request @ (ControlRequest::RunningConfig | ControlRequest::Apply { .. } | ControlRequest::UpdateStatus | ControlRequest::UpdateApply { .. }),
         )) => {
