@@ -108,7 +108,7 @@ enum Command {
         #[arg(long)]
         reboot: bool,
         #[command(flatten)]
-        supervisor: SupervisorArgs,
+        target: TargetArgs,
     },
     /// Run the offline pipeline on captures: flows → detection (as [detect] configures
     /// it; nothing is blocked offline) → the signed event log of [log].
@@ -306,10 +306,24 @@ enum LogCommand {
 
 /// Where the running supervisor answers, and how to print its answer.
 #[derive(Debug, clap::Args)]
-struct SupervisorArgs {
+pub(crate) struct SupervisorArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+impl SupervisorArgs {
+    /// The runtime directory given, or the configuration's (its errors printed).
+    pub(crate) fn runtime_dir(&self) -> Result<PathBuf, Exit> {
+        self.target.runtime_dir()
+    }
+}
+
+/// Where the running supervisor answers.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TargetArgs {
     /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
     #[arg(long, value_name = "DIR")]
     runtime_dir: Option<PathBuf>,
@@ -317,9 +331,9 @@ struct SupervisorArgs {
     config: Option<PathBuf>,
 }
 
-impl SupervisorArgs {
+impl TargetArgs {
     /// The runtime directory given, or the configuration's (its errors printed).
-    fn runtime_dir(&self) -> Result<PathBuf, Exit> {
+    pub(crate) fn runtime_dir(&self) -> Result<PathBuf, Exit> {
         match &self.runtime_dir {
             Some(dir) => Ok(dir.clone()),
             None => load::config(self.config.as_deref()).map(|config| config.capture.runtime_dir),
@@ -524,12 +538,12 @@ fn main() -> ExitCode {
             Ok(dir) => config::apply(&new, &dir),
             Err(exit) => Ok(exit),
         },
-        Command::Config(ConfigCommand::Generations { supervisor }) => config::generations(supervisor.config.as_deref(), supervisor.json),
+        Command::Config(ConfigCommand::Generations { supervisor }) => config::generations(supervisor.target.config.as_deref(), supervisor.json),
         Command::Config(ConfigCommand::Rollback { generation, supervisor }) => match supervisor.runtime_dir() {
-            Ok(dir) => config::rollback(supervisor.config.as_deref(), generation, &dir),
+            Ok(dir) => config::rollback(supervisor.target.config.as_deref(), generation, &dir),
             Err(exit) => Ok(exit),
         },
-        Command::Config(ConfigCommand::Diff { from, to, supervisor }) => config::diff(supervisor.config.as_deref(), from, to, supervisor.json),
+        Command::Config(ConfigCommand::Diff { from, to, supervisor }) => config::diff(supervisor.target.config.as_deref(), from, to, supervisor.json),
         Command::Config(ConfigCommand::Example { json: false }) => {
             print!("{}", mld_config::EXAMPLE);
             Ok(Exit::Success)
@@ -570,7 +584,7 @@ fn main() -> ExitCode {
             Ok(dir) => status::status(&dir, supervisor.json),
             Err(exit) => Ok(exit),
         },
-        Command::Stop { reboot, supervisor } => match supervisor.runtime_dir() {
+        Command::Stop { reboot, target } => match target.runtime_dir() {
             Ok(dir) => update::stop(&dir, reboot),
             Err(exit) => Ok(exit),
         },

@@ -42,42 +42,28 @@ pub enum UpdateCommand {
         /// Reboot into the update once it is written.
         #[arg(long)]
         reboot: bool,
-        /// The supervisor's runtime directory (default: capture.runtime-dir of --config).
-        #[arg(long, value_name = "DIR")]
-        runtime_dir: Option<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: crate::TargetArgs,
     },
     /// The slots: which one runs, each one's version and whether it is blessed, on trial
     /// (tries left) or failed, and a fallback noticed at this boot.
     Status {
-        #[arg(long)]
-        json: bool,
-        #[arg(long, value_name = "DIR")]
-        runtime_dir: Option<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        supervisor: crate::SupervisorArgs,
     },
 }
 
 pub fn run(command: UpdateCommand) -> anyhow::Result<Exit> {
     match command {
         UpdateCommand::Sign { private_key, file } => sign(&private_key, &file),
-        UpdateCommand::Apply { file, signature, sha256, reboot, runtime_dir, config } => match runtime(runtime_dir, config.as_deref()) {
+        UpdateCommand::Apply { file, signature, sha256, reboot, target } => match target.runtime_dir() {
             Ok(dir) => apply(&dir, &file, signature.as_deref(), sha256, reboot),
             Err(exit) => Ok(exit),
         },
-        UpdateCommand::Status { json, runtime_dir, config } => match runtime(runtime_dir, config.as_deref()) {
-            Ok(dir) => status(&dir, json),
+        UpdateCommand::Status { supervisor } => match supervisor.runtime_dir() {
+            Ok(dir) => status(&dir, supervisor.json),
             Err(exit) => Ok(exit),
         },
-    }
-}
-
-fn runtime(dir: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf, Exit> {
-    match dir {
-        Some(dir) => Ok(dir),
-        None => crate::load::config(config).map(|config| config.capture.runtime_dir),
     }
 }
 

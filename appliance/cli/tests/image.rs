@@ -244,16 +244,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        if let Ok(None) = self.qemu.try_wait() {
-            // SIGTERM to `timeout`, which passes it on to QEMU.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.qemu.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.qemu.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.qemu.kill();
-        }
-        let _ = self.qemu.wait();
+        stop_vm(&mut self.qemu);
     }
 }
 

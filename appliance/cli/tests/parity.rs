@@ -167,7 +167,7 @@ fn compare(capture: &Path) -> usize {
             // nfstream's piat stddev divides by one fewer than our n − 1 (docs/features.md):
             // about 1.3% apart at 77 gaps, more than 1 ms once the deviation passes ~100 ms.
             let reference_std = number(theirs, &format!("{prefix}_stddev_piat_ms"));
-            check(&format!("{label} std ms"), number(mine, std) / 1000.0, reference_std, ms.max(0.02 * reference_std), false);
+            check(&format!("{label} std ms"), number(mine, std) / 1000.0, reference_std, ms.max(0.01 * reference_std), false);
         }
     }
     for key in by_key.keys() {

@@ -133,16 +133,7 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        // SIGTERM to `timeout`, which passes it on to QEMU (SIGKILL would orphan QEMU).
-        if let Ok(None) = self.qemu.try_wait() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.qemu.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.qemu.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.qemu.kill();
-        }
-        let _ = self.qemu.wait();
+        stop_vm(&mut self.qemu);
     }
 }
 

@@ -63,3 +63,17 @@ pub fn is_root() -> bool {
 pub fn env_flag(name: &str) -> bool {
     matches!(std::env::var(name).as_deref(), Ok("1" | "true" | "yes"))
 }
+
+/// Stops a VM started under `timeout` (qemu/boot.sh execs it): SIGTERM to `timeout`, which
+/// passes it on to QEMU (SIGKILL would orphan QEMU), then SIGKILL after 10 s; reaped.
+pub fn stop_vm(qemu: &mut std::process::Child) {
+    if let Ok(None) = qemu.try_wait() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline && matches!(qemu.try_wait(), Ok(None)) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = qemu.kill();
+    }
+    let _ = qemu.wait();
+}
