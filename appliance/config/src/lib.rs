@@ -14,6 +14,7 @@ mod fleet;
 mod guard;
 pub mod ids;
 mod image;
+mod metrics;
 pub mod json_schema;
 mod pki;
 pub mod plan;
@@ -27,6 +28,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{overlay as fleet_overlay, FleetConfig, FLEET_SECTIONS};
 pub use guard::GuardConfig;
 pub use image::ImageConfig;
+pub use metrics::MetricsConfig;
 pub use json_schema::json_schema;
 pub use pki::PkiConfig;
 pub use validate::{

@@ -216,6 +216,8 @@ pub fn classify(key: &str) -> Class {
         // Built into the image (its disk, its command line), or read by the supervisor at
         // start (blessing) and by `update apply`, which the image's own file drives.
         "image" => Class::NeedsImage,
+        // The listener is bound by the supervisor at its start.
+        "metrics" => Class::RestartsSupervisor,
         // Written into the XDP program's allow map atomically, and into every task's
         // protected set.
         "allowlist" => Class::Live,

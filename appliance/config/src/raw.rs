@@ -39,6 +39,9 @@ pub struct RawConfig {
     /// The appliance image: its disk, the release key updates are signed with, boot
     /// counting and blessing (docs/image.md).
     pub image: crate::image::RawImage,
+    /// The operator interfaces on the management network: Prometheus metrics and the
+    /// read-only status page (docs/operations.md).
+    pub metrics: crate::metrics::RawMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -37,6 +37,8 @@ pub struct Config {
     pub fleet: crate::fleet::FleetConfig,
     /// The appliance image: updates, boot counting, blessing.
     pub image: crate::image::ImageConfig,
+    /// Metrics and the status page on the management network.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// The ingest task: verified tailing of the signed log.
@@ -372,12 +374,13 @@ impl TryFrom<RawConfig> for Config {
         let pki = crate::pki::validate_pki(&raw.pki, &mut errors);
         let fleet = crate::fleet::validate_fleet(&raw.fleet, &log.node, log.node_configured, pki.enabled, &mut errors);
         let image = crate::image::validate_image(&raw.image, &mut errors);
+        let metrics = crate::metrics::validate_metrics(&raw.metrics, &mut errors);
         let mut tasks = tasks;
         for task in tasks.iter_mut().filter(|task| task.kind == TaskKind::Fleet) {
             task.enabled &= fleet.enabled;
         }
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki, fleet, image })
+            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki, fleet, image, metrics })
         } else {
             Err(errors)
         }

@@ -177,6 +177,16 @@ impl Responder {
         self.active.get(&source).is_some_and(|until| *until > now_ns)
     }
 
+    /// Whether the circuit breaker holds every new block back now: this minute's new
+    /// blocks are at `max-new-blocks-per-minute`, or the blocks in force at
+    /// `max-active-blocks` (never in dry run).
+    pub fn breaker_holding(&self, now_ns: u64) -> bool {
+        const MINUTE_NS: u64 = 60_000_000_000;
+        let minute_full = now_ns.saturating_sub(self.minute.start_ns) < MINUTE_NS && self.minute.blocks >= self.config.max_new_blocks_per_minute;
+        let in_force = self.active.values().filter(|until| **until > now_ns).count();
+        self.config.mode != ResponseMode::DryRun && (minute_full || in_force >= self.config.max_active_blocks as usize)
+    }
+
     pub fn active_blocks(&self) -> usize {
         self.active.len()
     }

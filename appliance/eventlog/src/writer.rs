@@ -105,6 +105,8 @@ pub struct LogWriter {
     buffer: Vec<u8>,
     file_index: u64,
     file_bytes: u64,
+    /// Bytes written to files by this writer.
+    bytes_written: u64,
     /// Local day (yyyymmdd) the current file belongs to, and when to look at the clock again.
     file_day: u32,
     next_day_check: SystemTime,
@@ -197,6 +199,7 @@ impl LogWriter {
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES + 16 * 1024),
             file_index: start.next_index,
             file_bytes: 0,
+            bytes_written: 0,
             file_day: local_day(now),
             next_day_check: now + DAY_CHECK_INTERVAL,
             uncommitted: 0,
@@ -225,6 +228,11 @@ impl LogWriter {
     }
 
     /// The sequence number of the last record appended.
+    /// Bytes this writer has written to its files (records, headers, checkpoints).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.sealer.last_seq()
     }
@@ -446,6 +454,7 @@ impl LogWriter {
         let (file, path) = self.file.as_ref().expect("a file is open");
         (&**file).write_all(&self.buffer).map_err(|source| WriterError::Io { operation: "write", path: path.clone(), source })?;
         self.file_bytes += self.buffer.len() as u64;
+        self.bytes_written += self.buffer.len() as u64;
         self.buffer.clear();
         Ok(())
     }

@@ -431,6 +431,84 @@ pub struct DetectCounters {
     /// categories not accepted, expired).
     pub shared_applied: u64,
     pub shared_refused: u64,
+    /// Decisions by action and category (the metrics' `mldefender_decisions_total`).
+    pub decisions: DecisionCounts,
+    /// 1 while the circuit breaker holds new blocks back (this minute's share is spent or
+    /// the blocks in force are at their bound).
+    pub breaker_holding: u64,
+    /// Verdict → deny-map latency of every block since the task started.
+    pub block_latency: LatencyHistogram,
+}
+
+/// Decisions counted by action ([`DecisionCounts::ACTIONS`]) and category
+/// ([`DecisionCounts::CATEGORIES`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DecisionCounts {
+    pub counts: [[u64; 5]; 6],
+}
+
+impl DecisionCounts {
+    /// The actions counted, as the signed log names them.
+    pub const ACTIONS: [&'static str; 6] = ["block", "would-block", "alert", "refused", "breaker-open", "expire"];
+    /// The detection categories, as the signed log names them.
+    pub const CATEGORIES: [&'static str; 5] = ["flood", "scan", "brute-force", "slow", "other"];
+
+    /// Counts one decision; an action or category not listed is not counted.
+    pub fn add(&mut self, action: &str, category: &str) {
+        let action = DecisionCounts::ACTIONS.iter().position(|name| *name == action);
+        let category = DecisionCounts::CATEGORIES.iter().position(|name| *name == category);
+        if let (Some(action), Some(category)) = (action, category) {
+            self.counts[action][category] += 1;
+        }
+    }
+
+    /// Every (action, category, count).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        DecisionCounts::ACTIONS.iter().enumerate().flat_map(move |(a, action)| {
+            DecisionCounts::CATEGORIES.iter().enumerate().map(move |(c, category)| (*action, *category, self.counts[a][c]))
+        })
+    }
+}
+
+/// A latency histogram with fixed bounds (Prometheus's `_bucket`, `_sum`, `_count`):
+/// `buckets[i]` counts observations at most `BOUNDS_US[i]` and above the bound before;
+/// `overflow` the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LatencyHistogram {
+    pub buckets: [u64; 12],
+    pub overflow: u64,
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Upper bounds of the buckets, µs: 50 µs to 1 s.
+    pub const BOUNDS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000];
+
+    pub fn observe(&mut self, micros: u64) {
+        match LatencyHistogram::BOUNDS_US.iter().position(|bound| micros <= *bound) {
+            Some(index) => self.buckets[index] += 1,
+            None => self.overflow += 1,
+        }
+        self.sum_us = self.sum_us.saturating_add(micros);
+        self.count += 1;
+    }
+
+    /// The bound below which a fraction `q` of the observations fall (the upper bound of
+    /// the bucket that holds the q-quantile; `None` when empty or beyond the last bound).
+    pub fn quantile_bound_us(&self, q: f64) -> Option<u64> {
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(LatencyHistogram::BOUNDS_US[index]);
+            }
+        }
+        None
+    }
 }
 
 /// The log task's counters.
@@ -445,6 +523,10 @@ pub struct LogCounters {
     /// Times the log could not be written (a full disk, an IO error) and the task went
     /// on retrying.
     pub log_write_failures: u64,
+    /// Bytes of records written since the task started.
+    pub log_bytes: u64,
+    /// Bytes the log's files take in `log.dir` now (measured every few seconds).
+    pub log_disk_bytes: u64,
 }
 
 /// The ingest task's counters.
@@ -650,6 +732,22 @@ mod tests {
         assert_eq!((json["events_logged"].as_u64(), json["records_read"].as_u64(), json["events_indexed"].as_u64()), (Some(7), Some(3), Some(0)));
         let back: PipelineCounters = serde_json::from_value(json).expect("decode");
         assert_eq!(back, pipeline);
+    }
+
+    #[test]
+    fn a_latency_lands_in_the_first_bucket_whose_bound_holds_it() {
+        let mut histogram = LatencyHistogram::default();
+        for micros in [10, 50, 51, 900, 2_000_000] {
+            histogram.observe(micros);
+        }
+        assert_eq!((histogram.buckets[0], histogram.buckets[1], histogram.buckets[4], histogram.overflow), (2, 1, 1, 1));
+        assert_eq!((histogram.count, histogram.sum_us), (5, 2_001_011));
+        assert_eq!(histogram.quantile_bound_us(0.5), Some(100));
+        assert_eq!(histogram.quantile_bound_us(0.99), None);
+        let mut decisions = DecisionCounts::default();
+        decisions.add("block", "scan");
+        decisions.add("observe", "scan");
+        assert_eq!(decisions.iter().filter(|(_, _, count)| *count > 0).collect::<Vec<_>>(), vec![("block", "scan", 1)]);
     }
 
     #[test]

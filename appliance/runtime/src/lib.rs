@@ -37,6 +37,7 @@ pub mod replay;
 pub mod slots;
 pub mod supervise;
 pub mod task;
+pub mod web;
 
 pub use exit::Exit;
 pub use mld_types::error_chain;

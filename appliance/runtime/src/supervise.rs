@@ -82,7 +82,14 @@ struct RealSpawner {
     config_note: mld_ipc::ConfigNote,
     /// The appliance image's boot slots (`None` off the image).
     image: Option<crate::slots::ImageSlots>,
+    /// Metrics and the status page (`None` when `[metrics]` is off), and when the status
+    /// report was last published to them.
+    web: Option<crate::web::Web>,
+    published: Option<Instant>,
 }
+
+/// How often the status report is published to the metrics and the status page.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Set when an operator asked for a reboot (`mldefender update apply --reboot`): PID 1
 /// reboots after the orderly stop instead of powering off.
@@ -255,6 +262,8 @@ fn serve(
         // A hypervisor's management port to the control socket (qemu/, docs/image.md).
         crate::management_port::start(runtime.join(STATUS_SOCKET));
     }
+    // Metrics and the status page, on the management addresses only (`[metrics]`).
+    let web = crate::web::Web::start(&config);
     let flows_listener = bind(&runtime.join(FLOWS_SOCKET), 0o666)?;
     flows_listener.set_nonblocking(true).context("failed to configure the flow socket")?;
     let events_listener = bind(&runtime.join(EVENTS_SOCKET), 0o666)?;
@@ -340,6 +349,8 @@ fn serve(
         config_note: running.note.clone(),
         documents,
         image,
+        web,
+        published: None,
     };
     let clock = SystemClock;
     let mut machine = Machine::new(Settings::new(&config, config_toml), setups, clock.now());
@@ -632,6 +643,12 @@ fn run_loop(
             println!("mldefender: ready");
             if let Err(error) = notify::sd_notify("READY=1") {
                 warn!(error = %error, "failed to notify systemd");
+            }
+        }
+        if let Some(web) = spawner.web.as_ref() {
+            if spawner.published.is_none_or(|at| clock.now().saturating_duration_since(at) >= PUBLISH_EVERY) {
+                spawner.published = Some(clock.now());
+                web.publish(machine.status_report(clock.now(), std::process::id(), resident_bytes(std::process::id()).unwrap_or(0)));
             }
         }
         spawner.dataplane.tick();

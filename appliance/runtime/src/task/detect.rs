@@ -158,12 +158,14 @@ fn new_stream_id() -> u64 {
 #[derive(Debug, Default)]
 struct Latencies {
     recent: VecDeque<u64>,
+    histogram: mld_ipc::LatencyHistogram,
 }
 
 impl Latencies {
     const KEEP: usize = 1024;
 
     fn add(&mut self, micros: u64) {
+        self.histogram.observe(micros);
         if self.recent.len() >= Self::KEEP {
             self.recent.pop_front();
         }
@@ -356,6 +358,8 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
     };
     let mut next_block_id = 1u64;
     let mut last_tick = Instant::now();
+    // Decisions by action and category, for the metrics.
+    let mut decided = mld_ipc::DecisionCounts::default();
     let offset_ns = boot_to_realtime_offset_ns();
     let mut fleet = start.settings.fleet_socket.clone().map(super::shared::FleetLink::new);
     let mut benign = crate::benign::BenignStore::open(&config.detect.state_dir, &mut detection, boot_time_ns() + offset_ns);
@@ -456,6 +460,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             let now_ms = (boot_time_ns() + offset_ns) / 1_000_000;
             for event in decisions {
                 log_decision(&event);
+                decided.add(event.action.as_str(), event.category.as_str());
                 let record = detection.record(&event, "standalone");
                 if let (Some(link), Action::Block, Some(ttl)) = (fleet.as_mut(), event.action, event.ttl) {
                     let event_id = record.get("event_id").and_then(|id| id.as_str()).unwrap_or_default().to_string();
@@ -479,7 +484,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             }
         }
         events.pump(&|gap| gap_record(&detection, gap));
-        control.report_due(|| TaskCounters::Detect(counters(&detection, &events, &intake, fleet.as_ref())));
+        control.report_due(|| TaskCounters::Detect(counters(&detection, &events, &intake, fleet.as_ref(), &decided)));
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -496,7 +501,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         events.pump(&|gap| gap_record(&detection, gap));
         std::thread::sleep(Duration::from_millis(2));
     }
-    let counters = counters(&detection, &events, &intake, fleet.as_ref());
+    let counters = counters(&detection, &events, &intake, fleet.as_ref(), &decided);
     control.finish(TaskCounters::Detect(counters));
     info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)
@@ -516,7 +521,7 @@ fn log_decision(event: &Event) {
     }
 }
 
-fn counters(detection: &Detection, events: &EventSender, intake: &Intake, fleet: Option<&super::shared::FleetLink>) -> DetectCounters {
+fn counters(detection: &Detection, events: &EventSender, intake: &Intake, fleet: Option<&super::shared::FleetLink>, decided: &mld_ipc::DecisionCounts) -> DetectCounters {
     let d = detection.detector.counters;
     DetectCounters {
         flows_received: d.flows_received,
@@ -533,6 +538,9 @@ fn counters(detection: &Detection, events: &EventSender, intake: &Intake, fleet:
         events_acked: events.acked,
         shared_applied: fleet.map_or(0, |link| link.applied),
         shared_refused: fleet.map_or(0, |link| link.refused),
+        decisions: *decided,
+        breaker_holding: u64::from(detection.detector.responder().breaker_holding(detection.detector.now_ns())),
+        block_latency: intake.latencies.histogram,
     }
 }
 

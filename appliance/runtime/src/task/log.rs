@@ -139,6 +139,35 @@ impl Head {
     }
 }
 
+/// What the log takes: bytes written (by every writer this task opened) and the space its
+/// directory's files use, measured every [`Usage::DISK_EVERY`].
+#[derive(Debug, Default)]
+struct Usage {
+    /// Bytes written by the writers abandoned after a storage failure.
+    earlier_writers: u64,
+    disk_measured: Option<Instant>,
+}
+
+impl Usage {
+    const DISK_EVERY: Duration = Duration::from_secs(5);
+
+    fn measure(&mut self, counters: &mut LogCounters, writer: Option<&LogWriter>, dir: &std::path::Path) {
+        counters.log_bytes = self.earlier_writers + writer.map_or(0, LogWriter::bytes_written);
+        if self.disk_measured.is_some_and(|at| at.elapsed() < Usage::DISK_EVERY) {
+            return;
+        }
+        self.disk_measured = Some(Instant::now());
+        // The directory holds the log's files only (and retention bounds them).
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            counters.log_disk_bytes = entries.flatten().filter_map(|entry| entry.metadata().ok()).filter(|meta| meta.is_file()).map(|meta| meta.len()).sum();
+        }
+    }
+
+    fn abandoned(&mut self, writer: &LogWriter) {
+        self.earlier_writers += writer.bytes_written();
+    }
+}
+
 /// Opens the log writer from the handed key files. Keys are read with read_at from dups
 /// of the handed fds, so the writer can be opened again after the storage failed.
 fn open_writer(config: &Config, key_file: &File, signing_key_file: &File) -> anyhow::Result<LogWriter> {
@@ -168,8 +197,10 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, events: Owne
     // STORAGE_RETRY until it can write; the writer's recovery puts a cut line on record.
     let mut last_attempt = Instant::now();
     let mut head = Head::default();
+    let mut usage = Usage::default();
     let mut config = config.clone();
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
+        usage.measure(&mut intake.counters, writer.as_ref(), &config.log.dir);
         for request in control.take_requests() {
             // A configuration applied while running: rotation, group commit, retention and
             // checkpoint cadence (the directory, node and keys restart this task).
@@ -214,6 +245,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, events: Owne
                 intake.counters.log_write_failures += 1;
                 intake.disconnect();
                 if let Some(failed) = writer.take() {
+                    usage.abandoned(&failed);
                     failed.abandon();
                 }
                 last_attempt = Instant::now();
