@@ -7,6 +7,7 @@
 mod capture;
 mod config;
 mod explain;
+mod export;
 mod fleet;
 mod flows;
 mod load;
@@ -297,6 +298,10 @@ enum LogCommand {
         #[arg(long = "signing-key", value_name = "FILE", conflicts_with = "config")]
         signing_key: Option<PathBuf>,
     },
+    /// Export the verified records as Suricata EVE JSON on stdout (for SIEMs), with
+    /// --follow as they are written. Only records that verify by the signed checkpoints;
+    /// a summary on stderr; exit 65 when a line was quarantined.
+    Export(export::ExportArgs),
     /// Print the event record's JSON Schema (with the configured windows).
     Schema {
         #[arg(long, value_name = "FILE")]
@@ -601,6 +606,7 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Verify { paths, keys, anchors, .. }) => log::verify(&paths, &keys, anchors.as_deref()),
         Command::Log(LogCommand::PublicKey { config, signing_key }) => log::public_key(config.as_deref(), signing_key.as_deref()),
         Command::Log(LogCommand::Schema { config }) => log::schema(config.as_deref()),
+        Command::Log(LogCommand::Export(args)) => export::export(&args),
         Command::Pki(command) => pki::run(command),
         Command::Update(command) => update::run(command),
         Command::Model(ModelCommand::Keygen { private_key, public_key }) => model::keygen(&private_key, &public_key),

@@ -595,3 +595,57 @@ fn block_explain_shows_why_from_an_authenticated_record_and_skips_a_forged_one()
     assert!(stderr(&output).contains("fails authentication"), "{}", stderr(&output));
     assert!(stdout(&output).contains("no block decision about") && !stdout(&output).contains("0.42"), "{}", stdout(&output));
 }
+
+/// Runs the EVE checker (tests/reference/eve_check.py: Suricata's documented field set as a
+/// JSON Schema, Community IDs by the `communityid` package) on `eve`; its summary.
+fn check_eve(eve: &str) -> Value {
+    let python = std::env::var("MLD_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let mut child = Command::new(&python)
+        .arg(repo().join("tests/reference/eve_check.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {python}: {error}"));
+    use std::io::Write;
+    // A checker that failed to start its imports closes its stdin: its stderr says why.
+    let _ = child.stdin.take().expect("stdin").write_all(eve.as_bytes());
+    let output = child.wait_with_output().expect("the checker");
+    assert!(output.status.success(), "the EVE checker failed (scripts/setup installs jsonschema): {}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).expect("the checker's summary")
+}
+
+#[test]
+fn the_eve_export_of_a_replayed_capture_validates_and_a_tampered_record_is_left_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("keys/log.key");
+    let config = config(dir.path(), &key, true);
+    let output = replay(&config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let export = || run(mldefender().args(["log", "export", "--format", "eve", "--config"]).arg(&config));
+
+    let exported = export();
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let eve = stdout(&exported);
+    let summary = check_eve(&eve);
+    assert_eq!(summary["errors"], serde_json::json!([]), "{summary}");
+    // Every event of the capture, as flows and alerts: the nmap scan's source blocked.
+    let logged = events(&dir.path().join("log")).len() as u64;
+    assert_eq!(summary["lines"].as_u64(), Some(logged), "{summary}");
+    assert!(summary["event_types"]["flow"].as_u64() > Some(200), "{summary}");
+    assert_eq!(summary["alert_actions"]["blocked"].as_u64(), Some(1), "{summary}");
+    assert!(summary["community_ids_checked"].as_u64() > Some(200), "{summary}");
+    assert!(stderr(&exported).contains(&format!("{logged} records verified")), "{}", stderr(&exported));
+
+    // One byte of an observation changed: that record fails its signed checkpoint and is
+    // quarantined with its reason; it never reaches the SIEM, and the exit says so.
+    let log = dir.path().join("log");
+    let file = std::fs::read_dir(&log).expect("list").map(|entry| entry.expect("entry").path()).min().expect("a file");
+    let text = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, text.replacen("\"action\":\"observe\"", "\"action\":\"observf\"", 1)).expect("tamper");
+    let tampered = export();
+    assert_eq!(tampered.status.code(), Some(65), "{}", stderr(&tampered));
+    assert!(!stdout(&tampered).contains("observf"), "a tampered record was exported");
+    assert!(stderr(&tampered).contains("quarantined") && !stderr(&tampered).contains(" 0 quarantined"), "{}", stderr(&tampered));
+    assert_eq!(check_eve(&stdout(&tampered))["errors"], serde_json::json!([]));
+}
