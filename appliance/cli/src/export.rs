@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(eve["event_type"], "alert");
         assert_eq!(eve["timestamp"], "2026-11-25T14:56:33.528897+0000");
         assert_eq!((eve["proto"].as_str(), eve["dest_port"].as_u64()), (Some("TCP"), Some(22)));
-        assert_eq!((eve["alert"]["action"].as_str(), eve["alert"]["severity"].as_u64(), eve["alert"]["signature_id"].as_u64()), (Some("blocked"), Some(1), Some(9_200_002)));
+        assert_eq!(
+            (eve["alert"]["action"].as_str(), eve["alert"]["severity"].as_u64(), eve["alert"]["signature_id"].as_u64()),
+            (Some("blocked"), Some(1), Some(9_200_002))
+        );
         assert_eq!((eve["flow"]["pkts_toserver"].as_u64(), eve["flow"]["age"].as_u64(), eve["flow"]["alerted"].as_bool()), (Some(2), Some(3), Some(true)));
         assert_eq!((eve["mldefender"]["seq"].as_u64(), eve["mldefender"]["log_file"].as_str()), (Some(7), Some("events-n1-0.jsonl")));
         assert!(eve["flow_id"].as_u64().expect("a flow id") < 1 << 53);

@@ -14,8 +14,8 @@ mod fleet;
 mod guard;
 pub mod ids;
 mod image;
-mod metrics;
 pub mod json_schema;
+mod metrics;
 mod pki;
 pub mod plan;
 pub mod raw;
@@ -28,8 +28,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use fleet::{overlay as fleet_overlay, FleetConfig, FLEET_SECTIONS};
 pub use guard::GuardConfig;
 pub use image::ImageConfig;
-pub use metrics::MetricsConfig;
 pub use json_schema::json_schema;
+pub use metrics::MetricsConfig;
 pub use pki::PkiConfig;
 pub use validate::{
     CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,

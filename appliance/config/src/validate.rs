@@ -380,7 +380,25 @@ impl TryFrom<RawConfig> for Config {
             task.enabled &= fleet.enabled;
         }
         if errors.is_empty() {
-            Ok(Config { flow, windows, output, capture, allowlist, supervisor, tasks, system, log, detect, response, ingest, guard, pki, fleet, image, metrics })
+            Ok(Config {
+                flow,
+                windows,
+                output,
+                capture,
+                allowlist,
+                supervisor,
+                tasks,
+                system,
+                log,
+                detect,
+                response,
+                ingest,
+                guard,
+                pki,
+                fleet,
+                image,
+                metrics,
+            })
         } else {
             Err(errors)
         }

@@ -22,8 +22,8 @@ mod queue;
 pub use connection::{accept, Connection, Peer, Received, Refused, SendError, Unsent};
 pub use frame::{encode_frame, read_frame, write_frame, FrameDecoder, FrameError, MAX_FRAME_BYTES};
 pub use messages::{
-    Applied, ApplyAnswer, CaptureCounters, ConfigNote, ControlRequest, DetectCounters, DecisionCounts, LatencyHistogram, EventAck, EventMessage, FleetCounters, FleetMember, FleetMessage,
-    FleetView, FlowMessage, GuardReport, IngestCounters, LogCounters, MarkBenignAnswer, PipelineCounters, ResponseMessage, RunningConfig, StatusReport,
-    SupervisorMessage, TaskCounters, TaskMessage, TaskSettings, TaskState, TaskStatus, TestHooks, UpdateAnswer,
+    Applied, ApplyAnswer, CaptureCounters, ConfigNote, ControlRequest, DecisionCounts, DetectCounters, EventAck, EventMessage, FleetCounters, FleetMember,
+    FleetMessage, FleetView, FlowMessage, GuardReport, IngestCounters, LatencyHistogram, LogCounters, MarkBenignAnswer, PipelineCounters, ResponseMessage,
+    RunningConfig, StatusReport, SupervisorMessage, TaskCounters, TaskMessage, TaskSettings, TaskState, TaskStatus, TestHooks, UpdateAnswer,
 };
 pub use queue::{is_new, AckWindow, Gap, GapQueue, Outbox, Queued};

@@ -365,11 +365,12 @@ pub struct TestHooks {
 }
 
 /// One task's counters, as it reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskCounters {
     Capture(CaptureCounters),
-    Detect(DetectCounters),
+    /// Boxed: the decisions and the latency histogram make it the largest by far.
+    Detect(Box<DetectCounters>),
     Log(LogCounters),
     Ingest(IngestCounters),
     Fleet(FleetCounters),
@@ -465,9 +466,10 @@ impl DecisionCounts {
 
     /// Every (action, category, count).
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
-        DecisionCounts::ACTIONS.iter().enumerate().flat_map(move |(a, action)| {
-            DecisionCounts::CATEGORIES.iter().enumerate().map(move |(c, category)| (*action, *category, self.counts[a][c]))
-        })
+        DecisionCounts::ACTIONS
+            .iter()
+            .enumerate()
+            .flat_map(move |(a, action)| DecisionCounts::CATEGORIES.iter().enumerate().map(move |(c, category)| (*action, *category, self.counts[a][c])))
     }
 }
 
@@ -663,7 +665,7 @@ impl PipelineCounters {
     pub fn update(&mut self, counters: TaskCounters) {
         match counters {
             TaskCounters::Capture(capture) => self.capture = capture,
-            TaskCounters::Detect(detect) => self.detect = detect,
+            TaskCounters::Detect(detect) => self.detect = *detect,
             TaskCounters::Log(log) => self.log = log,
             TaskCounters::Ingest(ingest) => self.ingest = ingest,
             TaskCounters::Fleet(fleet) => self.fleet = fleet,

@@ -175,7 +175,10 @@ impl Series {
             .zip(ends)
             .map(|((start, at), end)| {
                 let delta = |end: u64, at: u64| if end >= at { end - at } else { end };
-                (*start, Totals { dropped: delta(end.dropped, at.dropped), decisions: delta(end.decisions, at.decisions), blocks: delta(end.blocks, at.blocks) })
+                (
+                    *start,
+                    Totals { dropped: delta(end.dropped, at.dropped), decisions: delta(end.decisions, at.decisions), blocks: delta(end.blocks, at.blocks) },
+                )
             })
             .collect()
     }
@@ -455,7 +458,8 @@ fn render_report(out: &mut Exposition, report: &StatusReport) {
             out.sample("mldefender_task_state", &[("task", &task.name), ("state", name)], f64::from(u8::from(task.state == state)));
         }
     }
-    let per_task: [(&str, &str, &str, fn(&mld_ipc::TaskStatus) -> f64); 5] = [
+    type PerTask = (&'static str, &'static str, &'static str, fn(&mld_ipc::TaskStatus) -> f64);
+    let per_task: [PerTask; 5] = [
         ("mldefender_task_restarts_total", "counter", "Restarts of each task since the supervisor started.", |task| f64::from(task.restarts)),
         ("mldefender_task_uptime_seconds", "gauge", "Time since each task's current process started.", |task| task.uptime_secs),
         ("mldefender_task_resident_bytes", "gauge", "Each task's memory (cgroup or RSS, as its enforcement reads it).", |task| task.memory_bytes as f64),
@@ -625,7 +629,10 @@ mod tests {
         // A restart of the capture task: its counter starts again.
         series.sample(725, &report_with(5, 3));
         let minutes = series.per_minute();
-        assert_eq!(minutes.iter().map(|(start, totals)| (*start, totals.dropped, totals.blocks)).collect::<Vec<_>>(), vec![(600, 30, 1), (660, 5, 1), (720, 0, 0)]);
+        assert_eq!(
+            minutes.iter().map(|(start, totals)| (*start, totals.dropped, totals.blocks)).collect::<Vec<_>>(),
+            vec![(600, 30, 1), (660, 5, 1), (720, 0, 0)]
+        );
     }
 
     #[test]
@@ -652,7 +659,7 @@ mod tests {
         std::fs::write(dir.path().join("events-n-1.jsonl"), second).expect("write");
         std::fs::write(dir.path().join("events-other-5.jsonl"), line(9, "block")).expect("write");
         let found = recent_decisions(dir.path(), "n", 10);
-        assert_eq!(found.iter().map(|record| record["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(found.iter().map(|record| record["seq"].as_u64().expect("a seq")).collect::<Vec<_>>(), vec![3, 1]);
         assert_eq!(recent_decisions(dir.path(), "n", 1).len(), 1);
     }
 }

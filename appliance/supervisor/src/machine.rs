@@ -501,7 +501,7 @@ impl Machine {
     /// `mldefender status`'s answer at `now`.
     pub fn status_report(&self, now: Instant, supervisor_pid: u32, supervisor_memory_bytes: u64) -> StatusReport {
         let mut pipeline = PipelineCounters::default();
-        for counters in self.tasks.iter().filter_map(|task| task.counters) {
+        for counters in self.tasks.iter().filter_map(|task| task.counters.clone()) {
             pipeline.update(counters);
         }
         StatusReport {

@@ -484,7 +484,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             }
         }
         events.pump(&|gap| gap_record(&detection, gap));
-        control.report_due(|| TaskCounters::Detect(counters(&detection, &events, &intake, fleet.as_ref(), &decided)));
+        control.report_due(|| TaskCounters::Detect(Box::new(counters(&detection, &events, &intake, fleet.as_ref(), &decided))));
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -502,7 +502,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         std::thread::sleep(Duration::from_millis(2));
     }
     let counters = counters(&detection, &events, &intake, fleet.as_ref(), &decided);
-    control.finish(TaskCounters::Detect(counters));
+    control.finish(TaskCounters::Detect(Box::new(counters)));
     info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)
 }
@@ -521,7 +521,13 @@ fn log_decision(event: &Event) {
     }
 }
 
-fn counters(detection: &Detection, events: &EventSender, intake: &Intake, fleet: Option<&super::shared::FleetLink>, decided: &mld_ipc::DecisionCounts) -> DetectCounters {
+fn counters(
+    detection: &Detection,
+    events: &EventSender,
+    intake: &Intake,
+    fleet: Option<&super::shared::FleetLink>,
+    decided: &mld_ipc::DecisionCounts,
+) -> DetectCounters {
     let d = detection.detector.counters;
     DetectCounters {
         flows_received: d.flows_received,
