@@ -16,6 +16,7 @@ mod model;
 mod pki;
 mod query;
 mod status;
+mod top;
 mod update;
 
 use std::path::PathBuf;
@@ -140,6 +141,9 @@ enum Command {
     /// with --index DIR, reads an index directory directly (read-only, safe beside the task).
     #[command(subcommand)]
     Query(QueryCommand),
+    /// A live view of the running appliance, redrawn every second: tasks, rates, blocks in
+    /// force (release one with a key), top sources, recent decisions. q quits.
+    Top(top::TopArgs),
     /// A task process (started by `supervise`, not by people).
     #[command(hide = true)]
     Task { name: String },
@@ -585,6 +589,7 @@ fn main() -> ExitCode {
         }),
         Command::Counters { maps, json } => with_maps_dir(maps, |dir| capture::counters(dir, json)),
         Command::Supervise { config } => mld_runtime::supervise::run(&config),
+        Command::Top(args) => top::top(&args),
         Command::Status { supervisor } => match supervisor.runtime_dir() {
             Ok(dir) => status::status(&dir, supervisor.json),
             Err(exit) => Ok(exit),

@@ -22,7 +22,9 @@ pub struct RawMetrics {
     /// network only. Required when enabled.
     pub listen: Vec<String>,
     /// Clients answered, as addresses or CIDR prefixes; a connection from any other is
-    /// closed unanswered. Empty: every client that can reach a listening address.
+    /// closed unanswered. Empty: every client that can reach a listening address. These
+    /// clients are management hosts: like `response.management-prefixes`, never blocked
+    /// (a scraper's regular connections must not get it blocked).
     pub allow_from: Vec<String>,
 }
 
@@ -67,6 +69,10 @@ pub(crate) fn validate_metrics(raw: &RawMetrics, errors: &mut Vec<ConfigError>) 
     let mut allow_from = Vec::new();
     for (index, text) in raw.allow_from.iter().enumerate() {
         match text.parse::<IpPrefix>() {
+            Ok(prefix) if prefix.is_empty() => errors.push(ConfigError::new(
+                format!("metrics.allow-from[{index}]"),
+                format!("\"{text}\" admits everyone and would protect every source from blocking (the clients are management hosts); leave the list empty to admit any client"),
+            )),
             Ok(prefix) => allow_from.push(prefix),
             Err(reason) => errors.push(ConfigError::new(format!("metrics.allow-from[{index}]"), reason)),
         }

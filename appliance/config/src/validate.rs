@@ -375,6 +375,14 @@ impl TryFrom<RawConfig> for Config {
         let fleet = crate::fleet::validate_fleet(&raw.fleet, &log.node, log.node_configured, pki.enabled, &mut errors);
         let image = crate::image::validate_image(&raw.image, &mut errors);
         let metrics = crate::metrics::validate_metrics(&raw.metrics, &mut errors);
+        // The clients allowed to the metrics are management hosts: a scraper's regular
+        // connections must never get it blocked.
+        let mut response = response;
+        for prefix in &metrics.allow_from {
+            if !response.management_prefixes.contains(prefix) {
+                response.management_prefixes.push(*prefix);
+            }
+        }
         let mut tasks = tasks;
         for task in tasks.iter_mut().filter(|task| task.kind == TaskKind::Fleet) {
             task.enabled &= fleet.enabled;

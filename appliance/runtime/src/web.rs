@@ -41,7 +41,7 @@ const WORKERS_PER_LISTENER: usize = 2;
 /// Recent decisions on the page.
 pub const DECISIONS_MAX: usize = 50;
 /// How far back the newest log files are read for them.
-const DECISIONS_TAIL_BYTES: u64 = 512 * 1024;
+pub const DECISIONS_TAIL_BYTES: u64 = 512 * 1024;
 /// Blocks listed (the rest are counted).
 const BLOCKS_MAX: usize = 1000;
 /// Minutes of per-minute history.
@@ -285,10 +285,6 @@ fn maps(sources: &Sources) -> Option<PinnedMaps> {
     PinnedMaps::open(&sources.bpffs_dir).ok()
 }
 
-fn now_boot_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(0, |time| time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
-}
-
 fn xdp_json(counters: &Counters) -> Value {
     let mut reasons = serde_json::Map::new();
     for reason in DenyReason::ALL {
@@ -321,7 +317,7 @@ fn blocks_json(sources: &Sources) -> Value {
     let Some(entries) = maps(sources).and_then(|maps| maps.deny_list().ok()) else {
         return json!({ "total": 0, "blocks": [], "error": "the XDP maps are not there (is the capture running?)" });
     };
-    let now = now_boot_ns();
+    let now = mld_capture::boot_time_ns();
     let mut entries: Vec<_> = entries.into_iter().filter(|entry| entry.remaining(now).is_none_or(|left| !left.is_zero())).collect();
     // Longest left first; permanent ones first of all.
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.remaining(now).unwrap_or(Duration::MAX)));
@@ -352,9 +348,10 @@ fn series_json(sources: &Sources) -> Value {
     json!({ "minutes": minutes })
 }
 
-/// The newest decisions (records whose action is not `observe`), newest first, from the
-/// tail of the node's newest log files, as written. At most `limit`.
-pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
+/// The newest event records of the node's log, newest first, from its newest files (at
+/// most `budget` bytes read from their ends), as written; at most `limit`, and only those
+/// `keep` accepts.
+pub fn tail_events(dir: &Path, node: &str, budget: u64, limit: usize, keep: impl Fn(&serde_json::Map<String, Value>) -> bool) -> Vec<serde_json::Map<String, Value>> {
     let prefix = format!("events-{node}-");
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
@@ -368,7 +365,7 @@ pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
         .collect();
     files.sort_unstable_by_key(|(index, _)| std::cmp::Reverse(*index));
     let mut found = Vec::new();
-    let mut budget = DECISIONS_TAIL_BYTES;
+    let mut budget = budget;
     for (_, path) in files {
         if found.len() >= limit || budget == 0 {
             break;
@@ -389,10 +386,25 @@ pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
         }
         for line in lines.into_iter().rev() {
             let Ok(Value::Object(record)) = serde_json::from_str::<Value>(line) else { continue };
-            let action = record.get("action").and_then(Value::as_str).unwrap_or("observe");
-            if record.get("type").and_then(Value::as_str) != Some("event") || action == "observe" {
+            if record.get("type").and_then(Value::as_str) != Some("event") || !keep(&record) {
                 continue;
             }
+            found.push(record);
+            if found.len() >= limit {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// The newest decisions (event records whose action is not `observe`), newest first, as
+/// the status page shows them. At most `limit`.
+pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
+    let is_decision = |record: &serde_json::Map<String, Value>| record.get("action").and_then(Value::as_str).is_some_and(|action| action != "observe");
+    tail_events(dir, node, DECISIONS_TAIL_BYTES, limit, is_decision)
+        .into_iter()
+        .map(|record| {
             let mut provenance = record.get("provenance").and_then(Value::as_str).unwrap_or("").to_string();
             if provenance.len() > 300 {
                 let cut = (0..=300).rev().find(|at| provenance.is_char_boundary(*at)).unwrap_or(0);
@@ -400,11 +412,11 @@ pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
                 provenance.push('…');
             }
             let field = |name: &str| record.get(name).cloned().unwrap_or(Value::Null);
-            found.push(json!({
+            json!({
                 "ts": field("ts"),
                 "seq": field("seq"),
                 "event_id": field("event_id"),
-                "action": action,
+                "action": field("action"),
                 "category": field("category"),
                 "src_ip": field("src_ip"),
                 "dst_ip": field("dst_ip"),
@@ -412,13 +424,9 @@ pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
                 "protocol": field("protocol_name"),
                 "block_ttl_secs": field("block_ttl_secs"),
                 "provenance": provenance,
-            }));
-            if found.len() >= limit {
-                break;
-            }
-        }
-    }
-    found
+            })
+        })
+        .collect()
 }
 
 /// The Prometheus text exposition (format 0.0.4).
@@ -556,7 +564,7 @@ fn render_xdp(out: &mut Exposition, counters: &Counters, entries: &[mld_capture:
     }
     out.sample("mldefender_xdp_dropped_packets_total", &[("reason", "spoofed")], counters.spoofed as f64);
     out.sample("mldefender_xdp_dropped_packets_total", &[("reason", "guard")], counters.guard_dropped as f64);
-    let now = now_boot_ns();
+    let now = mld_capture::boot_time_ns();
     out.family("mldefender_deny_entries", "gauge", "Entries in the XDP deny map in force, by reason.");
     for reason in DenyReason::ALL {
         let count = entries.iter().filter(|entry| entry.reason == reason && entry.remaining(now).is_none_or(|left| !left.is_zero())).count();
