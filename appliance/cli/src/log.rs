@@ -12,7 +12,11 @@ pub fn replay(config_path: &Path, files: &[PathBuf]) -> anyhow::Result<Exit> {
         Ok(loaded) => loaded,
         Err(exit) => return Ok(exit),
     };
-    let summary = match mld_runtime::replay::replay(&config, &text, files) {
+    let total = files.iter().map(|file| std::fs::metadata(file).map_or(0, |meta| meta.len())).sum();
+    let mut progress = crate::progress::Progress::bytes("replay", total);
+    let result = mld_runtime::replay::replay(&config, &text, files, &mut |done| progress.set(done));
+    progress.finish();
+    let summary = match result {
         Ok(summary) => summary,
         Err(mld_runtime::replay::ReplayError::Setup(error)) => {
             eprintln!("mldefender: error: {error:#}");

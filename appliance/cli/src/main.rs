@@ -14,6 +14,7 @@ mod load;
 mod log;
 mod model;
 mod pki;
+mod progress;
 mod query;
 mod status;
 mod top;

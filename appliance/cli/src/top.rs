@@ -178,7 +178,12 @@ fn read(sources: &Sources) -> Snapshot {
     let mut talkers: Vec<(String, u64, u64)> = talkers.into_iter().map(|(source, (flows, bytes))| (source, flows, bytes)).collect();
     talkers.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
     talkers.truncate(TALKERS_SHOWN);
-    let decisions = recent.iter().filter(|record| record.get("action").and_then(Value::as_str).is_some_and(|action| action != "observe")).take(DECISIONS_SHOWN).cloned().collect();
+    let decisions = recent
+        .iter()
+        .filter(|record| record.get("action").and_then(Value::as_str).is_some_and(|action| action != "observe"))
+        .take(DECISIONS_SHOWN)
+        .cloned()
+        .collect();
     Snapshot { at: Instant::now(), node: sources.node.clone(), report, blocks, decisions, talkers, talker_flows: recent.len() }
 }
 
@@ -188,7 +193,9 @@ fn ask_status(sources: &Sources) -> Result<StatusReport, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|error| format!("no supervisor answers on `{}`: {error}", path.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|error| error.to_string())?;
     mld_ipc::write_frame(&mut stream, &ControlRequest::Status).map_err(|error| format!("failed to ask the supervisor: {error}"))?;
-    mld_ipc::read_frame(&mut stream).map_err(|error| format!("failed to read the supervisor's answer: {error}"))?.ok_or_else(|| "the supervisor closed the connection".to_string())
+    mld_ipc::read_frame(&mut stream)
+        .map_err(|error| format!("failed to read the supervisor's answer: {error}"))?
+        .ok_or_else(|| "the supervisor closed the connection".to_string())
 }
 
 /// `block del` of the selected block from the keyboard: the deny entry removed, then the

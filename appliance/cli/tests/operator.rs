@@ -174,8 +174,7 @@ fn an_operator_sees_a_scan_blocked_in_top_the_metrics_the_status_page_and_the_ev
     let blocks_table = dom.split("id=\"blocks\"").nth(1).and_then(|rest| rest.split("</table>").next()).unwrap_or_default();
     assert!(blocks_table.contains(&blocked_line) && blocks_table.contains("scan"), "the page does not show the block:\n{blocks_table}");
     let graph = dom.split("id=\"graph-dropped\"").nth(1).and_then(|rest| rest.split("</svg>").next()).unwrap_or_default();
-    let drawn: Vec<u64> =
-        graph.split("data-value=\"").skip(1).filter_map(|rest| rest.split('"').next().and_then(|value| value.parse().ok())).collect();
+    let drawn: Vec<u64> = graph.split("data-value=\"").skip(1).filter_map(|rest| rest.split('"').next().and_then(|value| value.parse().ok())).collect();
     assert!(drawn.iter().any(|value| *value > 0), "the drops graph has no bar:\n{graph}");
     let screenshot = artifacts.join("status-page.png");
     let shot = chromium(

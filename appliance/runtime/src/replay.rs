@@ -43,7 +43,9 @@ pub enum ReplayError {
 /// The offline pipeline in one process: captures → flows and active-source reports →
 /// detection (heuristics, models, policy; nothing is blocked offline) →
 /// signed event log. Deterministic: times come from the packets.
-pub fn replay(config: &Config, text: &str, files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
+///
+/// `progress` is told, every 4,096 frames, how many bytes of the captures are read.
+pub fn replay(config: &Config, text: &str, files: &[PathBuf], progress: &mut dyn FnMut(u64)) -> Result<ReplaySummary, ReplayError> {
     let (key, signer) = crate::keys::load_keys(config).map_err(ReplayError::Setup)?;
     let config_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     // The same detection as the detect task (models as configured, fail closed), on the
@@ -91,8 +93,15 @@ pub fn replay(config: &Config, text: &str, files: &[PathBuf]) -> Result<ReplaySu
             }
         }
     };
+    // Bytes of the files before the one being read.
+    let mut before = 0u64;
+    let mut frames = 0u64;
     for file in files {
         let result = PcapReader::read_file(file, |frame| {
+            frames += 1;
+            if frames % 4096 == 0 {
+                progress(before + frame.offset);
+            }
             if let DecodeOutcome::Packet(record) = decode_frame(frame.link, frame.data, frame.wire_len, frame.ts_ns) {
                 table.process(&record, &mut finished);
                 step(&mut table, &mut side, &mut finished, false);
@@ -101,6 +110,8 @@ pub fn replay(config: &Config, text: &str, files: &[PathBuf]) -> Result<ReplaySu
         if let Err(error) = result {
             unreadable.push(error.to_string());
         }
+        before += std::fs::metadata(file).map_or(0, |meta| meta.len());
+        progress(before);
     }
     table.flush(&mut finished);
     step(&mut table, &mut side, &mut finished, true);

@@ -351,7 +351,13 @@ fn series_json(sources: &Sources) -> Value {
 /// The newest event records of the node's log, newest first, from its newest files (at
 /// most `budget` bytes read from their ends), as written; at most `limit`, and only those
 /// `keep` accepts.
-pub fn tail_events(dir: &Path, node: &str, budget: u64, limit: usize, keep: impl Fn(&serde_json::Map<String, Value>) -> bool) -> Vec<serde_json::Map<String, Value>> {
+pub fn tail_events(
+    dir: &Path,
+    node: &str,
+    budget: u64,
+    limit: usize,
+    keep: impl Fn(&serde_json::Map<String, Value>) -> bool,
+) -> Vec<serde_json::Map<String, Value>> {
     let prefix = format!("events-{node}-");
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()

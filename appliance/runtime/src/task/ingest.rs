@@ -56,6 +56,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     control.ready();
     info!(dir = %config.log.dir.display(), state = %config.ingest.state_dir.display(), index = config.ingest.index.is_some(), "ingest task ready");
     let mut idle_wait = config.ingest.poll_interval.min(Duration::from_millis(100));
+    let mut catch_up = CatchUp::new(config.log.dir.clone(), config.log.node.clone());
     while !stop.load(Ordering::Relaxed) && !control.shutdown_requested() {
         for request in control.take_requests() {
             // A configuration applied while running: the cadences (the rest restarts this task).
@@ -72,7 +73,9 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
                 }
             }
         }
-        let busy = source.step(&mut counters)? > 0;
+        let lines = source.step(&mut counters)?;
+        let busy = lines > 0;
+        catch_up.after_step(lines, source.position(), &counters);
         crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query));
         control.report_due(|| TaskCounters::Ingest(counters));
         if !busy {
@@ -89,6 +92,77 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     control.finish(TaskCounters::Ingest(counters));
     info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
     Ok(Exit::Success)
+}
+
+/// Progress lines while the task is behind the log (a first start on a long log, an
+/// index rebuilt from it): every [`CatchUp::EVERY`], the records verified and indexed per
+/// second, what is left to read and the time left at that rate; a line when caught up.
+struct CatchUp {
+    log_dir: std::path::PathBuf,
+    node: String,
+    /// Since when the task has been reading full batches, with its counters and position then.
+    behind: Option<(Instant, IngestCounters, u64)>,
+    last_line: Instant,
+}
+
+impl CatchUp {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(log_dir: std::path::PathBuf, node: String) -> CatchUp {
+        CatchUp { log_dir, node, behind: None, last_line: Instant::now() }
+    }
+
+    /// Bytes of the node's log files from `position` (file index, offset) on.
+    fn left(&self, position: (u64, u64)) -> u64 {
+        let prefix = format!("events-{}-", self.node);
+        std::fs::read_dir(&self.log_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let index: u64 = name.strip_prefix(&prefix)?.strip_suffix(".jsonl")?.parse().ok()?;
+                let length = entry.metadata().ok()?.len();
+                match index.cmp(&position.0) {
+                    std::cmp::Ordering::Less => None,
+                    std::cmp::Ordering::Equal => Some(length.saturating_sub(position.1)),
+                    std::cmp::Ordering::Greater => Some(length),
+                }
+            })
+            .sum()
+    }
+
+    fn after_step(&mut self, lines: u64, position: Option<((u64, u64), usize)>, counters: &IngestCounters) {
+        let Some((position, batch)) = position else { return };
+        // Less than a full batch: nothing more is waiting.
+        if lines < batch as u64 {
+            if let Some((since, _, _)) = self.behind.take() {
+                if since.elapsed() >= CatchUp::EVERY {
+                    info!(verified = counters.events_verified, indexed = counters.events_indexed, secs = since.elapsed().as_secs(), "caught up with the log");
+                }
+            }
+            return;
+        }
+        let left = self.left(position);
+        let Some((since, at_start, left_at_start)) = self.behind else {
+            self.behind = Some((Instant::now(), *counters, left));
+            self.last_line = Instant::now();
+            return;
+        };
+        if self.last_line.elapsed() < CatchUp::EVERY {
+            return;
+        }
+        self.last_line = Instant::now();
+        let secs = since.elapsed().as_secs_f64().max(0.001);
+        let read_per_sec = left_at_start.saturating_sub(left) as f64 / secs;
+        info!(
+            verified_per_sec = ((counters.events_verified - at_start.events_verified) as f64 / secs).round(),
+            indexed_per_sec = ((counters.events_indexed - at_start.events_indexed) as f64 / secs).round(),
+            left_mib = format_args!("{:.1}", left as f64 / f64::from(1u32 << 20)),
+            eta_secs = if read_per_sec > 0.0 { (left as f64 / read_per_sec).round() } else { f64::NAN },
+            "catching up with the log"
+        );
+    }
 }
 
 /// The history (verify, embed, index), opened from the configuration.
@@ -128,6 +202,17 @@ impl Verified {
         tracing::error!(error = %reason, "the similarity index is unavailable; verifying the log without it");
         let ingest = mld_ingest::Ingest::open(ingest_config).context("failed to open the ingest state")?;
         Ok(Verified::Plain(Box::new(ingest), Some(reason)))
+    }
+
+    /// Where reading stands (the file index and offset saved last), and the most lines a
+    /// step reads.
+    fn position(&self) -> Option<((u64, u64), usize)> {
+        let ingest = match self {
+            Verified::History(history) => history.ingest(),
+            Verified::Plain(ingest, _) => ingest,
+            Verified::Switching => return None,
+        };
+        ingest.checkpoint().map(|checkpoint| ((checkpoint.read_file_index, checkpoint.offset), ingest.max_batch_lines()))
     }
 
     /// One bounded read of the log (at most `max_batch_lines` lines); returns the lines read.
@@ -215,6 +300,18 @@ impl Verified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_left_to_read_counts_the_rest_of_the_file_and_every_later_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, bytes) in [("events-n-0.jsonl", 100), ("events-n-1.jsonl", 300), ("events-n-2.jsonl", 50), ("events-m-3.jsonl", 999)] {
+            std::fs::write(dir.path().join(name), vec![b'x'; bytes]).expect("write");
+        }
+        let catch_up = CatchUp::new(dir.path().to_path_buf(), "n".to_string());
+        assert_eq!(catch_up.left((1, 120)), 180 + 50);
+        assert_eq!(catch_up.left((0, 0)), 450);
+        assert_eq!(catch_up.left((3, 0)), 0);
+    }
     use mld_eventlog::{CheckpointSigningKey, LogKey, LogWriter, WriterConfig};
 
     #[test]
