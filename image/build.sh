@@ -21,9 +21,15 @@ started=$(date +%s.%N)
 step=0
 steps=8
 say() { printf 'image: %s\n' "$*" >&2; }
+# Each step with the time so far and, once a build has finished here, the time left
+# judged by the last one (kept in the cache directory).
+last_build=""
 progress() {
     step=$((step + 1))
-    printf 'image: [%d/%d %5.1fs] %s\n' "$step" "$steps" "$(awk -v s="$started" -v n="$(date +%s.%N)" 'BEGIN {print n - s}')" "$*" >&2
+    local elapsed left=""
+    elapsed=$(awk -v s="$started" -v n="$(date +%s.%N)" 'BEGIN {print n - s}')
+    [[ -n "$last_build" ]] && left=$(awk -v l="$last_build" -v e="$elapsed" 'BEGIN {r = l - e; if (r < 0) r = 0; printf ", ~%.0fs left", r}')
+    printf 'image: [%d/%d %5.1fs%s] %s\n' "$step" "$steps" "$elapsed" "$left" "$*" >&2
 }
 fail() { say "error: $*"; exit 1; }
 [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -56,6 +62,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%
 export TZ=UTC LC_ALL=C
 cache=$(realpath -m "${MLD_IMAGE_CACHE:-target/image-cache}")
 mkdir -p "$out" "$cache"
+[[ -r "$cache/last-build-secs" ]] && last_build=$(cat "$cache/last-build-secs")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 inputs="$work/inputs.json"
@@ -246,4 +253,6 @@ progress "manifest"
     done | sed '$ s/,$//'
     printf '  ]\n}\n'
 } >"$out/manifest.json"
-say "done in $(awk -v s="$started" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}') s: $disk ($(du -h --apparent-size "$disk" | cut -f1), UKI $((uki_bytes >> 20)) MiB) and $out/manifest.json"
+took=$(awk -v s="$started" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}')
+echo "$took" >"$cache/last-build-secs"
+say "done in $took s: $disk ($(du -h --apparent-size "$disk" | cut -f1), UKI $((uki_bytes >> 20)) MiB) and $out/manifest.json"

@@ -178,12 +178,15 @@ fn read(sources: &Sources) -> Snapshot {
     let mut talkers: Vec<(String, u64, u64)> = talkers.into_iter().map(|(source, (flows, bytes))| (source, flows, bytes)).collect();
     talkers.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
     talkers.truncate(TALKERS_SHOWN);
-    let decisions = recent
+    let mut decisions: Vec<_> = recent
         .iter()
         .filter(|record| record.get("action").and_then(Value::as_str).is_some_and(|action| action != "observe"))
         .take(DECISIONS_SHOWN)
         .cloned()
         .collect();
+    // Newest first by their time (a decision that waited for its nearest past events is
+    // written after a later one).
+    decisions.sort_by_key(|record| std::cmp::Reverse(record.get("ts_us").and_then(Value::as_u64).unwrap_or(0)));
     Snapshot { at: Instant::now(), node: sources.node.clone(), report, blocks, decisions, talkers, talker_flows: recent.len() }
 }
 
@@ -316,12 +319,18 @@ fn render(now: &Snapshot, before: Option<&Snapshot>, selected: usize, message: &
         let text = |name: &str| record.get(name).map_or(String::new(), |value| value.as_str().map_or_else(|| value.to_string(), str::to_string));
         let time = text("ts");
         let time = time.get(11..19).unwrap_or(&time);
+        // Records without a flow (a configuration, an image boot) carry the unspecified address.
+        let unspecified = |address: &str| address.parse::<IpAddr>().is_ok_and(|address| address.is_unspecified());
         let target = match (text("dst_ip").as_str(), text("dst_port").as_str()) {
             ("" | "null", _) => String::new(),
+            (address, _) if unspecified(address) => String::new(),
             (address, "" | "null") => address.to_string(),
             (address, port) => format!("{address}:{port}"),
         };
-        lines.push(format!("  {time} {:<12} {:<11} {:<39} -> {target}", text("action"), text("category"), text("src_ip")));
+        let source = text("src_ip");
+        let source = if unspecified(&source) { "-".to_string() } else { source };
+        let target = if target.is_empty() { String::new() } else { format!("-> {target}") };
+        lines.push(format!("  {time} {:<12} {:<11} {source:<39} {target}", text("action"), text("category")));
     }
     lines
 }

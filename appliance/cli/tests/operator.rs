@@ -165,6 +165,14 @@ fn an_operator_sees_a_scan_blocked_in_top_the_metrics_the_status_page_and_the_ev
     assert_eq!(sample(&scrape, "mldefender_task_state", &[("task", "detect"), ("state", "ready")]), Some(1.0));
     assert!(sample(&scrape, "mldefender_block_latency_seconds_count", &[]) >= Some(1.0));
     assert_eq!(scrape["families"]["mldefender_block_latency_seconds"], "histogram");
+    // The Grafana dashboard in docs/ asks only for what the appliance exports.
+    let exported: std::collections::BTreeSet<String> =
+        scrape["samples"].as_array().expect("samples").iter().filter_map(|sample| sample[0].as_str().map(str::to_string)).collect();
+    let dashboard = std::fs::read_to_string(repo().join("docs/grafana/mldefender-dashboard.json")).expect("the dashboard");
+    let asked: std::collections::BTreeSet<&str> =
+        dashboard.split("mldefender_").skip(1).map(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("")).collect();
+    let missing: Vec<&&str> = asked.iter().filter(|name| !name.is_empty() && !exported.contains(&format!("mldefender_{name}"))).collect();
+    assert!(missing.is_empty(), "the dashboard asks for metrics the appliance does not export: {missing:?}");
 
     // The status page in a real browser: the blocked attacker, and the drops graphed.
     let profile = tempfile::tempdir().expect("browser profile");

@@ -109,8 +109,10 @@ async function refresh() {
     rows("tasks", report ? report.tasks : [], (t) => [
       [t.name], [t.state, t.state === "ready" ? "ok" : "bad"], [t.pid], [duration(t.uptime_secs)], [t.restarts, "num"], [bytes(t.memory_bytes), "num"], [bytes(t.memory_budget_bytes), "num"],
     ], "no tasks");
+    // Records without a flow (a configuration, an image boot) carry the unspecified address.
+    const address = (ip) => (ip === "0.0.0.0" || ip === "::" || ip === null ? "" : ip);
     rows("decisions", decisions, (d) => [
-      [d.ts], [d.action, d.action === "block" ? "block" : ""], [d.category], [d.src_ip], [d.dst_ip ? d.dst_ip + (d.dst_port ? ":" + d.dst_port : "") : ""],
+      [d.ts], [d.action, d.action === "block" ? "block" : ""], [d.category], [address(d.src_ip)], [address(d.dst_ip) ? d.dst_ip + (d.dst_port ? ":" + d.dst_port : "") : ""],
       [d.block_ttl_secs === null ? "" : duration(d.block_ttl_secs)], [d.provenance, "prov"],
     ], "none yet");
     bars("graph-dropped", series.minutes, "dropped");

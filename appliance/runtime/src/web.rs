@@ -408,7 +408,11 @@ pub fn tail_events(
 /// the status page shows them. At most `limit`.
 pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
     let is_decision = |record: &serde_json::Map<String, Value>| record.get("action").and_then(Value::as_str).is_some_and(|action| action != "observe");
-    tail_events(dir, node, DECISIONS_TAIL_BYTES, limit, is_decision)
+    let mut decisions = tail_events(dir, node, DECISIONS_TAIL_BYTES, limit, is_decision);
+    // The log's order is the order of writing: a decision that waited for its nearest past
+    // events is written after a later one.
+    decisions.sort_by_key(|record| std::cmp::Reverse(record.get("ts_us").and_then(Value::as_u64).unwrap_or(0)));
+    decisions
         .into_iter()
         .map(|record| {
             let mut provenance = record.get("provenance").and_then(Value::as_str).unwrap_or("").to_string();
