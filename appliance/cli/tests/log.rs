@@ -596,23 +596,10 @@ fn block_explain_shows_why_from_an_authenticated_record_and_skips_a_forged_one()
     assert!(stdout(&output).contains("no block decision about") && !stdout(&output).contains("0.42"), "{}", stdout(&output));
 }
 
-/// Runs the EVE checker (tests/reference/eve_check.py: Suricata's documented field set as a
-/// JSON Schema, Community IDs by the `communityid` package) on `eve`; its summary.
+/// The EVE checker (tests/reference/eve_check.py: Suricata's documented field set as a
+/// JSON Schema, Community IDs by the `communityid` package) on `eve`: its summary.
 fn check_eve(eve: &str) -> Value {
-    let python = std::env::var("MLD_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let mut child = Command::new(&python)
-        .arg(repo().join("tests/reference/eve_check.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run {python}: {error}"));
-    use std::io::Write;
-    // A checker that failed to start its imports closes its stdin: its stderr says why.
-    let _ = child.stdin.take().expect("stdin").write_all(eve.as_bytes());
-    let output = child.wait_with_output().expect("the checker");
-    assert!(output.status.success(), "the EVE checker failed (scripts/setup installs jsonschema): {}", stderr(&output));
-    serde_json::from_str(&stdout(&output)).expect("the checker's summary")
+    reference_check("eve_check.py", eve)
 }
 
 #[test]

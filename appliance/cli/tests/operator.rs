@@ -83,22 +83,6 @@ impl Drop for Collected {
     }
 }
 
-fn python(script: &str, input: &str) -> Value {
-    let python = std::env::var("MLD_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let mut child = Command::new(&python)
-        .arg(repo().join("tests/reference").join(script))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run {python}: {error}"));
-    use std::io::Write;
-    let _ = child.stdin.take().expect("stdin").write_all(input.as_bytes());
-    let output = child.wait_with_output().expect(script);
-    assert!(output.status.success(), "{script} failed (scripts/setup installs its packages): {}", stderr(&output));
-    serde_json::from_str(&stdout(&output)).expect("the checker's JSON")
-}
-
 /// The value of the sample `name` with every label of `labels`.
 fn sample(scrape: &Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape["samples"].as_array()?.iter().find_map(|sample| {
@@ -156,7 +140,7 @@ fn an_operator_sees_a_scan_blocked_in_top_the_metrics_the_status_page_and_the_ev
     // Prometheus: the scrape parses, keeps the naming conventions, shows the drops.
     let metrics = lab.exec("c", &["curl", "-sS", "-m", "5", "http://10.66.1.1:9464/metrics"]);
     assert!(metrics.status.success(), "{}", stderr(&metrics));
-    let scrape = python("prom_check.py", &stdout(&metrics));
+    let scrape = reference_check("prom_check.py", &stdout(&metrics));
     assert_eq!(scrape["problems"], serde_json::json!([]), "{}", stdout(&metrics));
     let dropped = sample(&scrape, "mldefender_xdp_dropped_packets_total", &[("reason", "scan")]);
     assert!(dropped.is_some_and(|dropped| dropped > 0.0), "no scan drops in the scrape:\n{}", stdout(&metrics));
@@ -199,7 +183,7 @@ fn an_operator_sees_a_scan_blocked_in_top_the_metrics_the_status_page_and_the_ev
     });
     let feed = eve.lines.lock().expect("lock").join("\n");
     assert!(alerted, "the live EVE feed has no blocked alert for the attacker:\n{feed}");
-    assert_eq!(python("eve_check.py", &(feed + "\n"))["errors"], serde_json::json!([]));
+    assert_eq!(reference_check("eve_check.py", &(feed + "\n"))["errors"], serde_json::json!([]));
 
     // Release from top's keyboard: the deny entry goes, and the supervisor is told.
     top.keys("r");

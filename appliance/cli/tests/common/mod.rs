@@ -77,3 +77,22 @@ pub fn stop_vm(qemu: &mut std::process::Child) {
     }
     let _ = qemu.wait();
 }
+
+/// Runs `tests/reference/SCRIPT` (with `MLD_PYTHON`, default `python3`) on `input` and
+/// reads its one line of JSON: the reference checkers the tests compare output against
+/// (their packages come from scripts/setup).
+pub fn reference_check(script: &str, input: &str) -> serde_json::Value {
+    let python = std::env::var("MLD_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let mut child = Command::new(&python)
+        .arg(repo().join("tests/reference").join(script))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {python}: {error}"));
+    // A checker that failed at its imports closes its stdin: its stderr says why.
+    let _ = std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes());
+    let output = child.wait_with_output().expect(script);
+    assert!(output.status.success(), "{script} failed (scripts/setup installs its packages): {}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).expect("the checker's JSON")
+}
