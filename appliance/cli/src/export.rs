@@ -100,9 +100,10 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<Exit> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut tally = Tally::default();
     let mut failed: Option<std::io::Error> = None;
-    loop {
+    // A signal stops it between batches, also while there is more to read.
+    while !stop.load(Ordering::Relaxed) {
         let stats = ingest
-            .poll(&mut |record| {
+            .read(&mut |record| {
                 tally.verified += 1;
                 if failed.is_some() {
                     return;
@@ -124,16 +125,20 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("failed to read the log `{}`", config.log.dir.display()))?;
         tally.quarantined += stats.quarantined;
         if let Some(error) = failed.take().or_else(|| out.flush().err()) {
+            // Nothing of this batch is saved as exported: a later export with the same
+            // --state writes it again.
             if error.kind() == std::io::ErrorKind::BrokenPipe {
                 // The reader went away (`| head`): not an error of ours.
                 return Ok(Exit::Success);
             }
             return Err(anyhow::Error::from(error).context("failed to write the export"));
         }
+        // Written out: only now is the position saved.
+        ingest.commit().with_context(|| format!("failed to save the export's position in `{}`", state_dir.display()))?;
         if stats.lines > 0 {
             continue;
         }
-        if !args.follow || stop.load(Ordering::Relaxed) {
+        if !args.follow {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -1,6 +1,7 @@
 //! Progress of long work (a replay of large captures): on a terminal, one line redrawn
 //! in place with the rate and the time left (indicatif); otherwise a plain line every
-//! [`PLAIN_EVERY`] and one at the end, so that a log or a CI job shows it too.
+//! [`PLAIN_EVERY`], and a last one at the end of work that took that long, so that a log
+//! or a CI job shows it too.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -61,10 +62,13 @@ impl Progress {
         )
     }
 
-    /// The work is over: the bar is cleared (the caller prints its summary).
+    /// The work is over: the bar is cleared (the caller prints its summary); without a
+    /// terminal, a last plain line when a line was printed before.
     pub fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
+        match self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None if self.last_line > self.started => eprintln!("{}", self.line()),
+            None => {}
         }
     }
 }

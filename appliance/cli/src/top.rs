@@ -83,22 +83,33 @@ pub fn top(args: &TopArgs) -> anyhow::Result<Exit> {
         }
         return Ok(if now.report.is_ok() { Exit::Success } else { Exit::Failure });
     }
+    // SIGTERM, SIGHUP (the terminal went away) and SIGINT end the loop, so that the
+    // terminal is restored (in raw mode Ctrl-C is a key, handled below).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+    }
     let _screen = Screen::enter()?;
     let interval = Duration::from_millis(args.interval_ms);
     let mut before: Option<Snapshot> = None;
     let mut selected = 0usize;
     let mut message = String::new();
-    loop {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let now = read(&sources);
-        let block_count = now.blocks.as_ref().map_or(0, Vec::len);
+        // Only a block on the screen can be selected (and released).
+        let block_count = now.blocks.as_ref().map_or(0, |blocks| blocks.len().min(BLOCKS_SHOWN));
         selected = selected.min(block_count.saturating_sub(1));
         draw(&render(&now, before.as_ref(), selected, &message, usize::MAX))?;
         let next = now.at + interval;
         before = Some(now);
-        // Keys until the next frame; a key that changes something redraws at once.
+        // Keys until the next frame (polled in short steps, so that a signal is seen); a
+        // key that changes something redraws at once.
         while let Some(left) = next.checked_duration_since(Instant::now()) {
-            if !crossterm::event::poll(left)? {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
+            }
+            if !crossterm::event::poll(left.min(Duration::from_millis(100)))? {
+                continue;
             }
             let Event::Key(KeyEvent { code, modifiers, kind: KeyEventKind::Press, .. }) = crossterm::event::read()? else { continue };
             match code {
@@ -118,16 +129,20 @@ pub fn top(args: &TopArgs) -> anyhow::Result<Exit> {
             break;
         }
     }
+    Ok(Exit::Success)
 }
 
-/// The terminal in raw mode on the alternate screen, restored when dropped (a panic too).
+/// The terminal in raw mode on the alternate screen, restored when dropped (a panic, an
+/// error, a signal that ends the loop).
 struct Screen;
 
 impl Screen {
     fn enter() -> anyhow::Result<Screen> {
         terminal::enable_raw_mode()?;
+        // From here on, whatever fails restores the terminal.
+        let screen = Screen;
         execute!(std::io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
-        Ok(Screen)
+        Ok(screen)
     }
 }
 
@@ -214,6 +229,12 @@ fn release(sources: &Sources, prefix: mld_types::IpPrefix) -> String {
         Ok(false) => format!("{prefix} was no longer blocked"),
         Err(error) => format!("failed to release {prefix}: {error}"),
     }
+}
+
+/// Text from the log as it may be printed on a terminal: control characters (an escape
+/// sequence in a record must not drive the operator's terminal) shown as `?`.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn duration(secs: f64) -> String {
@@ -311,14 +332,15 @@ fn render(now: &Snapshot, before: Option<&Snapshot>, selected: usize, message: &
     lines.push(String::new());
     lines.push(format!("TOP SOURCES (of the last {} logged flows)", now.talker_flows));
     for (source, flows, bytes) in &now.talkers {
-        lines.push(format!("  {source:<41} {flows:>7} flows {:>10}", mib(*bytes)));
+        lines.push(format!("  {:<41} {flows:>7} flows {:>10}", printable(source), mib(*bytes)));
     }
     lines.push(String::new());
     lines.push("RECENT DECISIONS (newest first)".to_string());
     for record in now.decisions.iter().take(rows_cap) {
-        let text = |name: &str| record.get(name).map_or(String::new(), |value| value.as_str().map_or_else(|| value.to_string(), str::to_string));
+        let text = |name: &str| printable(&record.get(name).map_or(String::new(), |value| value.as_str().map_or_else(|| value.to_string(), str::to_string)));
         let time = text("ts");
-        let time = time.get(11..19).unwrap_or(&time);
+        // RFC 3339: the time of day; anything else as it is.
+        let time = time.get(11..19).unwrap_or(&time).to_string();
         // Records without a flow (a configuration, an image boot) carry the unspecified address.
         let unspecified = |address: &str| address.parse::<IpAddr>().is_ok_and(|address| address.is_unspecified());
         let target = match (text("dst_ip").as_str(), text("dst_port").as_str()) {

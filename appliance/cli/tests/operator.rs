@@ -119,7 +119,9 @@ fn an_operator_sees_a_scan_blocked_in_top_the_metrics_the_status_page_and_the_ev
     let page = lab.exec("c", &["curl", "-sS", "-m", "5", "http://10.66.1.1:9464/"]);
     assert!(page.status.success() && stdout(&page).contains("<title>ml-defender status</title>"), "{}", stderr(&page));
     let refused = lab.exec("a", &["curl", "-sS", "-m", "5", "http://10.66.1.1:9464/metrics"]);
-    assert!(!refused.status.success() && stdout(&refused).is_empty(), "the attacker was answered: {}", stdout(&refused));
+    // 52: the connection was accepted and closed without an answer (56: reset); not a
+    // timeout or an unreachable network, which would prove nothing.
+    assert!(matches!(refused.status.code(), Some(52 | 56)) && stdout(&refused).is_empty(), "the attacker was answered, or never reached it: {refused:?}");
     let written = lab.exec("c", &["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "http://10.66.1.1:9464/metrics"]);
     assert_eq!(stdout(&written), "405", "the listener is read-only");
 
@@ -137,17 +139,28 @@ fn an_operator_sees_a_scan_blocked_in_top_the_metrics_the_status_page_and_the_ev
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     std::fs::write(artifacts.join("top.txt"), &pane).expect("save the pane");
 
-    // Prometheus: the scrape parses, keeps the naming conventions, shows the drops.
-    let metrics = lab.exec("c", &["curl", "-sS", "-m", "5", "http://10.66.1.1:9464/metrics"]);
-    assert!(metrics.status.success(), "{}", stderr(&metrics));
-    let scrape = reference_check("prom_check.py", &stdout(&metrics));
-    assert_eq!(scrape["problems"], serde_json::json!([]), "{}", stdout(&metrics));
+    // Prometheus: the scrape parses, keeps the naming conventions, shows the drops (the
+    // tasks' counters reach the supervisor's report within a second or two).
+    let scrape_now = || {
+        let metrics = lab.exec("c", &["curl", "-sS", "-m", "5", "http://10.66.1.1:9464/metrics"]);
+        assert!(metrics.status.success(), "{}", stderr(&metrics));
+        (reference_check("prom_check.py", &stdout(&metrics)), stdout(&metrics))
+    };
+    let mut last = scrape_now();
+    eventually(Duration::from_secs(10), || {
+        last = scrape_now();
+        let scrape = &last.0;
+        sample(scrape, "mldefender_decisions_total", &[("action", "block"), ("category", "scan")]) >= Some(1.0)
+            && sample(scrape, "mldefender_block_latency_seconds_count", &[]) >= Some(1.0)
+    });
+    let (scrape, metrics) = last;
+    assert_eq!(scrape["problems"], serde_json::json!([]), "{metrics}");
     let dropped = sample(&scrape, "mldefender_xdp_dropped_packets_total", &[("reason", "scan")]);
-    assert!(dropped.is_some_and(|dropped| dropped > 0.0), "no scan drops in the scrape:\n{}", stdout(&metrics));
-    assert!(sample(&scrape, "mldefender_decisions_total", &[("action", "block"), ("category", "scan")]) >= Some(1.0));
+    assert!(dropped.is_some_and(|dropped| dropped > 0.0), "no scan drops in the scrape:\n{metrics}");
+    assert!(sample(&scrape, "mldefender_decisions_total", &[("action", "block"), ("category", "scan")]) >= Some(1.0), "{metrics}");
     assert_eq!(sample(&scrape, "mldefender_deny_entries", &[("reason", "scan")]), Some(1.0));
     assert_eq!(sample(&scrape, "mldefender_task_state", &[("task", "detect"), ("state", "ready")]), Some(1.0));
-    assert!(sample(&scrape, "mldefender_block_latency_seconds_count", &[]) >= Some(1.0));
+    assert!(sample(&scrape, "mldefender_block_latency_seconds_count", &[]) >= Some(1.0), "{metrics}");
     assert_eq!(scrape["families"]["mldefender_block_latency_seconds"], "histogram");
     // The Grafana dashboard in docs/ asks only for what the appliance exports.
     let exported: std::collections::BTreeSet<String> =

@@ -22,7 +22,8 @@ pub struct RawMetrics {
     /// network only. Required when enabled.
     pub listen: Vec<String>,
     /// Clients answered, as addresses or CIDR prefixes; a connection from any other is
-    /// closed unanswered. Empty: every client that can reach a listening address. These
+    /// closed unanswered. Required when a listen address is not loopback; empty (loopback
+    /// only): every local client. These
     /// clients are management hosts: like `response.management-prefixes`, never blocked
     /// (a scraper's regular connections must not get it blocked).
     pub allow_from: Vec<String>,
@@ -49,11 +50,12 @@ pub(crate) fn validate_metrics(raw: &RawMetrics, errors: &mut Vec<ConfigError>) 
     for (index, text) in raw.listen.iter().enumerate() {
         let path = format!("metrics.listen[{index}]");
         match text.parse::<SocketAddr>() {
-            Ok(address) if address.ip().is_unspecified() => errors.push(ConfigError::new(
+            // `[::ffff:0.0.0.0]` is the IPv4 wildcard too.
+            Ok(address) if address.ip().to_canonical().is_unspecified() => errors.push(ConfigError::new(
                 path,
                 format!("\"{text}\" is a wildcard: name a management address (the listener must not answer on the protected networks)"),
             )),
-            Ok(address) if address.ip().is_multicast() => errors.push(ConfigError::new(path, format!("\"{text}\" is a multicast address"))),
+            Ok(address) if address.ip().to_canonical().is_multicast() => errors.push(ConfigError::new(path, format!("\"{text}\" is a multicast address"))),
             Ok(address) if address.port() == 0 => errors.push(ConfigError::new(path, format!("\"{text}\" needs a port other than 0"))),
             Ok(address) if listen.contains(&address) => errors.push(ConfigError::new(path, format!("\"{text}\" is listed twice"))),
             Ok(address) => listen.push(address),
@@ -77,6 +79,14 @@ pub(crate) fn validate_metrics(raw: &RawMetrics, errors: &mut Vec<ConfigError>) 
             Err(reason) => errors.push(ConfigError::new(format!("metrics.allow-from[{index}]"), reason)),
         }
     }
+    // The appliance cannot tell its management network from the networks it protects: a
+    // listener beyond loopback must say who may use it.
+    if raw.enabled && allow_from.is_empty() && raw.allow_from.is_empty() && listen.iter().any(|address| !address.ip().to_canonical().is_loopback()) {
+        errors.push(ConfigError::new(
+            "metrics.allow-from",
+            "must name the management hosts (addresses or prefixes) when a listen address is not loopback: the appliance cannot tell its management network from the networks it protects",
+        ));
+    }
     MetricsConfig { enabled: raw.enabled, listen, allow_from }
 }
 
@@ -98,14 +108,15 @@ mod tests {
     fn a_wildcard_or_missing_listener_is_refused_with_every_reason() {
         let raw = RawMetrics {
             enabled: true,
-            listen: vec!["0.0.0.0:9464".into(), "[::]:9464".into(), "10.0.0.1".into(), "10.0.0.1:0".into()],
+            listen: vec!["0.0.0.0:9464".into(), "[::]:9464".into(), "10.0.0.1".into(), "10.0.0.1:0".into(), "[::ffff:0.0.0.0]:9464".into()],
             allow_from: vec!["10.0.0.0/33".into()],
         };
         let errors = check(raw).expect_err("refused");
-        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert!(errors[4].contains("metrics.listen[4]") && errors[4].contains("wildcard"), "{errors:?}");
         assert!(errors[0].contains("metrics.listen[0]") && errors[0].contains("wildcard"), "{errors:?}");
         assert!(errors[2].contains("ADDRESS:PORT"), "{errors:?}");
-        assert!(errors[4].contains("metrics.allow-from[0]"), "{errors:?}");
+        assert!(errors[5].contains("metrics.allow-from[0]"), "{errors:?}");
         let errors = check(RawMetrics { enabled: true, ..RawMetrics::default() }).expect_err("refused");
         assert!(errors[0].contains("at least one"), "{errors:?}");
     }
@@ -115,7 +126,10 @@ mod tests {
         let config = check(RawMetrics { enabled: true, listen: vec!["127.0.0.1:9464".into()], allow_from: vec!["10.9.0.0/16".into()] }).expect("valid");
         assert!(config.admits("10.9.3.4".parse().expect("an address")));
         assert!(!config.admits("10.8.3.4".parse().expect("an address")));
-        let open = check(RawMetrics { enabled: true, listen: vec!["[::1]:9464".into()], allow_from: vec![] }).expect("valid");
-        assert!(open.admits("192.0.2.1".parse().expect("an address")));
+        let local = check(RawMetrics { enabled: true, listen: vec!["[::1]:9464".into()], allow_from: vec![] }).expect("valid");
+        assert!(local.admits("::1".parse().expect("an address")));
+        // Beyond loopback, who may use it must be said.
+        let errors = check(RawMetrics { enabled: true, listen: vec!["10.0.0.1:9464".into()], allow_from: vec![] }).expect_err("refused");
+        assert!(errors[0].contains("metrics.allow-from") && errors[0].contains("not loopback"), "{errors:?}");
     }
 }

@@ -4,11 +4,14 @@
 //!
 //! The supervisor binds the listeners (only the configured management addresses; a
 //! wildcard is refused by the configuration) and answers on a few threads of its own:
-//! GET and HEAD of fixed paths, nothing else. Everything is read-only. Every bound is
-//! explicit: a request head of at most [`REQUEST_MAX_BYTES`], [`IO_DEADLINE`] to send it
-//! and read the answer, [`WORKERS_PER_LISTENER`] connections at a time per address,
-//! [`DECISIONS_MAX`] recent decisions, [`BLOCKS_MAX`] blocks listed, [`MINUTES`] minutes of
-//! history. A client outside `metrics.allow-from` is closed unanswered.
+//! GET and HEAD of fixed paths, nothing else, and only with a `Host` that names a listening
+//! address (a web page elsewhere cannot rebind its name to the appliance and read it).
+//! Everything is read-only. Every bound is explicit: a request head of at most
+//! [`REQUEST_MAX_BYTES`], sent within [`REQUEST_DEADLINE`] in all, the answer read within
+//! [`RESPONSE_DEADLINE`] in all, [`WORKERS_PER_LISTENER`] connections at a time per
+//! address, [`DECISIONS_MAX`] recent decisions, [`BLOCKS_MAX`] blocks listed, [`MINUTES`]
+//! minutes of history, the XDP maps read at most once per [`MAPS_FRESH`] whatever the
+//! requests. A client outside `metrics.allow-from` is closed unanswered.
 //!
 //! What is served comes from three places: the status report the supervisor's loop
 //! publishes every second (tasks and the pipeline's counters, as `mldefender status`),
@@ -21,6 +24,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,8 +38,12 @@ use tracing::{info, warn};
 
 /// A request head larger than this is refused (431).
 const REQUEST_MAX_BYTES: usize = 8192;
-/// Time a client has to send its request, and to read the answer.
-const IO_DEADLINE: Duration = Duration::from_secs(2);
+/// Time a client has to send its whole request head.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Time a client has to read the whole answer.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one reading of the XDP maps (counters, deny entries) serves every request.
+const MAPS_FRESH: Duration = Duration::from_secs(1);
 /// Connections answered at once per listening address (one thread each).
 const WORKERS_PER_LISTENER: usize = 2;
 /// Recent decisions on the page.
@@ -70,6 +78,15 @@ struct Sources {
     node: String,
     metrics: MetricsConfig,
     state: Arc<Mutex<State>>,
+    /// The last reading of the XDP maps, shared by the requests within [`MAPS_FRESH`].
+    maps: Mutex<Option<(Instant, Option<XdpReading>)>>,
+}
+
+/// The XDP program's counters and deny entries, read together.
+#[derive(Debug, Clone)]
+struct XdpReading {
+    counters: Counters,
+    entries: Vec<mld_capture::DenyEntry>,
 }
 
 impl Web {
@@ -87,6 +104,7 @@ impl Web {
             node: config.log.node.clone(),
             metrics: config.metrics.clone(),
             state: Arc::clone(&state),
+            maps: Mutex::new(None),
         });
         let mut bound = 0;
         for address in &config.metrics.listen {
@@ -207,16 +225,22 @@ fn serve(listener: &TcpListener, sources: &Sources) {
 /// A response: status, content type, body.
 type Response = (u16, &'static str, Vec<u8>);
 
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string())
+}
+
+/// What is left of `deadline`, or a timeout error.
+fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()).ok_or_else(|| timed_out(what))
+}
+
 fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IO_DEADLINE))?;
-    stream.set_write_timeout(Some(IO_DEADLINE))?;
-    let deadline = Instant::now() + IO_DEADLINE;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let (method, path) = loop {
-        if Instant::now() >= deadline {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request not sent in time"));
-        }
+    let (method, path, host) = loop {
+        // Each read may wait only for what is left of the one deadline.
+        stream.set_read_timeout(Some(left(deadline, "request not sent in time")?))?;
         let read = stream.read(&mut chunk)?;
         if read == 0 {
             return Ok(());
@@ -225,7 +249,14 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => break (request.method.unwrap_or("").to_string(), request.path.unwrap_or("").to_string()),
+            Ok(httparse::Status::Complete(_)) => {
+                let host = request
+                    .headers
+                    .iter()
+                    .find(|header| header.name.eq_ignore_ascii_case("host"))
+                    .map(|header| String::from_utf8_lossy(header.value).into_owned());
+                break (request.method.unwrap_or("").to_string(), request.path.unwrap_or("").to_string(), host);
+            }
             Ok(httparse::Status::Partial) if head.len() < REQUEST_MAX_BYTES => {}
             Ok(httparse::Status::Partial) => return respond(&mut stream, false, (431, "text/plain", b"request head too large\n".to_vec())),
             Err(_) => return respond(&mut stream, false, (400, "text/plain", b"bad request\n".to_vec())),
@@ -235,9 +266,23 @@ fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
     if method != "GET" && !head_only {
         return respond(&mut stream, false, (405, "text/plain", b"read-only: GET and HEAD only\n".to_vec()));
     }
+    if !host.as_deref().is_some_and(|host| host_is_listened(host, &sources.metrics.listen)) {
+        return respond(&mut stream, false, (421, "text/plain", b"the Host header must name the address this listens on\n".to_vec()));
+    }
     let path = path.split('?').next().unwrap_or("");
     let response = route(path, sources);
     respond(&mut stream, head_only, response)
+}
+
+/// Whether `host` (a request's `Host`: `ADDRESS:PORT`, `[V6]:PORT`, or the address alone
+/// for port 80) names one of the listening addresses.
+fn host_is_listened(host: &str, listen: &[std::net::SocketAddr]) -> bool {
+    let host = host.trim();
+    let parsed = host.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        let address = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok()?;
+        Some(std::net::SocketAddr::new(address, 80))
+    });
+    parsed.is_some_and(|host| listen.iter().any(|address| address.ip().to_canonical() == host.ip().to_canonical() && address.port() == host.port()))
 }
 
 fn route(path: &str, sources: &Sources) -> Response {
@@ -260,6 +305,7 @@ fn respond(stream: &mut TcpStream, head_only: bool, (status, content_type, body)
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         _ => "Error",
     };
@@ -268,21 +314,43 @@ fn respond(stream: &mut TcpStream, head_only: bool, (status, content_type, body)
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(header.as_bytes())?;
+    let mut out = header.into_bytes();
     if !head_only {
-        stream.write_all(&body)?;
+        out.extend_from_slice(&body);
     }
-    stream.flush()
+    // The whole answer within one deadline, however slowly the client reads.
+    let deadline = Instant::now() + RESPONSE_DEADLINE;
+    let mut rest = out.as_slice();
+    while !rest.is_empty() {
+        stream.set_write_timeout(Some(left(deadline, "answer not read in time")?))?;
+        match stream.write(rest) {
+            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the client closed")),
+            Ok(written) => rest = &rest[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 fn report(sources: &Sources) -> Option<StatusReport> {
     sources.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).report.clone()
 }
 
-/// The XDP program's counters and maps, opened from their pins for each request (they
-/// outlive the supervisor's restarts; `None` while they are not there).
-fn maps(sources: &Sources) -> Option<PinnedMaps> {
-    PinnedMaps::open(&sources.bpffs_dir).ok()
+/// The XDP program's counters and deny entries, read from their pins (which outlive the
+/// supervisor's restarts) at most once per [`MAPS_FRESH`]: any number of requests cost
+/// one walk of the deny map a second. `None` while the maps are not there.
+fn xdp(sources: &Sources) -> Option<XdpReading> {
+    let mut cached = sources.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, reading)) = cached.as_ref() {
+        if at.elapsed() < MAPS_FRESH {
+            return reading.clone();
+        }
+    }
+    let reading =
+        PinnedMaps::open(&sources.bpffs_dir).ok().and_then(|maps| Some(XdpReading { counters: maps.counters().ok()?, entries: maps.deny_list().ok()? }));
+    *cached = Some((Instant::now(), reading.clone()));
+    reading
 }
 
 fn xdp_json(counters: &Counters) -> Value {
@@ -304,17 +372,23 @@ fn xdp_json(counters: &Counters) -> Value {
 }
 
 fn status_json(sources: &Sources) -> Value {
-    let xdp = maps(sources).and_then(|maps| maps.counters().ok());
+    let xdp = xdp(sources);
+    // The fleet's view (its etcd endpoints, every member's configuration digest) is the
+    // fleet's business, not the page's.
+    let report = report(sources).map(|mut report| {
+        report.fleet = None;
+        report
+    });
     json!({
         "node": sources.node,
         "generated_unix_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64),
-        "report": report(sources),
-        "xdp": xdp.as_ref().map(xdp_json),
+        "report": report,
+        "xdp": xdp.as_ref().map(|reading| xdp_json(&reading.counters)),
     })
 }
 
 fn blocks_json(sources: &Sources) -> Value {
-    let Some(entries) = maps(sources).and_then(|maps| maps.deny_list().ok()) else {
+    let Some(XdpReading { entries, .. }) = xdp(sources) else {
         return json!({ "total": 0, "blocks": [], "error": "the XDP maps are not there (is the capture running?)" });
     };
     let now = mld_capture::boot_time_ns();
@@ -376,8 +450,15 @@ pub fn tail_events(
         if found.len() >= limit || budget == 0 {
             break;
         }
-        let Ok(mut file) = std::fs::File::open(&path) else { continue };
-        let length = file.metadata().map_or(0, |meta| meta.len());
+        // The directory is the log task's: never follow a link it put there, never wait
+        // on a FIFO, read only a regular file.
+        let opened = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(&path);
+        let Ok(mut file) = opened else { continue };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let length = meta.len();
         let start = length.saturating_sub(budget);
         budget -= length - start;
         let mut text = Vec::new();
@@ -442,7 +523,7 @@ pub fn recent_decisions(dir: &Path, node: &str, limit: usize) -> Vec<Value> {
 /// The Prometheus text exposition (format 0.0.4).
 fn metrics(sources: &Sources) -> String {
     let mut out = Exposition::default();
-    let xdp = maps(sources).and_then(|maps| Some((maps.counters().ok()?, maps.deny_list().ok()?)));
+    let xdp = xdp(sources).map(|reading| (reading.counters, reading.entries));
     if let Some(report) = report(sources) {
         render_report(&mut out, &report);
     }
@@ -670,14 +751,102 @@ mod tests {
     #[test]
     fn recent_decisions_are_newest_first_and_skip_observations() {
         let dir = tempfile::tempdir().expect("dir");
-        let line = |seq: u64, action: &str| json!({"type": "event", "seq": seq, "action": action, "src_ip": "10.0.0.9", "category": "scan"}).to_string();
-        let first = [line(1, "block"), line(2, "observe")].join("\n") + "\n";
-        let second = [line(3, "alert"), line(4, "observe"), "{cut".to_string()].join("\n");
+        let line = |seq: u64, action: &str, ts_us: u64| {
+            json!({"type": "event", "seq": seq, "ts_us": ts_us, "action": action, "src_ip": "10.0.0.9", "category": "scan"}).to_string()
+        };
+        // seq 5 was decided before seq 3 but written after it (it waited for its neighbours).
+        let first = [line(1, "block", 100), line(2, "observe", 150)].join("\n") + "\n";
+        let second = [line(3, "alert", 300), line(4, "observe", 350), line(5, "block", 200), "{cut".to_string()].join("\n");
         std::fs::write(dir.path().join("events-n-0.jsonl"), first).expect("write");
         std::fs::write(dir.path().join("events-n-1.jsonl"), second).expect("write");
-        std::fs::write(dir.path().join("events-other-5.jsonl"), line(9, "block")).expect("write");
+        std::fs::write(dir.path().join("events-other-5.jsonl"), line(9, "block", 900)).expect("write");
+        // A FIFO or a link in the log task's directory is not read (a FIFO would hang it).
+        nix::unistd::mkfifo(&dir.path().join("events-n-7.jsonl"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("events-n-6.jsonl")).expect("link");
         let found = recent_decisions(dir.path(), "n", 10);
-        assert_eq!(found.iter().map(|record| record["seq"].as_u64().expect("a seq")).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(found.iter().map(|record| record["seq"].as_u64().expect("a seq")).collect::<Vec<_>>(), vec![3, 5, 1]);
         assert_eq!(recent_decisions(dir.path(), "n", 1).len(), 1);
+    }
+
+    fn sources(listen: &str, allow_from: &[&str]) -> Sources {
+        let dir = std::env::temp_dir().join("mld-web-test-nothing-here");
+        Sources {
+            bpffs_dir: dir.clone(),
+            log_dir: dir,
+            node: "n".to_string(),
+            metrics: MetricsConfig {
+                enabled: true,
+                listen: vec![listen.parse().expect("an address")],
+                allow_from: allow_from.iter().map(|text| text.parse().expect("a prefix")).collect(),
+            },
+            state: Arc::new(Mutex::new(State::default())),
+            maps: Mutex::new(None),
+        }
+    }
+
+    /// Serves one connection on a listener of its own and returns what `request` got back.
+    fn exchange(request: &[u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let sources = sources(&address.to_string(), &["127.0.0.1"]);
+        let request = String::from_utf8_lossy(request).replace("HOST", &address.to_string());
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(address).expect("connect");
+            stream.write_all(request.as_bytes()).expect("send");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer
+        });
+        let (stream, _) = listener.accept().expect("accept");
+        let _ = answer(stream, &sources);
+        client.join().expect("client")
+    }
+
+    #[test]
+    fn only_get_and_head_of_known_paths_with_the_listened_host_are_answered() {
+        let page = exchange(b"GET / HTTP/1.1\r\nHost: HOST\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.1 200 OK") && page.contains("<title>ml-defender status</title>"), "{page}");
+        let head = exchange(b"HEAD /metrics HTTP/1.1\r\nHost: HOST\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+        assert!(exchange(b"POST /metrics HTTP/1.1\r\nHost: HOST\r\n\r\n").starts_with("HTTP/1.1 405"));
+        assert!(exchange(b"GET /etc/passwd HTTP/1.1\r\nHost: HOST\r\n\r\n").starts_with("HTTP/1.1 404"));
+        // A name that a web page elsewhere rebound to the appliance, or none at all.
+        assert!(exchange(b"GET /api/status HTTP/1.1\r\nHost: evil.example:80\r\n\r\n").starts_with("HTTP/1.1 421"));
+        assert!(exchange(b"GET /api/status HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 421"));
+        assert!(exchange(b"GET / HTTP/1.1\r\nHost: HOST\r\nX-Pad: ".iter().chain(&[b'a'; 9000]).copied().collect::<Vec<u8>>().as_slice())
+            .starts_with("HTTP/1.1 431"));
+        assert!(exchange(b"\x01\x02 garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    }
+
+    #[test]
+    fn a_client_that_sends_slowly_is_cut_off_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let sources = sources(&address.to_string(), &[]);
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(address).expect("connect");
+            // A byte every half second, never the end of the head.
+            for _ in 0..20 {
+                if stream.write_all(b"G").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        let (stream, _) = listener.accept().expect("accept");
+        let started = Instant::now();
+        let result = answer(stream, &sources);
+        assert!(result.is_err_and(|error| error.kind() == std::io::ErrorKind::TimedOut || error.kind() == std::io::ErrorKind::WouldBlock));
+        let took = started.elapsed();
+        assert!(took >= REQUEST_DEADLINE && took < REQUEST_DEADLINE + Duration::from_secs(1), "{took:?}");
+        let _ = client.join();
+    }
+
+    #[test]
+    fn the_host_may_be_written_with_or_without_the_default_port() {
+        let listen = ["10.0.0.1:9464".parse().expect("address"), "[::1]:80".parse().expect("address")];
+        assert!(host_is_listened("10.0.0.1:9464", &listen));
+        assert!(host_is_listened("[::1]", &listen) && host_is_listened("[::1]:80", &listen));
+        assert!(!host_is_listened("10.0.0.1", &listen) && !host_is_listened("10.0.0.2:9464", &listen) && !host_is_listened("localhost:9464", &listen));
     }
 }

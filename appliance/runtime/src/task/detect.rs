@@ -220,6 +220,8 @@ struct Intake {
     /// When each block in flight was decided (CLOCK_BOOTTIME ns), by command id.
     decided: HashMap<u64, u64>,
     latencies: Latencies,
+    /// Decisions by action and category, for the metrics.
+    decisions: mld_ipc::DecisionCounts,
     /// Active-source reports arrived since the last tick.
     reports_pending: bool,
 }
@@ -262,6 +264,7 @@ impl Intake {
                     },
                     Ok(Some(FlowMessage::BlockExpired { prefix })) => {
                         if let Some(event) = detection.detector.on_expired(prefix.addr()) {
+                            self.decisions.add(event.action.as_str(), event.category.as_str());
                             events.send(detection.record(&event, "standalone"));
                         }
                     }
@@ -340,6 +343,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         connections: Vec::new(),
         decided: HashMap::new(),
         latencies: Latencies::default(),
+        decisions: mld_ipc::DecisionCounts::default(),
         reports_pending: false,
     };
     let queue_max = start.settings.test.event_queue_max.filter(|_| cfg!(debug_assertions));
@@ -358,8 +362,6 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
     };
     let mut next_block_id = 1u64;
     let mut last_tick = Instant::now();
-    // Decisions by action and category, for the metrics.
-    let mut decided = mld_ipc::DecisionCounts::default();
     let offset_ns = boot_to_realtime_offset_ns();
     let mut fleet = start.settings.fleet_socket.clone().map(super::shared::FleetLink::new);
     let mut benign = crate::benign::BenignStore::open(&config.detect.state_dir, &mut detection, boot_time_ns() + offset_ns);
@@ -460,7 +462,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             let now_ms = (boot_time_ns() + offset_ns) / 1_000_000;
             for event in decisions {
                 log_decision(&event);
-                decided.add(event.action.as_str(), event.category.as_str());
+                intake.decisions.add(event.action.as_str(), event.category.as_str());
                 let record = detection.record(&event, "standalone");
                 if let (Some(link), Action::Block, Some(ttl)) = (fleet.as_mut(), event.action, event.ttl) {
                     let event_id = record.get("event_id").and_then(|id| id.as_str()).unwrap_or_default().to_string();
@@ -484,7 +486,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
             }
         }
         events.pump(&|gap| gap_record(&detection, gap));
-        control.report_due(|| TaskCounters::Detect(Box::new(counters(&detection, &events, &intake, fleet.as_ref(), &decided))));
+        control.report_due(|| TaskCounters::Detect(Box::new(counters(&detection, &events, &intake, fleet.as_ref()))));
         if !busy {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -501,7 +503,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, flows: Owned
         events.pump(&|gap| gap_record(&detection, gap));
         std::thread::sleep(Duration::from_millis(2));
     }
-    let counters = counters(&detection, &events, &intake, fleet.as_ref(), &decided);
+    let counters = counters(&detection, &events, &intake, fleet.as_ref());
     control.finish(TaskCounters::Detect(Box::new(counters)));
     info!(flows = counters.flows_received, blocks = counters.blocks, "detect task stopped");
     Ok(Exit::Success)
@@ -521,13 +523,7 @@ fn log_decision(event: &Event) {
     }
 }
 
-fn counters(
-    detection: &Detection,
-    events: &EventSender,
-    intake: &Intake,
-    fleet: Option<&super::shared::FleetLink>,
-    decided: &mld_ipc::DecisionCounts,
-) -> DetectCounters {
+fn counters(detection: &Detection, events: &EventSender, intake: &Intake, fleet: Option<&super::shared::FleetLink>) -> DetectCounters {
     let d = detection.detector.counters;
     DetectCounters {
         flows_received: d.flows_received,
@@ -544,7 +540,7 @@ fn counters(
         events_acked: events.acked,
         shared_applied: fleet.map_or(0, |link| link.applied),
         shared_refused: fleet.map_or(0, |link| link.refused),
-        decisions: *decided,
+        decisions: intake.decisions,
         breaker_holding: u64::from(detection.detector.responder().breaker_holding(detection.detector.now_ns())),
         block_latency: intake.latencies.histogram,
     }

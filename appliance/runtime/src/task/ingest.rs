@@ -143,9 +143,8 @@ impl CatchUp {
             }
             return;
         }
-        let left = self.left(position);
         let Some((since, at_start, left_at_start)) = self.behind else {
-            self.behind = Some((Instant::now(), *counters, left));
+            self.behind = Some((Instant::now(), *counters, self.left(position)));
             self.last_line = Instant::now();
             return;
         };
@@ -153,6 +152,8 @@ impl CatchUp {
             return;
         }
         self.last_line = Instant::now();
+        // The directory is read once per line, not per batch.
+        let left = self.left(position);
         let secs = since.elapsed().as_secs_f64().max(0.001);
         let read_per_sec = left_at_start.saturating_sub(left) as f64 / secs;
         info!(
