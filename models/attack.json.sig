@@ -1,1 +1,1 @@
-um9qsrl6gOa52QsefbPFTbidtnIGpzp3tadSXpILlyNZ+kZF947akfXT3rc+02pguVHiYOdbfbJcY1IyeCHWDQ==
++eCMllNK9/5ofZIohdbbOxjzrSxcsSChL3o7XYzXxzVCdLbGd1njrW0fElxFC3S9TSUARBr1pOhwLfan9OWwDQ==

@@ -1,1 +1,1 @@
-R8dNzr4fvjYX3n4VasrpetNM2qDHrARSdVDJ3nQMHJqPWdQGxsmu3zmA8712/yuABqW9bwSbZ3CDBgagPmaiDQ==
+mzURmvkdvcjmlLGTgrYyRwwEY0FToPJJ1BzlegJkNi61p1FVmVU81keFj7HilN427x1d4ToY/Im/Y8n+oNNvDw==

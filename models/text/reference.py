@@ -10,7 +10,8 @@ usage:
   reference.py MODEL_DIR ONNX SENTENCES        compare ONNX Runtime with this pass on every
                                                line of SENTENCES; check similarity orderings
   reference.py MODEL_DIR --embed < IDS.jsonl   one line of token ids in -> one vector out
-Prints one JSON object (the check) or one JSON array per line (--embed).
+  reference.py MODEL_DIR --tokenize < TEXT     one line of text in -> its token ids out
+Prints one JSON object (the check) or one JSON array per line (--embed, --tokenize).
 """
 import json
 import pathlib
@@ -71,6 +72,12 @@ def tokenizer():
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     return tok
 
+
+if sys.argv[2] == "--tokenize":
+    tok = tokenizer()
+    for line in sys.stdin:
+        print(json.dumps(tok.encode(line.rstrip("\n")).ids))
+    sys.exit(0)
 
 if sys.argv[2] == "--embed":
     for line in sys.stdin:

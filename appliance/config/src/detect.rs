@@ -64,7 +64,7 @@ impl Default for RawDetect {
             models: "required".to_string(),
             models_dir: "/usr/share/mldefender/models".to_string(),
             // The project's release key: it signs the models in models/.
-            model_public_key: "LywYPaATO6UYfTozix8OuurgeKjrI3faQcCE2+3pkSU=".to_string(),
+            model_public_key: "viO2lPvEO07YVapWMGqPadpKkt4VNsnwQftl4CPiHns=".to_string(),
             onnxruntime: "/usr/local/lib/mldefender/libonnxruntime.so.1.31.1".to_string(),
             policy: "tiered".to_string(),
             fast_threshold: 0.5,

@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 const NODE: &str = "bench";
 const KEY: [u8; 32] = [42; 32];
-const RELEASE_KEY: &str = "LywYPaATO6UYfTozix8OuurgeKjrI3faQcCE2+3pkSU=";
+const RELEASE_KEY: &str = "viO2lPvEO07YVapWMGqPadpKkt4VNsnwQftl4CPiHns=";
 const WINDOWS: [u64; 2] = [10, 60];
 const BATCH: usize = 1024;
 

@@ -21,7 +21,7 @@ const NODE: &str = "node-h";
 const WINDOWS: [u64; 2] = [10, 60];
 const BASE_TS_US: u64 = 1_700_000_000_000_000;
 /// The project's release key: it signs models/*.json.
-const RELEASE_KEY: &str = "LywYPaATO6UYfTozix8OuurgeKjrI3faQcCE2+3pkSU=";
+const RELEASE_KEY: &str = "viO2lPvEO07YVapWMGqPadpKkt4VNsnwQftl4CPiHns=";
 const SCENARIOS: [&str; 4] = ["scan", "flood", "brute-force", "benign"];
 
 fn runtime() -> PathBuf {

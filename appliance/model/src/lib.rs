@@ -5,10 +5,12 @@
 //! - [`LoadedModel`] (module `model`): a model's three files ([`ModelFiles`]), its metadata,
 //!   the checks made before it is used and batched inference; [`init_runtime`] loads ONNX
 //!   Runtime once per process (this crate is the only user of `ort`).
+//! - [`text`]: the sentence embedder ([`text::TextModel`], kind `text-embedding`): a signed
+//!   graph and tokenizer, text in, unit vectors out.
 //! - [`features`]: the feature contract, the feature vector of a flow by the names a
 //!   model's metadata lists.
 //!
-//! Users: `mld-detect` (the attack and category models), `mld-history` (the embedder) and
+//! Users: `mld-detect` (the attack and category models), `mld-history` (the flow embedder and the text model) and
 //! `mldefender model`.
 //!
 //! Invariant: a model is used only after its metadata is checked against its Ed25519
@@ -24,5 +26,6 @@
 pub mod features;
 mod model;
 pub mod signing;
+pub mod text;
 
 pub use model::{init_runtime, LoadedModel, ModelError, ModelFiles, ModelKind, ModelMetadata, EMBEDDING_NAME, INPUT_NAME, PROBABILITIES_NAME};

@@ -421,7 +421,7 @@ struct RawOnnx {
     outputs: Vec<String>,
 }
 
-fn read_file(what: &'static str, path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ModelError> {
+pub(crate) fn read_file(what: &'static str, path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ModelError> {
     let read_error = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ModelError::Missing { what, path: path.to_path_buf() }
@@ -462,7 +462,7 @@ fn check_features(metadata: &ModelMetadata, path: &Path, is_known_feature: impl 
     Ok(())
 }
 
-fn build_session(path: &Path, onnx_bytes: &[u8]) -> Result<Session, ModelError> {
+pub(crate) fn build_session(path: &Path, onnx_bytes: &[u8]) -> Result<Session, ModelError> {
     let environment = RUNTIME
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
