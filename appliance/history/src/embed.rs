@@ -200,6 +200,7 @@ fn empty_fields(seq: u64) -> HitFields {
         score_fast: 0.0,
         score_model: None,
         score_final: 0.0,
+        description: None,
     }
 }
 

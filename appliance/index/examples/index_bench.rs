@@ -58,6 +58,7 @@ fn fields_for(id: u64) -> HitFields {
         score_fast: 0.12,
         score_model: Some(0.034),
         score_final: 0.12,
+        description: None,
     }
 }
 

@@ -27,6 +27,10 @@ pub struct HitFields {
     pub score_fast: f64,
     pub score_model: Option<f64>,
     pub score_final: f64,
+    /// The event in words (`mld_history::describe`), kept by the text index; absent in
+    /// the flow index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// One answer to a query: the event id (its seq), the squared L2 distance FAISS reports,

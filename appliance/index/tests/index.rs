@@ -46,6 +46,7 @@ fn fields_for(id: u64) -> HitFields {
         score_fast: (id % 100) as f64 / 100.0,
         score_model: (id % 3 != 0).then_some(0.5),
         score_final: (id % 10) as f64 / 10.0,
+        description: None,
     }
 }
 

@@ -1,0 +1,437 @@
+//! The text index (issue 19): decision events described in words ([`crate::describe`]),
+//! embedded by the signed sentence embedder ([`mld_model::text::TextModel`]) into a second
+//! FAISS index beside the flow index, and asked in words.
+//!
+//! - [`TextIndex`]: the index with its model; [`TextIndex::add_lines`] takes verified
+//!   lines (the same the flow index takes) and keeps the decisions; [`TextIndex::ask`]
+//!   answers a question.
+//! - [`time_words`]: "since midnight", "last hour", "yesterday" in a question become a
+//!   time range when no flag gives one.
+//! - [`Summary`]: exact counts over the answer (sources, blocks, alerts, span, categories);
+//!   no language model writes anything.
+//!
+//! The vectors are unit length, so FAISS's squared L2 distance is `2 - 2 cos`: the
+//! ranking is the cosine's. Hits whose distances are equal to 1e-4 are shown newest first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use mld_index::{EventIndex, Hit, HitFields, SearchFilter, MAX_CANDIDATES};
+use mld_model::text::TextModel;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::describe::{describe, semantic_text, DESCRIPTION_VERSION};
+use crate::HistoryError;
+
+/// Most descriptions embedded in one model call (they are of similar length, so padding
+/// costs little).
+pub const TEXT_BATCH: usize = 64;
+/// Embedded texts remembered (the words of a description without its addresses and
+/// numbers repeat: a scan block reads the same whoever scanned whom). About 1.6 KB each;
+/// when full the cache starts again.
+pub const TEXT_CACHE_ENTRIES: usize = 4096;
+
+/// What [`TextIndex::add_lines`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TextStats {
+    /// Events described and added.
+    pub indexed: u64,
+    /// Verified lines that are not described (observations, other records).
+    pub skipped: u64,
+    /// Event lines that could not be parsed (left out).
+    pub unreadable: u64,
+}
+
+/// The filters of a question: flags first; time words fill the time range when no flag
+/// gave one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AskFilter {
+    pub search: SearchFilter,
+    /// Keep events whose source or destination is this address.
+    pub ip: Option<IpAddr>,
+}
+
+/// One answer to a question.
+#[derive(Debug, Clone, Serialize)]
+pub struct AskAnswer {
+    pub question: String,
+    /// The time range taken from the question's words, in words, when one was applied.
+    pub time_filter: Option<String>,
+    /// The address taken from the question, in words, when one was applied.
+    pub address_filter: Option<String>,
+    pub hits: Vec<Hit>,
+    pub summary: Summary,
+}
+
+/// The description index and its model.
+pub struct TextIndex {
+    index: EventIndex,
+    model: TextModel,
+    observations: bool,
+    /// Vectors of embedded texts, bounded by [`TEXT_CACHE_ENTRIES`].
+    cache: HashMap<String, Vec<f32>>,
+}
+
+impl fmt::Debug for TextIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TextIndex").field("dir", &self.index.dir()).field("events", &self.index.len()).finish_non_exhaustive()
+    }
+}
+
+impl TextIndex {
+    /// What makes this index's vectors: the model and the description wording. An index
+    /// made by another is not comparable and is rebuilt from the log.
+    pub fn source_of(model: &TextModel, observations: bool) -> String {
+        format!("{} descriptions v{DESCRIPTION_VERSION}{}", model.source(), if observations { " with observations" } else { "" })
+    }
+
+    /// Creates an empty index in `dir` (FAISS `Flat`: exact inner-product ranking; at
+    /// 100 K decisions a search reads their 150 MB of vectors: docs/benchmarks.md).
+    pub fn create(dir: &Path, model: TextModel, observations: bool) -> Result<TextIndex, HistoryError> {
+        let source = TextIndex::source_of(&model, observations);
+        let index = EventIndex::create_with_source(dir, model.dims() as u32, "Flat", &source)?;
+        Ok(TextIndex { index, model, observations, cache: HashMap::new() })
+    }
+
+    /// Opens the index in `dir`; `Ok(None)` when it was made by another model, wording or
+    /// dimension (the caller rebuilds it).
+    pub fn open(dir: &Path, model: TextModel, observations: bool) -> Result<Result<TextIndex, (TextModel, String)>, HistoryError> {
+        let index = EventIndex::open(dir)?;
+        let source = TextIndex::source_of(&model, observations);
+        if index.source() != source || index.dims() as usize != model.dims() {
+            let reason = format!("made by `{}`, this configuration is `{source}`", index.source());
+            return Ok(Err((model, reason)));
+        }
+        Ok(Ok(TextIndex { index, model, observations, cache: HashMap::new() }))
+    }
+
+    pub fn index(&self) -> &EventIndex {
+        &self.index
+    }
+
+    pub fn index_mut(&mut self) -> &mut EventIndex {
+        &mut self.index
+    }
+
+    pub fn model_mut(&mut self) -> &mut TextModel {
+        &mut self.model
+    }
+
+    /// Describes, embeds and adds the described events among verified `lines` (seq, line);
+    /// seqs already in the index are skipped.
+    pub fn add_lines(&mut self, lines: &[(u64, &str)]) -> Result<TextStats, HistoryError> {
+        let mut stats = TextStats::default();
+        let mut pending: Vec<HitFields> = Vec::new();
+        for (seq, line) in lines {
+            if self.index.contains(*seq) {
+                continue;
+            }
+            let record: Map<String, Value> = match serde_json::from_str(line) {
+                Ok(record) => record,
+                Err(_) => {
+                    stats.unreadable += 1;
+                    continue;
+                }
+            };
+            match describe(&record, self.observations) {
+                Some(description) => pending.push(hit_fields(*seq, &record, description)),
+                None => stats.skipped += 1,
+            }
+        }
+        for chunk in pending.chunks(TEXT_BATCH) {
+            let texts: Vec<String> = chunk.iter().map(|fields| semantic_text(fields.description.as_deref().unwrap_or(""))).collect();
+            let vectors = self.embed_cached(&texts)?;
+            let ids: Vec<u64> = chunk.iter().map(|fields| fields.seq).collect();
+            stats.indexed += self.index.add(&ids, &vectors, chunk)? as u64;
+        }
+        Ok(stats)
+    }
+
+    /// Vectors of `texts`, row-major: each distinct text not in the cache is embedded once
+    /// (in batches), the rest come from the cache.
+    fn embed_cached(&mut self, texts: &[String]) -> Result<Vec<f32>, HistoryError> {
+        let mut missing: Vec<&str> = texts.iter().map(String::as_str).filter(|text| !self.cache.contains_key(*text)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let dims = self.model.dims();
+        for chunk in missing.chunks(TEXT_BATCH) {
+            let vectors = self.model.embed(chunk)?;
+            if self.cache.len() + chunk.len() > TEXT_CACHE_ENTRIES {
+                self.cache.clear();
+            }
+            for (at, text) in chunk.iter().enumerate() {
+                self.cache.insert((*text).to_string(), vectors[at * dims..(at + 1) * dims].to_vec());
+            }
+        }
+        let mut out = Vec::with_capacity(texts.len() * self.model.dims());
+        for text in texts {
+            match self.cache.get(text) {
+                Some(vector) => out.extend_from_slice(vector),
+                // Cleared while this batch was embedded (more distinct texts than the cache
+                // holds): embed it alone.
+                None => out.extend_from_slice(self.model.embed(&[text.as_str()])?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `k` described events nearest to `question` that pass `filter`; time words in the
+    /// question set the time range when `filter` has none (`now_us` and the local time
+    /// zone's `utc_offset_secs` place "midnight" and "yesterday").
+    pub fn ask(&mut self, question: &str, k: usize, filter: &AskFilter, now_us: i64, utc_offset_secs: i64) -> Result<AskAnswer, HistoryError> {
+        let question = question.trim();
+        if question.is_empty() {
+            return Err(HistoryError::Invalid("the question is empty".to_string()));
+        }
+        let mut search = filter.search.clone();
+        let mut time_filter = None;
+        if search.from_ts_us.is_none() && search.to_ts_us.is_none() {
+            if let Some(range) = time_words(question, now_us, utc_offset_secs) {
+                search.from_ts_us = Some(range.from_us);
+                search.to_ts_us = range.to_us;
+                time_filter = Some(range.words);
+            }
+        }
+        // An address in the question is a filter, not words (descriptions are embedded
+        // without theirs): "what did 10.66.2.2 do" asks about that host's events.
+        let mut address_filter = None;
+        let ip = filter.ip.or_else(|| {
+            let found = question_address(question);
+            address_filter = found.map(|ip| format!("events of {ip}"));
+            found
+        });
+        let vector = self.model.embed(&[semantic_text(question).as_str()])?.to_vec();
+        let k = k.clamp(1, MAX_CANDIDATES);
+        // An address is checked on the stored fields, after the search: ask for more.
+        let fetch = if ip.is_some() { MAX_CANDIDATES } else { k };
+        let mut hits = self.index.search(&vector, fetch, &search)?;
+        if let Some(ip) = ip {
+            hits.retain(|hit| hit.fields.src_ip.parse::<IpAddr>().ok() == Some(ip) || hit.fields.dst_ip.parse::<IpAddr>().ok() == Some(ip));
+        }
+        hits.truncate(k);
+        // Equal scores (the same description of repeated events): newest first.
+        hits.sort_by_key(|hit| (quantise(hit.distance), std::cmp::Reverse(hit.fields.ts_us)));
+        let summary = Summary::of(&hits);
+        Ok(AskAnswer { question: question.to_string(), time_filter, address_filter, hits, summary })
+    }
+}
+
+/// The first IP address written in a question.
+fn question_address(question: &str) -> Option<IpAddr> {
+    question
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '?' | '!' | '(' | ')' | '"' | '\''))
+        .find_map(|word| word.trim_end_matches('.').parse::<IpAddr>().ok())
+}
+
+fn quantise(distance: f32) -> i64 {
+    (f64::from(distance) * 1e4).round() as i64
+}
+
+/// The stored fields of a described event.
+fn hit_fields(seq: u64, record: &Map<String, Value>, description: String) -> HitFields {
+    let text = |name: &str| record.get(name).and_then(Value::as_str).unwrap_or("").to_string();
+    let number = |name: &str| record.get(name).and_then(Value::as_f64);
+    HitFields {
+        seq,
+        event_id: text("event_id"),
+        ts_us: record.get("ts_us").and_then(Value::as_i64).unwrap_or(0),
+        src_ip: text("src_ip"),
+        dst_ip: text("dst_ip"),
+        dst_port: record.get("dst_port").and_then(Value::as_u64).and_then(|port| u16::try_from(port).ok()).unwrap_or(0),
+        protocol: text("protocol_name"),
+        action: text("action"),
+        category: text("category"),
+        score_fast: number("score_fast").unwrap_or(0.0),
+        score_model: number("score_model"),
+        score_final: number("score_final").unwrap_or(0.0),
+        description: Some(description),
+    }
+}
+
+/// A time range found in a question's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from_us: i64,
+    /// Exclusive; `None`: up to now and on.
+    pub to_us: Option<i64>,
+    /// What was understood, for the answer ("since midnight (local time)").
+    pub words: String,
+}
+
+/// The first time expression in `question`, as a range: "since midnight", "today",
+/// "this morning", "yesterday", "last hour", "last/past N minutes|hours|days", "last
+/// day", "last week". Numbers may be digits or words up to twelve.
+pub fn time_words(question: &str, now_us: i64, utc_offset_secs: i64) -> Option<TimeRange> {
+    const MINUTE: i64 = 60_000_000;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    let lower = question.to_lowercase();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).collect();
+    let offset_us = utc_offset_secs * 1_000_000;
+    let midnight = (now_us + offset_us).div_euclid(DAY) * DAY - offset_us;
+    let range = |from_us: i64, to_us: Option<i64>, words: &str| Some(TimeRange { from_us, to_us, words: words.to_string() });
+    let has = |phrase: &[&str]| words.windows(phrase.len()).any(|window| window == phrase);
+    if has(&["since", "midnight"]) || has(&["today"]) || has(&["this", "day"]) {
+        return range(midnight, None, "since midnight (local time)");
+    }
+    if has(&["this", "morning"]) {
+        return range(midnight, Some(midnight + 12 * HOUR), "this morning (midnight to noon, local time)");
+    }
+    if has(&["yesterday"]) || has(&["last", "night"]) {
+        return range(midnight - DAY, Some(midnight), "yesterday (local time)");
+    }
+    for (at, pair) in words.windows(2).enumerate() {
+        if !matches!(pair[0], "last" | "past" | "previous") {
+            continue;
+        }
+        let (amount, unit) = match number_word(pair[1]) {
+            Some(amount) => (amount, words.get(at + 2).copied().unwrap_or("")),
+            None => (1, pair[1]),
+        };
+        let unit_us = match unit.trim_end_matches('s') {
+            "minute" | "min" => MINUTE,
+            "hour" | "hr" => HOUR,
+            "day" => DAY,
+            "week" => 7 * DAY,
+            _ => continue,
+        };
+        let span = amount.saturating_mul(unit_us);
+        let unit_word = unit.trim_end_matches('s');
+        let words = if amount == 1 { format!("the last {unit_word}") } else { format!("the last {amount} {unit_word}s") };
+        return range(now_us.saturating_sub(span), None, &words);
+    }
+    None
+}
+
+fn number_word(word: &str) -> Option<i64> {
+    const WORDS: [&str; 12] = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"];
+    if let Some(position) = WORDS.iter().position(|candidate| *candidate == word) {
+        return Some(position as i64 + 1);
+    }
+    word.parse::<i64>().ok().filter(|amount| (1..=100_000).contains(amount))
+}
+
+/// Exact counts over an answer's events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub events: usize,
+    /// Sources and how many of the events each has, most first.
+    pub sources: Vec<(String, usize)>,
+    /// Events by action (`block`, `alert`, ...).
+    pub actions: BTreeMap<String, usize>,
+    pub categories: BTreeMap<String, usize>,
+    pub first_ts_us: Option<i64>,
+    pub last_ts_us: Option<i64>,
+}
+
+impl Summary {
+    pub fn of(hits: &[Hit]) -> Summary {
+        let mut sources: BTreeMap<String, usize> = BTreeMap::new();
+        let mut summary = Summary { events: hits.len(), ..Summary::default() };
+        for hit in hits {
+            let fields = &hit.fields;
+            *sources.entry(fields.src_ip.clone()).or_default() += 1;
+            *summary.actions.entry(fields.action.clone()).or_default() += 1;
+            *summary.categories.entry(fields.category.clone()).or_default() += 1;
+            summary.first_ts_us = Some(summary.first_ts_us.map_or(fields.ts_us, |first| first.min(fields.ts_us)));
+            summary.last_ts_us = Some(summary.last_ts_us.map_or(fields.ts_us, |last| last.max(fields.ts_us)));
+        }
+        let mut sources: Vec<(String, usize)> = sources.into_iter().collect();
+        sources.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        summary.sources = sources;
+        summary
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.events == 0 {
+            return write!(f, "no matching events");
+        }
+        let list = |map: &BTreeMap<String, usize>| map.iter().map(|(name, n)| format!("{n} {name}")).collect::<Vec<_>>().join(", ");
+        let sources: Vec<String> = self.sources.iter().take(5).map(|(source, n)| format!("{source} ({n})")).collect();
+        let more = self.sources.len().saturating_sub(5);
+        write!(f, "{} events from {} source{}: {}", self.events, self.sources.len(), if self.sources.len() == 1 { "" } else { "s" }, sources.join(", "))?;
+        if more > 0 {
+            write!(f, " and {more} more")?;
+        }
+        write!(f, "; {}; categories {}", list(&self.actions), list(&self.categories))?;
+        if let (Some(first), Some(last)) = (self.first_ts_us, self.last_ts_us) {
+            write!(f, "; from {} to {}", rfc3339(first), rfc3339(last))?;
+        }
+        Ok(())
+    }
+}
+
+/// A time in microseconds as RFC 3339 UTC, to the second.
+pub fn rfc3339(ts_us: i64) -> String {
+    let secs = ts_us.div_euclid(1_000_000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_855_000_000_000; // 2025-12-04T13:30:00Z
+
+    #[test]
+    fn time_words_become_ranges() {
+        assert_eq!(rfc3339(NOW), "2025-12-04T13:30:00Z");
+        let utc_midnight = 1_764_806_400_000_000;
+        let since = time_words("password guessing since midnight", NOW, 0).expect("since midnight");
+        assert_eq!((since.from_us, since.to_us), (utc_midnight, None));
+        // Two hours east of UTC, local midnight was at 22:00 UTC the day before.
+        assert_eq!(time_words("what happened today?", NOW, 7200).expect("today").from_us, utc_midnight - 2 * 3_600_000_000);
+        let yesterday = time_words("scans yesterday", NOW, 0).expect("yesterday");
+        assert_eq!((yesterday.from_us, yesterday.to_us), (utc_midnight - 86_400_000_000, Some(utc_midnight)));
+        assert_eq!(time_words("blocks in the last hour", NOW, 0).expect("hour").from_us, NOW - 3_600_000_000);
+        let three = time_words("floods over the past three days", NOW, 0).expect("three days");
+        assert_eq!((three.from_us, three.words.as_str()), (NOW - 3 * 86_400_000_000, "the last 3 days"));
+        assert_eq!(time_words("last 15 minutes", NOW, 0).expect("minutes").from_us, NOW - 15 * 60_000_000);
+        assert_eq!(time_words("who scanned the server", NOW, 0), None);
+        assert_eq!(time_words("the last scanner", NOW, 0), None, "`last` alone is not a time");
+        assert_eq!(question_address("what did 10.66.2.2 do before?"), "10.66.2.2".parse().ok());
+        assert_eq!(question_address("scans of fd00::9:2."), "fd00::9:2".parse().ok());
+        assert_eq!(question_address("who scanned the server"), None);
+    }
+
+    fn hit(src: &str, action: &str, category: &str, ts_us: i64) -> Hit {
+        let mut fields = hit_fields(1, &Map::new(), String::new());
+        fields.src_ip = src.to_string();
+        fields.action = action.to_string();
+        fields.category = category.to_string();
+        fields.ts_us = ts_us;
+        Hit { id: 1, distance: 0.5, fields }
+    }
+
+    #[test]
+    fn the_summary_counts_exactly() {
+        let hits = [
+            hit("10.66.2.2", "block", "scan", NOW),
+            hit("10.66.2.2", "alert", "scan", NOW - 1_000_000),
+            hit("10.66.1.2", "alert", "brute-force", NOW + 5_000_000),
+        ];
+        let summary = Summary::of(&hits);
+        assert_eq!(summary.sources, [("10.66.2.2".to_string(), 2), ("10.66.1.2".to_string(), 1)]);
+        assert_eq!(
+            summary.to_string(),
+            "3 events from 2 sources: 10.66.2.2 (2), 10.66.1.2 (1); 2 alert, 1 block; categories 1 brute-force, 2 scan; from 2025-12-04T13:29:59Z to 2025-12-04T13:30:05Z"
+        );
+        assert_eq!(Summary::of(&[]).to_string(), "no matching events");
+    }
+}
