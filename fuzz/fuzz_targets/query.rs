@@ -12,14 +12,18 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use mld_query::{check_count, parse_time_us, EventRef, Query};
+use mld_query::{check_count, check_question, parse_time_us, EventRef, Query};
 
 fuzz_target!(|input: &[u8]| {
     // As the query socket reads it: a length, then the body.
     let mut frame = (input.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(input);
     if let Ok(Some(query)) = mld_ipc::read_frame::<Query>(&mut Cursor::new(&frame)) {
-        let (Query::SimilarToEvent { k: count, .. } | Query::SimilarToObject { k: count, .. } | Query::Ip { limit: count, .. }) = &query;
+        let (Query::SimilarToEvent { k: count, .. } | Query::SimilarToObject { k: count, .. } | Query::Ip { limit: count, .. } | Query::Ask { k: count, .. }) =
+            &query;
+        if let Query::Ask { question, .. } = &query {
+            let _ = check_question(question);
+        }
         let _ = check_count(*count, "k");
         let text = serde_json::to_string(&query).expect("a query encodes");
         let again: Query = serde_json::from_str(&text).expect("an encoded query parses");

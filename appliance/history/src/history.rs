@@ -16,7 +16,9 @@ use mld_ingest::{Ingest, IngestConfig, VerifiedRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::embed::Embedder;
+use crate::text::TextIndex;
 use crate::HistoryError;
+use mld_model::text::TextModel;
 
 /// The file beside the index that says which log seq its last snapshot covers.
 pub const COVERED_FILE: &str = "covered.json";
@@ -40,6 +42,17 @@ pub struct IndexSettings {
     pub max_events: usize,
 }
 
+/// The text index's settings (issue 19): decisions in words, asked in words.
+#[derive(Debug, Clone)]
+pub struct TextSettings {
+    /// Its directory (the ingest task's own), beside the flow index.
+    pub dir: PathBuf,
+    /// The most described events it holds: when full it keeps the newest half.
+    pub max_events: usize,
+    /// Describe and embed observations too (every flow; off by default: volume).
+    pub observations: bool,
+}
+
 /// What one [`History::step`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepStats {
@@ -51,6 +64,8 @@ pub struct StepStats {
     pub quarantined: u64,
     /// Events added to the index (already indexed ones are skipped).
     pub indexed: u64,
+    /// Described events added to the text index.
+    pub text_indexed: u64,
     /// Verified events whose fields could not be read for the index (left out; see
     /// [`History::last_unreadable`]).
     pub unreadable: u64,
@@ -71,6 +86,9 @@ pub enum Rebuild {
     Mismatch(String),
     /// The ingest checkpoint is past what the snapshot covers.
     Behind { covered: Option<u64>, checkpoint: u64 },
+    /// The text index is new, or was made differently, or is behind: the log is verified
+    /// again from its start to fill it (the flow index skips what it holds).
+    Text(String),
 }
 
 impl std::fmt::Display for Rebuild {
@@ -85,6 +103,7 @@ impl std::fmt::Display for Rebuild {
             Rebuild::Behind { covered: None, checkpoint } => {
                 write!(f, "nothing says what the index covers, the ingest checkpoint is at {checkpoint}")
             }
+            Rebuild::Text(reason) => write!(f, "text index: {reason}"),
         }
     }
 }
@@ -99,6 +118,15 @@ struct Covered {
     /// Events below this seq are left out (the index was full and kept the newest half).
     #[serde(default)]
     min_seq: Option<u64>,
+    /// Whether a text index was saved with this snapshot.
+    #[serde(default)]
+    text: bool,
+    /// The text index's newest seq when this was written.
+    #[serde(default)]
+    text_last_id: Option<u64>,
+    /// Described events below this seq are left out of the text index (it was full).
+    #[serde(default)]
+    text_min_seq: Option<u64>,
 }
 
 /// Why [`History::open`] failed, with the ingest configuration back when it was not used
@@ -134,6 +162,10 @@ pub struct History {
     min_seq: Option<u64>,
     /// The last step read the log to its end (its read was not cut by the batch bound).
     caught_up: bool,
+    /// The text index, when configured.
+    text: Option<(TextIndex, TextSettings)>,
+    /// Described events below this seq are not in the text index (after it was full).
+    text_min_seq: Option<u64>,
 }
 
 impl History {
@@ -146,7 +178,19 @@ impl History {
     }
 
     pub fn open(ingest_config: IngestConfig, settings: IndexSettings, embedder: Embedder) -> Result<History, Box<OpenFailure>> {
-        let (index, rebuilt, min_seq) = match History::open_index(&ingest_config, &settings, &embedder) {
+        History::open_with_text(ingest_config, settings, embedder, None)
+    }
+
+    /// [`History::open`] with the text index beside the flow index: opened, or created and
+    /// filled by verifying the log again from its start when it is missing, made by another
+    /// model or wording, damaged, or behind what the last save recorded.
+    pub fn open_with_text(
+        ingest_config: IngestConfig,
+        settings: IndexSettings,
+        embedder: Embedder,
+        text: Option<(TextSettings, TextModel)>,
+    ) -> Result<History, Box<OpenFailure>> {
+        let Opened { index, rebuilt, min_seq, text, text_min_seq } = match History::open_index(&ingest_config, &settings, &embedder, text) {
             Ok(opened) => opened,
             // Nothing of the ingest state was used: the caller can verify without an index.
             Err(error) => return Err(Box::new(OpenFailure { error, ingest_config: Some(Box::new(ingest_config)) })),
@@ -165,6 +209,8 @@ impl History {
             last_unreadable: None,
             min_seq,
             caught_up: false,
+            text,
+            text_min_seq,
         })
     }
 
@@ -173,13 +219,15 @@ impl History {
         ingest_config: &IngestConfig,
         settings: &IndexSettings,
         embedder: &Embedder,
-    ) -> Result<(EventIndex, Option<Rebuild>, Option<u64>), HistoryError> {
+        text: Option<(TextSettings, TextModel)>,
+    ) -> Result<Opened, HistoryError> {
         let state_dir = ingest_config.state_dir.clone();
         let source = embedder.source();
         let dims = embedder.dims() as u32;
         let mut min_seq = None;
         recover_swap(&settings.dir)?;
-        let (index, rebuilt) = match EventIndex::open(&settings.dir) {
+        let mut covered_read = None;
+        let (index, mut rebuilt) = match EventIndex::open(&settings.dir) {
             Ok(index) if index.source() != source || index.dims() != dims || index.factory() != settings.factory => {
                 let reason = format!(
                     "made by `{}` ({} dimensions, factory {}), this configuration is `{source}` ({dims}, {})",
@@ -207,7 +255,8 @@ impl History {
                     (Some(checkpoint), None) => Some(Rebuild::Behind { covered: None, checkpoint }),
                     _ => None,
                 };
-                min_seq = covered.and_then(|covered| covered.min_seq);
+                min_seq = covered.as_ref().and_then(|covered| covered.min_seq);
+                covered_read = covered;
                 (Some(index), behind)
             }
             Err(IndexError::Missing { .. }) => (None, Some(Rebuild::Missing)),
@@ -229,12 +278,25 @@ impl History {
         for (name, value) in &settings.search_parameters {
             index.set_search_parameter(name, *value)?;
         }
+        let mut text_min_seq = None;
+        let text = match text {
+            None => None,
+            Some((text_settings, model)) => {
+                let checkpoint = read_checkpoint_seq(ingest_config)?;
+                let (text, reason, min) = open_text(&text_settings, model, covered_read.as_ref(), checkpoint)?;
+                text_min_seq = min;
+                if let (Some(reason), None) = (reason, &rebuilt) {
+                    rebuilt = Some(Rebuild::Text(reason));
+                }
+                Some((text, text_settings))
+            }
+        };
         if rebuilt.is_some() {
             // Verify the log again from the start: the nonce store and the position go,
             // the quarantine stays.
             Ingest::forget_state(&state_dir)?;
         }
-        Ok((index, rebuilt, min_seq))
+        Ok(Opened { index, rebuilt, min_seq, text, text_min_seq })
     }
 
     /// The ingest foundation alone, to go on verifying without the index (after an error
@@ -281,6 +343,23 @@ impl History {
                 self.last_unreadable = Some(format!("event seq {seq}: {why}"));
             }
         }
+        if let Some((text, text_settings)) = &mut self.text {
+            let text_min_seq = self.text_min_seq.unwrap_or(0);
+            // Our writer's canonical JSON: an observation says so verbatim (a quote inside
+            // a string value would be escaped), so most lines are skipped unparsed.
+            let lines: Vec<(u64, &str)> = records
+                .iter()
+                .filter(|record| record.kind == "event" && record.seq >= text_min_seq)
+                .filter(|record| text_settings.observations || !record.line.contains(r#""action":"observe""#))
+                .map(|record| (record.seq, record.line.as_str()))
+                .collect();
+            if !lines.is_empty() {
+                stats.text_indexed += text.add_lines(&lines)?.indexed;
+            }
+        }
+        if self.text.as_ref().is_some_and(|(text, settings)| text.index().len() >= settings.max_events) {
+            self.roll_over_text()?;
+        }
         // Full: keep the newest half. Only here, once every event read in this step is in
         // the index, because the roll-over saves (and so moves the checkpoint past them).
         // The index can pass its bound by at most one step's events (4,096 lines).
@@ -324,7 +403,7 @@ impl History {
         mld_index::read_stored_events(&dir, &locations, EMBED_BATCH, &mut |ids, vectors, fields| target.add(ids, vectors, fields).map(|_| ()))?;
         self.index.save()?;
         self.min_seq = Some(cutoff);
-        write_covered(&new_dir, &Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq(), min_seq: self.min_seq })?;
+        write_covered(&new_dir, &self.covered())?;
         remove_dir_if_present(&old_dir)?;
         fs::rename(&dir, &old_dir).map_err(io("rename aside", &dir))?;
         fs::rename(&new_dir, &dir).map_err(io("rename into place", &new_dir))?;
@@ -336,6 +415,60 @@ impl History {
         self.unsaved = 0;
         self.last_save = Instant::now();
         Ok(cutoff)
+    }
+
+    /// What the snapshots being saved cover.
+    fn covered(&self) -> Covered {
+        Covered {
+            index_last_id: self.index.last_id(),
+            covered_seq: self.ingest.last_seq(),
+            min_seq: self.min_seq,
+            text: self.text.is_some(),
+            text_last_id: self.text.as_ref().and_then(|(text, _)| text.index().last_id()),
+            text_min_seq: self.text_min_seq,
+        }
+    }
+
+    /// The text index is full: keep its newest half, as [`History::roll_over`] does for the
+    /// flow index (save; build `<dir>.new` from the saved vectors; swap; the log is not read
+    /// again). Returns the new `text_min_seq`.
+    fn roll_over_text(&mut self) -> Result<u64, HistoryError> {
+        let Some((text, settings)) = &self.text else {
+            return Ok(0);
+        };
+        let cutoff = text.index().nth_newest_id((settings.max_events / 2).max(1)).unwrap_or(0);
+        let dir = settings.dir.clone();
+        self.save()?;
+        let Some((text, _)) = &mut self.text else {
+            return Ok(0);
+        };
+        let (new_dir, old_dir) = (sibling(&dir, "new"), sibling(&dir, "old"));
+        remove_dir_if_present(&new_dir)?;
+        let locations = text.index().locations_from(cutoff);
+        let mut half = EventIndex::create_with_source(&new_dir, text.index().dims(), text.index().factory(), text.index().source())?;
+        mld_index::read_stored_events(&dir, &locations, EMBED_BATCH, &mut |ids, vectors, fields| half.add(ids, vectors, fields).map(|_| ()))?;
+        half.save()?;
+        drop(text.replace_index(half));
+        remove_dir_if_present(&old_dir)?;
+        fs::rename(&dir, &old_dir).map_err(io("rename aside", &dir))?;
+        fs::rename(&new_dir, &dir).map_err(io("rename into place", &new_dir))?;
+        text.index_mut().moved_to(&dir);
+        if let Some(parent) = dir.parent() {
+            fs::File::open(parent).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", parent))?;
+        }
+        remove_dir_if_present(&old_dir)?;
+        self.text_min_seq = Some(cutoff);
+        write_covered(&self.settings.dir, &self.covered())?;
+        Ok(cutoff)
+    }
+
+    /// The text index, when configured.
+    pub fn text_index(&self) -> Option<&TextIndex> {
+        self.text.as_ref().map(|(text, _)| text)
+    }
+
+    pub fn text_index_mut(&mut self) -> Option<&mut TextIndex> {
+        self.text.as_mut().map(|(text, _)| text)
     }
 
     /// Events below this seq are not indexed (set when the index was full).
@@ -355,8 +488,10 @@ impl History {
     /// Saves the index, then what it covers, then the ingest checkpoint (in that order).
     pub fn save(&mut self) -> Result<(), HistoryError> {
         self.index.save()?;
-        let covered = Covered { index_last_id: self.index.last_id(), covered_seq: self.ingest.last_seq(), min_seq: self.min_seq };
-        write_covered(&self.settings.dir, &covered)?;
+        if let Some((text, _)) = &mut self.text {
+            text.index_mut().save()?;
+        }
+        write_covered(&self.settings.dir, &self.covered())?;
         self.ingest.commit()?;
         self.unsaved = 0;
         self.last_save = Instant::now();
@@ -382,6 +517,55 @@ impl History {
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+}
+
+/// What [`History::open_index`] opened.
+struct Opened {
+    index: EventIndex,
+    rebuilt: Option<Rebuild>,
+    min_seq: Option<u64>,
+    text: Option<(TextIndex, TextSettings)>,
+    text_min_seq: Option<u64>,
+}
+
+/// Opens the text index, or creates it; returns it, why the log must be verified again to
+/// fill it (if it must), and the seq below which it leaves events out.
+fn open_text(
+    settings: &TextSettings,
+    model: TextModel,
+    covered: Option<&Covered>,
+    checkpoint: Option<u64>,
+) -> Result<(TextIndex, Option<String>, Option<u64>), HistoryError> {
+    recover_swap(&settings.dir)?;
+    let recreate = |model: TextModel, reason: String| -> Result<(TextIndex, Option<String>, Option<u64>), HistoryError> {
+        remove_dir_if_present(&settings.dir)?;
+        let text = TextIndex::create(&settings.dir, model, settings.observations)?;
+        // A log not verified yet needs no second reading.
+        Ok((text, checkpoint.map(|_| reason), None))
+    };
+    let index = match EventIndex::open(&settings.dir) {
+        Ok(index) => index,
+        Err(IndexError::Missing { .. }) => return recreate(model, "no text index snapshot".to_string()),
+        Err(error @ (IndexError::Corrupt { .. } | IndexError::Faiss { .. })) => {
+            return recreate(model, format!("unusable: {}", mld_types::error_chain(&error)))
+        }
+        // Permissions, EIO, a full disk: not the index's fault.
+        Err(error) => return Err(error.into()),
+    };
+    match TextIndex::from_index(index, model, settings.observations) {
+        Ok(text) => {
+            let behind = match covered {
+                Some(covered) if covered.text && text.index().last_id() < covered.text_last_id => {
+                    Some(format!("it holds events up to seq {:?}, its last save recorded {:?}", text.index().last_id(), covered.text_last_id))
+                }
+                Some(covered) if !covered.text && checkpoint.is_some() => Some("it was not saved with the flow index".to_string()),
+                None if checkpoint.is_some() => Some("nothing says what it covers".to_string()),
+                _ => None,
+            };
+            Ok((text, behind, covered.and_then(|covered| covered.text_min_seq)))
+        }
+        Err((model, reason)) => recreate(model, format!("made differently: {reason}")),
     }
 }
 

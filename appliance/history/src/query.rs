@@ -6,6 +6,7 @@ use mld_index::{EventIndex, HitFields, SearchFilter, MAX_CANDIDATES};
 use serde::{Deserialize, Serialize};
 
 use crate::embed::Embedder;
+use crate::text::{AskFilter, Summary, TextIndex};
 use crate::HistoryError;
 
 /// The query language lives in `mld-query` (no FAISS, no model: fuzzed there); this
@@ -43,12 +44,21 @@ pub struct Answer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_event: Option<HitFields>,
     pub hits: Vec<AnswerHit>,
+    /// A question in words (`Query::Ask`): the time range its words set, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_filter: Option<String>,
+    /// A question in words: the address it named, applied as a filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_filter: Option<String>,
+    /// A question in words: exact counts over the hits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
 }
 
 /// Answers `query` from `index`; `embedder` is needed only for `SimilarToObject`.
 /// Errors name what was not found or not valid; they are the asker's, not the index's.
 pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query) -> Result<Answer, HistoryError> {
-    let mut answer = Answer { indexed: index.len() as u64, last_seq: index.last_id(), caught_up: None, query_event: None, hits: Vec::new() };
+    let mut answer = empty_answer(index);
     match query {
         Query::SimilarToEvent { event, k, filter } => {
             let k = check_count(*k, "k")?;
@@ -78,11 +88,47 @@ pub fn answer(index: &EventIndex, embedder: Option<&mut Embedder>, query: &Query
             let hits = index.search(&vector, k, &to_search(filter))?;
             answer.hits = hits.into_iter().map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
         }
+        Query::Ask { .. } => {
+            return Err(HistoryError::Invalid(
+                "a question in words is answered by the text index (ingest.text-index = true; offline: --index <state-dir>/text-index)".to_string(),
+            ))
+        }
         Query::Ip { ip, limit, filter } => {
             let limit = check_count(*limit, "limit")?;
             answer.hits = index.events_with_ip(*ip, &to_search(filter), limit)?.into_iter().map(|fields| AnswerHit { distance: None, fields }).collect();
         }
     }
+    Ok(answer)
+}
+
+fn empty_answer(index: &EventIndex) -> Answer {
+    Answer {
+        indexed: index.len() as u64,
+        last_seq: index.last_id(),
+        caught_up: None,
+        query_event: None,
+        hits: Vec::new(),
+        time_filter: None,
+        address_filter: None,
+        summary: None,
+    }
+}
+
+/// Answers a question in words ([`Query::Ask`]) from the text index; `now_us` and the
+/// local zone's `utc_offset_secs` place the question's time words. Other queries are
+/// refused (they are the flow index's).
+pub fn answer_ask(text: &mut TextIndex, query: &Query, now_us: i64, utc_offset_secs: i64) -> Result<Answer, HistoryError> {
+    let Query::Ask { question, k, filter, ip } = query else {
+        return Err(HistoryError::Invalid("the text index answers questions in words only".to_string()));
+    };
+    let k = check_count(*k, "k")?;
+    let question = mld_query::check_question(question).map_err(HistoryError::Invalid)?;
+    let asked = text.ask(question, k, &AskFilter { search: to_search(filter), ip: *ip }, now_us, utc_offset_secs)?;
+    let mut answer = empty_answer(text.index());
+    answer.hits = asked.hits.into_iter().map(|hit| AnswerHit { distance: Some(hit.distance), fields: hit.fields }).collect();
+    answer.time_filter = asked.time_filter;
+    answer.address_filter = asked.address_filter;
+    answer.summary = Some(asked.summary);
     Ok(answer)
 }
 

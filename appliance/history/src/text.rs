@@ -20,7 +20,7 @@ use std::path::Path;
 
 use mld_index::{EventIndex, Hit, HitFields, SearchFilter, MAX_CANDIDATES};
 use mld_model::text::TextModel;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::describe::{describe, semantic_text, DESCRIPTION_VERSION};
@@ -96,16 +96,20 @@ impl TextIndex {
         Ok(TextIndex { index, model, observations, cache: HashMap::new() })
     }
 
-    /// Opens the index in `dir`; `Ok(None)` when it was made by another model, wording or
-    /// dimension (the caller rebuilds it).
-    pub fn open(dir: &Path, model: TextModel, observations: bool) -> Result<Result<TextIndex, (TextModel, String)>, HistoryError> {
-        let index = EventIndex::open(dir)?;
+    /// The text index over an opened `index`, or the model back with why the index was
+    /// made by another model, wording or dimension (the caller rebuilds it).
+    pub fn from_index(index: EventIndex, model: TextModel, observations: bool) -> Result<TextIndex, (TextModel, String)> {
         let source = TextIndex::source_of(&model, observations);
         if index.source() != source || index.dims() as usize != model.dims() {
             let reason = format!("made by `{}`, this configuration is `{source}`", index.source());
-            return Ok(Err((model, reason)));
+            return Err((model, reason));
         }
-        Ok(Ok(TextIndex { index, model, observations, cache: HashMap::new() }))
+        Ok(TextIndex { index, model, observations, cache: HashMap::new() })
+    }
+
+    /// Puts `index` in place of the current one (a roll-over), returning the old one.
+    pub fn replace_index(&mut self, index: EventIndex) -> EventIndex {
+        std::mem::replace(&mut self.index, index)
     }
 
     pub fn index(&self) -> &EventIndex {
@@ -315,7 +319,7 @@ fn number_word(word: &str) -> Option<i64> {
 }
 
 /// Exact counts over an answer's events.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub events: usize,
     /// Sources and how many of the events each has, most first.

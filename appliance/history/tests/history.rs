@@ -552,3 +552,75 @@ fn answers_say_whether_the_history_has_caught_up_with_the_log() {
     assert!(history.caught_up());
     assert_eq!(history.index().len(), 300);
 }
+
+fn text_model() -> mld_model::text::TextModel {
+    mld_model::init_runtime(&runtime()).expect("ONNX Runtime");
+    let dir = std::env::var_os("MLD_TEXT_MODEL_DIR").map_or_else(|| PathBuf::from("/usr/local/share/mldefender/text"), PathBuf::from);
+    let key = mld_model::signing::ModelPublicKey::from_base64(RELEASE_KEY).expect("key");
+    mld_model::text::TextModel::load(&dir, "text-embedder", &key).expect("the text model (scripts/setup installs it)")
+}
+
+fn open_with_text(paths: &Paths, max_events: usize) -> History {
+    let ingest = IngestConfig::new(paths.log.clone(), paths.state.clone(), NODE.to_string(), vec![CheckpointSigningKey::from_seed(SIGNING_SEED).public_key()]);
+    let settings = IndexSettings {
+        dir: paths.index(),
+        factory: "Flat".to_string(),
+        search_parameters: Vec::new(),
+        save_interval: Duration::from_secs(3600),
+        max_events: 1_000_000,
+    };
+    let text = mld_history::TextSettings { dir: paths.state.join("text-index"), max_events, observations: false };
+    History::open_with_text(ingest, settings, embedder(), Some((text, text_model()))).expect("open history with the text index")
+}
+
+#[test]
+fn the_text_index_keeps_in_step_with_the_log_and_is_refilled_when_it_goes() {
+    let paths = Paths::new();
+    write_events(&paths.log, 0, 400);
+    let mut history = open_with_text(&paths, 100_000);
+    drain(&mut history);
+    // Scenarios scan, flood, brute-force are blocks; benign ones are observations.
+    let decisions = 300;
+    assert_eq!(history.text_index().expect("text index").index().len(), decisions);
+    assert_eq!(history.index().len(), 400, "the flow index holds every event");
+    drop(history);
+
+    // A reopen finds both in step: nothing is verified again.
+    let mut history = open_with_text(&paths, 100_000);
+    assert_eq!(history.rebuilt(), None);
+    write_events(&paths.log, 400, 440);
+    drain(&mut history);
+    assert_eq!(history.text_index().expect("text index").index().len(), decisions + 30);
+    drop(history);
+
+    // The text index deleted (or turned on later): the log is verified again to fill it,
+    // and the flow index keeps what it has.
+    std::fs::remove_dir_all(paths.state.join("text-index")).expect("remove the text index");
+    let mut history = open_with_text(&paths, 100_000);
+    assert!(matches!(history.rebuilt(), Some(Rebuild::Text(reason)) if reason.contains("no text index")), "{:?}", history.rebuilt());
+    drain(&mut history);
+    assert_eq!(history.text_index().expect("text index").index().len(), decisions + 30);
+    assert_eq!(history.index().len(), 440);
+    let now = (BASE_TS_US + 440 * 1_000_000) as i64;
+    let query = Query::Ask { question: "who scanned the server".to_string(), k: 5, filter: Filter::default(), ip: None };
+    let answer = mld_history::answer_ask(history.text_index_mut().expect("text"), &query, now, 0).expect("ask");
+    assert_eq!(answer.hits.len(), 5);
+    assert!(answer.hits.iter().all(|hit| hit.fields.category == "scan"), "{:#?}", answer.hits);
+    assert_eq!(answer.summary.expect("summary").actions.get("block"), Some(&5));
+}
+
+#[test]
+fn a_full_text_index_keeps_its_newest_half() {
+    let paths = Paths::new();
+    write_events(&paths.log, 0, 1600);
+    let mut history = open_with_text(&paths, 1000);
+    drain(&mut history);
+    let text = history.text_index().expect("text index").index();
+    // 1,200 decisions through a bound of 1,000: rolled over once to its newest 500, then grew.
+    assert!(text.len() < 1000 && text.len() >= 500, "{}", text.len());
+    let newest = text.last_id().expect("newest");
+    drop(history);
+    let history = open_with_text(&paths, 1000);
+    assert_eq!(history.rebuilt(), None, "a roll-over is not a reason to read the log again");
+    assert_eq!(history.text_index().expect("text index").index().last_id(), Some(newest));
+}

@@ -59,6 +59,32 @@ pub enum Query {
     SimilarToObject { object: Map<String, Value>, k: usize, filter: Filter },
     /// The newest `limit` events with this address as source or destination.
     Ip { ip: IpAddr, limit: usize, filter: Filter },
+    /// The `k` decisions whose descriptions are nearest to a question in words (the text
+    /// index). Time words and an address in the question become filters when `filter`
+    /// and `ip` leave them open.
+    Ask {
+        question: String,
+        k: usize,
+        filter: Filter,
+        #[serde(default)]
+        ip: Option<IpAddr>,
+    },
+}
+
+/// The longest question, in bytes (a sentence or two; the embedder reads 256 tokens).
+pub const MAX_QUESTION_BYTES: usize = 1000;
+
+/// The question if it is not empty and at most [`MAX_QUESTION_BYTES`]; otherwise a
+/// message for the asker.
+pub fn check_question(question: &str) -> Result<&str, String> {
+    let trimmed = question.trim();
+    if trimmed.is_empty() {
+        return Err("the question is empty".to_string());
+    }
+    if question.len() > MAX_QUESTION_BYTES {
+        return Err(format!("the question has {} bytes; at most {MAX_QUESTION_BYTES}", question.len()));
+    }
+    Ok(trimmed)
 }
 
 /// `count` (a query's `k` or `limit`, named `name` in the message) if it is between 1 and

@@ -27,6 +27,15 @@ fn signed_fields_and_days_a_month_does_not_have_are_refused() {
 }
 
 #[test]
+fn questions_parse_and_are_bounded() {
+    let query: Query = serde_json::from_str(r#"{"query":"ask","question":"who scanned the server","k":10,"filter":{}}"#).expect("ask");
+    assert_eq!(query, Query::Ask { question: "who scanned the server".to_string(), k: 10, filter: Filter::default(), ip: None });
+    assert_eq!(check_question("  who?  "), Ok("who?"));
+    assert!(check_question(" ").expect_err("empty").contains("empty"));
+    assert!(check_question(&"a".repeat(MAX_QUESTION_BYTES + 1)).expect_err("long").contains("at most 1000"));
+}
+
+#[test]
 fn queries_parse_from_the_json_the_cli_sends() {
     let query: Query = serde_json::from_str(r#"{"query":"ip","ip":"10.0.0.1","limit":5,"filter":{"actions":["block"]}}"#).expect("ip query");
     assert_eq!(query, Query::Ip { ip: "10.0.0.1".parse().expect("ip"), limit: 5, filter: Filter { actions: vec!["block".to_string()], ..Filter::default() } });
