@@ -565,7 +565,10 @@ fn open_text(
             };
             Ok((text, behind, covered.and_then(|covered| covered.text_min_seq)))
         }
-        Err((model, reason)) => recreate(model, format!("made differently: {reason}")),
+        Err(refused) => {
+            let (model, reason) = *refused;
+            recreate(model, format!("made differently: {reason}"))
+        }
     }
 }
 

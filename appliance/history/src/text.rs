@@ -98,11 +98,11 @@ impl TextIndex {
 
     /// The text index over an opened `index`, or the model back with why the index was
     /// made by another model, wording or dimension (the caller rebuilds it).
-    pub fn from_index(index: EventIndex, model: TextModel, observations: bool) -> Result<TextIndex, (TextModel, String)> {
+    pub fn from_index(index: EventIndex, model: TextModel, observations: bool) -> Result<TextIndex, Box<(TextModel, String)>> {
         let source = TextIndex::source_of(&model, observations);
         if index.source() != source || index.dims() as usize != model.dims() {
             let reason = format!("made by `{}`, this configuration is `{source}`", index.source());
-            return Err((model, reason));
+            return Err(Box::new((model, reason)));
         }
         Ok(TextIndex { index, model, observations, cache: HashMap::new() })
     }
