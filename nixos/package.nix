@@ -17,7 +17,7 @@ rustPlatform.buildRustPackage {
   # The signed models (their signatures checked at load against detect.model-public-key).
   postInstall = ''
     mkdir -p $out/share/mldefender/models
-    cp models/* $out/share/mldefender/models/
+    cp models/*.onnx models/*.json models/*.sig $out/share/mldefender/models/
   '';
   passthru = { inherit onnxruntime; };
   meta = {

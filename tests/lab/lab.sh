@@ -95,12 +95,12 @@ up() {
         command -v "$tool" >/dev/null || { say "missing tool: $tool (run scripts/setup)"; exit 1; }
     done
     down
-    trap 'say "setup failed; removing what was made"; down' ERR
+    trap 'say "setup failed; removing what was made"; down; exit 1' ERR
     mkdir -p "$state_dir/www"
     # The models, where the unprivileged detect and ingest tasks can read them whatever the
     # checkout's permissions (a clone under /root is 0700 to them).
     mkdir -p "$state_dir/models"
-    cp -p "$here/../../models/"* "$state_dir/models/"
+    find "$here/../../models" -maxdepth 1 -type f -exec cp -p -t "$state_dir/models/" {} +
     chmod -R a+rX "$state_dir/models"
     for node in a c g s; do
         ip netns add "$(ns "$node")"

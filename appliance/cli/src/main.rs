@@ -252,6 +252,24 @@ enum QueryCommand {
         #[command(flatten)]
         args: QueryArgs,
     },
+    /// The decisions whose descriptions answer a question in words, nearest first, with
+    /// an exact summary. Time words ("since midnight", "last hour", "yesterday") and an
+    /// address in the question filter the events when no flag does; the answer says so.
+    /// Offline: --index <ingest.state-dir>/text-index (and --config for its model).
+    Ask {
+        question: String,
+        /// How many events (1..=1000).
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Only events with this address as source or destination.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<String>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        args: QueryArgs,
+    },
     /// The newest events with ADDR as source or destination.
     Ip {
         address: String,
@@ -621,6 +639,10 @@ fn main() -> ExitCode {
         Command::Query(QueryCommand::Similar { event, flow_json, k, args }) => {
             let (target, filters) = args.split();
             query::similar(&target, event.as_deref(), flow_json.as_deref(), k, &filters)
+        }
+        Command::Query(QueryCommand::Ask { question, k, ip, json, args }) => {
+            let (target, filters) = args.split();
+            query::ask_words(&target, &question, k, ip.as_deref(), &filters, json)
         }
         Command::Query(QueryCommand::Ip { address, limit, args }) => {
             let (target, filters) = args.split();

@@ -69,19 +69,90 @@ pub fn ip(target: &Target, address: &str, limit: usize, filters: &FilterArgs) ->
     ask(target, &Query::Ip { ip, limit, filter })
 }
 
+/// `query ask`: a question in words, answered from the text index.
+pub fn ask_words(target: &Target, question: &str, k: usize, ip: Option<&str>, filters: &FilterArgs, json: bool) -> anyhow::Result<Exit> {
+    let ip = match ip.map(str::parse::<IpAddr>).transpose() {
+        Ok(ip) => ip,
+        Err(_) => return Ok(usage(&format!("--ip `{}` is not an IPv4 or IPv6 address", ip.unwrap_or_default()))),
+    };
+    let filter = match parse_filter(filters) {
+        Ok(filter) => filter,
+        Err(message) => return Ok(usage(&message)),
+    };
+    if let Err(message) = mld_query::check_question(question) {
+        return Ok(usage(&message));
+    }
+    let query = Query::Ask { question: question.to_string(), k, filter, ip };
+    let reply = match reply(target, &query)? {
+        Ok(reply) => reply,
+        Err(exit) => return Ok(exit),
+    };
+    let answer = match reply {
+        Reply::Answer(answer) => answer,
+        Reply::Error(message) => {
+            eprintln!("mldefender: {message}");
+            return Ok(Exit::Failure);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer).context("failed to format the answer")?);
+        return Ok(Exit::Success);
+    }
+    print!("{}", render_answer(question, &answer));
+    Ok(Exit::Success)
+}
+
+/// An answer to a question in words, for a terminal: what was applied, the events (time,
+/// action, category, addresses, description), then the summary.
+fn render_answer(question: &str, answer: &mld_history::Answer) -> String {
+    let mut out = format!("question: {}\n", question.trim());
+    let applied: Vec<String> =
+        [answer.time_filter.as_ref().map(|words| format!("time {words}")), answer.address_filter.clone()].into_iter().flatten().collect();
+    if !applied.is_empty() {
+        out.push_str(&format!("filters from the question: {}\n", applied.join("; ")));
+    }
+    for (rank, hit) in answer.hits.iter().enumerate() {
+        let fields = &hit.fields;
+        out.push_str(&format!(
+            "{:>3}. {}  {:<8} {:<12} {} -> {}:{}  seq {}\n     {}\n",
+            rank + 1,
+            mld_history::text::rfc3339(fields.ts_us),
+            fields.action,
+            fields.category,
+            fields.src_ip,
+            fields.dst_ip,
+            fields.dst_port,
+            fields.seq,
+            fields.description.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(summary) = &answer.summary {
+        out.push_str(&format!("summary: {summary}\n"));
+    }
+    out.push_str(&format!("({} described decisions indexed", answer.indexed));
+    if answer.caught_up == Some(false) {
+        out.push_str("; the ingest task is still reading the log: newer decisions may be missing");
+    }
+    out.push_str(")\n");
+    out
+}
+
 fn usage(message: &str) -> Exit {
     eprintln!("mldefender: {message}");
     Exit::Config
 }
 
-fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
-    let reply = match &target.index {
+/// The reply to `query`, from the index directory or the running task; `Err` is the exit
+/// for a configuration that does not load.
+fn reply(target: &Target, query: &Query) -> anyhow::Result<Result<Reply, Exit>> {
+    Ok(Ok(match &target.index {
         Some(dir) => {
-            // The embedder (and so the configuration) is needed only to embed an object.
+            // The embedder or the text model (and so the configuration) is needed only to
+            // embed an object or a question.
             let config = match query {
-                Query::SimilarToObject { .. } => match crate::load::config(target.config.as_deref()) {
+                Query::SimilarToObject { .. } | Query::Ask { .. } => match crate::load::config(target.config.as_deref()) {
                     Ok(config) => Some(config),
-                    Err(exit) => return Ok(exit),
+                    Err(exit) => return Ok(Err(exit)),
                 },
                 _ => None,
             };
@@ -92,11 +163,18 @@ fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
                 Some(socket) => socket.clone(),
                 None => match crate::load::config(target.config.as_deref()) {
                     Ok(config) => config.capture.runtime_dir.join(mld_runtime::query_server::QUERY_SOCKET),
-                    Err(exit) => return Ok(exit),
+                    Err(exit) => return Ok(Err(exit)),
                 },
             };
             mld_runtime::query_server::ask_online(&socket, query)?
         }
+    }))
+}
+
+fn ask(target: &Target, query: &Query) -> anyhow::Result<Exit> {
+    let reply = match reply(target, query)? {
+        Ok(reply) => reply,
+        Err(exit) => return Ok(exit),
     };
     match reply {
         Reply::Answer(answer) => {

@@ -303,3 +303,63 @@ fn without_its_embedder_the_ingest_task_verifies_and_queries_say_why_there_is_no
     let (_, log) = supervisor.stop_with_log();
     assert!(log.contains("the similarity index is unavailable"), "{log}");
 }
+
+/// Issue 19's "done when": on the lab appliance, a question in words finds the scanner's
+/// block first, online (the ingest task's socket) and offline (the text index directory),
+/// and the words of the question filter by time and address.
+#[test]
+fn who_scanned_the_server_returns_the_scanner_block_first() {
+    let Some(lab) = Lab::up() else { return };
+    let mut supervisor = Supervisor::start(&lab, "[ingest]\nsave-interval-secs = 1\n");
+    supervisor.wait_ready(Duration::from_secs(30));
+    scenario(&lab, "benign-http-burst", 3);
+    scenario(&lab, "nmap-syn", 4);
+
+    let mut last = Value::Null;
+    let found = eventually(Duration::from_secs(20), || {
+        last = query(&supervisor, &["ask", "who scanned the server", "-k", "5", "--json"]).unwrap_or_else(|error| Value::String(error));
+        last["hits"].as_array().is_some_and(|hits| !hits.is_empty())
+    });
+    assert!(found, "no answer to the question: {last}\n{}", supervisor.log());
+    let first = &last["hits"][0];
+    assert_eq!((first["action"].as_str(), first["src_ip"].as_str(), first["category"].as_str()), (Some("block"), Some(ATTACKER), Some("scan")), "{last:#}");
+    let description = first["description"].as_str().expect("description");
+    assert!(description.starts_with(&format!("blocked {ATTACKER}, which scanned 10.66.9.2")), "{description}");
+    let summary = &last["summary"];
+    assert_eq!(summary["events"].as_u64(), last["hits"].as_array().map(|hits| hits.len() as u64), "{last:#}");
+    assert!(summary["sources"].as_array().expect("sources").iter().any(|source| source[0] == ATTACKER), "{last:#}");
+    assert!(summary["actions"]["block"].as_u64() >= Some(1), "{last:#}");
+
+    // What an analyst reads on a terminal.
+    let socket = format!("{}/query.sock", supervisor.runtime_dir);
+    let output = run(mldefender().args(["query", "ask", "who scanned the server", "-k", "3", "--socket", &socket]));
+    let text = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(text.contains(&format!("blocked {ATTACKER}, which scanned")) && text.contains("summary: "), "{text}");
+
+    // Words in the question: the client's own events only, and a time range said back.
+    let client = query(&supervisor, &["ask", &format!("what did {CLIENT} do in the last hour"), "--json"]).expect("ask about the client");
+    assert_eq!(client["address_filter"], format!("events of {CLIENT}"));
+    assert_eq!(client["time_filter"], "the last hour");
+    assert!(client["hits"].as_array().expect("hits").iter().all(|hit| hit["src_ip"] == CLIENT || hit["dst_ip"] == CLIENT), "{client:#}");
+
+    // Offline, from the saved text index, read-only beside the running task.
+    let text_index = PathBuf::from(format!("/run/mldefender-lab-{}/ingest/text-index", lab.id));
+    let saved = eventually(Duration::from_secs(10), || text_index.join("manifest.json").exists());
+    assert!(saved, "the text index was not saved in {}", text_index.display());
+    let output = run(mldefender()
+        .args(["query", "ask", "who scanned the server", "--json", "--index"])
+        .arg(&text_index)
+        .args(["--config"])
+        .arg(&supervisor.config_path));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let offline: Value = serde_json::from_str(stdout(&output).trim()).expect("JSON");
+    assert_eq!(offline["hits"][0]["src_ip"], ATTACKER, "{offline:#}");
+    assert_eq!(offline["hits"][0]["action"], "block");
+
+    // The flow index is not a text index: said so, not answered wrongly.
+    let output =
+        run(mldefender().args(["query", "ask", "who scanned the server", "--index"]).arg(index_dir(&lab)).args(["--config"]).arg(&supervisor.config_path));
+    assert!(!output.status.success() && stderr(&output).contains("is not a text index"), "{}", stderr(&output));
+    supervisor.stop();
+}

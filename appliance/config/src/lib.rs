@@ -33,7 +33,7 @@ pub use metrics::MetricsConfig;
 pub use pki::PkiConfig;
 pub use validate::{
     CaptureConfig, Config, DataMount, FlowConfig, IndexConfig, IngestConfig, InterfaceConfig, InterfaceRole, LogConfig, OutputConfig, OutputFormat,
-    RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig, TaskConfig, TaskKind, WindowsConfig, XdpMode,
+    RestartPolicy, SourceCheck, SupervisorConfig, SystemConfig, TaskConfig, TaskKind, TextIndexConfig, WindowsConfig, XdpMode,
 };
 pub use warnings::FALLBACK_NODE;
 

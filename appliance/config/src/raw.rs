@@ -69,6 +69,16 @@ pub struct RawIngest {
     pub index_max_events: i64,
     /// Save the index (then the checkpoint) at least this often while events arrive. Seconds.
     pub save_interval_secs: i64,
+    /// Build the text index beside the similarity index: decisions described in words and
+    /// embedded by the sentence model, asked with `mldefender query ask`. Needs `index`.
+    pub text_index: bool,
+    /// The sentence model's directory: `text-embedder.onnx`, its signed metadata and
+    /// `tokenizer.json` (scripts/setup installs them), checked against detect.model-public-key.
+    pub text_model_dir: String,
+    /// The most described events the text index holds; full, it keeps the newest half.
+    pub text_index_max_events: i64,
+    /// Describe and embed observations (every flow) too, not only decisions.
+    pub text_observations: bool,
 }
 
 impl Default for RawIngest {
@@ -85,6 +95,10 @@ impl Default for RawIngest {
             embedder: "embedder".to_string(),
             index_max_events: 1_000_000,
             save_interval_secs: 10,
+            text_index: true,
+            text_model_dir: "/usr/local/share/mldefender/text".to_string(),
+            text_index_max_events: 100_000,
+            text_observations: false,
         }
     }
 }

@@ -6,7 +6,7 @@ use mld_flow::features::FeatureParams;
 use mld_flow::window::WindowConfig;
 use mld_flow::FlowTableConfig;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
 use crate::raw::{RawAllowlist, RawCapture, RawConfig, RawFlow, RawLog, RawOutput, RawSupervisor, RawSystem, RawTask, RawWindows};
@@ -64,6 +64,19 @@ pub struct IndexConfig {
     pub embedder: String,
     pub save_interval: Duration,
     pub max_events: usize,
+    /// The text index (`ingest.text-index`); `None`: off.
+    pub text: Option<TextIndexConfig>,
+}
+
+/// The text index the ingest task builds beside the similarity index (issue 19).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextIndexConfig {
+    /// `<state-dir>/text-index`.
+    pub dir: PathBuf,
+    /// Where `text-embedder.{onnx,json,json.sig}` and `tokenizer.json` are.
+    pub model_dir: PathBuf,
+    pub max_events: usize,
+    pub observations: bool,
 }
 
 fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) -> Option<IndexConfig> {
@@ -89,6 +102,16 @@ fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) ->
         }
     }
     let max_events = in_range(raw.index_max_events, 1000, 100_000_000, "ingest.index-max-events", errors) as usize;
+    let text_max_events = in_range(raw.text_index_max_events, 1000, 10_000_000, "ingest.text-index-max-events", errors) as usize;
+    if raw.text_index && !Path::new(&raw.text_model_dir).is_absolute() {
+        errors.push(ConfigError::new("ingest.text-model-dir", format!("must be an absolute path, got \"{}\"", raw.text_model_dir)));
+    }
+    let text = raw.text_index.then(|| TextIndexConfig {
+        dir: PathBuf::from(&raw.state_dir).join("text-index"),
+        model_dir: PathBuf::from(&raw.text_model_dir),
+        max_events: text_max_events,
+        observations: raw.text_observations,
+    });
     raw.index.then(|| IndexConfig {
         max_events,
         dir: PathBuf::from(&raw.state_dir).join("index"),
@@ -96,6 +119,7 @@ fn validate_index(raw: &crate::raw::RawIngest, errors: &mut Vec<ConfigError>) ->
         search_parameters,
         embedder: raw.embedder.clone(),
         save_interval,
+        text,
     })
 }
 

@@ -38,4 +38,4 @@ pub use search::{newest_authenticated, Search};
 pub use verify::{
     verify_paths, verify_paths_signed, ChainPosition, ChainVerifier, CheckedRecord, Failure, FailureReason, RecordHead, SignedSummary, VerifySummary,
 };
-pub use writer::{file_name, local_day, LogWriter, WriterConfig, WriterError};
+pub use writer::{file_name, local_day, local_utc_offset_secs, LogWriter, WriterConfig, WriterError};

@@ -617,6 +617,22 @@ pub fn local_day(time: SystemTime) -> u32 {
     ((tm.tm_year + 1900) * 10_000 + (tm.tm_mon + 1) * 100 + tm.tm_mday) as u32
 }
 
+/// The local time zone's offset from UTC at `secs` since the epoch, in seconds (the zone
+/// [`local_day`] uses; 0 where there is none).
+pub fn local_utc_offset_secs(secs: i64) -> i64 {
+    let secs = secs as libc::time_t;
+    // SAFETY: as in `local_day`.
+    #[allow(unsafe_code)]
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return 0;
+        }
+        tm
+    };
+    tm.tm_gmtoff
+}
+
 /// The writer's fsync thread: group commit without stopping the writer.
 #[derive(Debug)]
 struct Syncer {

@@ -29,6 +29,66 @@ pub fn load_embedder(config: &Config) -> anyhow::Result<Embedder> {
         .with_context(|| format!("failed to load the embedder `{name}` from `{}`", config.detect.models_dir.display()))
 }
 
+/// The sentence model of the text index (`ingest.text-model-dir`), checked against the
+/// release key, with ONNX Runtime loaded first.
+pub fn load_text_model(config: &Config, text: &mld_config::TextIndexConfig) -> anyhow::Result<mld_model::text::TextModel> {
+    mld_model::init_runtime(&config.detect.onnxruntime)?;
+    let key = mld_model::signing::ModelPublicKey::from_base64(&config.detect.model_public_key)
+        .map_err(|error| anyhow::anyhow!("detect.model-public-key is not a valid Ed25519 public key: {error}"))?;
+    mld_model::text::TextModel::load(&text.model_dir, TEXT_MODEL_NAME, &key)
+        .with_context(|| format!("failed to load the text model `{TEXT_MODEL_NAME}` from `{}`", text.model_dir.display()))
+}
+
+/// The text model's name in `ingest.text-model-dir`.
+pub const TEXT_MODEL_NAME: &str = "text-embedder";
+
+/// Now, µs since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros() as i64)
+}
+
+/// The local time zone's offset from UTC at `ts_us` (the zone of /etc/localtime or TZ, as
+/// the log's daily rotation uses; 0 where there is none, as in the appliance image), so
+/// that "since midnight" in a question means the operator's midnight.
+pub fn local_utc_offset_secs(ts_us: i64) -> i64 {
+    mld_eventlog::local_utc_offset_secs(ts_us.div_euclid(1_000_000))
+}
+
+/// Answers a question in words from a text index directory opened read-only (safe beside
+/// a running ingest task), with the configured sentence model.
+fn ask_text_offline(dir: &Path, config: Option<&Config>, query: &Query, index: EventIndex) -> anyhow::Result<Reply> {
+    let Some(config) = config else {
+        anyhow::bail!("a question in words needs the configuration's text model (--config)");
+    };
+    let text_config = match config.ingest.index.as_ref().and_then(|index| index.text.clone()) {
+        Some(text) => text,
+        // Off in the configuration, but an index directory was given: its model anyway.
+        None => mld_config::TextIndexConfig {
+            dir: dir.to_path_buf(),
+            model_dir: std::path::PathBuf::from("/usr/local/share/mldefender/text"),
+            max_events: 0,
+            observations: false,
+        },
+    };
+    let model = load_text_model(config, &text_config)?;
+    let observations = index.source().ends_with(" with observations");
+    let mut text = match mld_history::TextIndex::from_index(index, model, observations) {
+        Ok(text) => text,
+        Err(refused) => {
+            return Ok(Reply::Error(format!(
+                "`{}` is not a text index of this model: {} (the text index is <ingest.state-dir>/text-index)",
+                dir.display(),
+                refused.1
+            )))
+        }
+    };
+    let now = now_us();
+    Ok(match mld_history::answer_ask(&mut text, query, now, local_utc_offset_secs(now)) {
+        Ok(answer) => Reply::Answer(Box::new(answer)),
+        Err(error) => Reply::Error(format!("{:#}", anyhow::Error::from(error))),
+    })
+}
+
 /// Answers `query` from an index directory opened read-only (safe beside a running ingest
 /// task); `config` names the embedder, needed only to embed an object.
 pub fn ask_offline(dir: &Path, config: Option<&Config>, query: &Query) -> anyhow::Result<Reply> {
@@ -47,6 +107,9 @@ pub fn ask_offline(dir: &Path, config: Option<&Config>, query: &Query) -> anyhow
             Err(error) => return Err(anyhow::Error::from(error).context(format!("failed to open the index `{}`", dir.display()))),
         }
     };
+    if matches!(query, Query::Ask { .. }) {
+        return ask_text_offline(dir, config, query, index);
+    }
     let mut embedder = match (query, config) {
         (Query::SimilarToObject { .. }, Some(config)) => Some(load_embedder(config)?),
         (Query::SimilarToObject { .. }, None) => anyhow::bail!("embedding an object needs the configuration's embedder"),

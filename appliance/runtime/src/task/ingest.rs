@@ -36,9 +36,23 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     let mut counters = IngestCounters::default();
     // The supervisor made the log directory (group-readable) before any task started;
     // files appear as the log task writes them.
+    // The text index is the analyst's convenience: without its model (not installed, not
+    // signed by the release key) the task goes on with the flow index and every question in
+    // words is answered with why.
+    let (text_model, text_off) = match config.ingest.index.as_ref().and_then(|index| index.text.as_ref()) {
+        None => (None, Some("the text index is off on this appliance (ingest.text-index = false)".to_string())),
+        Some(text) => match crate::query_server::load_text_model(config, text) {
+            Ok(model) => (Some(model), None),
+            Err(error) => {
+                let reason = format!("{error:#}");
+                tracing::error!(error = %reason, "the text index is unavailable; going on without it");
+                (None, Some(format!("the text index is unavailable: {reason}")))
+            }
+        },
+    };
     let mut source = match &config.ingest.index {
         Some(index) => match crate::query_server::load_embedder(config) {
-            Ok(embedder) => match open_history(index, ingest_config, embedder) {
+            Ok(embedder) => match open_history(index, ingest_config, embedder, text_model) {
                 Ok(history) => Verified::History(Box::new(history)),
                 Err(failure) => match *failure {
                     mld_history::OpenFailure { error, ingest_config: Some(ingest_config) } => {
@@ -76,7 +90,7 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
         let lines = source.step(&mut counters)?;
         let busy = lines > 0;
         catch_up.after_step(lines, source.position(), &counters);
-        crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query));
+        crate::query_server::serve(&listener, &askers, &mut |query| source.answer(query, text_off.as_deref()));
         control.report_due(|| TaskCounters::Ingest(counters));
         if !busy {
             // Sleep until a query arrives or it is time to look at the log again.
@@ -171,6 +185,7 @@ fn open_history(
     index: &mld_config::IndexConfig,
     ingest_config: mld_ingest::IngestConfig,
     embedder: mld_history::Embedder,
+    text_model: Option<mld_model::text::TextModel>,
 ) -> Result<mld_history::History, Box<mld_history::OpenFailure>> {
     let settings = mld_history::IndexSettings {
         dir: index.dir.clone(),
@@ -179,7 +194,12 @@ fn open_history(
         save_interval: index.save_interval,
         max_events: index.max_events,
     };
-    let history = mld_history::History::open(ingest_config, settings, embedder)?;
+    let text = index
+        .text
+        .as_ref()
+        .zip(text_model)
+        .map(|(text, model)| (mld_history::TextSettings { dir: text.dir.clone(), max_events: text.max_events, observations: text.observations }, model));
+    let history = mld_history::History::open_with_text(ingest_config, settings, embedder, text)?;
     if let Some(reason) = history.rebuilt() {
         warn!(index = %index.dir.display(), reason = %reason, "building the similarity index from the verified log");
     }
@@ -278,8 +298,22 @@ impl Verified {
         }
     }
 
-    fn answer(&mut self, query: &mld_history::Query) -> mld_history::Reply {
+    fn answer(&mut self, query: &mld_history::Query, text_off: Option<&str>) -> mld_history::Reply {
         match self {
+            Verified::History(history) if matches!(query, mld_history::Query::Ask { .. }) => {
+                let caught_up = history.caught_up();
+                let Some(text) = history.text_index_mut() else {
+                    return mld_history::Reply::Error(text_off.unwrap_or("the text index is unavailable").to_string());
+                };
+                let now_us = crate::query_server::now_us();
+                match mld_history::answer_ask(text, query, now_us, crate::query_server::local_utc_offset_secs(now_us)) {
+                    Ok(mut answer) => {
+                        answer.caught_up = Some(caught_up);
+                        mld_history::Reply::Answer(Box::new(answer))
+                    }
+                    Err(error) => mld_history::Reply::Error(format!("{:#}", anyhow::Error::from(error))),
+                }
+            }
             Verified::History(history) => {
                 let caught_up = history.caught_up();
                 let (index, embedder) = history.parts();
