@@ -317,7 +317,7 @@ fn who_scanned_the_server_returns_the_scanner_block_first() {
 
     let mut last = Value::Null;
     let found = eventually(Duration::from_secs(20), || {
-        last = query(&supervisor, &["ask", "who scanned the server", "-k", "5", "--json"]).unwrap_or_else(|error| Value::String(error));
+        last = query(&supervisor, &["ask", "who scanned the server", "-k", "5", "--json"]).unwrap_or_else(Value::String);
         last["hits"].as_array().is_some_and(|hits| !hits.is_empty())
     });
     assert!(found, "no answer to the question: {last}\n{}", supervisor.log());

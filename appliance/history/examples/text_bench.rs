@@ -64,6 +64,14 @@ fn record(i: usize) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
 
+/// This process's resident memory (VmRSS), KiB.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| status.lines().find(|line| line.starts_with("VmRSS:")).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -75,8 +83,16 @@ fn main() -> Result<()> {
     }
     let (model_dir, runtime) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
     mld_model::init_runtime(&runtime)?;
+    let rss_runtime = rss_kib();
     let key = ModelPublicKey::from_base64(RELEASE_KEY)?;
     let mut model = TextModel::load(&model_dir, "text-embedder", &key).context("load the text model")?;
+    model.embed(&["blocked a host, which scanned a host: a TCP port scan"; 64])?;
+    let rss_model = rss_kib();
+    println!(
+        "resident memory: ONNX Runtime loaded {} MiB; + the text model after a batch of 64: +{} MiB",
+        rss_runtime / 1024,
+        (rss_model - rss_runtime) / 1024
+    );
 
     let records: Vec<Map<String, Value>> = (0..DISTINCT).map(record).collect();
     let descriptions: Vec<String> = records.iter().map(|record| describe(record, false).unwrap_or_default()).collect();
@@ -150,6 +166,10 @@ fn main() -> Result<()> {
         );
     }
     let memory = index.index().memory_report();
-    println!("index at 100000 decisions: {memory:?}");
+    println!(
+        "index at 100000 decisions: {memory:?}; resident memory +{} MiB over the loaded model ({:.0} bytes per decision, the index's own estimate excludes FAISS's vectors)",
+        (rss_kib() - rss_model) / 1024,
+        (rss_kib() - rss_model) as f64 * 1024.0 / 100_000.0
+    );
     Ok(())
 }

@@ -372,19 +372,8 @@ impl fmt::Display for Summary {
 
 /// A time in microseconds as RFC 3339 UTC, to the second.
 pub fn rfc3339(ts_us: i64) -> String {
-    let secs = ts_us.div_euclid(1_000_000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+    let full = mld_flow::time::rfc3339_utc(u64::try_from(ts_us).unwrap_or(0).saturating_mul(1000));
+    format!("{}Z", &full[..19])
 }
 
 #[cfg(test)]

@@ -278,13 +278,7 @@ impl LoadedModel {
     /// The session is built from the bytes that were hashed, never from a second read.
     pub fn load(files: ModelFiles, public_key: &ModelPublicKey, is_known_feature: impl Fn(&str) -> bool) -> Result<LoadedModel, ModelError> {
         let onnx_bytes = read_file("file", &files.onnx, None)?;
-        let metadata_bytes = read_file("metadata", &files.metadata, Some(MAX_METADATA_BYTES))?;
-        let signature_bytes = read_file("signature", &files.signature, Some(MAX_SIGNATURE_BYTES))?;
-
-        let signature_error = |source| ModelError::Signature { signature: files.signature.clone(), metadata: files.metadata.clone(), source };
-        let signature_text =
-            std::str::from_utf8(&signature_bytes).map_err(|_| signature_error(SigningError::SignatureFormat { reason: "not UTF-8 text".to_string() }))?;
-        signing::verify(public_key, &metadata_bytes, signature_text).map_err(signature_error)?;
+        let metadata_bytes = read_signed_metadata(&files, public_key)?;
 
         // Parsed only once authenticated.
         let metadata = ModelMetadata::from_json(&metadata_bytes).map_err(|reason| ModelError::Metadata { path: files.metadata.clone(), reason })?;
@@ -419,6 +413,17 @@ fn version_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Str
 struct RawOnnx {
     input: String,
     outputs: Vec<String>,
+}
+
+/// The metadata's exact bytes, once its signature verified under `public_key`.
+pub(crate) fn read_signed_metadata(files: &ModelFiles, public_key: &ModelPublicKey) -> Result<Vec<u8>, ModelError> {
+    let metadata_bytes = read_file("metadata", &files.metadata, Some(MAX_METADATA_BYTES))?;
+    let signature_bytes = read_file("signature", &files.signature, Some(MAX_SIGNATURE_BYTES))?;
+    let signature_error = |source| ModelError::Signature { signature: files.signature.clone(), metadata: files.metadata.clone(), source };
+    let signature_text =
+        std::str::from_utf8(&signature_bytes).map_err(|_| signature_error(SigningError::SignatureFormat { reason: "not UTF-8 text".to_string() }))?;
+    signing::verify(public_key, &metadata_bytes, signature_text).map_err(signature_error)?;
+    Ok(metadata_bytes)
 }
 
 pub(crate) fn read_file(what: &'static str, path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ModelError> {

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::model::{build_session, read_file, ModelError, ModelFiles};
-use crate::signing::{self, ModelPublicKey, SigningError};
+use crate::model::{build_session, read_file, read_signed_metadata, ModelError, ModelFiles};
+use crate::signing::ModelPublicKey;
 
 /// The kind a text model's metadata must state.
 pub const TEXT_KIND: &str = "text-embedding";
@@ -35,8 +35,6 @@ pub const TEXT_OUTPUT: &str = "sentence_embedding";
 /// 256 tokens of English never need more).
 pub const MAX_TEXT_BYTES: usize = 4096;
 
-const MAX_METADATA_BYTES: u64 = 1 << 20;
-const MAX_SIGNATURE_BYTES: u64 = 1024;
 const MAX_TOKENIZER_BYTES: u64 = 16 << 20;
 
 /// A text model's signed metadata: the fields this crate uses.
@@ -132,12 +130,7 @@ impl TextModel {
     /// against `public_key`. ONNX Runtime must be loaded first ([`crate::init_runtime`]).
     pub fn load(dir: &Path, name: &str, public_key: &ModelPublicKey) -> Result<TextModel, ModelError> {
         let files = ModelFiles::in_dir(dir, name)?;
-        let metadata_bytes = read_file("metadata", &files.metadata, Some(MAX_METADATA_BYTES))?;
-        let signature_bytes = read_file("signature", &files.signature, Some(MAX_SIGNATURE_BYTES))?;
-        let signature_error = |source| ModelError::Signature { signature: files.signature.clone(), metadata: files.metadata.clone(), source };
-        let signature_text =
-            std::str::from_utf8(&signature_bytes).map_err(|_| signature_error(SigningError::SignatureFormat { reason: "not UTF-8 text".to_string() }))?;
-        signing::verify(public_key, &metadata_bytes, signature_text).map_err(signature_error)?;
+        let metadata_bytes = read_signed_metadata(&files, public_key)?;
         // Parsed only once authenticated.
         let metadata = TextMetadata::from_json(&metadata_bytes).map_err(|reason| ModelError::Metadata { path: files.metadata.clone(), reason })?;
 
