@@ -97,7 +97,7 @@ impl Default for RawIngest {
             save_interval_secs: 10,
             text_index: true,
             text_model_dir: "/usr/local/share/mldefender/text".to_string(),
-            text_index_max_events: 100_000,
+            text_index_max_events: 50_000,
             text_observations: false,
         }
     }
@@ -417,7 +417,10 @@ impl Default for RawTasks {
             capture: RawTask::default(),
             detect: RawTask::default(),
             log: RawTask::default(),
-            ingest: RawTask::default(),
+            // The flow index (about 370 MiB at its default million events), the sentence
+            // model of the text index (about 150 MiB with ONNX Runtime's buffers) and its
+            // default 50,000 decisions (about 100 MiB): docs/benchmarks.md.
+            ingest: RawTask { memory_high_mib: 704, memory_max_mib: 768, ..RawTask::default() },
             // An etcd client and a few thousand shared blocks: tens of MiB (ADR 0008).
             fleet: RawTask { memory_high_mib: 96, memory_max_mib: 128, ..RawTask::default() },
         }
