@@ -420,7 +420,7 @@ impl Default for RawTasks {
             // The flow index (about 370 MiB at its default million events), the sentence
             // model of the text index (about 150 MiB with ONNX Runtime's buffers) and its
             // default 50,000 decisions (about 100 MiB): docs/benchmarks.md.
-            ingest: RawTask { memory_high_mib: 704, memory_max_mib: 768, ..RawTask::default() },
+            ingest: RawTask { memory_high_mib: 640, memory_max_mib: 768, ..RawTask::default() },
             // An etcd client and a few thousand shared blocks: tens of MiB (ADR 0008).
             fleet: RawTask { memory_high_mib: 96, memory_max_mib: 128, ..RawTask::default() },
         }
