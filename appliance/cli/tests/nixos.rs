@@ -142,7 +142,9 @@ fn the_nixos_module_is_typed_from_the_schema_renders_a_valid_configuration_and_r
     assert!(service["ExecReload"].as_str().is_some_and(|reload| reload.ends_with("kill -HUP $MAINPID")), "{service}");
     let capabilities: Vec<&str> = service["CapabilityBoundingSet"].as_array().expect("capabilities").iter().filter_map(Value::as_str).collect();
     assert!(capabilities.contains(&"CAP_BPF") && capabilities.contains(&"CAP_NET_ADMIN"), "the XDP attach: {capabilities:?}");
-    assert_eq!(service["MemoryMax"], "2304M", "the tasks' memory.max together and 256 MiB for the supervisor");
+    // capture, detect and log 512 MiB each, ingest 768 (the flow index, the sentence model
+    // and the text index), and 256 MiB for the supervisor.
+    assert_eq!(service["MemoryMax"], "2560M", "the tasks' memory.max together and 256 MiB for the supervisor");
     assert_eq!((service["StateDirectory"].as_str(), service["RuntimeDirectory"].as_str()), (Some("mldefender"), Some("mldefender")));
     assert_eq!(unit["reloadTriggers"].as_array().map(Vec::len), Some(1), "a changed configuration reloads: {unit}");
     let users = evaluate(&lib, "{ }", false, "users").expect("users");
