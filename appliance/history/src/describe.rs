@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 /// Changes whenever the wording does: the text index records it and is rebuilt from the log
 /// when it differs, so old and new wordings never mix in one index.
-pub const DESCRIPTION_VERSION: u32 = 1;
+pub const DESCRIPTION_VERSION: u32 = 2;
 
 /// The description of an event record, or `None` for what is not described: records
 /// that are not events, and observations unless `observations` is set.
@@ -52,6 +52,7 @@ pub fn describe(record: &Map<String, Value>, observations: bool) -> Option<Strin
         "shared-withdrawn" => format!("withdrew another fleet member's block of {src}"),
         "fleet" => format!("fleet: {}", first_clause(event.text("provenance").unwrap_or("an event of the fleet"))),
         "gap" => format!("the log lost events: {}", first_clause(event.text("provenance").unwrap_or("the queue was full"))),
+        "config" => format!("the configuration changed: {}", first_clause(event.text("provenance").unwrap_or("a configuration was applied"))),
         other => format!("{other} about {src}"),
     };
     Some(text)
@@ -347,6 +348,8 @@ mod tests {
             describe(&guard, false).as_deref(),
             Some("guarded the web server 10.66.9.2 (port 443, https) against a flood from random (spoofed) sources")
         );
+        let config = record(json!({"action": "config", "provenance": "generation 3 applied; 2 keys changed"}));
+        assert_eq!(describe(&config, false).as_deref(), Some("the configuration changed: generation 3 applied"));
         let expire = record(json!({"action": "expire", "category": "scan"}));
         assert_eq!(describe(&expire, false).as_deref(), Some("a block expired: 10.66.2.2 may connect again (it had been blocked for a port scan)"));
     }

@@ -59,7 +59,8 @@ fn corpus() -> Vec<Decision> {
 
 fn questions(corpus: &[Decision]) -> Vec<Question> {
     let document: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("tests/ask/questions.json")).expect("read")).expect("JSON");
-    let strings = |value: &Value| -> Option<Vec<String>> { value.as_array().map(|items| items.iter().filter_map(|item| item.as_str().map(str::to_string)).collect()) };
+    let strings =
+        |value: &Value| -> Option<Vec<String>> { value.as_array().map(|items| items.iter().filter_map(|item| item.as_str().map(str::to_string)).collect()) };
     document["questions"]
         .as_array()
         .expect("questions")
