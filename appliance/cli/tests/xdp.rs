@@ -161,7 +161,7 @@ fn live_capture_and_replay_of_a_tcpdump_capture_give_the_same_flows() {
     let interface = lab.gateway_interface("c");
     let netns = format!("--net=/var/run/netns/mld{}g", lab.id);
     let mut tcpdump = std::process::Command::new("nsenter")
-        .args([netns.as_str(), "tcpdump", "-i", &interface, "-U", "-s", "0", "-w"])
+        .args([netns.as_str(), "tcpdump", "-i", &interface, "--immediate-mode", "-U", "-s", "0", "-w"])
         .arg(&pcap)
         .arg("ip or ip6")
         .stderr(std::process::Stdio::piped())
@@ -179,7 +179,13 @@ fn live_capture_and_replay_of_a_tcpdump_capture_give_the_same_flows() {
     assert!(lab.exec("c", &["ping", "-c", "3", "-i", "0.2", "10.66.9.2"]).status.success());
     assert!(lab.exec("c", &["dig", "+short", "@10.66.9.2", "lab.test"]).status.success());
     assert!(lab.exec("c", &["ping", "-6", "-c", "2", "-i", "0.2", "fd66:9::2"]).status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpdump hands packets over in blocks: stop it only once the last answer is on disk,
+    // or the replay misses what the live capture saw.
+    let echo_replies = || {
+        let read = run(std::process::Command::new("tcpdump").args(["-nn", "-r"]).arg(&pcap).arg("icmp6 and ip6[40] == 129"));
+        stdout(&read).lines().count()
+    };
+    assert!(eventually(Duration::from_secs(10), || echo_replies() >= 2), "the capture holds both ICMPv6 echo replies");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(tcpdump.id() as i32), nix::sys::signal::Signal::SIGINT).expect("stop tcpdump");
     tcpdump.wait().expect("tcpdump exit");
     let (live, _) = capture.stop();
@@ -283,7 +289,7 @@ impl ServerCapture {
         let file = tempfile::NamedTempFile::new().expect("temp pcap");
         let netns = format!("--net=/var/run/netns/mld{}s", lab.id);
         let mut child = std::process::Command::new("nsenter")
-            .args([netns.as_str(), "tcpdump", "-i", &format!("mld{}s0", lab.id), "-Q", "in", "-U", "-nn", "-s", "128", "-w"])
+            .args([netns.as_str(), "tcpdump", "-i", &format!("mld{}s0", lab.id), "-Q", "in", "--immediate-mode", "-U", "-nn", "-s", "128", "-w"])
             .arg(file.path())
             .arg(filter)
             .stderr(std::process::Stdio::piped())
