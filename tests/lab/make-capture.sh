@@ -69,7 +69,7 @@ wait_for 10 "dnsmasq" in_client dig +time=1 +tries=1 @10.77.0.2 lab.test
 wait_for 10 "iperf3" in_server sh -c "ss -ltn | grep -q :5201"
 
 step "capturing on ${tag}-s"
-ip netns exec "$server" tcpdump -i "${tag}-s" -U -s 0 -w "$out" 'ip or ip6' 2>"$work/tcpdump.err" &
+ip netns exec "$server" tcpdump -i "${tag}-s" --immediate-mode -U -s 0 -w "$out" 'ip or ip6' 2>"$work/tcpdump.err" &
 tcpdump_pid=$!
 wait_for 10 "tcpdump" grep -q "listening on" "$work/tcpdump.err"
 
