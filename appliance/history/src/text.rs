@@ -10,15 +10,24 @@
 //! - [`Summary`]: exact counts over the answer (sources, blocks, alerts, span, categories);
 //!   no language model writes anything.
 //!
-//! The vectors are unit length, so FAISS's squared L2 distance is `2 - 2 cos`: the
-//! ranking is the cosine's. Hits whose distances are equal to 1e-4 are shown newest first.
+//! The vectors are unit length, so the squared L2 distance is `2 - 2 cos`: the ranking is
+//! the cosine's. Hits whose distances are equal to 1e-4 are shown newest first.
+//!
+//! A question is not searched over every event's vector. Descriptions without their
+//! addresses and numbers repeat (a scan block reads the same whoever scanned whom: 2,048
+//! decisions of the benchmark are 18 texts), so the index keeps its events grouped by the
+//! text embedded for them ([`Groups`]) and compares the question with each distinct text
+//! once. Every event of a group is equally near, so the answer is exact: the nearest
+//! texts first, and within equal distances the newest events that pass the filters,
+//! however many older ones there are. The FAISS index and its side store remain what is
+//! saved, reopened and rolled over with the flow index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use mld_index::{EventIndex, Hit, HitFields, SearchFilter, MAX_CANDIDATES};
+use mld_index::{read_stored_events, EventIndex, Hit, HitFields, SearchFilter, MAX_CANDIDATES};
 use mld_model::text::TextModel;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -73,6 +82,96 @@ pub struct TextIndex {
     observations: bool,
     /// Vectors of embedded texts, bounded by [`TEXT_CACHE_ENTRIES`].
     cache: HashMap<String, Vec<f32>>,
+    /// The indexed events by the text embedded for them: what a question is compared with.
+    groups: Groups,
+}
+
+/// The index's events grouped by their embedded text (the description without addresses
+/// and numbers), with one vector per text. Bounded by the index: at most one group per
+/// event, and an event's id is in one group.
+#[derive(Default)]
+struct Groups {
+    by_text: HashMap<String, usize>,
+    /// One vector per group, row-major.
+    vectors: Vec<f32>,
+    /// Each group's event ids, ascending.
+    ids: Vec<Vec<u64>>,
+    dims: usize,
+}
+
+impl Groups {
+    fn new(dims: usize) -> Groups {
+        Groups { dims, ..Groups::default() }
+    }
+
+    /// Groups the events stored in `index` (their description and vector are in its side
+    /// store): what the index holds when it is opened.
+    fn of(index: &EventIndex, dims: usize) -> Result<Groups, HistoryError> {
+        let mut groups = Groups::new(dims);
+        if index.is_empty() {
+            return Ok(groups);
+        }
+        read_stored_events(index.dir(), &index.locations_from(0), TEXT_BATCH * 16, &mut |ids, vectors, fields| {
+            for (at, (id, fields)) in ids.iter().zip(fields).enumerate() {
+                let text = semantic_text(fields.description.as_deref().unwrap_or(""));
+                groups.insert(*id, text, &vectors[at * dims..(at + 1) * dims]);
+            }
+            Ok(())
+        })?;
+        Ok(groups)
+    }
+
+    fn insert(&mut self, id: u64, text: String, vector: &[f32]) {
+        let group = match self.by_text.get(&text) {
+            Some(&group) => group,
+            None => {
+                self.vectors.extend_from_slice(vector);
+                self.ids.push(Vec::new());
+                self.by_text.insert(text, self.ids.len() - 1);
+                self.ids.len() - 1
+            }
+        };
+        let ids = &mut self.ids[group];
+        // Events come in seq order; place one that does not.
+        match ids.last() {
+            Some(&last) if last >= id => {
+                if let Err(at) = ids.binary_search(&id) {
+                    ids.insert(at, id);
+                }
+            }
+            _ => ids.push(id),
+        }
+    }
+
+    /// Keeps only the events `index` holds (after a roll-over), and the groups left with any.
+    fn retain_indexed(&mut self, index: &EventIndex) {
+        let dims = self.dims;
+        let old = std::mem::replace(self, Groups::new(dims));
+        for (text, group) in old.by_text {
+            let ids: Vec<u64> = old.ids[group].iter().copied().filter(|id| index.contains(*id)).collect();
+            if !ids.is_empty() {
+                self.vectors.extend_from_slice(&old.vectors[group * dims..(group + 1) * dims]);
+                self.ids.push(ids);
+                self.by_text.insert(text, self.ids.len() - 1);
+            }
+        }
+    }
+
+    /// Every group's squared L2 distance to `vector`, nearest first.
+    fn nearest(&self, vector: &[f32]) -> Vec<(f32, usize)> {
+        let mut order: Vec<(f32, usize)> = self
+            .vectors
+            .chunks_exact(self.dims)
+            .enumerate()
+            .map(|(group, row)| (row.iter().zip(vector).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(), group))
+            .collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        order
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 impl fmt::Debug for TextIndex {
@@ -93,23 +192,37 @@ impl TextIndex {
     pub fn create(dir: &Path, model: TextModel, observations: bool) -> Result<TextIndex, HistoryError> {
         let source = TextIndex::source_of(&model, observations);
         let index = EventIndex::create_with_source(dir, model.dims() as u32, "Flat", &source)?;
-        Ok(TextIndex { index, model, observations, cache: HashMap::new() })
+        let groups = Groups::new(model.dims());
+        Ok(TextIndex { index, model, observations, cache: HashMap::new(), groups })
     }
 
     /// The text index over an opened `index`, or the model back with why the index was
-    /// made by another model, wording or dimension (the caller rebuilds it).
+    /// made by another model, wording or dimension, or cannot be read back (the caller
+    /// rebuilds it).
     pub fn from_index(index: EventIndex, model: TextModel, observations: bool) -> Result<TextIndex, Box<(TextModel, String)>> {
         let source = TextIndex::source_of(&model, observations);
         if index.source() != source || index.dims() as usize != model.dims() {
             let reason = format!("made by `{}`, this configuration is `{source}`", index.source());
             return Err(Box::new((model, reason)));
         }
-        Ok(TextIndex { index, model, observations, cache: HashMap::new() })
+        let groups = match Groups::of(&index, model.dims()) {
+            Ok(groups) => groups,
+            Err(error) => return Err(Box::new((model, format!("its events cannot be read back: {}", mld_types::error_chain(&error))))),
+        };
+        Ok(TextIndex { index, model, observations, cache: HashMap::new(), groups })
     }
 
-    /// Puts `index` in place of the current one (a roll-over), returning the old one.
+    /// Puts `index` in place of the current one (a roll-over that keeps some of its
+    /// events), returning the old one.
     pub fn replace_index(&mut self, index: EventIndex) -> EventIndex {
-        std::mem::replace(&mut self.index, index)
+        let old = std::mem::replace(&mut self.index, index);
+        self.groups.retain_indexed(&self.index);
+        old
+    }
+
+    /// How many distinct texts the indexed events have (what a question is compared with).
+    pub fn distinct_texts(&self) -> usize {
+        self.groups.len()
     }
 
     pub fn index(&self) -> &EventIndex {
@@ -150,6 +263,10 @@ impl TextIndex {
             let vectors = self.embed_cached(&texts)?;
             let ids: Vec<u64> = chunk.iter().map(|fields| fields.seq).collect();
             stats.indexed += self.index.add(&ids, &vectors, chunk)? as u64;
+            let dims = self.model.dims();
+            for (at, (id, text)) in ids.iter().zip(texts).enumerate() {
+                self.groups.insert(*id, text, &vectors[at * dims..(at + 1) * dims]);
+            }
         }
         Ok(stats)
     }
@@ -209,15 +326,26 @@ impl TextIndex {
         });
         let vector = self.model.embed(&[semantic_text(question).as_str()])?.to_vec();
         let k = k.clamp(1, MAX_CANDIDATES);
-        // An address is checked on the stored fields, after the search: ask for more.
-        let fetch = if ip.is_some() { MAX_CANDIDATES } else { k };
-        let mut hits = self.index.search(&vector, fetch, &search)?;
-        if let Some(ip) = ip {
-            hits.retain(|hit| hit.fields.src_ip.parse::<IpAddr>().ok() == Some(ip) || hit.fields.dst_ip.parse::<IpAddr>().ok() == Some(ip));
+        let with_ip: Option<HashSet<u64>> = ip.map(|ip| self.index.ids_with_ip(ip).iter().copied().collect());
+        let passes = |id: u64| with_ip.as_ref().is_none_or(|ids| ids.contains(&id));
+        let order = self.groups.nearest(&vector);
+        let mut hits: Vec<Hit> = Vec::with_capacity(k);
+        // Texts at equal distance (to 1e-4) form one tier: the newest of the tier's events
+        // that pass come first, whichever text they have.
+        let mut at = 0;
+        while at < order.len() && hits.len() < k {
+            let tier = quantise(order[at].0);
+            let mut tier_hits = Vec::new();
+            while at < order.len() && quantise(order[at].0) == tier {
+                let (distance, group) = order[at];
+                let found = self.index.newest_of(&self.groups.ids[group], &search, passes, k - hits.len())?;
+                tier_hits.extend(found.into_iter().map(|fields| Hit { id: fields.seq, distance, fields }));
+                at += 1;
+            }
+            tier_hits.sort_by_key(|hit| (std::cmp::Reverse(hit.fields.ts_us), std::cmp::Reverse(hit.id)));
+            tier_hits.truncate(k - hits.len());
+            hits.extend(tier_hits);
         }
-        hits.truncate(k);
-        // Equal scores (the same description of repeated events): newest first.
-        hits.sort_by_key(|hit| (quantise(hit.distance), std::cmp::Reverse(hit.fields.ts_us)));
         let summary = Summary::of(&hits);
         Ok(AskAnswer { question: question.to_string(), time_filter, address_filter, hits, summary })
     }

@@ -114,3 +114,57 @@ fn addresses_and_time_words_in_the_question_filter_the_answer() {
     assert_eq!(flagged.time_filter, None);
     assert!(flagged.hits.len() > recent.hits.len());
 }
+
+/// The scanner's block again and again, from `count` sources, a second apart from `first_ts`.
+fn repeated_blocks(count: u64, first_seq: u64, first_ts: i64) -> Vec<(u64, String)> {
+    let block = lines()
+        .into_iter()
+        .map(|(_, line)| serde_json::from_str::<Map<String, Value>>(&line).expect("record"))
+        .find(|r| r["action"] == "block")
+        .expect("block");
+    (0..count)
+        .map(|n| {
+            let mut record = block.clone();
+            record.insert("src_ip".into(), json!(format!("10.{}.{}.{}", 100 + n / 65536, (n / 256) % 256, n % 256)));
+            record.insert("ts_us".into(), json!(first_ts + n as i64 * 1_000_000));
+            record.insert("seq".into(), json!(first_seq + n));
+            (first_seq + n, serde_json::to_string(&record).expect("json"))
+        })
+        .collect()
+}
+
+#[test]
+fn equal_answers_are_the_newest_and_a_filter_finds_a_match_behind_thousands_of_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("text");
+    let mut index = TextIndex::create(&path, model(), false).expect("create");
+    // One old block by 10.66.77.7, then 6,000 newer blocks that read the same: more than a
+    // search could over-fetch (MAX_CANDIDATES) to filter afterwards.
+    let start = scan_block_ts();
+    let mut all = repeated_blocks(1, 10, start);
+    all[0].1 = all[0].1.replace("\"10.100.0.0\"", "\"10.66.77.7\"");
+    all.extend(repeated_blocks(6000, 100, start + 10_000_000));
+    let refs: Vec<(u64, &str)> = all.iter().map(|(seq, line)| (*seq, line.as_str())).collect();
+    assert_eq!(index.add_lines(&refs).expect("add").indexed, 6001);
+    assert_eq!(index.distinct_texts(), 1, "the blocks differ only in address and time: one text");
+
+    let now = start + 10 * HOUR_US;
+    let check = |index: &mut TextIndex| {
+        let newest = index.ask("who scanned the server", 5, &AskFilter::default(), now, 0).expect("ask");
+        let seqs: Vec<u64> = newest.hits.iter().map(|hit| hit.id).collect();
+        assert_eq!(seqs, [6099, 6098, 6097, 6096, 6095], "the five newest of 6,001 equal answers, newest first");
+        let old = index.ask("what did 10.66.77.7 do", 5, &AskFilter::default(), now, 0).expect("ask");
+        assert_eq!(old.hits.iter().map(|hit| hit.id).collect::<Vec<_>>(), [10], "the one block of that address, behind 6,000 equal ones");
+        let mut early = AskFilter::default();
+        early.search.to_ts_us = Some(start + 11_000_000);
+        let before = index.ask("who scanned the server", 5, &early, now, 0).expect("ask");
+        assert_eq!(before.hits.iter().map(|hit| hit.id).collect::<Vec<_>>(), [100, 10], "a time filter that keeps the oldest two");
+    };
+    check(&mut index);
+    index.index_mut().save().expect("save");
+    drop(index);
+    let reopened = mld_index::EventIndex::open(&path).expect("reopen");
+    let mut index = TextIndex::from_index(reopened, model(), false).map_err(|refused| refused.1).expect("the same model and wording");
+    assert_eq!(index.distinct_texts(), 1, "grouped again from the side store");
+    check(&mut index);
+}

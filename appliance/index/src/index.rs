@@ -488,17 +488,28 @@ impl EventIndex {
     /// The newest `limit` events (by id, newest first) with `ip` as source or destination
     /// that pass `filter`, with their fields.
     pub fn events_with_ip(&self, ip: IpAddr, filter: &SearchFilter, limit: usize) -> Result<Vec<HitFields>> {
-        let Some(ids) = self.by_ip.get(&ip) else { return Ok(Vec::new()) };
+        self.newest_of(self.ids_with_ip(ip), filter, |_| true, limit)
+    }
+
+    /// The ids of the events with `ip` as source or destination, ascending.
+    pub fn ids_with_ip(&self, ip: IpAddr) -> &[u64] {
+        // Kept in ascending order (see `note_lookups`).
+        self.by_ip.get(&ip).map_or(&[], Vec::as_slice)
+    }
+
+    /// The newest `limit` (at most [`MAX_CANDIDATES`]) of `ids` (ascending) that are in the
+    /// index, pass `filter` and `also`, newest first, with their fields. Fields are read for
+    /// those returned only.
+    pub fn newest_of(&self, ids: &[u64], filter: &SearchFilter, also: impl Fn(u64) -> bool, limit: usize) -> Result<Vec<HitFields>> {
         let compiled = self.compile(filter);
-        // Kept in ascending order (see `note_lookups`): newest last.
-        let newest_first = ids.iter().rev().copied();
+        let limit = limit.min(MAX_CANDIDATES);
         let mut found = Vec::new();
-        for id in newest_first {
-            if found.len() == limit.min(MAX_CANDIDATES) {
+        for &id in ids.iter().rev() {
+            if found.len() == limit {
                 break;
             }
             let Some(entry) = self.entries.get(&id) else { continue };
-            if compiled.as_ref().is_none_or(|filter| filter.keeps(entry)) {
+            if compiled.as_ref().is_none_or(|filter| filter.keeps(entry)) && also(id) {
                 found.push(self.store.read(entry.offset)?);
             }
         }
