@@ -6,7 +6,13 @@
 # (a blocked scanner can leave a server's half-open sessions behind).
 #
 # usage (as root, after scripts/setup and a release build):
-#   tests/lab/eval.sh [--markdown FILE] [--extra-toml FILE] [SCENARIO...]   (default: all)
+#   tests/lab/eval.sh [--markdown FILE] [--extra-toml FILE] [--stop-after-block SECS] [SCENARIO...]
+#                                                                      (default: all)
+#
+# --stop-after-block SECS stops an attack scenario SECS seconds after its first dropped
+# packet, once the attacker is in the deny map (its JSON then says "stopped_early"): a
+# blocked scanner retries into silence until its own time-out, which proves nothing more
+# (CI uses it; the published tables do not).
 #
 # Prints one JSON object per scenario on stdout (tests parse it) and a table on stderr;
 # --markdown also writes the table to FILE. Besides the table's columns the JSON has, per
@@ -20,11 +26,15 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
-markdown="" extra=""
+markdown="" extra="" stop_after=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --markdown) markdown=$(realpath -m "${2:?--markdown FILE}"); shift 2 ;;
         --extra-toml) extra=$(realpath "${2:?--extra-toml FILE}"); shift 2 ;;
+        --stop-after-block)
+            stop_after=${2:?--stop-after-block SECS}
+            [[ "$stop_after" =~ ^[0-9]+$ ]] || { echo "eval: --stop-after-block needs whole seconds, not '$stop_after'" >&2; exit 2; }
+            shift 2 ;;
         --) shift; break ;;
         -*) echo "eval: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -62,6 +72,15 @@ cleanup() {
 trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
+# Signals a process and all its descendants, the deepest first (a scenario's tools run
+# under nsenter and timeout, in process groups of their own).
+kill_tree() { # kill_tree PID SIGNAL
+    local child
+    for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        kill_tree "$child" "$2"
+    done
+    kill -"$2" "$1" 2>/dev/null || true
+}
 
 state=/run/mldefender-lab-$lab
 for scenario in "${scenarios[@]}"; do
@@ -97,16 +116,28 @@ for scenario in "${scenarios[@]}"; do
     started=$(now_ms)
     MLD_SCENARIO_ALLOW_BLOCKED=1 tests/lab/scenario.sh "$lab" "$scenario" > "$work/scenario.out" 2>&1 &
     scenario_pid=$!
-    first_drop=""
+    first_drop="" stopped_early=false next_check=0
     while kill -0 "$scenario_pid" 2>/dev/null; do
         if [[ -z "$first_drop" ]]; then
             dropped=$("$bin" counters --config "$work/lab.toml" --json 2>/dev/null | grep -o '"dropped":[0-9]*' | head -1 | cut -d: -f2 || true)
             ((${dropped:-0} > 0)) && first_drop=$(now_ms)
+        elif [[ -n "$stop_after" && "$label" == attack ]] && (($(now_ms) >= first_drop + stop_after * 1000 && $(now_ms) >= next_check)); then
+            next_check=$(($(now_ms) + 500))
+            if "$bin" block list --config "$work/lab.toml" 2>/dev/null | awk 'NR > 1 {print $1}' | grep -qx "$attacker/32"; then
+                say "$scenario: the attacker is blocked; stopping the scenario ${stop_after} s after the first drop"
+                stopped_early=true
+                kill_tree "$scenario_pid" TERM
+                break
+            fi
         fi
         sleep 0.02
     done
     scenario_ok=true
-    wait "$scenario_pid" || { scenario_ok=false; say "$scenario did not run as intended:"; tail -5 "$work/scenario.out" >&2; }
+    if [[ "$stopped_early" == true ]]; then
+        wait "$scenario_pid" 2>/dev/null || true
+    else
+        wait "$scenario_pid" || { scenario_ok=false; say "$scenario did not run as intended:"; tail -5 "$work/scenario.out" >&2; }
+    fi
     # Late decisions: flows that end after the traffic (close linger, idle timeout).
     sleep 2
     blocks=$("$bin" block list --config "$work/lab.toml" 2>/dev/null | awk 'NR > 1 {print $1}' | sort -u | tr '\n' ' ')
@@ -116,9 +147,9 @@ for scenario in "${scenarios[@]}"; do
         mkdir -p "$MLD_EVAL_KEEP/$scenario"
         cp -r "$state/log" "$work/supervise-$scenario.log" "$work/scenario.out" "$MLD_EVAL_KEEP/$scenario/"
     fi
-    python3 - "$state/log" "$scenario" "$label" "$category" "$started" "${first_drop:-}" "$scenario_ok" "$blocks" "$attacker" "$work/supervise-$scenario.log" <<'PY' >> "$work/results.jsonl"
+    python3 - "$state/log" "$scenario" "$label" "$category" "$started" "${first_drop:-}" "$scenario_ok" "$blocks" "$attacker" "$work/supervise-$scenario.log" "$stopped_early" <<'PY' >> "$work/results.jsonl"
 import glob, json, sys
-log, scenario, label, category, started, first_drop, ok, blocks, attacker, supervisor_log = sys.argv[1:]
+log, scenario, label, category, started, first_drop, ok, blocks, attacker, supervisor_log, stopped_early = sys.argv[1:]
 decisions = {}
 # Per blocked lab address (not spoofed ones), its first block decision: which engine decided
 # and with what scores.
@@ -171,6 +202,7 @@ lab_benign = ("10.66.1.", "10.66.9.", "fd66:1:", "fd66:9:")
 print(json.dumps({
     "scenario": scenario, "label": label, "category": category,
     "scenario_ran": ok == "true",
+    "stopped_early": stopped_early == "true",
     "attacker_blocked": attacker in blocked,
     "first_drop_ms": (int(first_drop) - int(started)) if first_drop else None,
     "first_packet_ms": (first_packet_us // 1000 - int(started)) if first_packet_us else None,

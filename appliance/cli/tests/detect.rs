@@ -28,6 +28,9 @@ fn eval(scenarios: &[&str], extra: &str) -> Option<Vec<Value>> {
         .arg(repo().join("tests/lab/eval.sh"))
         .arg("--extra-toml")
         .arg(extra_file.path())
+        // A blocked attacker's tool retries into silence until its own time-out: stop it
+        // 3 s after the first drop (the published tables run every scenario to its end).
+        .args(["--stop-after-block", "3"])
         .args(scenarios)
         .env("MLD_BIN", env!("CARGO_BIN_EXE_mldefender")));
     assert!(output.status.success(), "eval.sh failed:\n{}", stderr(&output));

@@ -329,6 +329,10 @@ fn who_scanned_the_server_returns_the_scanner_block_first() {
     assert_eq!(summary["events"].as_u64(), last["hits"].as_array().map(|hits| hits.len() as u64), "{last:#}");
     assert!(summary["sources"].as_array().expect("sources").iter().any(|source| source[0] == ATTACKER), "{last:#}");
     assert!(summary["actions"]["block"].as_u64() >= Some(1), "{last:#}");
+    // The status counts what went into the text index (the metric reads the same counter).
+    let described =
+        eventually(Duration::from_secs(10), || supervisor.status()["pipeline"]["events_text_indexed"].as_u64() >= summary["actions"]["block"].as_u64());
+    assert!(described, "the status does not count the described decisions: {}", supervisor.status()["pipeline"]);
 
     // What an analyst reads on a terminal.
     let socket = format!("{}/query.sock", supervisor.runtime_dir);

@@ -390,7 +390,7 @@ impl History {
         let cutoff = self.index.nth_newest_id(keep).unwrap_or(0);
         self.save()?;
         let dir = self.settings.dir.clone();
-        let (new_dir, old_dir) = (sibling(&dir, "new"), sibling(&dir, "old"));
+        let new_dir = sibling(&dir, "new");
         remove_dir_if_present(&new_dir)?;
         let locations = self.index.locations_from(cutoff);
         // The full index goes before the half one is built: memory holds one at a time.
@@ -404,14 +404,8 @@ impl History {
         self.index.save()?;
         self.min_seq = Some(cutoff);
         write_covered(&new_dir, &self.covered())?;
-        remove_dir_if_present(&old_dir)?;
-        fs::rename(&dir, &old_dir).map_err(io("rename aside", &dir))?;
-        fs::rename(&new_dir, &dir).map_err(io("rename into place", &new_dir))?;
+        swap_in(&new_dir, &dir)?;
         self.index.moved_to(&dir);
-        if let Some(parent) = dir.parent() {
-            fs::File::open(parent).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", parent))?;
-        }
-        remove_dir_if_present(&old_dir)?;
         self.unsaved = 0;
         self.last_save = Instant::now();
         Ok(cutoff)
@@ -442,21 +436,15 @@ impl History {
         let Some((text, _)) = &mut self.text else {
             return Ok(0);
         };
-        let (new_dir, old_dir) = (sibling(&dir, "new"), sibling(&dir, "old"));
+        let new_dir = sibling(&dir, "new");
         remove_dir_if_present(&new_dir)?;
         let locations = text.index().locations_from(cutoff);
         let mut half = EventIndex::create_with_source(&new_dir, text.index().dims(), text.index().factory(), text.index().source())?;
         mld_index::read_stored_events(&dir, &locations, EMBED_BATCH, &mut |ids, vectors, fields| half.add(ids, vectors, fields).map(|_| ()))?;
         half.save()?;
         drop(text.replace_index(half));
-        remove_dir_if_present(&old_dir)?;
-        fs::rename(&dir, &old_dir).map_err(io("rename aside", &dir))?;
-        fs::rename(&new_dir, &dir).map_err(io("rename into place", &new_dir))?;
+        swap_in(&new_dir, &dir)?;
         text.index_mut().moved_to(&dir);
-        if let Some(parent) = dir.parent() {
-            fs::File::open(parent).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", parent))?;
-        }
-        remove_dir_if_present(&old_dir)?;
         self.text_min_seq = Some(cutoff);
         write_covered(&self.settings.dir, &self.covered())?;
         Ok(cutoff)
@@ -570,6 +558,20 @@ fn open_text(
             recreate(model, format!("made differently: {reason}"))
         }
     }
+}
+
+/// Puts the complete index in `new_dir` in place of `dir`: `dir` is renamed aside to
+/// `<dir>.old`, `new_dir` into place, the parent directory is fsynced and the old one
+/// removed. A crash in between leaves a state `recover_swap` finishes on the next open.
+fn swap_in(new_dir: &Path, dir: &Path) -> Result<(), HistoryError> {
+    let old_dir = sibling(dir, "old");
+    remove_dir_if_present(&old_dir)?;
+    fs::rename(dir, &old_dir).map_err(io("rename aside", dir))?;
+    fs::rename(new_dir, dir).map_err(io("rename into place", new_dir))?;
+    if let Some(parent) = dir.parent() {
+        fs::File::open(parent).and_then(|directory| directory.sync_all()).map_err(io("fsync directory", parent))?;
+    }
+    remove_dir_if_present(&old_dir)
 }
 
 /// Names the operation and the path of a failed file operation.

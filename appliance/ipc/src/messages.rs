@@ -540,6 +540,8 @@ pub struct IngestCounters {
     pub events_quarantined: u64,
     /// Events added to the similarity index.
     pub events_indexed: u64,
+    /// Decisions described in words and added to the text index (`mldefender query ask`).
+    pub events_text_indexed: u64,
 }
 
 /// The fleet task's counters.
@@ -590,7 +592,7 @@ impl std::fmt::Display for PipelineCounters {
         let p = self;
         writeln!(
             f,
-            "pipeline: xdp passed {} dropped {} (guard {}, services guarded {}) malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} refused {} (write failures {}) verified {} quarantined {} indexed {}",
+            "pipeline: xdp passed {} dropped {} (guard {}, services guarded {}) malformed {} ring-full {}; records {}; flows finished {} sent {} dropped {} received {}; events acked {} logged {} ({} bytes; {} bytes on disk) refused {} (write failures {}) verified {} quarantined {} indexed {} (in words {})",
             p.capture.xdp_passed,
             p.capture.xdp_dropped,
             p.capture.xdp_guard_dropped,
@@ -604,11 +606,14 @@ impl std::fmt::Display for PipelineCounters {
             p.detect.flows_received,
             p.detect.events_acked,
             p.log.events_logged,
+            p.log.log_bytes,
+            p.log.log_disk_bytes,
             p.log.events_refused,
             p.log.log_write_failures,
             p.ingest.events_verified,
             p.ingest.events_quarantined,
-            p.ingest.events_indexed
+            p.ingest.events_indexed,
+            p.ingest.events_text_indexed
         )?;
         write!(
             f,

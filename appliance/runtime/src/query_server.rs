@@ -65,7 +65,7 @@ fn ask_text_offline(dir: &Path, config: Option<&Config>, query: &Query, index: E
         // Off in the configuration, but an index directory was given: its model anyway.
         None => mld_config::TextIndexConfig {
             dir: dir.to_path_buf(),
-            model_dir: std::path::PathBuf::from("/usr/local/share/mldefender/text"),
+            model_dir: std::path::PathBuf::from(mld_config::raw::RawIngest::default().text_model_dir),
             max_events: 0,
             observations: false,
         },

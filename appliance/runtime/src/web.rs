@@ -572,7 +572,7 @@ fn render_report(out: &mut Exposition, report: &StatusReport) {
         }
     }
     let p = &report.pipeline;
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
         ("mldefender_capture_records_total", "Packet records the capture task read from the ring buffer.", p.capture.records_read),
         ("mldefender_flows_finished_total", "Flows the capture task finished.", p.capture.flows_finished),
         ("mldefender_flows_sent_total", "Flows sent to the detect task.", p.capture.flows_sent),
@@ -588,6 +588,7 @@ fn render_report(out: &mut Exposition, report: &StatusReport) {
         ("mldefender_ingest_verified_total", "Records of the signed log the ingest task verified.", p.ingest.events_verified),
         ("mldefender_ingest_quarantined_total", "Lines of the signed log the ingest task quarantined.", p.ingest.events_quarantined),
         ("mldefender_ingest_indexed_total", "Events added to the similarity index.", p.ingest.events_indexed),
+        ("mldefender_ingest_text_indexed_total", "Decisions described in words and added to the text index.", p.ingest.events_text_indexed),
         ("mldefender_guards_on_total", "Services put under a guard against random-source floods.", p.capture.guards_on),
         ("mldefender_shared_blocks_applied_total", "Other fleet nodes' blocks applied here.", p.detect.shared_applied),
     ];

@@ -104,7 +104,13 @@ pub fn run(start: &Start, control: &mut Control, stop: &AtomicBool, query: Owned
     while Instant::now() < drain_until && source.step(&mut counters)? > 0 {}
     source.save();
     control.finish(TaskCounters::Ingest(counters));
-    info!(verified = counters.events_verified, quarantined = counters.events_quarantined, indexed = counters.events_indexed, "ingest task stopped");
+    info!(
+        verified = counters.events_verified,
+        quarantined = counters.events_quarantined,
+        indexed = counters.events_indexed,
+        described = counters.events_text_indexed,
+        "ingest task stopped"
+    );
     Ok(Exit::Success)
 }
 
@@ -238,7 +244,7 @@ impl Verified {
 
     /// One bounded read of the log (at most `max_batch_lines` lines); returns the lines read.
     fn step(&mut self, counters: &mut IngestCounters) -> anyhow::Result<u64> {
-        let (lines, verified, quarantined, indexed) = match self {
+        let (lines, verified, quarantined, indexed, text_indexed) = match self {
             Verified::History(history) => match history.step() {
                 Ok(stats) => {
                     if let Some(min_seq) = stats.rolled_over {
@@ -251,7 +257,7 @@ impl Verified {
                             "verified events left out of the similarity index: their fields cannot be read"
                         );
                     }
-                    (stats.lines, stats.verified, stats.quarantined, stats.indexed)
+                    (stats.lines, stats.verified, stats.quarantined, stats.indexed, stats.text_indexed)
                 }
                 // Reading or verifying the log failed: the task's own job; fail as before
                 // (the supervisor restarts it; the index is intact).
@@ -270,13 +276,14 @@ impl Verified {
             },
             Verified::Plain(ingest, _) => {
                 let stats = ingest.poll(&mut |_record| {}).context("failed to read the signed log")?;
-                (stats.lines, stats.delivered, stats.quarantined, 0)
+                (stats.lines, stats.delivered, stats.quarantined, 0, 0)
             }
-            Verified::Switching => (0, 0, 0, 0),
+            Verified::Switching => (0, 0, 0, 0, 0),
         };
         counters.events_verified += verified;
         counters.events_quarantined += quarantined;
         counters.events_indexed += indexed;
+        counters.events_text_indexed += text_indexed;
         if quarantined > 0 {
             let reasons = match self {
                 Verified::History(history) => history.ingest().rejected_by_reason().clone(),
