@@ -33,7 +33,8 @@ while [[ $# -gt 0 ]]; do
         --extra-toml) extra=$(realpath "${2:?--extra-toml FILE}"); shift 2 ;;
         --stop-after-block)
             stop_after=${2:?--stop-after-block SECS}
-            [[ "$stop_after" =~ ^[0-9]+$ ]] || { echo "eval: --stop-after-block needs whole seconds, not '$stop_after'" >&2; exit 2; }
+            [[ "$stop_after" =~ ^[0-9]{1,4}$ ]] || { echo "eval: --stop-after-block needs whole seconds, not '$stop_after'" >&2; exit 2; }
+            stop_after=$((10#$stop_after))
             shift 2 ;;
         --) shift; break ;;
         -*) echo "eval: unknown option $1" >&2; exit 2 ;;
@@ -72,14 +73,25 @@ cleanup() {
 trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
-# Signals a process and all its descendants, the deepest first (a scenario's tools run
-# under nsenter and timeout, in process groups of their own).
-kill_tree() { # kill_tree PID SIGNAL
+# A process and its descendants, parents first.
+tree_pids() { # tree_pids PID
     local child
+    echo "$1"
     for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        kill_tree "$child" "$2"
+        tree_pids "$child"
     done
-    kill -"$2" "$1" 2>/dev/null || true
+}
+# Ends a process and all its descendants (a scenario's tools run under nsenter and
+# timeout, in process groups of their own): the tree is frozen from the top, so that no
+# parent starts another child meanwhile, then sent TERM and thawed.
+end_tree() { # end_tree PID
+    local pids
+    pids=$(tree_pids "$1")
+    kill -STOP $pids 2>/dev/null || true
+    pids=$(tree_pids "$1")
+    kill -STOP $pids 2>/dev/null || true
+    kill -TERM $pids 2>/dev/null || true
+    kill -CONT $pids 2>/dev/null || true
 }
 
 state=/run/mldefender-lab-$lab
@@ -123,10 +135,11 @@ for scenario in "${scenarios[@]}"; do
             ((${dropped:-0} > 0)) && first_drop=$(now_ms)
         elif [[ -n "$stop_after" && "$label" == attack ]] && (($(now_ms) >= first_drop + stop_after * 1000 && $(now_ms) >= next_check)); then
             next_check=$(($(now_ms) + 500))
-            if "$bin" block list --config "$work/lab.toml" 2>/dev/null | awk 'NR > 1 {print $1}' | grep -qx "$attacker/32"; then
+            listed=$("$bin" block list --config "$work/lab.toml" 2>/dev/null || true)
+            if awk -v entry="$attacker/32" 'NR > 1 && $1 == entry {found = 1} END {exit !found}' <<<"$listed"; then
                 say "$scenario: the attacker is blocked; stopping the scenario ${stop_after} s after the first drop"
                 stopped_early=true
-                kill_tree "$scenario_pid" TERM
+                end_tree "$scenario_pid"
                 break
             fi
         fi

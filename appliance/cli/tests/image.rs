@@ -316,7 +316,14 @@ fn updates_are_verified_written_to_the_other_slot_blessed_and_a_broken_one_falls
     assert_eq!(refused.status.code(), Some(1), "a forged update is refused: {}", stdout(&refused));
     assert!(stderr(&refused).contains("not the release key"), "{}", stderr(&refused));
     let status = vm.cli(&["update", "status"]);
-    assert!(stdout(&status).contains("slot b: empty"), "nothing was written:\n{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("slot b: empty"),
+        "nothing was written:\n{}{} ({})\nconsole:\n{}",
+        stdout(&status),
+        stderr(&status),
+        status.status,
+        tail(&vm.console())
+    );
 
     // A good update: written to slot b on trial, booted, blessed once healthy.
     let applied_at = Instant::now();

@@ -182,7 +182,7 @@ fn main() -> Result<()> {
     let reopened = mld_index::EventIndex::open(&path)?;
     let opened = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let index = TextIndex::from_index(reopened, model, false).map_err(|refused| anyhow::anyhow!(refused.1))?;
+    let index = TextIndex::from_index(reopened, model, false)?.map_err(|refused| anyhow::anyhow!(refused.1))?;
     println!(
         "reopen at 100000 decisions: the index {:.0} ms, grouping its events by text {:.0} ms ({} distinct texts)",
         opened * 1e3,

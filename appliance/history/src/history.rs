@@ -541,7 +541,7 @@ fn open_text(
         // Permissions, EIO, a full disk: not the index's fault.
         Err(error) => return Err(error.into()),
     };
-    match TextIndex::from_index(index, model, settings.observations) {
+    match TextIndex::from_index(index, model, settings.observations)? {
         Ok(text) => {
             let behind = match covered {
                 Some(covered) if covered.text && text.index().last_id() < covered.text_last_id => {

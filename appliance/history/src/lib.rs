@@ -26,7 +26,7 @@ pub use describe::{describe, DESCRIPTION_VERSION};
 pub use embed::{Embedded, Embedder};
 pub use history::{History, IndexSettings, OpenFailure, Rebuild, StepStats, TextSettings, COVERED_FILE};
 pub use query::{answer, answer_ask, Answer, AnswerHit, EventRef, Filter, Query, Reply, MAX_RESULTS};
-pub use text::{time_words, AskAnswer, AskFilter, Summary, TextIndex, TextStats};
+pub use text::{time_words, AskAnswer, AskFilter, Refused, Summary, TextIndex, TextStats};
 
 /// What can go wrong with the history.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use mld_index::{read_stored_events, EventIndex, Hit, HitFields, SearchFilter, MAX_CANDIDATES};
+use mld_index::{EventIndex, Hit, HitFields, SearchFilter, MAX_CANDIDATES};
 use mld_model::text::TextModel;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -75,6 +75,9 @@ pub struct AskAnswer {
     pub summary: Summary,
 }
 
+/// An opened index this configuration cannot use: the model back, and why.
+pub type Refused = Box<(TextModel, String)>;
+
 /// The description index and its model.
 pub struct TextIndex {
     index: EventIndex,
@@ -111,7 +114,7 @@ impl Groups {
         if index.is_empty() {
             return Ok(groups);
         }
-        read_stored_events(index.dir(), &index.locations_from(0), TEXT_BATCH * 16, &mut |ids, vectors, fields| {
+        index.read_all(TEXT_BATCH * 16, &mut |ids, vectors, fields| {
             for (at, (id, fields)) in ids.iter().zip(fields).enumerate() {
                 let text = semantic_text(fields.description.as_deref().unwrap_or(""));
                 groups.insert(*id, text, &vectors[at * dims..(at + 1) * dims]);
@@ -196,20 +199,17 @@ impl TextIndex {
         Ok(TextIndex { index, model, observations, cache: HashMap::new(), groups })
     }
 
-    /// The text index over an opened `index`, or the model back with why the index was
-    /// made by another model, wording or dimension, or cannot be read back (the caller
-    /// rebuilds it).
-    pub fn from_index(index: EventIndex, model: TextModel, observations: bool) -> Result<TextIndex, Box<(TextModel, String)>> {
+    /// The text index over an opened `index`; `Ok(Err(refused))` when the index was made
+    /// by another model, wording or dimension (the caller rebuilds it), `Err` when its
+    /// events cannot be read back (an IO error is not the index's fault: nothing is rebuilt).
+    pub fn from_index(index: EventIndex, model: TextModel, observations: bool) -> Result<Result<TextIndex, Refused>, HistoryError> {
         let source = TextIndex::source_of(&model, observations);
         if index.source() != source || index.dims() as usize != model.dims() {
             let reason = format!("made by `{}`, this configuration is `{source}`", index.source());
-            return Err(Box::new((model, reason)));
+            return Ok(Err(Box::new((model, reason))));
         }
-        let groups = match Groups::of(&index, model.dims()) {
-            Ok(groups) => groups,
-            Err(error) => return Err(Box::new((model, format!("its events cannot be read back: {}", mld_types::error_chain(&error))))),
-        };
-        Ok(TextIndex { index, model, observations, cache: HashMap::new(), groups })
+        let groups = Groups::of(&index, model.dims())?;
+        Ok(Ok(TextIndex { index, model, observations, cache: HashMap::new(), groups }))
     }
 
     /// Puts `index` in place of the current one (a roll-over that keeps some of its
@@ -342,7 +342,9 @@ impl TextIndex {
                 tier_hits.extend(found.into_iter().map(|fields| Hit { id: fields.seq, distance, fields }));
                 at += 1;
             }
-            tier_hits.sort_by_key(|hit| (std::cmp::Reverse(hit.fields.ts_us), std::cmp::Reverse(hit.id)));
+            // Newest by log order (seq), as `newest_of` chose them: an event's time is its
+            // flow's last packet, which can be before an earlier-logged decision's.
+            tier_hits.sort_by_key(|hit| std::cmp::Reverse(hit.id));
             tier_hits.truncate(k - hits.len());
             hits.extend(tier_hits);
         }

@@ -164,7 +164,7 @@ fn equal_answers_are_the_newest_and_a_filter_finds_a_match_behind_thousands_of_t
     index.index_mut().save().expect("save");
     drop(index);
     let reopened = mld_index::EventIndex::open(&path).expect("reopen");
-    let mut index = TextIndex::from_index(reopened, model(), false).map_err(|refused| refused.1).expect("the same model and wording");
+    let mut index = TextIndex::from_index(reopened, model(), false).expect("read back").map_err(|refused| refused.1).expect("the same model and wording");
     assert_eq!(index.distinct_texts(), 1, "grouped again from the side store");
     check(&mut index);
 }

@@ -516,6 +516,32 @@ impl EventIndex {
         Ok(found)
     }
 
+    /// Reads back every event this index holds, ascending by id, in batches of at most
+    /// `batch`, through the side store it has open (a writer beside a read-only index may
+    /// rename or replace the directory meanwhile: the open file is still this snapshot's).
+    pub fn read_all(&self, batch: usize, on_batch: &mut BatchSink<'_>) -> Result<()> {
+        let locations = self.locations_from(0);
+        for chunk in locations.chunks(batch.max(1)) {
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut vectors = Vec::with_capacity(chunk.len() * self.dims as usize);
+            let mut fields = Vec::with_capacity(chunk.len());
+            for (id, offset) in chunk {
+                let stored = self.store.read_event(*offset)?;
+                if stored.fields.seq != *id || stored.vector.len() != self.dims as usize {
+                    return Err(IndexError::corrupt(
+                        self.dir.join(FIELDS_FILE),
+                        format!("the record at byte {offset} is event {} with {} values, not event {id}", stored.fields.seq, stored.vector.len()),
+                    ));
+                }
+                ids.push(*id);
+                vectors.extend_from_slice(&stored.vector);
+                fields.push(stored.fields);
+            }
+            on_batch(&ids, &vectors, &fields)?;
+        }
+        Ok(())
+    }
+
     /// The id such that exactly `n` events have this id or a larger one (the `n`-th newest),
     /// if there are that many.
     pub fn nth_newest_id(&self, n: usize) -> Option<u64> {

@@ -72,7 +72,7 @@ fn ask_text_offline(dir: &Path, config: Option<&Config>, query: &Query, index: E
     };
     let model = load_text_model(config, &text_config)?;
     let observations = index.source().ends_with(" with observations");
-    let mut text = match mld_history::TextIndex::from_index(index, model, observations) {
+    let mut text = match mld_history::TextIndex::from_index(index, model, observations)? {
         Ok(text) => text,
         Err(refused) => {
             return Ok(Reply::Error(format!(
