@@ -33,6 +33,15 @@ fn scenario(lab: &Lab, name: &str, seconds: u32) -> (i64, i64) {
     (start, now_us())
 }
 
+/// Runs an attack scenario against an appliance that blocks: the tool must run and send,
+/// but the server may stop answering once the attacker is blocked (nmap then finds no
+/// open port it had not reached yet).
+fn blocked_scenario(lab: &Lab, name: &str, seconds: u32) {
+    let output =
+        run(Command::new("bash").arg(repo().join("tests/lab/scenario.sh")).args([&lab.id, name, &seconds.to_string()]).env("MLD_SCENARIO_ALLOW_BLOCKED", "1"));
+    assert!(output.status.success(), "scenario {name} failed: {}", stderr(&output));
+}
+
 fn query(supervisor: &Supervisor, args: &[&str]) -> Result<Value, String> {
     let socket = format!("{}/query.sock", supervisor.runtime_dir);
     let output = run(mldefender().arg("query").args(args).args(["--socket", &socket]));
@@ -313,7 +322,7 @@ fn who_scanned_the_server_returns_the_scanner_block_first() {
     let mut supervisor = Supervisor::start(&lab, "[ingest]\nsave-interval-secs = 1\n");
     supervisor.wait_ready(Duration::from_secs(30));
     scenario(&lab, "benign-http-burst", 3);
-    scenario(&lab, "nmap-syn", 4);
+    blocked_scenario(&lab, "nmap-syn", 4);
 
     let mut last = Value::Null;
     let found = eventually(Duration::from_secs(20), || {
